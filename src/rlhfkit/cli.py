@@ -1,0 +1,110 @@
+"""The `rlhf` command line.
+
+Each subcommand is one dataclass config (its flags are generated from the fields, see `config.py`) and
+one library function that takes that config. Modules are imported only for the command that runs, so
+`rlhf --help` and bad-input errors come back quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+
+from rlhfkit.config import add_arguments, from_args
+from rlhfkit.errors import EXIT_USER_ERROR, UserError
+
+
+@dataclass(frozen=True)
+class Command:
+    module: str
+    config: str
+    function: str
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "world build": Command("rlhfkit.world.build", "WorldConfig", "build_world",
+                           "build the toy world: tokenizer, prompts, demonstrations, base LM"),
+    "sft": Command("rlhfkit.train.sft", "SFTConfig", "train_sft",
+                   "step 1: supervised fine-tuning on prompt/completion demonstrations"),
+    "sample": Command("rlhfkit.sampling", "SampleConfig", "sample_candidates",
+                      "sample K outputs per prompt from one or several policies, for labeling"),
+    "label simulate": Command("rlhfkit.world.simulate", "SimulateConfig", "simulate_labels",
+                              "rank candidates with the toy world's simulated labelers"),
+    "data pairs": Command("rlhfkit.data.pairs", "PairsConfig", "export_pairs",
+                          "turn rankings into every strictly ordered (chosen, rejected) pair"),
+    "rm": Command("rlhfkit.train.reward", "RewardConfig", "train_reward_model",
+                  "step 2: train a reward model on rankings or pairs"),
+    "ppo": Command("rlhfkit.train.ppo", "PPOConfig", "train_ppo",
+                   "step 3: PPO against the reward model with a KL penalty to the SFT policy"),
+    "eval gold": Command("rlhfkit.eval.commands", "EvalGoldConfig", "eval_gold",
+                         "mean gold reward (and components) of a policy on held-out prompts"),
+    "eval winrate": Command("rlhfkit.eval.commands", "EvalWinrateConfig", "eval_winrate",
+                            "win rate of policy A over policy B by the gold reward, with a 95% interval"),
+    "eval rm": Command("rlhfkit.eval.commands", "EvalRMConfig", "eval_rm",
+                       "reward model: held-out accuracy, noise ceiling, Spearman with gold"),
+    "eval bon": Command("rlhfkit.eval.commands", "EvalBoNConfig", "eval_bon",
+                        "best-of-n with the reward model: gold and RM reward against n"),
+    "demo": Command("rlhfkit.demo", "DemoConfig", "run_demo",
+                    "the whole pipeline on the toy world: base -> SFT -> RM -> PPO -> report"),
+    "loop": Command("rlhfkit.loop", "LoopConfig", "run_loop",
+                    "the online loop: sample -> label -> retrain RM -> PPO, several rounds"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line and exit 2, like every other user error."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(EXIT_USER_ERROR)
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    rows = "\n".join(f"  {name:<{width}}  {cmd.help}" for name, cmd in sorted(COMMANDS.items()))
+    return f"usage: rlhf COMMAND [options]   (rlhf COMMAND --help for its options)\n\ncommands:\n{rows}\n"
+
+
+def _find_command(argv: list[str]) -> tuple[str, list[str]] | None:
+    for n in (2, 1):
+        name = " ".join(argv[:n])
+        if len(argv) >= n and name in COMMANDS:
+            return name, argv[n:]
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        sys.stdout.write(_usage())
+        return 0 if argv else EXIT_USER_ERROR
+    found = _find_command(argv)
+    if found is None:
+        sys.stderr.write(f"rlhf: error: unknown command {' '.join(argv[:2])!r} (see rlhf --help)\n")
+        return EXIT_USER_ERROR
+    name, rest = found
+    cmd = COMMANDS[name]
+    module = importlib.import_module(cmd.module)
+    config_cls = getattr(module, cmd.config)
+    parser = _Parser(prog=f"rlhf {name}", description=cmd.help)
+    add_arguments(parser, config_cls)
+    args = parser.parse_args(rest)
+    try:
+        config = from_args(config_cls, args)
+        getattr(module, cmd.function)(config)
+    except UserError as exc:
+        sys.stderr.write(f"rlhf {name}: error: {exc}\n")
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write(f"rlhf {name}: interrupted\n")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Dataclass configs: one per command, loadable from TOML, overridable with `--set key=value`.
+
+Every field carries a one-line `help` (see `option`). The command line is generated from the dataclass:
+field `kl_coef` is the flag `--kl-coef`. Precedence, lowest first: the field's default, `--config FILE`
+(TOML), the flags given on the command line, then `--set key=value` (repeatable; `a.b=v` reaches a
+nested dataclass). The resolved config is written as `config.toml` into every run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from rlhfkit.errors import UserError
+
+
+def option(default: Any = None, help: str = "", *, required: bool = False, positional: bool = False):
+    """A config field with its one-line doc. Lists get a fresh copy per instance."""
+    meta = {"help": help, "required": required, "positional": positional}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------------------------------------- types
+
+def _unwrap_optional(tp) -> tuple[Any, bool]:
+    """`X | None` -> (X, True); anything else -> (tp, False)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _type_name(tp) -> str:
+    base, optional = _unwrap_optional(tp)
+    if typing.get_origin(base) is list:
+        (item,) = typing.get_args(base)
+        name = f"list of {item.__name__}"
+    else:
+        name = getattr(base, "__name__", str(base))
+    return f"{name} or none" if optional else name
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _from_text(tp, text: str):
+    """Parse a command-line string into `tp`; raise ValueError when it does not fit."""
+    base, optional = _unwrap_optional(tp)
+    if optional and text.strip().lower() in {"none", "null", ""}:
+        return None
+    if typing.get_origin(base) is list:
+        (item,) = typing.get_args(base)
+        return [_from_text(item, part.strip()) for part in text.split(",") if part.strip()]
+    if base is bool:
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(text)
+    if base in (int, float, str):
+        return base(text)
+    raise TypeError(f"unsupported config type {tp}")
+
+
+def _from_toml(tp, value):
+    """Check a TOML value against `tp` (ints are accepted for floats); raise ValueError otherwise."""
+    base, optional = _unwrap_optional(tp)
+    if value is None and optional:
+        return None
+    if typing.get_origin(base) is list:
+        (item,) = typing.get_args(base)
+        if isinstance(value, str):
+            return _from_text(base, value)
+        if not isinstance(value, list):
+            raise ValueError(value)
+        return [_from_toml(item, v) for v in value]
+    if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if base is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if base in (bool, str) and isinstance(value, base):
+        return value
+    raise ValueError(value)
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+# ------------------------------------------------------------------------------------------- merging
+
+def _assign(cfg, key: str, value, *, source: str, parse) -> None:
+    """Set dotted `key` on `cfg`, converting `value` with `parse(type, value)`."""
+    head, _, rest = key.partition(".")
+    names = {f.name: f for f in dataclasses.fields(cfg)}
+    if head not in names:
+        known = ", ".join(sorted(names))
+        raise UserError(f"{source}: unknown config key '{key}' for {type(cfg).__name__} (known: {known})")
+    tp = _hints(type(cfg))[head]
+    if dataclasses.is_dataclass(tp):
+        if rest:
+            _assign(getattr(cfg, head), rest, value, source=source, parse=parse)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                _assign(getattr(cfg, head), k, v, source=source, parse=parse)
+        else:
+            raise UserError(f"{source}: config key '{key}' is a table, not a value")
+        return
+    if rest:
+        raise UserError(f"{source}: config key '{head}' has no field '{rest}'")
+    try:
+        setattr(cfg, head, parse(tp, value))
+    except (ValueError, TypeError):
+        raise UserError(f"{source}: config key '{key}' expects {_type_name(tp)}, got {value!r}") from None
+
+
+def load_toml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such config file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: invalid TOML: {exc}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, not a config file") from None
+
+
+def build_config(cls, *, toml_path=None, flags: dict | None = None, sets: list[str] = ()):
+    """Resolve a config: defaults < TOML file < command-line flags < `--set key=value`."""
+    cfg = cls()
+    if toml_path:
+        for key, value in load_toml(toml_path).items():
+            _assign(cfg, key, value, source=str(toml_path), parse=_from_toml)
+    for key, value in (flags or {}).items():
+        _assign(cfg, key, value, source=f"--{key.replace('_', '-')}", parse=_flag_value)
+    for item in sets:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"--set {item!r}: expected key=value")
+        _assign(cfg, key.strip(), value.strip(), source=f"--set {key.strip()}", parse=_from_text)
+    check_required(cfg)
+    return cfg
+
+
+def _flag_value(tp, value):
+    """Flags arrive as strings, except booleans (store_true/false) which arrive parsed."""
+    return value if isinstance(value, bool) else _from_text(tp, value)
+
+
+def check_required(cfg, prefix: str = "") -> None:
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_required(value, prefix + f.name + ".")
+        elif f.metadata.get("required") and value in (None, "", []):
+            flag = f.name if f.metadata.get("positional") else "--" + f.name.replace("_", "-")
+            raise UserError(f"missing required {flag} (config key '{prefix}{f.name}')")
+
+
+# ------------------------------------------------------------------------------------------ argparse
+
+def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One flag per field (`kl_coef` -> `--kl-coef`), plus `--config FILE` and `--set key=value`."""
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        tp = _hints(cls)[f.name]
+        default = getattr(defaults, f.name)
+        help_text = f.metadata.get("help", "")
+        if dataclasses.is_dataclass(tp):
+            continue  # nested tables are reached through --set a.b=value or the TOML file
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, nargs="?", default=argparse.SUPPRESS, help=help_text)
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if _unwrap_optional(tp)[0] is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=f"{help_text} (default: {default})")
+        else:
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            metavar = f.name.upper() if f.metadata.get("required") else None
+            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=metavar,
+                                help=f"{help_text} (default: {shown})")
+    parser.add_argument("--config", dest="_config", metavar="FILE", help="TOML file with config keys")
+    parser.add_argument("--set", dest="_sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (repeatable; a.b=v for nested keys)")
+
+
+def from_args(cls, args: argparse.Namespace):
+    names = {f.name for f in dataclasses.fields(cls)}
+    flags = {k: v for k, v in vars(args).items() if k in names}
+    return build_config(cls, toml_path=getattr(args, "_config", None), flags=flags,
+                        sets=getattr(args, "_sets", []))
+
+
+# ---------------------------------------------------------------------------------------------- TOML
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{text}"'
+
+
+def to_toml(cfg) -> str:
+    """TOML text of a config. None values are left out (TOML has no null); nested dataclasses -> tables."""
+    lines, tables = [], []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            tables.append((f.name, value))
+        elif value is not None:
+            lines.append(f"{f.name} = {_toml_value(value)}")
+    for name, sub in tables:
+        body = to_toml(sub).strip()
+        lines += ["", f"[{name}]", *([body] if body else [])]
+    return "\n".join(lines) + "\n"
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def command_line() -> str:
+    return " ".join(["rlhf", *sys.argv[1:]])

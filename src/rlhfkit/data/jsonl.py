@@ -1,0 +1,112 @@
+"""JSON Lines readers and writers.
+
+Readers validate every line before anything is trained and fail with `path:line: what is wrong`.
+Writers are atomic: they write a temporary file beside the target and rename it, so a crash or a bad
+record never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from rlhfkit.errors import UserError, at
+
+Validator = Callable[[dict, Callable[[str], UserError]], dict]
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, object]]:
+    """Yield (line number, decoded JSON) for each non-blank line; bad JSON -> `path:line: ...`."""
+    path = Path(path)
+    if not path.exists():
+        raise at(path, None, "no such file")
+    if path.is_dir():
+        raise at(path, None, "is a directory, not a JSON Lines file")
+    try:
+        handle = path.open("r", encoding="utf-8")
+    except OSError as exc:
+        raise at(path, None, f"cannot read: {exc.strerror}") from None
+    with handle:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield lineno, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise at(path, lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+                except RecursionError:
+                    raise at(path, lineno, "invalid JSON: nested too deeply") from None
+        except UnicodeDecodeError:
+            raise at(path, lineno + 1, "not UTF-8 text") from None
+
+
+def read_jsonl(path: str | Path, validate: Validator | None = None, *, allow_empty: bool = False) -> list[dict]:
+    """Read and validate every record; the file must hold at least one unless `allow_empty`."""
+    records = []
+    for lineno, obj in iter_jsonl(path):
+        error = lambda message, _n=lineno: at(path, _n, message)  # noqa: E731
+        if not isinstance(obj, dict):
+            raise error(f"expected a JSON object, got {_json_type(obj)}")
+        records.append(validate(obj, error) if validate else obj)
+    if not records and not allow_empty:
+        raise at(path, None, "file is empty (no JSON records)")
+    return records
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
+    """Write records atomically (temp file + rename); returns how many were written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += 1
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def append_jsonl(path: str | Path, record: dict) -> None:
+    """Append one record (metrics logs); flushed so a killed run keeps every line it acknowledged."""
+    with Path(path).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.flush()
+
+
+def _json_type(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def json_type(value) -> str:
+    return _json_type(value)
+
+
+def check_writable(path: str | Path) -> Path:
+    """Fail early (before any work) when an output file cannot be created."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; --out needs a file path")
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"{parent}: is not a directory")
+    return path

@@ -1,0 +1,87 @@
+"""Rankings -> comparison pairs.
+
+A labeler ranks K outputs best first, ties sharing a group. Every output in an earlier group beats every
+output in a later one, which gives up to C(K,2) ordered pairs (InstructGPT §3.5: "A>B>C>D results in 6
+ranked pairs"). Pairs inside a tie group carry no preference and are dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import comb
+
+from rlhfkit.config import option
+from rlhfkit.data.jsonl import check_writable, read_jsonl, write_jsonl
+from rlhfkit.data.schemas import pair_record, ranking_record
+
+
+def ranking_to_pairs(ranking: list[list[int]]) -> list[tuple[int, int]]:
+    """All strictly ordered (winner, loser) index pairs of a tie-grouped ranking, best group first.
+
+    >>> ranking_to_pairs([[2], [0, 3], [1]])
+    [(2, 0), (2, 3), (2, 1), (0, 1), (3, 1)]
+    """
+    pairs = []
+    for g, better in enumerate(ranking):
+        for worse in ranking[g + 1:]:
+            pairs += [(w, l) for w in better for l in worse]
+    return pairs
+
+
+def pair_weight(k: int) -> float:
+    """InstructGPT weights each ranking's pairs by 1/C(K,2), so a ranking counts once, however large K."""
+    return 1.0 / comb(k, 2)
+
+
+def rankings_to_pair_records(rankings: list[dict]) -> list[dict]:
+    """TRL preference records, each tagged with the ranking (`group`) it came from."""
+    out = []
+    for r in rankings:
+        group = f"{r['id']}/{r.get('labeler', 'unknown')}"
+        for w, l in ranking_to_pairs(r["ranking"]):
+            out.append({"prompt": r["prompt"], "chosen": r["completions"][w],
+                        "rejected": r["completions"][l], "group": group})
+    return out
+
+
+def read_preferences(path) -> list[dict]:
+    """Read rankings or pairs (decided by the first record's fields) as a list of *groups*.
+
+    Each group is {"prompt", "completions", "pairs": [(winner, loser), ...], "group"}: a ranking keeps
+    its C(K,2) pairs together; consecutive pairs that share a `group` tag are merged back into one
+    (pairs without a tag are each their own group).
+    """
+    from rlhfkit.data.jsonl import iter_jsonl
+
+    first = next((obj for _, obj in iter_jsonl(path) if isinstance(obj, dict)), None)
+    if first is not None and "ranking" in first:
+        return [{"prompt": r["prompt"], "completions": r["completions"], "pairs": ranking_to_pairs(r["ranking"]),
+                 "group": f"{r['id']}/{r['labeler']}", "id": r["id"]}
+                for r in read_jsonl(path, ranking_record)]
+    groups: list[dict] = []
+    for n, p in enumerate(read_jsonl(path, pair_record)):
+        tag = p.get("group", f"line{n}")
+        if not groups or groups[-1]["group"] != tag or groups[-1]["prompt"] != p["prompt"]:
+            groups.append({"prompt": p["prompt"], "completions": [], "pairs": [], "group": tag, "id": tag})
+        g = groups[-1]
+        idx = []
+        for text in (p["chosen"], p["rejected"]):
+            if text not in g["completions"]:
+                g["completions"].append(text)
+            idx.append(g["completions"].index(text))
+        g["pairs"].append((idx[0], idx[1]))
+    return groups
+
+
+@dataclass
+class PairsConfig:
+    rankings: str = option(None, "rankings JSONL to expand", required=True, positional=True)
+    out: str = option(None, "output pairs JSONL", required=True)
+
+
+def export_pairs(cfg: PairsConfig) -> int:
+    check_writable(cfg.out)
+    rankings = read_jsonl(cfg.rankings, ranking_record)
+    n = write_jsonl(cfg.out, rankings_to_pair_records(rankings))
+    print(f"{n} pairs from {len(rankings)} rankings -> {cfg.out}")
+    return n
