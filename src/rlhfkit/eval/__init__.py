@@ -1,1 +1,1 @@
-"""rlhfkit.eval"""
+"""Evaluation: gold reward, win rates with bootstrap intervals, KL, best-of-n, reports."""

@@ -1,1 +1,1 @@
-"""rlhfkit.models"""
+"""Loading policies, tokenizers, and the scalar-head models (reward and value)."""

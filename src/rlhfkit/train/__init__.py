@@ -1,1 +1,1 @@
-"""rlhfkit.train"""
+"""Training loops, one per step of RLHF, each reading like the paper's algorithm."""

@@ -1,0 +1,49 @@
+"""Tokenization and padding: right padding for training, left padding for generation.
+
+The prompt and the completion are tokenized separately and concatenated, then EOS is appended, so the
+boundary between them is exact for every tokenizer; the loss mask is 0 on the prompt and on padding.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def encode_pair(tokenizer, prompt_ids: list[int], completion: str, max_length: int) -> tuple[list[int], list[int]]:
+    """prompt + completion + EOS, and a loss mask that is 1 only on completion tokens and the EOS.
+
+    When too long, the prompt loses tokens on the left first (its end is what conditions the answer),
+    then the completion is cut on the right.
+    """
+    target = encode(tokenizer, completion) + [tokenizer.eos_token_id]
+    target = target[:max_length - 1] if len(target) >= max_length else target
+    prompt = prompt_ids[-(max_length - len(target)):] if len(prompt_ids) + len(target) > max_length else prompt_ids
+    return prompt + target, [0] * len(prompt) + [1] * len(target)
+
+
+def pad_right(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def pad_left(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([[value] * (width - len(r)) + r for r in rows], dtype=torch.long)
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that count only real tokens, so a left-padded row starts at position 0."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def lm_batch(tokenizer, records: list[dict], max_length: int) -> dict[str, torch.Tensor]:
+    """Right-padded SFT batch: input_ids, attention_mask, loss_mask (completion + EOS only)."""
+    ids, masks = zip(*(encode_pair(tokenizer, encode(tokenizer, r["prompt"]), r["completion"], max_length)
+                       for r in records))
+    input_ids = pad_right(list(ids), tokenizer.pad_token_id)
+    attention_mask = pad_right([[1] * len(i) for i in ids], 0)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": pad_right(list(masks), 0)}

@@ -1,0 +1,97 @@
+"""`rlhf eval ...`: measurements on held-out prompts of the toy world."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlhfkit.config import option
+from rlhfkit.data.jsonl import check_writable
+from rlhfkit.errors import UserError
+from rlhfkit.eval.policy import load_policy, sample_and_score
+from rlhfkit.eval.stats import mean_and_se, win_rate
+from rlhfkit.models.loading import check_model_dir
+from rlhfkit.world.build import World
+
+
+@dataclass
+class SamplingOptions:
+    temperature: float = option(1.0, "sampling temperature (0: greedy)")
+    top_p: float = option(1.0, "nucleus sampling threshold")
+    max_new_tokens: int | None = option(None, "response length limit (default: the world's limit)")
+    seed: int = option(0, "sampling seed")
+    limit: int | None = option(None, "use only the first N held-out prompts")
+    json_out: str | None = option(None, "also write the result as JSON to this file")
+
+
+@dataclass
+class EvalGoldConfig(SamplingOptions):
+    model: str = option(None, "policy directory", required=True)
+    world: str = option(None, "world directory (held-out prompts and gold reward)", required=True)
+
+
+@dataclass
+class EvalWinrateConfig(SamplingOptions):
+    a: str = option(None, "policy A directory", required=True)
+    b: str = option(None, "policy B directory", required=True)
+    world: str = option(None, "world directory (held-out prompts and gold reward)", required=True)
+
+
+def _check_sampling(cfg: SamplingOptions) -> None:
+    if cfg.temperature < 0:
+        raise UserError("config key 'temperature' must be >= 0")
+    if not 0 < cfg.top_p <= 1:
+        raise UserError("config key 'top_p' must be in (0, 1]")
+    if cfg.json_out:
+        check_writable(cfg.json_out)
+
+
+def heldout(world: World, limit: int | None) -> list[str]:
+    prompts = world.prompts("heldout")
+    return prompts[:limit] if limit else prompts
+
+
+def score_policy(path, world: World, cfg: SamplingOptions, prompts: list[str]):
+    model, tokenizer = load_policy(path)
+    return sample_and_score(model, tokenizer, prompts, temperature=cfg.temperature, top_p=cfg.top_p,
+                            max_new_tokens=cfg.max_new_tokens or world.response_limit, seed=cfg.seed)
+
+
+def _write_json(path: str | None, result: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+def eval_gold(cfg: EvalGoldConfig) -> dict:
+    _check_sampling(cfg)
+    world = World(cfg.world)
+    check_model_dir(cfg.model)
+    scored = score_policy(cfg.model, world, cfg, heldout(world, cfg.limit))
+    mean, se = mean_and_se(scored.totals)
+    result = {"model": cfg.model, **scored.summary(), "gold_se": round(se, 4), "by_family": scored.by_family()}
+    print(f"gold reward of {cfg.model} on {result['n']} held-out prompts: {mean:.3f} ± {se:.3f}")
+    for key in ("gold_correctness", "gold_concision", "gold_termination", "gold_harmlessness", "eos_rate",
+                "length"):
+        print(f"  {key:<18} {result[key]:>8}")
+    print("  by family: " + ", ".join(f"{k} {v}" for k, v in result["by_family"].items()))
+    _write_json(cfg.json_out, result)
+    return result
+
+
+def eval_winrate(cfg: EvalWinrateConfig) -> dict:
+    _check_sampling(cfg)
+    world = World(cfg.world)
+    check_model_dir(cfg.a)
+    check_model_dir(cfg.b)
+    prompts = heldout(world, cfg.limit)
+    a = score_policy(cfg.a, world, cfg, prompts)
+    b = score_policy(cfg.b, world, cfg, prompts)
+    result = {"a": cfg.a, "b": cfg.b, **win_rate(a.totals, b.totals, seed=cfg.seed),
+              "gold_a": a.summary()["gold"], "gold_b": b.summary()["gold"]}
+    print(f"win rate of A over B by gold reward: {result['rate']:.3f} "
+          f"(95% CI {result['ci_low']:.3f}–{result['ci_high']:.3f}, n={result['n']}); "
+          f"mean gold A {result['gold_a']:.3f}, B {result['gold_b']:.3f}")
+    _write_json(cfg.json_out, result)
+    return result

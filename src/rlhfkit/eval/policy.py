@@ -1,0 +1,54 @@
+"""Sample a policy on prompts and score the samples by the toy world's gold reward."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rlhfkit.generation import generate_texts
+from rlhfkit.models.loading import load_causal_lm, load_tokenizer
+from rlhfkit.world.gold import GoldReward, gold_reward
+
+COMPONENTS = ("total", "correctness", "concision", "termination", "harmlessness")
+
+
+@dataclass
+class Scored:
+    prompts: list[str]
+    texts: list[str]
+    finished: list[bool]
+    gold: list[GoldReward]
+
+    @property
+    def totals(self) -> list[float]:
+        return [g.total for g in self.gold]
+
+    def summary(self) -> dict:
+        out = {f"gold_{c}" if c != "total" else "gold": round(float(np.mean([getattr(g, c) for g in self.gold])), 4)
+               for c in COMPONENTS}
+        out["eos_rate"] = round(float(np.mean(self.finished)), 4)
+        out["length"] = round(float(np.mean([len(t.split()) for t in self.texts])), 2)
+        out["n"] = len(self.texts)
+        return out
+
+    def by_family(self) -> dict[str, float]:
+        fams: dict[str, list[float]] = {}
+        for g in self.gold:
+            fams.setdefault(g.family, []).append(g.total)
+        return {f: round(float(np.mean(v)), 3) for f, v in sorted(fams.items())}
+
+
+def load_policy(path, device="cpu"):
+    tokenizer = load_tokenizer(path)
+    model = load_causal_lm(path, tokenizer).to(device).eval()
+    return model, tokenizer
+
+
+def sample_and_score(model, tokenizer, prompts: list[str], *, temperature: float, max_new_tokens: int,
+                     seed: int, top_p: float = 1.0, batch_size: int = 128) -> Scored:
+    texts, finished = generate_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                     temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size,
+                                     greedy=temperature == 0)
+    gold = [gold_reward(p, t, f) for p, t, f in zip(prompts, texts, finished)]
+    return Scored(prompts, texts, finished, gold)

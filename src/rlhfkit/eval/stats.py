@@ -1,0 +1,43 @@
+"""Statistics for honest comparisons: win rates with bootstrap intervals, rank correlation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def win_rate(a: list[float], b: list[float], n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Share of prompts where A's score beats B's (ties count ½), with a percentile bootstrap interval.
+
+    `a[i]` and `b[i]` score one sample of each policy for the same prompt i (DESIGN §5).
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError("win_rate needs two equally long, non-empty score lists")
+    outcome = (a > b).astype(float) + 0.5 * (a == b)
+    rng = np.random.default_rng(seed)
+    boots = outcome[rng.integers(0, len(outcome), size=(n_boot, len(outcome)))].mean(axis=1)
+    low, high = np.quantile(boots, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"rate": round(float(outcome.mean()), 4), "ci_low": round(float(low), 4),
+            "ci_high": round(float(high), 4), "n": int(len(outcome))}
+
+
+def mean_and_se(values) -> tuple[float, float]:
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    def ranks(v):
+        v = np.asarray(v, dtype=float)
+        order = v.argsort(kind="mergesort")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v))
+        for value in np.unique(v):  # average the ranks of ties
+            tie = v == value
+            r[tie] = r[tie].mean()
+        return r
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return 0.0
+    return float(np.corrcoef(rx, ry)[0, 1])

@@ -1,0 +1,121 @@
+"""Batched sampling with the KV cache and left padding, stopping at EOS.
+
+Prompts are left-padded so every row's next token sits in the last column; position ids count only real
+tokens, so padding changes nothing (a padded batch generates what one-at-a-time generation would).
+Logits are divided by the temperature before top-p — the same `logits / T` that PPO uses to score the
+samples, so the first PPO ratio is exactly 1 (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rlhfkit.data.collate import encode, pad_left, position_ids
+
+
+@dataclass
+class Samples:
+    prompt_ids: torch.Tensor      # [B, P] left-padded
+    prompt_mask: torch.Tensor     # [B, P] 1 on real prompt tokens
+    response_ids: torch.Tensor    # [B, R] right-padded; the EOS, when produced, is included
+    response_mask: torch.Tensor   # [B, R] 1 on real response tokens (EOS included)
+    finished: torch.Tensor        # [B] True when the response ended with EOS
+    texts: list[str]              # responses decoded without EOS and padding
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.response_mask], dim=1)
+
+
+def encode_prompts(tokenizer, prompts: list[str], max_prompt_length: int | None = None):
+    rows = [encode(tokenizer, p) for p in prompts]
+    if max_prompt_length:
+        rows = [r[-max_prompt_length:] for r in rows]
+    ids = pad_left(rows, tokenizer.pad_token_id)
+    mask = pad_left([[1] * len(r) for r in rows], 0)
+    return ids, mask
+
+
+def next_token(logits: torch.Tensor, temperature: float, top_p: float, greedy: bool,
+               generator: torch.Generator | None) -> torch.Tensor:
+    """Sample one token per row from softmax(logits / T), restricted to the top-p nucleus."""
+    if greedy:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest set reaching p
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
+             top_p: float = 1.0, greedy: bool = False, generator: torch.Generator | None = None,
+             ignore_eos: bool = False, max_prompt_length: int | None = None) -> Samples:
+    """Generate one response per prompt in one batch (KV cache; stops when every row has ended)."""
+    device = next(model.parameters()).device
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, max_prompt_length)
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+    batch = prompt_ids.shape[0]
+
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
+                use_cache=True, logits_to_keep=1)
+    cache, logits = out.past_key_values, out.logits[:, -1]
+    mask = prompt_mask
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    tokens, real = [], []
+    for _ in range(max_new_tokens):
+        if ignore_eos:  # benchmarks: every response runs to full length
+            logits = logits.index_fill(-1, torch.tensor([eos], device=device), float("-inf"))
+        token = next_token(logits, temperature, top_p, greedy, generator)
+        is_real = ~finished
+        token = torch.where(is_real, token, torch.full_like(token, pad))
+        tokens.append(token)
+        real.append(is_real)
+        finished = finished | (is_real & (token == eos))
+        if bool(finished.all()) or len(tokens) == max_new_tokens:
+            break
+        mask = torch.cat([mask, is_real.long()[:, None]], dim=1)
+        pos = (mask.sum(-1, keepdim=True) - 1).clamp(min=0)
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=pos,
+                    past_key_values=cache, use_cache=True)
+        cache, logits = out.past_key_values, out.logits[:, -1]
+
+    response_ids = torch.stack(tokens, dim=1)
+    response_mask = torch.stack(real, dim=1).long()
+    texts = decode_responses(tokenizer, response_ids, response_mask)
+    return Samples(prompt_ids, prompt_mask, response_ids, response_mask, finished, texts)
+
+
+def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
+    eos = tokenizer.eos_token_id
+    rows = []
+    for ids, m in zip(response_ids.tolist(), response_mask.tolist()):
+        rows.append([t for t, keep in zip(ids, m) if keep and t != eos])
+    return [t.strip() for t in tokenizer.batch_decode(rows, skip_special_tokens=True)]
+
+
+def generate_texts(model, tokenizer, prompts: list[str], *, batch_size: int = 128, seed: int | None = None,
+                   **kwargs) -> tuple[list[str], list[bool]]:
+    """Texts and finished flags for many prompts, in chunks of similar length (order preserved)."""
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].split()))
+    texts: list[str] = [""] * len(prompts)
+    finished: list[bool] = [False] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        s = generate(model, tokenizer, [prompts[i] for i in idx], generator=generator, **kwargs)
+        for j, i in enumerate(idx):
+            texts[i], finished[i] = s.texts[j], bool(s.finished[j])
+    return texts, finished

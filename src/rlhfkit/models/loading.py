@@ -1,0 +1,110 @@
+"""Load any Hugging Face causal LM directory (written by `save_pretrained`) and its tokenizer.
+
+Users point every stage at a directory; a missing or wrong one is a user error with one clear line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from rlhfkit.errors import UserError
+
+PAD_TOKEN = "<pad>"
+
+
+def check_model_dir(path: str | os.PathLike, what: str = "model") -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such {what} directory")
+    if not path.is_dir():
+        raise UserError(f"{path}: is a file; expected a {what} directory written by save_pretrained")
+    config = path / "config.json"
+    if not config.exists():
+        raise UserError(f"{path}: not a {what} directory (no config.json; expected save_pretrained output)")
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{config}: invalid JSON: {exc}") from None
+    return path
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """The tokenizer saved beside a model. Guarantees a pad token distinct from EOS (DESIGN §4)."""
+    from transformers import AutoTokenizer
+
+    path = check_model_dir(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot load a tokenizer: {str(exc).splitlines()[0]}") from None
+    if tokenizer.eos_token_id is None:
+        raise UserError(f"{path}: the tokenizer has no EOS token; responses could never end")
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    return tokenizer
+
+
+def load_causal_lm(path: str | os.PathLike, tokenizer=None, dtype: torch.dtype = torch.float32):
+    """An `AutoModelForCausalLM` from a directory; embeddings grown if the tokenizer gained a pad token."""
+    from transformers import AutoModelForCausalLM
+
+    path = check_model_dir(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"{path}: cannot load a causal LM: {str(exc).splitlines()[0]}") from None
+    if tokenizer is not None:
+        align_special_tokens(model, tokenizer)
+    return model
+
+
+def align_special_tokens(model, tokenizer) -> None:
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = tokenizer.eos_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+
+
+def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """RLHF trains without dropout: the PPO ratio and the reward must not depend on dropout noise."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+def save_pretrained_atomic(out: str | os.PathLike, *objects) -> None:
+    """`save_pretrained` each object into a temporary folder, then move the files into `out`.
+
+    A crash while saving leaves the previous files in `out` intact (each file lands by an atomic rename).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".saving"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for obj in objects:
+        obj.save_pretrained(tmp)
+    for item in sorted(tmp.iterdir()):
+        target = out / item.name
+        if target.is_dir() and not item.is_dir():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    tmp.rmdir()
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"config key 'device': unknown device {name!r}") from None
