@@ -39,7 +39,7 @@ def write_candidates(path: Path, n: int, k: int = 5, *, sources=("sft", "ppo"), 
                 for j in range(k)]
         if first_text is not None and i == 0:
             outs[0]["text"] = first_text
-        lines.append(json.dumps({"id": f"q{i:03d}", "prompt": f"Question {i}: list {j} things.", "completions": outs}))
+        lines.append(json.dumps({"id": f"q{i:03d}", "prompt": f"Question {i}: list {i % 5 + 2} things.", "completions": outs}))
     path.write_text("\n".join(lines) + "\n")
     return path
 

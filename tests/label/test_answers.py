@@ -27,7 +27,7 @@ def test_rank_answer_fills_every_flag_false_by_default():
 
 
 @pytest.mark.parametrize("over, message", [
-    ({"ranking": [[2], [0, 3]]}, "missing: 2"),
+    ({"ranking": [[2], [0, 3]]}, "missing output index: 1"),
     ({"ranking": [[2], [2, 0, 3], [1]]}, "placed twice"),
     ({"ranking": [[9], [0, 1, 2, 3]]}, "out of range"),
     ({"likert": [4, 2, 8, 4]}, "from 1 to 7"),
@@ -80,5 +80,5 @@ def test_form_tiers_with_gaps_become_dense_groups():
 
 def test_form_with_an_unplaced_output_names_it():
     form = Form({"kind": "rank", "client_id": CID, "tier_0": "1", "likert_0": "5", "likert_1": "5"})
-    with pytest.raises(BadAnswer, match="missing: 2"):
+    with pytest.raises(BadAnswer, match="missing output index: 1"):
         parse_answer(form_to_body(form, 2), "rank", 2)

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from rlhfkit.data.schemas import FLAGS, LIKERT_MAX, LIKERT_MIN
+from rlhfkit.errors import UserError
 
 SKIP_REASONS = {
     "unclear": "The instruction is unclear or incomplete",
@@ -24,7 +25,7 @@ MAX_TEXT = 20_000  # characters in a demonstration or a note; longer is a mistak
 MAX_ELAPSED_MS = 24 * 3600 * 1000
 
 
-class BadAnswer(ValueError):
+class BadAnswer(UserError):
     """The answer does not fit the task; the message says what to fix."""
 
 
@@ -91,7 +92,7 @@ def _per_output(values, k: int, what: str) -> list:
 
 def _parse_rank(body: dict, k: int, ans: Answer) -> None:
     ranking = body.get("ranking")
-    if not isinstance(ranking, list) or not ranking:
+    if not isinstance(ranking, list):
         raise BadAnswer("ranking must be tie groups best first, e.g. [[2], [0, 3], [1]]")
     tiers: dict[int, int] = {}
     for t, group in enumerate(ranking):
@@ -106,7 +107,7 @@ def _parse_rank(body: dict, k: int, ans: Answer) -> None:
             tiers[idx] = t
     if len(tiers) != k:
         missing = sorted(set(range(k)) - set(tiers))
-        raise BadAnswer(f"place every output in a tier (missing: {', '.join(str(m + 1) for m in missing)})")
+        raise BadAnswer(f"place every output in a tier (missing output index: {', '.join(map(str, missing))})")
     ans.tiers = tiers
     likert = _per_output(body.get("likert"), k, "likert (1-7 for each output)")
     for i, v in enumerate(likert):
@@ -187,7 +188,7 @@ def form_to_body(form, k: int) -> dict:
                 tiers.setdefault(int(raw), []).append(i)
         # Tier numbers may have gaps (1, 3): only their order matters. Unplaced outputs are left out,
         # so parse_answer names them instead of a tier being invented for them.
-        body["ranking"] = [group for _, group in sorted(tiers.items())] or None
+        body["ranking"] = [group for _, group in sorted(tiers.items())]
         likert = []
         for i in range(k):
             raw = (form.get(f"likert_{i}") or "").strip()

@@ -97,13 +97,13 @@ def create_app(store: Store, *, secure_cookie: bool = False) -> FastAPI:
 
     # ------------------------------------------------------------------------------------ helpers
 
-    def render(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
+    def render(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
         token = request.cookies.get(COOKIE)
         context.setdefault("who", None)
         return templates.TemplateResponse(request, name, {"csrf": csrf_token(token) if token else "",
                                                           "htmx": HTMX_FILE, "flags": FLAGS,
                                                           "skip_reasons": SKIP_REASONS, **context},
-                                          status_code=status)
+                                          status_code=status_code)
 
     def who(request: Request) -> Who:
         token = request.cookies.get(COOKIE)
@@ -180,11 +180,11 @@ def create_app(store: Store, *, secure_cookie: bool = False) -> FastAPI:
         response.delete_cookie(COOKIE, path="/")
         return response
 
-    def task_page(request: Request, person: Who, status: int = 200, error: str | None = None):
+    def task_page(request: Request, person: Who):
         task = store.next_task(person)
         fragment = bool(request.headers.get("HX-Request"))
-        return render(request, "_task.html" if fragment else "task.html", status, who=person, task=task,
-                      client_id=str(uuid.uuid4()), error=error)
+        return render(request, "_task.html" if fragment else "task.html", who=person, task=task,
+                      client_id=str(uuid.uuid4()))
 
     @app.get("/task", include_in_schema=False)
     def task(request: Request):

@@ -384,7 +384,7 @@ class Store:
                              flags=ans.flags.get(i, {}), notes=ans.notes.get(i, "")) for i in sorted(tiers))
         if ans.kind == "demo":
             s.add(Demonstration(submission_id=sub.id, text=ans.text))
-        self._event(s, "submit", who.project_id, who.user_id, assignment=a.id, kind=ans.kind,
+        self._event(s, "submit", who.project_id, who.user_id, assignment=a.id, answer=ans.kind,
                     client_id=ans.client_id)
         return Receipt(sub.id, sub.client_id, a.id, item.ext_id, ans.kind)
 
