@@ -206,9 +206,11 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        # Take the write lock at BEGIN: a deferred transaction that reads and then writes can fail with
-        # "database is locked" when it upgrades its lock, which the busy timeout cannot wait out.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock at BEGIN: a deferred transaction that reads and then writes can fail
+        # with "database is locked" when it upgrades its lock, which the busy timeout cannot wait out.
+        # Read-only work (`readonly` execution option) reads a WAL snapshot without blocking anyone.
+        readonly = conn.get_execution_options().get("readonly")
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def upgrade(engine: Engine) -> None:

@@ -32,6 +32,7 @@ from rlhfkit.label.db import (KINDS, MODES, ROLES, Assignment, Candidate, Demons
 
 SESSION_SECONDS = 14 * 24 * 3600
 WRITE_RETRIES = 8
+SWEEP_EVERY_S = 1.0  # an expired lease's slot returns at most this late
 _TRANSIENT_PG = {"40001", "40P01"}  # serialization failure, deadlock detected
 
 
@@ -107,6 +108,8 @@ class Store:
         self.engine = engine
         self.lease_seconds = lease_seconds
         self.clock = clock
+        self._reader = engine.execution_options(readonly=True)
+        self._next_sweep = 0.0
 
     # ------------------------------------------------------------------------------------ plumbing
 
@@ -123,7 +126,7 @@ class Store:
         raise AssertionError("unreachable")
 
     def _read(self, work: Callable[[OrmSession], object]):
-        with OrmSession(self.engine, expire_on_commit=False) as s, s.begin():
+        with OrmSession(self._reader, expire_on_commit=False) as s, s.begin():
             return work(s)
 
     def _event(self, s: OrmSession, kind: str, project_id: int | None, user_id: int | None, **data) -> None:
@@ -269,7 +272,9 @@ class Store:
 
     def next_task(self, who: Who) -> Task | None:
         """The labeler's live lease, or a new one on the best open item; None when nothing is left."""
-        self.expire_leases()
+        if self.clock() >= self._next_sweep:  # sweeping is a write: do it at most every SWEEP_EVERY_S
+            self._next_sweep = self.clock() + min(SWEEP_EVERY_S, self.lease_seconds / 10)
+            self.expire_leases()
 
         def work(s: OrmSession):
             now = self.clock()
