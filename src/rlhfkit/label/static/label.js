@@ -125,10 +125,8 @@
   }
 
   function submit(form) {
-    if (form && beforeSend(form)) {
-      if (window.htmx) window.htmx.trigger(form, "submit");
-      else form.submit();
-    }
+    // requestSubmit: htmx sends it when it has wired the form, the browser posts it otherwise.
+    if (form && beforeSend(form)) form.requestSubmit();
   }
 
   // ---------------------------------------------------------------------------------- keys
