@@ -32,6 +32,12 @@ def client(app, token=None):
     return c
 
 
+def open_task(c) -> tuple[str, str]:
+    """The task page and its assignment id."""
+    page = c.get("/task").text
+    return page, re.search(r'action="/task/(\d+)"', page).group(1)
+
+
 def csrf_of(html: str) -> str:
     return re.search(r'name="csrf_token" value="([0-9a-f]+)"', html).group(1)
 
@@ -56,8 +62,7 @@ def test_unknown_invite_and_no_session(setup):
 def test_forms_need_the_csrf_token(setup):
     app, inv = setup
     c = client(app, inv["ann"])
-    page = c.get("/task").text
-    aid = re.search(r'action="/task/(\d+)"', page).group(1)
+    page, aid = open_task(c)
     body = {"kind": "skip", "reason": "unclear", "client_id": str(uuid.uuid4())}
     assert c.post(f"/task/{aid}", data=body).status_code == 403
     assert c.post(f"/task/{aid}", data=body | {"csrf_token": "0" * 64}).status_code == 403
@@ -122,8 +127,7 @@ def test_api_round_trip_and_resend(setup):
 def test_html_rank_form_with_a_tie(setup):
     app, inv = setup
     c = client(app, inv["ann"])
-    page = c.get("/task").text
-    aid = re.search(r'action="/task/(\d+)"', page).group(1)
+    page, aid = open_task(c)
     idx = [int(i) for i in re.findall(r'name="tier_(\d+)"', page)]
     form = {"kind": "rank", "client_id": str(uuid.uuid4()), "csrf_token": csrf_of(page), "elapsed_ms": "900"}
     for n, i in enumerate(idx):
@@ -141,8 +145,7 @@ def test_html_rank_form_with_a_tie(setup):
 def test_htmx_validation_error_keeps_the_form(setup):
     app, inv = setup
     c = client(app, inv["ann"])
-    page = c.get("/task").text
-    aid = re.search(r'action="/task/(\d+)"', page).group(1)
+    page, aid = open_task(c)
     r = c.post(f"/task/{aid}", data={"kind": "rank", "client_id": str(uuid.uuid4()), "csrf_token": csrf_of(page)},
                headers={"HX-Request": "true"})
     assert r.status_code == 422 and r.headers["HX-Retarget"] == "#form-error"

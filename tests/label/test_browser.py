@@ -74,6 +74,12 @@ def shot(pg, name: str) -> None:
     pg.screenshot(path=str(ARTIFACTS / f"label-{name}-top.png"))
 
 
+def open_task(world, page, who: str, mode: str) -> None:
+    server, tokens, _ = world
+    page.goto(f"{server.url}/invite/{tokens[who]}")
+    page.wait_for_selector(f"#task[data-mode={mode}]")
+
+
 def admin_export(world, project: str, fmt: str = "raw") -> list[dict]:
     _, _, db = world
     from rlhfkit.label.export import records
@@ -86,9 +92,7 @@ def admin_export(world, project: str, fmt: str = "raw") -> list[dict]:
 
 
 def test_rank_with_keyboard_tie_likert_flags_notes_then_next_item(world, page):
-    server, tokens, _ = world
-    page.goto(f"{server.url}/invite/{tokens['rank']}")
-    page.wait_for_selector("#task[data-mode=rank]")
+    open_task(world, page, "rank", "rank")
     assert page.inner_text("#page-n") == "1"
     # The XSS payload is on this first item: shown as text, nothing ran.
     assert "<script>window.__xss = 1</script>" in page.inner_text("#task")
@@ -124,9 +128,7 @@ def test_rank_with_keyboard_tie_likert_flags_notes_then_next_item(world, page):
 
 
 def test_rank_refuses_an_incomplete_ranking_then_drag_and_drop_works(world, page):
-    server, tokens, _ = world
-    page.goto(f"{server.url}/invite/{tokens['rank']}")
-    page.wait_for_selector("#task[data-mode=rank]")
+    open_task(world, page, "rank", "rank")
     page.keyboard.press("Escape")
     page.keyboard.press("Enter")
     assert "Put every output in a tier" in page.inner_text("#form-error")
@@ -135,9 +137,7 @@ def test_rank_refuses_an_incomplete_ranking_then_drag_and_drop_works(world, page
 
 
 def test_pairwise_choice_with_keys(world, page):
-    server, tokens, _ = world
-    page.goto(f"{server.url}/invite/{tokens['ab']}")
-    page.wait_for_selector("#task[data-mode=pairwise]")
+    open_task(world, page, "ab", "pairwise")
     assert "<img src=x" in page.inner_text("#task") and page.evaluate("window.__xss") is None
     page.keyboard.press("b")
     page.keyboard.press("n")
@@ -155,9 +155,7 @@ def test_pairwise_choice_with_keys(world, page):
 
 
 def test_demo_written_and_submitted_with_ctrl_enter(world, page):
-    server, tokens, _ = world
-    page.goto(f"{server.url}/invite/{tokens['sft']}")
-    page.wait_for_selector("#task[data-mode=demo]")
+    open_task(world, page, "sft", "demo")
     page.keyboard.type("Here are three things:\n1. a\n2. b\n3. c")
     shot(page, "demo")
     page.keyboard.press("Control+Enter")
@@ -167,9 +165,7 @@ def test_demo_written_and_submitted_with_ctrl_enter(world, page):
 
 
 def test_skip_with_a_reason(world, page):
-    server, tokens, _ = world
-    page.goto(f"{server.url}/invite/{tokens['skip']}")
-    page.wait_for_selector("#task[data-mode=rank]")
+    open_task(world, page, "skip", "rank")
     page.keyboard.press("Escape")
     page.keyboard.press("s")
     page.select_option("#skip select[name=reason]", "expertise")
