@@ -1,0 +1,152 @@
+"""`rlhf label serve|import|invite|export|stats`: one config dataclass and one function each."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from rlhfkit.config import option
+from rlhfkit.data.jsonl import check_writable, iter_jsonl, read_jsonl, write_jsonl
+from rlhfkit.data.schemas import candidate_record, prompt_record
+from rlhfkit.errors import UserError, at
+from rlhfkit.label import assign
+from rlhfkit.label.db import open_engine, upgrade
+from rlhfkit.label.export import FORMATS, records
+from rlhfkit.label.stats import format_stats, project_stats
+from rlhfkit.label.store import Store
+
+MAX_OUTPUTS = 9  # keys 1-9 place outputs in tiers
+
+
+def open_store(db: str, *, migrate: bool = False, **kwargs) -> Store:
+    engine = open_engine(db)
+    try:
+        if migrate:
+            upgrade(engine)
+        return Store(engine, **kwargs)
+    except Exception as exc:  # an unreachable server or a file that is not a database
+        if isinstance(exc, UserError):
+            raise
+        raise UserError(f"--db: cannot open the database: {str(exc).splitlines()[0]}") from None
+
+
+# ----------------------------------------------------------------------------------------------- serve
+
+@dataclass
+class ServeConfig:
+    db: str = option(None, "database: a SQLite file (labels.db) or a URL (postgresql://user@host/db)",
+                     required=True)
+    host: str = option("127.0.0.1", "address to listen on (loopback by default)")
+    port: int = option(8000, "TCP port")
+    lease_seconds: float = option(assign.DEFAULT_LEASE_SECONDS, "seconds a labeler holds an item before it returns")
+    secure_cookie: bool = option(False, "mark the session cookie Secure (set this when served over HTTPS)")
+
+
+def serve(cfg: ServeConfig) -> None:
+    import uvicorn
+
+    from rlhfkit.label.app import create_app
+
+    store = open_store(cfg.db, migrate=True, lease_seconds=cfg.lease_seconds)
+    app = create_app(store, secure_cookie=cfg.secure_cookie)
+    print(f"labeling app on http://{cfg.host}:{cfg.port}/ (API docs at /docs)", flush=True)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+
+
+# ---------------------------------------------------------------------------------------------- import
+
+@dataclass
+class ImportConfig:
+    candidates: str = option(None, "candidates JSONL (id, prompt, completions: [{text, source}]); "
+                             "for --mode demo a prompts file works too", required=True, positional=True)
+    db: str = option(None, "database: a SQLite file or a URL", required=True)
+    project: str = option(None, "project name (created on first import)", required=True)
+    mode: str = option("rank", "rank | pairwise | demo")
+    overlap: int | None = option(None, "distinct labelers per item (default 3 for a new project)")
+
+
+def read_items(path: str, mode: str) -> list[dict]:
+    """Candidates (or, for demo, prompts) checked for this mode: pairwise needs exactly 2 outputs,
+    rank 2 to 9; ids are unique within the file."""
+    if mode == "demo":
+        first = next((obj for _, obj in iter_jsonl(path)), None)
+        if isinstance(first, dict) and "completions" not in first:
+            rows = read_jsonl(path, prompt_record)
+            return [{"id": r.get("id", str(n)), "prompt": r["prompt"]} for n, r in enumerate(rows, start=1)]
+    rows = read_jsonl(path, candidate_record)
+    seen: dict[str, int] = {}
+    for n, r in enumerate(rows, start=1):
+        k = len(r["completions"])
+        if mode == "pairwise" and k != 2:
+            raise at(path, n, f"--mode pairwise needs exactly 2 completions per record, got {k}")
+        if mode == "rank" and k > MAX_OUTPUTS:
+            raise at(path, n, f"--mode rank shows at most {MAX_OUTPUTS} completions, got {k}")
+        if r["id"] in seen:
+            raise at(path, n, f"id {r['id']!r} appears twice (first on record {seen[r['id']]})")
+        seen[r["id"]] = n
+        if mode == "demo":
+            r["completions"] = []  # a demonstration is written from the prompt alone
+    return rows
+
+
+def import_items(cfg: ImportConfig) -> tuple[int, int]:
+    items = read_items(cfg.candidates, cfg.mode)  # validate the whole file before touching the database
+    store = open_store(cfg.db, migrate=True)
+    added, present = store.import_items(cfg.project, cfg.mode, cfg.overlap, items)
+    p = store.project(cfg.project)
+    print(f"project {p.name} ({p.mode}, overlap {p.overlap}): {added} items added, {present} already there")
+    return added, present
+
+
+# ---------------------------------------------------------------------------------------------- invite
+
+@dataclass
+class InviteConfig:
+    db: str = option(None, "database: a SQLite file or a URL", required=True)
+    project: str = option(None, "project name", required=True)
+    name: str = option(None, "the person's name (their `labeler` in exports)", required=True)
+    role: str = option("labeler", "labeler | admin")
+    base_url: str = option("http://127.0.0.1:8000", "where the app is reached, for the printed link")
+
+
+def invite(cfg: InviteConfig) -> str:
+    token = open_store(cfg.db, migrate=True).invite(cfg.project, cfg.name, cfg.role)
+    link = f"{cfg.base_url.rstrip('/')}/invite/{token}"
+    print(link)
+    return link
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+@dataclass
+class ExportConfig:
+    db: str = option(None, "database: a SQLite file or a URL", required=True)
+    project: str = option(None, "project name", required=True)
+    format: str = option("rankings", "rankings | pairs | demos | raw")
+    out: str = option(None, "output JSONL file", required=True)
+
+
+def export(cfg: ExportConfig) -> int:
+    if cfg.format not in FORMATS:
+        raise UserError(f"--format {cfg.format!r}: expected one of {', '.join(FORMATS)}")
+    check_writable(cfg.out)
+    rows = open_store(cfg.db).submissions(cfg.project)
+    n = write_jsonl(cfg.out, records(rows, cfg.format))
+    print(f"{n} {cfg.format} records from {len(rows)} submissions -> {cfg.out}")
+    return n
+
+
+# ----------------------------------------------------------------------------------------------- stats
+
+@dataclass
+class StatsConfig:
+    db: str = option(None, "database: a SQLite file or a URL", required=True)
+    project: str = option(None, "project name", required=True)
+    json: bool = option(False, "print JSON instead of a table")
+
+
+def stats(cfg: StatsConfig) -> dict:
+    store = open_store(cfg.db)
+    st = project_stats(store.progress(cfg.project), store.submissions(cfg.project))
+    print(json.dumps(st, indent=2) if cfg.json else format_stats(st))
+    return st

@@ -1,0 +1,225 @@
+"""The labeling app's tables (SQLAlchemy 2) and how to open a database.
+
+One row per thing a person did: an `Assignment` is a lease of one item to one labeler; a `Submission`
+is what came back (idempotent by the client's UUID), with its per-output `Rating`s, the `RankEntry`
+tiers of its ranking, or its `Demonstration`. `Event` is an append-only log of who did what.
+
+Times are stored as UNIX seconds (float) so SQLite and PostgreSQL compare them the same way.
+The schema itself is created by the Alembic migrations in `migrations/` (`upgrade`), never by
+`create_all`, so a database made by an older release is upgraded in place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import (JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
+                        create_engine, event)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from rlhfkit.errors import UserError
+
+MODES = ("rank", "pairwise", "demo")
+ROLES = ("labeler", "admin")
+KINDS = ("rank", "pairwise", "demo", "skip")
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # writers queue behind each other instead of failing at once
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Project(Base):
+    __tablename__ = "project"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    overlap: Mapped[int] = mapped_column(Integer)  # k: distinct labelers per item
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class User(Base):
+    __tablename__ = "labeler"  # "user" is reserved in PostgreSQL
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    invite_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the invite token
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Session(Base):
+    __tablename__ = "session"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the cookie value
+    user_id: Mapped[int] = mapped_column(ForeignKey("labeler.id"), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class Item(Base):
+    __tablename__ = "item"
+    __table_args__ = (UniqueConstraint("project_id", "ext_id"), Index("ix_item_queue", "project_id", "taken"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id"))
+    ext_id: Mapped[str] = mapped_column(String(200))  # the `id` of the imported record
+    prompt: Mapped[str] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(Integer)  # order in the imported file
+    # Slots in use: submitted (non-skip) answers + live leases. The lease query only ever changes it
+    # with `UPDATE ... WHERE taken < overlap`, which is what keeps an item at k labelers under races.
+    taken: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Candidate(Base):
+    __tablename__ = "candidate"
+    __table_args__ = (UniqueConstraint("item_id", "idx"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("item.id"))
+    idx: Mapped[int] = mapped_column(Integer)  # index in the imported `completions`
+    text: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(200))  # never shown to labelers (blind evaluation)
+    finished: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Assignment(Base):
+    """A lease: item shown to one labeler until `expires_at`; one row per (item, labeler), ever."""
+
+    __tablename__ = "assignment"
+    __table_args__ = (UniqueConstraint("item_id", "user_id"), Index("ix_assignment_open", "state", "expires_at"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("item.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("labeler.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16))  # leased | submitted | skipped | expired
+    shown: Mapped[list] = mapped_column(JSON)  # candidate indices in the order they are shown
+    leased_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class Submission(Base):
+    __tablename__ = "submission"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)  # the client's UUID: a retry is stored once
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignment.id"), unique=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("item.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("labeler.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # rank | pairwise | demo | skip
+    created_at: Mapped[float] = mapped_column(Float)
+    elapsed_ms: Mapped[int] = mapped_column(Integer)
+    choice: Mapped[str | None] = mapped_column(String(8), nullable=True)  # pairwise: A | B | equal
+    skip_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Rating(Base):
+    """Likert 1-7, the eight InstructGPT flags and notes for one output of one submission."""
+
+    __tablename__ = "rating"
+    __table_args__ = (UniqueConstraint("submission_id", "candidate_idx"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submission.id"))
+    candidate_idx: Mapped[int] = mapped_column(Integer)
+    likert: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    flags: Mapped[dict] = mapped_column(JSON)
+    notes: Mapped[str] = mapped_column(Text, default="")
+
+
+class RankEntry(Base):
+    """One output's tier in a ranking: tier 0 is best; outputs sharing a tier are tied."""
+
+    __tablename__ = "ranking"
+    __table_args__ = (UniqueConstraint("submission_id", "candidate_idx"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submission.id"))
+    candidate_idx: Mapped[int] = mapped_column(Integer)
+    tier: Mapped[int] = mapped_column(Integer)
+
+
+class Demonstration(Base):
+    __tablename__ = "demonstration"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submission.id"), unique=True)
+    text: Mapped[str] = mapped_column(Text)
+
+
+class Event(Base):
+    """Append-only log: import, invite, login, lease, expire, submit, duplicate, skip."""
+
+    __tablename__ = "event"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[float] = mapped_column(Float)
+    project_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict] = mapped_column(JSON)
+
+
+# ---------------------------------------------------------------------------------------------- engine
+
+def normalize_url(db: str) -> str:
+    """`labels.db` -> sqlite:///labels.db; postgresql://... -> postgresql+psycopg://... (psycopg 3)."""
+    db = (db or "").strip()
+    if not db:
+        raise UserError("--db is empty; give a SQLite file (labels.db) or a URL (postgresql://user@host/db)")
+    if "://" not in db:
+        return f"sqlite:///{db}"
+    try:
+        url = make_url(db)
+    except ArgumentError:
+        raise UserError(f"--db {db!r}: not a database URL (e.g. sqlite:///labels.db, postgresql://host/db)") from None
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise UserError(f"--db {db!r}: only SQLite and PostgreSQL are supported")
+    return url.render_as_string(hide_password=False)
+
+
+def open_engine(db: str) -> Engine:
+    """An engine for `db`; SQLite gets WAL, a busy timeout, full fsync and BEGIN IMMEDIATE transactions."""
+    url = normalize_url(db)
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        if path and path != ":memory:" and not Path(path).parent.exists():
+            raise UserError(f"--db {db!r}: directory {Path(path).parent} does not exist")
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                                                  "check_same_thread": False})
+        _sqlite_pragmas(engine)
+        return engine
+    try:
+        return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    except ModuleNotFoundError as exc:
+        raise UserError(f"--db {db!r}: needs the PostgreSQL driver ({exc.name}); pip install 'rlhfkit[postgres]'")
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA synchronous=FULL")  # an acknowledged submission survives a crash
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        # Writers take the write lock at BEGIN: a deferred transaction that reads and then writes can fail
+        # with "database is locked" when it upgrades its lock, which the busy timeout cannot wait out.
+        # Read-only work (`readonly` execution option) reads a WAL snapshot without blocking anyone.
+        readonly = conn.get_execution_options().get("readonly")
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision (what `serve` and `import` do first)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")

@@ -1,0 +1,60 @@
+"""Exports in the formats of DESIGN §2, built from `Store.submissions` rows.
+
+- rankings: one line per labeler per ranked item; a pairwise answer is a ranking of K=2
+  (A better -> [[a], [b]], equal -> one tie group [[a, b]]); optional likert, flags, notes.
+- pairs: every strictly ordered pair of those rankings (`rankings_to_pair_records`), TRL format.
+- demos: prompt, completion (TRL prompt-completion format), for SFT.
+- raw: every submission as stored, skips, timings and sources included.
+
+Every rankings/pairs/demos record passes the validators of `rlhfkit.data.schemas` before it is written.
+"""
+
+from __future__ import annotations
+
+from rlhfkit.data.pairs import rankings_to_pair_records
+from rlhfkit.data.schemas import demo_record, pair_record, ranking_record
+from rlhfkit.errors import UserError
+from rlhfkit.label.answers import tiers_to_ranking
+
+FORMATS = ("rankings", "pairs", "demos", "raw")
+
+
+def _invalid(message: str) -> UserError:
+    raise AssertionError(f"export produced an invalid record: {message}")  # a bug, never user input
+
+
+def ranking_records(rows: list[dict]) -> list[dict]:
+    out = []
+    for r in rows:
+        if r["kind"] not in ("rank", "pairwise"):
+            continue
+        record = {"id": r["id"], "prompt": r["prompt"], "completions": [c["text"] for c in r["completions"]],
+                  "ranking": tiers_to_ranking({int(i): t for i, t in r["tiers"].items()}),
+                  "labeler": r["labeler"]}
+        if r["likert"] and None not in r["likert"]:
+            record["likert"] = r["likert"]
+        if r["flags"]:
+            record["flags"] = r["flags"]
+        if r["output_notes"] and any(r["output_notes"]):
+            record["notes"] = r["output_notes"]
+        elif r["notes"]:
+            record["notes"] = r["notes"]
+        out.append(ranking_record(record, _invalid))
+    return out
+
+
+def pair_records(rows: list[dict]) -> list[dict]:
+    return [pair_record(p, _invalid) for p in rankings_to_pair_records(ranking_records(rows))]
+
+
+def demo_records(rows: list[dict]) -> list[dict]:
+    return [demo_record({"prompt": r["prompt"], "completion": r["demonstration"]}, _invalid)
+            for r in rows if r["kind"] == "demo"]
+
+
+def records(rows: list[dict], fmt: str) -> list[dict]:
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if fmt == "raw":
+        return rows
+    return {"rankings": ranking_records, "pairs": pair_records, "demos": demo_records}[fmt](rows)

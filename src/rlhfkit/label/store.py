@@ -1,0 +1,470 @@
+"""All the labeling app's SQL, in one place.
+
+`Store` wraps an engine. Every write runs in one short transaction (`_write`), retried when the database
+reports a transient conflict (a PostgreSQL deadlock or serialization failure, a locked SQLite file).
+Two conditional updates carry the concurrency guarantees, on SQLite and PostgreSQL alike:
+
+- leasing: `UPDATE item SET taken = taken + 1 WHERE id = ? AND taken < overlap` — at most k slots;
+- answering: `UPDATE assignment SET state = ? WHERE id = ? AND state = 'leased'` — one answer per lease;
+
+and two unique constraints make retries harmless: `submission.client_id` (a resent answer is stored
+once) and `assignment (item_id, user_id)` (no labeler sees an item twice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session as OrmSession
+
+from rlhfkit.errors import UserError
+from rlhfkit.label import assign
+from rlhfkit.label.answers import Answer, pairwise_tiers
+from rlhfkit.label.db import (KINDS, MODES, ROLES, Assignment, Candidate, Demonstration, Event, Item, Project,
+                              RankEntry, Rating, Session, Submission, User)
+
+SESSION_SECONDS = 14 * 24 * 3600
+WRITE_RETRIES = 8
+SWEEP_EVERY_S = 1.0  # an expired lease's slot returns at most this late
+_TRANSIENT_PG = {"40001", "40P01"}  # serialization failure, deadlock detected
+
+
+class NotFound(UserError):
+    pass
+
+
+class Forbidden(UserError):
+    pass
+
+
+class Conflict(UserError):
+    pass
+
+
+def digest(token: str) -> str:
+    """Tokens (invites, sessions) are stored as their SHA-256 only."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)  # 256 random bits
+
+
+@dataclass(frozen=True)
+class Who:
+    """The person behind a request."""
+
+    user_id: int
+    name: str
+    role: str
+    project_id: int
+    project: str
+    mode: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass
+class Task:
+    """One leased item, as a labeler sees it: no sources, outputs in their shown order."""
+
+    assignment_id: int
+    item_id: str
+    mode: str
+    prompt: str
+    outputs: list[tuple[int, str]]  # (candidate index, text), shown order
+    expires_at: float
+    page: int
+    pages: int
+
+
+@dataclass
+class Receipt:
+    submission_id: int
+    client_id: str
+    assignment_id: int
+    item_id: str
+    kind: str
+    duplicate: bool = False
+
+
+def _transient(exc: DBAPIError) -> bool:
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return code in _TRANSIENT_PG or "database is locked" in str(exc).lower()
+
+
+class Store:
+    def __init__(self, engine: Engine, *, lease_seconds: float = assign.DEFAULT_LEASE_SECONDS,
+                 clock: Callable[[], float] = time.time):
+        self.engine = engine
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self._reader = engine.execution_options(readonly=True)
+        self._next_sweep = 0.0
+
+    # ------------------------------------------------------------------------------------ plumbing
+
+    def _write(self, work: Callable[[OrmSession], object]):
+        """Run `work(session)` in one transaction; retry transient conflicts with a short backoff."""
+        for attempt in range(WRITE_RETRIES):
+            try:
+                with OrmSession(self.engine, expire_on_commit=False) as s, s.begin():
+                    return work(s)
+            except (OperationalError, DBAPIError) as exc:
+                if isinstance(exc, IntegrityError) or not _transient(exc) or attempt == WRITE_RETRIES - 1:
+                    raise
+                time.sleep(0.01 * 2 ** attempt * (1 + secrets.randbelow(100) / 100))
+        raise AssertionError("unreachable")
+
+    def _read(self, work: Callable[[OrmSession], object]):
+        with OrmSession(self._reader, expire_on_commit=False) as s, s.begin():
+            return work(s)
+
+    def _event(self, s: OrmSession, kind: str, project_id: int | None, user_id: int | None, **data) -> None:
+        s.add(Event(at=self.clock(), project_id=project_id, user_id=user_id, kind=kind, data=data))
+
+    # ------------------------------------------------------------------------------------ projects
+
+    def _project(self, s: OrmSession, name: str) -> Project:
+        project = s.scalar(select(Project).where(Project.name == name))
+        if project is None:
+            known = ", ".join(s.scalars(select(Project.name).order_by(Project.name))) or "none yet"
+            raise NotFound(f"unknown project {name!r} (known: {known}); create it with `rlhf label import`")
+        return project
+
+    def project(self, name: str) -> Project:
+        return self._read(lambda s: self._project(s, name))
+
+    def projects(self) -> list[Project]:
+        return self._read(lambda s: list(s.scalars(select(Project).order_by(Project.name))))
+
+    def import_items(self, name: str, mode: str, overlap: int | None, records: list[dict]) -> tuple[int, int]:
+        """Create the project if needed and add the records it does not hold yet: (added, already there).
+
+        One transaction: a failure leaves the database as it was.
+        """
+        if mode not in MODES:
+            raise UserError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+        if overlap is not None and overlap < 1:
+            raise UserError(f"--overlap {overlap}: each item needs at least one labeler")
+
+        def work(s: OrmSession):
+            now = self.clock()
+            project = s.scalar(select(Project).where(Project.name == name))
+            if project is None:
+                project = Project(name=name, mode=mode, overlap=overlap or 3, created_at=now)
+                s.add(project)
+                s.flush()
+            elif project.mode != mode:
+                raise UserError(f"project {name!r} collects {project.mode!r} labels, not {mode!r}")
+            elif overlap is not None and overlap != project.overlap:
+                project.overlap = overlap
+            existing = set(s.scalars(select(Item.ext_id).where(Item.project_id == project.id)))
+            start = s.scalar(select(func.coalesce(func.max(Item.position), -1)).where(
+                Item.project_id == project.id)) + 1
+            added = 0
+            for record in records:
+                if record["id"] in existing:
+                    continue
+                existing.add(record["id"])
+                item = Item(project_id=project.id, ext_id=record["id"], prompt=record["prompt"],
+                            position=start + added, taken=0)
+                s.add(item)
+                s.flush()
+                s.add_all(Candidate(item_id=item.id, idx=i, text=c["text"], source=c.get("source", "unknown"),
+                                    finished=c.get("finished", True))
+                          for i, c in enumerate(record.get("completions", [])))
+                added += 1
+            self._event(s, "import", project.id, None, added=added, present=len(records) - added)
+            return added, len(records) - added
+
+        return self._write(work)
+
+    # ------------------------------------------------------------------------------- people, sessions
+
+    def invite(self, project: str, name: str, role: str = "labeler") -> str:
+        """Create (or re-invite) a person; returns the invite token. A new invite revokes the old link."""
+        if role not in ROLES:
+            raise UserError(f"--role {role!r}: expected one of {', '.join(ROLES)}")
+        if not name.strip():
+            raise UserError("--name is empty")
+        token = new_token()
+
+        def work(s: OrmSession):
+            p = self._project(s, project)
+            user = s.scalar(select(User).where(User.project_id == p.id, User.name == name))
+            if user is None:
+                user = User(project_id=p.id, name=name, role=role, invite_hash=digest(token), created_at=self.clock())
+                s.add(user)
+                s.flush()
+            else:
+                user.invite_hash, user.role = digest(token), role
+                s.execute(update(Session).where(Session.user_id == user.id).values(expires_at=0))
+            self._event(s, "invite", p.id, user.id, name=name, role=role)
+
+        self._write(work)
+        return token
+
+    def login(self, invite_token: str) -> str | None:
+        """An invite token -> a new session token (None when the invite is unknown)."""
+        session_token = new_token()
+
+        def work(s: OrmSession):
+            user = s.scalar(select(User).where(User.invite_hash == digest(invite_token)))
+            if user is None:
+                return None
+            now = self.clock()
+            s.add(Session(token_hash=digest(session_token), user_id=user.id, created_at=now,
+                          expires_at=now + SESSION_SECONDS))
+            self._event(s, "login", user.project_id, user.id)
+            return session_token
+
+        return self._write(work)
+
+    def logout(self, session_token: str) -> None:
+        self._write(lambda s: s.execute(update(Session).where(Session.token_hash == digest(session_token))
+                                        .values(expires_at=0)))
+
+    def who(self, session_token: str) -> Who | None:
+        def work(s: OrmSession):
+            row = s.execute(
+                select(User, Project).join(Session, Session.user_id == User.id)
+                .join(Project, Project.id == User.project_id)
+                .where(Session.token_hash == digest(session_token), Session.expires_at > self.clock())
+            ).first()
+            if row is None:
+                return None
+            user, p = row
+            return Who(user.id, user.name, user.role, p.id, p.name, p.mode)
+
+        return self._read(work)
+
+    # -------------------------------------------------------------------------------------- leases
+
+    def expire_leases(self) -> int:
+        """Return the slots of leases past their expiry to the pool; how many expired."""
+
+        def work(s: OrmSession):
+            now = self.clock()
+            rows = s.execute(select(Assignment.id, Assignment.item_id, Assignment.user_id)
+                             .where(Assignment.state == "leased", Assignment.expires_at < now)
+                             .order_by(Assignment.item_id).limit(500)).all()
+            n = 0
+            for aid, item_id, user_id in rows:
+                done = s.execute(update(Assignment).where(Assignment.id == aid, Assignment.state == "leased")
+                                 .values(state="expired"))
+                if done.rowcount:
+                    s.execute(update(Item).where(Item.id == item_id).values(taken=Item.taken - 1))
+                    self._event(s, "expire", None, user_id, assignment=aid, item=item_id)
+                    n += 1
+            return n
+
+        return self._write(work)
+
+    def next_task(self, who: Who) -> Task | None:
+        """The labeler's live lease, or a new one on the best open item; None when nothing is left."""
+        if self.clock() >= self._next_sweep:  # sweeping is a write: do it at most every SWEEP_EVERY_S
+            self._next_sweep = self.clock() + min(SWEEP_EVERY_S, self.lease_seconds / 10)
+            self.expire_leases()
+
+        def work(s: OrmSession):
+            now = self.clock()
+            current = s.scalar(select(Assignment).where(Assignment.user_id == who.user_id,
+                                                        Assignment.state == "leased",
+                                                        Assignment.expires_at >= now))
+            if current is not None:
+                return self._task(s, who, current)
+            overlap = s.scalar(select(Project.overlap).where(Project.id == who.project_id))
+            seen = exists().where(Assignment.item_id == Item.id, Assignment.user_id == who.user_id)
+            rows = s.execute(select(Item.id, Item.position, Item.taken)
+                             .where(Item.project_id == who.project_id, Item.taken < overlap, ~seen)
+                             .order_by(Item.position).limit(64)).all()
+            for item_id in assign.queue_order([assign.Slot(*r) for r in rows], overlap):
+                took = s.execute(update(Item).where(Item.id == item_id, Item.taken < overlap)
+                                 .values(taken=Item.taken + 1))
+                if not took.rowcount:
+                    continue  # another labeler filled the last slot first
+                k = s.scalar(select(func.count()).where(Candidate.item_id == item_id))
+                lease = Assignment(item_id=item_id, user_id=who.user_id, state="leased", shown=[],
+                                   leased_at=now, expires_at=assign.lease_expiry(now, self.lease_seconds))
+                s.add(lease)
+                s.flush()
+                lease.shown = assign.shown_order(k, seed=lease.id)
+                self._event(s, "lease", who.project_id, who.user_id, assignment=lease.id, item=item_id)
+                return self._task(s, who, lease)
+            return None
+
+        return self._write(work)
+
+    def _task(self, s: OrmSession, who: Who, a: Assignment) -> Task:
+        item = s.get(Item, a.item_id)
+        texts = dict(s.execute(select(Candidate.idx, Candidate.text).where(Candidate.item_id == a.item_id)).all())
+        overlap = s.scalar(select(Project.overlap).where(Project.id == who.project_id))
+        answered = s.scalar(select(func.count()).select_from(Submission).where(Submission.user_id == who.user_id))
+        seen = exists().where(Assignment.item_id == Item.id, Assignment.user_id == who.user_id)
+        available = s.scalar(select(func.count()).select_from(Item).where(
+            Item.project_id == who.project_id, Item.taken < overlap, ~seen))
+        page, pages = assign.page_numbers(answered, available)
+        return Task(a.id, item.ext_id, who.mode, item.prompt, [(i, texts[i]) for i in a.shown],
+                    a.expires_at, page, pages)
+
+    # --------------------------------------------------------------------------------- submissions
+
+    def output_count(self, who: Who, assignment_id: int) -> int:
+        """How many outputs the item of one of this labeler's assignments has (to check an answer)."""
+
+        def work(s: OrmSession):
+            row = s.execute(select(Assignment.user_id, func.count(Candidate.id))
+                            .outerjoin(Candidate, Candidate.item_id == Assignment.item_id)
+                            .where(Assignment.id == assignment_id).group_by(Assignment.id)).first()
+            if row is None or row[0] != who.user_id:
+                raise NotFound(f"no assignment {assignment_id} for {who.name}")
+            return row[1]
+
+        return self._read(work)
+
+    def submit(self, who: Who, assignment_id: int, ans: Answer) -> Receipt:
+        """Store an answer once. Resending the same `client_id` returns the first receipt."""
+        try:
+            return self._write(lambda s: self._submit(s, who, assignment_id, ans))
+        except IntegrityError:
+            # Two copies of one answer raced (PostgreSQL): the other one won; report it.
+            return self._write(lambda s: self._submit(s, who, assignment_id, ans))
+
+    def _duplicate(self, s: OrmSession, who: Who, client_id: str) -> Receipt | None:
+        row = s.execute(select(Submission, Item.ext_id).join(Item, Item.id == Submission.item_id)
+                        .where(Submission.client_id == client_id)).first()
+        if row is None:
+            return None
+        sub, ext_id = row
+        if sub.user_id != who.user_id:
+            raise Conflict("client_id was already used by someone else; generate a new UUID per answer")
+        return Receipt(sub.id, sub.client_id, sub.assignment_id, ext_id, sub.kind, duplicate=True)
+
+    def _submit(self, s: OrmSession, who: Who, assignment_id: int, ans: Answer) -> Receipt:
+        if (dup := self._duplicate(s, who, ans.client_id)) is not None:
+            return dup
+        a = s.get(Assignment, assignment_id)
+        if a is None or a.user_id != who.user_id:
+            raise NotFound(f"no assignment {assignment_id} for {who.name}")
+        item = s.get(Item, a.item_id)
+        new_state = "skipped" if ans.kind == "skip" else "submitted"
+        moved = s.execute(update(Assignment).where(Assignment.id == a.id, Assignment.state == "leased")
+                          .values(state=new_state)).rowcount
+        if moved:
+            if ans.kind == "skip":  # the slot goes back to the pool for someone else
+                s.execute(update(Item).where(Item.id == item.id).values(taken=Item.taken - 1))
+        else:
+            s.expire(a)
+            if (dup := self._duplicate(s, who, ans.client_id)) is not None:
+                return dup
+            if a.state != "expired":
+                raise Conflict("this item was already answered (a different client_id); fetch the next one")
+            if ans.kind != "skip":
+                # A late answer on an expired lease is kept if the item still has a free slot.
+                overlap = s.scalar(select(Project.overlap).where(Project.id == who.project_id))
+                took = s.execute(update(Item).where(Item.id == item.id, Item.taken < overlap)
+                                 .values(taken=Item.taken + 1)).rowcount
+                if not took:
+                    raise Conflict("your lease on this item expired and other labelers have taken it")
+            s.execute(update(Assignment).where(Assignment.id == a.id).values(state=new_state))
+        sub = Submission(client_id=ans.client_id, assignment_id=a.id, item_id=item.id, user_id=who.user_id,
+                         kind=ans.kind, created_at=self.clock(), elapsed_ms=ans.elapsed_ms, choice=ans.choice,
+                         skip_reason=ans.reason, notes=ans.note or None)
+        s.add(sub)
+        s.flush()
+        tiers = pairwise_tiers(ans.choice, a.shown) if ans.kind == "pairwise" else ans.tiers
+        s.add_all(RankEntry(submission_id=sub.id, candidate_idx=i, tier=t) for i, t in tiers.items())
+        if ans.kind == "rank":
+            s.add_all(Rating(submission_id=sub.id, candidate_idx=i, likert=ans.likert.get(i),
+                             flags=ans.flags.get(i, {}), notes=ans.notes.get(i, "")) for i in sorted(tiers))
+        if ans.kind == "demo":
+            s.add(Demonstration(submission_id=sub.id, text=ans.text))
+        self._event(s, "submit", who.project_id, who.user_id, assignment=a.id, answer=ans.kind,
+                    client_id=ans.client_id)
+        return Receipt(sub.id, sub.client_id, a.id, item.ext_id, ans.kind)
+
+    # ------------------------------------------------------------------------------- export, stats
+
+    def submissions(self, project: str) -> list[dict]:
+        """Every submission of a project with its item, candidates and answer (the raw export)."""
+
+        def work(s: OrmSession):
+            p = self._project(s, project)
+            rows = s.execute(
+                select(Submission, Item, User.name, Assignment.shown)
+                .join(Item, Item.id == Submission.item_id).join(User, User.id == Submission.user_id)
+                .join(Assignment, Assignment.id == Submission.assignment_id)
+                .where(Item.project_id == p.id).order_by(Item.position, Submission.id)).all()
+            sub_ids = [r[0].id for r in rows]
+            item_ids = {r[1].id for r in rows}
+            cands: dict[int, list[Candidate]] = {}
+            for c in s.scalars(select(Candidate).where(Candidate.item_id.in_(item_ids)).order_by(Candidate.idx)):
+                cands.setdefault(c.item_id, []).append(c)
+            tiers: dict[int, dict[int, int]] = {}
+            for r in s.scalars(select(RankEntry).where(RankEntry.submission_id.in_(sub_ids))):
+                tiers.setdefault(r.submission_id, {})[r.candidate_idx] = r.tier
+            ratings: dict[int, list[Rating]] = {}
+            for r in s.scalars(select(Rating).where(Rating.submission_id.in_(sub_ids)).order_by(Rating.candidate_idx)):
+                ratings.setdefault(r.submission_id, []).append(r)
+            demos = dict(s.execute(select(Demonstration.submission_id, Demonstration.text)
+                                   .where(Demonstration.submission_id.in_(sub_ids))).all())
+            out = []
+            for sub, item, labeler, shown in rows:
+                rated = ratings.get(sub.id, [])
+                out.append({
+                    "id": item.ext_id, "prompt": item.prompt, "mode": p.mode, "kind": sub.kind,
+                    "labeler": labeler, "client_id": sub.client_id, "submitted_at": sub.created_at,
+                    "elapsed_ms": sub.elapsed_ms, "shown_order": shown,
+                    "completions": [{"text": c.text, "source": c.source} for c in cands.get(item.id, [])],
+                    "tiers": tiers.get(sub.id), "choice": sub.choice,
+                    "likert": [r.likert for r in rated] or None, "flags": [r.flags for r in rated] or None,
+                    "output_notes": [r.notes for r in rated] or None, "notes": sub.notes,
+                    "demonstration": demos.get(sub.id), "skip_reason": sub.skip_reason,
+                })
+            return out
+
+        return self._read(work)
+
+    def progress(self, project: str) -> dict:
+        """Items, how many are complete (k answers), answers per kind, live leases, labelers."""
+
+        def work(s: OrmSession):
+            p = self._project(s, project)
+            answers = (select(Submission.item_id, func.count().label("n"))
+                       .where(Submission.kind != "skip").group_by(Submission.item_id).subquery())
+            items = s.scalar(select(func.count()).select_from(Item).where(Item.project_id == p.id))
+            complete = s.scalar(select(func.count()).select_from(Item).join(answers, answers.c.item_id == Item.id)
+                                .where(Item.project_id == p.id, answers.c.n >= p.overlap))
+            kinds = dict(s.execute(select(Submission.kind, func.count()).join(Item, Item.id == Submission.item_id)
+                                   .where(Item.project_id == p.id).group_by(Submission.kind)).all())
+            live = s.scalar(select(func.count()).select_from(Assignment).join(Item, Item.id == Assignment.item_id)
+                            .where(Item.project_id == p.id, Assignment.state == "leased",
+                                   Assignment.expires_at >= self.clock()))
+            people = s.execute(select(User.name, User.role).where(User.project_id == p.id).order_by(User.name)).all()
+            return {"project": p.name, "mode": p.mode, "overlap": p.overlap, "items": items,
+                    "complete": complete, "answers": {k: kinds.get(k, 0) for k in KINDS},
+                    "live_leases": live, "people": [{"name": n, "role": r} for n, r in people]}
+
+        return self._read(work)
+
+    def item_answer_counts(self, project: str) -> list[tuple[str, int, int]]:
+        """(item id, answers, distinct labelers) per item: the load test's invariant, from the database."""
+
+        def work(s: OrmSession):
+            p = self._project(s, project)
+            return s.execute(
+                select(Item.ext_id, func.count(Submission.id), func.count(func.distinct(Submission.user_id)))
+                .outerjoin(Submission, and_(Submission.item_id == Item.id, Submission.kind != "skip"))
+                .where(Item.project_id == p.id).group_by(Item.id, Item.ext_id).order_by(Item.ext_id)).all()
+
+        return self._read(work)

@@ -1,0 +1,170 @@
+"""The web app through its routes (in-process): login, CSRF, roles, escaping, the form and the API."""
+
+import re
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rlhfkit.label.app import create_app
+from rlhfkit.label.commands import open_store, read_items
+from tests.label.conftest import XSS_TEXT, stand_in_answer, write_candidates
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """Two projects: `rank` (5 outputs, one carrying XSS payloads) and `other`; returns (app, invites)."""
+    db = str(tmp_path / "labels.db")
+    store = open_store(db, migrate=True)
+    store.import_items("rank", "rank", 2, read_items(str(write_candidates(tmp_path / "c.jsonl", 3, 5,
+                                                                        first_text=XSS_TEXT)), "rank"))
+    store.import_items("other", "rank", 1, read_items(str(write_candidates(tmp_path / "o.jsonl", 1, 2)), "rank"))
+    invites = {"ann": store.invite("rank", "ann"), "bob": store.invite("rank", "bob"),
+               "boss": store.invite("rank", "boss", "admin"), "other-boss": store.invite("other", "oz", "admin")}
+    return create_app(store), invites
+
+
+def client(app, token=None):
+    c = TestClient(app, base_url="http://127.0.0.1")
+    if token:
+        r = c.get(f"/invite/{token}", follow_redirects=False)
+        assert r.status_code == 303
+    return c
+
+
+def open_task(c) -> tuple[str, str]:
+    """The task page and its assignment id."""
+    page = c.get("/task").text
+    return page, re.search(r'action="/task/(\d+)"', page).group(1)
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([0-9a-f]+)"', html).group(1)
+
+
+def test_invite_sets_an_httponly_samesite_cookie_and_hides_the_token(setup):
+    app, inv = setup
+    r = client(app).get(f"/invite/{inv['ann']}", follow_redirects=False)
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie
+    assert r.headers["location"] == "/" and inv["ann"] not in cookie
+    assert r.headers["referrer-policy"] == "no-referrer"
+
+
+def test_unknown_invite_and_no_session(setup):
+    app, _ = setup
+    c = client(app)
+    assert c.get("/invite/nope").status_code == 404
+    assert c.get("/task").status_code == 401
+    assert c.post("/api/next").status_code == 401
+
+
+def test_forms_need_the_csrf_token(setup):
+    app, inv = setup
+    c = client(app, inv["ann"])
+    page, aid = open_task(c)
+    body = {"kind": "skip", "reason": "unclear", "client_id": str(uuid.uuid4())}
+    assert c.post(f"/task/{aid}", data=body).status_code == 403
+    assert c.post(f"/task/{aid}", data=body | {"csrf_token": "0" * 64}).status_code == 403
+    assert c.post("/logout", data={}).status_code == 403
+    r = c.post(f"/task/{aid}", data=body | {"csrf_token": csrf_of(page)}, follow_redirects=False)
+    assert r.status_code == 303
+
+
+def test_api_mutations_need_the_csrf_header(setup):
+    app, inv = setup
+    c = client(app)
+    csrf = c.post("/api/session", json={"token": inv["ann"]}).json()["csrf_token"]
+    assert c.post("/api/next").status_code == 403
+    assert c.post("/api/next", headers={"X-CSRF-Token": csrf}).status_code == 200
+
+
+def test_model_text_is_escaped(setup):
+    app, inv = setup
+    c = client(app, inv["ann"])
+    for _ in range(3):  # find the item carrying the payload
+        page = c.get("/task").text
+        if "window.__xss" in page:
+            break
+        aid = re.search(r'action="/task/(\d+)"', page).group(1)
+        c.post(f"/task/{aid}", data={"kind": "skip", "reason": "unclear", "client_id": str(uuid.uuid4()),
+                                     "csrf_token": csrf_of(page)})
+    assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in page
+    assert "<script>window" not in page and "<img src=x" not in page
+    assert "script-src 'self'" in c.get("/task").headers["content-security-policy"]
+
+
+def test_labelers_get_403_on_admin_export_and_other_projects(setup):
+    app, inv = setup
+    c = client(app, inv["ann"])
+    assert c.get("/admin").status_code == 403
+    assert c.get("/admin/export?format=rankings").status_code == 403
+    assert c.get("/api/projects/rank/export").status_code == 403
+    assert c.get("/api/projects/rank/stats").status_code == 403
+    assert c.get("/api/projects/other/stats").status_code == 403
+    oz = client(app, inv["other-boss"])
+    assert oz.get("/api/projects/rank/stats").status_code == 403
+    assert oz.get("/api/projects/other/stats").status_code == 200
+
+
+def test_api_round_trip_and_resend(setup):
+    app, inv = setup
+    c = client(app)
+    csrf = c.post("/api/session", json={"token": inv["bob"]}).json()["csrf_token"]
+    h = {"X-CSRF-Token": csrf}
+    task = c.post("/api/next", headers=h).json()["task"]
+    assert "source" not in str(task) and len(task["outputs"]) == 5
+    body = stand_in_answer(task)
+    first = c.post("/api/submissions", json=body, headers=h)
+    again = c.post("/api/submissions", json=body, headers=h)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["duplicate"] and again.json()["submission_id"] == first.json()["submission_id"]
+    bad = c.post("/api/submissions", json=body | {"client_id": str(uuid.uuid4()), "ranking": [[0]]}, headers=h)
+    assert bad.status_code in (409, 422)
+    assert c.post("/api/submissions", json={"kind": "rank"}, headers=h).status_code == 422
+
+
+def test_html_rank_form_with_a_tie(setup):
+    app, inv = setup
+    c = client(app, inv["ann"])
+    page, aid = open_task(c)
+    idx = [int(i) for i in re.findall(r'name="tier_(\d+)"', page)]
+    form = {"kind": "rank", "client_id": str(uuid.uuid4()), "csrf_token": csrf_of(page), "elapsed_ms": "900"}
+    for n, i in enumerate(idx):
+        form |= {f"tier_{i}": str(min(n + 1, 4)), f"likert_{i}": str(7 - n)}
+    form[f"flag_{idx[0]}"] = "harmful_advice"
+    form[f"note_{idx[0]}"] = "too long"
+    r = c.post(f"/task/{aid}", data=form, headers={"HX-Request": "true"})
+    assert r.status_code == 200 and 'id="task"' in r.text and "<html" not in r.text
+    admin = client(app, inv["boss"])
+    (record,) = [line for line in admin.get("/admin/export?format=rankings").text.splitlines() if line]
+    assert '"labeler": "ann"' in record and "too long" in record and '"harmful_advice": true' in record
+    assert admin.get("/admin").status_code == 200
+
+
+def test_htmx_validation_error_keeps_the_form(setup):
+    app, inv = setup
+    c = client(app, inv["ann"])
+    page, aid = open_task(c)
+    r = c.post(f"/task/{aid}", data={"kind": "rank", "client_id": str(uuid.uuid4()), "csrf_token": csrf_of(page)},
+               headers={"HX-Request": "true"})
+    assert r.status_code == 422 and r.headers["HX-Retarget"] == "#form-error"
+    assert "Put every output" in r.text or "missing" in r.text
+
+
+def test_admin_can_invite_from_the_page(setup):
+    app, inv = setup
+    boss = client(app, inv["boss"])
+    page = boss.get("/admin").text
+    r = boss.post("/admin/invite", data={"name": "new person", "role": "labeler", "csrf_token": csrf_of(page)})
+    link = re.search(r'value="(http://127.0.0.1/invite/[^"]+)"', r.text).group(1)
+    assert client(app).get(link.replace("http://127.0.0.1", ""), follow_redirects=False).status_code == 303
+
+
+def test_docs_page_is_served_without_a_cdn(setup):
+    app, _ = setup
+    c = client(app)
+    page = c.get("/docs").text
+    assert "/api/submissions" in page and "cdn" not in page.lower()
+    assert "/api/next" in c.get("/openapi.json").json()["paths"]
+    assert c.get("/static/vendor/htmx-2.0.11.min.js").status_code == 200

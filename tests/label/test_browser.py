@@ -1,0 +1,199 @@
+"""Browser tests: Playwright drives Debian's Chromium through every page type, keyboard first.
+
+Screenshots of each page go to test-artifacts/ (one is committed as docs/labeling-rank.png).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from rlhfkit.label.commands import open_store, read_items
+from tests.label.conftest import ARTIFACTS, XSS_TEXT, LiveServer, write_candidates
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                 reason="Debian's chromium is not installed (apt-get install chromium, "
+                                        "or sh scripts/system-deps.sh)")]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser")
+    db = str(tmp / "labels.db")
+    store = open_store(db, migrate=True)
+    store.import_items("rank", "rank", 3, read_items(str(write_candidates(tmp / "r.jsonl", 3, 5, first_text=XSS_TEXT)),
+                                                     "rank"))
+    store.import_items("ab", "pairwise", 3, read_items(str(write_candidates(tmp / "p.jsonl", 3, 2,
+                                                                            first_text=XSS_TEXT)), "pairwise"))
+    store.import_items("sft", "demo", 3, read_items(str(write_candidates(tmp / "d.jsonl", 3, 2)), "demo"))
+    tokens = {"rank": store.invite("rank", "rita"), "ab": store.invite("ab", "abe"), "sft": store.invite("sft", "dee"),
+              "skip": store.invite("rank", "sam"), "admin": store.invite("rank", "ada", "admin")}
+    store.engine.dispose()
+    server = LiveServer(db).start()
+    yield server, tokens, db
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    pg = context.new_page()
+    pg.dialogs = []
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
+    yield pg
+    context.close()
+
+
+def expect(locator):
+    from playwright.sync_api import expect as _expect
+
+    return _expect(locator)
+
+
+def shot(pg, name: str) -> None:
+    """The whole page, and the first screenful (what a labeler sees first) as NAME-top.png."""
+    pg.evaluate("window.scrollTo(0, 0)")
+    pg.screenshot(path=str(ARTIFACTS / f"label-{name}.png"), full_page=True)
+    pg.screenshot(path=str(ARTIFACTS / f"label-{name}-top.png"))
+
+
+def open_task(world, page, who: str, mode: str) -> None:
+    server, tokens, _ = world
+    page.goto(f"{server.url}/invite/{tokens[who]}")
+    page.wait_for_selector(f"#task[data-mode={mode}]")
+
+
+def admin_export(world, project: str, fmt: str = "raw") -> list[dict]:
+    _, _, db = world
+    from rlhfkit.label.export import records
+
+    store = open_store(db)
+    try:
+        return records(store.submissions(project), fmt)
+    finally:
+        store.engine.dispose()
+
+
+def test_rank_with_keyboard_tie_likert_flags_notes_then_next_item(world, page):
+    open_task(world, page, "rank", "rank")
+    assert page.inner_text("#page-n") == "1"
+    # The XSS payload is on this first item: shown as text, nothing ran.
+    assert "<script>window.__xss = 1</script>" in page.inner_text("#task")
+    assert page.evaluate("window.__xss") is None and page.dialogs == []
+    indices = page.eval_on_selector_all("article.output", "els => els.map(e => Number(e.dataset.index))")
+    # Output 1 -> tier 1; outputs 2 and 3 tied in tier 2; output 4 -> tier 3; output 5 -> tier 4.
+    page.keyboard.press("Escape")
+    page.keyboard.press("1")
+    for tier, likert in (("2", "6"), ("2", "6"), ("3", "3"), ("4", "1")):
+        page.keyboard.press("j")
+        page.keyboard.press(tier)
+        page.keyboard.press(f"Shift+Digit{likert}")
+    page.keyboard.press("k")
+    page.keyboard.press("k")
+    page.keyboard.press("k")
+    page.keyboard.press("k")  # back on output 1
+    page.keyboard.press("Shift+Digit7")
+    page.keyboard.press("f")
+    page.keyboard.press("7")  # flag 7 of output 1: gives harmful advice
+    page.keyboard.press("n")
+    page.keyboard.type("has a script tag <b>")
+    page.keyboard.press("Escape")
+    assert [t.strip() for t in page.locator(".tier[data-tier='2'] .chips").all_inner_texts()] == ["Output 2Output 3"]
+    shot(page, "rank")
+    page.keyboard.press("Enter")
+    expect(page.locator("#page-n")).to_have_text("2")
+    assert page.evaluate("window.__xss") is None and page.dialogs == []
+    (record,) = [r for r in admin_export(world, "rank", "rankings") if r["labeler"] == "rita"]
+    assert record["ranking"] == [[indices[0]], sorted(indices[1:3]), [indices[3]], [indices[4]]]
+    assert record["likert"][indices[0]] == 7 and record["likert"][indices[4]] == 1
+    assert record["flags"][indices[0]]["harmful_advice"] is True
+    assert record["notes"][indices[0]] == "has a script tag <b>"
+
+
+def test_rank_refuses_an_incomplete_ranking_then_drag_and_drop_works(world, page):
+    open_task(world, page, "rank", "rank")
+    page.keyboard.press("Escape")
+    page.keyboard.press("Enter")
+    assert "Put every output in a tier" in page.inner_text("#form-error")
+    page.drag_and_drop(".unplaced .chip:text-is('Output 3')", ".tier[data-tier='1']")  # on the ranking board
+    assert page.input_value("#output-3 select.tier-select") == "1"
+
+
+def test_pairwise_choice_with_keys(world, page):
+    open_task(world, page, "ab", "pairwise")
+    assert "<img src=x" in page.inner_text("#task") and page.evaluate("window.__xss") is None
+    page.keyboard.press("b")
+    page.keyboard.press("n")
+    page.keyboard.type("B is clearer")
+    page.keyboard.press("Escape")
+    shot(page, "pairwise")
+    page.keyboard.press("Enter")
+    expect(page.locator("#page-n")).to_have_text("2")
+    page.keyboard.press("e")
+    page.keyboard.press("Enter")
+    expect(page.locator("#page-n")).to_have_text("3")
+    rows = [r for r in admin_export(world, "ab") if r["labeler"] == "abe"]
+    assert [r["choice"] for r in rows] == ["B", "equal"] and rows[0]["notes"] == "B is clearer"
+    assert page.dialogs == []
+
+
+def test_demo_written_and_submitted_with_ctrl_enter(world, page):
+    open_task(world, page, "sft", "demo")
+    page.keyboard.type("Here are three things:\n1. a\n2. b\n3. c")
+    shot(page, "demo")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#page-n")).to_have_text("2")
+    (demo,) = admin_export(world, "sft", "demos")
+    assert demo["completion"].startswith("Here are three things:")
+
+
+def test_skip_with_a_reason(world, page):
+    open_task(world, page, "skip", "rank")
+    page.keyboard.press("Escape")
+    page.keyboard.press("s")
+    page.select_option("#skip select[name=reason]", "expertise")
+    page.fill("#skip input[name=notes]", "medical question")
+    shot(page, "skip")
+    page.press("#skip input[name=notes]", "Enter")
+    expect(page.locator("#page-n")).to_have_text("2")
+    (row,) = [r for r in admin_export(world, "rank") if r["labeler"] == "sam"]
+    assert (row["kind"], row["skip_reason"], row["notes"]) == ("skip", "expertise", "medical question")
+
+
+def test_labeler_gets_403_on_admin_and_export_admin_sees_the_dashboard(world, page, browser):
+    server, tokens, _ = world
+    page.goto(f"{server.url}/invite/{tokens['rank']}")
+    assert page.goto(f"{server.url}/admin").status == 403
+    assert page.goto(f"{server.url}/admin/export?format=rankings").status == 403
+    assert page.goto(f"{server.url}/api/projects/rank/stats").status == 403
+    boss = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+    boss.goto(f"{server.url}/invite/{tokens['admin']}")
+    assert boss.url.endswith("/admin")
+    assert "Agreement" in boss.inner_text("main") and "rita" in boss.inner_text("main")
+    shot(boss, "admin")
+    boss.context.close()
+
+
+def test_publish_the_readme_screenshot():
+    """Copies the rank page screenshot to docs/ when LABEL_UPDATE_DOCS=1 (a manual step)."""
+    src = ARTIFACTS / "label-rank-top.png"
+    if os.environ.get("LABEL_UPDATE_DOCS") != "1" or not src.exists():
+        pytest.skip("set LABEL_UPDATE_DOCS=1 to refresh docs/labeling-rank.png")
+    shutil.copy(src, ARTIFACTS.parent / "docs" / "labeling-rank.png")

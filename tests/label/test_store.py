@@ -1,0 +1,141 @@
+"""Store: leases, overlap, expiry, idempotent answers — on SQLite (and PostgreSQL with -m postgres)."""
+
+import uuid
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from rlhfkit.label.answers import parse_answer
+from rlhfkit.label.db import Base, open_engine, upgrade
+from rlhfkit.label.store import Conflict, NotFound, Store
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+def items(n, k=3):
+    return [{"id": f"i{n_}", "prompt": f"p{n_}", "completions": [{"text": f"t{j}", "source": "s"} for j in range(k)]}
+            for n_ in range(n)]
+
+
+@pytest.fixture
+def store(db_url):
+    engine = open_engine(db_url)
+    upgrade(engine)
+    yield Store(engine, lease_seconds=60, clock=Clock())
+    engine.dispose()
+
+
+def people(store, n, project="p"):
+    out = []
+    for i in range(n):
+        store.invite(project, f"l{i}")
+    for i in range(n):
+        token = store.invite(project, f"l{i}")  # a re-invite replaces the link
+        out.append(store.who(store.login(token)))
+    return out
+
+
+def rank(task, cid=None):
+    k = len(task.outputs)
+    return parse_answer({"client_id": cid or str(uuid.uuid4()), "ranking": [[i] for i in range(k)],
+                         "likert": [4] * k}, "rank", k)
+
+
+def test_migrations_match_the_models(store):
+    with store.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_each_item_goes_to_k_distinct_labelers_and_never_twice(store):
+    store.import_items("p", "rank", 2, items(3))
+    crew = people(store, 3)
+    answered = {w.name: [] for w in crew}
+    for _ in range(3):
+        for w in crew:
+            task = store.next_task(w)
+            if task:
+                store.submit(w, task.assignment_id, rank(task))
+                answered[w.name].append(task.item_id)
+    assert all(len(v) == len(set(v)) for v in answered.values())
+    assert [(n, d) for _, n, d in store.item_answer_counts("p")] == [(2, 2)] * 3
+    assert all(store.next_task(w) is None for w in crew)
+
+
+def test_the_current_lease_is_returned_until_answered(store):
+    store.import_items("p", "rank", 1, items(2))
+    (w,) = people(store, 1)
+    first = store.next_task(w)
+    assert store.next_task(w).assignment_id == first.assignment_id
+    assert (first.page, first.pages) == (1, 2)
+
+
+def test_an_expired_lease_returns_the_item_and_a_late_answer_is_refused(store):
+    store.import_items("p", "rank", 1, items(1))
+    a, b = people(store, 2)
+    task = store.next_task(a)
+    assert store.next_task(b) is None  # the only slot is leased
+    store.clock.now += 61
+    got = store.next_task(b)
+    assert got is not None and got.item_id == task.item_id
+    with pytest.raises(Conflict, match="expired"):
+        store.submit(a, task.assignment_id, rank(task))
+    store.submit(b, got.assignment_id, rank(got))
+    assert store.next_task(a) is None  # a never gets the item again
+
+
+def test_a_late_answer_is_kept_when_the_slot_is_still_free(store):
+    store.import_items("p", "rank", 2, items(1))
+    (a,) = people(store, 1)
+    task = store.next_task(a)
+    store.clock.now += 61
+    store.expire_leases()
+    store.submit(a, task.assignment_id, rank(task))
+    assert [(n, d) for _, n, d in store.item_answer_counts("p")] == [(1, 1)]
+
+
+def test_resending_an_answer_stores_it_once(store):
+    store.import_items("p", "rank", 1, items(1))
+    (a,) = people(store, 1)
+    task = store.next_task(a)
+    cid = str(uuid.uuid4())
+    first = store.submit(a, task.assignment_id, rank(task, cid))
+    again = store.submit(a, task.assignment_id, rank(task, cid))
+    assert (again.submission_id, again.duplicate, first.duplicate) == (first.submission_id, True, False)
+    with pytest.raises(Conflict, match="already answered"):
+        store.submit(a, task.assignment_id, rank(task))  # a different client id for the same lease
+    assert len(store.submissions("p")) == 1
+
+
+def test_a_skip_gives_the_slot_to_someone_else(store):
+    store.import_items("p", "rank", 1, items(1))
+    a, b = people(store, 2)
+    task = store.next_task(a)
+    store.submit(a, task.assignment_id,
+                 parse_answer({"client_id": str(uuid.uuid4()), "kind": "skip", "reason": "unclear"}, "rank", 3))
+    assert store.next_task(b) is not None
+    assert store.next_task(a) is None
+    assert store.progress("p")["answers"]["skip"] == 1
+
+
+def test_someone_elses_assignment_is_not_found(store):
+    store.import_items("p", "rank", 2, items(1))
+    a, b = people(store, 2)
+    task = store.next_task(a)
+    with pytest.raises(NotFound):
+        store.submit(b, task.assignment_id, rank(task))
+
+
+def test_import_is_all_or_nothing_and_keeps_the_mode(store):
+    store.import_items("p", "rank", 3, items(2))
+    with pytest.raises(Exception):
+        store.import_items("p", "rank", None, items(1) + [{"id": "bad", "prompt": None, "completions": []}])
+    assert store.progress("p")["items"] == 2
+    with pytest.raises(Exception, match="collects 'rank'"):
+        store.import_items("p", "pairwise", None, items(1))
