@@ -23,6 +23,7 @@ class Samples:
     response_mask: torch.Tensor   # [B, R] 1 on real response tokens (EOS included)
     finished: torch.Tensor        # [B] True when the response ended with EOS
     texts: list[str]              # responses decoded without EOS and padding
+    prompts: list[str]            # the prompts, as given
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -69,7 +70,7 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, tempe
 
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
                 use_cache=True, logits_to_keep=1)
-    cache, logits = out.past_key_values, out.logits[:, -1]
+    cache, logits = out.cache, out.logits[:, -1]
     mask = prompt_mask
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     tokens, real = [], []
@@ -87,13 +88,13 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, tempe
         mask = torch.cat([mask, is_real.long()[:, None]], dim=1)
         pos = (mask.sum(-1, keepdim=True) - 1).clamp(min=0)
         out = model(input_ids=token[:, None], attention_mask=mask, position_ids=pos,
-                    past_key_values=cache, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1]
+                    cache=cache, use_cache=True)
+        cache, logits = out.cache, out.logits[:, -1]
 
     response_ids = torch.stack(tokens, dim=1)
     response_mask = torch.stack(real, dim=1).long()
     texts = decode_responses(tokenizer, response_ids, response_mask)
-    return Samples(prompt_ids, prompt_mask, response_ids, response_mask, finished, texts)
+    return Samples(prompt_ids, prompt_mask, response_ids, response_mask, finished, texts, list(prompts))
 
 
 def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:

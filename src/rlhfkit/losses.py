@@ -37,3 +37,137 @@ def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tens
     """
     logp = token_logprobs(logits[:, :-1], input_ids[:, 1:])
     return -masked_mean(logp, loss_mask[:, 1:])
+
+
+# ------------------------------------------------------------------------------------------ PPO (step 3)
+
+def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """k1 = log π(y_t) − log π_SFT(y_t): the per-token log ratio; its sum is the KL penalty's estimate."""
+    return logp - ref_logp
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """k3 = (ρ − 1) − log ρ with ρ = π_SFT/π: unbiased for KL(π‖π_SFT) and never negative (Schulman 2020)."""
+    log_ratio = ref_logp - logp
+    return torch.expm1(log_ratio) - log_ratio
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last 1 in each row of a right-padded mask (0 for an empty row)."""
+    positions = torch.arange(mask.shape[-1], device=mask.device)
+    return (positions * mask.long()).argmax(-1)
+
+
+def per_token_rewards(score: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
+                      kl_coef: float) -> torch.Tensor:
+    """R_t = −β·(log π(y_t) − log π_SFT(y_t)) on every response token, plus r(x, y) on the last one.
+
+    Summed over t this is InstructGPT's objective R(x, y) = r(x, y) − β·log[π_RL(y|x) / π_SFT(y|x)].
+    """
+    rewards = -kl_coef * kl_k1(logp, ref_logp) * mask
+    rows = torch.arange(rewards.shape[0], device=rewards.device)
+    return rewards.index_put((rows, last_token_index(mask)), score.to(rewards.dtype), accumulate=True)
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimation over valid tokens (Schulman et al. 2016; γ=1, λ=0.95: Stiennon et al.).
+
+        δ_t = R_t + γ·V_{t+1} − V_t        (V after the last real token is 0: the episode has ended)
+        A_t = δ_t + γλ·A_{t+1} = Σ_{k≥t} (γλ)^{k−t} δ_k          returns  Ĝ_t = A_t + V_t
+
+    Responses are right-padded, so valid tokens come first; padding gets A = Ĝ = 0. The backward recursion is
+    written as one matrix product with the discount matrix Γ[k, t] = (γλ)^{k−t} for k ≥ t.
+    """
+    mask = mask.to(values.dtype)
+    values = values * mask
+    next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)
+    deltas = (rewards + gamma * next_values - values) * mask
+    steps = torch.arange(values.shape[1], device=values.device)
+    exponent = (steps[:, None] - steps[None, :]).to(values.dtype)            # k − t
+    discount = torch.where(exponent >= 0, (gamma * lam) ** exponent.clamp(min=0), torch.zeros_like(exponent))
+    advantages = (deltas @ discount) * mask
+    return advantages, (advantages + values) * mask
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """(x − mean) / std over the valid tokens of the batch only; padding stays 0."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    out = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                      eps: float = 0.2) -> torch.Tensor:
+    """PPO-Clip policy loss: −E_t[min(ρ_t A_t, clip(ρ_t, 1−ε, 1+ε) A_t)], ρ_t = π_θ(y_t)/π_θk(y_t).
+
+    Schulman et al. 2017, eq. 7; the mean runs over the valid tokens of the minibatch.
+    """
+    ratio = torch.exp(logp - old_logp)
+    objective = torch.min(ratio * advantages, ratio.clamp(1 - eps, 1 + eps) * advantages)
+    return -masked_mean(objective, mask)
+
+
+def ppo_g(eps: float, advantages: torch.Tensor) -> torch.Tensor:
+    """The lecture's g(ε, A) = (1+ε)A if A ≥ 0 else (1−ε)A, so that L = min(ρA, g(ε, A))."""
+    return torch.where(advantages >= 0, (1 + eps) * advantages, (1 - eps) * advantages)
+
+
+def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+                       clip: float = 0.2) -> torch.Tensor:
+    """½·E_t[max((V_t − Ĝ_t)², (clip(V_t, V_old ± c) − Ĝ_t)²)]: the value fit of PPO with a trust region."""
+    clipped = old_values + (values - old_values).clamp(-clip, clip)
+    return 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask)
+
+
+def clip_fraction(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor, eps: float = 0.2) -> torch.Tensor:
+    """Share of valid tokens whose ratio left [1−ε, 1+ε]."""
+    ratio = torch.exp(logp - old_logp)
+    return masked_mean(((ratio - 1).abs() > eps).to(logp.dtype), mask)
+
+
+def entropy(logits: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Mean entropy −Σ_v π(v) log π(v) of softmax(logits / T) over valid positions."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return masked_mean(-(logp.exp() * logp).sum(-1), mask)
+
+
+# ------------------------------------------------------------------------------------- reward model (step 2)
+
+def preference_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, weight: torch.Tensor,
+                    n_rankings: int) -> torch.Tensor:
+    """InstructGPT eq. 1: loss(θ) = −1/C(K,2) · E_{(x, y_w, y_l)}[log σ(r_θ(x, y_w) − r_θ(x, y_l))].
+
+    `weight` is 1/C(K,2) for each pair of a ranking of K outputs, so that each ranking counts once however many
+    pairs it gives; the sum runs over the pairs of `n_rankings` rankings and is averaged over rankings.
+    (The lecture's slide writes loss = log σ(r_j − r_k) without the minus sign: that would be maximized.)
+    """
+    return (weight * -F.logsigmoid(r_chosen - r_rejected)).sum() / max(1, n_rankings)
+
+
+# ------------------------------------------------------------------------------------------ DPO (step 2+3)
+
+def dpo_margin(logp_chosen: torch.Tensor, logp_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+               ref_rejected: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
+    """DPO's implicit reward margin r̂(x, y_w) − r̂(x, y_l), with r̂(x, y) = β·log(π_θ(y|x) / π_ref(y|x)).
+
+    Rafailov et al. 2023, eq. 5 without its β·log Z(x) term, which both outputs of a prompt share.
+    Arguments are sequence log-probs log π(y|x) = Σ_t log π(y_t | x, y_<t), one per pair.
+    """
+    return beta * ((logp_chosen - ref_chosen) - (logp_rejected - ref_rejected))
+
+
+def dpo_loss(logp_chosen: torch.Tensor, logp_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, weight: torch.Tensor, n_rankings: int, beta: float = 0.1) -> torch.Tensor:
+    """DPO (Rafailov et al. 2023, eq. 7):
+
+        L = −E_{(x, y_w, y_l)} [ log σ( β·[(log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l))] ) ]
+
+    i.e. InstructGPT's reward-model loss (`preference_loss`) on the implicit reward r̂ = β·log(π/π_ref). Pairs are
+    weighted 1/C(K,2) per ranking of K outputs and averaged over `n_rankings`, as for the reward model.
+    """
+    margin = dpo_margin(logp_chosen, logp_rejected, ref_chosen, ref_rejected, beta)
+    return (weight * -F.logsigmoid(margin)).sum() / max(1, n_rankings)

@@ -7,6 +7,7 @@ nothing behind.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
@@ -82,6 +83,16 @@ def _plain(value):
     if isinstance(value, float):
         return round(value, 6) if math.isfinite(value) else str(value)
     return value
+
+
+def split_by_prompt(records: list[dict], fraction: float, seed: int, salt: str) -> tuple[list[dict], list[dict]]:
+    """(train, held out): whole prompts are held out (all their records), never single samples or pairs."""
+    def held(prompt: str) -> bool:
+        digest = hashlib.md5(f"{salt}|{seed}|{prompt}".encode()).hexdigest()
+        return int(digest[:8], 16) % 10_000 < fraction * 10_000
+    train = [r for r in records if not held(r["prompt"])]
+    held_out = [r for r in records if held(r["prompt"])]
+    return (train, held_out) if train else (records, [])
 
 
 def seed_everything(seed: int) -> torch.Generator:

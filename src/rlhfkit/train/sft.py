@@ -7,7 +7,6 @@ Any Hugging Face causal LM directory works; the output is `save_pretrained` of m
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +18,8 @@ from rlhfkit.data.schemas import demo_record
 from rlhfkit.losses import lm_loss
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer, pick_device, save_pretrained_atomic
 from rlhfkit.train.common import (RunDir, RunOptions, check_finite, make_optimizer, prepare_out_dir, progress,
-                                  seed_everything, set_threads, shuffled_batches, warmup_cosine)
+                                  seed_everything, set_threads, shuffled_batches, split_by_prompt,
+                                  warmup_cosine)
 
 
 @dataclass
@@ -36,15 +36,6 @@ class SFTConfig(RunOptions):
     max_length: int = option(256, "tokens per sequence (prompt cut on the left first)")
     grad_clip: float = option(1.0, "gradient norm clipping")
     log_every: int = option(10, "log train loss every N steps")
-
-
-def split_by_prompt(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Hold out whole prompts (all their demonstrations), never single samples."""
-    def held(prompt: str) -> bool:
-        return int(hashlib.md5(f"sft-eval|{seed}|{prompt}".encode()).hexdigest()[:8], 16) % 10_000 < fraction * 10_000
-    train = [r for r in records if not held(r["prompt"])]
-    held_out = [r for r in records if held(r["prompt"])]
-    return (train, held_out) if train else (records, [])
 
 
 def tokenize_demos(tokenizer, records: list[dict], max_length: int) -> list[tuple[list[int], list[int]]]:
@@ -84,7 +75,7 @@ def train_sft(cfg: SFTConfig) -> dict:
     if cfg.eval_data:
         train_records, eval_records = records, read_jsonl(cfg.eval_data, demo_record)
     else:
-        train_records, eval_records = split_by_prompt(records, cfg.eval_fraction, cfg.seed)
+        train_records, eval_records = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "sft-eval")
     prepare_out_dir(cfg.out, cfg.overwrite)
     tokenizer = load_tokenizer(cfg.model)
     model = load_causal_lm(cfg.model, tokenizer)

@@ -52,7 +52,7 @@ class Preset:
 
 PRESETS = {
     "micro": Preset(3000, 1500, 400, 800, 64, 64, 2, 2, 48, 80, 32, 3e-3),        # tests: seconds
-    "tiny": Preset(20000, 10000, 1500, 4000, 400, 128, 4, 4, 64, 600, 64, 2e-3),  # the demo: minutes on 2 cores
+    "tiny": Preset(15000, 15000, 1500, 4000, 400, 128, 4, 4, 48, 800, 64, 3e-3),  # the demo: minutes on 2 cores
     "small": Preset(60000, 30000, 3000, 10000, 1000, 256, 6, 8, 64, 3000, 64, 1e-3),
 }
 

@@ -1,0 +1,326 @@
+"""Step 3 of InstructGPT: PPO against the reward model with a KL penalty to the SFT policy.
+
+    maximize  E_{x~D, y~π_θ(·|x)} [ r(x, y) − β·log(π_θ(y|x) / π_SFT(y|x)) ]  (+ γ·E_{x~D_pretrain}[log π_θ(x)])
+
+One iteration is PPO-Clip's Algorithm 1 (Schulman et al. 2017, as in the lecture):
+  1. collect     y ~ π_θk(·|x) for a batch of prompts (KV-cached sampling at temperature T; stop at EOS)
+  2. score       log π_θk(y_t), log π_SFT(y_t), V_φk(x, y_<t), r(x, y): one forward pass per model
+  3. rewards     R_t = −β·(log π_θk − log π_SFT) on every response token, + r(x, y) on the last one
+  4. advantages  Â_t by GAE (γ = 1, λ = 0.95), returns Ĝ_t = Â_t + V_t, Â whitened over valid tokens
+  5. update      K epochs of shuffled minibatches: PPO-Clip loss + c_v·(clipped value regression) [+ γ·ptx]
+
+The reference is the SFT policy (frozen); the value model starts from the reward model with its own
+parameters (InstructGPT §3.5). Responses that never emit EOS get a fixed penalty instead of r(x, y).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rlhfkit import losses as L
+from rlhfkit.config import option
+from rlhfkit.data.collate import encode_pair, encode, pad_right
+from rlhfkit.data.jsonl import read_jsonl
+from rlhfkit.data.schemas import demo_record, prompt_record
+from rlhfkit.errors import UserError
+from rlhfkit.generation import Samples, generate
+from rlhfkit.models.loading import (check_model_dir, disable_dropout, load_causal_lm, load_tokenizer, pick_device,
+                                    save_pretrained_atomic)
+from rlhfkit.models.policy import response_logprobs, response_values
+from rlhfkit.models.scalar import ScalarModel
+from rlhfkit.train.common import (RunDir, RunOptions, check_finite, make_optimizer, prepare_out_dir, progress,
+                                  seed_everything, set_threads, shuffled_batches)
+
+
+@dataclass
+class PPOConfig(RunOptions):
+    policy: str = option(None, "SFT policy directory: the PPO start and the frozen reference", required=True)
+    reward: str = option(None, "reward model directory (rlhf rm)", required=True)
+    prompts: str = option(None, "prompts JSONL (field `prompt`)", required=True)
+    value_model: str | None = option(None, "value model start (default: the reward model, as InstructGPT)")
+    world: str | None = option(None, "toy world: also log the gold reward of rollouts (never used to train)")
+    steps: int = option(100, "PPO iterations (one batch of rollouts each)")
+    batch_size: int = option(64, "episodes (prompts) per iteration")
+    minibatch_size: int = option(32, "episodes per gradient step")
+    ppo_epochs: int = option(4, "passes over each batch of rollouts")
+    lr: float = option(3e-5, "learning rate of policy and value model (toy-world scale)")
+    adam_eps: float = option(1e-5, "Adam epsilon")
+    grad_clip: float = option(1.0, "gradient norm clipping")
+    kl_coef: float = option(0.05, "β: weight of the per-token KL penalty to the SFT policy")
+    target_kl: float | None = option(None, "adaptive KL control: target KL per episode (Ziegler et al. 2019)")
+    kl_horizon: int = option(10000, "adaptive KL control: horizon in episodes")
+    clip_range: float = option(0.2, "ε of PPO-Clip")
+    clip_range_value: float = option(0.2, "clip range of the value regression around the old values")
+    vf_coef: float = option(0.1, "weight of the value loss")
+    gamma: float = option(1.0, "discount γ")
+    lam: float = option(0.95, "GAE λ")
+    whiten_rewards: bool = option(False, "whiten per-token rewards before GAE")
+    temperature: float = option(1.0, "sampling temperature; log-probs are scored with the same logits / T")
+    max_new_tokens: int = option(32, "response length limit")
+    max_prompt_length: int = option(128, "prompt tokens kept (from the right)")
+    missing_eos_penalty: float | None = option(-1.0, "score of a response with no EOS (none: use the RM)")
+    ptx_data: str | None = option(None, "PPO-ptx: JSONL of pretraining text (`text`) or demonstrations")
+    ptx_coef: float = option(0.0, "PPO-ptx: γ, weight of the LM loss on ptx data (InstructGPT: 27.8)")
+    ptx_batch_size: int = option(16, "PPO-ptx: sequences per gradient step")
+    save_every: int = option(0, "save a checkpoint every N iterations (0: only the final policy)")
+    log_every: int = option(1, "log every N iterations")
+
+
+class KLController:
+    """β, fixed or adaptive. Adaptive (Ziegler et al. 2019, §2.2), with e = clip(KL/KL_target − 1, −0.2, 0.2):
+
+        β ← β · (1 + e · n_episodes / horizon)
+    """
+
+    def __init__(self, kl_coef: float, target: float | None = None, horizon: int = 10000):
+        self.value, self.target, self.horizon = kl_coef, target, horizon
+
+    def update(self, kl: float, n_episodes: int) -> None:
+        if self.target is not None:
+            error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
+            self.value *= 1.0 + error * n_episodes / self.horizon
+
+
+@dataclass
+class Rollout:
+    samples: Samples
+    logp: torch.Tensor        # log π_θk(y_t)            [B, R]
+    ref_logp: torch.Tensor    # log π_SFT(y_t)           [B, R]
+    values: torch.Tensor      # V_φk(x, y_<t)            [B, R]
+    rm_score: torch.Tensor    # r(x, y)                  [B]
+    score: torch.Tensor       # r(x, y), or the missing-EOS penalty   [B]
+    entropy: float
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.samples.response_mask
+
+    @property
+    def prompt_width(self) -> int:
+        return self.samples.prompt_ids.shape[1]
+
+
+# -------------------------------------------------------------------------------------- the algorithm
+
+def collect(policy, tokenizer, prompts: list[str], cfg: PPOConfig, generator) -> Samples:
+    """1. Sample one response per prompt from the current policy."""
+    return generate(policy, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                    generator=generator, max_prompt_length=cfg.max_prompt_length)
+
+
+@torch.inference_mode()
+def score(samples: Samples, policy, reference, value_model, reward_model, cfg: PPOConfig) -> Rollout:
+    """2. log π_θk, log π_SFT (same temperature as sampling), V_φk and r(x, y) of the sampled responses."""
+    ids, attn, width = samples.input_ids, samples.attention_mask, samples.prompt_ids.shape[1]
+    mask = samples.response_mask
+    logp, logits = response_logprobs(policy, ids, attn, width, cfg.temperature)
+    ref_logp, _ = response_logprobs(reference, ids, attn, width, cfg.temperature)
+    values = response_values(value_model, ids, attn, width)
+    rm_score = reward_model.score(ids, attn)  # read at the last real token: the EOS of a finished response
+    final = rm_score
+    if cfg.missing_eos_penalty is not None:
+        final = torch.where(samples.finished, rm_score, torch.full_like(rm_score, cfg.missing_eos_penalty))
+    return Rollout(samples, logp * mask, ref_logp * mask, values * mask, rm_score, final,
+                   L.entropy(logits, mask, cfg.temperature).item())
+
+
+def advantages(rollout: Rollout, kl_coef: float, cfg: PPOConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """3–4. Per-token rewards, GAE advantages (whitened) and returns."""
+    rewards = L.per_token_rewards(rollout.score, rollout.logp, rollout.ref_logp, rollout.mask, kl_coef)
+    if cfg.whiten_rewards:
+        rewards = L.whiten(rewards, rollout.mask, shift_mean=False)
+    adv, returns = L.gae(rewards, rollout.values, rollout.mask, cfg.gamma, cfg.lam)
+    return rewards, L.whiten(adv, rollout.mask), returns
+
+
+def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tensor, returns: torch.Tensor,
+               cfg: PPOConfig, generator: torch.Generator, ptx=None) -> list[dict]:
+    """5. K epochs over shuffled minibatches of the rollout; returns one stats dict per minibatch."""
+    s, stats = rollout.samples, []
+    ids, attn, mask, width = s.input_ids, s.attention_mask, rollout.mask, rollout.prompt_width
+    for _ in range(cfg.ppo_epochs):
+        for idx in shuffled_batches(len(ids), cfg.minibatch_size, generator):
+            logp, logits = response_logprobs(policy, ids[idx], attn[idx], width, cfg.temperature)
+            values = response_values(value_model, ids[idx], attn[idx], width)
+            old_logp, m = rollout.logp[idx], mask[idx]
+            policy_loss = L.clipped_surrogate(logp, old_logp, adv[idx], m, cfg.clip_range)
+            value_loss = L.clipped_value_loss(values, rollout.values[idx], returns[idx], m, cfg.clip_range_value)
+            loss = policy_loss + cfg.vf_coef * value_loss
+            ptx_loss = ptx.loss(policy) if ptx is not None else None
+            if ptx_loss is not None:
+                loss = loss + cfg.ptx_coef * ptx_loss
+            check_finite(loss, len(stats), "PPO loss")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
+            optimizer.step()
+            with torch.no_grad():
+                ratio = torch.exp(logp - old_logp)[m.bool()]
+                stats.append({"policy_loss": policy_loss.item(), "value_loss": value_loss.item(),
+                              "clipfrac": L.clip_fraction(logp, old_logp, m, cfg.clip_range).item(),
+                              "approx_kl": L.masked_mean(L.kl_k3(logp, old_logp), m).item(),
+                              "entropy": L.entropy(logits, m, cfg.temperature).item(),
+                              "ratio_min": ratio.min().item(), "ratio_max": ratio.max().item(),
+                              **({"ptx_loss": ptx_loss.item()} if ptx_loss is not None else {})})
+    return stats
+
+
+# ---------------------------------------------------------------------------------------- around it
+
+class PtxBatches:
+    """PPO-ptx: minibatches of pretraining text (or demonstrations) for the mixed-in LM loss."""
+
+    def __init__(self, path: str, tokenizer, batch_size: int, generator: torch.Generator, max_length: int = 256):
+        rows = []
+        for record in read_jsonl(path, _ptx_record):
+            if "text" in record:
+                ids = encode(tokenizer, record["text"])[:max_length - 1] + [tokenizer.eos_token_id]
+                rows.append((ids, [1] * len(ids)))
+            else:
+                prompt = encode(tokenizer, record["prompt"])
+                rows.append(encode_pair(tokenizer, prompt, record["completion"], max_length))
+        self.rows, self.batch_size, self.generator, self.pad = rows, batch_size, generator, tokenizer.pad_token_id
+        self.device = None
+
+    def loss(self, policy) -> torch.Tensor:
+        idx = torch.randint(len(self.rows), (self.batch_size,), generator=self.generator).tolist()
+        ids = pad_right([self.rows[i][0] for i in idx], self.pad)
+        loss_mask = pad_right([self.rows[i][1] for i in idx], 0)
+        attn = pad_right([[1] * len(self.rows[i][0]) for i in idx], 0)
+        device = next(policy.parameters()).device
+        logits = policy(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
+        return L.lm_loss(logits, ids.to(device), loss_mask.to(device))
+
+
+def _ptx_record(obj: dict, error) -> dict:
+    if "text" in obj:
+        if not isinstance(obj["text"], str) or not obj["text"].strip():
+            raise error("field 'text' must be a non-empty string")
+        return {"text": obj["text"]}
+    return demo_record(obj, error)
+
+
+class PromptStream:
+    """Prompts in a shuffled order, reshuffled after every pass."""
+
+    def __init__(self, prompts: list[str], generator: torch.Generator):
+        self.prompts, self.generator, self.order = prompts, generator, []
+
+    def next(self, n: int) -> list[str]:
+        out = []
+        while len(out) < n:
+            if not self.order:
+                self.order = torch.randperm(len(self.prompts), generator=self.generator).tolist()
+            out.append(self.prompts[self.order.pop()])
+        return out
+
+
+def _check(cfg: PPOConfig) -> None:
+    for key in ("steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens"):
+        if getattr(cfg, key) < 1:
+            raise UserError(f"config key '{key}' must be at least 1")
+    if cfg.minibatch_size > cfg.batch_size:
+        raise UserError("config key 'minibatch_size' must not exceed 'batch_size'")
+    if cfg.temperature <= 0:
+        raise UserError("config key 'temperature' must be > 0 (PPO scores samples with logits / T)")
+    if cfg.target_kl is not None and cfg.target_kl <= 0:
+        raise UserError("config key 'target_kl' must be > 0")
+    if cfg.ptx_coef > 0 and not cfg.ptx_data:
+        raise UserError("config key 'ptx_coef' > 0 needs --ptx-data")
+
+
+def load_models(cfg: PPOConfig, device):
+    """The four roles: policy (trained), reference (frozen SFT), value (trained, from the RM), reward (frozen)."""
+    tokenizer = load_tokenizer(cfg.policy)
+    policy = disable_dropout(load_causal_lm(cfg.policy, tokenizer)).to(device)
+    reference = disable_dropout(load_causal_lm(cfg.policy, tokenizer)).to(device).eval().requires_grad_(False)
+    reward_model = ScalarModel.from_pretrained(cfg.reward).to(device).eval().requires_grad_(False)
+    value_model = ScalarModel.from_pretrained(cfg.value_model or cfg.reward).to(device)
+    if reward_model.config.vocab_size < len(tokenizer):
+        raise UserError(f"{cfg.reward}: vocabulary of {reward_model.config.vocab_size} tokens does not match the "
+                        f"policy's tokenizer ({len(tokenizer)} tokens)")
+    policy.eval()  # no dropout anywhere (and eval() keeps it that way); gradients still flow
+    value_model.eval()
+    return tokenizer, policy, reference, value_model, reward_model
+
+
+def train_ppo(cfg: PPOConfig) -> dict:
+    _check(cfg)
+    prompts = [r["prompt"] for r in read_jsonl(cfg.prompts, prompt_record)]
+    for path in (cfg.policy, cfg.reward, cfg.value_model):
+        if path:
+            check_model_dir(path)
+    world = None
+    if cfg.world:
+        from rlhfkit.world.build import World
+        world = World(cfg.world)
+    prepare_out_dir(cfg.out, cfg.overwrite)
+    device = pick_device(cfg.device)
+    set_threads(cfg.threads)
+    generator = seed_everything(cfg.seed)
+    tokenizer, policy, reference, value_model, reward_model = load_models(cfg, device)
+    ptx = PtxBatches(cfg.ptx_data, tokenizer, cfg.ptx_batch_size, generator) if cfg.ptx_data else None
+    run = RunDir(cfg.out, cfg, cfg.overwrite, cfg.tensorboard)
+    optimizer = make_optimizer(list(policy.parameters()) + list(value_model.parameters()), cfg.lr, eps=cfg.adam_eps)
+    kl_control = KLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
+    stream = PromptStream(prompts, generator)
+    sampler = torch.Generator(device=device).manual_seed(cfg.seed)
+    bar = progress(cfg.steps, "ppo")
+    record = {}
+    for step in range(1, cfg.steps + 1):
+        t0 = time.time()
+        samples = collect(policy, tokenizer, stream.next(cfg.batch_size), cfg, sampler)       # 1
+        t1 = time.time()
+        rollout = score(samples, policy, reference, value_model, reward_model, cfg)           # 2
+        rewards, adv, returns = advantages(rollout, kl_control.value, cfg)                    # 3, 4
+        t2 = time.time()
+        updates = ppo_update(policy, value_model, optimizer, rollout, adv, returns, cfg, generator, ptx)  # 5
+        t3 = time.time()
+        kl = (rollout.logp - rollout.ref_logp).sum(-1).mean().item()
+        record = rollout_metrics(rollout, rewards, kl_control.value, world) | mean_stats(updates) | {
+            "episodes": step * cfg.batch_size, "generation_s": t1 - t0, "scoring_s": t2 - t1, "update_s": t3 - t2}
+        kl_control.update(kl, cfg.batch_size)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            run.log(step, **record)
+        bar.update(1)
+        bar.set_postfix(rm=f"{record['rm_score']:.2f}", kl=f"{kl:.2f}",
+                        **({"gold": f"{record['gold']:.2f}"} if world else {}))
+        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+            save_pretrained_atomic(run.path / "checkpoints" / f"step-{step}", policy, tokenizer)
+    bar.close()
+    save_pretrained_atomic(run.path, policy, tokenizer)
+    value_model.save_pretrained(run.path / "value")
+    run.close()
+    print(f"ppo: {cfg.steps} iterations, {cfg.steps * cfg.batch_size} episodes; last batch: RM score "
+          f"{record['rm_score']:.3f}, KL {record['kl']:.3f}" + (f", gold {record['gold']:.3f}" if world else "")
+          + f" -> {run.path}")
+    return record
+
+
+def rollout_metrics(rollout: Rollout, rewards: torch.Tensor, kl_coef: float, world=None) -> dict:
+    """What DESIGN §4 asks to log about a batch of rollouts (gold only in the toy world, for evaluation)."""
+    s, mask = rollout.samples, rollout.mask
+    kl_k1 = (rollout.logp - rollout.ref_logp).sum(-1)
+    kl_k3 = (L.kl_k3(rollout.logp, rollout.ref_logp) * mask).sum(-1)
+    out = {"rm_score": rollout.rm_score.mean().item(), "score": rollout.score.mean().item(),
+           "reward": rewards.sum(-1).mean().item(), "kl": kl_k1.mean().item(), "kl_k3": kl_k3.mean().item(),
+           "kl_coef": kl_coef, "response_length": mask.sum(-1).float().mean().item(),
+           "eos_rate": s.finished.float().mean().item(), "rollout_entropy": rollout.entropy,
+           "value_mean": L.masked_mean(rollout.values, mask).item()}
+    if world is not None:
+        gold = [world.gold(p, t, bool(f)) for p, t, f in zip(s.prompts, s.texts, s.finished.tolist())]
+        out["gold"] = float(np.mean([g.total for g in gold]))
+        out["gold_correctness"] = float(np.mean([g.correctness for g in gold]))
+    return out
+
+
+def mean_stats(stats: list[dict]) -> dict:
+    keys = stats[0].keys()
+    out = {k: float(np.mean([s[k] for s in stats])) for k in keys if k not in ("ratio_min", "ratio_max")}
+    out["ratio_min"] = min(s["ratio_min"] for s in stats)
+    out["ratio_max"] = max(s["ratio_max"] for s in stats)
+    return out

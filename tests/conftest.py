@@ -1,0 +1,63 @@
+"""Shared fixtures: a micro toy world (built once per session) and tiny random models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from rlhfkit.cli import main as cli_main
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Base LMs built by tests go to a per-session cache, never the user's."""
+    os.environ["RLHFKIT_CACHE"] = str(tmp_path_factory.mktemp("rlhfkit-cache"))
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def micro_world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("world") / "micro"
+    assert cli_main(["world", "build", "--out", str(out), "--preset", "micro", "--seed", "0"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def world_tokenizer():
+    from rlhfkit.world.build import world_words
+    from rlhfkit.world.tokenizer import build_tokenizer
+    return build_tokenizer(world_words())
+
+
+def save_tiny_model(path: Path, tokenizer, arch: str = "gpt2", seed: int = 0) -> Path:
+    """A randomly initialised tiny causal LM + tokenizer, written with save_pretrained."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rlhfkit.world.pretrain import base_config
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(base_config(arch, tokenizer, 32, 2, 2, n_positions=128))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory, world_tokenizer) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("gpt2") / "model", world_tokenizer, "gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, world_tokenizer) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("llama") / "model", world_tokenizer, "llama")
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run `rlhf ARGS` in-process; returns (exit code, stdout, stderr)."""
+    code = cli_main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from rlhfkit.generation import generate, next_token
+from rlhfkit.models.loading import load_causal_lm, load_tokenizer
+
+PROMPTS = ["list three animals .", "summarize : my name is tom . i live in paris . tl;dr :", "what color is the sky ?"]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gpt2", "tiny_llama"])
+def test_greedy_left_padded_batch_equals_one_at_a_time(fixture, request):
+    path = request.getfixturevalue(fixture)
+    tokenizer = load_tokenizer(path)
+    model = load_causal_lm(path, tokenizer).eval()
+    batch = generate(model, tokenizer, PROMPTS, max_new_tokens=12, greedy=True)
+    assert batch.prompt_mask[0, 0] == 0  # the shorter prompts really are left-padded
+    for i, prompt in enumerate(PROMPTS):
+        alone = generate(model, tokenizer, [prompt], max_new_tokens=12, greedy=True)
+        n = int(alone.response_mask.sum())
+        assert batch.response_ids[i, :n].tolist() == alone.response_ids[0, :n].tolist()
+        assert batch.texts[i] == alone.texts[0]
+
+
+def test_stops_at_eos_and_pads_after_it(tiny_gpt2):
+    tokenizer = load_tokenizer(tiny_gpt2)
+    model = load_causal_lm(tiny_gpt2, tokenizer).eval()
+    eos = tokenizer.eos_token_id
+
+    def likely_eos(module, inputs, output):  # p(EOS) ≈ 1/4 per step: rows end at different lengths
+        output[..., eos] += 5.0
+        return output
+    model.lm_head.register_forward_hook(likely_eos)
+    g = torch.Generator().manual_seed(0)
+    s = generate(model, tokenizer, PROMPTS * 4, max_new_tokens=20, temperature=1.0, generator=g)
+    assert s.finished.any() and len(set(s.response_mask.sum(1).tolist())) > 1
+    for row, mask, done in zip(s.response_ids.tolist(), s.response_mask.tolist(), s.finished.tolist()):
+        n = sum(mask)
+        assert mask == [1] * n + [0] * (len(mask) - n)
+        if done:
+            assert row[n - 1] == eos and eos not in row[:n - 1]
+            assert all(t == tokenizer.pad_token_id for t in row[n:])
+        else:
+            assert eos not in row[:n]
+
+
+def test_ignore_eos_runs_to_full_length(tiny_gpt2):
+    tokenizer = load_tokenizer(tiny_gpt2)
+    model = load_causal_lm(tiny_gpt2, tokenizer).eval()
+    s = generate(model, tokenizer, PROMPTS, max_new_tokens=9, ignore_eos=True, generator=torch.Generator().manual_seed(1))
+    assert s.response_mask.sum().item() == 9 * len(PROMPTS)
+    assert not s.finished.any()
+
+
+def test_top_p_keeps_only_the_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    g = torch.Generator().manual_seed(0)
+    draws = {int(next_token(logits, 1.0, 0.7, False, g)) for _ in range(300)}
+    assert draws == {0, 1}  # 0.5 + 0.3 reaches 0.7; tokens 2 and 3 are never drawn
+
+
+def test_temperature_divides_logits():
+    logits = torch.tensor([[2.0, 0.0]])
+    g = torch.Generator().manual_seed(0)
+    cold = sum(int(next_token(logits, 0.1, 1.0, False, g)) for _ in range(500))
+    hot = sum(int(next_token(logits, 10.0, 1.0, False, g)) for _ in range(500))
+    assert cold < 5 and 150 < hot < 350  # p(1) = 2e-9 at T=0.1, 0.45 at T=10

@@ -1,0 +1,107 @@
+"""Each equation of losses.py against numbers computed by hand (the arithmetic is in the comments)."""
+
+import math
+
+import pytest
+import torch
+
+from rlhfkit import losses as L
+
+
+def test_gae_and_returns_hand_computed_with_padding():
+    rewards = torch.tensor([[0.1, 0.2, 1.0, 0.0], [0.0, 0.5, 0.0, 0.0]])
+    values = torch.tensor([[0.5, 0.4, 0.3, 9.9], [0.2, 0.1, 7.0, 7.0]])  # 9.9 and 7.0 sit on padding
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    adv, ret = L.gae(rewards, values, mask, gamma=1.0, lam=0.95)
+    # row 0: δ2 = 1.0 + 0 − 0.3 = 0.7; δ1 = 0.2 + 0.3 − 0.4 = 0.1; δ0 = 0.1 + 0.4 − 0.5 = 0.0
+    #        A2 = 0.7; A1 = 0.1 + 0.95·0.7 = 0.765; A0 = 0.0 + 0.95·0.765 = 0.72675
+    # row 1: δ1 = 0.5 + 0 − 0.1 = 0.4; δ0 = 0.0 + 0.1 − 0.2 = −0.1; A1 = 0.4; A0 = −0.1 + 0.95·0.4 = 0.28
+    assert torch.allclose(adv, torch.tensor([[0.72675, 0.765, 0.7, 0.0], [0.28, 0.4, 0.0, 0.0]]))
+    assert torch.allclose(ret, torch.tensor([[1.22675, 1.165, 1.0, 0.0], [0.48, 0.5, 0.0, 0.0]]))
+
+
+def test_gae_matches_the_backward_recursion_for_any_gamma_lambda():
+    torch.manual_seed(0)
+    rewards, values = torch.randn(3, 6), torch.randn(3, 6)
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] + [0] * 5])
+    gamma, lam = 0.9, 0.8
+    adv, _ = L.gae(rewards, values, mask, gamma, lam)
+    for b in range(3):
+        n, running = int(mask[b].sum()), 0.0
+        for t in reversed(range(n)):
+            next_value = values[b, t + 1] if t + 1 < n else 0.0
+            running = rewards[b, t] + gamma * next_value - values[b, t] + gamma * lam * running
+            assert adv[b, t].item() == pytest.approx(float(running), abs=1e-5)
+        assert (adv[b, n:] == 0).all()
+
+
+def test_kl_penalty_on_every_response_token_and_score_on_the_last_only():
+    logp = torch.tensor([[-1.0, -2.0, -0.5, -9.0], [-1.0, -1.0, -1.0, -1.0]])
+    ref = torch.tensor([[-1.5, -1.0, -0.5, -1.0], [-2.0, -2.0, -2.0, -2.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    rewards = L.per_token_rewards(torch.tensor([2.0, -1.0]), logp, ref, mask, kl_coef=0.1)
+    # row 0: −0.1·(0.5, −1.0, 0.0) + (0, 0, 2.0); padding stays 0 whatever log π says there
+    # row 1: −0.1·(1, 1, 1, 1) + (0, 0, 0, −1.0)
+    assert torch.allclose(rewards, torch.tensor([[-0.05, 0.1, 2.0, 0.0], [-0.1, -0.1, -0.1, -1.1]]))
+
+
+def test_k1_and_k3_estimators():
+    logp, ref = torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.25)])
+    assert L.kl_k1(logp, ref).item() == pytest.approx(math.log(2))
+    # ρ = π_SFT/π = 0.5: k3 = (0.5 − 1) − log 0.5 = 0.19315
+    assert L.kl_k3(logp, ref).item() == pytest.approx(-0.5 + math.log(2))
+    torch.manual_seed(0)
+    a, b = torch.randn(100), torch.randn(100)
+    assert (L.kl_k3(a, b) >= 0).all()
+
+
+def test_clipped_surrogate_hand_computed():
+    old = torch.zeros(1, 4)
+    logp = torch.log(torch.tensor([[1.5, 0.5, 1.1, 0.7]]))
+    adv = torch.tensor([[1.0, -1.0, 2.0, 3.0]])
+    # min(ρA, clip(ρ)A): min(1.5, 1.2) = 1.2; min(−0.5, −0.8) = −0.8; min(2.2, 2.2) = 2.2; min(2.1, 2.4) = 2.1
+    loss = L.clipped_surrogate(logp, old, adv, torch.ones(1, 4), eps=0.2)
+    assert loss.item() == pytest.approx(-(1.2 - 0.8 + 2.2 + 2.1) / 4)
+    assert L.clip_fraction(logp, old, torch.ones(1, 4), 0.2).item() == pytest.approx(3 / 4)  # 1.5, 0.5, 0.7
+
+
+def test_lecture_g_form_equals_the_min_clip_form():
+    torch.manual_seed(0)
+    ratio, adv = torch.rand(1000) * 2, torch.randn(1000)
+    eps = 0.2
+    min_clip = torch.min(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv)
+    g_form = torch.min(ratio * adv, L.ppo_g(eps, adv))
+    assert torch.allclose(min_clip, g_form)
+
+
+def test_surrogate_ignores_padding():
+    logp, old, adv = torch.tensor([[0.1, 5.0]]), torch.zeros(1, 2), torch.tensor([[1.0, 100.0]])
+    loss = L.clipped_surrogate(logp, old, adv, torch.tensor([[1, 0]]))
+    assert loss.item() == pytest.approx(-math.exp(0.1))
+
+
+def test_value_loss_is_clipped_around_the_old_values():
+    values, old, ret = torch.tensor([[1.0, 0.6]]), torch.tensor([[0.5, 0.5]]), torch.tensor([[2.0, 0.0]])
+    # token 0: clip(1.0, 0.5 ± 0.2) = 0.7: max((1 − 2)², (0.7 − 2)²) = 1.69
+    # token 1: inside the clip range: max(0.36, 0.36) = 0.36;   ½·mean = ½·(1.69 + 0.36)/2
+    loss = L.clipped_value_loss(values, old, ret, torch.ones(1, 2), clip=0.2)
+    assert loss.item() == pytest.approx(0.5 * (1.69 + 0.36) / 2)
+
+
+def test_whitening_ignores_padding():
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    w = L.whiten(x, mask)
+    assert w[0, 3] == 0
+    assert torch.allclose(w[0, :3], torch.tensor([-1.0, 0.0, 1.0]) / math.sqrt(2 / 3), atol=1e-4)
+    x[0, 3] = -5000.0  # whatever sits on the padding
+    assert torch.allclose(L.whiten(x, mask), w)
+
+
+def test_last_token_index_under_right_padding():
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+    assert L.last_token_index(mask).tolist() == [1, 3, 0]
+
+
+def test_entropy_of_uniform_logits_is_log_vocab():
+    assert L.entropy(torch.zeros(2, 3, 8), torch.ones(2, 3)).item() == pytest.approx(math.log(8))

@@ -1,0 +1,155 @@
+import json
+
+import pytest
+import torch
+
+from rlhfkit.generation import generate
+from rlhfkit.models.loading import load_causal_lm, load_tokenizer
+from rlhfkit.models.scalar import ScalarModel
+from rlhfkit.train.ppo import KLController, PPOConfig, PtxBatches, advantages, load_models, ppo_update, score
+from rlhfkit.train.common import make_optimizer
+from tests.conftest import run_cli, save_tiny_model
+
+PROMPTS = ["list three animals .", "what color is the sky ?", "say pear two times .", "compliment the baker .",
+           "summarize : my name is tom . i live in paris . my dog is sick . i feel sad . tl;dr :",
+           "count the words : cat dog owl .", "name the opposite of hot .", "which number follows four ?"]
+
+
+def _reward_dir(tmp_path, policy_dir, name="rm"):
+    out = tmp_path / name
+    ScalarModel.from_backbone(policy_dir).save_pretrained(out)
+    load_tokenizer(policy_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_gpt2):
+    cfg = PPOConfig(out=str(tmp_path / "run"), policy=str(tiny_gpt2), reward=str(_reward_dir(tmp_path, tiny_gpt2)),
+                    prompts="unused", batch_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=10, lr=1e-3)
+    tokenizer, policy, reference, value, reward = load_models(cfg, torch.device("cpu"))
+    return cfg, tokenizer, policy, reference, value, reward
+
+
+def _rollout(setup, seed=0, **overrides):
+    cfg, tokenizer, policy, reference, value, reward = setup
+    for key, val in overrides.items():
+        setattr(cfg, key, val)
+    samples = generate(policy, tokenizer, PROMPTS, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                       generator=torch.Generator().manual_seed(seed))
+    return samples, score(samples, policy, reference, value, reward, cfg)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_first_minibatch_ratio_is_one_and_clipfrac_zero(setup, temperature):
+    cfg, tokenizer, policy, reference, value, reward = setup
+    _, rollout = _rollout(setup, temperature=temperature)
+    _, adv, returns = advantages(rollout, cfg.kl_coef, cfg)
+    optimizer = make_optimizer(list(policy.parameters()) + list(value.parameters()), cfg.lr)
+    stats = ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, torch.Generator().manual_seed(0))
+    assert len(stats) == cfg.ppo_epochs * cfg.batch_size // cfg.minibatch_size
+    assert stats[0]["ratio_min"] == 1.0 and stats[0]["ratio_max"] == 1.0
+    assert stats[0]["clipfrac"] == 0.0 and stats[0]["approx_kl"] == 0.0
+    assert stats[-1]["ratio_max"] != 1.0  # ... and later minibatches see the updated policy
+
+
+def test_reference_starts_equal_to_policy_so_first_kl_is_zero(setup):
+    _, rollout = _rollout(setup)
+    assert torch.equal(rollout.logp, rollout.ref_logp)
+
+
+def test_reward_is_read_at_the_last_real_token_and_missing_eos_is_penalized(setup):
+    cfg, tokenizer, policy, reference, value, reward = setup
+    samples, rollout = _rollout(setup, missing_eos_penalty=-7.0, max_new_tokens=4)
+    assert not samples.finished.all()  # 4 tokens: a random tiny model rarely ends that soon
+    for i in range(len(PROMPTS)):
+        keep_prompt = samples.prompt_mask[i].bool()
+        keep_resp = samples.response_mask[i].bool()
+        ids = torch.cat([samples.prompt_ids[i][keep_prompt], samples.response_ids[i][keep_resp]])[None]
+        alone = reward.score(ids, torch.ones_like(ids)).item()  # the same sequence, without any padding
+        assert rollout.rm_score[i].item() == pytest.approx(alone, abs=1e-5)
+        expected = alone if samples.finished[i] else -7.0
+        assert rollout.score[i].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_penalty_can_be_turned_off(setup):
+    _, rollout = _rollout(setup, missing_eos_penalty=None, max_new_tokens=3)
+    assert torch.equal(rollout.score, rollout.rm_score)
+
+
+def test_rollout_is_masked_after_the_first_eos(setup):
+    cfg, tokenizer, *_ = setup
+    samples, rollout = _rollout(setup, max_new_tokens=10)
+    eos = tokenizer.eos_token_id
+    for ids, mask, done in zip(samples.response_ids.tolist(), samples.response_mask.tolist(), samples.finished):
+        n = sum(mask)
+        assert eos not in ids[:n - 1]
+        assert (ids[n - 1] == eos) == bool(done)
+    assert (rollout.logp * (1 - rollout.mask) == 0).all() and (rollout.values * (1 - rollout.mask) == 0).all()
+
+
+def test_adaptive_controller_raises_beta_above_target_and_lowers_it_below():
+    high = KLController(0.1, target=6.0, horizon=10000)
+    high.update(kl=12.0, n_episodes=64)          # error clipped to +0.2
+    assert high.value == pytest.approx(0.1 * (1 + 0.2 * 64 / 10000))
+    low = KLController(0.1, target=6.0, horizon=10000)
+    low.update(kl=3.0, n_episodes=64)            # error = 3/6 − 1 = −0.5, clipped to −0.2
+    assert low.value == pytest.approx(0.1 * (1 - 0.2 * 64 / 10000))
+    fixed = KLController(0.1)
+    fixed.update(kl=100.0, n_episodes=64)
+    assert fixed.value == 0.1
+
+
+def _grads(setup, ptx):
+    cfg, tokenizer, policy, reference, value, reward = setup
+    _, rollout = _rollout(setup)
+    _, adv, returns = advantages(rollout, cfg.kl_coef, cfg)
+    cfg.ppo_epochs, cfg.minibatch_size, cfg.lr, cfg.ptx_coef = 1, cfg.batch_size, 0.0, 1.0
+    optimizer = make_optimizer(list(policy.parameters()) + list(value.parameters()), cfg.lr)
+    grads = {}
+    hook = policy.get_output_embeddings().weight.register_hook(lambda g: grads.setdefault("g", g.clone()))
+    ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, torch.Generator().manual_seed(0), ptx)
+    hook.remove()
+    return grads["g"]
+
+
+def test_ptx_term_changes_the_policy_gradient(setup, tmp_path):
+    ptx_file = tmp_path / "ptx.jsonl"
+    ptx_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["the sky is blue .", "a cat is an animal ."]))
+    ptx = PtxBatches(str(ptx_file), setup[1], 4, torch.Generator().manual_seed(0))
+    without, with_ptx = _grads(setup, None), _grads(setup, ptx)
+    assert not torch.allclose(without, with_ptx)
+
+
+def test_ppo_command_runs_logs_every_metric_and_tracks_gold(micro_world, tmp_path, capsys):
+    sft = micro_world / "base"
+    rm = _reward_dir(tmp_path, sft)
+    out = tmp_path / "ppo"
+    code, stdout, err = run_cli(["ppo", "--policy", sft, "--reward", rm, "--prompts", micro_world / "prompts/train.jsonl",
+                                 "--out", out, "--steps", "3", "--batch-size", "8", "--minibatch-size", "4",
+                                 "--world", micro_world, "--save-every", "2", "--target-kl", "1.0"], capsys)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    for key in ("rm_score", "kl", "kl_k3", "policy_loss", "value_loss", "approx_kl", "clipfrac", "entropy",
+                "response_length", "eos_rate", "gold", "kl_coef", "generation_s", "scoring_s", "update_s"):
+        assert key in rows[-1], key
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # policy == reference at the first rollout
+    assert (out / "checkpoints" / "step-2" / "config.json").exists()
+    assert load_causal_lm(out, load_tokenizer(out)) is not None
+    assert ScalarModel.from_pretrained(out / "value") is not None
+
+
+def test_tiny_llama_policy_runs_through_the_same_loop(tiny_llama, micro_world, tmp_path, capsys):
+    rm = _reward_dir(tmp_path, tiny_llama)
+    code, _, err = run_cli(["ppo", "--policy", tiny_llama, "--reward", rm, "--prompts",
+                            micro_world / "prompts/train.jsonl", "--out", tmp_path / "ppo", "--steps", "2",
+                            "--batch-size", "4", "--minibatch-size", "2", "--max-new-tokens", "6"], capsys)
+    assert code == 0, err
+
+
+def test_value_model_starts_as_a_separate_copy_of_the_reward_model(setup):
+    cfg, tokenizer, policy, reference, value, reward = setup
+    assert value is not reward
+    assert all(torch.equal(a, b) for a, b in zip(value.state_dict().values(), reward.state_dict().values()))
+    assert all(not p.requires_grad for p in reward.parameters())
+    assert all(p.requires_grad for p in value.parameters())
