@@ -44,33 +44,48 @@ def rankings_to_pair_records(rankings: list[dict]) -> list[dict]:
     return out
 
 
-def read_preferences(path) -> list[dict]:
-    """Read rankings or pairs (decided by the first record's fields) as a list of *groups*.
-
-    Each group is {"prompt", "completions", "pairs": [(winner, loser), ...], "group"}: a ranking keeps
-    its C(K,2) pairs together; consecutive pairs that share a `group` tag are merged back into one
-    (pairs without a tag are each their own group).
-    """
+def read_preference_records(path) -> tuple[str, list[dict]]:
+    """("rankings" or "pairs", the validated records); the kind is decided by the first record's fields."""
     from rlhfkit.data.jsonl import iter_jsonl
 
     first = next((obj for _, obj in iter_jsonl(path) if isinstance(obj, dict)), None)
     if first is not None and "ranking" in first:
+        return "rankings", read_jsonl(path, ranking_record)
+    return "pairs", read_jsonl(path, pair_record)
+
+
+def preference_groups(kind: str, records: list[dict]) -> list[dict]:
+    """Records as a list of *groups* {"prompt", "completions", "finished", "pairs": [(winner, loser), ...],
+    "group", "id"}.
+
+    A ranking keeps its C(K,2) pairs together; consecutive pairs that share a `group` tag are merged back into
+    one (pairs without a tag are each their own group).
+    """
+    if kind == "rankings":
         return [{"prompt": r["prompt"], "completions": r["completions"], "pairs": ranking_to_pairs(r["ranking"]),
-                 "group": f"{r['id']}/{r['labeler']}", "id": r["id"]}
-                for r in read_jsonl(path, ranking_record)]
+                 "group": f"{r['id']}/{r['labeler']}", "id": r["id"],
+                 "finished": r.get("finished", [True] * len(r["completions"]))}
+                for r in records]
     groups: list[dict] = []
-    for n, p in enumerate(read_jsonl(path, pair_record)):
+    for n, p in enumerate(records):
         tag = p.get("group", f"line{n}")
         if not groups or groups[-1]["group"] != tag or groups[-1]["prompt"] != p["prompt"]:
-            groups.append({"prompt": p["prompt"], "completions": [], "pairs": [], "group": tag, "id": tag})
+            groups.append({"prompt": p["prompt"], "completions": [], "pairs": [], "group": tag, "id": tag,
+                           "finished": []})
         g = groups[-1]
         idx = []
         for text in (p["chosen"], p["rejected"]):
             if text not in g["completions"]:
                 g["completions"].append(text)
+                g["finished"].append(True)
             idx.append(g["completions"].index(text))
         g["pairs"].append((idx[0], idx[1]))
     return groups
+
+
+def read_preferences(path) -> list[dict]:
+    """Rankings or pairs from a file, as groups (see `preference_groups`)."""
+    return preference_groups(*read_preference_records(path))
 
 
 @dataclass

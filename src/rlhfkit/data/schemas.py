@@ -6,7 +6,8 @@
 | demonstrations | prompt, completion (TRL prompt-completion format)                         |
 | candidates     | id, prompt, completions: [{text, source}] (optional `finished` per item)  |
 | rankings       | id, prompt, completions: [str], ranking: [[i, ...], ...] best first, ties |
-|                | share a group, labeler; optional likert [1-7], flags [{name: bool}], notes|
+|                | share a group, labeler; optional likert [1-7], flags [{name: bool}], notes,|
+|                | finished [bool] (did each output end with EOS; default all true)        |
 | pairs          | prompt, chosen, rejected, group (TRL preference format)                  |
 
 Each validator takes the decoded object and an `error(message)` factory that prefixes `path:line:`;
@@ -156,6 +157,11 @@ def ranking_record(obj: dict, error) -> dict:
             if unknown:
                 raise error(f"flags[{j}] has unknown flag {sorted(unknown)[0]!r} (known: {', '.join(FLAGS)})")
         out["flags"] = flags
+    finished = _field(obj, "finished", list, error, required=False)
+    if finished is not None:
+        if len(finished) != k or not all(isinstance(f, bool) for f in finished):
+            raise error(f"field 'finished' must be an array of {k} booleans (one per completion)")
+        out["finished"] = finished
     notes = obj.get("notes")
     if notes is not None:
         if not isinstance(notes, (str, list)) or (isinstance(notes, list)

@@ -95,3 +95,92 @@ def eval_winrate(cfg: EvalWinrateConfig) -> dict:
           f"mean gold A {result['gold_a']:.3f}, B {result['gold_b']:.3f}")
     _write_json(cfg.json_out, result)
     return result
+
+
+@dataclass
+class EvalRMConfig:
+    rm: str = option(None, "reward model directory (rlhf rm)", required=True)
+    data: str | None = option(None, "held-out rankings or pairs (default: the RM's own RM/heldout.jsonl)")
+    world: str | None = option(None, "toy world: also the noise ceiling and Spearman with the gold reward")
+    json_out: str | None = option(None, "also write the result as JSON to this file")
+
+
+def eval_rm(cfg: EvalRMConfig) -> dict:
+    from rlhfkit.data.pairs import preference_groups, read_preference_records
+    from rlhfkit.eval.rm import gold_measurements, labeler_agreement
+    from rlhfkit.models.loading import load_tokenizer
+    from rlhfkit.models.scalar import ScalarModel
+    from rlhfkit.train.reward import HELDOUT_FILE, pairwise_accuracy, tokenize_groups
+
+    data = cfg.data or str(Path(cfg.rm) / HELDOUT_FILE)
+    if cfg.json_out:
+        check_writable(cfg.json_out)
+    check_model_dir(cfg.rm, "reward model")
+    groups = preference_groups(*read_preference_records(data))
+    world = World(cfg.world) if cfg.world else None
+    tokenizer = load_tokenizer(cfg.rm)
+    model = ScalarModel.from_pretrained(cfg.rm).eval()
+    measured = pairwise_accuracy(model, tokenize_groups(tokenizer, groups, 256), tokenizer.pad_token_id)
+    result = {"rm": cfg.rm, "data": data, "heldout_accuracy": round(measured["accuracy"], 4),
+              "heldout_loss": round(measured["loss"], 4), "n_pairs": measured["n_pairs"],
+              "n_rankings": measured["n_rankings"], **labeler_agreement(groups)}
+    if world is not None:
+        result |= gold_measurements(model, tokenizer, groups, world)
+    print(f"reward model {cfg.rm} on {data}:")
+    print(f"  held-out accuracy  {result['heldout_accuracy']:.3f}  ({result['n_pairs']} comparisons, "
+          f"{result['n_rankings']} rankings)")
+    if world is not None:
+        print(f"  noise ceiling      {result['noise_ceiling']:.3f}  (gold ordering on the same comparisons)")
+        print(f"  Spearman with gold {result['spearman_gold']:.3f}  ({result['spearman_samples']} outputs)")
+    if result["labeler_agreement"] is not None:
+        print(f"  labeler agreement  {result['labeler_agreement']:.3f}  ({result['agreement_pairs']} pairs on "
+              f"{result['agreement_items']} items ranked twice)")
+    _write_json(cfg.json_out, result)
+    return result
+
+
+@dataclass
+class EvalBoNConfig:
+    policy: str = option(None, "policy to sample from (the SFT model)", required=True)
+    reward: str = option(None, "reward model that picks the best of n", required=True)
+    world: str = option(None, "world directory (held-out prompts and gold reward)", required=True)
+    n: int = option(16, "samples per prompt; the curve reports n = 1, 2, 4, ... up to this")
+    temperature: float = option(1.0, "sampling temperature")
+    max_new_tokens: int | None = option(None, "response length limit (default: the world's limit)")
+    missing_eos_penalty: float | None = option(-1.0, "RM score of a response with no EOS (as in PPO)")
+    seed: int = option(0, "sampling seed")
+    limit: int | None = option(None, "use only the first N held-out prompts")
+    json_out: str | None = option(None, "also write the result as JSON to this file")
+
+
+def eval_bon(cfg: EvalBoNConfig) -> dict:
+    from rlhfkit.eval.bon import best_of_n
+    from rlhfkit.models.scalar import ScalarModel
+
+    if cfg.n < 1 or cfg.temperature <= 0:
+        raise UserError("config keys 'n' must be >= 1 and 'temperature' > 0")
+    if cfg.json_out:
+        check_writable(cfg.json_out)
+    world = World(cfg.world)
+    check_model_dir(cfg.policy)
+    check_model_dir(cfg.reward, "reward model")
+    model, tokenizer = load_policy(cfg.policy)
+    reward = ScalarModel.from_pretrained(cfg.reward).eval()
+    bon = best_of_n(model, tokenizer, reward, heldout(world, cfg.limit), n=cfg.n, temperature=cfg.temperature,
+                    max_new_tokens=cfg.max_new_tokens or world.response_limit, seed=cfg.seed,
+                    missing_eos_penalty=cfg.missing_eos_penalty)
+    result = {"policy": cfg.policy, "reward": cfg.reward, "prompts": len(bon.prompts), "curve": bon.curve(_powers(cfg.n))}
+    print(f"best-of-n of {cfg.policy} by {cfg.reward} on {len(bon.prompts)} held-out prompts:")
+    print("      n   KL_BoN   RM score   gold")
+    for row in result["curve"]:
+        print(f"  {row['n']:>5}  {row['kl']:>7.3f}  {row['rm']:>9.3f}  {row['gold']:>6.3f}")
+    _write_json(cfg.json_out, result)
+    return result
+
+
+def _powers(n: int) -> list[int]:
+    out, k = [], 1
+    while k <= n:
+        out.append(k)
+        k *= 2
+    return out if out[-1] == n else out + [n]

@@ -52,3 +52,43 @@ def sample_and_score(model, tokenizer, prompts: list[str], *, temperature: float
                                      greedy=temperature == 0)
     gold = [gold_reward(p, t, f) for p, t, f in zip(prompts, texts, finished)]
     return Scored(prompts, texts, finished, gold)
+
+
+@dataclass
+class PolicyEval(Scored):
+    """Scored samples plus each sample's RM score and its KL estimate Σ_t log π(y_t) − log π_ref(y_t) (k1)."""
+    rm: list[float]
+    kl: list[float]
+
+    def summary(self) -> dict:
+        return super().summary() | {"rm": round(float(np.mean(self.rm)), 4), "kl": round(float(np.mean(self.kl)), 4)}
+
+
+def evaluate_policy(model, reference, reward_model, tokenizer, prompts: list[str], *, temperature: float,
+                    max_new_tokens: int, seed: int, missing_eos_penalty: float | None = -1.0,
+                    batch_size: int = 128) -> PolicyEval:
+    """Sample `model` once per prompt; score each sample by gold, by the RM (as PPO scores it: the missing-EOS
+    penalty replaces the RM score of a response that never ended) and by its log-ratio to the reference."""
+    import torch
+
+    from rlhfkit.generation import generate
+    from rlhfkit.models.policy import response_logprobs
+
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    texts, finished, rm, kl = [], [], [], []
+    for start in range(0, len(prompts), batch_size):
+        s = generate(model, tokenizer, prompts[start:start + batch_size], max_new_tokens=max_new_tokens,
+                     temperature=temperature, generator=generator)
+        width = s.prompt_ids.shape[1]
+        with torch.inference_mode():
+            logp, _ = response_logprobs(model, s.input_ids, s.attention_mask, width, temperature)
+            ref, _ = response_logprobs(reference, s.input_ids, s.attention_mask, width, temperature)
+            score = reward_model.score(s.input_ids, s.attention_mask)
+        if missing_eos_penalty is not None:
+            score = torch.where(s.finished, score, torch.full_like(score, missing_eos_penalty))
+        kl += ((logp - ref) * s.response_mask).sum(-1).tolist()
+        rm += score.tolist()
+        texts += s.texts
+        finished += s.finished.tolist()
+    gold = [gold_reward(p, t, f) for p, t, f in zip(prompts, texts, finished)]
+    return PolicyEval(list(prompts), texts, finished, gold, rm, kl)

@@ -1,0 +1,86 @@
+"""`rlhf sample`: K outputs per prompt, for labelers to compare.
+
+As in summarize-from-feedback (Stiennon et al. 2020, §3.4), the K outputs of a prompt come from several
+sources: different policies (current and initial) and different temperatures. Each of the K slots of a prompt
+draws its source at random (seeded), so every prompt compares a mix; each candidate records its `source`
+(`policy-name@T`) and whether it ended with EOS (`finished`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlhfkit.config import option
+from rlhfkit.data.jsonl import check_writable, read_jsonl, write_jsonl
+from rlhfkit.data.schemas import prompt_record
+from rlhfkit.errors import UserError
+from rlhfkit.generation import generate_texts
+from rlhfkit.models.loading import check_model_dir, load_causal_lm, load_tokenizer, pick_device
+
+
+@dataclass
+class SampleConfig:
+    models: list[str] = option([], "policy directories, comma-separated (e.g. the current and the initial one)",
+                               required=True)
+    prompts: str = option(None, "prompts JSONL (field `prompt`)", required=True)
+    out: str = option(None, "candidates JSONL to write", required=True)
+    k: int = option(4, "outputs per prompt")
+    temperatures: list[float] = option([1.0], "sampling temperatures, comma-separated")
+    top_p: float = option(1.0, "nucleus sampling threshold")
+    max_new_tokens: int = option(32, "response length limit")
+    limit: int | None = option(None, "use only the first N prompts")
+    seed: int = option(0, "random seed (source assignment and sampling)")
+    device: str = option("auto", "cpu, cuda, cuda:N or auto")
+
+
+def source_name(model: str, temperature: float) -> str:
+    return f"{Path(model).name or model}@T={temperature:g}"
+
+
+def assign_sources(n_prompts: int, k: int, n_sources: int, seed: int) -> list[list[int]]:
+    """For each prompt, the source index of each of its K slots: each source used equally often (±1)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n_prompts):
+        slots = [j % n_sources for j in range(k)] if k >= n_sources else rng.sample(range(n_sources), k)
+        rng.shuffle(slots)
+        out.append(slots)
+    return out
+
+
+def sample_candidates(cfg: SampleConfig) -> list[dict]:
+    if cfg.k < 2:
+        raise UserError("config key 'k' must be at least 2 (labelers compare outputs)")
+    if any(t <= 0 for t in cfg.temperatures) or not cfg.temperatures:
+        raise UserError("config key 'temperatures' must be one or more values > 0")
+    if not 0 < cfg.top_p <= 1:
+        raise UserError("config key 'top_p' must be in (0, 1]")
+    check_writable(cfg.out)
+    records = read_jsonl(cfg.prompts, prompt_record)[:cfg.limit]
+    for path in cfg.models:
+        check_model_dir(path)
+    sources = [(m, t) for m in cfg.models for t in cfg.temperatures]
+    slots = assign_sources(len(records), cfg.k, len(sources), cfg.seed)
+    device = pick_device(cfg.device)
+    results: dict[tuple[int, int], tuple[str, bool]] = {}
+    for s, (path, temperature) in enumerate(sources):
+        tokenizer = load_tokenizer(path)
+        model = load_causal_lm(path, tokenizer).to(device).eval()
+        wanted = [(i, j) for i, row in enumerate(slots) for j, src in enumerate(row) if src == s]
+        texts, finished = generate_texts(model, tokenizer, [records[i]["prompt"] for i, _ in wanted],
+                                         max_new_tokens=cfg.max_new_tokens, temperature=temperature,
+                                         top_p=cfg.top_p, seed=cfg.seed * 1000 + s)
+        results.update({key: (t, f) for key, t, f in zip(wanted, texts, finished)})
+    candidates = []
+    for i, r in enumerate(records):
+        completions = []
+        for j, s in enumerate(slots[i]):
+            text, done = results[(i, j)]
+            completions.append({"text": text, "source": source_name(*sources[s]), "finished": done})
+        candidates.append({"id": r.get("id", f"item-{i}"), "prompt": r["prompt"], "completions": completions})
+    write_jsonl(cfg.out, candidates)
+    print(f"sample: {len(candidates)} prompts x {cfg.k} outputs from {len(sources)} sources "
+          f"({', '.join(source_name(*s) for s in sources)}) -> {cfg.out}")
+    return candidates

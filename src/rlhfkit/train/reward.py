@@ -1,0 +1,220 @@
+"""Step 2 of InstructGPT: a reward model from labelers' rankings.
+
+    loss(θ) = −1/C(K,2) · E_{(x, y_w, y_l) ~ D} [ log σ( r_θ(x, y_w) − r_θ(x, y_l) ) ]        (InstructGPT eq. 1)
+
+- r_θ is the SFT model's transformer with a scalar head (`models/scalar.py`), read at the response's last
+  real token (its EOS);
+- every ranking of K outputs gives its C(K,2) ordered pairs (ties dropped); all pairs of one ranking sit in
+  one batch, each weighted 1/C(K,2), so a ranking counts once (InstructGPT §3.5: training on each pair as a
+  separate example overfits in one epoch). Each distinct output is scored once per batch, however many
+  pairs it is in;
+- one epoch by default; held-out rankings are split by prompt;
+- after training the head's bias is shifted so that demonstrations score 0 on average (InstructGPT §3.5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rlhfkit.config import option
+from rlhfkit.data.collate import encode, pad_right
+from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+from rlhfkit.data.pairs import pair_weight, preference_groups, read_preference_records
+from rlhfkit.data.schemas import demo_record
+from rlhfkit.errors import UserError
+from rlhfkit.losses import preference_loss
+from rlhfkit.models.loading import load_tokenizer, pick_device, save_pretrained_atomic
+from rlhfkit.models.scalar import ScalarModel, response_sequences, score_sequences
+from rlhfkit.train.common import (RunDir, RunOptions, check_finite, make_optimizer, prepare_out_dir, progress,
+                                  seed_everything, set_threads, shuffled_batches, split_by_prompt, warmup_cosine)
+
+HELDOUT_FILE = "heldout.jsonl"
+
+
+@dataclass
+class RewardConfig(RunOptions):
+    model: str = option(None, "SFT policy directory: the RM's backbone (its LM head is replaced by a scalar)",
+                        required=True)
+    data: str = option(None, "rankings or pairs JSONL (DESIGN §2)", required=True)
+    eval_data: str | None = option(None, "held-out rankings/pairs (default: hold out eval_fraction of prompts)")
+    eval_fraction: float = option(0.1, "share of distinct prompts held out when eval_data is not given")
+    demos: str | None = option(None, "demonstrations JSONL: the bias is shifted so they score 0 on average "
+                               "(default: the training outputs)")
+    world: str | None = option(None, "toy world: also report the noise ceiling and Spearman with gold")
+    epochs: int = option(1, "passes over the rankings (InstructGPT: 1; more overfits)")
+    batch_size: int = option(16, "rankings per optimizer step (all pairs of a ranking in one batch)")
+    lr: float = option(1e-4, "peak learning rate")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    warmup_ratio: float = option(0.05, "share of steps spent warming the learning rate up")
+    max_length: int = option(256, "tokens per prompt + response (prompt cut on the left)")
+    grad_clip: float = option(1.0, "gradient norm clipping")
+    log_every: int = option(10, "log every N steps")
+
+
+# ------------------------------------------------------------------------------------------- batches
+
+@dataclass
+class RankingBatch:
+    """The distinct sequences of some rankings, and their pairs as indices into those sequences."""
+    input_ids: torch.Tensor     # [S, T] right-padded prompt + response (+ EOS when it ended)
+    attention_mask: torch.Tensor
+    chosen: torch.Tensor        # [P] sequence index of y_w
+    rejected: torch.Tensor      # [P] sequence index of y_l
+    weight: torch.Tensor        # [P] 1/C(K,2) of the pair's ranking
+    n_rankings: int
+
+
+def tokenize_groups(tokenizer, groups: list[dict], max_length: int) -> list[dict]:
+    """Each group's outputs as token ids (tokenized once), beside its pairs and their weight."""
+    out = []
+    for g in groups:
+        prompts = [g["prompt"]] * len(g["completions"])
+        rows = response_sequences(tokenizer, prompts, g["completions"], g["finished"], max_length)
+        out.append({"rows": rows, "pairs": g["pairs"], "weight": pair_weight(len(g["completions"]))})
+    return out
+
+
+def make_batch(groups: list[dict], pad_id: int, device) -> RankingBatch:
+    index: dict[tuple[int, ...], int] = {}  # an output ranked by two labelers is scored once
+    chosen, rejected, weight = [], [], []
+    for g in groups:
+        at = [index.setdefault(tuple(row), len(index)) for row in g["rows"]]
+        for w, l in g["pairs"]:
+            chosen.append(at[w]), rejected.append(at[l]), weight.append(g["weight"])
+    rows = [list(row) for row in index]
+    return RankingBatch(pad_right(rows, pad_id).to(device), pad_right([[1] * len(r) for r in rows], 0).to(device),
+                        torch.tensor(chosen, device=device), torch.tensor(rejected, device=device),
+                        torch.tensor(weight, device=device), len(groups))
+
+
+def batch_loss(model: ScalarModel, batch: RankingBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the weighted pairwise loss, r_w − r_l per pair)."""
+    rewards = model.score(batch.input_ids, batch.attention_mask)
+    r_w, r_l = rewards[batch.chosen], rewards[batch.rejected]
+    return preference_loss(r_w, r_l, batch.weight, batch.n_rankings), (r_w - r_l).detach()
+
+
+@torch.no_grad()
+def pairwise_accuracy(model: ScalarModel, groups: list[dict], pad_id: int, batch_size: int = 32) -> dict:
+    """Share of held-out pairs the RM orders as the labeler did (a tie counts ½), and the mean loss."""
+    device = next(model.parameters()).device
+    correct, pairs, loss, rankings = 0.0, 0, 0.0, 0
+    for start in range(0, len(groups), batch_size):
+        batch = make_batch(groups[start:start + batch_size], pad_id, device)
+        value, margin = batch_loss(model, batch)
+        correct += float((margin > 0).sum() + 0.5 * (margin == 0).sum())
+        pairs += len(margin)
+        loss += value.item() * batch.n_rankings
+        rankings += batch.n_rankings
+    return {"accuracy": correct / max(1, pairs), "loss": loss / max(1, rankings), "n_pairs": pairs,
+            "n_rankings": rankings}
+
+
+def normalization_offset(model: ScalarModel, tokenizer, prompts: list[str], texts: list[str],
+                         max_length: int) -> float:
+    """Mean RM score of (prompt, demonstration) pairs: subtracted from the bias so they average 0."""
+    rows = response_sequences(tokenizer, prompts, texts, None, max_length)
+    scores = score_sequences(model, rows, tokenizer.pad_token_id)
+    return sum(scores) / len(scores)
+
+
+# --------------------------------------------------------------------------------------------- train
+
+def _load_data(cfg: RewardConfig) -> tuple[tuple[str, list[dict]], tuple[str, list[dict]]]:
+    """((kind, training records), (kind, held-out records)); held-out prompts never reach training."""
+    kind, records = read_preference_records(cfg.data)
+    if cfg.eval_data:
+        return (kind, records), read_preference_records(cfg.eval_data)
+    train, held = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "rm-eval")
+    return (kind, train), (kind, held)
+
+
+def _check(cfg: RewardConfig) -> None:
+    for key in ("epochs", "batch_size", "max_length"):
+        if getattr(cfg, key) < 1:
+            raise UserError(f"config key '{key}' must be at least 1")
+    if not 0 <= cfg.eval_fraction < 1:
+        raise UserError("config key 'eval_fraction' must be in [0, 1)")
+
+
+def train_reward_model(cfg: RewardConfig) -> dict:
+    _check(cfg)
+    (kind, train_records), (eval_kind, held_records) = _load_data(cfg)
+    demos = read_jsonl(cfg.demos, demo_record) if cfg.demos else None
+    world = None
+    if cfg.world:
+        from rlhfkit.world.build import World
+        world = World(cfg.world)
+    prepare_out_dir(cfg.out, cfg.overwrite)
+    tokenizer = load_tokenizer(cfg.model)
+    device = pick_device(cfg.device)
+    set_threads(cfg.threads)
+    generator = seed_everything(cfg.seed)
+    model = ScalarModel.from_backbone(cfg.model, tokenizer, seed=cfg.seed).to(device).train()
+    run = RunDir(cfg.out, cfg, cfg.overwrite, cfg.tensorboard)
+
+    pad = tokenizer.pad_token_id
+    train = tokenize_groups(tokenizer, preference_groups(kind, train_records), cfg.max_length)
+    held = tokenize_groups(tokenizer, preference_groups(eval_kind, held_records), cfg.max_length)
+    if not any(g["pairs"] for g in train):
+        raise UserError(f"{cfg.data}: no strictly ordered pair to train on (every ranking is one tie group)")
+    steps_per_epoch = -(-len(train) // cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    optimizer = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
+    schedule = warmup_cosine(optimizer, total, warmup_steps=max(1, int(cfg.warmup_ratio * total)))
+    bar = progress(total, "reward model")
+    step = 0
+    for epoch in range(cfg.epochs):
+        for idx in shuffled_batches(len(train), cfg.batch_size, generator):
+            loss, margin = batch_loss(model, make_batch([train[i] for i in idx], pad, device))
+            check_finite(loss, step, "reward-model loss")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step % cfg.log_every == 0 or step == total:
+                run.log(step, epoch=epoch, train_loss=loss.item(), train_accuracy=(margin > 0).float().mean().item(),
+                        lr=schedule.get_last_lr()[0])
+    bar.close()
+    model.eval()
+
+    # Normalize: demonstrations (or, without them, the training outputs) score 0 on average.
+    if demos:
+        prompts, texts, source = [d["prompt"] for d in demos], [d["completion"] for d in demos], cfg.demos
+    else:
+        groups = preference_groups(kind, train_records)
+        prompts = [g["prompt"] for g in groups for _ in g["completions"]]
+        texts = [c for g in groups for c in g["completions"]]
+        source = "training outputs"
+    offset = normalization_offset(model, tokenizer, prompts, texts, cfg.max_length)
+    model.shift_bias(offset)
+
+    result = {"steps": step, "train_rankings": len(train), "bias_shift": round(offset, 4), "normalized_on": source}
+    if held:
+        measured = pairwise_accuracy(model, held, pad)
+        result |= {"heldout_accuracy": round(measured["accuracy"], 4), "heldout_loss": round(measured["loss"], 4),
+                   "n_pairs": measured["n_pairs"], "heldout_rankings": measured["n_rankings"]}
+        if world is not None:
+            from rlhfkit.eval.rm import gold_measurements
+            result |= gold_measurements(model, tokenizer, preference_groups(eval_kind, held_records), world)
+    run.log(step, **result)
+    save_pretrained_atomic(run.path, model, tokenizer)
+    if held_records:
+        write_jsonl(run.path / HELDOUT_FILE, held_records)
+    run.close()
+    print(f"rm: {step} steps on {len(train)} rankings; bias shifted by {offset:+.3f} ({source} score 0)")
+    if held:
+        line = (f"rm: held-out accuracy {result['heldout_accuracy']:.3f} on {result['n_pairs']} comparisons "
+                f"({result['heldout_rankings']} rankings)")
+        if "noise_ceiling" in result:
+            line += (f"; noise ceiling {result['noise_ceiling']:.3f} on the same comparisons; "
+                     f"Spearman with gold {result['spearman_gold']:.3f}")
+        print(line)
+    print(f"rm -> {run.path}")
+    return result
