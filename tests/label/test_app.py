@@ -1,6 +1,7 @@
 """The web app through its routes (in-process): login, CSRF, roles, escaping, the form and the API."""
 
 import re
+import threading
 import uuid
 
 import pytest
@@ -8,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from rlhfkit.label.app import create_app
 from rlhfkit.label.commands import open_store, read_items
+from rlhfkit.label.store import Store
 from tests.label.conftest import XSS_TEXT, stand_in_answer, write_candidates
 
 
@@ -168,3 +170,31 @@ def test_docs_page_is_served_without_a_cdn(setup):
     assert "/api/submissions" in page and "cdn" not in page.lower()
     assert "/api/next" in c.get("/openapi.json").json()["paths"]
     assert c.get("/static/vendor/htmx-2.0.11.min.js").status_code == 200
+
+
+def test_an_answer_waiting_on_the_database_does_not_stall_other_requests(setup, monkeypatch):
+    """The form routes do their database work in the thread pool, never on the event loop: while one
+    answer is held inside `Store.submit`, the same server still serves another request."""
+    app, inv = setup
+    entered, release, released = threading.Event(), threading.Event(), []
+    submit = Store.submit
+
+    def held_submit(self, *args, **kwargs):
+        entered.set()
+        released.append(release.wait(60))  # False: nobody could release it (the loop was stuck)
+        return submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "submit", held_submit)
+    with TestClient(app, base_url="http://127.0.0.1") as c:  # one event loop for every request below
+        assert c.get(f"/invite/{inv['ann']}", follow_redirects=False).status_code == 303
+        page, aid = open_task(c)
+        form = {"kind": "skip", "reason": "unclear", "client_id": str(uuid.uuid4()), "csrf_token": csrf_of(page)}
+        answered = []
+        worker = threading.Thread(target=lambda: answered.append(c.post(f"/task/{aid}", data=form,
+                                                                        follow_redirects=False)))
+        worker.start()
+        assert entered.wait(60)
+        assert c.get("/openapi.json").status_code == 200  # served while the answer is held
+        release.set()
+        worker.join(60)
+    assert released == [True] and answered[0].status_code == 303

@@ -67,10 +67,13 @@ def expect(locator):
     return _expect(locator)
 
 
-def shot(pg, name: str) -> None:
-    """The whole page, and the first screenful (what a labeler sees first) as NAME-top.png."""
+def shot(pg, name: str, at: str | None = None) -> None:
+    """The whole page, and one screenful as NAME-top.png: the first (what a labeler sees first), or the
+    one showing the element `at` (e.g. the opened skip form at the bottom of a long page)."""
     pg.evaluate("window.scrollTo(0, 0)")
     pg.screenshot(path=str(ARTIFACTS / f"label-{name}.png"), full_page=True)
+    if at is not None:
+        pg.locator(at).scroll_into_view_if_needed()
     pg.screenshot(path=str(ARTIFACTS / f"label-{name}-top.png"))
 
 
@@ -170,11 +173,12 @@ def test_skip_with_a_reason(world, page):
     page.keyboard.press("s")
     page.select_option("#skip select[name=reason]", "expertise")
     page.fill("#skip input[name=notes]", "medical question")
-    shot(page, "skip")
+    shot(page, "skip", at="#skip")
     page.press("#skip input[name=notes]", "Enter")
     expect(page.locator("#page-n")).to_have_text("2")
     (row,) = [r for r in admin_export(world, "rank") if r["labeler"] == "sam"]
     assert (row["kind"], row["skip_reason"], row["notes"]) == ("skip", "expertise", "medical question")
+    assert row["elapsed_ms"] > 0  # the page's timer is sent with the answer
 
 
 def test_labeler_gets_403_on_admin_and_export_admin_sees_the_dashboard(world, page, browser):

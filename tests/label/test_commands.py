@@ -52,8 +52,11 @@ def test_user_errors_are_one_line_exit_2(tmp_path, capsys, argv, message):
 
 def test_export_formats_validate(tmp_path, capsys):
     db = str(tmp_path / "l.db")
-    main(["label", "import", "--db", db, "--project", "r", "--overlap", "2",
-          str(write_candidates(tmp_path / "c.jsonl", 3, 4))])
+    cands = write_candidates(tmp_path / "c.jsonl", 3, 4)
+    records = [json.loads(line) for line in cands.read_text().splitlines()]
+    records[0]["completions"][2]["finished"] = False  # never reached EOS (as `rlhf sample` marks it)
+    cands.write_text("".join(json.dumps(r) + "\n" for r in records))
+    main(["label", "import", "--db", db, "--project", "r", "--overlap", "2", str(cands)])
     main(["label", "import", "--db", db, "--project", "d", "--mode", "demo",
           str(write_candidates(tmp_path / "d.jsonl", 2, 2))])
     store = open_store(db)
@@ -71,3 +74,6 @@ def test_export_formats_validate(tmp_path, capsys):
         out = tmp_path / f"{project}-{fmt}.jsonl"
         assert main(["label", "export", "--db", db, "--project", project, "--format", fmt, "--out", str(out)]) == 0
         assert len(read_jsonl(out, validator)) == n
+    rankings = read_jsonl(tmp_path / "r-rankings.jsonl", ranking_record)
+    assert [r["finished"] for r in rankings if r["id"] == "q000"] == [[True, True, False, True]] * 2
+    assert all(r["finished"] == [True] * 4 for r in rankings if r["id"] != "q000")

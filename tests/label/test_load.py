@@ -1,4 +1,5 @@
-"""Load and fault tests over HTTP on loopback: 20 labelers at once, SIGKILL mid-run, expired leases.
+"""Load and fault tests over HTTP on loopback: 20 labelers at once, SIGKILL mid-run (with answers resent on
+purpose), expired leases.
 
 Each runs against `rlhf label serve` in a subprocess, on SQLite and (with -m postgres) PostgreSQL.
 Figures (submissions/s, p95 latency) are printed, never asserted: machines are noisy.
@@ -32,12 +33,15 @@ class Crew:
     """Labeler threads that lease and answer until their queue is empty, retrying through outages.
 
     A retry resends the *same* client_id, so an answer the server stored just before it died is
-    stored once; `acked` holds every client_id the server acknowledged (201 or 200 duplicate).
+    stored once; `acked` holds every client_id the server acknowledged (201 or 200 duplicate). With
+    `resend_every=n`, every n-th acknowledged answer is sent once more on purpose (a client that missed
+    the reply): the server must answer 200 with the first receipt.
     """
 
-    def __init__(self, url: str, tokens: list[str]):
-        self.url, self.tokens = url, tokens
+    def __init__(self, url: str, tokens: list[str], resend_every: int = 0):
+        self.url, self.tokens, self.resend_every = url, tokens, resend_every
         self.acked: dict[str, str] = {}  # client_id -> labeler
+        self.resent = 0
         self.latency: list[float] = []
         self.errors: list[str] = []
         self.lock = threading.Lock()
@@ -55,6 +59,7 @@ class Crew:
 
     def work(self, n: int) -> None:
         lab = ApiLabeler(self.url, self.tokens[n], timeout=30)
+        answered = 0
         try:
             self._retry(lab.login)
             while time.monotonic() < self.deadline:
@@ -70,9 +75,17 @@ class Crew:
                     return r, time.perf_counter() - t0
 
                 r, dt = self._retry(send)
+                receipt = r.json()
                 with self.lock:
-                    self.acked[r.json()["client_id"]] = f"labeler{n:02d}"
+                    self.acked[receipt["client_id"]] = f"labeler{n:02d}"
                     self.latency.append(dt)
+                answered += 1
+                if self.resend_every and answered % self.resend_every == 0:
+                    again, _ = self._retry(send)
+                    if again.status_code != 200 or again.json() != receipt | {"duplicate": True}:
+                        raise AssertionError(f"resent answer: {again.status_code} {again.text}, first {receipt}")
+                    with self.lock:
+                        self.resent += 1
         except Exception as exc:  # reported by the test, not lost in a thread
             with self.lock:
                 self.errors.append(f"labeler{n:02d}: {exc!r}")
@@ -122,7 +135,7 @@ def test_twenty_labelers_fill_every_item_exactly_k_times(db_url, tmp_path, live_
 def test_sigkill_mid_run_loses_no_acknowledged_submission(db_url, tmp_path, live_server):
     tokens = prepare(db_url, tmp_path)
     server = live_server(db_url)
-    crew = Crew(server.url, tokens)
+    crew = Crew(server.url, tokens, resend_every=4)
     t0 = time.perf_counter()
     threads = crew.start()
     while len(crew.acked) < ITEMS * OVERLAP // 3 and time.monotonic() < crew.deadline:
@@ -134,8 +147,9 @@ def test_sigkill_mid_run_loses_no_acknowledged_submission(db_url, tmp_path, live
     for t in threads:
         t.join(RUN_LIMIT_S)
     wall = time.perf_counter() - t0
-    report(f"sigkill {db_url.split(':')[0]} (killed after {acked_at_kill} acks)", crew, wall)
+    report(f"sigkill {db_url.split(':')[0]} (killed after {acked_at_kill} acks; {crew.resent} resent)", crew, wall)
     check_invariants(db_url, crew)
+    assert crew.resent > 0  # check_invariants saw each of them stored once
 
 
 def test_an_expired_lease_returns_the_item_over_http(db_url, tmp_path, live_server):

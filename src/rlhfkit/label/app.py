@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Literal
 
 import jinja2
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
+from starlette.datastructures import FormData
 
 from rlhfkit.data.schemas import FLAGS
 from rlhfkit.errors import UserError
@@ -46,6 +47,12 @@ class Unauthorized(UserError):
 
 
 _STATUS = {Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409, BadAnswer: 422}
+
+
+async def read_form(request: Request) -> FormData:
+    """The posted form, read on the event loop. Routes take it as a dependency so that they can be plain
+    `def`s: FastAPI runs those in its thread pool, and their database calls never block the loop."""
+    return await request.form()
 
 
 def csrf_token(session_token: str) -> str:
@@ -172,8 +179,7 @@ def create_app(store: Store, *, secure_cookie: bool = False) -> FastAPI:
         return response
 
     @app.post("/logout", include_in_schema=False)
-    async def logout(request: Request):
-        form = await request.form()
+    def logout(request: Request, form: FormData = Depends(read_form)):
         check_csrf(request, form.get("csrf_token"))
         store.logout(request.cookies.get(COOKIE, ""))
         response = RedirectResponse("/", status_code=303)
@@ -191,9 +197,8 @@ def create_app(store: Store, *, secure_cookie: bool = False) -> FastAPI:
         return task_page(request, who(request))
 
     @app.post("/task/{assignment_id}", include_in_schema=False)
-    async def answer(request: Request, assignment_id: int):
+    def answer(request: Request, assignment_id: int, form: FormData = Depends(read_form)):
         person = who(request)
-        form = await request.form()
         check_csrf(request, form.get("csrf_token"))
         k = store.output_count(person, assignment_id)
         store.submit(person, assignment_id, parse_answer(form_to_body(form, k), person.mode, k))
@@ -211,9 +216,8 @@ def create_app(store: Store, *, secure_cookie: bool = False) -> FastAPI:
         return render(request, "admin.html", **admin_context(admin_of(request)))
 
     @app.post("/admin/invite", include_in_schema=False)
-    async def admin_invite(request: Request):
+    def admin_invite(request: Request, form: FormData = Depends(read_form)):
         person = admin_of(request)
-        form = await request.form()
         check_csrf(request, form.get("csrf_token"))
         name, role = str(form.get("name") or ""), str(form.get("role") or "labeler")
         token = store.invite(person.project, name, role)

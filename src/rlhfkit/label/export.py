@@ -1,7 +1,8 @@
 """Exports in the formats of DESIGN §2, built from `Store.submissions` rows.
 
 - rankings: one line per labeler per ranked item; a pairwise answer is a ranking of K=2
-  (A better -> [[a], [b]], equal -> one tie group [[a, b]]); optional likert, flags, notes.
+  (A better -> [[a], [b]], equal -> one tie group [[a, b]]); optional likert, flags, notes; `finished`
+  carries each candidate's EOS flag from the import (`rlhf sample` writes it) through to `rlhf rm`.
 - pairs: every strictly ordered pair of those rankings (`rankings_to_pair_records`), TRL format.
 - demos: prompt, completion (TRL prompt-completion format), for SFT.
 - raw: every submission as stored, skips, timings and sources included.
@@ -30,7 +31,9 @@ def ranking_records(rows: list[dict]) -> list[dict]:
             continue
         record = {"id": r["id"], "prompt": r["prompt"], "completions": [c["text"] for c in r["completions"]],
                   "ranking": tiers_to_ranking({int(i): t for i, t in r["tiers"].items()}),
-                  "labeler": r["labeler"]}
+                  "labeler": r["labeler"],
+                  # whether each output ended with EOS: the reward model scores an unfinished one without it
+                  "finished": [c["finished"] for c in r["completions"]]}
         if r["likert"] and None not in r["likert"]:
             record["likert"] = r["likert"]
         if r["flags"]:

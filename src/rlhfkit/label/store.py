@@ -14,7 +14,9 @@ once) and `assignment (item_id, user_id)` (no labeler sees an item twice).
 from __future__ import annotations
 
 import hashlib
+import contextlib
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,6 +112,12 @@ class Store:
         self.clock = clock
         self._reader = engine.execution_options(readonly=True)
         self._next_sweep = 0.0
+        # SQLite has one writer at a time, and its busy handler polls with sleeps of up to 100 ms: threads of
+        # one server waiting there are served in no order, and an unlucky one starves (its p95 under 20
+        # labelers was ~3x this lock's). Threads queue here instead; other processes (an import beside the
+        # server) still wait through the busy timeout.
+        sqlite = engine.dialect.name == "sqlite"
+        self._write_lock = threading.Lock() if sqlite else contextlib.nullcontext()
 
     # ------------------------------------------------------------------------------------ plumbing
 
@@ -117,7 +125,7 @@ class Store:
         """Run `work(session)` in one transaction; retry transient conflicts with a short backoff."""
         for attempt in range(WRITE_RETRIES):
             try:
-                with OrmSession(self.engine, expire_on_commit=False) as s, s.begin():
+                with self._write_lock, OrmSession(self.engine, expire_on_commit=False) as s, s.begin():
                     return work(s)
             except (OperationalError, DBAPIError) as exc:
                 if isinstance(exc, IntegrityError) or not _transient(exc) or attempt == WRITE_RETRIES - 1:
@@ -425,7 +433,8 @@ class Store:
                     "id": item.ext_id, "prompt": item.prompt, "mode": p.mode, "kind": sub.kind,
                     "labeler": labeler, "client_id": sub.client_id, "submitted_at": sub.created_at,
                     "elapsed_ms": sub.elapsed_ms, "shown_order": shown,
-                    "completions": [{"text": c.text, "source": c.source} for c in cands.get(item.id, [])],
+                    "completions": [{"text": c.text, "source": c.source, "finished": c.finished}
+                                    for c in cands.get(item.id, [])],
                     "tiers": tiers.get(sub.id), "choice": sub.choice,
                     "likert": [r.likert for r in rated] or None, "flags": [r.flags for r in rated] or None,
                     "output_notes": [r.notes for r in rated] or None, "notes": sub.notes,
