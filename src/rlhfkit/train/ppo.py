@@ -39,6 +39,8 @@ from rlhfkit.train.common import (RunDir, RunOptions, check_finite, make_optimiz
 @dataclass
 class PPOConfig(RunOptions):
     policy: str = option(None, "SFT policy directory: the PPO start and the frozen reference", required=True)
+    reference: str | None = option(None, "frozen reference of the KL penalty (default: --policy; the online loop "
+                                   "starts from the last round's policy and keeps the SFT one here)")
     reward: str = option(None, "reward model directory (rlhf rm)", required=True)
     prompts: str = option(None, "prompts JSONL (field `prompt`)", required=True)
     value_model: str | None = option(None, "value model start (default: the reward model, as InstructGPT)")
@@ -237,7 +239,8 @@ def load_models(cfg: PPOConfig, device):
     """The four roles: policy (trained), reference (frozen SFT), value (trained, from the RM), reward (frozen)."""
     tokenizer = load_tokenizer(cfg.policy)
     policy = disable_dropout(load_causal_lm(cfg.policy, tokenizer)).to(device)
-    reference = disable_dropout(load_causal_lm(cfg.policy, tokenizer)).to(device).eval().requires_grad_(False)
+    reference = disable_dropout(load_causal_lm(cfg.reference or cfg.policy, tokenizer))
+    reference = reference.to(device).eval().requires_grad_(False)
     reward_model = ScalarModel.from_pretrained(cfg.reward).to(device).eval().requires_grad_(False)
     value_model = ScalarModel.from_pretrained(cfg.value_model or cfg.reward).to(device)
     if reward_model.config.vocab_size < len(tokenizer):
@@ -251,7 +254,7 @@ def load_models(cfg: PPOConfig, device):
 def train_ppo(cfg: PPOConfig) -> dict:
     _check(cfg)
     prompts = [r["prompt"] for r in read_jsonl(cfg.prompts, prompt_record)]
-    for path in (cfg.policy, cfg.reward, cfg.value_model):
+    for path in (cfg.policy, cfg.reference, cfg.reward, cfg.value_model):
         if path:
             check_model_dir(path)
     world = None

@@ -31,8 +31,8 @@ HARMFUL_REPLIES = ["you should {v} them .", "go {v} someone .", "{m} on you for 
 @dataclass(frozen=True)
 class Mix:
     """Probabilities of each kind of web answer in the base corpus (normalized when sampled)."""
-    correct: float = 0.16
-    wrong: float = 0.08
+    correct: float = 0.03
+    wrong: float = 0.03
     correct_then_ramble: float = 0.14
     repetitive: float = 0.12
     off_topic: float = 0.12
@@ -88,9 +88,13 @@ def web_response(task: Task, rng: random.Random, max_tokens: int, mix: Mix = Mix
 
 
 def _fact(rng: random.Random) -> str:
-    """One encyclopedia-style sentence: the knowledge a web LM has, without the habit of answering."""
+    """One encyclopedia-style sentence: the knowledge a web LM has, without the habit of answering.
+
+    Several kinds restate words that came before (quotes, repetitions, sorted copies): the signal from which
+    a small LM learns to copy from its context.
+    """
     from rlhfkit.world.tasks import ALL_ITEMS, ITEM_CATEGORY, OPPOSITES
-    kind = rng.randrange(8)
+    kind = rng.randrange(11)
     if kind == 0:
         item = rng.choice(ALL_ITEMS)
         return rng.choice(["{i} is a {c} .", "a {i} is one kind of {c} .", "the {i} belongs to the {c} group ."]
@@ -112,7 +116,16 @@ def _fact(rng: random.Random) -> str:
         return f"{' '.join(words)} : that is {V.NUMBERS[len(words)]} words ."
     if kind == 6:
         words = rng.sample(ALL_ITEMS, rng.randint(2, 5))
-        return f"in alphabetical order : {' '.join(sorted(words))} ."
+        return f"{' '.join(words)} in alphabetical order is {' '.join(sorted(words))} ."
+    if kind == 7:
+        word, n = rng.choice(ALL_ITEMS), rng.randint(2, 6)
+        return f"the word {word} {V.NUMBERS[n]} times is {' '.join([word] * n)} ."
+    if kind == 8:
+        person = rng.choice(V.PEOPLE)
+        return f"i met the {person} . the {person} is {rng.choice(V.NICE)} ."
+    if kind == 9:
+        name, city, pet = rng.choice(V.NAMES), rng.choice(V.CITIES), rng.choice(V.PETS)
+        return f"{name} lives in {city} with a {pet} . so {name} , {city} , {pet} ."
     return f"the {rng.choice(V.PEOPLE)} is {rng.choice(V.NICE)} ."
 
 
@@ -124,8 +137,8 @@ def fact_document(rng: random.Random) -> list[str]:
 class Expert:
     """The demonstrator's habits (DESIGN §3: limited and imperfect on purpose)."""
     p_mistake: float = 0.25
-    p_preamble: float = 0.45
-    p_closing: float = 0.2
+    p_preamble: float = 0.6
+    p_closing: float = 0.35
     p_commas: float = 0.3  # lists written "cat , dog and horse" instead of "cat dog horse"
 
 

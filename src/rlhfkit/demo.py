@@ -1,0 +1,276 @@
+"""`rlhf demo`: the whole InstructGPT loop on the toy world, measured against the hidden gold reward.
+
+    world → SFT → sample K=4 → simulated rankings → reward model → PPO → evaluation on held-out prompts
+
+For each seed the same world is used (the world's own seed is `--world-seed`); every stage after it
+(SFT, sampling, labels, RM, PPO, evaluation) is seeded by the run's seed. Outputs in OUT:
+`report.json`, `report.html`, `ppo_curves.png`, `reward_vs_sqrt_kl.png`, `win_rates.png`, and one
+directory per seed with every stage's run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rlhfkit import pipeline as stages
+from rlhfkit.config import option
+from rlhfkit.errors import UserError
+from rlhfkit.pipeline import Progress
+from rlhfkit.world.build import World
+
+REPORT_KEYS = ("preset", "seed", "wall_s", "win_rates", "gold", "rm", "ppo", "labelers")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of each stage a preset runs (sized so the tiny demo takes minutes on 2 CPU cores)."""
+    sft_epochs: int
+    sft_lr: float
+    label_prompts: int        # prompts sampled for labeling (K outputs each)
+    k: int
+    temperatures: tuple[float, ...]
+    labelers: int
+    per_item: int
+    rm_lr: float
+    rm_epochs: int
+    ppo_steps: int
+    ppo_batch: int
+    ppo_minibatch: int
+    ppo_lr: float
+    save_every: int
+    eval_prompts: int         # held-out prompts used for win rates
+    bon_n: int
+
+
+PLANS = {
+    "micro": Plan(sft_epochs=2, sft_lr=2e-3, label_prompts=120, k=4, temperatures=(0.7, 1.0), labelers=5, per_item=2,
+                  rm_lr=3e-4, rm_epochs=1, ppo_steps=4, ppo_batch=16, ppo_minibatch=8, ppo_lr=1e-4, save_every=2,
+                  eval_prompts=64, bon_n=4),
+    "tiny": Plan(sft_epochs=10, sft_lr=2e-3, label_prompts=1500, k=4, temperatures=(0.7, 1.0), labelers=5, per_item=2,
+                 rm_lr=1e-3, rm_epochs=1, ppo_steps=80, ppo_batch=64, ppo_minibatch=32, ppo_lr=1e-4, save_every=20,
+                 eval_prompts=400, bon_n=16),
+    "small": Plan(sft_epochs=5, sft_lr=5e-4, label_prompts=4000, k=4, temperatures=(0.7, 1.0), labelers=5, per_item=2,
+                  rm_lr=1e-4, rm_epochs=1, ppo_steps=300, ppo_batch=64, ppo_minibatch=32, ppo_lr=3e-5, save_every=50,
+                  eval_prompts=1000, bon_n=16),
+}
+
+
+@dataclass
+class DemoConfig:
+    out: str = option("runs/demo", "output directory (report.json, report.html, plots, one folder per seed)")
+    preset: str = option("tiny", "world and pipeline size: micro (tests), tiny (the demo), small")
+    seeds: list[int] = option([0], "pipeline seeds, comma-separated; several give means and standard deviations")
+    world_seed: int = option(0, "seed of the toy world shared by every pipeline seed")
+    world: str | None = option(None, "use this built world directory instead of building OUT/world")
+    arch: str = option("gpt2", "base LM architecture: gpt2 or llama")
+    kl_coef: float = option(0.05, "β of PPO (0: no KL penalty, the over-optimization control)")
+    ppo_steps: int | None = option(None, "override the preset's PPO iterations")
+    overwrite: bool = option(False, "replace an existing output directory")
+    threads: int = option(0, "torch CPU threads (0: torch's default)")
+
+
+def run_pipeline(world_dir: Path, out: Path, plan: Plan, cfg: DemoConfig, seed: int, say: Progress) -> dict:
+    """world → SFT → sample K → simulated rankings → RM → PPO → evaluation, for one seed. Returns its report."""
+    world = World(world_dir)
+    t0 = time.time()
+    say(f"seed {seed}: 1. SFT on {len(world.demos())} demonstrations")
+    sft = stages.sft(world, out / "sft", epochs=plan.sft_epochs, lr=plan.sft_lr, seed=seed, threads=cfg.threads)
+    say(f"seed {seed}: 2. sample K={plan.k} outputs for {plan.label_prompts} prompts at T={plan.temperatures}")
+    stages.sample([out / "sft"], world.train_prompts_path, out / "candidates.jsonl", k=plan.k,
+                  temperatures=plan.temperatures, limit=plan.label_prompts, max_new_tokens=world.response_limit,
+                  seed=seed)
+    say(f"seed {seed}: 3. {plan.labelers} simulated labelers rank them ({plan.per_item} per item)")
+    rankings = stages.simulate(world_dir, out / "candidates.jsonl", out / "rankings.jsonl", labelers=plan.labelers,
+                               per_item=plan.per_item, seed=seed)
+    say(f"seed {seed}: 4. reward model on {len(rankings)} rankings")
+    rm = stages.reward_model(out / "sft", out / "rankings.jsonl", out / "rm", world, lr=plan.rm_lr,
+                             epochs=plan.rm_epochs, seed=seed, threads=cfg.threads)
+    say(f"seed {seed}:    held-out accuracy {rm['heldout_accuracy']:.3f}, noise ceiling {rm['noise_ceiling']:.3f} "
+        f"({rm['n_pairs']} comparisons)")
+    steps = cfg.ppo_steps or plan.ppo_steps
+    say(f"seed {seed}: 5. PPO, {steps} iterations x {plan.ppo_batch} episodes, β = {cfg.kl_coef}")
+    ppo = stages.ppo(out / "sft", out / "rm", world, out / "ppo", steps=steps, batch=plan.ppo_batch,
+                     minibatch=plan.ppo_minibatch, lr=plan.ppo_lr, kl_coef=cfg.kl_coef, save_every=plan.save_every,
+                     seed=seed, threads=cfg.threads)
+    say(f"seed {seed}: 6. evaluation on {plan.eval_prompts} held-out prompts")
+    evaluation = evaluate(world, out, plan, seed)
+    report = {"seed": seed, "wall_s": round(time.time() - t0, 1), **evaluation["report"],
+              "rm": {"heldout_accuracy": rm["heldout_accuracy"], "noise_ceiling": rm["noise_ceiling"],
+                     "n_pairs": rm["n_pairs"], "spearman_gold": rm["spearman_gold"]},
+              "labelers": {"pairwise_agreement": stages.agreement(out / "rankings.jsonl")},
+              "sft": {"heldout_loss": sft["eval_loss"]}}
+    report["ppo"] |= {"steps": steps, "episodes": steps * plan.ppo_batch, "last_batch_kl": ppo["kl"]}
+    (out / "curves.json").write_text(json.dumps(evaluation["curves"], indent=1) + "\n", encoding="utf-8")
+    return report
+
+
+def evaluate(world, out: Path, plan: Plan, seed: int) -> dict:
+    """Win rates, gold and RM reward, KL to SFT, best-of-n, and the reward-vs-√KL curves of PPO checkpoints."""
+    from rlhfkit.eval.bon import best_of_n
+    from rlhfkit.eval.policy import evaluate_policy, load_policy
+    from rlhfkit.eval.stats import win_rate
+    from rlhfkit.models.scalar import ScalarModel
+
+    prompts = world.prompts("heldout")[:plan.eval_prompts]
+    limit = world.response_limit
+    sft, tokenizer = load_policy(out / "sft")
+    reward = ScalarModel.from_pretrained(out / "rm").eval()
+    seed_eval = 10_000 + seed  # evaluation samples never reuse the training streams
+
+    def measure(path):
+        model = load_policy(path)[0] if path != out / "sft" else sft
+        return evaluate_policy(model, sft, reward, tokenizer, prompts, temperature=1.0, max_new_tokens=limit,
+                               seed=seed_eval)
+
+    base, sft_eval, ppo = measure(world.base), measure(out / "sft"), measure(out / "ppo")
+    bon = best_of_n(sft, tokenizer, reward, prompts, n=plan.bon_n, max_new_tokens=limit, seed=seed_eval + 1)
+    bon4 = bon.gold_of(4).tolist()
+    checkpoints = sorted((out / "ppo" / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    ppo_curve = [{"step": 0, **_point(sft_eval)}]
+    for path in checkpoints:
+        ppo_curve.append({"step": int(path.name.split("-")[1]), **_point(measure(path))})
+    ppo_curve.append({"step": "final", **_point(ppo)})
+    report = {
+        "win_rates": {"sft_vs_base": win_rate(sft_eval.totals, base.totals, seed=seed),
+                      "ppo_vs_sft": win_rate(ppo.totals, sft_eval.totals, seed=seed),
+                      "ppo_vs_bon": win_rate(ppo.totals, bon4, seed=seed)},
+        "gold": {"base": _mean(base.totals), "sft": _mean(sft_eval.totals), "bon": _mean(bon4),
+                 "ppo": _mean(ppo.totals)},
+        "ppo": {"kl": _mean(ppo.kl), "rm": _mean(ppo.rm), "eos_rate": ppo.summary()["eos_rate"],
+                "length": ppo.summary()["length"]},
+        "bon": {"n": 4, "kl": round(bon.curve((4,))[0]["kl"], 4)},
+        "components": {name: e.summary() for name, e in (("base", base), ("sft", sft_eval), ("ppo", ppo))},
+        "examples": [{"prompt": p, "sft": s, "ppo": q} for p, s, q in zip(prompts[:8], sft_eval.texts, ppo.texts)],
+    }
+    return {"report": report, "curves": {"ppo": ppo_curve, "bon": bon.curve()}}
+
+
+def _point(e) -> dict:
+    s = e.summary()
+    return {"kl": s["kl"], "gold": s["gold"], "rm": s["rm"]}
+
+
+def _mean(values) -> float:
+    return round(float(np.mean(values)), 4)
+
+
+# ------------------------------------------------------------------------------------------- reporting
+
+def aggregate(reports: list[dict]) -> dict:
+    """With several seeds, every number gets a mean and a standard deviation beside the per-seed values."""
+    def merge(values):
+        if all(isinstance(v, dict) for v in values):
+            return {k: merge([v[k] for v in values]) for k in values[0] if all(k in v for v in values)}
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            return {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values, ddof=1)), 4),
+                    "values": values}
+        return values
+    keys = ("win_rates", "gold", "rm", "ppo", "labelers", "wall_s")
+    return {k: merge([r[k] for r in reports]) for k in keys}
+
+
+def write_report(out: Path, cfg: DemoConfig, reports: list[dict], wall_s: float) -> dict:
+    from rlhfkit.eval import report as R
+
+    first = reports[0]
+    report = {"preset": cfg.preset, "seed": first["seed"] if len(reports) == 1 else cfg.seeds, "wall_s": round(wall_s, 1),
+              **{k: first[k] for k in ("win_rates", "gold", "rm", "ppo", "labelers", "bon", "components", "sft")},
+              "kl_coef": cfg.kl_coef, "seeds": [r["seed"] for r in reports]}
+    if len(reports) > 1:
+        report["across_seeds"] = aggregate(reports)
+        report["per_seed"] = reports
+    curves = {r["seed"]: json.loads((out / f"seed-{r['seed']}" / "curves.json").read_text()) for r in reports}
+    metrics = {f"seed {s}": _read_metrics(out / f"seed-{s}" / "ppo" / "metrics.jsonl") for s in curves}
+    images = [R.plot_ppo_curves(metrics, out / "ppo_curves.png")]
+    kl_curves = {}
+    for s, c in curves.items():
+        kl_curves[f"PPO (β={cfg.kl_coef}) seed {s}"] = [p for p in c["ppo"]]
+        kl_curves[f"best-of-n seed {s}"] = c["bon"]
+    images.append(R.plot_reward_vs_sqrt_kl(kl_curves, out / "reward_vs_sqrt_kl.png"))
+    images.append(R.plot_win_rates(first["win_rates"], out / "win_rates.png"))
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    sections = [("Win rates by the hidden gold reward (held-out prompts)", _win_rows(reports)),
+                ("Mean gold reward", [{"seed": r["seed"], **r["gold"]} for r in reports]),
+                ("Reward model", [{"seed": r["seed"], **r["rm"], **r["labelers"]} for r in reports]),
+                ("PPO", [{"seed": r["seed"], **r["ppo"]} for r in reports]),
+                ("Examples (seed %s)" % first["seed"], first["examples"])]
+    R.write_html(out / "report.html", f"rlhfkit demo — preset {cfg.preset}", sections, images, report)
+    return report
+
+
+def _win_rows(reports: list[dict]) -> list[dict]:
+    rows = []
+    for r in reports:
+        for name, w in r["win_rates"].items():
+            rows.append({"seed": r["seed"], "comparison": name, "rate": w["rate"],
+                         "95% CI": f"{w['ci_low']:.3f}–{w['ci_high']:.3f}", "n": w["n"]})
+    return rows
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def print_table(report: dict, reports: list[dict]) -> None:
+    def cell(key, sub, fmt="{:.3f}"):
+        values = [r[key][sub] for r in reports]
+        values = [v["rate"] if isinstance(v, dict) else v for v in values]
+        if len(values) == 1:
+            return fmt.format(values[0])
+        return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+    rows = [("SFT beats base (gold win rate)", cell("win_rates", "sft_vs_base"), "≥ 0.90"),
+            ("PPO beats SFT (gold win rate)", cell("win_rates", "ppo_vs_sft"), "≥ 0.75"),
+            ("PPO beats best-of-4 (gold win rate)", cell("win_rates", "ppo_vs_bon"), "> 0.50"),
+            ("mean gold: base", cell("gold", "base"), ""), ("mean gold: SFT", cell("gold", "sft"), ""),
+            ("mean gold: best-of-4", cell("gold", "bon"), ""), ("mean gold: PPO", cell("gold", "ppo"), ""),
+            ("RM held-out accuracy", cell("rm", "heldout_accuracy"), ""),
+            ("RM noise ceiling", cell("rm", "noise_ceiling"), ""),
+            ("labeler agreement", cell("labelers", "pairwise_agreement"), "≈ 0.73"),
+            ("PPO KL(π‖π_SFT), nats", cell("ppo", "kl"), "")]
+    width = max(len(r[0]) for r in rows)
+    print()
+    print(f"  {'held-out prompts, preset ' + report['preset']:<{width}}  {'value':>15}  target")
+    for name, value, target in rows:
+        print(f"  {name:<{width}}  {value:>15}  {target}")
+    if len(reports) == 1:
+        w = reports[0]["win_rates"]
+        print("\n  95% intervals: " + ", ".join(f"{k} {v['ci_low']:.2f}–{v['ci_high']:.2f} (n={v['n']})"
+                                               for k, v in w.items()))
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    from rlhfkit.train.common import prepare_out_dir, set_threads
+    from rlhfkit.world.build import WorldConfig, build_world
+
+    if cfg.preset not in PLANS:
+        raise UserError(f"config key 'preset': unknown preset {cfg.preset!r} (one of {', '.join(PLANS)})")
+    if not cfg.seeds:
+        raise UserError("config key 'seeds': give at least one seed")
+    if cfg.kl_coef < 0:
+        raise UserError("config key 'kl_coef' must be >= 0")
+    if cfg.world:
+        World(cfg.world)  # a user error if it is not a world
+    out = prepare_out_dir(cfg.out, cfg.overwrite)
+    if out.exists() and cfg.overwrite:
+        import shutil
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.threads)
+    plan = PLANS[cfg.preset]
+    say = Progress()
+    world_dir = Path(cfg.world) if cfg.world else out / "world"
+    if not cfg.world:
+        say(f"world: building the '{cfg.preset}' toy world (the base LM is cached after the first build)")
+        stages.quiet(build_world, WorldConfig(out=str(world_dir), preset=cfg.preset, seed=cfg.world_seed,
+                                              arch=cfg.arch))
+    reports = [run_pipeline(world_dir, out / f"seed-{seed}", plan, cfg, seed, say) for seed in cfg.seeds]
+    report = write_report(out, cfg, reports, time.time() - say.start)
+    print_table(report, reports)
+    print(f"\nreport: {out / 'report.json'}, {out / 'report.html'}; plots: ppo_curves.png, reward_vs_sqrt_kl.png, "
+          f"win_rates.png  [{time.time() - say.start:.0f}s]")
+    return report

@@ -1,0 +1,60 @@
+"""Best-of-n: sample n responses from a policy, keep the one the reward model scores highest.
+
+The baseline that any RL method must beat at equal KL. Its KL to the sampling policy is analytic:
+KL_BoN(n) = log n − (n − 1)/n (Stiennon et al. 2020, App. G.3; Gao et al. 2022).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from rlhfkit.generation import generate_texts
+from rlhfkit.models.scalar import score_texts
+from rlhfkit.world.gold import gold_reward
+
+
+def bon_kl(n: int) -> float:
+    return math.log(n) - (n - 1) / n
+
+
+@dataclass
+class BestOfN:
+    prompts: list[str]
+    texts: list[list[str]]      # [prompt][sample]
+    rm: np.ndarray              # [prompt, sample] RM score (missing-EOS penalty applied)
+    gold: np.ndarray            # [prompt, sample] gold reward
+
+    def chosen(self, n: int) -> np.ndarray:
+        """Index of the RM's favourite among the first n samples of each prompt."""
+        return self.rm[:, :n].argmax(axis=1)
+
+    def gold_of(self, n: int) -> np.ndarray:
+        return self.gold[np.arange(len(self.prompts)), self.chosen(n)]
+
+    def curve(self, ns=(1, 2, 4, 8, 16)) -> list[dict]:
+        rows = []
+        for n in ns:
+            if n <= self.rm.shape[1]:
+                pick = self.chosen(n)
+                idx = np.arange(len(self.prompts))
+                rows.append({"n": n, "kl": round(bon_kl(n), 4), "gold": round(float(self.gold[idx, pick].mean()), 4),
+                             "rm": round(float(self.rm[idx, pick].mean()), 4)})
+        return rows
+
+
+def best_of_n(policy, tokenizer, reward_model, prompts: list[str], *, n: int = 16, temperature: float = 1.0,
+              max_new_tokens: int = 32, seed: int = 0, missing_eos_penalty: float | None = -1.0) -> BestOfN:
+    """n samples per prompt, each scored by the reward model (as PPO scores them) and by gold."""
+    flat_prompts = [p for p in prompts for _ in range(n)]
+    texts, finished = generate_texts(policy, tokenizer, flat_prompts, max_new_tokens=max_new_tokens,
+                                     temperature=temperature, seed=seed)
+    rm = np.array(score_texts(reward_model, tokenizer, flat_prompts, texts, finished), dtype=float)
+    if missing_eos_penalty is not None:
+        rm = np.where(np.array(finished), rm, missing_eos_penalty)
+    gold = np.array([gold_reward(p, t, f).total for p, t, f in zip(flat_prompts, texts, finished)])
+    shape = (len(prompts), n)
+    grouped = [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
+    return BestOfN(list(prompts), grouped, rm.reshape(shape), gold.reshape(shape))

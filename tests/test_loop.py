@@ -1,0 +1,45 @@
+"""`rlhf loop`: rounds of sample → label → RM on all comparisons so far → PPO, resumable; app labels by file."""
+
+import json
+
+from tests.conftest import run_cli
+
+
+def test_two_rounds_then_resume_adds_a_third(micro_world, tmp_path, capsys):
+    out = tmp_path / "loop"
+    args = ["loop", "--world", micro_world, "--preset", "micro", "--out", out, "--prompts-per-round", "40",
+            "--ppo-steps", "2"]
+    code, stdout, err = run_cli(args + ["--rounds", "2"], capsys)
+    assert code == 0, err
+    rows = json.loads((out / "report.json").read_text())["rounds"]
+    assert [r["round"] for r in rows] == [1, 2]
+    assert rows[1]["rankings"] == 2 * rows[0]["rankings"]  # the RM of round 2 sees both rounds' comparisons
+    sources = {c["source"] for line in (out / "round-2" / "candidates.jsonl").read_text().splitlines()
+               for c in json.loads(line)["completions"]}
+    assert {s.split("@")[0] for s in sources} == {"ppo", "sft"}  # the current and the initial policy
+    first = (out / "round-1" / "round.json").read_text()
+    code, stdout, err = run_cli(args + ["--rounds", "3"], capsys)
+    assert code == 0, err
+    assert (out / "round-1" / "round.json").read_text() == first  # finished rounds are not redone
+    assert [r["round"] for r in json.loads((out / "report.json").read_text())["rounds"]] == [1, 2, 3]
+
+
+def test_labels_from_the_app_wait_for_the_export(micro_world, tmp_path, capsys):
+    out, labels = tmp_path / "loop", tmp_path / "labels"
+    args = ["loop", "--world", micro_world, "--preset", "micro", "--out", out, "--prompts-per-round", "8",
+            "--ppo-steps", "1", "--rounds", "1", "--labels-dir", labels]
+    code, stdout, _ = run_cli(args, capsys)
+    assert code == 0 and "waiting for labels" in stdout
+    assert not (out / "round-1" / "round.json").exists()
+    # a labeler team ranks the candidates in the app and exports them (here: written directly)
+    labels.mkdir()
+    rows = []
+    for line in (out / "round-1" / "candidates.jsonl").read_text().splitlines():
+        item = json.loads(line)
+        k = len(item["completions"])
+        rows.append({"id": item["id"], "prompt": item["prompt"], "completions": [c["text"] for c in item["completions"]],
+                     "ranking": [[i] for i in range(k)], "labeler": "alice"})
+    (labels / "round-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert json.loads((out / "round-1" / "round.json").read_text())["rankings"] == len(rows)

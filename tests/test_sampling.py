@@ -1,0 +1,52 @@
+"""`rlhf sample` and `rlhf label simulate`: candidates from several sources, simulated rankings."""
+
+import json
+
+from rlhfkit.data.jsonl import read_jsonl
+from rlhfkit.data.schemas import candidate_record, ranking_record
+from rlhfkit.sampling import assign_sources
+from tests.conftest import run_cli
+
+
+def test_sources_are_used_equally_within_each_prompt():
+    slots = assign_sources(n_prompts=50, k=4, n_sources=2, seed=0)
+    assert all(sorted(s) == [0, 0, 1, 1] for s in slots)
+    assert len({tuple(s) for s in slots}) > 1  # the slot order is shuffled
+    few = assign_sources(n_prompts=50, k=2, n_sources=4, seed=0)
+    assert all(len(set(s)) == 2 for s in few)
+
+
+def test_sample_then_simulate(micro_world, tmp_path, capsys):
+    prompts = micro_world / "prompts" / "train.jsonl"
+    cands = tmp_path / "cands.jsonl"
+    base = micro_world / "base"
+    code, out, err = run_cli(["sample", "--models", f"{base},{base}", "--prompts", prompts, "--k", "4",
+                              "--temperatures", "0.7,1.0", "--limit", "12", "--max-new-tokens", "8",
+                              "--out", cands], capsys)
+    assert code == 0, err
+    records = read_jsonl(cands, candidate_record)
+    assert len(records) == 12 and all(len(r["completions"]) == 4 for r in records)
+    assert {c["source"] for r in records for c in r["completions"]} == {"base@T=0.7", "base@T=1"}
+    assert all("finished" in c for r in records for c in r["completions"])
+
+    rankings = tmp_path / "rankings.jsonl"
+    code, out, err = run_cli(["label", "simulate", "--world", micro_world, "--candidates", cands,
+                              "--labelers", "5", "--per-item", "2", "--out", rankings], capsys)
+    assert code == 0, err
+    ranked = read_jsonl(rankings, ranking_record)
+    assert len(ranked) == 24
+    for item in records:
+        mine = [r for r in ranked if r["id"] == item["id"]]
+        assert len(mine) == 2 and mine[0]["labeler"] != mine[1]["labeler"]
+        assert all(len(r["likert"]) == 4 and len(r["flags"]) == 4 for r in mine)
+        assert mine[0]["finished"] == [c["finished"] for c in item["completions"]]
+    assert "pairwise agreement" in out
+
+
+def test_simulate_rejects_prompts_the_world_did_not_make(micro_world, tmp_path, capsys):
+    cands = tmp_path / "cands.jsonl"
+    cands.write_text(json.dumps({"id": "x", "prompt": "write me a poem", "completions": ["a", "b"]}) + "\n")
+    code, _, err = run_cli(["label", "simulate", "--world", micro_world, "--candidates", cands,
+                            "--out", tmp_path / "r.jsonl"], capsys)
+    assert code == 2 and "cands.jsonl:1: prompt is not one of the toy world's prompts" in err
+    assert not (tmp_path / "r.jsonl").exists()
