@@ -1,0 +1,219 @@
+"""Direct preference optimization: the policy trained on rankings directly, with no reward model and no sampling.
+
+    L_DPO(θ) = −E_{(x, y_w, y_l)} [ log σ( β·log(π_θ(y_w|x)/π_ref(y_w|x)) − β·log(π_θ(y_l|x)/π_ref(y_l|x)) ) ]
+                                                                                 (Rafailov et al. 2023, eq. 7)
+
+It is the reward model's loss (InstructGPT eq. 1) with the implicit reward r̂(x, y) = β·log(π_θ(y|x) / π_ref(y|x))
+in place of r_θ(x, y): maximizing it solves the KL-constrained objective that PPO optimizes by sampling.
+
+- π_ref is the SFT policy, frozen, and the start of π_θ; its log-probs of every output are computed once, before
+  training. log π(y|x) sums the log-probs of the response tokens (and its EOS, when it ended), as SFT's loss does;
+- the data path is the reward model's: rankings (or pairs) → tie-grouped pairs (`data/pairs.py`), all pairs of a
+  ranking in one batch weighted 1/C(K,2), held-out rankings split by prompt with the reward model's split, so the
+  held-out preference accuracy of r̂ compares with the RM's on the same comparisons;
+- the output is `save_pretrained` of the policy and its tokenizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rlhfkit.config import option
+from rlhfkit.data.collate import encode, encode_pair, pad_right
+from rlhfkit.data.pairs import pair_weight, preference_groups, read_preference_records
+from rlhfkit.errors import UserError
+from rlhfkit.losses import dpo_loss, dpo_margin, masked_sum, token_logprobs
+from rlhfkit.models.loading import disable_dropout, load_causal_lm, load_tokenizer, pick_device, save_pretrained_atomic
+from rlhfkit.train.common import (RunDir, RunOptions, check_finite, make_optimizer, prepare_out_dir, progress,
+                                  seed_everything, set_threads, shuffled_batches, split_by_prompt, warmup_cosine)
+
+
+@dataclass
+class DPOConfig(RunOptions):
+    policy: str = option(None, "SFT policy directory: the DPO start and the frozen reference π_ref", required=True)
+    data: str = option(None, "rankings or pairs JSONL (DESIGN §2)", required=True)
+    eval_data: str | None = option(None, "held-out rankings/pairs (default: hold out eval_fraction of prompts)")
+    eval_fraction: float = option(0.1, "share of distinct prompts held out when eval_data is not given")
+    beta: float = option(0.1, "β: scale of the implicit reward, the strength of the KL constraint (paper: 0.1)")
+    epochs: int = option(1, "passes over the rankings")
+    batch_size: int = option(16, "rankings per optimizer step (all pairs of a ranking in one batch)")
+    lr: float = option(1e-4, "peak learning rate (toy-world scale; Rafailov et al. use 1e-6 on large models)")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    warmup_ratio: float = option(0.1, "share of steps spent warming the learning rate up")
+    max_length: int = option(256, "tokens per prompt + response (prompt cut on the left first)")
+    grad_clip: float = option(1.0, "gradient norm clipping")
+    log_every: int = option(10, "log every N steps")
+
+
+# ------------------------------------------------------------------------------------------- batches
+
+@dataclass
+class PairBatch:
+    """Every output of some rankings as one right-padded batch, and their pairs as indices into it."""
+    input_ids: torch.Tensor       # [S, T] prompt + response (+ EOS when it ended)
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor   # [S, T] 1 on the tokens of y (and EOS): the terms of log π(y|x)
+    ref_logp: torch.Tensor | None  # [S] log π_ref(y|x), once computed
+    chosen: torch.Tensor          # [P] row of y_w
+    rejected: torch.Tensor        # [P] row of y_l
+    weight: torch.Tensor          # [P] 1/C(K,2) of the pair's ranking
+    n_rankings: int
+
+
+def tokenize(tokenizer, groups: list[dict], max_length: int) -> list[dict]:
+    """Each ranking's outputs as (ids, response mask) in SFT's layout (`encode_pair`), tokenized once, beside
+    its pairs and their weight 1/C(K,2)."""
+    out = []
+    for g in groups:
+        prompt, rows = encode(tokenizer, g["prompt"]), []
+        for text, ended in zip(g["completions"], g["finished"]):
+            ids, mask = encode_pair(tokenizer, prompt, text, max_length)
+            if not ended and ids[-1] == tokenizer.eos_token_id:  # cut at the length limit: no EOS to score
+                ids, mask = ids[:-1], mask[:-1]
+            rows.append((ids, mask))
+        out.append({"rows": rows, "pairs": g["pairs"], "weight": pair_weight(len(rows)), "ref_logp": None})
+    return out
+
+
+def make_batch(groups: list[dict], pad_id: int, device) -> PairBatch:
+    rows, chosen, rejected, weight = [], [], [], []
+    for g in groups:
+        chosen += [len(rows) + w for w, _ in g["pairs"]]
+        rejected += [len(rows) + l for _, l in g["pairs"]]
+        weight += [g["weight"]] * len(g["pairs"])
+        rows += g["rows"]
+    ids = [r[0] for r in rows]
+    ref = torch.cat([g["ref_logp"] for g in groups]).to(device) if groups[0]["ref_logp"] is not None else None
+    return PairBatch(pad_right(ids, pad_id).to(device), pad_right([[1] * len(i) for i in ids], 0).to(device),
+                     pad_right([r[1] for r in rows], 0).to(device), ref, torch.tensor(chosen, device=device),
+                     torch.tensor(rejected, device=device), torch.tensor(weight, device=device), len(groups))
+
+
+def in_order(groups: list[dict], size: int) -> list[list[dict]]:
+    """Fixed chunks: π_ref and held-out π_θ see identical batches, so π_θ = π_ref gives a margin of exactly 0."""
+    return [groups[i:i + size] for i in range(0, len(groups), size)]
+
+
+# ------------------------------------------------------------------------------------------- the loss
+
+def sequence_logprobs(model, batch: PairBatch) -> torch.Tensor:
+    """log π(y|x) = Σ_t log π(y_t | x, y_<t) of each row [S]: logits at t−1 predict token t."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+    logp = token_logprobs(logits[:, :-1], batch.input_ids[:, 1:])
+    return masked_sum(logp, batch.response_mask[:, 1:], dim=-1)
+
+
+@torch.no_grad()
+def attach_reference_logprobs(reference, groups: list[dict], pad_id: int, device, size: int) -> None:
+    """log π_ref(y|x) of every output, once: π_ref is frozen, so it never needs a forward pass again."""
+    for chunk in in_order(groups, size):
+        logp = sequence_logprobs(reference, make_batch(chunk, pad_id, device)).cpu()
+        for g, part in zip(chunk, logp.split([len(g["rows"]) for g in chunk])):
+            g["ref_logp"] = part
+
+
+def batch_loss(policy, batch: PairBatch, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the weighted DPO loss, the implicit reward margin r̂(x, y_w) − r̂(x, y_l) per pair)."""
+    logp, ref = sequence_logprobs(policy, batch), batch.ref_logp
+    w, l = batch.chosen, batch.rejected
+    loss = dpo_loss(logp[w], logp[l], ref[w], ref[l], batch.weight, batch.n_rankings, beta)
+    return loss, dpo_margin(logp[w], logp[l], ref[w], ref[l], beta).detach()
+
+
+@torch.no_grad()
+def heldout_metrics(policy, groups: list[dict], pad_id: int, device, size: int, beta: float) -> dict:
+    """Share of held-out pairs the implicit reward orders as the labeler did (a tie counts ½), the mean margin
+    r̂(x, y_w) − r̂(x, y_l) and the mean loss per ranking."""
+    correct, margins, loss = 0.0, [], 0.0
+    for chunk in in_order(groups, size):
+        value, margin = batch_loss(policy, make_batch(chunk, pad_id, device), beta)
+        correct += float((margin > 0).sum() + 0.5 * (margin == 0).sum())
+        margins.append(margin)
+        loss += value.item() * len(chunk)
+    margin = torch.cat(margins)
+    return {"heldout_accuracy": correct / max(1, len(margin)), "heldout_margin": margin.mean().item(),
+            "heldout_loss": loss / max(1, len(groups)), "n_pairs": len(margin), "heldout_rankings": len(groups)}
+
+
+# --------------------------------------------------------------------------------------------- train
+
+def _load_data(cfg: DPOConfig) -> tuple[list[dict], list[dict]]:
+    """(training groups, held-out groups); held-out prompts never reach training."""
+    kind, records = read_preference_records(cfg.data)
+    if cfg.eval_data:
+        return preference_groups(kind, records), preference_groups(*read_preference_records(cfg.eval_data))
+    train, held = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "rm-eval")  # the reward model's split
+    return preference_groups(kind, train), preference_groups(kind, held)
+
+
+def _check(cfg: DPOConfig) -> None:
+    for key in ("epochs", "batch_size", "max_length", "log_every"):
+        if getattr(cfg, key) < 1:
+            raise UserError(f"config key '{key}' must be at least 1")
+    if not 0 <= cfg.eval_fraction < 1:
+        raise UserError("config key 'eval_fraction' must be in [0, 1)")
+    if not cfg.beta > 0:
+        raise UserError("config key 'beta' must be positive")
+
+
+def train_dpo(cfg: DPOConfig) -> dict:
+    # Everything a user can get wrong is checked before the run directory exists.
+    _check(cfg)
+    train_groups, held_groups = _load_data(cfg)
+    if not any(g["pairs"] for g in train_groups):
+        raise UserError(f"{cfg.data}: no strictly ordered pair to train on (every ranking is one tie group)")
+    prepare_out_dir(cfg.out, cfg.overwrite)
+    tokenizer = load_tokenizer(cfg.policy)
+    device = pick_device(cfg.device)
+    set_threads(cfg.threads)
+    generator = seed_everything(cfg.seed)
+    policy = disable_dropout(load_causal_lm(cfg.policy, tokenizer)).to(device).train()
+    run = RunDir(cfg.out, cfg, cfg.overwrite, cfg.tensorboard)
+
+    pad = tokenizer.pad_token_id
+    train = tokenize(tokenizer, train_groups, cfg.max_length)
+    held = tokenize(tokenizer, held_groups, cfg.max_length)
+    reference = disable_dropout(load_causal_lm(cfg.policy, tokenizer)).to(device).eval()  # π_ref = π_SFT, frozen
+    for groups in (train, held):
+        attach_reference_logprobs(reference, groups, pad, device, cfg.batch_size)
+    del reference
+
+    total = -(-len(train) // cfg.batch_size) * cfg.epochs
+    optimizer = make_optimizer(policy.parameters(), cfg.lr, cfg.weight_decay)
+    schedule = warmup_cosine(optimizer, total, warmup_steps=max(1, int(cfg.warmup_ratio * total)))
+    bar = progress(total, "dpo")
+    step, result = 0, {}
+    for epoch in range(cfg.epochs):
+        for idx in shuffled_batches(len(train), cfg.batch_size, generator):
+            loss, margin = batch_loss(policy, make_batch([train[i] for i in idx], pad, device), cfg.beta)
+            check_finite(loss, step, "DPO loss")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step % cfg.log_every == 0 or step == total:
+                run.log(step, epoch=epoch, train_loss=loss.item(), train_accuracy=(margin > 0).float().mean().item(),
+                        train_margin=margin.mean().item(), lr=schedule.get_last_lr()[0])
+        if held:
+            result = run.log(step, epoch=epoch, **heldout_metrics(policy, held, pad, device, cfg.batch_size,
+                                                                    cfg.beta))
+    bar.close()
+    policy.eval()
+    save_pretrained_atomic(run.path, policy, tokenizer)
+    run.close()
+
+    summary = {"steps": step, "train_rankings": len(train), "beta": cfg.beta, "train_loss": round(loss.item(), 4)}
+    summary |= {k: v for k, v in result.items() if k not in ("step", "time_s", "epoch")}
+    print(f"dpo: {step} steps on {len(train)} rankings, β = {cfg.beta}; final train loss {summary['train_loss']}")
+    if held:
+        print(f"dpo: held-out preference accuracy of the implicit reward {summary['heldout_accuracy']:.3f}, "
+              f"mean margin {summary['heldout_margin']:+.4f}, loss {summary['heldout_loss']:.4f} on "
+              f"{summary['n_pairs']} comparisons ({summary['heldout_rankings']} rankings)")
+    print(f"dpo -> {run.path}")
+    return summary
