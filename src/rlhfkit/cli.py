@@ -48,6 +48,7 @@ COMMANDS: dict[str, Command] = {
                           "turn rankings into every strictly ordered (chosen, rejected) pair"),
     "rm": Command("rlhfkit.train.reward", "RewardConfig", "train_reward_model",
                   "step 2: train a reward model on rankings or pairs"),
+    "dpo": Command("rlhfkit.train.dpo", "DPOConfig", "train_dpo", "DPO: train the policy on rankings directly"),
     "ppo": Command("rlhfkit.train.ppo", "PPOConfig", "train_ppo",
                    "step 3: PPO against the reward model with a KL penalty to the SFT policy"),
     "eval gold": Command("rlhfkit.eval.commands", "EvalGoldConfig", "eval_gold",
@@ -62,6 +63,9 @@ COMMANDS: dict[str, Command] = {
                     "the whole pipeline on the toy world: base -> SFT -> RM -> PPO -> report"),
     "loop": Command("rlhfkit.loop", "LoopConfig", "run_loop",
                     "the online loop: sample -> label -> retrain RM -> PPO, several rounds"),
+    "bench ppo": Command("rlhfkit.bench", "BenchPPOConfig", "bench_ppo", "PPO throughput on random models"),
+    "bench rm": Command("rlhfkit.bench", "BenchTrainConfig", "bench_rm", "reward-model training throughput"),
+    "bench sft": Command("rlhfkit.bench", "BenchTrainConfig", "bench_sft", "SFT throughput on random models"),
 }
 
 
@@ -92,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the toolkit never downloads at run time
+    # Idle OpenMP threads sleep instead of spinning: on a shared CPU spinning made PPO 3x slower (bench/, issue 8).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if not argv or argv[0] in ("-h", "--help", "help"):
         sys.stdout.write(_usage())
         return 0 if argv else EXIT_USER_ERROR
@@ -105,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     config_cls = getattr(module, cmd.config)
     parser = _Parser(prog=f"rlhf {name}", description=cmd.help)
     add_arguments(parser, config_cls)
-    args = parser.parse_args(rest)
+    try:
+        args = parser.parse_args(rest)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed on one line)
+        return int(exc.code or 0)
     try:
         config = from_args(config_cls, args)
         getattr(module, cmd.function)(config)

@@ -60,6 +60,19 @@ def load_causal_lm(path: str | os.PathLike, tokenizer=None, dtype: torch.dtype =
         raise UserError(f"{path}: cannot load a causal LM: {str(exc).splitlines()[0]}") from None
     if tokenizer is not None:
         align_special_tokens(model, tokenizer)
+    return fuse_activations(model)
+
+
+def fuse_activations(model: torch.nn.Module) -> torch.nn.Module:
+    """Swap GPT-2's tanh-GELU written as eight element-wise ops (`gelu_new`) for PyTorch's one fused kernel of the
+    same formula, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))): equal up to float rounding, ~20% faster training
+    steps and less activation memory on small models (issue 8). The saved config is unchanged."""
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if type(child) is NewGELUActivation:
+                setattr(module, name, GELUTanh())
     return model
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from rlhfkit.data.collate import encode, pad_right, position_ids
 from rlhfkit.errors import UserError
 from rlhfkit.losses import last_token_index
-from rlhfkit.models.loading import align_special_tokens, check_model_dir, disable_dropout
+from rlhfkit.models.loading import align_special_tokens, check_model_dir, disable_dropout, fuse_activations
 
 HEAD_WEIGHTS = "scalar_head.safetensors"
 HEAD_META = "scalar_head.json"
@@ -118,7 +118,7 @@ def _load_backbone(path, dtype):
 
     path = check_model_dir(path)
     try:
-        return AutoModel.from_pretrained(path, dtype=dtype)
+        return fuse_activations(AutoModel.from_pretrained(path, dtype=dtype))
     except (OSError, ValueError, KeyError) as exc:
         raise UserError(f"{path}: cannot load a transformer backbone: {str(exc).splitlines()[0]}") from None
 

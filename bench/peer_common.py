@@ -1,0 +1,80 @@
+"""What every TRL peer script shares: the benchmark's tokenizer, model shape, timing and the JSON line.
+
+Runs under `.venv-peer` (TRL and its own pins), so it imports nothing from rlhfkit; the shapes, the
+vocabulary and the random data match `rlhfkit.bench` exactly (word-level tokens w0, w1, ..., plus <pad>,
+<eos>, <unk>; GPT-2 without dropout, tied embeddings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import torch
+
+PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+
+
+def shape_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    for name, default in (("layers", 4), ("dim", 128), ("heads", 4), ("vocab", 512), ("seed", 0), ("threads", 0)):
+        parser.add_argument(f"--{name}", type=int, default=default)
+    return parser
+
+
+def setup_threads(threads: int) -> None:
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def tokenizer(vocab: int):
+    """Exactly `vocab` tokens, ids as in rlhfkit's toy-world tokenizer (specials first, then sorted words)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    ids = {PAD: 0, EOS: 1, UNK: 2}
+    for word in sorted(f"w{i}" for i in range(vocab - 3)):
+        ids[word] = len(ids)
+    core = Tokenizer(models.WordLevel(ids, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS, unk_token=UNK,
+                                   model_max_length=1024, padding_side="left")
+
+
+def gpt2_config(args, tok, n_positions: int, **extra):
+    from transformers import GPT2Config
+    return GPT2Config(n_positions=n_positions, n_embd=args.dim, n_layer=args.layers, n_head=args.heads,
+                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True,
+                      vocab_size=len(tok), bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, **extra)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def trl_version() -> str:
+    import trl
+    return trl.__version__
+
+
+class StepClock:
+    """A transformers TrainerCallback that notes wall and CPU time at the end of every optimizer (or PPO) step."""
+
+    def __new__(cls):
+        from transformers import TrainerCallback
+
+        class _Clock(TrainerCallback):
+            def __init__(self):
+                self.ends: list[tuple[float, float]] = []   # (wall, CPU) seconds
+
+            def on_step_end(self, args, state, control, **kwargs):
+                self.ends.append((time.perf_counter(), time.process_time()))
+
+        return _Clock()
+
+
+def emit(result: dict) -> None:
+    print(json.dumps(result), flush=True)

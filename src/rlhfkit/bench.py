@@ -1,0 +1,313 @@
+"""Throughput benchmarks (DESIGN §7): `rlhf bench ppo|rm|sft` each print one line of JSON.
+
+Every benchmark runs the toolkit's real code on randomly initialised GPT-2 models of a given shape and a
+random word-level vocabulary, so it needs no world, no download and no training data:
+
+- `bench ppo`   one PPO iteration is `generate` (every response to full length) → `score` + `advantages`
+                → `ppo_update`, with separate policy, reference, value and reward models loaded by
+                `train.ppo.load_models`; one minibatch per batch. Reports episodes/s and the seconds spent in
+                generation, scoring and update.
+- `bench rm`    `train.reward.train_reward_model` on (prompt, chosen, rejected) pairs, or with `--k K` on
+                rankings of K outputs (all C(K,2) pairs of a ranking in one batch, each output scored once);
+                reports tokens/s and pairs/s.
+- `bench sft`   `train.sft.train_sft` on (prompt, completion) demonstrations; reports tokens/s.
+
+The first `warmup` batches (PPO) or optimizer steps (RM, SFT) are run but not timed, as `bench/run_all.py`
+does for the TRL peers, so both sides are measured over the same steady-state work. RM and SFT sequences all
+have the same length, so tokens/s is exact whatever batches the shuffle makes. Beside wall-clock rates each
+result gives the CPU-seconds of the timed part (`cpu_s`), which other processes on the machine barely change.
+
+On a machine shared with other jobs, run with OMP_WAIT_POLICY=PASSIVE (`bench/run_all.py` sets it for both
+sides): by default idle OpenMP workers spin, and with other processes on the cores that made PPO 3× slower
+(generation 12×) in our measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from math import comb
+from pathlib import Path
+
+import torch
+
+from rlhfkit.config import option
+from rlhfkit.errors import UserError
+
+
+@dataclass
+class ModelShape:
+    layers: int = option(4, "transformer layers")
+    dim: int = option(128, "model width d")
+    heads: int = option(4, "attention heads")
+    vocab: int = option(512, "vocabulary size (special tokens included)")
+
+
+@dataclass
+class BenchOptions:
+    seed: int = option(0, "random seed (models, prompts, sampling)")
+    threads: int = option(0, "torch CPU threads (0: leave torch's default)")
+    json: bool = option(False, "print one JSON line instead of a sentence")
+    profile: str | None = option(None, "write a pyinstrument text profile of the timed part to this file")
+
+
+@dataclass
+class BenchPPOConfig(BenchOptions, ModelShape):
+    prompt: int = option(16, "prompt tokens")
+    resp: int = option(32, "response tokens (every response runs to full length)")
+    batch: int = option(64, "episodes per PPO iteration (one minibatch per batch)")
+    episodes: int = option(256, "timed episodes (a multiple of batch)")
+    epochs: int = option(4, "PPO epochs over each batch")
+    warmup: int = option(1, "untimed PPO iterations before the timed ones")
+
+
+@dataclass
+class BenchTrainConfig(BenchOptions, ModelShape):
+    prompt: int = option(16, "prompt tokens")
+    completion: int = option(32, "completion tokens (EOS appended)")
+    examples: int = option(1024, "rankings (rm) or demonstrations (sft) in the data set")
+    batch: int = option(32, "rankings (rm) or sequences (sft) per optimizer step")
+    k: int = option(2, "rm: outputs per ranking (2: plain chosen/rejected pairs; K > 2: C(K,2) pairs each)")
+    warmup: int = option(1, "untimed optimizer steps at the start")
+    data: str | None = option(None, "use this JSONL (from `bench/run_all.py`) instead of making random data")
+    model: str | None = option(None, "use this model directory instead of a random GPT-2 of the given shape")
+
+
+# ------------------------------------------------------------------------------------ random world
+
+def bench_tokenizer(vocab: int):
+    """A word-level tokenizer of exactly `vocab` tokens: <pad>, <eos>, <unk> and the words w0, w1, ..."""
+    from rlhfkit.world.tokenizer import build_tokenizer
+    if vocab < 8:
+        raise UserError("config key 'vocab' must be at least 8")
+    return build_tokenizer(f"w{i}" for i in range(vocab - 3))
+
+
+def random_text(rng: random.Random, vocab: int, n: int) -> str:
+    """n random words of the benchmark vocabulary: exactly n tokens."""
+    return " ".join(f"w{rng.randrange(vocab - 3)}" for _ in range(n))
+
+
+def gpt2_config(shape: ModelShape, tokenizer, n_positions: int):
+    from rlhfkit.world.pretrain import base_config
+    if shape.dim % shape.heads:
+        raise UserError("config key 'dim' must be a multiple of 'heads'")
+    return base_config("gpt2", tokenizer, shape.dim, shape.layers, shape.heads, n_positions=n_positions)
+
+
+def save_random_policy(path: Path, shape: ModelShape, tokenizer, n_positions: int, seed: int) -> Path:
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(gpt2_config(shape, tokenizer, n_positions)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def save_random_scalar(path: Path, policy_dir: Path, tokenizer, seed: int) -> Path:
+    """A reward model as `rlhf rm` would start it: the policy's transformer with a fresh scalar head."""
+    from rlhfkit.models.scalar import ScalarModel
+    torch.manual_seed(seed)
+    ScalarModel.from_backbone(policy_dir, tokenizer, seed=seed).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def forward_flops(shape: ModelShape, tokens: int, seq: int, logit_positions: int) -> float:
+    """Matmul FLOPs of one forward pass of a GPT-2 backbone over `tokens` tokens of sequences of length `seq`,
+    plus an LM head on `logit_positions` positions: 2·12·L·d² per token for the weights, 4·L·seq·d per token
+    for attention (QKᵀ and AV), 2·d·V per logit (Kaplan et al. 2020, Table 1)."""
+    d, L = shape.dim, shape.layers
+    return tokens * (24 * L * d * d + 4 * L * seq * d) + logit_positions * 2 * d * shape.vocab
+
+
+@contextmanager
+def maybe_profile(path: str | None):
+    if not path:
+        yield
+        return
+    from pyinstrument import Profiler
+    profiler = Profiler(interval=0.001)
+    profiler.start()
+    try:
+        yield
+    finally:
+        profiler.stop()
+        Path(path).write_text(profiler.output_text(unicode=False, color=False, show_all=False), encoding="utf-8")
+
+
+def emit(result: dict, as_json: bool, sentence: str) -> dict:
+    print(json.dumps(result) if as_json else sentence, flush=True)
+    return result
+
+
+# ------------------------------------------------------------------------------------------- PPO
+
+def bench_ppo(cfg: BenchPPOConfig) -> dict:
+    from rlhfkit.generation import generate
+    from rlhfkit.train.common import make_optimizer, seed_everything, set_threads
+    from rlhfkit.train.ppo import PPOConfig, advantages, load_models, mean_stats, ppo_update, rollout_metrics, score
+
+    for key in ("prompt", "resp", "batch", "episodes", "epochs", "layers", "dim", "heads"):
+        if getattr(cfg, key) < 1:
+            raise UserError(f"config key '{key}' must be at least 1")
+    if cfg.episodes % cfg.batch:
+        raise UserError("config key 'episodes' must be a multiple of 'batch'")
+    set_threads(cfg.threads)
+    generator = seed_everything(cfg.seed)
+    tokenizer = bench_tokenizer(cfg.vocab)
+    with tempfile.TemporaryDirectory(prefix="rlhf-bench-") as tmp:
+        policy_dir = save_random_policy(Path(tmp) / "policy", cfg, tokenizer, cfg.prompt + cfg.resp, cfg.seed)
+        reward_dir = save_random_scalar(Path(tmp) / "reward", policy_dir, tokenizer, cfg.seed + 1)
+        ppo = PPOConfig(out=str(Path(tmp) / "run"), policy=str(policy_dir), reward=str(reward_dir), prompts="-",
+                        batch_size=cfg.batch, minibatch_size=cfg.batch, ppo_epochs=cfg.epochs,
+                        max_new_tokens=cfg.resp, max_prompt_length=cfg.prompt, temperature=1.0)
+        tokenizer, policy, reference, value_model, reward_model = load_models(ppo, torch.device("cpu"))
+    optimizer = make_optimizer(list(policy.parameters()) + list(value_model.parameters()), ppo.lr, eps=ppo.adam_eps)
+    rng = random.Random(cfg.seed)
+    sampler = torch.Generator().manual_seed(cfg.seed)
+    seconds = {"generation_s": 0.0, "scoring_s": 0.0, "update_s": 0.0, "logging_s": 0.0, "update_cpu_s": 0.0}
+
+    def iteration(clock: dict) -> None:
+        prompts = [random_text(rng, cfg.vocab, cfg.prompt) for _ in range(cfg.batch)]
+        t0 = time.perf_counter()
+        samples = generate(policy, tokenizer, prompts, max_new_tokens=cfg.resp, temperature=ppo.temperature,
+                           generator=sampler, max_prompt_length=cfg.prompt, ignore_eos=True)     # 1. collect
+        t1 = time.perf_counter()
+        rollout = score(samples, policy, reference, value_model, reward_model, ppo)                 # 2. score
+        rewards, adv, returns = advantages(rollout, ppo.kl_coef, ppo)                                # 3, 4
+        t2, c2 = time.perf_counter(), time.process_time()
+        stats = ppo_update(policy, value_model, optimizer, rollout, adv, returns, ppo, generator)   # 5. update
+        t3, c3 = time.perf_counter(), time.process_time()
+        _ = rollout_metrics(rollout, rewards, ppo.kl_coef) | mean_stats(stats)                      # what ppo logs
+        t4 = time.perf_counter()
+        for key, dt in zip(clock, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, c3 - c2)):
+            clock[key] += dt
+
+    for _ in range(cfg.warmup):
+        iteration(dict.fromkeys(seconds, 0.0))
+    start, cpu_start = time.perf_counter(), time.process_time()
+    with maybe_profile(cfg.profile):
+        for _ in range(cfg.episodes // cfg.batch):
+            iteration(seconds)
+    total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+
+    seq = cfg.prompt + cfg.resp
+    tokens = cfg.episodes * seq
+    # update: policy and value backbones, forward + backward (≈ 3× forward), LM head on the R + 1 kept positions
+    update_flops = 3 * cfg.epochs * (forward_flops(cfg, tokens, seq, cfg.episodes * (cfg.resp + 1))
+                                     + forward_flops(cfg, tokens, seq, 0))
+    result = {"bench": "ppo", "impl": "rlhfkit", **_shape(cfg), "prompt": cfg.prompt, "resp": cfg.resp,
+              "batch": cfg.batch, "episodes": cfg.episodes, "epochs": cfg.epochs, "threads": torch.get_num_threads(),
+              "episodes_per_s": round(cfg.episodes / total, 3),
+              "resp_tokens_per_s": round(cfg.episodes * cfg.resp / total, 1),
+              "peak_rss_mb": round(peak_rss_mb(), 1), "total_s": round(total, 3), "cpu_s": round(cpu, 3),
+              **{k: round(v, 3) for k, v in seconds.items()},
+              "update_gflop": round(update_flops / 1e9, 2),
+              "update_gflops_per_s": round(update_flops / 1e9 / max(seconds["update_s"], 1e-9), 2),
+              "update_gflop_per_cpu_s": round(update_flops / 1e9 / max(seconds["update_cpu_s"], 1e-9), 2)}
+    return emit(result, cfg.json, f"bench ppo: {result['episodes_per_s']} episodes/s "
+                f"({result['resp_tokens_per_s']} response tokens/s), generation {result['generation_s']} s, "
+                f"scoring {result['scoring_s']} s, update {result['update_s']} s, peak RSS {result['peak_rss_mb']} MB")
+
+
+def _shape(cfg: ModelShape) -> dict:
+    return {k: getattr(cfg, k) for k in asdict(ModelShape())}
+
+
+# ------------------------------------------------------------------------------------- RM and SFT
+
+def write_pairs(path: Path, cfg: BenchTrainConfig) -> Path:
+    """Preference data, every sequence `prompt + completion + 1` tokens long: (prompt, chosen, rejected) records
+    when k = 2, else rankings of k outputs in a strict order (each gives C(k,2) pairs)."""
+    rng = random.Random(cfg.seed)
+    rows = []
+    for i in range(cfg.examples):
+        prompt = random_text(rng, cfg.vocab, cfg.prompt)
+        outputs = [random_text(rng, cfg.vocab, cfg.completion) for _ in range(cfg.k)]
+        rows.append({"prompt": prompt, "chosen": outputs[0], "rejected": outputs[1]} if cfg.k == 2 else
+                    {"id": f"r{i}", "prompt": prompt, "completions": outputs, "ranking": [[j] for j in range(cfg.k)],
+                     "labeler": "bench"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def write_demos(path: Path, cfg: BenchTrainConfig) -> Path:
+    """(prompt, completion) records, every sequence `prompt + completion + 1` tokens long."""
+    rng = random.Random(cfg.seed)
+    rows = [{"prompt": random_text(rng, cfg.vocab, cfg.prompt),
+             "completion": random_text(rng, cfg.vocab, cfg.completion)} for _ in range(cfg.examples)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@contextmanager
+def step_clock():
+    """(wall, CPU) seconds at the end of every optimizer step taken inside the block (a global step hook)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    ends: list[tuple[float, float]] = []
+    handle = register_optimizer_step_post_hook(
+        lambda *_: ends.append((time.perf_counter(), time.process_time())))
+    try:
+        yield ends
+    finally:
+        handle.remove()
+
+
+def _bench_training(cfg: BenchTrainConfig, kind: str) -> dict:
+    from rlhfkit.train.common import set_threads
+    for key in ("prompt", "completion", "examples", "batch", "layers", "dim", "heads", "warmup"):
+        if getattr(cfg, key) < 1:
+            raise UserError(f"config key '{key}' must be at least 1")
+    if cfg.k < 2:
+        raise UserError("config key 'k' must be at least 2")
+    timed_steps = cfg.examples // cfg.batch - cfg.warmup  # full batches only: the last one may be short
+    if timed_steps < 1:
+        raise UserError("config keys 'examples', 'batch', 'warmup': no full optimizer step left to time")
+    set_threads(cfg.threads)
+    seq = cfg.prompt + cfg.completion + 1
+    with tempfile.TemporaryDirectory(prefix="rlhf-bench-") as tmp:
+        tmp = Path(tmp)
+        tokenizer = bench_tokenizer(cfg.vocab)
+        model = cfg.model or str(save_random_policy(tmp / "model", cfg, tokenizer, seq, cfg.seed))
+        common = dict(model=model, out=str(tmp / "run"), eval_fraction=0.0, epochs=1, batch_size=cfg.batch,
+                      max_length=seq, seed=cfg.seed, threads=cfg.threads)
+        if kind == "rm":
+            from rlhfkit.train.reward import RewardConfig as Config, train_reward_model as train
+            data = cfg.data or str(write_pairs(tmp / "pairs.jsonl", cfg))
+            seqs_per_step = cfg.k * cfg.batch   # the distinct outputs of each ranking, each scored once
+        else:
+            from rlhfkit.train.sft import SFTConfig as Config, train_sft as train
+            data = cfg.data or str(write_demos(tmp / "demos.jsonl", cfg))
+            seqs_per_step = cfg.batch
+        with step_clock() as ends, maybe_profile(cfg.profile):
+            train(Config(data=data, **common))
+    (wall0, cpu0), (wall1, cpu1) = ends[cfg.warmup - 1], ends[cfg.warmup + timed_steps - 1]
+    tokens = timed_steps * seqs_per_step * seq
+    flops = 3 * forward_flops(cfg, tokens, seq, tokens if kind == "sft" else 0)
+    result = {"bench": kind, "impl": "rlhfkit", **_shape(cfg), "seq": seq, "batch": cfg.batch,
+              **({"k": cfg.k, "pairs_per_s": round(timed_steps * cfg.batch * comb(cfg.k, 2) / (wall1 - wall0), 1)}
+                 if kind == "rm" else {}),
+              "timed_steps": timed_steps, "threads": torch.get_num_threads(),
+              "tokens_per_s": round(tokens / (wall1 - wall0), 1), "seconds": round(wall1 - wall0, 3),
+              "cpu_s": round(cpu1 - cpu0, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
+              "gflops_per_s": round(flops / 1e9 / (wall1 - wall0), 2)}
+    return emit(result, cfg.json, f"bench {kind}: {result['tokens_per_s']} tokens/s over {timed_steps} steps, "
+                f"peak RSS {result['peak_rss_mb']} MB")
+
+
+def bench_rm(cfg: BenchTrainConfig) -> dict:
+    return _bench_training(cfg, "rm")
+
+
+def bench_sft(cfg: BenchTrainConfig) -> dict:
+    return _bench_training(cfg, "sft")
