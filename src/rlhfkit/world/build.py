@@ -32,6 +32,7 @@ from rlhfkit.world.labelers import calibrate_temperature, make_labelers, score_i
 from rlhfkit.world.tasks import FAMILIES, Task, sample_task
 
 RESPONSE_LIMIT = 32  # tokens a world response may have before it counts as never ending
+CALIBRATION_EXPERT_SHARE = 0.97  # expert-style candidates in the labelers' calibration set (the rest raw web)
 
 
 @dataclass(frozen=True)
@@ -161,12 +162,13 @@ def build_world(cfg: WorldConfig) -> Path:
     write_jsonl(out / "demos.jsonl",
                 ({"prompt": t.prompt, "completion": expert_response(t, rng)} for t in demo_tasks))
 
-    # 3. Labelers: τ so that two of them agree on ~73% of pairs of SFT-like candidates.
+    # 3. Labelers: τ so that two of them agree on ~73% of pairs of SFT-like candidates (K = 4 answers in the
+    #    expert's style, a few of them raw-web answers, as an SFT policy's samples are).
     calibration = []
     for task in _tasks(rng, 1500, train):
         cands, done = [], []
         for _ in range(4):
-            if rng.random() < 0.85:
+            if rng.random() < CALIBRATION_EXPERT_SHARE:
                 cands.append(expert_response(task, rng)), done.append(True)
             else:
                 words, ended = web_response(task, rng, RESPONSE_LIMIT)
