@@ -9,6 +9,11 @@ import pytest
 
 from rlhfkit.cli import main as cli_main
 
+# As `rlhf` sets them before transformers is first imported: test modules import transformers while they are
+# collected, before any fixture runs, and its progress bars would otherwise add lines to stderr.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):

@@ -63,6 +63,8 @@ COMMANDS: dict[str, Command] = {
                     "the whole pipeline on the toy world: base -> SFT -> RM -> PPO -> report"),
     "loop": Command("rlhfkit.loop", "LoopConfig", "run_loop",
                     "the online loop: sample -> label -> retrain RM -> PPO, several rounds"),
+    "compare": Command("rlhfkit.compare", "CompareConfig", "run_compare",
+                       "SFT, best-of-n, DPO, PPO and RLOO on the same SFT model and rankings, judged by gold"),
     "bench ppo": Command("rlhfkit.bench", "BenchPPOConfig", "bench_ppo", "PPO throughput on random models"),
     "bench rm": Command("rlhfkit.bench", "BenchTrainConfig", "bench_rm", "reward-model training throughput"),
     "bench sft": Command("rlhfkit.bench", "BenchTrainConfig", "bench_sft", "SFT throughput on random models"),

@@ -133,8 +133,12 @@ def load_toml(path: str | Path) -> dict:
         raise UserError(f"{path}: no such config file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise UserError(f"{path}: invalid TOML: nested too deeply") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror}") from None
 
 
 def build_config(cls, *, toml_path=None, flags: dict | None = None, sets: list[str] = ()):

@@ -3,7 +3,8 @@
 Every function takes tensors and masks and returns a tensor; nothing here logs, saves or knows about
 models. Shapes: B = batch, T = tokens. Masks are 1 on the tokens that count and 0 on padding.
 Sources: Ouyang et al. 2022 (InstructGPT), Stiennon et al. 2020 (summarize from feedback),
-Schulman et al. 2017 (PPO), Ziegler et al. 2019 (KL control), Rafailov et al. 2023 (DPO).
+Schulman et al. 2017 (PPO), Ziegler et al. 2019 (KL control), Rafailov et al. 2023 (DPO),
+Ahmadian et al. 2024 (RLOO).
 """
 
 from __future__ import annotations
@@ -133,6 +134,19 @@ def entropy(logits: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) 
     """Mean entropy −Σ_v π(v) log π(v) of softmax(logits / T) over valid positions."""
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
     return masked_mean(-(logp.exp() * logp).sum(-1), mask)
+
+
+def rloo_baseline(rewards: torch.Tensor, k: int) -> torch.Tensor:
+    """REINFORCE leave-one-out baseline (Kool et al. 2019; Ahmadian et al. 2024, RLOO):
+
+        b_i = 1/(k−1) · Σ_{j≠i} R(x, y_j)          A_i = R(x, y_i) − b_i
+
+    for the k samples y_1 … y_k of one prompt x: each sample is judged against the mean reward of the *other*
+    k−1, so the baseline never contains the sample's own reward and the estimate stays unbiased, with no value
+    model. `rewards` [B] holds B/k prompts' k samples side by side (rows g·k … g·k+k−1 share a prompt).
+    """
+    grouped = rewards.reshape(-1, k)
+    return ((grouped.sum(-1, keepdim=True) - grouped) / (k - 1)).reshape(rewards.shape)
 
 
 # ------------------------------------------------------------------------------------- reward model (step 2)

@@ -67,13 +67,51 @@ def reward_model(policy: Path, data: Path, out: Path, world, *, lr: float, epoch
 
 
 def ppo(policy: Path, reward: Path, world, out: Path, *, steps: int, batch: int, minibatch: int, lr: float,
-        kl_coef: float, save_every: int, seed: int, reference: Path | None = None, threads: int = 0) -> dict:
+        kl_coef: float, save_every: int, seed: int, reference: Path | None = None, threads: int = 0,
+        **options) -> dict:
+    """`rlhf ppo`; `options` are further PPOConfig fields, e.g. advantage="rloo", rloo_k=4 for RLOO."""
     from rlhfkit.train.ppo import PPOConfig, train_ppo
     return quiet(train_ppo, PPOConfig(policy=str(policy), reference=str(reference) if reference else None,
                                       reward=str(reward), prompts=str(world.train_prompts_path), out=str(out),
                                       world=str(world.path), steps=steps, batch_size=batch, minibatch_size=minibatch,
                                       lr=lr, kl_coef=kl_coef, max_new_tokens=world.response_limit,
-                                      save_every=save_every, seed=seed, threads=threads, overwrite=True))
+                                      save_every=save_every, seed=seed, threads=threads, overwrite=True, **options))
+
+
+def dpo(policy: Path, rankings: Path, out: Path, *, beta: float, lr: float, epochs: int, save_every: int, seed: int,
+        threads: int = 0) -> dict:
+    """`rlhf dpo` on the reward model's rankings (and its held-out split)."""
+    from rlhfkit.train.dpo import DPOConfig, train_dpo
+    return quiet(train_dpo, DPOConfig(policy=str(policy), data=str(rankings), out=str(out), beta=beta, lr=lr,
+                                      epochs=epochs, save_every=save_every, seed=seed, threads=threads,
+                                      overwrite=True))
+
+
+def sft_and_reward_model(world, out: Path, plan, *, seed: int, threads: int, say: Progress) -> dict:
+    """Steps 1–2, shared by every method that follows: SFT on the world's demonstrations (OUT/sft), K samples per
+    prompt from it, simulated rankings (OUT/rankings.jsonl) and the reward model (OUT/rm). `plan` is a preset's
+    `demo.Plan`. Returns the stages' summaries and wall times."""
+    clock = time.time()
+    say(f"seed {seed}: 1. SFT on {len(world.demos())} demonstrations")
+    sft_summary = sft(world, out / "sft", epochs=plan.sft_epochs, lr=plan.sft_lr, seed=seed, threads=threads)
+    wall = {"sft": time.time() - clock}
+    clock = time.time()
+    say(f"seed {seed}: 2. sample K={plan.k} outputs for {plan.label_prompts} prompts at T={plan.temperatures}")
+    sample([out / "sft"], world.train_prompts_path, out / "candidates.jsonl", k=plan.k, temperatures=plan.temperatures,
+           limit=plan.label_prompts, max_new_tokens=world.response_limit, seed=seed)
+    say(f"seed {seed}: 3. {plan.labelers} simulated labelers rank them ({plan.per_item} per item)")
+    rankings = simulate(world.path, out / "candidates.jsonl", out / "rankings.jsonl", labelers=plan.labelers,
+                        per_item=plan.per_item, seed=seed)
+    wall["labels"] = time.time() - clock
+    clock = time.time()
+    say(f"seed {seed}: 4. reward model on {len(rankings)} rankings")
+    rm = reward_model(out / "sft", out / "rankings.jsonl", out / "rm", world, lr=plan.rm_lr, epochs=plan.rm_epochs,
+                      seed=seed, threads=threads)
+    wall["rm"] = time.time() - clock
+    say(f"seed {seed}:    held-out accuracy {rm['heldout_accuracy']:.3f}, noise ceiling {rm['noise_ceiling']:.3f} "
+        f"({rm['n_pairs']} comparisons)")
+    return {"sft": sft_summary, "rankings": len(rankings), "rm": rm,
+            "wall_s": {k: round(v, 1) for k, v in wall.items()}}
 
 
 def agreement(rankings: Path) -> float | None:

@@ -171,3 +171,17 @@ def test_ranking_index_out_of_range_exits_2_with_one_line(micro_world, tmp_path,
     assert code == 2
     assert err.count("\n") == 1 and f"{data}:2: " in err and "out of range" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_save_every_writes_checkpoints_along_the_run(micro_world, tmp_path, capsys):
+    data = _write(tmp_path / "rankings.jsonl", _rankings(micro_world / "demos.jsonl", 24))
+    out = tmp_path / "dpo"
+    code, _, err = run_cli(["dpo", "--policy", micro_world / "base", "--data", data, "--out", out, "--epochs", "2",
+                            "--batch-size", "4", "--eval-data", data, "--save-every", "4", "--threads", "1"], capsys)
+    assert code == 0, err
+    # 24 rankings / 4 = 6 steps an epoch, 12 in all: checkpoints at 4 and 8 (12 is the final policy in OUT)
+    saved = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert saved == ["step-4", "step-8"]
+    first = AutoModelForCausalLM.from_pretrained(out / "checkpoints" / "step-4")
+    final = AutoModelForCausalLM.from_pretrained(out)
+    assert any(not torch.equal(a, b) for a, b in zip(first.parameters(), final.parameters()))

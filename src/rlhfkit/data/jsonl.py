@@ -36,13 +36,24 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, object]]:
                 if not line.strip():
                     continue
                 try:
-                    yield lineno, json.loads(line)
+                    obj = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise at(path, lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
                 except RecursionError:
                     raise at(path, lineno, "invalid JSON: nested too deeply") from None
+                if "\\u" in line and _has_lone_surrogate(obj):  # "\ud800" is JSON but not text: no writer takes it
+                    raise at(path, lineno, "invalid text: a \\uD800-\\uDFFF escape that is not half of a pair")
+                yield lineno, obj
         except UnicodeDecodeError:
             raise at(path, lineno + 1, "not UTF-8 text") from None
+
+
+def _has_lone_surrogate(obj) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def read_jsonl(path: str | Path, validate: Validator | None = None, *, allow_empty: bool = False) -> list[dict]:

@@ -92,3 +92,11 @@ def evaluate_policy(model, reference, reward_model, tokenizer, prompts: list[str
         finished += s.finished.tolist()
     gold = [gold_reward(p, t, f) for p, t, f in zip(prompts, texts, finished)]
     return PolicyEval(list(prompts), texts, finished, gold, rm, kl)
+
+
+def run_checkpoints(run_dir) -> list[tuple]:
+    """(step, directory) of the checkpoints a trainer saved with `--save-every` (RUN/checkpoints/step-N), in order."""
+    from pathlib import Path
+
+    found = Path(run_dir, "checkpoints").glob("step-*")
+    return sorted((int(p.name.split("-", 1)[1]), p) for p in found if p.name.split("-", 1)[1].isdigit())

@@ -41,3 +41,10 @@ def spearman(x, y) -> float:
     if rx.std() == 0 or ry.std() == 0:
         return 0.0
     return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def mean_std(values) -> dict:
+    """Mean and sample standard deviation (ddof = 1; 0 for a single value) of per-seed figures, beside them."""
+    v = [float(x) for x in values]
+    std = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+    return {"mean": round(float(np.mean(v)), 4), "std": round(std, 4), "values": [round(x, 4) for x in v]}

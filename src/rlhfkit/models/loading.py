@@ -24,13 +24,21 @@ def check_model_dir(path: str | os.PathLike, what: str = "model") -> Path:
     if not path.is_dir():
         raise UserError(f"{path}: is a file; expected a {what} directory written by save_pretrained")
     config = path / "config.json"
+    if not config.exists() and (path / "adapter_config.json").exists():
+        return path  # a LoRA adapter saved with --lora-save adapter: loaded on top of its base (models/lora.py)
     if not config.exists():
         raise UserError(f"{path}: not a {what} directory (no config.json; expected save_pretrained output)")
     try:
-        json.loads(config.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        parsed = json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise UserError(f"{config}: invalid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise UserError(f"{config}: not a model config (expected a JSON object)")
     return path
+
+
+# What transformers raises on a directory it cannot make sense of (a damaged or foreign config.json, ...).
+LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError)
 
 
 def load_tokenizer(path: str | os.PathLike):
@@ -40,7 +48,7 @@ def load_tokenizer(path: str | os.PathLike):
     path = check_model_dir(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as exc:
+    except LOAD_ERRORS as exc:
         raise UserError(f"{path}: cannot load a tokenizer: {str(exc).splitlines()[0]}") from None
     if tokenizer.eos_token_id is None:
         raise UserError(f"{path}: the tokenizer has no EOS token; responses could never end")
@@ -54,9 +62,13 @@ def load_causal_lm(path: str | os.PathLike, tokenizer=None, dtype: torch.dtype =
     from transformers import AutoModelForCausalLM
 
     path = check_model_dir(path)
+    from rlhfkit.models.lora import adapter_base, apply_adapter
+    base = adapter_base(path)
+    if base is not None:  # an adapter directory: its base, with the adapter merged in
+        return apply_adapter(load_causal_lm(base, tokenizer, dtype), path)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except (OSError, ValueError, KeyError) as exc:
+    except LOAD_ERRORS as exc:
         raise UserError(f"{path}: cannot load a causal LM: {str(exc).splitlines()[0]}") from None
     if tokenizer is not None:
         align_special_tokens(model, tokenizer)

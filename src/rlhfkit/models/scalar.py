@@ -26,7 +26,8 @@ from torch import nn
 from rlhfkit.data.collate import encode, pad_right, position_ids
 from rlhfkit.errors import UserError
 from rlhfkit.losses import last_token_index
-from rlhfkit.models.loading import align_special_tokens, check_model_dir, disable_dropout, fuse_activations
+from rlhfkit.models.loading import (LOAD_ERRORS, align_special_tokens, check_model_dir, disable_dropout,
+                                    fuse_activations)
 
 HEAD_WEIGHTS = "scalar_head.safetensors"
 HEAD_META = "scalar_head.json"
@@ -116,10 +117,15 @@ class ScalarModel(nn.Module):
 def _load_backbone(path, dtype):
     from transformers import AutoModel
 
+    from rlhfkit.models.lora import adapter_base, apply_adapter
+
     path = check_model_dir(path)
+    base = adapter_base(path)
+    if base is not None:  # saved with --lora-save adapter: the base transformer, with the adapter merged in
+        return apply_adapter(_load_backbone(base, dtype), path)
     try:
         return fuse_activations(AutoModel.from_pretrained(path, dtype=dtype))
-    except (OSError, ValueError, KeyError) as exc:
+    except LOAD_ERRORS as exc:
         raise UserError(f"{path}: cannot load a transformer backbone: {str(exc).splitlines()[0]}") from None
 
 

@@ -23,6 +23,7 @@ import torch
 from rlhfkit.config import option, to_toml
 from rlhfkit.data.jsonl import append_jsonl
 from rlhfkit.errors import UserError
+from rlhfkit.train.distributed import is_main_process
 
 
 @dataclass
@@ -34,30 +35,64 @@ class RunOptions:
     tensorboard: bool = option(False, "also log metrics to TensorBoard (in OUT/tensorboard)")
     device: str = option("auto", "cpu, cuda, cuda:N or auto")
     threads: int = option(0, "torch CPU threads (0: leave torch's default)")
+    # crash safety (train/checkpoint.py)
+    checkpoint_every: int = option(0, "write a resumable checkpoint (models, optimizer, data position, RNG states) "
+                                   "into OUT/resume every N steps (0: none)")
+    resume: bool = option(False, "continue the run in OUT from its last checkpoint (same command and flags; "
+                          "a run with no checkpoint yet starts over)")
+    # scale (train/distributed.py, models/lora.py)
+    num_processes: int = option(1, "data-parallel processes on this machine through accelerate (DDP; gloo on CPU)")
+    fsdp: bool = option(False, "with several processes: shard the model with FSDP2 instead of DDP (rlhf sft)")
+    bf16: bool = option(False, "bfloat16 autocast for forward passes (for GPUs; weights and losses stay float32)")
+    lora_r: int = option(0, "LoRA rank for the trained model(s) (0: full fine-tuning)")
+    lora_alpha: float | None = option(None, "LoRA scale α (the update is α/r·BA; default 2·r)")
+    lora_targets: list[str] = option([], "module names LoRA adapts (default: attention and MLP projections of "
+                                     "GPT-2 and Llama; all linear layers otherwise)")
+    lora_save: str = option("merged", "with LoRA, save the model 'merged' (a plain model directory) or as an "
+                            "'adapter' (peft adapter beside its base)")
 
 
-def prepare_out_dir(out: str | os.PathLike, overwrite: bool) -> Path:
-    """Check the output directory can be (re)used; does not create it (see RunDir)."""
+def prepare_out_dir(out: str | os.PathLike, overwrite: bool, resume: bool = False) -> Path:
+    """Check the output directory can be (re)used; does not create it (see RunDir).
+
+    With `resume` a non-empty directory must be a run directory (it has a config.toml). Only the main process
+    checks: in a multi-process run the others may find the directory that process 0 has just made.
+    """
     out = Path(out)
+    if not is_main_process():
+        return out
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory")
+    if resume and out.exists() and any(out.iterdir()):
+        if not (out / "config.toml").is_file():
+            raise UserError(f"{out}: cannot resume: not a run directory (no config.toml)")
+        return out
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out}: directory exists and is not empty (pass --overwrite to replace it)")
+        raise UserError(f"{out}: directory exists and is not empty (pass --overwrite to replace it, or --resume "
+                        "to continue its run)")
     return out
 
 
 class RunDir:
     """config.toml + metrics.jsonl (+ TensorBoard) of one run."""
 
-    def __init__(self, out: str | os.PathLike, config, overwrite: bool = False, tensorboard: bool = False):
-        self.path = prepare_out_dir(out, overwrite)
-        if self.path.exists() and overwrite:
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "config.toml").write_text(to_toml(config), encoding="utf-8")
+    def __init__(self, out: str | os.PathLike, config, overwrite: bool = False, tensorboard: bool = False, *,
+                 resume: bool = False, main: bool = True):
+        """`resume`: keep the directory of an interrupted run (its config must match, see `check_same_config`);
+        `main`: False in processes other than process 0 of a multi-process run, which write nothing."""
+        self.path, self.main = Path(out), main
         self.metrics_path = self.path / "metrics.jsonl"
         self.start = time.time()
         self._tb = None
+        if not main:
+            return
+        self.path = prepare_out_dir(out, overwrite, resume)
+        if resume and (self.path / "config.toml").exists():
+            check_same_config(self.path / "config.toml", config)
+        elif self.path.exists() and overwrite:
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "config.toml").write_text(to_toml(config), encoding="utf-8")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
             self._tb = SummaryWriter(str(self.path / "tensorboard"))
@@ -65,6 +100,8 @@ class RunDir:
     def log(self, step: int, **metrics) -> dict:
         record = {"step": step, "time_s": round(time.time() - self.start, 3)}
         record.update({k: _plain(v) for k, v in metrics.items()})
+        if not self.main:
+            return record
         append_jsonl(self.metrics_path, record)
         if self._tb is not None:
             for key, value in record.items():
@@ -75,6 +112,26 @@ class RunDir:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+# Keys that may change between an interrupted run and its --resume (they change no number of the run).
+RESUMABLE_CHANGES = ("out", "overwrite", "resume", "tensorboard", "device", "threads", "checkpoint_every")
+
+
+def check_same_config(saved_path: Path, config) -> None:
+    """--resume continues the same run: a changed key (other than bookkeeping) is a user error."""
+    import tomllib
+
+    try:
+        saved = tomllib.loads(saved_path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise UserError(f"{saved_path}: cannot resume: unreadable config ({exc})") from None
+    now = tomllib.loads(to_toml(config))
+    changed = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+    if changed:
+        shown = ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in changed[:3])
+        raise UserError(f"{saved_path.parent}: cannot resume with a different config: {shown} "
+                        "(resume with the flags of the interrupted run)")
 
 
 def _plain(value):
@@ -129,13 +186,46 @@ def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, drop_l
     return [order[i:i + batch_size] for i in range(0, stop, batch_size)]
 
 
+class EpochBatches:
+    """`shuffled_batches` epoch after epoch, yielding (epoch, indices), with a position a checkpoint can save.
+
+    The order of an epoch is drawn from `generator` when the epoch starts, as a loop over `shuffled_batches`
+    would; `state_dict` holds the epoch, the index in it and its order, so a resumed run sees the same batches.
+    """
+
+    def __init__(self, n: int, batch_size: int, epochs: int, generator: torch.Generator):
+        self.n, self.batch_size, self.epochs, self.generator = n, batch_size, epochs, generator
+        self.epoch, self.index, self.order = 0, 0, None
+
+    def __iter__(self):
+        while self.epoch < self.epochs:
+            if self.order is None:
+                self.order = shuffled_batches(self.n, self.batch_size, self.generator)
+            while self.index < len(self.order):
+                self.index += 1
+                yield self.epoch, self.order[self.index - 1]
+            self.epoch, self.index, self.order = self.epoch + 1, 0, None
+
+    @property
+    def end_of_epoch(self) -> bool:
+        """True after the last batch of an epoch was handed out."""
+        return self.order is not None and self.index == len(self.order)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index, "order": self.order}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.index, self.order = state["epoch"], state["index"], state["order"]
+
+
 def progress(total: int, desc: str):
-    """A tqdm bar on stderr (hidden when stderr is not a terminal)."""
+    """A tqdm bar on stderr (hidden when stderr is not a terminal, and in processes other than process 0)."""
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None, file=sys.stderr)
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None if is_main_process() else True,
+                file=sys.stderr)
 
 
 def check_finite(loss: torch.Tensor, step: int, what: str = "loss") -> None:
     if not torch.isfinite(loss).all():
         raise UserError(f"step {step}: {what} is not finite ({loss.item()}); stopping "
-                        "(lower the learning rate; the last saved checkpoint is intact)")
+                        "(lower the learning rate; the last saved checkpoint in OUT/resume is intact)")

@@ -25,9 +25,12 @@ from rlhfkit.data.collate import encode, encode_pair, pad_right
 from rlhfkit.data.pairs import pair_weight, preference_groups, read_preference_records
 from rlhfkit.errors import UserError
 from rlhfkit.losses import dpo_loss, dpo_margin, masked_sum, token_logprobs
-from rlhfkit.models.loading import disable_dropout, load_causal_lm, load_tokenizer, pick_device, save_pretrained_atomic
-from rlhfkit.train.common import (RunDir, RunOptions, check_finite, make_optimizer, prepare_out_dir, progress,
-                                  seed_everything, set_threads, shuffled_batches, split_by_prompt, warmup_cosine)
+from rlhfkit.models.loading import disable_dropout, load_causal_lm, load_tokenizer, save_pretrained_atomic
+from rlhfkit.models.lora import AdaptersOff, add_lora, check_lora_options, has_lora, save_model
+from rlhfkit.train.checkpoint import Checkpoints
+from rlhfkit.train.common import (EpochBatches, RunDir, RunOptions, check_finite, make_optimizer, prepare_out_dir,
+                                  progress, seed_everything, set_threads, split_by_prompt, warmup_cosine)
+from rlhfkit.train.distributed import Engine, launch, should_launch
 
 
 @dataclass
@@ -45,6 +48,7 @@ class DPOConfig(RunOptions):
     max_length: int = option(256, "tokens per prompt + response (prompt cut on the left first)")
     grad_clip: float = option(1.0, "gradient norm clipping")
     log_every: int = option(10, "log every N steps")
+    save_every: int = option(0, "save a checkpoint every N steps into OUT/checkpoints (0: only the final policy)")
 
 
 # ------------------------------------------------------------------------------------------- batches
@@ -164,18 +168,25 @@ def train_dpo(cfg: DPOConfig) -> dict:
     train_groups, held_groups = _load_data(cfg)
     if not any(g["pairs"] for g in train_groups):
         raise UserError(f"{cfg.data}: no strictly ordered pair to train on (every ranking is one tie group)")
-    prepare_out_dir(cfg.out, cfg.overwrite)
+    check_lora_options(cfg)
+    prepare_out_dir(cfg.out, cfg.overwrite, cfg.resume)
+    if should_launch(cfg):  # --num-processes N: N copies of this function, one per process
+        return launch(train_dpo, cfg)
     tokenizer = load_tokenizer(cfg.policy)
-    device = pick_device(cfg.device)
+    engine = Engine.create(cfg)
+    device = engine.device
     set_threads(cfg.threads)
     generator = seed_everything(cfg.seed)
-    policy = disable_dropout(load_causal_lm(cfg.policy, tokenizer)).to(device).train()
-    run = RunDir(cfg.out, cfg, cfg.overwrite, cfg.tensorboard)
+    policy = add_lora(disable_dropout(load_causal_lm(cfg.policy, tokenizer)), cfg, cfg.policy).to(device).train()
+    run = RunDir(cfg.out, cfg, cfg.overwrite, cfg.tensorboard, resume=cfg.resume, main=engine.is_main)
 
     pad = tokenizer.pad_token_id
     train = tokenize(tokenizer, train_groups, cfg.max_length)
     held = tokenize(tokenizer, held_groups, cfg.max_length)
-    reference = disable_dropout(load_causal_lm(cfg.policy, tokenizer)).to(device).eval()  # π_ref = π_SFT, frozen
+    if has_lora(policy):  # π_ref = π_SFT: the weights under the adapters
+        reference = AdaptersOff(policy)
+    else:
+        reference = disable_dropout(load_causal_lm(cfg.policy, tokenizer)).to(device).eval()  # π_ref = π_SFT, frozen
     for groups in (train, held):
         attach_reference_logprobs(reference, groups, pad, device, cfg.batch_size)
     del reference
@@ -183,29 +194,41 @@ def train_dpo(cfg: DPOConfig) -> dict:
     total = -(-len(train) // cfg.batch_size) * cfg.epochs
     optimizer = make_optimizer(policy.parameters(), cfg.lr, cfg.weight_decay)
     schedule = warmup_cosine(optimizer, total, warmup_steps=max(1, int(cfg.warmup_ratio * total)))
+    batches = EpochBatches(len(train), cfg.batch_size, cfg.epochs, generator)
+    checkpoints = Checkpoints(run, engine, cfg.checkpoint_every, policy=policy, optimizer=optimizer,
+                              schedule=schedule, batches=batches, generator=generator)
+    step = checkpoints.restore() if cfg.resume else 0
+    train_policy = engine.wrap(policy)  # the policy itself with one process; DDP-wrapped with several
     bar = progress(total, "dpo")
-    step, result = 0, {}
-    for epoch in range(cfg.epochs):
-        for idx in shuffled_batches(len(train), cfg.batch_size, generator):
-            loss, margin = batch_loss(policy, make_batch([train[i] for i in idx], pad, device), cfg.beta)
-            check_finite(loss, step, "DPO loss")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if step % cfg.log_every == 0 or step == total:
-                run.log(step, epoch=epoch, train_loss=loss.item(), train_accuracy=(margin > 0).float().mean().item(),
-                        train_margin=margin.mean().item(), lr=schedule.get_last_lr()[0])
-        if held:
+    bar.update(step)
+    result = {}
+    for epoch, idx in batches:
+        batch = make_batch([train[i] for i in engine.shard(idx)], pad, device)
+        loss, margin = batch_loss(train_policy, batch, cfg.beta)
+        check_finite(loss, step, "DPO loss")
+        loss = engine.backward(loss, units=batch.n_rankings)  # the global batch's loss
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step % cfg.log_every == 0 or step == total:
+            run.log(step, epoch=epoch, train_loss=loss.item(), train_accuracy=engine.mean((margin > 0).float()).item(),
+                    train_margin=engine.mean(margin).item(), lr=schedule.get_last_lr()[0])
+        if cfg.save_every and step % cfg.save_every == 0 and step < total and engine.is_main:  # e.g. for √KL curves
+            save_pretrained_atomic(run.path / "checkpoints" / f"step-{step}", policy, tokenizer)
+        if batches.end_of_epoch and held and engine.is_main:
             result = run.log(step, epoch=epoch, **heldout_metrics(policy, held, pad, device, cfg.batch_size,
                                                                     cfg.beta))
+        if step < total:  # the last step's state is the saved model
+            checkpoints.maybe_save(step)
     bar.close()
     policy.eval()
-    save_pretrained_atomic(run.path, policy, tokenizer)
+    if not engine.is_main:
+        return {}
+    save_model(run.path, policy, tokenizer, cfg.lora_save)
     run.close()
 
     summary = {"steps": step, "train_rankings": len(train), "beta": cfg.beta, "train_loss": round(loss.item(), 4)}

@@ -11,12 +11,17 @@ One iteration is PPO-Clip's Algorithm 1 (Schulman et al. 2017, as in the lecture
 
 The reference is the SFT policy (frozen); the value model starts from the reward model with its own
 parameters (InstructGPT §3.5). Responses that never emit EOS get a fixed penalty instead of r(x, y).
+
+RLOO (`--advantage rloo`, Ahmadian et al. 2024) is the critic-free option of the same loop: step 1 draws k
+samples for each of batch_size/k prompts, step 2 scores no values, step 4 gives every token of a response the
+same Â = R(x, y) − mean of R over the other k−1 samples of its prompt (R = Σ_t R_t, the KL-penalized sequence
+reward), and step 5 is the same clipped update without the value term.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -28,12 +33,16 @@ from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.data.schemas import demo_record, prompt_record
 from rlhfkit.errors import UserError
 from rlhfkit.generation import Samples, generate
-from rlhfkit.models.loading import (check_model_dir, disable_dropout, load_causal_lm, load_tokenizer, pick_device,
+from rlhfkit.models.loading import (check_model_dir, disable_dropout, load_causal_lm, load_tokenizer,
                                     save_pretrained_atomic)
+from rlhfkit.models.lora import (AdaptersOff, add_lora, check_lora_options, copy_head, has_lora, save_model,
+                                 save_scalar_model)
 from rlhfkit.models.policy import response_logprobs, response_values
 from rlhfkit.models.scalar import ScalarModel
+from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import (RunDir, RunOptions, check_finite, make_optimizer, prepare_out_dir, progress,
                                   seed_everything, set_threads, shuffled_batches)
+from rlhfkit.train.distributed import Engine, launch, should_launch
 
 
 @dataclass
@@ -60,6 +69,9 @@ class PPOConfig(RunOptions):
     vf_coef: float = option(0.1, "weight of the value loss")
     gamma: float = option(1.0, "discount γ")
     lam: float = option(0.95, "GAE λ")
+    advantage: str = option("gae", "advantage estimator: gae (PPO with a value model) or rloo (REINFORCE "
+                            "leave-one-out, no value model; Ahmadian et al. 2024)")
+    rloo_k: int = option(4, "RLOO: samples per prompt (a batch is batch_size/k prompts x k samples)")
     whiten_rewards: bool = option(False, "whiten per-token rewards before GAE")
     temperature: float = option(1.0, "sampling temperature; log-probs are scored with the same logits / T")
     max_new_tokens: int = option(32, "response length limit")
@@ -68,6 +80,8 @@ class PPOConfig(RunOptions):
     ptx_data: str | None = option(None, "PPO-ptx: JSONL of pretraining text (`text`) or demonstrations")
     ptx_coef: float = option(0.0, "PPO-ptx: γ, weight of the LM loss on ptx data (InstructGPT: 27.8)")
     ptx_batch_size: int = option(16, "PPO-ptx: sequences per gradient step")
+    critic_warmup: int = option(0, "first N iterations fit only the value model; the policy waits for a critic "
+                                "whose advantages are not noise (OpenRLHF's freezing_actor_steps)")
     save_every: int = option(0, "save a checkpoint every N iterations (0: only the final policy)")
     log_every: int = option(1, "log every N iterations")
 
@@ -85,6 +99,12 @@ class KLController:
         if self.target is not None:
             error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
             self.value *= 1.0 + error * n_episodes / self.horizon
+
+    def state_dict(self) -> dict:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value = state["value"]
 
 
 @dataclass
@@ -109,7 +129,8 @@ class Rollout:
 # -------------------------------------------------------------------------------------- the algorithm
 
 def collect(policy, tokenizer, prompts: list[str], cfg: PPOConfig, generator) -> Samples:
-    """1. Sample one response per prompt from the current policy."""
+    """1. Sample one response per prompt from the current policy (RLOO: k, side by side)."""
+    prompts = [p for p in prompts for _ in range(samples_per_prompt(cfg))]
     return generate(policy, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                     generator=generator, max_prompt_length=cfg.max_prompt_length)
 
@@ -121,7 +142,10 @@ def score(samples: Samples, policy, reference, value_model, reward_model, cfg: P
     mask = samples.response_mask
     logp, logits = response_logprobs(policy, ids, attn, width, cfg.temperature)
     ref_logp, _ = response_logprobs(reference, ids, attn, width, cfg.temperature)
-    values = response_values(value_model, ids, attn, width)
+    if value_model is not None:
+        values = response_values(value_model, ids, attn, width)
+    else:  # RLOO: no critic
+        values = torch.zeros_like(logp)
     rm_score = reward_model.score(ids, attn)  # read at the last real token: the EOS of a finished response
     final = rm_score
     if cfg.missing_eos_penalty is not None:
@@ -131,8 +155,12 @@ def score(samples: Samples, policy, reference, value_model, reward_model, cfg: P
 
 
 def advantages(rollout: Rollout, kl_coef: float, cfg: PPOConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """3–4. Per-token rewards, GAE advantages (whitened) and returns."""
+    """3–4. Per-token rewards, GAE advantages (whitened) and returns; RLOO: leave-one-out advantages, no returns."""
     rewards = L.per_token_rewards(rollout.score, rollout.logp, rollout.ref_logp, rollout.mask, kl_coef)
+    if cfg.advantage == "rloo":  # the response is one action: Â_t = R(x, y) − b(x, y) on each of its tokens
+        sequence_reward = rewards.sum(-1)
+        adv = sequence_reward - L.rloo_baseline(sequence_reward, cfg.rloo_k)
+        return rewards, adv[:, None] * rollout.mask, None
     if cfg.whiten_rewards:
         rewards = L.whiten(rewards, rollout.mask, shift_mean=False)
     adv, returns = L.gae(rewards, rollout.values, rollout.mask, cfg.gamma, cfg.lam)
@@ -147,11 +175,13 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
     for _ in range(cfg.ppo_epochs):
         for idx in shuffled_batches(len(ids), cfg.minibatch_size, generator):
             logp, logits = response_logprobs(policy, ids[idx], attn[idx], width, cfg.temperature)
-            values = response_values(value_model, ids[idx], attn[idx], width)
             old_logp, m = rollout.logp[idx], mask[idx]
             policy_loss = L.clipped_surrogate(logp, old_logp, adv[idx], m, cfg.clip_range)
-            value_loss = L.clipped_value_loss(values, rollout.values[idx], returns[idx], m, cfg.clip_range_value)
-            loss = policy_loss + cfg.vf_coef * value_loss
+            loss, value_loss = policy_loss, None
+            if value_model is not None:  # RLOO has no critic, hence no value term
+                values = response_values(value_model, ids[idx], attn[idx], width)
+                value_loss = L.clipped_value_loss(values, rollout.values[idx], returns[idx], m, cfg.clip_range_value)
+                loss = policy_loss + cfg.vf_coef * value_loss
             ptx_loss = ptx.loss(policy) if ptx is not None else None
             if ptx_loss is not None:
                 loss = loss + cfg.ptx_coef * ptx_loss
@@ -162,7 +192,8 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
             optimizer.step()
             with torch.no_grad():
                 ratio = torch.exp(logp - old_logp)[m.bool()]
-                stats.append({"policy_loss": policy_loss.item(), "value_loss": value_loss.item(),
+                stats.append({"policy_loss": policy_loss.item(),
+                              **({"value_loss": value_loss.item()} if value_loss is not None else {}),
                               "clipfrac": L.clip_fraction(logp, old_logp, m, cfg.clip_range).item(),
                               "approx_kl": L.masked_mean(L.kl_k3(logp, old_logp), m).item(),
                               "entropy": L.entropy(logits, m, cfg.temperature).item(),
@@ -220,6 +251,12 @@ class PromptStream:
             out.append(self.prompts[self.order.pop()])
         return out
 
+    def state_dict(self) -> dict:
+        return {"order": list(self.order)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order = list(state["order"])
+
 
 def _check(cfg: PPOConfig) -> None:
     for key in ("steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens"):
@@ -233,27 +270,68 @@ def _check(cfg: PPOConfig) -> None:
         raise UserError("config key 'target_kl' must be > 0")
     if cfg.ptx_coef > 0 and not cfg.ptx_data:
         raise UserError("config key 'ptx_coef' > 0 needs --ptx-data")
+    if cfg.advantage not in ("gae", "rloo"):
+        raise UserError(f"config key 'advantage': unknown estimator {cfg.advantage!r} (gae or rloo)")
+    if cfg.advantage == "rloo":
+        if cfg.rloo_k < 2 or cfg.batch_size % cfg.rloo_k:
+            raise UserError("config key 'rloo_k' must be at least 2 and divide 'batch_size' (leave-one-out needs "
+                            "k >= 2 samples of each prompt in the batch)")
+        if cfg.value_model:
+            raise UserError("config key 'value_model': RLOO has no value model (drop --value-model)")
+        if cfg.critic_warmup:
+            raise UserError("config key 'critic_warmup': RLOO has no critic to warm up")
+
+
+def _check_processes(cfg: PPOConfig) -> None:
+    """With N processes every one collects batch_size/N episodes and updates on minibatches of minibatch_size/N."""
+    n = cfg.num_processes
+    if n > 1 and ((cfg.batch_size // samples_per_prompt(cfg)) % n or cfg.minibatch_size % n):
+        raise UserError(f"config keys 'batch_size' (in prompts) and 'minibatch_size' must be multiples of "
+                        f"--num-processes {n}")
+    if n > 1 and cfg.critic_warmup:
+        raise UserError("config key 'critic_warmup' is not supported with several processes (DDP needs every "
+                        "trained parameter in every backward pass)")
+
+
+def samples_per_prompt(cfg: PPOConfig) -> int:
+    """Responses drawn per prompt in one batch: k for RLOO's leave-one-out baseline, else 1."""
+    return cfg.rloo_k if cfg.advantage == "rloo" else 1
 
 
 def load_models(cfg: PPOConfig, device):
-    """The four roles: policy (trained), reference (frozen SFT), value (trained, from the RM), reward (frozen)."""
+    """The four roles: policy (trained), reference (frozen SFT), value (trained, from the RM), reward (frozen).
+
+    With LoRA (--lora-r) the policy and the value model train adapters; the reference is the policy's own weights
+    with the adapters off, and the reward model the value model's start with the adapters off: no second copies.
+    """
     tokenizer = load_tokenizer(cfg.policy)
-    policy = disable_dropout(load_causal_lm(cfg.policy, tokenizer)).to(device)
-    reference = disable_dropout(load_causal_lm(cfg.reference or cfg.policy, tokenizer))
-    reference = reference.to(device).eval().requires_grad_(False)
-    reward_model = ScalarModel.from_pretrained(cfg.reward).to(device).eval().requires_grad_(False)
-    value_model = ScalarModel.from_pretrained(cfg.value_model or cfg.reward).to(device)
+    policy = add_lora(disable_dropout(load_causal_lm(cfg.policy, tokenizer)), cfg, cfg.policy).to(device)
+    if has_lora(policy) and not cfg.reference:
+        reference = AdaptersOff(policy)  # π_SFT: the weights the adapters sit on
+    else:
+        reference = disable_dropout(load_causal_lm(cfg.reference or cfg.policy, tokenizer))
+        reference = reference.to(device).eval().requires_grad_(False)
+    shared_rm = cfg.lora_r > 0 and cfg.advantage == "gae" and not cfg.value_model
+    if not shared_rm:
+        reward_model = ScalarModel.from_pretrained(cfg.reward).to(device).eval().requires_grad_(False)
+    value_model = None  # RLOO: no critic
+    if cfg.advantage == "gae":
+        value_model = ScalarModel.from_pretrained(cfg.value_model or cfg.reward).to(device).eval()
+        value_model.backbone = add_lora(value_model.backbone, cfg, cfg.value_model or cfg.reward)
+    if shared_rm:  # r(x, y): the value model's transformer with its adapters off, and a frozen copy of the head
+        reward_model = ScalarModel(AdaptersOff(value_model.backbone), copy_head(value_model.head)).eval()
     if reward_model.config.vocab_size < len(tokenizer):
         raise UserError(f"{cfg.reward}: vocabulary of {reward_model.config.vocab_size} tokens does not match the "
                         f"policy's tokenizer ({len(tokenizer)} tokens)")
     policy.eval()  # no dropout anywhere (and eval() keeps it that way); gradients still flow
-    value_model.eval()
     return tokenizer, policy, reference, value_model, reward_model
 
 
 def train_ppo(cfg: PPOConfig) -> dict:
     _check(cfg)
     prompts = [r["prompt"] for r in read_jsonl(cfg.prompts, prompt_record)]
+    if cfg.ptx_data:
+        read_jsonl(cfg.ptx_data, _ptx_record)  # every line checked before a model is loaded
     for path in (cfg.policy, cfg.reference, cfg.reward, cfg.value_model):
         if path:
             check_model_dir(path)
@@ -261,42 +339,69 @@ def train_ppo(cfg: PPOConfig) -> dict:
     if cfg.world:
         from rlhfkit.world.build import World
         world = World(cfg.world)
-    prepare_out_dir(cfg.out, cfg.overwrite)
-    device = pick_device(cfg.device)
+    check_lora_options(cfg)
+    _check_processes(cfg)
+    prepare_out_dir(cfg.out, cfg.overwrite, cfg.resume)
+    if should_launch(cfg):  # --num-processes N: N copies of this function, each collecting 1/N of the rollouts
+        return launch(train_ppo, cfg)
+    engine = Engine.create(cfg)
+    device = engine.device
     set_threads(cfg.threads)
     generator = seed_everything(cfg.seed)
     tokenizer, policy, reference, value_model, reward_model = load_models(cfg, device)
     ptx = PtxBatches(cfg.ptx_data, tokenizer, cfg.ptx_batch_size, generator) if cfg.ptx_data else None
-    run = RunDir(cfg.out, cfg, cfg.overwrite, cfg.tensorboard)
-    optimizer = make_optimizer(list(policy.parameters()) + list(value_model.parameters()), cfg.lr, eps=cfg.adam_eps)
+    run = RunDir(cfg.out, cfg, cfg.overwrite, cfg.tensorboard, resume=cfg.resume, main=engine.is_main)
+    critic = list(value_model.parameters()) if value_model is not None else []
+    optimizer = make_optimizer(list(policy.parameters()) + critic, cfg.lr, eps=cfg.adam_eps)
+    actor = [p for p in policy.parameters() if p.requires_grad]  # what the critic warm-up freezes (LoRA: adapters)
     kl_control = KLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
     stream = PromptStream(prompts, generator)
-    sampler = torch.Generator(device=device).manual_seed(cfg.seed)
+    sampler = torch.Generator(device=device).manual_seed(cfg.seed + engine.rank)
+    checkpoints = Checkpoints(run, engine, cfg.checkpoint_every, policy=policy, optimizer=optimizer,
+                              kl_control=kl_control, stream=stream, generator=generator, sampler=sampler,
+                              **({"value_model": value_model} if value_model is not None else {}))
+    start = checkpoints.restore() if cfg.resume else 0
+    # With N processes each updates on its 1/N of the rollouts (DDP averages the gradients), in minibatches of
+    # minibatch_size/N; scoring and sampling use the models themselves.
+    train_policy, train_value = engine.wrap(policy), engine.wrap(value_model) if value_model is not None else None
+    update_cfg = replace(cfg, minibatch_size=cfg.minibatch_size // engine.world_size)
+    for model in (reference, reward_model):
+        engine.autocast(model)
     bar = progress(cfg.steps, "ppo")
+    bar.update(start)
     record = {}
-    for step in range(1, cfg.steps + 1):
+    for step in range(start + 1, cfg.steps + 1):
         t0 = time.time()
-        samples = collect(policy, tokenizer, stream.next(cfg.batch_size), cfg, sampler)       # 1
+        for p in actor:
+            p.requires_grad_(step > cfg.critic_warmup)  # during the warm-up only the critic learns
+        prompts_now = engine.shard(stream.next(cfg.batch_size // samples_per_prompt(cfg)))  # this process's share
+        samples = collect(policy, tokenizer, prompts_now, cfg, sampler)                       # 1
         t1 = time.time()
         rollout = score(samples, policy, reference, value_model, reward_model, cfg)           # 2
         rewards, adv, returns = advantages(rollout, kl_control.value, cfg)                    # 3, 4
         t2 = time.time()
-        updates = ppo_update(policy, value_model, optimizer, rollout, adv, returns, cfg, generator, ptx)  # 5
+        updates = ppo_update(train_policy, train_value, optimizer, rollout, adv, returns, update_cfg, generator,
+                             ptx)                                                              # 5
         t3 = time.time()
-        kl = (rollout.logp - rollout.ref_logp).sum(-1).mean().item()
         record = rollout_metrics(rollout, rewards, kl_control.value, world) | mean_stats(updates) | {
             "episodes": step * cfg.batch_size, "generation_s": t1 - t0, "scoring_s": t2 - t1, "update_s": t3 - t2}
-        kl_control.update(kl, cfg.batch_size)
+        record = engine.reduce_metrics(record)  # with N processes: over all of them (β follows the global KL)
+        kl_control.update(record["kl"], cfg.batch_size)
         if step % cfg.log_every == 0 or step == cfg.steps:
             run.log(step, **record)
         bar.update(1)
-        bar.set_postfix(rm=f"{record['rm_score']:.2f}", kl=f"{kl:.2f}",
+        bar.set_postfix(rm=f"{record['rm_score']:.2f}", kl=f"{record['kl']:.2f}",
                         **({"gold": f"{record['gold']:.2f}"} if world else {}))
-        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps and engine.is_main:
             save_pretrained_atomic(run.path / "checkpoints" / f"step-{step}", policy, tokenizer)
+        if step < cfg.steps:  # the last step's state is the saved model
+            checkpoints.maybe_save(step)
     bar.close()
-    save_pretrained_atomic(run.path, policy, tokenizer)
-    value_model.save_pretrained(run.path / "value")
+    if not engine.is_main:
+        return record
+    save_model(run.path, policy, tokenizer, cfg.lora_save)
+    if value_model is not None:
+        save_scalar_model(run.path / "value", value_model, None, cfg.lora_save)
     run.close()
     print(f"ppo: {cfg.steps} iterations, {cfg.steps * cfg.batch_size} episodes; last batch: RM score "
           f"{record['rm_score']:.3f}, KL {record['kl']:.3f}" + (f", gold {record['gold']:.3f}" if world else "")

@@ -25,10 +25,13 @@ from rlhfkit.data.pairs import pair_weight, preference_groups, read_preference_r
 from rlhfkit.data.schemas import demo_record
 from rlhfkit.errors import UserError
 from rlhfkit.losses import preference_loss
-from rlhfkit.models.loading import load_tokenizer, pick_device, save_pretrained_atomic
+from rlhfkit.models.loading import load_tokenizer
+from rlhfkit.models.lora import add_lora, check_lora_options, save_scalar_model
 from rlhfkit.models.scalar import ScalarModel, response_sequences, score_sequences
-from rlhfkit.train.common import (RunDir, RunOptions, check_finite, make_optimizer, prepare_out_dir, progress,
-                                  seed_everything, set_threads, shuffled_batches, split_by_prompt, warmup_cosine)
+from rlhfkit.train.checkpoint import Checkpoints
+from rlhfkit.train.common import (EpochBatches, RunDir, RunOptions, check_finite, make_optimizer, prepare_out_dir,
+                                  progress, seed_everything, set_threads, split_by_prompt, warmup_cosine)
+from rlhfkit.train.distributed import Engine, launch, should_launch
 
 HELDOUT_FILE = "heldout.jsonl"
 
@@ -147,13 +150,19 @@ def train_reward_model(cfg: RewardConfig) -> dict:
     if cfg.world:
         from rlhfkit.world.build import World
         world = World(cfg.world)
-    prepare_out_dir(cfg.out, cfg.overwrite)
+    check_lora_options(cfg)
+    prepare_out_dir(cfg.out, cfg.overwrite, cfg.resume)
+    if should_launch(cfg):  # --num-processes N: N copies of this function, one per process
+        return launch(train_reward_model, cfg)
     tokenizer = load_tokenizer(cfg.model)
-    device = pick_device(cfg.device)
+    engine = Engine.create(cfg)
+    device = engine.device
     set_threads(cfg.threads)
     generator = seed_everything(cfg.seed)
-    model = ScalarModel.from_backbone(cfg.model, tokenizer, seed=cfg.seed).to(device).train()
-    run = RunDir(cfg.out, cfg, cfg.overwrite, cfg.tensorboard)
+    model = ScalarModel.from_backbone(cfg.model, tokenizer, seed=cfg.seed)
+    model.backbone = add_lora(model.backbone, cfg, cfg.model)  # LoRA adapts the transformer; the head trains fully
+    model.to(device).train()
+    run = RunDir(cfg.out, cfg, cfg.overwrite, cfg.tensorboard, resume=cfg.resume, main=engine.is_main)
 
     pad = tokenizer.pad_token_id
     train = tokenize_groups(tokenizer, preference_groups(kind, train_records), cfg.max_length)
@@ -164,25 +173,34 @@ def train_reward_model(cfg: RewardConfig) -> dict:
     total = steps_per_epoch * cfg.epochs
     optimizer = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
     schedule = warmup_cosine(optimizer, total, warmup_steps=max(1, int(cfg.warmup_ratio * total)))
+    batches = EpochBatches(len(train), cfg.batch_size, cfg.epochs, generator)
+    checkpoints = Checkpoints(run, engine, cfg.checkpoint_every, model=model, optimizer=optimizer,
+                              schedule=schedule, batches=batches, generator=generator)
+    step = checkpoints.restore() if cfg.resume else 0
+    train_model = engine.wrap(model)  # the model itself with one process; DDP-wrapped with several
     bar = progress(total, "reward model")
-    step = 0
-    for epoch in range(cfg.epochs):
-        for idx in shuffled_batches(len(train), cfg.batch_size, generator):
-            loss, margin = batch_loss(model, make_batch([train[i] for i in idx], pad, device))
-            check_finite(loss, step, "reward-model loss")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if step % cfg.log_every == 0 or step == total:
-                run.log(step, epoch=epoch, train_loss=loss.item(), train_accuracy=(margin > 0).float().mean().item(),
-                        lr=schedule.get_last_lr()[0])
+    bar.update(step)
+    for epoch, idx in batches:
+        batch = make_batch([train[i] for i in engine.shard(idx)], pad, device)
+        loss, margin = batch_loss(train_model, batch)
+        check_finite(loss, step, "reward-model loss")
+        loss = engine.backward(loss, units=batch.n_rankings)  # the global batch's loss
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step % cfg.log_every == 0 or step == total:
+            run.log(step, epoch=epoch, train_loss=loss.item(), train_accuracy=engine.mean((margin > 0).float()).item(),
+                    lr=schedule.get_last_lr()[0])
+        if step < total:  # the last step's state is the saved model
+            checkpoints.maybe_save(step)
     bar.close()
     model.eval()
+    if not engine.is_main:
+        return {}
 
     # Normalize: demonstrations (or, without them, the training outputs) score 0 on average.
     if demos:
@@ -204,7 +222,7 @@ def train_reward_model(cfg: RewardConfig) -> dict:
             from rlhfkit.eval.rm import gold_measurements
             result |= gold_measurements(model, tokenizer, preference_groups(eval_kind, held_records), world)
     run.log(step, **result)
-    save_pretrained_atomic(run.path, model, tokenizer)
+    save_scalar_model(run.path, model, tokenizer, cfg.lora_save)
     if held_records:
         write_jsonl(run.path / HELDOUT_FILE, held_records)
     run.close()

@@ -16,10 +16,12 @@ from rlhfkit.data.collate import encode, encode_pair, pad_right
 from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.data.schemas import demo_record
 from rlhfkit.losses import lm_loss
-from rlhfkit.models.loading import load_causal_lm, load_tokenizer, pick_device, save_pretrained_atomic
-from rlhfkit.train.common import (RunDir, RunOptions, check_finite, make_optimizer, prepare_out_dir, progress,
-                                  seed_everything, set_threads, shuffled_batches, split_by_prompt,
-                                  warmup_cosine)
+from rlhfkit.models.loading import load_causal_lm, load_tokenizer
+from rlhfkit.models.lora import add_lora, check_lora_options, save_model
+from rlhfkit.train.checkpoint import Checkpoints
+from rlhfkit.train.common import (EpochBatches, RunDir, RunOptions, check_finite, make_optimizer, prepare_out_dir,
+                                  progress, seed_everything, set_threads, split_by_prompt, warmup_cosine)
+from rlhfkit.train.distributed import Engine, launch, should_launch
 
 
 @dataclass
@@ -76,43 +78,59 @@ def train_sft(cfg: SFTConfig) -> dict:
         train_records, eval_records = records, read_jsonl(cfg.eval_data, demo_record)
     else:
         train_records, eval_records = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "sft-eval")
-    prepare_out_dir(cfg.out, cfg.overwrite)
+    check_lora_options(cfg)
+    prepare_out_dir(cfg.out, cfg.overwrite, cfg.resume)
+    if should_launch(cfg):  # --num-processes N: N copies of this function, one per process
+        return launch(train_sft, cfg)
     tokenizer = load_tokenizer(cfg.model)
     model = load_causal_lm(cfg.model, tokenizer)
-    device = pick_device(cfg.device)
+    engine = Engine.create(cfg, fsdp_ok=True)
+    device = engine.device
     set_threads(cfg.threads)
     generator = seed_everything(cfg.seed)
+    model = add_lora(model, cfg, cfg.model)
     model.to(device).train()
-    run = RunDir(cfg.out, cfg, cfg.overwrite, cfg.tensorboard)
+    run = RunDir(cfg.out, cfg, cfg.overwrite, cfg.tensorboard, resume=cfg.resume, main=engine.is_main)
 
     train_rows = tokenize_demos(tokenizer, train_records, cfg.max_length)
     eval_rows = tokenize_demos(tokenizer, eval_records, cfg.max_length)
     steps_per_epoch = -(-len(train_rows) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
+    train_model = engine.wrap(model)  # the model itself with one process; DDP-wrapped (or FSDP-sharded) with several
     optimizer = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
     schedule = warmup_cosine(optimizer, total, warmup_steps=max(1, int(cfg.warmup_ratio * total)))
+    batches = EpochBatches(len(train_rows), cfg.batch_size, cfg.epochs, generator)
+    checkpoints = Checkpoints(run, engine, cfg.checkpoint_every, model=model, optimizer=optimizer,
+                              schedule=schedule, batches=batches, generator=generator)
+    step = checkpoints.restore() if cfg.resume else 0
     bar = progress(total, "sft")
-    step, result = 0, {}
-    for epoch in range(cfg.epochs):
-        for idx in shuffled_batches(len(train_rows), cfg.batch_size, generator):
-            loss = sft_loss(model, collate([train_rows[i] for i in idx], tokenizer.pad_token_id, device))
-            check_finite(loss, step)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if step % cfg.log_every == 0 or step == total:
-                run.log(step, epoch=epoch, train_loss=loss.item(), lr=schedule.get_last_lr()[0])
-        if eval_rows:
+    bar.update(step)
+    result = {}
+    for epoch, idx in batches:
+        batch = collate([train_rows[i] for i in engine.shard(idx)], tokenizer.pad_token_id, device)
+        loss = sft_loss(train_model, batch)
+        check_finite(loss, step)
+        loss = engine.backward(loss, units=batch["loss_mask"][:, 1:].sum())  # the global batch's mean loss
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step % cfg.log_every == 0 or step == total:
+            run.log(step, epoch=epoch, train_loss=loss.item(), lr=schedule.get_last_lr()[0])
+        if batches.end_of_epoch and eval_rows and engine.evaluates:
             result = run.log(step, epoch=epoch, eval_loss=heldout_loss(model, eval_rows, tokenizer.pad_token_id,
                                                                         device))
+        if step < total:  # the last step's state is the saved model
+            checkpoints.maybe_save(step)
     bar.close()
+    model = engine.gather(model)  # FSDP: the full weights, in process 0
+    if not engine.is_main:
+        return {}
     model.eval()
-    save_pretrained_atomic(run.path, model, tokenizer)
+    save_model(run.path, model, tokenizer, cfg.lora_save)
     run.close()
     summary = {"steps": step, "train_loss": round(loss.item(), 4), "eval_loss": result.get("eval_loss"),
                "train_examples": len(train_rows), "eval_examples": len(eval_rows)}

@@ -201,6 +201,10 @@ class World:
             self.meta = json.loads(meta.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise UserError(f"{meta}: invalid JSON: {exc.msg}") from None
+        except (UnicodeDecodeError, RecursionError) as exc:
+            raise UserError(f"{meta}: invalid JSON: {exc}") from None
+        if not isinstance(self.meta, dict):
+            raise UserError(f"{meta}: not a world description (expected a JSON object)")
         self.base = self.path / "base"
         self.demos_path = self.path / "demos.jsonl"
         self.train_prompts_path = self.path / "prompts" / "train.jsonl"

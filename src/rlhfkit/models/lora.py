@@ -1,0 +1,143 @@
+"""LoRA through `peft`: train a low-rank update BA of chosen weight matrices, W + (α/r)·BA, the rest frozen
+(Hu et al. 2021). B starts at 0, so a fresh adapter changes nothing: the first PPO ratio and KL stay exact.
+
+- `add_lora` wraps a causal LM (the policy) or a scalar model's transformer (reward and value models);
+  the scalar head stays fully trained.
+- `AdaptersOff` is the same weights with the adapters switched off: with LoRA, PPO's frozen reference is the
+  policy itself and the frozen reward model is the value model's backbone — no second copy of either.
+- `save_model` writes the result merged (an ordinary model directory, the default) or adapter-only (peft's
+  adapter_config.json + adapter weights, loaded on top of the base they name; see `models/loading.py`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from rlhfkit.errors import UserError
+
+# Attention and MLP projections (the QLoRA recipe: every linear layer of the blocks, not only q and v).
+DEFAULT_TARGETS = {
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+ADAPTER_CONFIG = "adapter_config.json"
+SAVE_MODES = ("merged", "adapter")
+
+
+def check_lora_options(cfg) -> None:
+    if cfg.lora_r < 0:
+        raise UserError("config key 'lora_r' must be >= 0 (0: full fine-tuning)")
+    if cfg.lora_save not in SAVE_MODES:
+        raise UserError(f"config key 'lora_save': expected merged or adapter, got {cfg.lora_save!r}")
+    if cfg.lora_r and cfg.lora_alpha is not None and cfg.lora_alpha <= 0:
+        raise UserError("config key 'lora_alpha' must be > 0")
+    if cfg.lora_r:
+        try:
+            import peft  # noqa: F401
+        except ImportError:
+            raise UserError("config key 'lora_r': LoRA needs peft (pip install 'rlhfkit[lora]')") from None
+
+
+def add_lora(model: torch.nn.Module, cfg, base_path: str | os.PathLike | None = None) -> torch.nn.Module:
+    """`model` with LoRA adapters (a peft model; only the adapters train), or `model` itself when lora_r = 0."""
+    if not cfg.lora_r:
+        return model
+    import peft
+
+    model_type = getattr(model.config, "model_type", "")
+    targets = list(cfg.lora_targets) or DEFAULT_TARGETS.get(model_type, "all-linear")
+    config = peft.LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r, lora_dropout=0.0,
+                             target_modules=targets, fan_in_fan_out=model_type == "gpt2", bias="none")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wrapped = peft.get_peft_model(model, config)
+    except ValueError as exc:  # e.g. a target module that does not exist
+        raise UserError(f"config key 'lora_targets': {str(exc).splitlines()[0]}") from None
+    if base_path is not None:  # an adapter directory names its base by an absolute path
+        wrapped.peft_config["default"].base_model_name_or_path = str(Path(base_path).resolve())
+    return wrapped
+
+
+def has_lora(model) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "merge_and_unload")
+
+
+class AdaptersOff:
+    """Calls a peft model with its adapters switched off: the frozen base it started from, same weights."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, *args, **kwargs):
+        with self.model.disable_adapter():
+            return self.model(*args, **kwargs)
+
+    def __getattr__(self, name):  # config, device, ... of the underlying model
+        return getattr(self.model, name)
+
+
+def copy_head(head: torch.nn.Module) -> torch.nn.Module:
+    return copy.deepcopy(head).requires_grad_(False)
+
+
+def merged(model: torch.nn.Module) -> torch.nn.Module:
+    """W + (α/r)·BA folded into W, adapters removed (a plain transformers model again)."""
+    return model.merge_and_unload() if has_lora(model) else model
+
+
+def save_model(out: str | os.PathLike, model: torch.nn.Module, tokenizer, how: str = "merged") -> None:
+    """Save a causal LM (atomically, with its tokenizer): merged, or — for a LoRA model and how='adapter' —
+    the adapter alone, which `load_causal_lm` puts back on its base."""
+    from rlhfkit.models.loading import save_pretrained_atomic
+
+    if has_lora(model) and how == "adapter":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            save_pretrained_atomic(out, model, tokenizer)
+        return
+    save_pretrained_atomic(out, merged(model), tokenizer)
+
+
+def save_scalar_model(out: str | os.PathLike, model, tokenizer=None, how: str = "merged") -> None:
+    """A reward or value model: the transformer merged (or its adapter alone) + the scalar head."""
+    if has_lora(model.backbone) and how != "adapter":
+        model.backbone = merged(model.backbone)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save_pretrained(out)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out)
+
+
+def adapter_base(path: str | os.PathLike) -> str | None:
+    """The base model directory an adapter directory was trained on (None for an ordinary model directory)."""
+    path = Path(path)
+    if (path / "config.json").exists() or not (path / ADAPTER_CONFIG).exists():
+        return None
+    try:
+        meta = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise UserError(f"{path / ADAPTER_CONFIG}: invalid JSON: {exc}") from None
+    base = meta.get("base_model_name_or_path") if isinstance(meta, dict) else None
+    if not isinstance(base, str) or not base:
+        raise UserError(f"{path / ADAPTER_CONFIG}: no base_model_name_or_path: cannot find the adapter's base")
+    return base
+
+
+def apply_adapter(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
+    """Load the adapter saved in `path` onto `model` (its base) and merge it."""
+    import peft
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return peft.PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
+        raise UserError(f"{path}: cannot load the LoRA adapter: {str(exc).splitlines()[0]}") from None

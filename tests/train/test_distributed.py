@@ -1,0 +1,133 @@
+"""Data-parallel training through accelerate (`--num-processes N`, DDP on gloo here) and bf16 autocast.
+
+With the same global batch, N processes follow the one-process run: each scales its share of the loss so
+that DDP's gradient average is the one-process gradient (train/distributed.py). On CPU the two agree to
+float rounding: measured max |Δ train_loss| ≤ 1e-6 (the 6 decimals metrics.jsonl keeps) over 24–48 steps.
+"""
+
+import json
+
+import pytest
+import torch
+
+from rlhfkit.train.common import RunOptions
+from rlhfkit.train.distributed import DistributedEngine, Engine
+from tests.conftest import run_cli
+from tests.train.test_ppo import _reward_dir
+from tests.train.test_reward import _rankings
+
+TOLERANCE = dict(rel=1e-4, abs=1e-5)  # asserted; what we measure is ~1e-6 (see the module docstring)
+
+
+def _metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _column(rows, key):
+    return [r[key] for r in rows if key in r]
+
+
+@pytest.mark.parametrize("kind", ["sft", "rm", "sft-fsdp"])
+def test_two_processes_reach_the_losses_of_one_with_the_same_global_batch(kind, micro_world, tmp_path, capsys):
+    if kind.startswith("sft"):
+        args = ["sft", "--model", micro_world / "base", "--data", micro_world / "demos.jsonl", "--epochs", "1",
+                "--batch-size", "16", "--log-every", "1"]
+        keys = ("train_loss", "eval_loss")
+    else:
+        args = ["rm", "--model", micro_world / "base", "--data", _rankings(tmp_path / "r.jsonl", n=64),
+                "--batch-size", "5", "--log-every", "1", "--lr", "1e-3"]  # 5 rankings: uneven shares of 3 and 2
+        keys = ("train_loss", "train_accuracy", "heldout_accuracy", "heldout_loss")
+    args += ["--threads", "1"]
+    for n in (1, 2):
+        fsdp = ["--fsdp"] if n == 2 and kind == "sft-fsdp" else []  # parameters sharded across the 2 processes
+        code, _, err = run_cli([*args, "--out", tmp_path / f"p{n}", "--num-processes", n, *fsdp], capsys)
+        assert code == 0, err
+    one, two = _metrics(tmp_path / "p1"), _metrics(tmp_path / "p2")
+    assert len(one) == len(two) > 10  # process 0 alone writes: one line per step, not N
+    for key in keys:
+        assert _column(two, key) == pytest.approx(_column(one, key), **TOLERANCE), key
+
+
+def test_ppo_runs_with_two_processes_and_process_0_alone_writes(micro_world, tmp_path, capsys):
+    out = tmp_path / "ppo"
+    rm = _reward_dir(tmp_path, micro_world / "base")
+    code, _, err = run_cli(["ppo", "--policy", micro_world / "base", "--reward", rm,
+                            "--prompts", micro_world / "prompts/train.jsonl", "--world", micro_world, "--out", out,
+                            "--steps", "2", "--batch-size", "8", "--minibatch-size", "4", "--max-new-tokens", "8",
+                            "--num-processes", "2", "--threads", "1"], capsys)
+    assert code == 0, err
+    rows = _metrics(out)
+    assert [r["step"] for r in rows] == [1, 2] and rows[-1]["episodes"] == 16
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # policy == reference at the first rollout, in each process
+    assert (out / "model.safetensors").exists() and (out / "value" / "scalar_head.safetensors").exists()
+
+
+def test_an_error_inside_the_workers_is_one_line_and_exit_2(tiny_gpt2, tmp_path, capsys):
+    (tmp_path / "d.jsonl").write_text('{"prompt": "a b", "completion": "c"}\n')
+    args = ["sft", "--model", tiny_gpt2, "--data", tmp_path / "d.jsonl", "--out", tmp_path / "run", "--device", "cpu",
+            "--num-processes", "2"]
+    code, _, err = run_cli([*args, "--lora-r", "4", "--lora-targets", "no_such_layer"], capsys)  # found in the workers
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "lora_targets" in err and "Traceback" not in err
+    code, _, err = run_cli([*args, "--fsdp", "--checkpoint-every", "2"], capsys)  # found before any process starts
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "fsdp" in err
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--num-processes", "3"], "multiples of --num-processes 3"),
+    (["--num-processes", "2", "--critic-warmup", "2"], "critic_warmup"),
+])
+def test_ppo_process_counts_that_cannot_split_the_batch_are_refused(args, expected, tiny_gpt2, tmp_path, capsys):
+    (tmp_path / "p.jsonl").write_text('{"prompt": "a b"}\n')
+    code, _, err = run_cli(["ppo", "--policy", tiny_gpt2, "--reward", tiny_gpt2, "--prompts", tmp_path / "p.jsonl",
+                            "--out", tmp_path / "run", "--batch-size", "8", "--minibatch-size", "4", *args], capsys)
+    assert code == 2 and expected in err
+
+
+def _engine(rank, world):
+    engine = DistributedEngine.__new__(DistributedEngine)  # the sharding rule alone, no process group
+    engine.rank, engine.world_size = rank, world
+    return engine
+
+
+@pytest.mark.parametrize("n, world", [(16, 2), (5, 2), (7, 3), (1, 2)])
+def test_shards_of_a_global_batch_cover_it_once_in_order(n, world):
+    items = list(range(n))
+    shards = [_engine(r, world).shard(items) for r in range(world)]
+    if n >= world:
+        assert sum(shards, []) == items and max(map(len, shards)) - min(map(len, shards)) <= 1
+    else:  # too small to split: every process takes all of it (and weighs it 1/N in backward)
+        assert all(s == items for s in shards)
+
+
+def test_one_process_is_plain_pytorch(tiny_gpt2):
+    from transformers import AutoModelForCausalLM
+
+    engine = Engine.create(RunOptions(out="unused", device="cpu"))
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2)
+    assert type(engine) is Engine and engine.wrap(model) is model and "forward" not in vars(model)
+    assert not torch.distributed.is_initialized()
+    loss = torch.tensor(2.0, requires_grad=True) * 1.5
+    assert engine.backward(loss, units=7).item() == 3.0 and engine.shard([1, 2, 3]) == [1, 2, 3]
+
+
+def test_bf16_runs_the_forward_under_autocast_and_returns_float32(tiny_gpt2):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    full = model(input_ids=ids).logits
+    seen = []
+    model.transformer.h[0].mlp.c_fc.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    Engine(torch.device("cpu"), bf16=True).wrap(model)
+    half = model(input_ids=ids).logits
+    assert seen == [torch.bfloat16] and half.dtype == torch.float32
+    assert not torch.equal(half, full) and torch.allclose(half, full, atol=0.1)
+
+
+def test_bf16_flag_trains(micro_world, tmp_path, capsys):
+    args = ["sft", "--model", micro_world / "base", "--data", micro_world / "demos.jsonl", "--epochs", "1",
+            "--batch-size", "64", "--log-every", "1"]
+    assert run_cli([*args, "--out", tmp_path / "fp32"], capsys)[0] == 0
+    assert run_cli([*args, "--out", tmp_path / "bf16", "--bf16"], capsys)[0] == 0
+    fp32, bf16 = _column(_metrics(tmp_path / "fp32"), "train_loss"), _column(_metrics(tmp_path / "bf16"), "train_loss")
+    assert bf16 != fp32 and bf16 == pytest.approx(fp32, rel=0.05)
