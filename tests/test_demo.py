@@ -9,7 +9,8 @@ KEYS = {"preset", "seed", "wall_s", "win_rates", "gold", "rm", "ppo", "labelers"
 
 def test_demo_micro_writes_the_report_and_ppo_beats_sft(micro_world, tmp_path, capsys):
     out = tmp_path / "demo"
-    code, stdout, err = run_cli(["demo", "--preset", "micro", "--world", micro_world, "--out", out], capsys)
+    code, stdout, err = run_cli(["demo", "--preset", "micro", "--world", micro_world, "--out", out,
+                                 "--methods", "dpo,rloo"], capsys)
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
     assert KEYS <= set(report)
@@ -20,8 +21,11 @@ def test_demo_micro_writes_the_report_and_ppo_beats_sft(micro_world, tmp_path, c
     assert set(report["ppo"]) >= {"kl", "steps", "episodes"}
     assert "pairwise_agreement" in report["labelers"]
     assert report["gold"]["ppo"] > report["gold"]["sft"]
+    assert set(report["methods"]) == {"sft", "bon", "dpo", "ppo", "rloo"}  # issue 10's section of the report
+    for row in report["methods"].values():
+        assert {"gold", "rm", "kl", "wall_s"} <= set(row) and set(row["win_vs_sft"]) >= {"rate", "ci_low", "n"}
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and "<script" not in html
     for png in ("ppo_curves.png", "reward_vs_sqrt_kl.png", "win_rates.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "PPO beats SFT" in stdout
+    assert "PPO beats SFT" in stdout and "Methods on the same preferences" in html

@@ -70,6 +70,8 @@ class DemoConfig:
     arch: str = option("gpt2", "base LM architecture: gpt2 or llama")
     kl_coef: float = option(0.05, "β of PPO (0: no KL penalty, the over-optimization control)")
     ppo_steps: int | None = option(None, "override the preset's PPO iterations")
+    methods: list[str] = option([], "also train these on the same SFT model and rankings and add `rlhf compare`'s "
+                                "table to the report (dpo, rloo)")
     overwrite: bool = option(False, "replace an existing output directory")
     threads: int = option(0, "torch CPU threads (0: torch's default)")
 
@@ -78,41 +80,49 @@ def run_pipeline(world_dir: Path, out: Path, plan: Plan, cfg: DemoConfig, seed: 
     """world → SFT → sample K → simulated rankings → RM → PPO → evaluation, for one seed. Returns its report."""
     world = World(world_dir)
     t0 = time.time()
-    say(f"seed {seed}: 1. SFT on {len(world.demos())} demonstrations")
-    sft = stages.sft(world, out / "sft", epochs=plan.sft_epochs, lr=plan.sft_lr, seed=seed, threads=cfg.threads)
-    say(f"seed {seed}: 2. sample K={plan.k} outputs for {plan.label_prompts} prompts at T={plan.temperatures}")
-    stages.sample([out / "sft"], world.train_prompts_path, out / "candidates.jsonl", k=plan.k,
-                  temperatures=plan.temperatures, limit=plan.label_prompts, max_new_tokens=world.response_limit,
-                  seed=seed)
-    say(f"seed {seed}: 3. {plan.labelers} simulated labelers rank them ({plan.per_item} per item)")
-    rankings = stages.simulate(world_dir, out / "candidates.jsonl", out / "rankings.jsonl", labelers=plan.labelers,
-                               per_item=plan.per_item, seed=seed)
-    say(f"seed {seed}: 4. reward model on {len(rankings)} rankings")
-    rm = stages.reward_model(out / "sft", out / "rankings.jsonl", out / "rm", world, lr=plan.rm_lr,
-                             epochs=plan.rm_epochs, seed=seed, threads=cfg.threads)
-    say(f"seed {seed}:    held-out accuracy {rm['heldout_accuracy']:.3f}, noise ceiling {rm['noise_ceiling']:.3f} "
-        f"({rm['n_pairs']} comparisons)")
+    shared = stages.sft_and_reward_model(world, out, plan, seed=seed, threads=cfg.threads, say=say)
     steps = cfg.ppo_steps or plan.ppo_steps
     say(f"seed {seed}: 5. PPO, {steps} iterations x {plan.ppo_batch} episodes, β = {cfg.kl_coef}")
+    t_ppo = time.time()
     ppo = stages.ppo(out / "sft", out / "rm", world, out / "ppo", steps=steps, batch=plan.ppo_batch,
                      minibatch=plan.ppo_minibatch, lr=plan.ppo_lr, kl_coef=cfg.kl_coef, save_every=plan.save_every,
                      seed=seed, threads=cfg.threads)
+    ppo_wall_s = round(time.time() - t_ppo, 1)
     say(f"seed {seed}: 6. evaluation on {plan.eval_prompts} held-out prompts")
     evaluation = evaluate(world, out, plan, seed)
+    rm = shared["rm"]
     report = {"seed": seed, "wall_s": round(time.time() - t0, 1), **evaluation["report"],
               "rm": {"heldout_accuracy": rm["heldout_accuracy"], "noise_ceiling": rm["noise_ceiling"],
                      "n_pairs": rm["n_pairs"], "spearman_gold": rm["spearman_gold"]},
               "labelers": {"pairwise_agreement": stages.agreement(out / "rankings.jsonl")},
-              "sft": {"heldout_loss": sft["eval_loss"]}}
+              "sft": {"heldout_loss": shared["sft"]["eval_loss"]}}
     report["ppo"] |= {"steps": steps, "episodes": steps * plan.ppo_batch, "last_batch_kl": ppo["kl"]}
+    if cfg.methods:
+        say(f"seed {seed}: 7. the same preferences through {', '.join(cfg.methods)} (rlhf compare)")
+        report["methods"] = compare_methods(world, out, plan, cfg, seed, shared, ppo_wall_s)
     (out / "curves.json").write_text(json.dumps(evaluation["curves"], indent=1) + "\n", encoding="utf-8")
     return report
+
+
+def compare_methods(world, out: Path, plan: Plan, cfg: DemoConfig, seed: int, shared: dict, ppo_wall_s: float) -> dict:
+    """`rlhf compare`'s table for this seed: SFT, best-of-n, PPO (the demo's run) and the extra methods, trained
+    on the same SFT model and rankings and evaluated on the same held-out prompts."""
+    from rlhfkit.compare import METHODS, CompareConfig, evaluate_methods, train_method
+
+    methods = [m for m in METHODS if m in {"sft", "bon", "ppo", *cfg.methods}]
+    ccfg = CompareConfig(world=str(world.path), out=str(out), methods=methods, kl_coef=cfg.kl_coef,
+                         rl_steps=cfg.ppo_steps, threads=cfg.threads)
+    trained = {"ppo": {"wall_s": ppo_wall_s, "episodes": (cfg.ppo_steps or plan.ppo_steps) * plan.ppo_batch}}
+    for method in cfg.methods:
+        trained[method] = train_method(method, world, out, plan, ccfg, seed, shared["rankings"])
+    result = evaluate_methods(world, out, ccfg, plan.eval_prompts, seed, trained, shared["wall_s"]["sft"])
+    return result["methods"]
 
 
 def evaluate(world, out: Path, plan: Plan, seed: int) -> dict:
     """Win rates, gold and RM reward, KL to SFT, best-of-n, and the reward-vs-√KL curves of PPO checkpoints."""
     from rlhfkit.eval.bon import best_of_n
-    from rlhfkit.eval.policy import evaluate_policy, load_policy
+    from rlhfkit.eval.policy import evaluate_policy, load_policy, run_checkpoints
     from rlhfkit.eval.stats import win_rate
     from rlhfkit.models.scalar import ScalarModel
 
@@ -130,10 +140,9 @@ def evaluate(world, out: Path, plan: Plan, seed: int) -> dict:
     base, sft_eval, ppo = measure(world.base), measure(out / "sft"), measure(out / "ppo")
     bon = best_of_n(sft, tokenizer, reward, prompts, n=plan.bon_n, max_new_tokens=limit, seed=seed_eval + 1)
     bon4 = bon.gold_of(4).tolist()
-    checkpoints = sorted((out / "ppo" / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     ppo_curve = [{"step": 0, **_point(sft_eval)}]
-    for path in checkpoints:
-        ppo_curve.append({"step": int(path.name.split("-")[1]), **_point(measure(path))})
+    for step, path in run_checkpoints(out / "ppo"):
+        ppo_curve.append({"step": step, **_point(measure(path))})
     ppo_curve.append({"step": "final", **_point(ppo)})
     report = {
         "win_rates": {"sft_vs_base": win_rate(sft_eval.totals, base.totals, seed=seed),
@@ -161,44 +170,49 @@ def _mean(values) -> float:
 
 # ------------------------------------------------------------------------------------------- reporting
 
-def aggregate(reports: list[dict]) -> dict:
-    """With several seeds, every number gets a mean and a standard deviation beside the per-seed values."""
+FIGURES = ("win_rates", "gold", "rm", "ppo", "labelers", "bon", "components", "sft", "methods")
+
+
+def across_seeds(reports: list[dict], reduce) -> dict:
+    """The figure trees of several seeds' reports combined leaf by leaf with `reduce` (e.g. mean, std)."""
     def merge(values):
         if all(isinstance(v, dict) for v in values):
             return {k: merge([v[k] for v in values]) for k in values[0] if all(k in v for v in values)}
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values) and len(set(values)) == 1:
+            return values[0] if reduce is np.mean else 0  # a count that every seed shares (n, steps)
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            return {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values, ddof=1)), 4),
-                    "values": values}
-        return values
-    keys = ("win_rates", "gold", "rm", "ppo", "labelers", "wall_s")
-    return {k: merge([r[k] for r in reports]) for k in keys}
+            return round(float(reduce(values)), 4)
+        return None
+    return {k: merge([r[k] for r in reports]) for k in FIGURES if all(k in r for r in reports)}
 
 
 def write_report(out: Path, cfg: DemoConfig, reports: list[dict], wall_s: float) -> dict:
     from rlhfkit.eval import report as R
 
     first = reports[0]
-    report = {"preset": cfg.preset, "seed": first["seed"] if len(reports) == 1 else cfg.seeds, "wall_s": round(wall_s, 1),
-              **{k: first[k] for k in ("win_rates", "gold", "rm", "ppo", "labelers", "bon", "components", "sft")},
-              "kl_coef": cfg.kl_coef, "seeds": [r["seed"] for r in reports]}
-    if len(reports) > 1:
-        report["across_seeds"] = aggregate(reports)
-        report["per_seed"] = reports
+    report = {"preset": cfg.preset, "seed": first["seed"], "wall_s": round(wall_s, 1), "kl_coef": cfg.kl_coef,
+              **{k: first[k] for k in FIGURES if k in first}}
+    if len(reports) > 1:  # every figure becomes the mean over seeds; `std` has the same shape
+        report |= {"seed": [r["seed"] for r in reports], **across_seeds(reports, np.mean),
+                   "std": across_seeds(reports, lambda v: np.std(v, ddof=1)), "per_seed": reports}
     curves = {r["seed"]: json.loads((out / f"seed-{r['seed']}" / "curves.json").read_text()) for r in reports}
     metrics = {f"seed {s}": _read_metrics(out / f"seed-{s}" / "ppo" / "metrics.jsonl") for s in curves}
     images = [R.plot_ppo_curves(metrics, out / "ppo_curves.png")]
-    kl_curves = {}
+    kl_curves, groups = {}, {}
     for s, c in curves.items():
-        kl_curves[f"PPO (β={cfg.kl_coef}) seed {s}"] = [p for p in c["ppo"]]
-        kl_curves[f"best-of-n seed {s}"] = c["bon"]
-    images.append(R.plot_reward_vs_sqrt_kl(kl_curves, out / "reward_vs_sqrt_kl.png"))
-    images.append(R.plot_win_rates(first["win_rates"], out / "win_rates.png"))
+        for label, points in ((f"PPO (β={cfg.kl_coef}) seed {s}", c["ppo"]), (f"best-of-n seed {s}", c["bon"])):
+            kl_curves[label], groups[label] = points, str(s)
+    images.append(R.plot_reward_vs_sqrt_kl(kl_curves, out / "reward_vs_sqrt_kl.png", groups))
+    images.append(R.plot_win_rates(report["win_rates"], out / "win_rates.png"))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     sections = [("Win rates by the hidden gold reward (held-out prompts)", _win_rows(reports)),
                 ("Mean gold reward", [{"seed": r["seed"], **r["gold"]} for r in reports]),
                 ("Reward model", [{"seed": r["seed"], **r["rm"], **r["labelers"]} for r in reports]),
                 ("PPO", [{"seed": r["seed"], **r["ppo"]} for r in reports]),
                 ("Examples (seed %s)" % first["seed"], first["examples"])]
+    if "methods" in report:
+        from rlhfkit.compare import table_rows
+        sections.insert(4, ("Methods on the same preferences (held-out prompts)", table_rows(report["methods"])))
     R.write_html(out / "report.html", f"rlhfkit demo — preset {cfg.preset}", sections, images, report)
     return report
 
@@ -253,6 +267,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         raise UserError("config key 'seeds': give at least one seed")
     if cfg.kl_coef < 0:
         raise UserError("config key 'kl_coef' must be >= 0")
+    if set(cfg.methods) - {"dpo", "rloo"}:
+        raise UserError("config key 'methods': the demo adds dpo and/or rloo (rlhf compare runs any method)")
     if cfg.world:
         World(cfg.world)  # a user error if it is not a world
     out = prepare_out_dir(cfg.out, cfg.overwrite)

@@ -5,7 +5,8 @@
               2. labels: the toy world's simulated labelers, or — with --labels-dir — the labeling app's export
                  `LABELS/round-r.jsonl` (the loop writes the candidates and stops until that file exists)
               3. retrain the reward model from the SFT model on *all* comparisons so far
-              4. PPO from the current policy against the new RM; the KL penalty stays anchored to the SFT policy
+              4. PPO against the new RM, from the SFT policy (or, with --continue-policy, from the current one);
+                 the KL penalty stays anchored to the SFT policy
               5. evaluate on held-out prompts by the gold reward
 
 Every finished round leaves `OUT/round-r/round.json`; running the command again continues after the last one.
@@ -41,6 +42,9 @@ class LoopConfig:
                                     "`rlhf label export --format rankings`) instead of simulating them")
     ppo_steps: int | None = option(None, "PPO iterations per round (default: the preset's)")
     kl_coef: float = option(0.05, "β of the KL penalty to the SFT policy")
+    continue_policy: bool = option(False, "each round's PPO continues from the last round's policy (default: a "
+                                   "fresh PPO run from the SFT policy against each new RM, so rounds differ only "
+                                   "in their reward model's data)")
     seed: int = option(0, "random seed")
     threads: int = option(0, "torch CPU threads (0: torch's default)")
 
@@ -120,8 +124,9 @@ def run_loop(cfg: LoopConfig) -> dict:
         rm = stages.reward_model(sft, rd / "all-rankings.jsonl", rd / "rm", world, lr=plan.rm_lr,
                                  epochs=plan.rm_epochs, seed=cfg.seed, threads=cfg.threads)
         steps = cfg.ppo_steps or plan.ppo_steps
-        say(f"round {r}: 4. PPO from {policy.name}, {steps} iterations (KL to the SFT policy)")
-        stages.ppo(policy, rd / "rm", world, rd / "ppo", steps=steps, batch=plan.ppo_batch,
+        start = policy if cfg.continue_policy else sft
+        say(f"round {r}: 4. PPO from {start.name}, {steps} iterations (KL to the SFT policy)")
+        stages.ppo(start, rd / "rm", world, rd / "ppo", steps=steps, batch=plan.ppo_batch,
                    minibatch=plan.ppo_minibatch, lr=plan.ppo_lr, kl_coef=cfg.kl_coef, save_every=0,
                    seed=cfg.seed + r, reference=sft, threads=cfg.threads)
         policy = rd / "ppo"

@@ -38,17 +38,21 @@ def plot_ppo_curves(runs: dict[str, list[dict]], path: Path) -> Path:
     return path
 
 
-def plot_reward_vs_sqrt_kl(curves: dict[str, list[dict]], path: Path) -> Path:
-    """Gold and RM reward against √KL (Gao et al. 2022): one curve per method (PPO checkpoints, best-of-n)."""
+def plot_reward_vs_sqrt_kl(curves: dict[str, list[dict]], path: Path, groups: dict[str, str] | None = None) -> Path:
+    """Gold and RM reward against √KL (Gao et al. 2022): one curve per method (PPO checkpoints in training order,
+    best-of-n by n). Curves of one `groups` value (e.g. one seed) share a colour; best-of-n is dashed."""
     plt = _pyplot()
     fig, (ax_gold, ax_rm) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colours: dict[str, str] = {}
     for label, points in curves.items():
-        points = sorted(points, key=lambda p: p["kl"])
+        group = (groups or {}).get(label, label)
+        colour = colours.setdefault(group, f"C{len(colours) % 10}")
         x = [math.sqrt(max(0.0, p["kl"])) for p in points]
-        style = "o--" if "best-of" in label else "o-"
-        ax_gold.plot(x, [p["gold"] for p in points], style, label=label, markersize=4)
+        style = dict(linestyle="--" if "best-of" in label else "-", marker="o", markersize=4, color=colour,
+                     label=label)
+        ax_gold.plot(x, [p["gold"] for p in points], **style)
         if all("rm" in p for p in points):
-            ax_rm.plot(x, [p["rm"] for p in points], style, label=label, markersize=4)
+            ax_rm.plot(x, [p["rm"] for p in points], **style)
     for ax, name in ((ax_gold, "gold reward (hidden truth)"), (ax_rm, "reward-model score")):
         ax.set_xlabel("√KL(π‖π_SFT)  (nats^½)")
         ax.set_title(name)
@@ -110,9 +114,13 @@ def _table(rows: list[dict]) -> str:
         return ""
     keys = list(rows[0])
     head = "".join(f"<th>{html.escape(str(k))}</th>" for k in keys)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(k)))}</td>" for k in keys) + "</tr>"
-                   for r in rows)
+    body = "".join("<tr>" + "".join(f"<td{_align(r.get(k))}>{html.escape(_fmt(r.get(k)))}</td>" for k in keys)
+                   + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _align(value) -> str:
+    return ' class="num"' if isinstance(value, (int, float)) else ""
 
 
 def _fmt(value) -> str:
@@ -137,7 +145,7 @@ def write_html(path: Path, title: str, sections: list[tuple[str, list[dict] | st
     parts.append("<h2>report.json</h2><pre>" + html.escape(json.dumps(report, indent=2)) + "</pre>")
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
              "table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:4px 10px;"
-             "text-align:right}th{background:#f3f3f3}img{max-width:100%}pre{background:#f7f7f7;padding:1em;"
+             "text-align:left}td.num{text-align:right}th{background:#f3f3f3}img{max-width:100%}pre{background:#f7f7f7;padding:1em;"
              "overflow:auto;font-size:12px}figure{margin:1em 0}")
     page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
