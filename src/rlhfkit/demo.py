@@ -77,7 +77,7 @@ class DemoConfig:
 
 
 def run_pipeline(world_dir: Path, out: Path, plan: Plan, cfg: DemoConfig, seed: int, say: Progress) -> dict:
-    """world → SFT → sample K → simulated rankings → RM → PPO → evaluation, for one seed. Returns its report."""
+    """world → SFT → sample K → simulated rankings → RM → PPO → evaluation, for one seed; returns its report."""
     world = World(world_dir)
     t0 = time.time()
     shared = stages.sft_and_reward_model(world, out, plan, seed=seed, threads=cfg.threads, say=say)

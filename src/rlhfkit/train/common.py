@@ -169,6 +169,14 @@ def make_optimizer(params, lr: float, weight_decay: float = 0.0, eps: float = 1e
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, eps=eps, betas=(0.9, 0.95))
 
 
+def optimizer_step(optimizer, schedule, parameters, grad_clip: float) -> None:
+    """After the backward pass: clip the gradient norm, step the optimizer and the schedule, clear the gradients."""
+    torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def warmup_cosine(optimizer, total_steps: int, warmup_steps: int, final_fraction: float = 0.1):
     """Linear warm-up, then cosine decay to `final_fraction` of the peak learning rate."""
     def factor(step: int) -> float:

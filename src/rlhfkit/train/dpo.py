@@ -28,8 +28,9 @@ from rlhfkit.losses import dpo_loss, dpo_margin, masked_sum, token_logprobs
 from rlhfkit.models.loading import disable_dropout, load_causal_lm, load_tokenizer, save_pretrained_atomic
 from rlhfkit.models.lora import AdaptersOff, add_lora, check_lora_options, has_lora, save_model
 from rlhfkit.train.checkpoint import Checkpoints
-from rlhfkit.train.common import (EpochBatches, RunDir, RunOptions, check_finite, make_optimizer, prepare_out_dir,
-                                  progress, seed_everything, set_threads, split_by_prompt, warmup_cosine)
+from rlhfkit.train.common import (EpochBatches, RunDir, RunOptions, check_finite, make_optimizer, optimizer_step,
+                                  prepare_out_dir, progress, seed_everything, set_threads, split_by_prompt,
+                                  warmup_cosine)
 from rlhfkit.train.distributed import Engine, launch, should_launch
 
 
@@ -207,10 +208,7 @@ def train_dpo(cfg: DPOConfig) -> dict:
         loss, margin = batch_loss(train_policy, batch, cfg.beta)
         check_finite(loss, step, "DPO loss")
         loss = engine.backward(loss, units=batch.n_rankings)  # the global batch's loss
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(optimizer, schedule, policy.parameters(), cfg.grad_clip)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")

@@ -29,8 +29,9 @@ from rlhfkit.models.loading import load_tokenizer
 from rlhfkit.models.lora import add_lora, check_lora_options, save_scalar_model
 from rlhfkit.models.scalar import ScalarModel, response_sequences, score_sequences
 from rlhfkit.train.checkpoint import Checkpoints
-from rlhfkit.train.common import (EpochBatches, RunDir, RunOptions, check_finite, make_optimizer, prepare_out_dir,
-                                  progress, seed_everything, set_threads, split_by_prompt, warmup_cosine)
+from rlhfkit.train.common import (EpochBatches, RunDir, RunOptions, check_finite, make_optimizer, optimizer_step,
+                                  prepare_out_dir, progress, seed_everything, set_threads, split_by_prompt,
+                                  warmup_cosine)
 from rlhfkit.train.distributed import Engine, launch, should_launch
 
 HELDOUT_FILE = "heldout.jsonl"
@@ -185,10 +186,7 @@ def train_reward_model(cfg: RewardConfig) -> dict:
         loss, margin = batch_loss(train_model, batch)
         check_finite(loss, step, "reward-model loss")
         loss = engine.backward(loss, units=batch.n_rankings)  # the global batch's loss
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(optimizer, schedule, model.parameters(), cfg.grad_clip)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")

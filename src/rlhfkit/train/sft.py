@@ -19,8 +19,9 @@ from rlhfkit.losses import lm_loss
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.lora import add_lora, check_lora_options, save_model
 from rlhfkit.train.checkpoint import Checkpoints
-from rlhfkit.train.common import (EpochBatches, RunDir, RunOptions, check_finite, make_optimizer, prepare_out_dir,
-                                  progress, seed_everything, set_threads, split_by_prompt, warmup_cosine)
+from rlhfkit.train.common import (EpochBatches, RunDir, RunOptions, check_finite, make_optimizer, optimizer_step,
+                                  prepare_out_dir, progress, seed_everything, set_threads, split_by_prompt,
+                                  warmup_cosine)
 from rlhfkit.train.distributed import Engine, launch, should_launch
 
 
@@ -111,10 +112,7 @@ def train_sft(cfg: SFTConfig) -> dict:
         loss = sft_loss(train_model, batch)
         check_finite(loss, step)
         loss = engine.backward(loss, units=batch["loss_mask"][:, 1:].sum())  # the global batch's mean loss
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(optimizer, schedule, model.parameters(), cfg.grad_clip)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
