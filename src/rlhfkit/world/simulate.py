@@ -14,7 +14,7 @@ from rlhfkit.config import option
 from rlhfkit.data.jsonl import check_writable, read_jsonl, write_jsonl
 from rlhfkit.data.pairs import preference_groups
 from rlhfkit.data.schemas import candidate_record
-from rlhfkit.errors import UserError, at
+from rlhfkit.errors import UserError
 from rlhfkit.eval.rm import labeler_agreement
 from rlhfkit.world.build import World
 from rlhfkit.world.tasks import parse_prompt
@@ -43,16 +43,21 @@ def simulate_rankings(world: World, candidates: list[dict], n_labelers: int, per
     return out
 
 
+def world_candidate(obj: dict, error) -> dict:
+    """A candidates record whose prompt the toy world made (its labelers judge by the world's gold reward)."""
+    item = candidate_record(obj, error)
+    if parse_prompt(item["prompt"]) is None:
+        raise error("prompt is not one of the toy world's prompts (simulated labelers judge by the world's hidden "
+                    "gold reward)")
+    return item
+
+
 def simulate_labels(cfg: SimulateConfig) -> list[dict]:
     if cfg.labelers < 1 or not 1 <= cfg.per_item <= cfg.labelers:
         raise UserError("config keys: need labelers >= 1 and 1 <= per_item <= labelers")
     check_writable(cfg.out)
     world = World(cfg.world)
-    candidates = read_jsonl(cfg.candidates, candidate_record)
-    for n, item in enumerate(candidates, start=1):
-        if parse_prompt(item["prompt"]) is None:
-            raise at(cfg.candidates, n, "prompt is not one of the toy world's prompts (simulated labelers judge "
-                     "by the world's hidden gold reward)")
+    candidates = read_jsonl(cfg.candidates, world_candidate)
     rankings = simulate_rankings(world, candidates, cfg.labelers, cfg.per_item, cfg.seed)
     write_jsonl(cfg.out, rankings)
     agreement = labeler_agreement(preference_groups("rankings", rankings))
