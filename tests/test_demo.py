@@ -18,6 +18,7 @@ def test_demo_micro_writes_the_report_and_ppo_beats_sft(micro_world, tmp_path, c
         assert set(report["win_rates"][name]) >= {"rate", "ci_low", "ci_high", "n"}
     assert set(report["gold"]) >= {"base", "sft", "bon", "ppo"}
     assert set(report["rm"]) >= {"heldout_accuracy", "noise_ceiling", "n_pairs"}
+    assert sum(row["n_pairs"] for row in report["rm"]["by_component"].values()) == report["rm"]["n_pairs"]
     assert set(report["ppo"]) >= {"kl", "steps", "episodes"}
     assert "pairwise_agreement" in report["labelers"]
     assert report["gold"]["ppo"] > report["gold"]["sft"]

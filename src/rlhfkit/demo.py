@@ -93,7 +93,8 @@ def run_pipeline(world_dir: Path, out: Path, plan: Plan, cfg: DemoConfig, seed: 
     rm = shared["rm"]
     report = {"seed": seed, "wall_s": round(time.time() - t0, 1), **evaluation["report"],
               "rm": {"heldout_accuracy": rm["heldout_accuracy"], "noise_ceiling": rm["noise_ceiling"],
-                     "n_pairs": rm["n_pairs"], "spearman_gold": rm["spearman_gold"]},
+                     "n_pairs": rm["n_pairs"], "spearman_gold": rm["spearman_gold"],
+                     "by_component": rm["by_component"]},
               "labelers": {"pairwise_agreement": stages.agreement(out / "rankings.jsonl")},
               "sft": {"heldout_loss": shared["sft"]["eval_loss"]}}
     report["ppo"] |= {"steps": steps, "episodes": steps * plan.ppo_batch, "last_batch_kl": ppo["kl"]}
@@ -207,12 +208,16 @@ def write_report(out: Path, cfg: DemoConfig, reports: list[dict], wall_s: float)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     sections = [("Win rates by the hidden gold reward (held-out prompts)", _win_rows(reports)),
                 ("Mean gold reward", [{"seed": r["seed"], **r["gold"]} for r in reports]),
-                ("Reward model", [{"seed": r["seed"], **r["rm"], **r["labelers"]} for r in reports]),
+                ("Reward model", [{"seed": r["seed"], **{k: v for k, v in r["rm"].items() if k != "by_component"},
+                                   **r["labelers"]} for r in reports]),
+                ("Reward model by the gold component that decides each held-out pair",
+                 [{"seed": r["seed"], "component": name, **row} for r in reports
+                  for name, row in r["rm"]["by_component"].items()]),
                 ("PPO", [{"seed": r["seed"], **r["ppo"]} for r in reports]),
                 ("Examples (seed %s)" % first["seed"], first["examples"])]
     if "methods" in report:
         from rlhfkit.compare import table_rows
-        sections.insert(4, ("Methods on the same preferences (held-out prompts)", table_rows(report["methods"])))
+        sections.insert(5, ("Methods on the same preferences (held-out prompts)", table_rows(report["methods"])))
     R.write_html(out / "report.html", f"rlhfkit demo — preset {cfg.preset}", sections, images, report)
     return report
 

@@ -132,6 +132,10 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
     if world is not None:
         print(f"  noise ceiling      {result['noise_ceiling']:.3f}  (gold ordering on the same comparisons)")
         print(f"  Spearman with gold {result['spearman_gold']:.3f}  ({result['spearman_samples']} outputs)")
+        for kind, title in (("by_component", "deciding gold component"), ("by_family", "family")):
+            print(f"  {title:<24} {'pairs':>6} {'RM acc':>7} {'ceiling':>8}")
+            for name, row in result[kind].items():
+                print(f"    {name:<22} {row['n_pairs']:>6} {row['rm_accuracy']:>7.3f} {row['noise_ceiling']:>8.3f}")
     if result["labeler_agreement"] is not None:
         print(f"  labeler agreement  {result['labeler_agreement']:.3f}  ({result['agreement_pairs']} pairs on "
               f"{result['agreement_items']} items ranked twice)")

@@ -4,7 +4,9 @@
 - noise ceiling: the same share for the gold reward itself. Labelers are noisy (two agree on ~73% of pairs),
   so even a perfect model of r* cannot beat this figure on these labels;
 - Spearman correlation of RM score and gold reward over the held-out outputs;
-- labeler agreement: on items ranked by two labelers, the share of pairs both order strictly and alike.
+- labeler agreement: on items ranked by two labelers, the share of pairs both order strictly and alike;
+- where the RM fails: both accuracies again, per gold component that decides each pair (the one whose
+  weighted difference is largest: correctness, concision, termination, harmlessness) and per task family.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 from rlhfkit.eval.stats import spearman
 from rlhfkit.models.scalar import score_texts
+from rlhfkit.world.gold import CORRECTNESS_WEIGHT
 
 
 def noise_ceiling(groups: list[dict], gold) -> float:
@@ -49,19 +52,47 @@ def labeler_agreement(groups: list[dict]) -> dict:
             "agreement_items": items}
 
 
+COMPONENTS = ("correctness", "concision", "termination", "harmlessness")
+
+
+def deciding_component(winner, loser) -> str:
+    """The gold component (weighted as in r*) that separates two outputs most; 'none' when all are equal."""
+    weight = {"correctness": CORRECTNESS_WEIGHT}
+    gaps = {c: weight.get(c, 1.0) * abs(getattr(winner, c) - getattr(loser, c)) for c in COMPONENTS}
+    name = max(gaps, key=gaps.get)
+    return name if gaps[name] > 1e-9 else "none"
+
+
+def accuracy_breakdown(groups: list[dict], rm, gold) -> dict:
+    """RM accuracy and noise ceiling on the labelers' pairs, grouped by the deciding gold component and by
+    family. `rm(group, i)` → RM score, `gold(group, i)` → the world's GoldReward; ties count ½."""
+    tallies: dict[str, dict[str, list[float]]] = {"by_component": defaultdict(list), "by_family": defaultdict(list)}
+    for g in groups:
+        for w, l in g["pairs"]:
+            gw, gl, rw, rl = gold(g, w), gold(g, l), rm(g, w), rm(g, l)
+            hit = (1.0 if rw > rl else 0.5 if rw == rl else 0.0,
+                   1.0 if gw.total > gl.total else 0.5 if gw.total == gl.total else 0.0)
+            tallies["by_component"][deciding_component(gw, gl)].append(hit)
+            tallies["by_family"][gw.family].append(hit)
+    return {kind: {name: {"n_pairs": len(hits), "rm_accuracy": round(float(np.mean([h[0] for h in hits])), 4),
+                          "noise_ceiling": round(float(np.mean([h[1] for h in hits])), 4)}
+                   for name, hits in sorted(table.items())}
+            for kind, table in tallies.items()}
+
+
 def gold_measurements(model, tokenizer, groups: list[dict], world) -> dict:
-    """Noise ceiling and RM–gold Spearman on held-out groups (toy world only: r* is hidden elsewhere)."""
-    cache: dict[tuple[str, str, bool], float] = {}
-
-    def gold(g, i):
-        key = (g["prompt"], g["completions"][i], g["finished"][i])
-        if key not in cache:
-            cache[key] = world.gold(*key).total
-        return cache[key]
-
-    ceiling = noise_ceiling(groups, gold)
+    """Noise ceiling, RM–gold Spearman and the accuracy breakdown on held-out groups (toy world only: r* is
+    hidden elsewhere)."""
     samples = sorted({(g["prompt"], c, f) for g in groups for c, f in zip(g["completions"], g["finished"])})
-    rm = score_texts(model, tokenizer, [s[0] for s in samples], [s[1] for s in samples], [s[2] for s in samples])
-    golds = [gold({"prompt": p, "completions": [c], "finished": [f]}, 0) for p, c, f in samples]
-    return {"noise_ceiling": round(ceiling, 4), "spearman_gold": round(spearman(rm, golds), 4),
-            "spearman_samples": len(samples), "rm_score_mean": round(float(np.mean(rm)), 4)}
+    scores = score_texts(model, tokenizer, [s[0] for s in samples], [s[1] for s in samples], [s[2] for s in samples])
+    rm_of = dict(zip(samples, scores))
+    gold_of = {s: world.gold(*s) for s in samples}
+
+    def key(g, i):
+        return g["prompt"], g["completions"][i], g["finished"][i]
+
+    ceiling = noise_ceiling(groups, lambda g, i: gold_of[key(g, i)].total)
+    breakdown = accuracy_breakdown(groups, lambda g, i: rm_of[key(g, i)], lambda g, i: gold_of[key(g, i)])
+    return {"noise_ceiling": round(ceiling, 4),
+            "spearman_gold": round(spearman(scores, [gold_of[s].total for s in samples]), 4),
+            "spearman_samples": len(samples), "rm_score_mean": round(float(np.mean(scores)), 4), **breakdown}
