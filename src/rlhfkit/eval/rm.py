@@ -21,15 +21,15 @@ from rlhfkit.models.scalar import score_texts
 from rlhfkit.world.gold import CORRECTNESS_WEIGHT
 
 
+def ordered_as_labeled(score_w: float, score_l: float) -> float:
+    """1 when a score orders a labeled pair (w preferred to l) as the labeler did, ½ for a tie, else 0."""
+    return 1.0 if score_w > score_l else 0.5 if score_w == score_l else 0.0
+
+
 def noise_ceiling(groups: list[dict], gold) -> float:
     """Accuracy of the gold ordering on the labelers' pairs (a gold tie counts ½). `gold(group, i)` → r*."""
-    hits, total = 0.0, 0
-    for g in groups:
-        for w, l in g["pairs"]:
-            gw, gl = gold(g, w), gold(g, l)
-            hits += 1.0 if gw > gl else 0.5 if gw == gl else 0.0
-            total += 1
-    return hits / max(1, total)
+    hits = [ordered_as_labeled(gold(g, w), gold(g, l)) for g in groups for w, l in g["pairs"]]
+    return sum(hits) / max(1, len(hits))
 
 
 def labeler_agreement(groups: list[dict]) -> dict:
@@ -70,8 +70,7 @@ def accuracy_breakdown(groups: list[dict], rm, gold) -> dict:
     for g in groups:
         for w, l in g["pairs"]:
             gw, gl, rw, rl = gold(g, w), gold(g, l), rm(g, w), rm(g, l)
-            hit = (1.0 if rw > rl else 0.5 if rw == rl else 0.0,
-                   1.0 if gw.total > gl.total else 0.5 if gw.total == gl.total else 0.0)
+            hit = (ordered_as_labeled(rw, rl), ordered_as_labeled(gw.total, gl.total))
             tallies["by_component"][deciding_component(gw, gl)].append(hit)
             tallies["by_family"][gw.family].append(hit)
     return {kind: {name: {"n_pairs": len(hits), "rm_accuracy": round(float(np.mean([h[0] for h in hits])), 4),
