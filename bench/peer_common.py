@@ -71,6 +71,9 @@ class StepClock:
                 self.ends: list[tuple[float, float]] = []   # (wall, CPU) seconds
 
             def on_step_end(self, args, state, control, **kwargs):
+                import torch
+                if torch.cuda.is_available():  # CUDA kernels run asynchronously: wait before reading the clock
+                    torch.cuda.synchronize()
                 self.ends.append((time.perf_counter(), time.process_time()))
 
         return _Clock()

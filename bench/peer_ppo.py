@@ -4,8 +4,9 @@ Run under .venv-peer (bench/run_all.py does). Same shapes as ours: separate poli
 reward GPT-2 models (reward and value: `GPT2ForSequenceClassification` with one label, the layout TRL reads
 through `base_model_prefix` + `score`), temperature 1.0, one minibatch per batch, every response generated to
 full length (no stop token). TRL's defaults that would change the work are set to match ours: fp32 instead of
-bf16 autocast, no gradient checkpointing, no sample generations. Timing starts after the `warmup` iterations,
-at the end of a step (TRL's `on_step_end` callback), as `rlhf bench ppo` does.
+bf16 autocast (unless --bf16 asks for it on both sides), no gradient checkpointing, no sample generations.
+Timing starts after the `warmup` iterations, at the end of a step (TRL's `on_step_end` callback), as
+`rlhf bench ppo` does. `--device cuda` runs it on the GPU; clocks are read after a CUDA synchronize.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def main() -> None:
     for name, default in (("prompt", 16), ("resp", 32), ("batch", 64), ("episodes", 256), ("epochs", 4),
                           ("warmup", 1)):
         parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--bf16", action="store_true", help="TRL's bf16 mixed precision (as `rlhf bench ppo --bf16`)")
     args = parser.parse_args()
     if args.warmup < 1:
         raise SystemExit("--warmup must be at least 1 (the clock starts at the end of a step)")
@@ -50,13 +53,18 @@ def main() -> None:
     prompts = [[rng.randrange(3, args.vocab) for _ in range(args.prompt)] for _ in range(n_batches * args.batch)]
     train = Dataset.from_dict({"input_ids": prompts})
 
+    def now() -> float:  # CUDA kernels run asynchronously: wait for them before reading the clock
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
     generation = {"seconds": 0.0, "calls": 0, "widths": set()}
     batch_generation = trl_ppo.batch_generation
 
     def timed_generation(*a, **kw):  # TRL looks the function up in its module at call time
-        start = time.perf_counter()
+        start = now()
         out = batch_generation(*a, **kw)
-        generation["seconds"] += time.perf_counter() - start
+        generation["seconds"] += now() - start
         generation["calls"] += 1
         generation["widths"].add(out[0].shape[1] - args.prompt)
         return out
@@ -68,7 +76,8 @@ def main() -> None:
                            num_mini_batches=1, num_ppo_epochs=args.epochs, total_episodes=n_batches * args.batch,
                            local_rollout_forward_batch_size=args.batch, response_length=args.resp, temperature=1.0,
                            stop_token=None, kl_coef=0.05, learning_rate=3e-5, num_sample_generations=0,
-                           bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True, report_to="none",
+                           bf16=args.bf16, fp16=False, gradient_checkpointing=False, use_cpu=args.device == "cpu",
+                           report_to="none",
                            save_strategy="no", logging_steps=10**9, disable_tqdm=True, seed=args.seed,
                            dataloader_num_workers=0)
         trainer = PPOTrainer(args=config, processing_class=tok, model=policy, ref_model=reference,
@@ -83,7 +92,9 @@ def main() -> None:
           "heads": args.heads, "vocab": args.vocab, "prompt": args.prompt, "resp": args.resp, "batch": args.batch,
           "episodes": episodes, "epochs": args.epochs, "threads": torch.get_num_threads(),
           "episodes_per_s": round(episodes / total, 3), "resp_tokens_per_s": round(episodes * args.resp / total, 1),
-          "peak_rss_mb": round(peak_rss_mb(), 1), "total_s": round(total, 3), "cpu_s": round(cpu1 - cpu0, 3),
+          "device": args.device, "bf16": args.bf16, "peak_rss_mb": round(peak_rss_mb(), 1),
+          **({"peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)} if args.device == "cuda" else {}),
+          "total_s": round(total, 3), "cpu_s": round(cpu1 - cpu0, 3),
           "generation_s_all_iterations": round(generation["seconds"], 3)})
 
 

@@ -38,6 +38,27 @@ def test_bench_rm_and_sft_print_tokens_per_second(args, capsys):
         assert result["pairs_per_s"] > 0
 
 
+def test_bench_ppo_bf16_runs_the_forward_passes_under_autocast(capsys):
+    seen = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: seen.append(torch.is_autocast_enabled("cpu")))
+    try:
+        code, out, err = run_cli(["bench", "ppo", *TINY, "--prompt", "4", "--resp", "3", "--batch", "4",
+                                  "--episodes", "4", "--epochs", "1", "--bf16"], capsys)
+    finally:
+        hook.remove()
+    assert code == 0, err
+    result = _json_line(out)
+    assert result["bf16"] is True and result["device"] == "cpu"
+    assert any(seen)  # generation, scoring and the update all go through the autocast-wrapped forwards
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_bench_ppo_on_cuda_without_cuda_is_a_one_line_error(capsys):
+    code, _, err = run_cli(["bench", "ppo", *TINY, "--device", "cuda"], capsys)
+    assert code == 2 and "CUDA is not available" in err
+
+
 def test_bench_rejects_episodes_that_are_not_whole_batches(capsys):
     code, _, err = run_cli(["bench", "ppo", *TINY, "--batch", "4", "--episodes", "6"], capsys)
     assert code == 2 and "multiple of 'batch'" in err

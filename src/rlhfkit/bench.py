@@ -6,7 +6,8 @@ random word-level vocabulary, so it needs no world, no download and no training 
 - `bench ppo`   one PPO iteration is `generate` (every response to full length) → `score` + `advantages`
                 → `ppo_update`, with separate policy, reference, value and reward models loaded by
                 `train.ppo.load_models`; one minibatch per batch. Reports episodes/s and the seconds spent in
-                generation, scoring and update.
+                generation, scoring and update. `--device cuda` runs it on a GPU (clocks read after a
+                synchronize; peak GPU memory reported) and `--bf16` under bfloat16 autocast, as `rlhf ppo`.
 - `bench rm`    `train.reward.train_reward_model` on (prompt, chosen, rejected) pairs, or with `--k K` on
                 rankings of K outputs (all C(K,2) pairs of a ranking in one batch, each output scored once);
                 reports tokens/s and pairs/s.
@@ -64,6 +65,9 @@ class BenchPPOConfig(BenchOptions, ModelShape):
     episodes: int = option(256, "timed episodes (a multiple of batch)")
     epochs: int = option(4, "PPO epochs over each batch")
     warmup: int = option(1, "untimed PPO iterations before the timed ones")
+    device: str = option("cpu", "cpu, cuda, cuda:N or auto")
+    bf16: bool = option(False, "forward passes under bfloat16 autocast, as `rlhf ppo --bf16` (weights and Adam "
+                               "stay float32)")
 
 
 @dataclass
@@ -154,7 +158,9 @@ def emit(result: dict, as_json: bool, sentence: str) -> dict:
 
 def bench_ppo(cfg: BenchPPOConfig) -> dict:
     from rlhfkit.generation import generate
+    from rlhfkit.models.loading import pick_device
     from rlhfkit.train.common import make_optimizer, seed_everything, set_threads
+    from rlhfkit.train.distributed import Engine
     from rlhfkit.train.ppo import PPOConfig, advantages, load_models, mean_stats, ppo_update, rollout_metrics, score
 
     for key in ("prompt", "resp", "batch", "episodes", "epochs", "layers", "dim", "heads"):
@@ -163,6 +169,10 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
     if cfg.episodes % cfg.batch:
         raise UserError("config key 'episodes' must be a multiple of 'batch'")
     set_threads(cfg.threads)
+    engine = Engine(pick_device(cfg.device), cfg.bf16)
+    device = engine.device
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("config key 'device': CUDA is not available on this machine")
     generator = seed_everything(cfg.seed)
     tokenizer = bench_tokenizer(cfg.vocab)
     with tempfile.TemporaryDirectory(prefix="rlhf-bench-") as tmp:
@@ -171,35 +181,38 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
         ppo = PPOConfig(out=str(Path(tmp) / "run"), policy=str(policy_dir), reward=str(reward_dir), prompts="-",
                         batch_size=cfg.batch, minibatch_size=cfg.batch, ppo_epochs=cfg.epochs,
                         max_new_tokens=cfg.resp, max_prompt_length=cfg.prompt, temperature=1.0)
-        tokenizer, policy, reference, value_model, reward_model = load_models(ppo, torch.device("cpu"))
+        tokenizer, policy, reference, value_model, reward_model = load_models(ppo, device)
+    for model in (policy, reference, value_model, reward_model):
+        engine.autocast(model)  # a no-op without --bf16, as in `rlhf ppo`
     optimizer = make_optimizer(list(policy.parameters()) + list(value_model.parameters()), ppo.lr, eps=ppo.adam_eps)
     rng = random.Random(cfg.seed)
-    sampler = torch.Generator().manual_seed(cfg.seed)
+    sampler = torch.Generator(device=device).manual_seed(cfg.seed)
+    clock_now = _clock(device)
     seconds = {"generation_s": 0.0, "scoring_s": 0.0, "update_s": 0.0, "logging_s": 0.0, "update_cpu_s": 0.0}
 
     def iteration(clock: dict) -> None:
         prompts = [random_text(rng, cfg.vocab, cfg.prompt) for _ in range(cfg.batch)]
-        t0 = time.perf_counter()
+        t0 = clock_now()
         samples = generate(policy, tokenizer, prompts, max_new_tokens=cfg.resp, temperature=ppo.temperature,
                            generator=sampler, max_prompt_length=cfg.prompt, ignore_eos=True)     # 1. collect
-        t1 = time.perf_counter()
+        t1 = clock_now()
         rollout = score(samples, policy, reference, value_model, reward_model, ppo)                 # 2. score
         rewards, adv, returns = advantages(rollout, ppo.kl_coef, ppo)                                # 3, 4
-        t2, c2 = time.perf_counter(), time.process_time()
+        t2, c2 = clock_now(), time.process_time()
         stats = ppo_update(policy, value_model, optimizer, rollout, adv, returns, ppo, generator)   # 5. update
-        t3, c3 = time.perf_counter(), time.process_time()
+        t3, c3 = clock_now(), time.process_time()
         _ = rollout_metrics(rollout, rewards, ppo.kl_coef) | mean_stats(stats)                      # what ppo logs
-        t4 = time.perf_counter()
+        t4 = clock_now()
         for key, dt in zip(clock, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, c3 - c2)):
             clock[key] += dt
 
     for _ in range(cfg.warmup):
         iteration(dict.fromkeys(seconds, 0.0))
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start, cpu_start = clock_now(), time.process_time()
     with maybe_profile(cfg.profile):
         for _ in range(cfg.episodes // cfg.batch):
             iteration(seconds)
-    total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    total, cpu = clock_now() - start, time.process_time() - cpu_start
 
     seq = cfg.prompt + cfg.resp
     tokens = cfg.episodes * seq
@@ -210,14 +223,27 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
               "batch": cfg.batch, "episodes": cfg.episodes, "epochs": cfg.epochs, "threads": torch.get_num_threads(),
               "episodes_per_s": round(cfg.episodes / total, 3),
               "resp_tokens_per_s": round(cfg.episodes * cfg.resp / total, 1),
-              "peak_rss_mb": round(peak_rss_mb(), 1), "total_s": round(total, 3), "cpu_s": round(cpu, 3),
-              **{k: round(v, 3) for k, v in seconds.items()},
+              "device": str(device), "bf16": cfg.bf16, "peak_rss_mb": round(peak_rss_mb(), 1),
+              **({"peak_gpu_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
+                 if device.type == "cuda" else {}),
+              "total_s": round(total, 3), "cpu_s": round(cpu, 3), **{k: round(v, 3) for k, v in seconds.items()},
               "update_gflop": round(update_flops / 1e9, 2),
               "update_gflops_per_s": round(update_flops / 1e9 / max(seconds["update_s"], 1e-9), 2),
               "update_gflop_per_cpu_s": round(update_flops / 1e9 / max(seconds["update_cpu_s"], 1e-9), 2)}
     return emit(result, cfg.json, f"bench ppo: {result['episodes_per_s']} episodes/s "
                 f"({result['resp_tokens_per_s']} response tokens/s), generation {result['generation_s']} s, "
                 f"scoring {result['scoring_s']} s, update {result['update_s']} s, peak RSS {result['peak_rss_mb']} MB")
+
+
+def _clock(device: torch.device):
+    """time.perf_counter, after the device's queued work has finished (CUDA kernels run asynchronously)."""
+    if device.type != "cuda":
+        return time.perf_counter
+
+    def now() -> float:
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+    return now
 
 
 def _shape(cfg: ModelShape) -> dict:
