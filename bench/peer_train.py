@@ -1,6 +1,6 @@
 """The peers of `rlhf bench rm` and `rlhf bench sft`: TRL's `RewardTrainer` and `SFTTrainer` on the same data and model.
 
-Run under .venv-peer (bench/run_all.py does):
+Run under .venv-peer-latest (TRL 1.16.0; bench/run_all.py does; it also runs under .venv-peer, TRL 0.29.1):
 
     peer_train.py rm  --model DIR --data pairs.jsonl --batch 32       (pairs, or rankings: their C(K,2) pairs)
     peer_train.py sft --model DIR --data demos.jsonl --batch 32

@@ -6,13 +6,15 @@
 2. PPO: `rlhf bench ppo` vs TRL 0.29.1's `trl.experimental.ppo.PPOTrainer` (bench/peer_ppo.py), on the default
    shape and on `--dim 256 --resp 64`; episodes/s, ratio, peak RSS, and the share of the matmul peak that our
    update phase reaches;
-3. reward-model training vs TRL's `RewardTrainer`, SFT vs `SFTTrainer` (bench/peer_train.py): tokens/s on the
+3. reward-model training vs the latest TRL's `RewardTrainer`, SFT vs its `SFTTrainer` (bench/peer_train.py; TRL
+   1.16.0, the newest release when this was written, which no longer has PPOTrainer): tokens/s on the
    same JSONL file and the same random GPT-2 directory; for the RM also rankings of K=4 (pairs/s: rlhfkit puts
    a ranking's 6 pairs in one batch and scores its 4 outputs once, TRL trains on the 6 pairs = 12 sequences);
 4. our episodes/s as the response length (16 … 128) and the width (128 … 512) grow.
 
-The TRL side runs in its own virtualenv, `.venv-peer`, created here when missing (torch first, pinned to the
-CPU build, then TRL), so the project's pins stay free. Every benchmark is a separate process (peak RSS is
+The TRL side runs in its own virtualenvs, `.venv-peer` (TRL 0.29.1, for PPO) and `.venv-peer-latest` (TRL 1.16.0,
+for RM and SFT), created here when missing (torch first, pinned to the CPU build, then TRL), so the project's pins
+stay free. Every benchmark is a separate process (peak RSS is
 per process); ours and TRL's alternate, `--repeats` times each, and the best run of each side is compared, so
 a burst of load from other processes on the machine hurts neither side alone. Both sides get the same
 thread settings: torch's thread count (or `--threads`) and OMP_WAIT_POLICY=PASSIVE, because on a shared
@@ -33,10 +35,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-PEER = ROOT / ".venv-peer"
-PEER_PYTHON = PEER / "bin" / "python"
 TORCH = "torch==2.13.0"   # the CPU build on this machine's disk; installed first so no CUDA build is pulled
-TRL = "trl==0.29.1"       # the last release with PPOTrainer (in trl.experimental)
+PEER_PPO = (ROOT / ".venv-peer", "trl==0.29.1")                 # the last release with PPOTrainer (trl.experimental)
+PEER_LATEST = (ROOT / ".venv-peer-latest", "trl==1.16.0")      # the newest release: RewardTrainer, SFTTrainer
 OURS = [sys.executable, "-m", "rlhfkit.cli"]
 
 
@@ -46,20 +47,21 @@ def log(message: str) -> None:
 
 # --------------------------------------------------------------------------------- the peer's venv
 
-def ensure_peer_env() -> str:
-    """.venv-peer with torch (pinned, CPU) and TRL; returns TRL's version."""
-    probe = [str(PEER_PYTHON), "-c", "import trl, torch; print(trl.__version__)"]
-    if PEER_PYTHON.exists():
+def ensure_peer_env(venv: Path, trl: str) -> tuple[Path, str]:
+    """A virtualenv with torch (pinned, CPU) and `trl`; returns its python and TRL's version."""
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", "import trl, torch; print(trl.__version__)"]
+    if python.exists():
         found = subprocess.run(probe, capture_output=True, text=True)
-        if found.returncode == 0 and found.stdout.strip() == TRL.split("==")[1]:
-            return found.stdout.strip()
-    log(f"creating {PEER.name} ({TORCH}, then {TRL}); a few minutes, once")
-    if not PEER_PYTHON.exists():
-        subprocess.run(["python3", "-m", "venv", str(PEER)], check=True)
-    pip = [str(PEER_PYTHON), "-m", "pip", "install", "-q"]
+        if found.returncode == 0 and found.stdout.strip() == trl.split("==")[1]:
+            return python, found.stdout.strip()
+    log(f"creating {venv.name} ({TORCH}, then {trl}); a few minutes, once")
+    if not python.exists():
+        subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
+    pip = [str(python), "-m", "pip", "install", "-q"]
     subprocess.run(pip + [TORCH], check=True)
-    subprocess.run(pip + [TRL], check=True)
-    return subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run(pip + [trl], check=True)
+    return python, subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
 
 
 # ------------------------------------------------------------------------------------ measurements
@@ -142,11 +144,12 @@ def print_report(summary: dict) -> None:
     mm = summary["matmul"]
     print(f"\nfp32 matmul: {mm['peak_gflops']} GFLOP/s peak with {mm['threads']} threads, "
           f"{mm['peak_gflop_per_cpu_s']} GFLOP per CPU-second (by size: wall, per CPU-s {mm['gflops_by_size']})")
-    print(f"\n{'benchmark':<30}{'metric':<16}{'rlhfkit':>10}{'TRL':>10}{'ratio':>8}{'CPU-s ratio':>13}"
+    print(f"\n{'benchmark':<30}{'metric':<16}{'rlhfkit':>10}{'TRL':>10}{'peer':>12}{'ratio':>8}{'CPU-s ratio':>13}"
           f"   {'peak RSS MB ours/TRL':>20}")
     for c in summary["comparisons"]:
         print(f"{c['name']:<30}{c['metric']:<16}{c['ours'][c['metric']]:>10}{c['trl'][c['metric']]:>10}"
-              f"{c['ratio']:>7}x{c['cpu_ratio']:>12}x   {c['ours']['peak_rss_mb']:>10}/{c['trl']['peak_rss_mb']:<8}")
+              f"{c['trl']['impl']:>12}{c['ratio']:>7}x{c['cpu_ratio']:>12}x   "
+              f"{c['ours']['peak_rss_mb']:>10}/{c['trl']['peak_rss_mb']:<8}")
     print("(ratio: best run of each side, wall clock; CPU-s ratio: TRL's CPU-seconds / ours for the same work)")
     for c in summary["comparisons"]:
         if c["metric"] == "episodes_per_s":
@@ -176,9 +179,10 @@ def main() -> int:
     repeats = args.repeats or (1 if args.quick else 2)
     started = time.time()
 
-    trl_version = ensure_peer_env()
+    ppo_python, ppo_trl = ensure_peer_env(*PEER_PPO)
+    train_python, train_trl = ensure_peer_env(*PEER_LATEST)
     env = bench_env(args.threads)
-    summary = {"trl": trl_version, "repeats": repeats, "omp_wait_policy": env["OMP_WAIT_POLICY"],
+    summary = {"trl": {"ppo": ppo_trl, "rm_sft": train_trl}, "repeats": repeats, "omp_wait_policy": env["OMP_WAIT_POLICY"],
                "load_before": os.getloadavg(), "comparisons": [], "table": []}
     log("fp32 matmul peak")
     summary["matmul"] = matmul_gflops(env)
@@ -188,7 +192,7 @@ def main() -> int:
     for name, shape, episodes in ppo_shapes:
         flags = shape_flags(**shape, episodes=episodes if not args.quick else min(episodes, 128))
         summary["comparisons"].append(compare(name, OURS + ["bench", "ppo", "--json", *flags],
-                                              [PEER_PYTHON, "peer_ppo.py", *flags], "episodes_per_s", repeats, env))
+                                              [ppo_python, "peer_ppo.py", *flags], "episodes_per_s", repeats, env))
 
     with tempfile.TemporaryDirectory(prefix="rlhf-bench-data-") as tmp:
         tmp = Path(tmp)
@@ -208,7 +212,7 @@ def main() -> int:
         for name, ours, peer, data, metric in train_runs:
             files = ["--model", tmp / "model", "--data", tmp / data]
             summary["comparisons"].append(compare(name, OURS + ["bench", *ours, "--json", *files],
-                                                  [PEER_PYTHON, "peer_train.py", *peer, *files], metric, repeats, env))
+                                                  [train_python, "peer_train.py", *peer, *files], metric, repeats, env))
 
     if not args.skip_table:
         grid = [(16, 128), (32, 128), (64, 128), (128, 128), (32, 256), (32, 512)]
