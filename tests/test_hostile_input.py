@@ -23,11 +23,11 @@ from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.data.pairs import read_preference_records, read_preferences
 from rlhfkit.data.schemas import candidate_record, demo_record, pair_record, prompt_record, ranking_record
 from rlhfkit.errors import UserError
-from rlhfkit.train.ppo import _ptx_record
+from rlhfkit.train.ppo_data import ptx_record
 from rlhfkit.train.sft import SFTConfig
 from tests.conftest import run_cli
 
-VALIDATORS = [prompt_record, demo_record, candidate_record, ranking_record, pair_record, _ptx_record]
+VALIDATORS = [prompt_record, demo_record, candidate_record, ranking_record, pair_record, ptx_record]
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # Text with lone UTF-16 surrogates ("\ud800" is valid JSON but no UTF-8 writer takes it) beside ordinary text.
@@ -281,7 +281,7 @@ def _preferences_ok(path):
 
 
 def _ptx_ok(path):
-    read_jsonl(path, _ptx_record)
+    read_jsonl(path, ptx_record)
 
 
 def _demos_ok(path):

@@ -6,9 +6,10 @@ import torch
 from rlhfkit.generation import generate
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.scalar import ScalarModel
-from rlhfkit.train.ppo import KLController, PPOConfig, PtxBatches, advantages, load_models, ppo_update, score
+from rlhfkit.train.ppo import KLController, PPOConfig, advantages, load_models, ppo_update, score
+from rlhfkit.train.ppo_data import PtxBatches
 from rlhfkit.train.common import make_optimizer
-from tests.conftest import run_cli, save_tiny_model
+from tests.conftest import run_cli
 
 PROMPTS = ["list three animals .", "what color is the sky ?", "say pear two times .", "compliment the baker .",
            "summarize : my name is tom . i live in paris . my dog is sick . i feel sad . tl;dr :",

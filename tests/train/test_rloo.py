@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from rlhfkit.losses import per_token_rewards, rloo_baseline
+from rlhfkit.losses import rloo_baseline
 from rlhfkit.train.common import make_optimizer
 from rlhfkit.train.ppo import PPOConfig, advantages, collect, load_models, ppo_update, score
 from tests.conftest import run_cli

@@ -1,6 +1,5 @@
 import json
 
-import pytest
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from rlhfkit.train.common import split_by_prompt

@@ -28,9 +28,8 @@ import torch
 
 from rlhfkit import losses as L
 from rlhfkit.config import option
-from rlhfkit.data.collate import encode_pair, encode, pad_right
 from rlhfkit.data.jsonl import read_jsonl
-from rlhfkit.data.schemas import demo_record, prompt_record
+from rlhfkit.data.schemas import prompt_record
 from rlhfkit.errors import UserError
 from rlhfkit.generation import Samples, generate
 from rlhfkit.models.loading import (check_model_dir, disable_dropout, load_causal_lm, load_tokenizer,
@@ -43,6 +42,7 @@ from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import (RunDir, RunOptions, check_finite, make_optimizer, prepare_out_dir, progress,
                                   seed_everything, set_threads, shuffled_batches)
 from rlhfkit.train.distributed import Engine, launch, should_launch
+from rlhfkit.train.ppo_data import PromptStream, PtxBatches, ptx_record
 
 
 @dataclass
@@ -204,60 +204,6 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
 
 # ---------------------------------------------------------------------------------------- around it
 
-class PtxBatches:
-    """PPO-ptx: minibatches of pretraining text (or demonstrations) for the mixed-in LM loss."""
-
-    def __init__(self, path: str, tokenizer, batch_size: int, generator: torch.Generator, max_length: int = 256):
-        rows = []
-        for record in read_jsonl(path, _ptx_record):
-            if "text" in record:
-                ids = encode(tokenizer, record["text"])[:max_length - 1] + [tokenizer.eos_token_id]
-                rows.append((ids, [1] * len(ids)))
-            else:
-                prompt = encode(tokenizer, record["prompt"])
-                rows.append(encode_pair(tokenizer, prompt, record["completion"], max_length))
-        self.rows, self.batch_size, self.generator, self.pad = rows, batch_size, generator, tokenizer.pad_token_id
-        self.device = None
-
-    def loss(self, policy) -> torch.Tensor:
-        idx = torch.randint(len(self.rows), (self.batch_size,), generator=self.generator).tolist()
-        ids = pad_right([self.rows[i][0] for i in idx], self.pad)
-        loss_mask = pad_right([self.rows[i][1] for i in idx], 0)
-        attn = pad_right([[1] * len(self.rows[i][0]) for i in idx], 0)
-        device = next(policy.parameters()).device
-        logits = policy(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
-        return L.lm_loss(logits, ids.to(device), loss_mask.to(device))
-
-
-def _ptx_record(obj: dict, error) -> dict:
-    if "text" in obj:
-        if not isinstance(obj["text"], str) or not obj["text"].strip():
-            raise error("field 'text' must be a non-empty string")
-        return {"text": obj["text"]}
-    return demo_record(obj, error)
-
-
-class PromptStream:
-    """Prompts in a shuffled order, reshuffled after every pass."""
-
-    def __init__(self, prompts: list[str], generator: torch.Generator):
-        self.prompts, self.generator, self.order = prompts, generator, []
-
-    def next(self, n: int) -> list[str]:
-        out = []
-        while len(out) < n:
-            if not self.order:
-                self.order = torch.randperm(len(self.prompts), generator=self.generator).tolist()
-            out.append(self.prompts[self.order.pop()])
-        return out
-
-    def state_dict(self) -> dict:
-        return {"order": list(self.order)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.order = list(state["order"])
-
-
 def _check(cfg: PPOConfig) -> None:
     for key in ("steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens"):
         if getattr(cfg, key) < 1:
@@ -331,7 +277,7 @@ def train_ppo(cfg: PPOConfig) -> dict:
     _check(cfg)
     prompts = [r["prompt"] for r in read_jsonl(cfg.prompts, prompt_record)]
     if cfg.ptx_data:
-        read_jsonl(cfg.ptx_data, _ptx_record)  # every line checked before a model is loaded
+        read_jsonl(cfg.ptx_data, ptx_record)  # every line checked before a model is loaded
     for path in (cfg.policy, cfg.reference, cfg.reward, cfg.value_model):
         if path:
             check_model_dir(path)

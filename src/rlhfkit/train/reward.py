@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from rlhfkit.config import option
-from rlhfkit.data.collate import encode, pad_right
+from rlhfkit.data.collate import pad_right
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.data.pairs import pair_weight, preference_groups, read_preference_records
 from rlhfkit.data.schemas import demo_record

@@ -1,0 +1,68 @@
+"""What PPO reads besides its rollouts: the prompt stream, and PPO-ptx's pretraining minibatches.
+
+PPO-ptx (InstructGPT eq. 2) adds γ·E_{x~D_pretrain}[log π_θ(x)] to the objective: `PtxBatches.loss` is the
+negative of that expectation on one random minibatch of text (or demonstrations, loss on the response).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlhfkit import losses as L
+from rlhfkit.data.collate import encode, encode_pair, pad_right
+from rlhfkit.data.jsonl import read_jsonl
+from rlhfkit.data.schemas import demo_record
+
+
+class PtxBatches:
+    """PPO-ptx: minibatches of pretraining text (or demonstrations) for the mixed-in LM loss."""
+
+    def __init__(self, path: str, tokenizer, batch_size: int, generator: torch.Generator, max_length: int = 256):
+        rows = []
+        for record in read_jsonl(path, ptx_record):
+            if "text" in record:
+                ids = encode(tokenizer, record["text"])[:max_length - 1] + [tokenizer.eos_token_id]
+                rows.append((ids, [1] * len(ids)))
+            else:
+                prompt = encode(tokenizer, record["prompt"])
+                rows.append(encode_pair(tokenizer, prompt, record["completion"], max_length))
+        self.rows, self.batch_size, self.generator, self.pad = rows, batch_size, generator, tokenizer.pad_token_id
+        self.device = None
+
+    def loss(self, policy) -> torch.Tensor:
+        idx = torch.randint(len(self.rows), (self.batch_size,), generator=self.generator).tolist()
+        ids = pad_right([self.rows[i][0] for i in idx], self.pad)
+        loss_mask = pad_right([self.rows[i][1] for i in idx], 0)
+        attn = pad_right([[1] * len(self.rows[i][0]) for i in idx], 0)
+        device = next(policy.parameters()).device
+        logits = policy(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
+        return L.lm_loss(logits, ids.to(device), loss_mask.to(device))
+
+
+def ptx_record(obj: dict, error) -> dict:
+    if "text" in obj:
+        if not isinstance(obj["text"], str) or not obj["text"].strip():
+            raise error("field 'text' must be a non-empty string")
+        return {"text": obj["text"]}
+    return demo_record(obj, error)
+
+
+class PromptStream:
+    """Prompts in a shuffled order, reshuffled after every pass."""
+
+    def __init__(self, prompts: list[str], generator: torch.Generator):
+        self.prompts, self.generator, self.order = prompts, generator, []
+
+    def next(self, n: int) -> list[str]:
+        out = []
+        while len(out) < n:
+            if not self.order:
+                self.order = torch.randperm(len(self.prompts), generator=self.generator).tolist()
+            out.append(self.prompts[self.order.pop()])
+        return out
+
+    def state_dict(self) -> dict:
+        return {"order": list(self.order)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order = list(state["order"])
