@@ -3,7 +3,7 @@
 `--num-processes N` (N > 1) spawns N worker processes on this machine (`launch`, gloo on 127.0.0.1 for CPU,
 NCCL for GPUs); each runs the same training function with the same seed and config. Hugging Face
 `accelerate` sets up the process group and wraps each trained model in DistributedDataParallel, so gradients
-are averaged across processes after every backward pass. `--fsdp` (SFT) instead shards parameters, gradients
+are averaged across processes after every backward pass. `--fsdp` (SFT, reward model) instead shards parameters, gradients
 and optimizer state with PyTorch's FSDP2 `fully_shard`, one unit per transformer block — accelerate's own
 FSDP path runs on GPUs only, `fully_shard` on CPU (gloo) as well, so the same code is tested here. Each process
 takes its share of every global batch (`Engine.shard`) — in PPO, its share of the prompts, so rollout
@@ -88,13 +88,29 @@ def _worker(rank: int, fn, cfg, port: int, tmp: str) -> None:
                       LOCAL_WORLD_SIZE=str(cfg.num_processes), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if rank > 0:  # only process 0 prints
         sys.stdout = open(os.devnull, "w")
+    code = 0
     try:
         result = fn(cfg)
+        if rank == 0:
+            Path(tmp, "result.pkl").write_bytes(pickle.dumps(result))
     except UserError as exc:
         Path(tmp, f"error-{rank}.txt").write_text(str(exc), encoding="utf-8")
-        sys.exit(2)
-    if rank == 0:
-        Path(tmp, "result.pkl").write_bytes(pickle.dumps(result))
+        code = 2
+    _destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Interpreter finalization is skipped: it tears down the objects that still hold gloo's threads (DDP's
+    # reducer, the process group) in no set order, and process 1 of a two-process PPO run on CPU died there
+    # now and then ("terminate called without an active exception", SIGABRT: 2 runs of 10 without this line).
+    os._exit(code)
+
+
+def _destroy_process_group() -> None:
+    """Tear the process group down once the work is done (what torch.distributed asks of every process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _die_with_parent() -> None:
@@ -128,13 +144,13 @@ class Engine:
     @staticmethod
     def create(cfg, fsdp_ok: bool = False) -> "Engine":
         """A one-process engine, or — inside a multi-process run — a distributed one. `fsdp_ok`: the trainer
-        runs every forward pass of its sharded model in all processes (so far: SFT)."""
+        runs every forward pass of its sharded model in all processes (so far: SFT and the reward model)."""
         from rlhfkit.models.loading import pick_device
 
         check_options(cfg)
         if cfg.fsdp and not fsdp_ok:
-            raise UserError("config key 'fsdp': only `rlhf sft` shards its model with FSDP so far; use DDP "
-                            "(the default)")
+            raise UserError("config key 'fsdp': only `rlhf sft` and `rlhf rm` shard their model with FSDP so far; "
+                            "use DDP (the default)")
         device = pick_device(cfg.device)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             return DistributedEngine(device, cfg.bf16, cfg.fsdp)
@@ -185,7 +201,7 @@ class Engine:
 
 
 class DistributedEngine(Engine):
-    """N processes through accelerate: DDP (or FSDP on GPUs), gloo on CPU."""
+    """N processes through accelerate: DDP, or FSDP2 with --fsdp; gloo on CPU, NCCL on GPUs."""
 
     def __init__(self, device: torch.device, bf16: bool = False, fsdp: bool = False):
         from accelerate import Accelerator
@@ -198,28 +214,32 @@ class DistributedEngine(Engine):
         self.evaluates = fsdp or self.is_main
 
     def _shard(self, model):
-        """FSDP2: each transformer block (the model's `_no_split_modules`) a unit, then the rest."""
+        """FSDP2: each transformer block (the model's `_no_split_modules`) a unit, then the rest. A scalar model
+        is called through `score()` as well as `forward()`, so its backbone and head are each a root of their
+        own: every call then passes through a module whose forward gathers the shards it needs."""
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
         mesh = init_device_mesh(self.device.type, (self.world_size,))
-        blocks = set(getattr(model, "_no_split_modules", None) or [])
-        for module in model.modules():
+        scalar = _is_scalar_model(model)
+        transformer = model.backbone if scalar else model
+        blocks = set(getattr(transformer, "_no_split_modules", None) or [])
+        for module in transformer.modules():
             if type(module).__name__ in blocks:
                 fully_shard(module, mesh=mesh)
-        fully_shard(model, mesh=mesh)
+        for root in ((model.backbone, model.head) if scalar else (model,)):
+            fully_shard(root, mesh=mesh)
         return model
 
     def gather(self, model):
         if not self.fsdp:
             return model
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-        from transformers import AutoModelForCausalLM
 
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if not self.is_main:
             return None
-        plain = AutoModelForCausalLM.from_config(model.config)
+        plain = _unsharded_like(model)
         plain.load_state_dict(full)
         return plain
 
@@ -235,7 +255,7 @@ class DistributedEngine(Engine):
         self.autocast(model)
         if self.fsdp:
             return self._shard(model)
-        if hasattr(model, "backbone") and hasattr(model, "head"):
+        if _is_scalar_model(model):
             # A scalar model is called through score() as well as forward(): wrapping its two parts means every
             # call reaches DDP's forward (which readies the gradient all-reduce), whichever method makes it.
             return type(model)(self.accelerator.prepare_model(model.backbone),
@@ -289,6 +309,21 @@ class DistributedEngine(Engine):
 
         dist.all_reduce(tensor, op=op if op is not None else dist.ReduceOp.SUM)
         return tensor
+
+
+def _is_scalar_model(model) -> bool:
+    return hasattr(model, "backbone") and hasattr(model, "head")
+
+
+def _unsharded_like(model):
+    """A model of the same architecture with ordinary (unsharded) parameters, on the CPU, to load weights into."""
+    if _is_scalar_model(model):
+        from transformers import AutoModel
+
+        return type(model)(AutoModel.from_config(model.config), torch.nn.Linear(model.head.in_features, 1))
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_config(model.config)
 
 
 def _autocast_forward(forward, device_type: str):

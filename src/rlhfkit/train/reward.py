@@ -156,7 +156,7 @@ def train_reward_model(cfg: RewardConfig) -> dict:
     if should_launch(cfg):  # --num-processes N: N copies of this function, one per process
         return launch(train_reward_model, cfg)
     tokenizer = load_tokenizer(cfg.model)
-    engine = Engine.create(cfg)
+    engine = Engine.create(cfg, fsdp_ok=True)
     device = engine.device
     set_threads(cfg.threads)
     generator = seed_everything(cfg.seed)
@@ -172,13 +172,13 @@ def train_reward_model(cfg: RewardConfig) -> dict:
         raise UserError(f"{cfg.data}: no strictly ordered pair to train on (every ranking is one tie group)")
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
+    train_model = engine.wrap(model)  # the model itself with one process; DDP-wrapped (or FSDP-sharded) with several
     optimizer = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
     schedule = warmup_cosine(optimizer, total, warmup_steps=max(1, int(cfg.warmup_ratio * total)))
     batches = EpochBatches(len(train), cfg.batch_size, cfg.epochs, generator)
     checkpoints = Checkpoints(run, engine, cfg.checkpoint_every, model=model, optimizer=optimizer,
                               schedule=schedule, batches=batches, generator=generator)
     step = checkpoints.restore() if cfg.resume else 0
-    train_model = engine.wrap(model)  # the model itself with one process; DDP-wrapped with several
     bar = progress(total, "reward model")
     bar.update(step)
     for epoch, idx in batches:
@@ -196,9 +196,10 @@ def train_reward_model(cfg: RewardConfig) -> dict:
         if step < total:  # the last step's state is the saved model
             checkpoints.maybe_save(step)
     bar.close()
-    model.eval()
+    model = engine.gather(model)  # FSDP: the full weights, in process 0
     if not engine.is_main:
         return {}
+    model.to(device).eval()
 
     # Normalize: demonstrations (or, without them, the training outputs) score 0 on average.
     if demos:
