@@ -29,16 +29,20 @@ def _column(rows, key):
     return [r[key] for r in rows if key in r]
 
 
-@pytest.mark.parametrize("kind", ["sft", "rm", "sft-fsdp", "rm-fsdp"])
+@pytest.mark.parametrize("kind", ["sft", "rm", "dpo", "sft-fsdp", "rm-fsdp", "dpo-fsdp"])
 def test_two_processes_reach_the_losses_of_one_with_the_same_global_batch(kind, micro_world, tmp_path, capsys):
     if kind.startswith("sft"):
         args = ["sft", "--model", micro_world / "base", "--data", micro_world / "demos.jsonl", "--epochs", "1",
                 "--batch-size", "16", "--log-every", "1"]
         keys = ("train_loss", "eval_loss")
-    else:
+    elif kind.startswith("rm"):
         args = ["rm", "--model", micro_world / "base", "--data", _rankings(tmp_path / "r.jsonl", n=64),
                 "--batch-size", "5", "--log-every", "1", "--lr", "1e-3"]  # 5 rankings: uneven shares of 3 and 2
         keys = ("train_loss", "train_accuracy", "heldout_accuracy", "heldout_loss")  # held out: after gathering
+    else:
+        args = ["dpo", "--policy", micro_world / "base", "--data", _rankings(tmp_path / "r.jsonl", n=64),
+                "--batch-size", "5", "--log-every", "1", "--lr", "1e-3", "--epochs", "2", "--save-every", "10"]
+        keys = ("train_loss", "train_accuracy", "train_margin", "heldout_accuracy", "heldout_margin", "heldout_loss")
     args += ["--threads", "1"]
     for n in (1, 2):
         fsdp = ["--fsdp"] if n == 2 and kind.endswith("fsdp") else []  # parameters sharded across the 2 processes
@@ -52,6 +56,12 @@ def test_two_processes_reach_the_losses_of_one_with_the_same_global_batch(kind, 
     saved = [load(tmp_path / f"p{n}").state_dict() for n in (1, 2)]  # with --fsdp: gathered from the shards
     for name, weight in saved[0].items():  # measured: max |Δ| 5e-4 (Adam's steps on near-zero gradients)
         torch.testing.assert_close(saved[1][name], weight, rtol=0, atol=2e-3, msg=lambda m, name=name: f"{name}: {m}")
+    if kind.startswith("dpo"):  # a --save-every snapshot, gathered mid-run with --fsdp
+        snapshots = [AutoModelForCausalLM.from_pretrained(tmp_path / f"p{n}" / "checkpoints" / "step-10").state_dict()
+                     for n in (1, 2)]
+        for name, weight in snapshots[0].items():
+            torch.testing.assert_close(snapshots[1][name], weight, rtol=0, atol=2e-3,
+                                       msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_ppo_runs_with_two_processes_and_process_0_alone_writes(micro_world, tmp_path, capsys):

@@ -3,9 +3,10 @@
 `--num-processes N` (N > 1) spawns N worker processes on this machine (`launch`, gloo on 127.0.0.1 for CPU,
 NCCL for GPUs); each runs the same training function with the same seed and config. Hugging Face
 `accelerate` sets up the process group and wraps each trained model in DistributedDataParallel, so gradients
-are averaged across processes after every backward pass. `--fsdp` (SFT, reward model) instead shards parameters, gradients
-and optimizer state with PyTorch's FSDP2 `fully_shard`, one unit per transformer block — accelerate's own
-FSDP path runs on GPUs only, `fully_shard` on CPU (gloo) as well, so the same code is tested here. Each process
+are averaged across processes after every backward pass. `--fsdp` (SFT, reward model, DPO) instead shards
+parameters, gradients and optimizer state with PyTorch's FSDP2 `fully_shard`, one unit per transformer block —
+accelerate's own FSDP path runs on GPUs only, `fully_shard` on CPU (gloo) as well, so the same code is tested
+here; the trained weights are gathered into process 0 to be saved. Each process
 takes its share of every global batch (`Engine.shard`) — in PPO, its share of the prompts, so rollout
 generation is split across processes; metrics are reduced across processes; only process 0 writes files.
 A run started by an outside launcher (`accelerate launch`, `torchrun`: WORLD_SIZE is set) is not re-spawned.
@@ -144,13 +145,13 @@ class Engine:
     @staticmethod
     def create(cfg, fsdp_ok: bool = False) -> "Engine":
         """A one-process engine, or — inside a multi-process run — a distributed one. `fsdp_ok`: the trainer
-        runs every forward pass of its sharded model in all processes (so far: SFT and the reward model)."""
+        runs every forward pass of its sharded model in all processes (SFT, the reward model, DPO)."""
         from rlhfkit.models.loading import pick_device
 
         check_options(cfg)
         if cfg.fsdp and not fsdp_ok:
-            raise UserError("config key 'fsdp': only `rlhf sft` and `rlhf rm` shard their model with FSDP so far; "
-                            "use DDP (the default)")
+            raise UserError("config key 'fsdp': `rlhf sft`, `rlhf rm` and `rlhf dpo` shard their model with FSDP; "
+                            "here use DDP (the default)")
         device = pick_device(cfg.device)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             return DistributedEngine(device, cfg.bf16, cfg.fsdp)

@@ -174,7 +174,7 @@ def train_dpo(cfg: DPOConfig) -> dict:
     if should_launch(cfg):  # --num-processes N: N copies of this function, one per process
         return launch(train_dpo, cfg)
     tokenizer = load_tokenizer(cfg.policy)
-    engine = Engine.create(cfg)
+    engine = Engine.create(cfg, fsdp_ok=True)
     device = engine.device
     set_threads(cfg.threads)
     generator = seed_everything(cfg.seed)
@@ -193,13 +193,13 @@ def train_dpo(cfg: DPOConfig) -> dict:
     del reference
 
     total = -(-len(train) // cfg.batch_size) * cfg.epochs
+    train_policy = engine.wrap(policy)  # the policy itself with one process; DDP-wrapped (or FSDP-sharded) with several
     optimizer = make_optimizer(policy.parameters(), cfg.lr, cfg.weight_decay)
     schedule = warmup_cosine(optimizer, total, warmup_steps=max(1, int(cfg.warmup_ratio * total)))
     batches = EpochBatches(len(train), cfg.batch_size, cfg.epochs, generator)
     checkpoints = Checkpoints(run, engine, cfg.checkpoint_every, policy=policy, optimizer=optimizer,
                               schedule=schedule, batches=batches, generator=generator)
     step = checkpoints.restore() if cfg.resume else 0
-    train_policy = engine.wrap(policy)  # the policy itself with one process; DDP-wrapped with several
     bar = progress(total, "dpo")
     bar.update(step)
     result = {}
@@ -215,17 +215,20 @@ def train_dpo(cfg: DPOConfig) -> dict:
         if step % cfg.log_every == 0 or step == total:
             run.log(step, epoch=epoch, train_loss=loss.item(), train_accuracy=engine.mean((margin > 0).float()).item(),
                     train_margin=engine.mean(margin).item(), lr=schedule.get_last_lr()[0])
-        if cfg.save_every and step % cfg.save_every == 0 and step < total and engine.is_main:  # e.g. for √KL curves
-            save_pretrained_atomic(run.path / "checkpoints" / f"step-{step}", policy, tokenizer)
-        if batches.end_of_epoch and held and engine.is_main:
+        if cfg.save_every and step % cfg.save_every == 0 and step < total:  # e.g. for √KL curves
+            snapshot = engine.gather(policy)  # FSDP: the full weights, in process 0
+            if engine.is_main:
+                save_pretrained_atomic(run.path / "checkpoints" / f"step-{step}", snapshot, tokenizer)
+        if batches.end_of_epoch and held and engine.evaluates:  # FSDP: every process runs the sharded forward
             result = run.log(step, epoch=epoch, **heldout_metrics(policy, held, pad, device, cfg.batch_size,
                                                                     cfg.beta))
         if step < total:  # the last step's state is the saved model
             checkpoints.maybe_save(step)
     bar.close()
-    policy.eval()
+    policy = engine.gather(policy)  # FSDP: the full weights, in process 0
     if not engine.is_main:
         return {}
+    policy.eval()
     save_model(run.path, policy, tokenizer, cfg.lora_save)
     run.close()
 
