@@ -211,10 +211,12 @@ def test_epoch_batches_resumed_mid_epoch_hand_out_the_same_batches():
     assert len(everything) == 12 and sorted(sum((i for e, i in everything if e == 2), [])) == list(range(10))
 
 
-@pytest.mark.slow
-def test_sigkill_of_a_two_process_run_then_resume_equals_an_uninterrupted_two_process_run(micro_world, tmp_path):
+@pytest.mark.parametrize("sharding", [pytest.param([], id="ddp", marks=pytest.mark.slow),
+                                      pytest.param(["--fsdp"], id="fsdp")])  # shards gathered into one checkpoint
+def test_sigkill_of_a_two_process_run_then_resume_equals_an_uninterrupted_two_process_run(sharding, micro_world,
+                                                                                          tmp_path):
     args = ["sft", "--model", micro_world / "base", "--data", micro_world / "demos.jsonl", "--epochs", "2",
-            "--batch-size", "32", "--log-every", "1", "--checkpoint-every", "2", "--num-processes", "2"]
+            "--batch-size", "32", "--log-every", "1", "--checkpoint-every", "2", "--num-processes", "2", *sharding]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     _finish(_cli([*args, "--out", whole]))
     kill_at = random.randint(3, 22)

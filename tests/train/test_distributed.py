@@ -84,7 +84,7 @@ def test_an_error_inside_the_workers_is_one_line_and_exit_2(tiny_gpt2, tmp_path,
             "--num-processes", "2"]
     code, _, err = run_cli([*args, "--lora-r", "4", "--lora-targets", "no_such_layer"], capsys)  # found in the workers
     assert code == 2 and len(err.strip().splitlines()) == 1 and "lora_targets" in err and "Traceback" not in err
-    code, _, err = run_cli([*args, "--fsdp", "--checkpoint-every", "2"], capsys)  # found before any process starts
+    code, _, err = run_cli([*args, "--fsdp", "--lora-r", "4"], capsys)  # found before any process starts
     assert code == 2 and len(err.strip().splitlines()) == 1 and "fsdp" in err
 
 

@@ -2,6 +2,7 @@
 
 A checkpoint is one directory, OUT/resume/step-N/state.pt, holding
   - the trainable parameters of each trained model (frozen weights are reloaded from their directories);
+    with --fsdp the whole tensors, gathered from every process's shards (each process takes its own back);
   - the state of the optimizer, the learning-rate schedule and every trainer object with a `state_dict`
     (the data order and its position, PPO's KL controller and prompt stream);
   - the random number generators: Python's `random`, NumPy's, torch's global CPU (and CUDA) generator and
@@ -53,6 +54,9 @@ class Checkpoints:
         # A model's trained parameters are those its optimizer holds (whatever requires_grad says at the moment).
         self.optimized = {id(p) for o in objects.values() if isinstance(o, torch.optim.Optimizer)
                           for group in o.param_groups for p in group["params"]}
+        # With --fsdp the model holds shards: its state (and its optimizer's) is gathered whole from every process
+        # into the checkpoint, and each process takes its shards back on restore.
+        self.sharded = next((o for o in objects.values() if isinstance(o, torch.nn.Module) and _is_sharded(o)), None)
 
     # -------------------------------------------------------------------------------------------- save
 
@@ -64,11 +68,13 @@ class Checkpoints:
         self._check_finite(step)
         rng = self.engine.gather_objects(self._random_state())  # one entry per process, in rank order
         final = self.run.path / RESUME_DIR / f"step-{step}"
+        if self.engine.is_main or self.sharded is not None:  # gathering shards takes every process
+            objects = {name: self._state_of(obj) for name, obj in self.objects.items()
+                       if not isinstance(obj, torch.Generator)}
         if self.engine.is_main:
             state = {"format": FORMAT, "step": step, "world_size": self.engine.world_size, "rng": rng,
                      "elapsed_s": time.time() - self.run.start, "metrics_bytes": _size(self.run.metrics_path),
-                     "objects": {name: self._state_of(obj) for name, obj in self.objects.items()
-                                 if not isinstance(obj, torch.Generator)}}
+                     "objects": objects}
             tmp = final.parent / f".tmp-step-{step}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -95,7 +101,7 @@ class Checkpoints:
 
     def _check_finite(self, step: int) -> None:
         for name, obj in self.objects.items():
-            if isinstance(obj, torch.nn.Module) and not all(torch.isfinite(p).all()
+            if isinstance(obj, torch.nn.Module) and not all(torch.isfinite(_local(p)).all()
                                                             for p in self._trainable(obj).values()):
                 last = checkpoint_dirs(self.run.path)
                 kept = f"the last checkpoint ({last[-1]}) is intact" if last else "no checkpoint was written"
@@ -145,24 +151,62 @@ class Checkpoints:
                 if (id(p) in self.optimized if self.optimized else p.requires_grad)}
 
     def _state_of(self, obj):
+        if obj is self.sharded:
+            from torch.distributed.checkpoint.state_dict import get_model_state_dict
+            return get_model_state_dict(obj, options=_whole())  # whole tensors (FSDP refuses LoRA: all trained)
         if isinstance(obj, torch.nn.Module):
             return {name: p.detach().cpu().clone() for name, p in self._trainable(obj).items()}
+        if isinstance(obj, torch.optim.Optimizer) and self.sharded is not None:
+            from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+            return get_optimizer_state_dict(self.sharded, obj, options=_whole())
         return obj.state_dict()
 
     def _load_state(self, obj, saved, name: str, path: Path) -> None:
+        other = UserError(f"{path}: the {name} in the checkpoint has other trainable parameters than this run's "
+                          "(same command and flags as the interrupted run?)")
+        if obj is self.sharded:  # each process keeps its shards of the whole tensors
+            from torch.distributed.checkpoint.state_dict import set_model_state_dict
+            try:
+                set_model_state_dict(obj, saved, options=_whole())
+            except (RuntimeError, KeyError, ValueError):
+                raise other from None
+            return
         if isinstance(obj, torch.nn.Module):
             expected = self._trainable(obj)
             if set(saved) != set(expected):
-                raise UserError(f"{path}: the {name} in the checkpoint has other trainable parameters than this "
-                                "run's (same command and flags as the interrupted run?)")
+                raise other
             with torch.no_grad():
                 for key, value in saved.items():
                     expected[key].copy_(value)
+            return
+        if isinstance(obj, torch.optim.Optimizer) and self.sharded is not None:
+            from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+            set_optimizer_state_dict(self.sharded, obj, saved, options=_whole())
             return
         obj.load_state_dict(saved)
 
 
 # ------------------------------------------------------------------------------------------- helpers
+
+def _whole():
+    """torch.distributed.checkpoint's options for whole (unsharded) tensors, on the CPU."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def _is_sharded(model: torch.nn.Module) -> bool:
+    """True for a model that FSDP2 sharded (its parameters are DTensors)."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch build without distributed support
+        return False
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """This process's part of a parameter (the parameter itself unless it is an FSDP shard)."""
+    return p.to_local() if hasattr(p, "to_local") else p
+
 
 def _numpy_state():
     kind, key, pos, has_gauss, gauss = np.random.get_state()

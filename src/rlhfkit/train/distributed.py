@@ -50,9 +50,6 @@ def check_options(cfg) -> None:
         raise UserError("config key 'fsdp' shards models across processes: it needs --num-processes 2 or more")
     if cfg.fsdp and cfg.lora_r:
         raise UserError("config key 'fsdp' with LoRA: the adapters are small; use DDP (the default)")
-    if cfg.fsdp and (cfg.checkpoint_every or cfg.resume):
-        raise UserError("config key 'fsdp': resumable checkpoints of sharded models are not supported yet; "
-                        "use DDP (the default) with --checkpoint-every")
 
 
 # ------------------------------------------------------------------------------------------ launching
