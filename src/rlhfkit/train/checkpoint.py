@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from rlhfkit.errors import UserError
+from rlhfkit.train.distributed import whole_tensors
 
 RESUME_DIR = "resume"
 STATE_FILE = "state.pt"
@@ -153,12 +154,12 @@ class Checkpoints:
     def _state_of(self, obj):
         if obj is self.sharded:
             from torch.distributed.checkpoint.state_dict import get_model_state_dict
-            return get_model_state_dict(obj, options=_whole())  # whole tensors (FSDP refuses LoRA: all trained)
+            return get_model_state_dict(obj, options=whole_tensors())  # FSDP refuses LoRA: everything is trained
         if isinstance(obj, torch.nn.Module):
             return {name: p.detach().cpu().clone() for name, p in self._trainable(obj).items()}
         if isinstance(obj, torch.optim.Optimizer) and self.sharded is not None:
             from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-            return get_optimizer_state_dict(self.sharded, obj, options=_whole())
+            return get_optimizer_state_dict(self.sharded, obj, options=whole_tensors())
         return obj.state_dict()
 
     def _load_state(self, obj, saved, name: str, path: Path) -> None:
@@ -167,7 +168,7 @@ class Checkpoints:
         if obj is self.sharded:  # each process keeps its shards of the whole tensors
             from torch.distributed.checkpoint.state_dict import set_model_state_dict
             try:
-                set_model_state_dict(obj, saved, options=_whole())
+                set_model_state_dict(obj, saved, options=whole_tensors())
             except (RuntimeError, KeyError, ValueError):
                 raise other from None
             return
@@ -181,18 +182,12 @@ class Checkpoints:
             return
         if isinstance(obj, torch.optim.Optimizer) and self.sharded is not None:
             from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
-            set_optimizer_state_dict(self.sharded, obj, saved, options=_whole())
+            set_optimizer_state_dict(self.sharded, obj, saved, options=whole_tensors())
             return
         obj.load_state_dict(saved)
 
 
 # ------------------------------------------------------------------------------------------- helpers
-
-def _whole():
-    """torch.distributed.checkpoint's options for whole (unsharded) tensors, on the CPU."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-    return StateDictOptions(full_state_dict=True, cpu_offload=True)
-
 
 def _is_sharded(model: torch.nn.Module) -> bool:
     """True for a model that FSDP2 sharded (its parameters are DTensors)."""

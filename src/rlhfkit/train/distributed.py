@@ -232,9 +232,9 @@ class DistributedEngine(Engine):
     def gather(self, model):
         if not self.fsdp:
             return model
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        full = get_model_state_dict(model, options=whole_tensors())
         if not self.is_main:
             return None
         plain = _unsharded_like(model)
@@ -307,6 +307,14 @@ class DistributedEngine(Engine):
 
         dist.all_reduce(tensor, op=op if op is not None else dist.ReduceOp.SUM)
         return tensor
+
+
+def whole_tensors():
+    """torch.distributed.checkpoint's options for whole (unsharded) tensors on the CPU: how FSDP shards are
+    gathered into one model (to save it) or one checkpoint, and handed back to every process on resume."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def _is_scalar_model(model) -> bool:
