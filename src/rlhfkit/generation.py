@@ -8,6 +8,9 @@ samples, so the first PPO ratio is exactly 1 (DESIGN §4).
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -57,11 +60,27 @@ def next_token(logits: torch.Tensor, temperature: float, top_p: float, greedy: b
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-@torch.inference_mode()
+def without_autograd(fn):
+    """Run `fn` under torch.inference_mode — or under the caller's own torch.no_grad when it has turned autograd
+    off itself, as PPO does for FSDP-sharded models (Engine.inference): the buffers their all-gathers fill would
+    otherwise become inference tensors, which the training forward passes that follow may not write."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with torch.inference_mode() if torch.is_grad_enabled() else contextlib.nullcontext():
+            return fn(*args, **kwargs)
+    return run
+
+
+@without_autograd
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
              top_p: float = 1.0, greedy: bool = False, generator: torch.Generator | None = None,
-             ignore_eos: bool = False, max_prompt_length: int | None = None) -> Samples:
-    """Generate one response per prompt in one batch (KV cache; stops when every row has ended)."""
+             ignore_eos: bool = False, max_prompt_length: int | None = None,
+             all_ended: Callable[[bool], bool] = bool) -> Samples:
+    """Generate one response per prompt in one batch (KV cache; stops when every row has ended).
+
+    `all_ended(flag)` turns "every row of this batch has ended" into the decision to stop. Under FSDP each
+    forward pass gathers shards from every process, so all must stop together: there it answers whether every
+    process's rows have ended (the ones that ended first go on with padding, which the masks ignore)."""
     device = next(model.parameters()).device
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, max_prompt_length)
@@ -73,17 +92,21 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, tempe
     cache, logits = out.cache, out.logits[:, -1]
     mask = prompt_mask
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    tokens, real = [], []
+    tokens, real, ended = [], [], False
     for _ in range(max_new_tokens):
         if ignore_eos:  # benchmarks: every response runs to full length
             logits = logits.index_fill(-1, torch.tensor([eos], device=device), float("-inf"))
-        token = next_token(logits, temperature, top_p, greedy, generator)
+        if ended:  # FSDP: these rows are done, the others' are not; padding, and no draw from the generator
+            token = torch.full_like(finished, pad, dtype=torch.long)
+        else:
+            token = next_token(logits, temperature, top_p, greedy, generator)
         is_real = ~finished
         token = torch.where(is_real, token, torch.full_like(token, pad))
         tokens.append(token)
         real.append(is_real)
         finished = finished | (is_real & (token == eos))
-        if bool(finished.all()) or len(tokens) == max_new_tokens:
+        ended = bool(finished.all())
+        if all_ended(ended) or len(tokens) == max_new_tokens:
             break
         mask = torch.cat([mask, is_real.long()[:, None]], dim=1)
         pos = (mask.sum(-1, keepdim=True) - 1).clamp(min=0)

@@ -211,16 +211,27 @@ def test_epoch_batches_resumed_mid_epoch_hand_out_the_same_batches():
     assert len(everything) == 12 and sorted(sum((i for e, i in everything if e == 2), [])) == list(range(10))
 
 
-@pytest.mark.parametrize("sharding", [pytest.param([], id="ddp", marks=pytest.mark.slow),
-                                      pytest.param(["--fsdp"], id="fsdp")])  # shards gathered into one checkpoint
-def test_sigkill_of_a_two_process_run_then_resume_equals_an_uninterrupted_two_process_run(sharding, micro_world,
+@pytest.mark.parametrize("kind, sharding", [pytest.param("sft", [], id="sft-ddp", marks=pytest.mark.slow),
+                                             pytest.param("sft", ["--fsdp"], id="sft-fsdp"),
+                                             pytest.param("ppo", ["--fsdp"], id="ppo-fsdp")])
+def test_sigkill_of_a_two_process_run_then_resume_equals_an_uninterrupted_two_process_run(kind, sharding, micro_world,
                                                                                           tmp_path):
-    args = ["sft", "--model", micro_world / "base", "--data", micro_world / "demos.jsonl", "--epochs", "2",
-            "--batch-size", "32", "--log-every", "1", "--checkpoint-every", "2", "--num-processes", "2", *sharding]
+    """With --fsdp the shards are gathered into one checkpoint (PPO: policy and value model, and the one optimizer
+    of both), and each process takes its shards back."""
+    if kind == "sft":
+        args, kill_range = ["sft", "--model", micro_world / "base", "--data", micro_world / "demos.jsonl",
+                            "--epochs", "2", "--batch-size", "32", "--log-every", "1", "--checkpoint-every", "2"], (3, 22)
+    else:
+        args, total = _commands("ppo", micro_world, tmp_path)
+        kill_range = (2, total - 2)
+    args += ["--num-processes", "2", *sharding]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     _finish(_cli([*args, "--out", whole]))
-    kill_at = random.randint(3, 22)
+    kill_at = random.randint(*kill_range)
     _kill_when(_cli([*args, "--out", broken]), broken / "metrics.jsonl", kill_at)  # the launcher; workers follow
     _finish(_cli([*args, "--out", broken, "--resume"]))
     assert _metrics(broken) == _metrics(whole), f"killed when metrics.jsonl had {kill_at} lines"
     assert (broken / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()
+    if kind == "ppo":
+        for name in ("model.safetensors", "scalar_head.safetensors"):
+            assert (broken / "value" / name).read_bytes() == (whole / "value" / name).read_bytes(), name

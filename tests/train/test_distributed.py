@@ -78,6 +78,35 @@ def test_ppo_runs_with_two_processes_and_process_0_alone_writes(micro_world, tmp
     assert (out / "model.safetensors").exists() and (out / "value" / "scalar_head.safetensors").exists()
 
 
+def test_ppo_with_fsdp_takes_the_steps_of_ppo_with_ddp(micro_world, tmp_path, capsys):
+    """The four models sharded across two processes (--fsdp) against whole copies in each (DDP): every process
+    draws from the same seed either way, so the rollouts, scores and updates are the same up to float rounding.
+    Responses end at different lengths in the two processes, so FSDP's generation must stop in lockstep."""
+    rm = _reward_dir(tmp_path, micro_world / "base")
+    args = ["ppo", "--policy", micro_world / "base", "--reward", rm, "--prompts", micro_world / "prompts/train.jsonl",
+            "--world", micro_world, "--steps", "4", "--batch-size", "2", "--minibatch-size", "2",
+            "--max-new-tokens", "32", "--save-every", "2", "--num-processes", "2", "--threads", "1"]
+    for name, sharding in (("ddp", []), ("fsdp", ["--fsdp"])):
+        code, _, err = run_cli([*args, "--out", tmp_path / name, *sharding], capsys)
+        assert code == 0, err
+    ddp, fsdp = _metrics(tmp_path / "ddp"), _metrics(tmp_path / "fsdp")
+    assert [r["step"] for r in fsdp] == [1, 2, 3, 4]  # process 0 alone writes
+    # One response per process, some ending with EOS: the process whose response ends first must keep decoding
+    # (padding) until the other's ends. Measured: without that, the FSDP run fails.
+    assert any(0 < r["eos_rate"] for r in ddp)
+    for key in ("rm_score", "kl", "gold", "response_length", "policy_loss", "value_loss", "clipfrac", "value_mean"):
+        assert _column(fsdp, key) == pytest.approx(_column(ddp, key), rel=1e-3, abs=1e-4), key
+    saved = {(run, part): load(tmp_path / run / sub).state_dict()  # with --fsdp: gathered from the shards
+             for run in ("ddp", "fsdp")
+             for part, sub, load in (("policy", ".", AutoModelForCausalLM.from_pretrained),
+                                     ("value", "value", ScalarModel.from_pretrained),
+                                     ("snapshot", "checkpoints/step-2", AutoModelForCausalLM.from_pretrained))}
+    for part in ("policy", "value", "snapshot"):
+        for name, weight in saved["ddp", part].items():
+            torch.testing.assert_close(saved["fsdp", part][name], weight, rtol=0, atol=2e-3,
+                                       msg=lambda m, name=name: f"{part} {name}: {m}")
+
+
 def test_an_error_inside_the_workers_is_one_line_and_exit_2(tiny_gpt2, tmp_path, capsys):
     (tmp_path / "d.jsonl").write_text('{"prompt": "a b", "completion": "c"}\n')
     args = ["sft", "--model", tiny_gpt2, "--data", tmp_path / "d.jsonl", "--out", tmp_path / "run", "--device", "cpu",

@@ -55,9 +55,13 @@ class Checkpoints:
         # A model's trained parameters are those its optimizer holds (whatever requires_grad says at the moment).
         self.optimized = {id(p) for o in objects.values() if isinstance(o, torch.optim.Optimizer)
                           for group in o.param_groups for p in group["params"]}
-        # With --fsdp the model holds shards: its state (and its optimizer's) is gathered whole from every process
-        # into the checkpoint, and each process takes its shards back on restore.
-        self.sharded = next((o for o in objects.values() if isinstance(o, torch.nn.Module) and _is_sharded(o)), None)
+        # With --fsdp the models hold shards: their states (and their optimizer's) are gathered whole from every
+        # process into the checkpoint, and each process takes its shards back on restore. One optimizer may span
+        # several sharded models (PPO's policy and value model): its state is keyed by their parameters' names
+        # in a container of them all.
+        sharded = [o for o in objects.values() if isinstance(o, torch.nn.Module) and _is_sharded(o)]
+        self.sharded = {id(o) for o in sharded}
+        self.sharded_models = (sharded[0] if len(sharded) == 1 else torch.nn.ModuleList(sharded)) if sharded else None
 
     # -------------------------------------------------------------------------------------------- save
 
@@ -69,7 +73,7 @@ class Checkpoints:
         self._check_finite(step)
         rng = self.engine.gather_objects(self._random_state())  # one entry per process, in rank order
         final = self.run.path / RESUME_DIR / f"step-{step}"
-        if self.engine.is_main or self.sharded is not None:  # gathering shards takes every process
+        if self.engine.is_main or self.sharded:  # gathering shards takes every process
             objects = {name: self._state_of(obj) for name, obj in self.objects.items()
                        if not isinstance(obj, torch.Generator)}
         if self.engine.is_main:
@@ -152,20 +156,20 @@ class Checkpoints:
                 if (id(p) in self.optimized if self.optimized else p.requires_grad)}
 
     def _state_of(self, obj):
-        if obj is self.sharded:
+        if id(obj) in self.sharded:
             from torch.distributed.checkpoint.state_dict import get_model_state_dict
             return get_model_state_dict(obj, options=whole_tensors())  # FSDP refuses LoRA: everything is trained
         if isinstance(obj, torch.nn.Module):
             return {name: p.detach().cpu().clone() for name, p in self._trainable(obj).items()}
-        if isinstance(obj, torch.optim.Optimizer) and self.sharded is not None:
+        if isinstance(obj, torch.optim.Optimizer) and self.sharded:
             from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-            return get_optimizer_state_dict(self.sharded, obj, options=whole_tensors())
+            return get_optimizer_state_dict(self.sharded_models, obj, options=whole_tensors())
         return obj.state_dict()
 
     def _load_state(self, obj, saved, name: str, path: Path) -> None:
         other = UserError(f"{path}: the {name} in the checkpoint has other trainable parameters than this run's "
                           "(same command and flags as the interrupted run?)")
-        if obj is self.sharded:  # each process keeps its shards of the whole tensors
+        if id(obj) in self.sharded:  # each process keeps its shards of the whole tensors
             from torch.distributed.checkpoint.state_dict import set_model_state_dict
             try:
                 set_model_state_dict(obj, saved, options=whole_tensors())
@@ -180,9 +184,9 @@ class Checkpoints:
                 for key, value in saved.items():
                     expected[key].copy_(value)
             return
-        if isinstance(obj, torch.optim.Optimizer) and self.sharded is not None:
+        if isinstance(obj, torch.optim.Optimizer) and self.sharded:
             from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
-            set_optimizer_state_dict(self.sharded, obj, saved, options=whole_tensors())
+            set_optimizer_state_dict(self.sharded_models, obj, saved, options=whole_tensors())
             return
         obj.load_state_dict(saved)
 

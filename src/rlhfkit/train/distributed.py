@@ -3,10 +3,10 @@
 `--num-processes N` (N > 1) spawns N worker processes on this machine (`launch`, gloo on 127.0.0.1 for CPU,
 NCCL for GPUs); each runs the same training function with the same seed and config. Hugging Face
 `accelerate` sets up the process group and wraps each trained model in DistributedDataParallel, so gradients
-are averaged across processes after every backward pass. `--fsdp` (SFT, reward model, DPO) instead shards
-parameters, gradients and optimizer state with PyTorch's FSDP2 `fully_shard`, one unit per transformer block —
-accelerate's own FSDP path runs on GPUs only, `fully_shard` on CPU (gloo) as well, so the same code is tested
-here; the trained weights are gathered into process 0 to be saved. Each process
+are averaged across processes after every backward pass. `--fsdp` instead shards parameters, gradients and
+optimizer state with PyTorch's FSDP2 `fully_shard`, one unit per transformer block (in PPO the frozen reference
+and reward model too) — accelerate's own FSDP path runs on GPUs only, `fully_shard` on CPU (gloo) as well, so
+the same code is tested here; the trained weights are gathered into process 0 to be saved. Each process
 takes its share of every global batch (`Engine.shard`) — in PPO, its share of the prompts, so rollout
 generation is split across processes; metrics are reduced across processes; only process 0 writes files.
 A run started by an outside launcher (`accelerate launch`, `torchrun`: WORLD_SIZE is set) is not re-spawned.
@@ -140,15 +140,12 @@ class Engine:
         self.device, self.bf16 = device, bf16
 
     @staticmethod
-    def create(cfg, fsdp_ok: bool = False) -> "Engine":
-        """A one-process engine, or — inside a multi-process run — a distributed one. `fsdp_ok`: the trainer
-        runs every forward pass of its sharded model in all processes (SFT, the reward model, DPO)."""
+    def create(cfg) -> "Engine":
+        """A one-process engine, or — inside a multi-process run — a distributed one. With --fsdp the trainer
+        must run every forward pass of a sharded model in all processes (each gathers shards from all)."""
         from rlhfkit.models.loading import pick_device
 
         check_options(cfg)
-        if cfg.fsdp and not fsdp_ok:
-            raise UserError("config key 'fsdp': `rlhf sft`, `rlhf rm` and `rlhf dpo` shard their model with FSDP; "
-                            "here use DDP (the default)")
         device = pick_device(cfg.device)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             return DistributedEngine(device, cfg.bf16, cfg.fsdp)
@@ -166,9 +163,22 @@ class Engine:
         place). Call it before making the optimizer: FSDP replaces the parameters by shards."""
         return self.autocast(model)
 
+    def frozen(self, model: torch.nn.Module) -> torch.nn.Module:
+        """A model that is run but never trained (PPO's reference and reward model): sharded like the trained
+        ones under FSDP, left whole in every process otherwise."""
+        return self.autocast(model)
+
     def gather(self, model: torch.nn.Module) -> torch.nn.Module | None:
         """The trained model with all its weights, in process 0 (the model itself unless FSDP sharded it)."""
         return model
+
+    def inference(self):
+        """The context of forward passes without gradients (PPO's sampling and scoring)."""
+        return torch.inference_mode()
+
+    def all_ended(self, ended: bool) -> bool:
+        """Whether generation may stop, given that this process's rows have (not) all ended (see generate)."""
+        return ended
 
     def autocast(self, model: torch.nn.Module) -> torch.nn.Module:
         """With --bf16, the model's forward runs under bfloat16 autocast and returns float32 tensors."""
@@ -228,6 +238,22 @@ class DistributedEngine(Engine):
         for root in ((model.backbone, model.head) if scalar else (model,)):
             fully_shard(root, mesh=mesh)
         return model
+
+    def frozen(self, model):
+        self.autocast(model)
+        return self._shard(model) if self.fsdp else model
+
+    def inference(self):
+        # FSDP fills buffers with the gathered weights that later training passes write into: no inference tensors
+        return torch.no_grad() if self.fsdp else torch.inference_mode()
+
+    def all_ended(self, ended):
+        if not self.fsdp:  # each process runs its own unsharded copy: no need to wait for the others
+            return ended
+        import torch.distributed as dist
+
+        flag = torch.tensor([int(ended)], device=self.device)
+        return bool(self._all_reduce(flag, dist.ReduceOp.MIN).item())
 
     def gather(self, model):
         if not self.fsdp:

@@ -174,7 +174,7 @@ def train_dpo(cfg: DPOConfig) -> dict:
     if should_launch(cfg):  # --num-processes N: N copies of this function, one per process
         return launch(train_dpo, cfg)
     tokenizer = load_tokenizer(cfg.policy)
-    engine = Engine.create(cfg, fsdp_ok=True)
+    engine = Engine.create(cfg)
     device = engine.device
     set_threads(cfg.threads)
     generator = seed_everything(cfg.seed)

@@ -31,7 +31,7 @@ from rlhfkit.config import option
 from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.data.schemas import prompt_record
 from rlhfkit.errors import UserError
-from rlhfkit.generation import Samples, generate
+from rlhfkit.generation import Samples, generate, without_autograd
 from rlhfkit.models.loading import (check_model_dir, disable_dropout, load_causal_lm, load_tokenizer,
                                     save_pretrained_atomic)
 from rlhfkit.models.lora import (AdaptersOff, add_lora, check_lora_options, copy_head, has_lora, save_model,
@@ -128,14 +128,15 @@ class Rollout:
 
 # -------------------------------------------------------------------------------------- the algorithm
 
-def collect(policy, tokenizer, prompts: list[str], cfg: PPOConfig, generator) -> Samples:
-    """1. Sample one response per prompt from the current policy (RLOO: k, side by side)."""
+def collect(policy, tokenizer, prompts: list[str], cfg: PPOConfig, generator, all_ended=bool) -> Samples:
+    """1. Sample one response per prompt from the current policy (RLOO: k, side by side). `all_ended`: with
+    FSDP, every process decodes until the rows of all of them have ended (generation.generate)."""
     prompts = [p for p in prompts for _ in range(samples_per_prompt(cfg))]
     return generate(policy, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                    generator=generator, max_prompt_length=cfg.max_prompt_length)
+                    generator=generator, max_prompt_length=cfg.max_prompt_length, all_ended=all_ended)
 
 
-@torch.inference_mode()
+@without_autograd
 def score(samples: Samples, policy, reference, value_model, reward_model, cfg: PPOConfig) -> Rollout:
     """2. log π_θk, log π_SFT (same temperature as sampling), V_φk and r(x, y) of the sampled responses."""
     ids, attn, width = samples.input_ids, samples.attention_mask, samples.prompt_ids.shape[1]
@@ -297,6 +298,12 @@ def train_ppo(cfg: PPOConfig) -> dict:
     tokenizer, policy, reference, value_model, reward_model = load_models(cfg, device)
     ptx = PtxBatches(cfg.ptx_data, tokenizer, cfg.ptx_batch_size, generator) if cfg.ptx_data else None
     run = RunDir(cfg.out, cfg, cfg.overwrite, cfg.tensorboard, resume=cfg.resume, main=engine.is_main)
+    # With N processes each updates on its 1/N of the rollouts (DDP averages the gradients), in minibatches of
+    # minibatch_size/N; sampling and scoring use the models themselves (FSDP: sharded in place, and the frozen
+    # reference and reward model sharded too).
+    train_policy, train_value = engine.wrap(policy), engine.wrap(value_model) if value_model is not None else None
+    reference, reward_model = engine.frozen(reference), engine.frozen(reward_model)
+    update_cfg = replace(cfg, minibatch_size=cfg.minibatch_size // engine.world_size)
     critic = list(value_model.parameters()) if value_model is not None else []
     optimizer = make_optimizer(list(policy.parameters()) + critic, cfg.lr, eps=cfg.adam_eps)
     actor = [p for p in policy.parameters() if p.requires_grad]  # what the critic warm-up freezes (LoRA: adapters)
@@ -307,12 +314,6 @@ def train_ppo(cfg: PPOConfig) -> dict:
                               kl_control=kl_control, stream=stream, generator=generator, sampler=sampler,
                               **({"value_model": value_model} if value_model is not None else {}))
     start = checkpoints.restore() if cfg.resume else 0
-    # With N processes each updates on its 1/N of the rollouts (DDP averages the gradients), in minibatches of
-    # minibatch_size/N; scoring and sampling use the models themselves.
-    train_policy, train_value = engine.wrap(policy), engine.wrap(value_model) if value_model is not None else None
-    update_cfg = replace(cfg, minibatch_size=cfg.minibatch_size // engine.world_size)
-    for model in (reference, reward_model):
-        engine.autocast(model)
     bar = progress(cfg.steps, "ppo")
     bar.update(start)
     record = {}
@@ -321,9 +322,10 @@ def train_ppo(cfg: PPOConfig) -> dict:
         for p in actor:
             p.requires_grad_(step > cfg.critic_warmup)  # during the warm-up only the critic learns
         prompts_now = engine.shard(stream.next(cfg.batch_size // samples_per_prompt(cfg)))  # this process's share
-        samples = collect(policy, tokenizer, prompts_now, cfg, sampler)                       # 1
-        t1 = time.time()
-        rollout = score(samples, policy, reference, value_model, reward_model, cfg)           # 2
+        with engine.inference():  # inference mode (FSDP: no_grad)
+            samples = collect(policy, tokenizer, prompts_now, cfg, sampler, engine.all_ended)  # 1
+            t1 = time.time()
+            rollout = score(samples, policy, reference, value_model, reward_model, cfg)        # 2
         rewards, adv, returns = advantages(rollout, kl_control.value, cfg)                    # 3, 4
         t2 = time.time()
         updates = ppo_update(train_policy, train_value, optimizer, rollout, adv, returns, update_cfg, generator,
@@ -338,11 +340,15 @@ def train_ppo(cfg: PPOConfig) -> dict:
         bar.update(1)
         bar.set_postfix(rm=f"{record['rm_score']:.2f}", kl=f"{record['kl']:.2f}",
                         **({"gold": f"{record['gold']:.2f}"} if world else {}))
-        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps and engine.is_main:
-            save_pretrained_atomic(run.path / "checkpoints" / f"step-{step}", policy, tokenizer)
+        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+            snapshot = engine.gather(policy)  # FSDP: the full weights, in process 0
+            if engine.is_main:
+                save_pretrained_atomic(run.path / "checkpoints" / f"step-{step}", snapshot, tokenizer)
         if step < cfg.steps:  # the last step's state is the saved model
             checkpoints.maybe_save(step)
     bar.close()
+    policy = engine.gather(policy)  # FSDP: the full weights, in process 0
+    value_model = engine.gather(value_model) if value_model is not None else None
     if not engine.is_main:
         return record
     save_model(run.path, policy, tokenizer, cfg.lora_save)

@@ -156,7 +156,7 @@ def train_reward_model(cfg: RewardConfig) -> dict:
     if should_launch(cfg):  # --num-processes N: N copies of this function, one per process
         return launch(train_reward_model, cfg)
     tokenizer = load_tokenizer(cfg.model)
-    engine = Engine.create(cfg, fsdp_ok=True)
+    engine = Engine.create(cfg)
     device = engine.device
     set_threads(cfg.threads)
     generator = seed_everything(cfg.seed)

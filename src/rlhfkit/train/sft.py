@@ -85,7 +85,7 @@ def train_sft(cfg: SFTConfig) -> dict:
         return launch(train_sft, cfg)
     tokenizer = load_tokenizer(cfg.model)
     model = load_causal_lm(cfg.model, tokenizer)
-    engine = Engine.create(cfg, fsdp_ok=True)
+    engine = Engine.create(cfg)
     device = engine.device
     set_threads(cfg.threads)
     generator = seed_everything(cfg.seed)
