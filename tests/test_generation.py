@@ -43,27 +43,6 @@ def test_stops_at_eos_and_pads_after_it(tiny_gpt2):
             assert eos not in row[:n]
 
 
-def test_decoding_on_after_every_row_ended_only_pads_and_draws_nothing(tiny_gpt2):
-    """FSDP's lockstep: a process whose rows have all ended decodes on while another's have not (`all_ended`
-    says no). Its responses are those it would have stopped with, padded, and its generator has drawn no more."""
-    tokenizer = load_tokenizer(tiny_gpt2)
-    model = load_causal_lm(tiny_gpt2, tokenizer).eval()
-    eos = tokenizer.eos_token_id
-
-    def sure_eos_soon(module, inputs, output):  # EOS by far the likeliest: every row ends within a few tokens
-        output[..., eos] += 12.0
-        return output
-    model.lm_head.register_forward_hook(sure_eos_soon)
-    alone, waiting = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    s = generate(model, tokenizer, PROMPTS, max_new_tokens=16, generator=alone)
-    t = generate(model, tokenizer, PROMPTS, max_new_tokens=16, generator=waiting, all_ended=lambda ended: False)
-    width = s.response_ids.shape[1]
-    assert s.finished.all() and width < 16 and t.response_ids.shape[1] == 16
-    assert torch.equal(t.response_ids[:, :width], s.response_ids) and torch.equal(t.finished, s.finished)
-    assert (t.response_ids[:, width:] == tokenizer.pad_token_id).all() and t.response_mask[:, width:].sum() == 0
-    assert t.texts == s.texts and torch.equal(waiting.get_state(), alone.get_state())
-
-
 def test_ignore_eos_runs_to_full_length(tiny_gpt2):
     tokenizer = load_tokenizer(tiny_gpt2)
     model = load_causal_lm(tiny_gpt2, tokenizer).eval()

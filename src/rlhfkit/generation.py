@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -74,13 +73,8 @@ def without_autograd(fn):
 @without_autograd
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
              top_p: float = 1.0, greedy: bool = False, generator: torch.Generator | None = None,
-             ignore_eos: bool = False, max_prompt_length: int | None = None,
-             all_ended: Callable[[bool], bool] = bool) -> Samples:
-    """Generate one response per prompt in one batch (KV cache; stops when every row has ended).
-
-    `all_ended(flag)` turns "every row of this batch has ended" into the decision to stop. Under FSDP each
-    forward pass gathers shards from every process, so all must stop together: there it answers whether every
-    process's rows have ended (the ones that ended first go on with padding, which the masks ignore)."""
+             ignore_eos: bool = False, max_prompt_length: int | None = None) -> Samples:
+    """Generate one response per prompt in one batch (KV cache; stops when every row has ended)."""
     device = next(model.parameters()).device
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, max_prompt_length)
@@ -92,21 +86,17 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, tempe
     cache, logits = out.cache, out.logits[:, -1]
     mask = prompt_mask
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    tokens, real, ended = [], [], False
+    tokens, real = [], []
     for _ in range(max_new_tokens):
         if ignore_eos:  # benchmarks: every response runs to full length
             logits = logits.index_fill(-1, torch.tensor([eos], device=device), float("-inf"))
-        if ended:  # FSDP: these rows are done, the others' are not; padding, and no draw from the generator
-            token = torch.full_like(finished, pad, dtype=torch.long)
-        else:
-            token = next_token(logits, temperature, top_p, greedy, generator)
+        token = next_token(logits, temperature, top_p, greedy, generator)
         is_real = ~finished
         token = torch.where(is_real, token, torch.full_like(token, pad))
         tokens.append(token)
         real.append(is_real)
         finished = finished | (is_real & (token == eos))
-        ended = bool(finished.all())
-        if all_ended(ended) or len(tokens) == max_new_tokens:
+        if bool(finished.all()) or len(tokens) == max_new_tokens:
             break
         mask = torch.cat([mask, is_real.long()[:, None]], dim=1)
         pos = (mask.sum(-1, keepdim=True) - 1).clamp(min=0)

@@ -80,8 +80,7 @@ def test_ppo_runs_with_two_processes_and_process_0_alone_writes(micro_world, tmp
 
 def test_ppo_with_fsdp_takes_the_steps_of_ppo_with_ddp(micro_world, tmp_path, capsys):
     """The four models sharded across two processes (--fsdp) against whole copies in each (DDP): every process
-    draws from the same seed either way, so the rollouts, scores and updates are the same up to float rounding.
-    Responses end at different lengths in the two processes, so FSDP's generation must stop in lockstep."""
+    draws from the same seed either way, so the rollouts, scores and updates are the same up to float rounding."""
     rm = _reward_dir(tmp_path, micro_world / "base")
     args = ["ppo", "--policy", micro_world / "base", "--reward", rm, "--prompts", micro_world / "prompts/train.jsonl",
             "--world", micro_world, "--steps", "4", "--batch-size", "2", "--minibatch-size", "2",
@@ -91,8 +90,9 @@ def test_ppo_with_fsdp_takes_the_steps_of_ppo_with_ddp(micro_world, tmp_path, ca
         assert code == 0, err
     ddp, fsdp = _metrics(tmp_path / "ddp"), _metrics(tmp_path / "fsdp")
     assert [r["step"] for r in fsdp] == [1, 2, 3, 4]  # process 0 alone writes
-    # One response per process, some ending with EOS: the process whose response ends first must keep decoding
-    # (padding) until the other's ends. Measured: without that, the FSDP run fails.
+    # One response per process, some ending with EOS: the processes' decoding loops end at different tokens, so
+    # the policy must be gathered whole for them (Engine.whole). Measured: with a gather per forward pass instead,
+    # the collectives of the two processes no longer match and the FSDP run fails.
     assert any(0 < r["eos_rate"] for r in ddp)
     for key in ("rm_score", "kl", "gold", "response_length", "policy_loss", "value_loss", "clipfrac", "value_mean"):
         assert _column(fsdp, key) == pytest.approx(_column(ddp, key), rel=1e-3, abs=1e-4), key

@@ -5,8 +5,10 @@ NCCL for GPUs); each runs the same training function with the same seed and conf
 `accelerate` sets up the process group and wraps each trained model in DistributedDataParallel, so gradients
 are averaged across processes after every backward pass. `--fsdp` instead shards parameters, gradients and
 optimizer state with PyTorch's FSDP2 `fully_shard`, one unit per transformer block (in PPO the frozen reference
-and reward model too) — accelerate's own FSDP path runs on GPUs only, `fully_shard` on CPU (gloo) as well, so
-the same code is tested here; the trained weights are gathered into process 0 to be saved. Each process
+and reward model too; the policy is gathered whole for the decoding loop of each batch of rollouts, which then
+runs without collectives, as in DeepSpeed-Chat's hybrid engine) — accelerate's own FSDP path runs on GPUs only,
+`fully_shard` on CPU (gloo) as well, so the same code is tested here; the trained weights are gathered into
+process 0 to be saved. Each process
 takes its share of every global batch (`Engine.shard`) — in PPO, its share of the prompts, so rollout
 generation is split across processes; metrics are reduced across processes; only process 0 writes files.
 A run started by an outside launcher (`accelerate launch`, `torchrun`: WORLD_SIZE is set) is not re-spawned.
@@ -21,6 +23,7 @@ process, `Engine` is plain PyTorch — no accelerate import, no process group, b
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import socket
@@ -176,9 +179,11 @@ class Engine:
         """The context of forward passes without gradients (PPO's sampling and scoring)."""
         return torch.inference_mode()
 
-    def all_ended(self, ended: bool) -> bool:
-        """Whether generation may stop, given that this process's rows have (not) all ended (see generate)."""
-        return ended
+    @contextlib.contextmanager
+    def whole(self, model: torch.nn.Module):
+        """FSDP: the model's whole weights in every process while the block runs — one all-gather per unit, not
+        one per forward pass — for PPO's decoding loop, where each token is a forward pass."""
+        yield model
 
     def autocast(self, model: torch.nn.Module) -> torch.nn.Module:
         """With --bf16, the model's forward runs under bfloat16 autocast and returns float32 tensors."""
@@ -247,13 +252,23 @@ class DistributedEngine(Engine):
         # FSDP fills buffers with the gathered weights that later training passes write into: no inference tensors
         return torch.no_grad() if self.fsdp else torch.inference_mode()
 
-    def all_ended(self, ended):
-        if not self.fsdp:  # each process runs its own unsharded copy: no need to wait for the others
-            return ended
-        import torch.distributed as dist
+    @contextlib.contextmanager
+    def whole(self, model):
+        if not self.fsdp:
+            yield model
+            return
+        from torch.distributed.fsdp import FSDPModule
 
-        flag = torch.tensor([int(ended)], device=self.device)
-        return bool(self._all_reduce(flag, dist.ReduceOp.MIN).item())
+        units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+        for unit in units:
+            unit.set_reshard_after_forward(False, recurse=False)
+            unit.unshard()
+        try:
+            yield model
+        finally:
+            for unit in units:
+                unit.reshard()
+                unit.set_reshard_after_forward(True, recurse=False)
 
     def gather(self, model):
         if not self.fsdp:

@@ -128,12 +128,11 @@ class Rollout:
 
 # -------------------------------------------------------------------------------------- the algorithm
 
-def collect(policy, tokenizer, prompts: list[str], cfg: PPOConfig, generator, all_ended=bool) -> Samples:
-    """1. Sample one response per prompt from the current policy (RLOO: k, side by side). `all_ended`: with
-    FSDP, every process decodes until the rows of all of them have ended (generation.generate)."""
+def collect(policy, tokenizer, prompts: list[str], cfg: PPOConfig, generator) -> Samples:
+    """1. Sample one response per prompt from the current policy (RLOO: k, side by side)."""
     prompts = [p for p in prompts for _ in range(samples_per_prompt(cfg))]
     return generate(policy, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                    generator=generator, max_prompt_length=cfg.max_prompt_length, all_ended=all_ended)
+                    generator=generator, max_prompt_length=cfg.max_prompt_length)
 
 
 @without_autograd
@@ -323,7 +322,8 @@ def train_ppo(cfg: PPOConfig) -> dict:
             p.requires_grad_(step > cfg.critic_warmup)  # during the warm-up only the critic learns
         prompts_now = engine.shard(stream.next(cfg.batch_size // samples_per_prompt(cfg)))  # this process's share
         with engine.inference():  # inference mode (FSDP: no_grad)
-            samples = collect(policy, tokenizer, prompts_now, cfg, sampler, engine.all_ended)  # 1
+            with engine.whole(policy):  # FSDP: gathered once for the decoding loop, not once per token
+                samples = collect(policy, tokenizer, prompts_now, cfg, sampler)                 # 1
             t1 = time.time()
             rollout = score(samples, policy, reference, value_model, reward_model, cfg)        # 2
         rewards, adv, returns = advantages(rollout, kl_control.value, cfg)                    # 3, 4
