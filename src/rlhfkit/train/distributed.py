@@ -226,10 +226,12 @@ class DistributedEngine(Engine):
         self.fsdp = fsdp
         self.evaluates = fsdp or self.is_main
 
-    def _shard(self, model):
+    def _shard(self, model, frozen: bool = False):
         """FSDP2: each transformer block (the model's `_no_split_modules`) a unit, then the rest. A scalar model
         is called through `score()` as well as `forward()`, so its backbone and head are each a root of their
-        own: every call then passes through a module whose forward gathers the shards it needs."""
+        own: every call then passes through a module whose forward gathers the shards it needs. A trained root
+        keeps its gathered weights after forward for the backward pass that follows (FSDP's default); a frozen
+        one has no backward pass and frees them."""
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
@@ -241,12 +243,12 @@ class DistributedEngine(Engine):
             if type(module).__name__ in blocks:
                 fully_shard(module, mesh=mesh)
         for root in ((model.backbone, model.head) if scalar else (model,)):
-            fully_shard(root, mesh=mesh)
+            fully_shard(root, mesh=mesh, reshard_after_forward=True if frozen else None)
         return model
 
     def frozen(self, model):
         self.autocast(model)
-        return self._shard(model) if self.fsdp else model
+        return self._shard(model, frozen=True) if self.fsdp else model
 
     def inference(self):
         # FSDP fills buffers with the gathered weights that later training passes write into: no inference tensors
@@ -266,7 +268,7 @@ class DistributedEngine(Engine):
         try:
             yield model
         finally:
-            for unit in units:
+            for unit in units:  # the root too from now on: gathered again for the backward pass
                 unit.reshard()
                 unit.set_reshard_after_forward(True, recurse=False)
 
