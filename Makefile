@@ -5,7 +5,7 @@ BIN      = $(VENV)/bin
 STAMP    = $(VENV)/.rlhfkit-installed
 PYTEST   = $(BIN)/python -m pytest
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all lint bench clean
 
 setup: $(STAMP)
 
@@ -19,11 +19,15 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/rlhf demo --preset tiny --out runs/demo
 
-test: setup
+# ruff (lint + import order, configured in pyproject.toml) first: a lint error fails `make test`.
+lint: setup
+	$(BIN)/ruff check .
+
+test: lint
 	sh scripts/system-deps.sh
 	$(PYTEST)
 
-test-all: setup
+test-all: lint
 	sh scripts/system-deps.sh --all
 	$(PYTEST) -m ''
 

@@ -19,8 +19,16 @@ import time
 
 import torch
 
-from peer_common import StepClock, emit, gpt2_config, peak_rss_mb, setup_threads, shape_arguments, tokenizer, \
-    trl_version
+from peer_common import (
+    StepClock,
+    emit,
+    gpt2_config,
+    peak_rss_mb,
+    setup_threads,
+    shape_arguments,
+    tokenizer,
+    trl_version,
+)
 
 
 def main() -> None:

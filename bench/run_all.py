@@ -182,8 +182,9 @@ def main() -> int:
     ppo_python, ppo_trl = ensure_peer_env(*PEER_PPO)
     train_python, train_trl = ensure_peer_env(*PEER_LATEST)
     env = bench_env(args.threads)
-    summary = {"trl": {"ppo": ppo_trl, "rm_sft": train_trl}, "repeats": repeats, "omp_wait_policy": env["OMP_WAIT_POLICY"],
-               "load_before": os.getloadavg(), "comparisons": [], "table": []}
+    summary = {"trl": {"ppo": ppo_trl, "rm_sft": train_trl}, "repeats": repeats,
+               "omp_wait_policy": env["OMP_WAIT_POLICY"], "load_before": os.getloadavg(), "comparisons": [],
+               "table": []}
     log("fp32 matmul peak")
     summary["matmul"] = matmul_gflops(env)
 

@@ -46,7 +46,8 @@ def test_stops_at_eos_and_pads_after_it(tiny_gpt2):
 def test_ignore_eos_runs_to_full_length(tiny_gpt2):
     tokenizer = load_tokenizer(tiny_gpt2)
     model = load_causal_lm(tiny_gpt2, tokenizer).eval()
-    s = generate(model, tokenizer, PROMPTS, max_new_tokens=9, ignore_eos=True, generator=torch.Generator().manual_seed(1))
+    s = generate(model, tokenizer, PROMPTS, max_new_tokens=9, ignore_eos=True,
+                 generator=torch.Generator().manual_seed(1))
     assert s.response_mask.sum().item() == 9 * len(PROMPTS)
     assert not s.finished.any()
 

@@ -37,7 +37,8 @@ def test_labels_from_the_app_wait_for_the_export(micro_world, tmp_path, capsys):
     for line in (out / "round-1" / "candidates.jsonl").read_text().splitlines():
         item = json.loads(line)
         k = len(item["completions"])
-        rows.append({"id": item["id"], "prompt": item["prompt"], "completions": [c["text"] for c in item["completions"]],
+        rows.append({"id": item["id"], "prompt": item["prompt"],
+                     "completions": [c["text"] for c in item["completions"]],
                      "ranking": [[i] for i in range(k)], "labeler": "alice"})
     (labels / "round-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     code, stdout, err = run_cli(args, capsys)

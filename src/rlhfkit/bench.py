@@ -308,11 +308,13 @@ def _bench_training(cfg: BenchTrainConfig, kind: str) -> dict:
         common = dict(model=model, out=str(tmp / "run"), eval_fraction=0.0, epochs=1, batch_size=cfg.batch,
                       max_length=seq, seed=cfg.seed, threads=cfg.threads)
         if kind == "rm":
-            from rlhfkit.train.reward import RewardConfig as Config, train_reward_model as train
+            from rlhfkit.train.reward import RewardConfig as Config
+            from rlhfkit.train.reward import train_reward_model as train
             data = cfg.data or str(write_pairs(tmp / "pairs.jsonl", cfg))
             seqs_per_step = cfg.k * cfg.batch   # the distinct outputs of each ranking, each scored once
         else:
-            from rlhfkit.train.sft import SFTConfig as Config, train_sft as train
+            from rlhfkit.train.sft import SFTConfig as Config
+            from rlhfkit.train.sft import train_sft as train
             data = cfg.data or str(write_demos(tmp / "demos.jsonl", cfg))
             seqs_per_step = cfg.batch
         with step_clock() as ends, maybe_profile(cfg.profile):

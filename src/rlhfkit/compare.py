@@ -184,7 +184,9 @@ def table_rows(methods: dict) -> list[dict]:
     rows = []
     for name, m in methods.items():
         spread, w = m.get("across_seeds"), m["win_vs_sft"]
-        cell = (lambda k: f"{m[k]:.3f} ± {spread[k]['std']:.3f}") if spread else (lambda k: f"{m[k]:.3f}")
+
+        def cell(k, m=m, spread=spread):
+            return f"{m[k]:.3f} ± {spread[k]['std']:.3f}" if spread else f"{m[k]:.3f}"
         rows.append({"method": name, "gold": cell("gold"), "RM": cell("rm"), "KL": cell("kl"),
                      "win vs SFT": f"{w['rate']:.3f}" + (f" ± {spread['win_rate']['std']:.3f}" if spread else ""),
                      "95% CI": f"{w['ci_low']:.3f}–{w['ci_high']:.3f}", "n": w["n"],

@@ -39,7 +39,8 @@ def write_candidates(path: Path, n: int, k: int = 5, *, sources=("sft", "ppo"), 
                 for j in range(k)]
         if first_text is not None and i == 0:
             outs[0]["text"] = first_text
-        lines.append(json.dumps({"id": f"q{i:03d}", "prompt": f"Question {i}: list {i % 5 + 2} things.", "completions": outs}))
+        lines.append(json.dumps({"id": f"q{i:03d}", "prompt": f"Question {i}: list {i % 5 + 2} things.",
+                                 "completions": outs}))
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -62,7 +63,8 @@ def stand_in_answer(task: dict, client_id: str | None = None, *, labeler_bias: i
                  "flags": [{name: False for name in FLAGS} for _ in idx], "notes": [""] * len(idx)}
     elif task["mode"] == "pairwise":
         a, b = task["outputs"]
-        body["choice"] = "equal" if len(a["text"]) == len(b["text"]) else ("A" if len(a["text"]) > len(b["text"]) else "B")
+        longer = "A" if len(a["text"]) > len(b["text"]) else "B"
+        body["choice"] = "equal" if len(a["text"]) == len(b["text"]) else longer
         if labeler_bias % 3 == 1:
             body["choice"] = {"A": "B", "B": "A", "equal": "equal"}[body["choice"]]
     else:

@@ -3,8 +3,14 @@ import uuid
 import pytest
 
 from rlhfkit.data.schemas import FLAGS
-from rlhfkit.label.answers import (BadAnswer, form_to_body, pairwise_tiers, parse_answer, ranking_to_tiers,
-                                   tiers_to_ranking)
+from rlhfkit.label.answers import (
+    BadAnswer,
+    form_to_body,
+    pairwise_tiers,
+    parse_answer,
+    ranking_to_tiers,
+    tiers_to_ranking,
+)
 
 CID = str(uuid.uuid4())
 

@@ -23,7 +23,8 @@ RUN_LIMIT_S = 240  # every loop below stops by itself well before this
 
 def prepare(db_url: str, tmp_path, n_labelers=LABELERS, items=ITEMS, overlap=OVERLAP) -> list[str]:
     store = open_store(db_url, migrate=True)
-    store.import_items("load", "rank", overlap, read_items(str(write_candidates(tmp_path / "c.jsonl", items, 4)), "rank"))
+    candidates = write_candidates(tmp_path / "c.jsonl", items, 4)
+    store.import_items("load", "rank", overlap, read_items(str(candidates), "rank"))
     tokens = [store.invite("load", f"labeler{i:02d}") for i in range(n_labelers)]
     store.engine.dispose()
     return tokens
@@ -68,7 +69,7 @@ class Crew:
                     return
                 body = stand_in_answer(task, labeler_bias=n)
 
-                def send():
+                def send(body=body):
                     t0 = time.perf_counter()
                     r = lab.submit(body)
                     r.raise_for_status()

@@ -5,6 +5,7 @@ import uuid
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy.exc import IntegrityError
 
 from rlhfkit.label.answers import parse_answer
 from rlhfkit.label.db import Base, open_engine, upgrade
@@ -134,7 +135,7 @@ def test_someone_elses_assignment_is_not_found(store):
 
 def test_import_is_all_or_nothing_and_keeps_the_mode(store):
     store.import_items("p", "rank", 3, items(2))
-    with pytest.raises(Exception):
+    with pytest.raises(IntegrityError):  # a NOT NULL prompt: the whole import is rolled back
         store.import_items("p", "rank", None, items(1) + [{"id": "bad", "prompt": None, "completions": []}])
     assert store.progress("p")["items"] == 2
     with pytest.raises(Exception, match="collects 'rank'"):

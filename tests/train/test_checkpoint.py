@@ -219,8 +219,9 @@ def test_sigkill_of_a_two_process_run_then_resume_equals_an_uninterrupted_two_pr
     """With --fsdp the shards are gathered into one checkpoint (PPO: policy and value model, and the one optimizer
     of both), and each process takes its shards back."""
     if kind == "sft":
-        args, kill_range = ["sft", "--model", micro_world / "base", "--data", micro_world / "demos.jsonl",
-                            "--epochs", "2", "--batch-size", "32", "--log-every", "1", "--checkpoint-every", "2"], (3, 22)
+        args = ["sft", "--model", micro_world / "base", "--data", micro_world / "demos.jsonl",
+                "--epochs", "2", "--batch-size", "32", "--log-every", "1", "--checkpoint-every", "2"]
+        kill_range = (3, 22)
     else:
         args, total = _commands("ppo", micro_world, tmp_path)
         kill_range = (2, total - 2)

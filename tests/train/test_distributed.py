@@ -104,7 +104,7 @@ def test_ppo_with_fsdp_takes_the_steps_of_ppo_with_ddp(micro_world, tmp_path, ca
     for part in ("policy", "value", "snapshot"):
         for name, weight in saved["ddp", part].items():
             torch.testing.assert_close(saved["fsdp", part][name], weight, rtol=0, atol=2e-3,
-                                       msg=lambda m, name=name: f"{part} {name}: {m}")
+                                       msg=lambda m, name=name, part=part: f"{part} {name}: {m}")
 
 
 def test_an_error_inside_the_workers_is_one_line_and_exit_2(tiny_gpt2, tmp_path, capsys):

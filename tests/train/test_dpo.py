@@ -59,7 +59,8 @@ def test_dpo_loss_equals_hand_computed_value():
     assert L.dpo_loss(logp_w, logp_l, ref_w, ref_l, weight, 1, beta=0.5).item() == pytest.approx(0.77322352, abs=1e-6)
     # β defaults to 0.1 (Rafailov et al.): pair 1 alone has margin 0.1·2 = 0.2 -> log(1 + e^−0.2) = 0.59813887
     one = torch.ones(1)
-    assert L.dpo_loss(logp_w[:1], logp_l[:1], ref_w[:1], ref_l[:1], one, 1).item() == pytest.approx(0.59813887, abs=1e-6)
+    loss = L.dpo_loss(logp_w[:1], logp_l[:1], ref_w[:1], ref_l[:1], one, 1)
+    assert loss.item() == pytest.approx(0.59813887, abs=1e-6)
 
 
 def test_dpo_gradient_pushes_chosen_logprob_up_and_rejected_down():

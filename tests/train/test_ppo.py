@@ -6,9 +6,9 @@ import torch
 from rlhfkit.generation import generate
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.scalar import ScalarModel
+from rlhfkit.train.common import make_optimizer
 from rlhfkit.train.ppo import KLController, PPOConfig, advantages, load_models, ppo_update, score
 from rlhfkit.train.ppo_data import PtxBatches
-from rlhfkit.train.common import make_optimizer
 from tests.conftest import run_cli
 
 PROMPTS = ["list three animals .", "what color is the sky ?", "say pear two times .", "compliment the baker .",
@@ -125,8 +125,9 @@ def test_ppo_command_runs_logs_every_metric_and_tracks_gold(micro_world, tmp_pat
     sft = micro_world / "base"
     rm = _reward_dir(tmp_path, sft)
     out = tmp_path / "ppo"
-    code, stdout, err = run_cli(["ppo", "--policy", sft, "--reward", rm, "--prompts", micro_world / "prompts/train.jsonl",
-                                 "--out", out, "--steps", "3", "--batch-size", "8", "--minibatch-size", "4",
+    code, stdout, err = run_cli(["ppo", "--policy", sft, "--reward", rm,
+                                 "--prompts", micro_world / "prompts/train.jsonl", "--out", out, "--steps", "3",
+                                 "--batch-size", "8", "--minibatch-size", "4",
                                  "--world", micro_world, "--save-every", "2", "--target-kl", "1.0"], capsys)
     assert code == 0, err
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

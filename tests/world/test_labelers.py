@@ -2,8 +2,14 @@ import random
 
 from rlhfkit.world.build import _tasks
 from rlhfkit.world.corpus import expert_response, web_response
-from rlhfkit.world.labelers import (TARGET_AGREEMENT, calibrate_temperature, make_labelers, pairwise_agreement,
-                                    score_items, simulated_agreement)
+from rlhfkit.world.labelers import (
+    TARGET_AGREEMENT,
+    calibrate_temperature,
+    make_labelers,
+    pairwise_agreement,
+    score_items,
+    simulated_agreement,
+)
 
 
 def _items(seed: int, n: int):

@@ -173,7 +173,8 @@ def eval_bon(cfg: EvalBoNConfig) -> dict:
     bon = best_of_n(model, tokenizer, reward, heldout(world, cfg.limit), n=cfg.n, temperature=cfg.temperature,
                     max_new_tokens=cfg.max_new_tokens or world.response_limit, seed=cfg.seed,
                     missing_eos_penalty=cfg.missing_eos_penalty)
-    result = {"policy": cfg.policy, "reward": cfg.reward, "prompts": len(bon.prompts), "curve": bon.curve(_powers(cfg.n))}
+    result = {"policy": cfg.policy, "reward": cfg.reward, "prompts": len(bon.prompts),
+              "curve": bon.curve(_powers(cfg.n))}
     print(f"best-of-n of {cfg.policy} by {cfg.reward} on {len(bon.prompts)} held-out prompts:")
     print("      n   KL_BoN   RM score   gold")
     for row in result["curve"]:

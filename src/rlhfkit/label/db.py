@@ -13,8 +13,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import (JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
-                        create_engine, event)
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -190,7 +201,8 @@ def open_engine(db: str) -> Engine:
     try:
         return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
     except ModuleNotFoundError as exc:
-        raise UserError(f"--db {db!r}: needs the PostgreSQL driver ({exc.name}); pip install 'rlhfkit[postgres]'")
+        raise UserError(f"--db {db!r}: needs the PostgreSQL driver ({exc.name}); "
+                        "pip install 'rlhfkit[postgres]'") from None
 
 
 def _sqlite_pragmas(engine: Engine) -> None:

@@ -13,8 +13,8 @@ once) and `assignment (item_id, user_id)` (no labeler sees an item twice).
 
 from __future__ import annotations
 
-import hashlib
 import contextlib
+import hashlib
 import secrets
 import threading
 import time
@@ -29,8 +29,22 @@ from sqlalchemy.orm import Session as OrmSession
 from rlhfkit.errors import UserError
 from rlhfkit.label import assign
 from rlhfkit.label.answers import Answer, pairwise_tiers
-from rlhfkit.label.db import (KINDS, MODES, ROLES, Assignment, Candidate, Demonstration, Event, Item, Project,
-                              RankEntry, Rating, Session, Submission, User)
+from rlhfkit.label.db import (
+    KINDS,
+    MODES,
+    ROLES,
+    Assignment,
+    Candidate,
+    Demonstration,
+    Event,
+    Item,
+    Project,
+    RankEntry,
+    Rating,
+    Session,
+    Submission,
+    User,
+)
 
 SESSION_SECONDS = 14 * 24 * 3600
 WRITE_RETRIES = 8

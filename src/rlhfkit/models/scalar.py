@@ -26,8 +26,7 @@ from torch import nn
 from rlhfkit.data.collate import encode, pad_right, position_ids
 from rlhfkit.errors import UserError
 from rlhfkit.losses import last_token_index
-from rlhfkit.models.loading import (LOAD_ERRORS, align_special_tokens, check_model_dir, disable_dropout,
-                                    fuse_activations)
+from rlhfkit.models.loading import LOAD_ERRORS, align_special_tokens, check_model_dir, disable_dropout, fuse_activations
 
 HEAD_WEIGHTS = "scalar_head.safetensors"
 HEAD_META = "scalar_head.json"

@@ -28,9 +28,20 @@ from rlhfkit.losses import dpo_loss, dpo_margin, masked_sum, token_logprobs
 from rlhfkit.models.loading import disable_dropout, load_causal_lm, load_tokenizer, save_pretrained_atomic
 from rlhfkit.models.lora import AdaptersOff, add_lora, check_lora_options, has_lora, save_model
 from rlhfkit.train.checkpoint import Checkpoints
-from rlhfkit.train.common import (EpochBatches, RunDir, RunOptions, check_finite, make_optimizer, optimizer_step,
-                                  prepare_out_dir, progress, seed_everything, set_threads, split_by_prompt,
-                                  warmup_cosine)
+from rlhfkit.train.common import (
+    EpochBatches,
+    RunDir,
+    RunOptions,
+    check_finite,
+    make_optimizer,
+    optimizer_step,
+    prepare_out_dir,
+    progress,
+    seed_everything,
+    set_threads,
+    split_by_prompt,
+    warmup_cosine,
+)
 from rlhfkit.train.distributed import Engine, launch, should_launch
 
 

@@ -32,15 +32,36 @@ from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.data.schemas import prompt_record
 from rlhfkit.errors import UserError
 from rlhfkit.generation import Samples, generate, without_autograd
-from rlhfkit.models.loading import (check_model_dir, disable_dropout, load_causal_lm, load_tokenizer,
-                                    save_pretrained_atomic)
-from rlhfkit.models.lora import (AdaptersOff, add_lora, check_lora_options, copy_head, has_lora, save_model,
-                                 save_scalar_model)
+from rlhfkit.models.loading import (
+    check_model_dir,
+    disable_dropout,
+    load_causal_lm,
+    load_tokenizer,
+    save_pretrained_atomic,
+)
+from rlhfkit.models.lora import (
+    AdaptersOff,
+    add_lora,
+    check_lora_options,
+    copy_head,
+    has_lora,
+    save_model,
+    save_scalar_model,
+)
 from rlhfkit.models.policy import response_logprobs, response_values
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.train.checkpoint import Checkpoints
-from rlhfkit.train.common import (RunDir, RunOptions, check_finite, make_optimizer, prepare_out_dir, progress,
-                                  seed_everything, set_threads, shuffled_batches)
+from rlhfkit.train.common import (
+    RunDir,
+    RunOptions,
+    check_finite,
+    make_optimizer,
+    prepare_out_dir,
+    progress,
+    seed_everything,
+    set_threads,
+    shuffled_batches,
+)
 from rlhfkit.train.distributed import Engine, launch, should_launch
 from rlhfkit.train.ppo_data import PromptStream, PtxBatches, ptx_record
 

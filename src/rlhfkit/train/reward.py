@@ -29,9 +29,20 @@ from rlhfkit.models.loading import load_tokenizer
 from rlhfkit.models.lora import add_lora, check_lora_options, save_scalar_model
 from rlhfkit.models.scalar import ScalarModel, response_sequences, score_sequences
 from rlhfkit.train.checkpoint import Checkpoints
-from rlhfkit.train.common import (EpochBatches, RunDir, RunOptions, check_finite, make_optimizer, optimizer_step,
-                                  prepare_out_dir, progress, seed_everything, set_threads, split_by_prompt,
-                                  warmup_cosine)
+from rlhfkit.train.common import (
+    EpochBatches,
+    RunDir,
+    RunOptions,
+    check_finite,
+    make_optimizer,
+    optimizer_step,
+    prepare_out_dir,
+    progress,
+    seed_everything,
+    set_threads,
+    split_by_prompt,
+    warmup_cosine,
+)
 from rlhfkit.train.distributed import Engine, launch, should_launch
 
 HELDOUT_FILE = "heldout.jsonl"

@@ -19,9 +19,20 @@ from rlhfkit.losses import lm_loss
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.lora import add_lora, check_lora_options, save_model
 from rlhfkit.train.checkpoint import Checkpoints
-from rlhfkit.train.common import (EpochBatches, RunDir, RunOptions, check_finite, make_optimizer, optimizer_step,
-                                  prepare_out_dir, progress, seed_everything, set_threads, split_by_prompt,
-                                  warmup_cosine)
+from rlhfkit.train.common import (
+    EpochBatches,
+    RunDir,
+    RunOptions,
+    check_finite,
+    make_optimizer,
+    optimizer_step,
+    prepare_out_dir,
+    progress,
+    seed_everything,
+    set_threads,
+    split_by_prompt,
+    warmup_cosine,
+)
 from rlhfkit.train.distributed import Engine, launch, should_launch
 
 
