@@ -8,7 +8,6 @@ from rlhfkit.label.answers import (
     form_to_body,
     pairwise_tiers,
     parse_answer,
-    ranking_to_tiers,
     tiers_to_ranking,
 )
 
@@ -22,7 +21,7 @@ def rank_body(**over):
 
 def test_tiers_round_trip_with_ties():
     assert tiers_to_ranking({0: 1, 1: 2, 2: 0, 3: 1}) == [[2], [0, 3], [1]]
-    assert ranking_to_tiers([[2], [0, 3], [1]]) == {2: 0, 0: 1, 3: 1, 1: 2}
+    assert parse_answer(rank_body(ranking=[[2], [0, 3], [1]]), "rank", 4).tiers == {2: 0, 0: 1, 3: 1, 1: 2}
 
 
 def test_rank_answer_fills_every_flag_false_by_default():

@@ -55,10 +55,6 @@ def tiers_to_ranking(tiers: dict[int, int]) -> list[list[int]]:
     return [sorted(groups[t]) for t in sorted(groups)]
 
 
-def ranking_to_tiers(ranking: list[list[int]]) -> dict[int, int]:
-    return {idx: t for t, group in enumerate(ranking) for idx in group}
-
-
 def _client_id(value) -> str:
     try:
         return str(uuid.UUID(str(value)))

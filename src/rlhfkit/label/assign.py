@@ -41,7 +41,10 @@ def lease_expiry(now: float, lease_seconds: float) -> float:
     return now + lease_seconds
 
 
-def is_expired(expires_at: float, now: float) -> bool:
+def is_expired(expires_at, now: float):
+    """A lease is over once `now` is past its expiry. Works on numbers and on a SQLAlchemy column alike
+    (`is_expired(Assignment.expires_at, now)` is the SQL `expires_at < now`, negated `expires_at >= now`),
+    so the store's queries apply this rule instead of restating it."""
     return now > expires_at
 
 

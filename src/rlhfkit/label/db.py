@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -27,7 +29,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from rlhfkit.errors import UserError
@@ -36,6 +38,7 @@ MODES = ("rank", "pairwise", "demo")
 ROLES = ("labeler", "admin")
 KINDS = ("rank", "pairwise", "demo", "skip")
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # writers queue behind each other instead of failing at once
+PG_DISK_FULL = "53100"  # SQLSTATE disk_full (PostgreSQL manual, Appendix A)
 
 
 class Base(DeclarativeBase):
@@ -62,7 +65,9 @@ class User(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
-class Session(Base):
+class LoginSession(Base):
+    """A logged-in browser or script: the cookie's hash, valid until `expires_at`."""
+
     __tablename__ = "session"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the cookie value
@@ -227,11 +232,18 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
 def upgrade(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision (what `serve` and `import` do first)."""
-    from alembic import command
-    from alembic.config import Config
-
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a database error means the disk (or the database's size limit) is full: SQLite's
+    SQLITE_FULL, "database or disk is full" (https://sqlite.org/rescode.html#full), or PostgreSQL's
+    disk_full. The transaction it broke is rolled back; nothing of it was stored."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    code = getattr(exc.orig, "sqlstate", None)
+    return code == PG_DISK_FULL or "database or disk is full" in str(exc.orig).lower()

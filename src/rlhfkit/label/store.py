@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import Session
 
 from rlhfkit.errors import UserError
 from rlhfkit.label import assign
@@ -38,12 +38,13 @@ from rlhfkit.label.db import (
     Demonstration,
     Event,
     Item,
+    LoginSession,
     Project,
     RankEntry,
     Rating,
-    Session,
     Submission,
     User,
+    is_disk_full,
 )
 
 SESSION_SECONDS = 14 * 24 * 3600
@@ -62,6 +63,10 @@ class Forbidden(UserError):
 
 class Conflict(UserError):
     pass
+
+
+class DiskFull(UserError):
+    """The database could not write (its disk is full); the transaction was rolled back."""
 
 
 def digest(token: str) -> str:
@@ -90,8 +95,8 @@ class Who:
 
 
 @dataclass
-class Task:
-    """One leased item, as a labeler sees it: no sources, outputs in their shown order."""
+class LeasedItem:
+    """One item leased to a labeler, as they see it: no sources, outputs in their shown order."""
 
     assignment_id: int
     item_id: str
@@ -135,28 +140,31 @@ class Store:
 
     # ------------------------------------------------------------------------------------ plumbing
 
-    def _write(self, work: Callable[[OrmSession], object]):
+    def _write(self, work: Callable[[Session], object]):
         """Run `work(session)` in one transaction; retry transient conflicts with a short backoff."""
         for attempt in range(WRITE_RETRIES):
             try:
-                with self._write_lock, OrmSession(self.engine, expire_on_commit=False) as s, s.begin():
+                with self._write_lock, Session(self.engine, expire_on_commit=False) as s, s.begin():
                     return work(s)
             except (OperationalError, DBAPIError) as exc:
+                if is_disk_full(exc):  # the transaction was rolled back: say so in one line, never retry
+                    raise DiskFull(f"database {self.engine.url.render_as_string(hide_password=True)}: the disk is "
+                                   "full, nothing was written; free some space and try again") from None
                 if isinstance(exc, IntegrityError) or not _transient(exc) or attempt == WRITE_RETRIES - 1:
                     raise
                 time.sleep(0.01 * 2 ** attempt * (1 + secrets.randbelow(100) / 100))
         raise AssertionError("unreachable")
 
-    def _read(self, work: Callable[[OrmSession], object]):
-        with OrmSession(self._reader, expire_on_commit=False) as s, s.begin():
+    def _read(self, work: Callable[[Session], object]):
+        with Session(self._reader, expire_on_commit=False) as s, s.begin():
             return work(s)
 
-    def _event(self, s: OrmSession, kind: str, project_id: int | None, user_id: int | None, **data) -> None:
+    def _event(self, s: Session, kind: str, project_id: int | None, user_id: int | None, **data) -> None:
         s.add(Event(at=self.clock(), project_id=project_id, user_id=user_id, kind=kind, data=data))
 
     # ------------------------------------------------------------------------------------ projects
 
-    def _project(self, s: OrmSession, name: str) -> Project:
+    def _project(self, s: Session, name: str) -> Project:
         project = s.scalar(select(Project).where(Project.name == name))
         if project is None:
             known = ", ".join(s.scalars(select(Project.name).order_by(Project.name))) or "none yet"
@@ -179,7 +187,7 @@ class Store:
         if overlap is not None and overlap < 1:
             raise UserError(f"--overlap {overlap}: each item needs at least one labeler")
 
-        def work(s: OrmSession):
+        def work(s: Session):
             now = self.clock()
             project = s.scalar(select(Project).where(Project.name == name))
             if project is None:
@@ -221,7 +229,7 @@ class Store:
             raise UserError("--name is empty")
         token = new_token()
 
-        def work(s: OrmSession):
+        def work(s: Session):
             p = self._project(s, project)
             user = s.scalar(select(User).where(User.project_id == p.id, User.name == name))
             if user is None:
@@ -230,7 +238,7 @@ class Store:
                 s.flush()
             else:
                 user.invite_hash, user.role = digest(token), role
-                s.execute(update(Session).where(Session.user_id == user.id).values(expires_at=0))
+                s.execute(update(LoginSession).where(LoginSession.user_id == user.id).values(expires_at=0))
             self._event(s, "invite", p.id, user.id, name=name, role=role)
 
         self._write(work)
@@ -240,12 +248,12 @@ class Store:
         """An invite token -> a new session token (None when the invite is unknown)."""
         session_token = new_token()
 
-        def work(s: OrmSession):
+        def work(s: Session):
             user = s.scalar(select(User).where(User.invite_hash == digest(invite_token)))
             if user is None:
                 return None
             now = self.clock()
-            s.add(Session(token_hash=digest(session_token), user_id=user.id, created_at=now,
+            s.add(LoginSession(token_hash=digest(session_token), user_id=user.id, created_at=now,
                           expires_at=now + SESSION_SECONDS))
             self._event(s, "login", user.project_id, user.id)
             return session_token
@@ -253,15 +261,15 @@ class Store:
         return self._write(work)
 
     def logout(self, session_token: str) -> None:
-        self._write(lambda s: s.execute(update(Session).where(Session.token_hash == digest(session_token))
+        self._write(lambda s: s.execute(update(LoginSession).where(LoginSession.token_hash == digest(session_token))
                                         .values(expires_at=0)))
 
     def who(self, session_token: str) -> Who | None:
-        def work(s: OrmSession):
+        def work(s: Session):
             row = s.execute(
-                select(User, Project).join(Session, Session.user_id == User.id)
+                select(User, Project).join(LoginSession, LoginSession.user_id == User.id)
                 .join(Project, Project.id == User.project_id)
-                .where(Session.token_hash == digest(session_token), Session.expires_at > self.clock())
+                .where(LoginSession.token_hash == digest(session_token), LoginSession.expires_at > self.clock())
             ).first()
             if row is None:
                 return None
@@ -275,10 +283,10 @@ class Store:
     def expire_leases(self) -> int:
         """Return the slots of leases past their expiry to the pool; how many expired."""
 
-        def work(s: OrmSession):
+        def work(s: Session):
             now = self.clock()
             rows = s.execute(select(Assignment.id, Assignment.item_id, Assignment.user_id)
-                             .where(Assignment.state == "leased", Assignment.expires_at < now)
+                             .where(Assignment.state == "leased", assign.is_expired(Assignment.expires_at, now))
                              .order_by(Assignment.item_id).limit(500)).all()
             n = 0
             for aid, item_id, user_id in rows:
@@ -292,19 +300,19 @@ class Store:
 
         return self._write(work)
 
-    def next_task(self, who: Who) -> Task | None:
+    def next_task(self, who: Who) -> LeasedItem | None:
         """The labeler's live lease, or a new one on the best open item; None when nothing is left."""
         if self.clock() >= self._next_sweep:  # sweeping is a write: do it at most every SWEEP_EVERY_S
             self._next_sweep = self.clock() + min(SWEEP_EVERY_S, self.lease_seconds / 10)
             self.expire_leases()
 
-        def work(s: OrmSession):
+        def work(s: Session):
             now = self.clock()
             current = s.scalar(select(Assignment).where(Assignment.user_id == who.user_id,
                                                         Assignment.state == "leased",
-                                                        Assignment.expires_at >= now))
+                                                        ~assign.is_expired(Assignment.expires_at, now)))
             if current is not None:
-                return self._task(s, who, current)
+                return self._leased_item(s, who, current)
             overlap = s.scalar(select(Project.overlap).where(Project.id == who.project_id))
             seen = exists().where(Assignment.item_id == Item.id, Assignment.user_id == who.user_id)
             rows = s.execute(select(Item.id, Item.position, Item.taken)
@@ -322,12 +330,12 @@ class Store:
                 s.flush()
                 lease.shown = assign.shown_order(k, seed=lease.id)
                 self._event(s, "lease", who.project_id, who.user_id, assignment=lease.id, item=item_id)
-                return self._task(s, who, lease)
+                return self._leased_item(s, who, lease)
             return None
 
         return self._write(work)
 
-    def _task(self, s: OrmSession, who: Who, a: Assignment) -> Task:
+    def _leased_item(self, s: Session, who: Who, a: Assignment) -> LeasedItem:
         item = s.get(Item, a.item_id)
         texts = dict(s.execute(select(Candidate.idx, Candidate.text).where(Candidate.item_id == a.item_id)).all())
         overlap = s.scalar(select(Project.overlap).where(Project.id == who.project_id))
@@ -336,7 +344,7 @@ class Store:
         available = s.scalar(select(func.count()).select_from(Item).where(
             Item.project_id == who.project_id, Item.taken < overlap, ~seen))
         page, pages = assign.page_numbers(answered, available)
-        return Task(a.id, item.ext_id, who.mode, item.prompt, [(i, texts[i]) for i in a.shown],
+        return LeasedItem(a.id, item.ext_id, who.mode, item.prompt, [(i, texts[i]) for i in a.shown],
                     a.expires_at, page, pages)
 
     # --------------------------------------------------------------------------------- submissions
@@ -344,7 +352,7 @@ class Store:
     def output_count(self, who: Who, assignment_id: int) -> int:
         """How many outputs the item of one of this labeler's assignments has (to check an answer)."""
 
-        def work(s: OrmSession):
+        def work(s: Session):
             row = s.execute(select(Assignment.user_id, func.count(Candidate.id))
                             .outerjoin(Candidate, Candidate.item_id == Assignment.item_id)
                             .where(Assignment.id == assignment_id).group_by(Assignment.id)).first()
@@ -362,7 +370,7 @@ class Store:
             # Two copies of one answer raced (PostgreSQL): the other one won; report it.
             return self._write(lambda s: self._submit(s, who, assignment_id, ans))
 
-    def _duplicate(self, s: OrmSession, who: Who, client_id: str) -> Receipt | None:
+    def _duplicate(self, s: Session, who: Who, client_id: str) -> Receipt | None:
         row = s.execute(select(Submission, Item.ext_id).join(Item, Item.id == Submission.item_id)
                         .where(Submission.client_id == client_id)).first()
         if row is None:
@@ -372,7 +380,7 @@ class Store:
             raise Conflict("client_id was already used by someone else; generate a new UUID per answer")
         return Receipt(sub.id, sub.client_id, sub.assignment_id, ext_id, sub.kind, duplicate=True)
 
-    def _submit(self, s: OrmSession, who: Who, assignment_id: int, ans: Answer) -> Receipt:
+    def _submit(self, s: Session, who: Who, assignment_id: int, ans: Answer) -> Receipt:
         if (dup := self._duplicate(s, who, ans.client_id)) is not None:
             return dup
         a = s.get(Assignment, assignment_id)
@@ -420,7 +428,7 @@ class Store:
     def submissions(self, project: str) -> list[dict]:
         """Every submission of a project with its item, candidates and answer (the raw export)."""
 
-        def work(s: OrmSession):
+        def work(s: Session):
             p = self._project(s, project)
             rows = s.execute(
                 select(Submission, Item, User.name, Assignment.shown)
@@ -461,18 +469,16 @@ class Store:
     def progress(self, project: str) -> dict:
         """Items, how many are complete (k answers), answers per kind, live leases, labelers."""
 
-        def work(s: OrmSession):
+        def work(s: Session):
             p = self._project(s, project)
-            answers = (select(Submission.item_id, func.count().label("n"))
-                       .where(Submission.kind != "skip").group_by(Submission.item_id).subquery())
-            items = s.scalar(select(func.count()).select_from(Item).where(Item.project_id == p.id))
-            complete = s.scalar(select(func.count()).select_from(Item).join(answers, answers.c.item_id == Item.id)
-                                .where(Item.project_id == p.id, answers.c.n >= p.overlap))
+            counts = self._item_answer_counts(s, p)
+            items = len(counts)
+            complete = sum(answers >= p.overlap for _, answers, _ in counts)  # k answers: the item is done
             kinds = dict(s.execute(select(Submission.kind, func.count()).join(Item, Item.id == Submission.item_id)
                                    .where(Item.project_id == p.id).group_by(Submission.kind)).all())
             live = s.scalar(select(func.count()).select_from(Assignment).join(Item, Item.id == Assignment.item_id)
                             .where(Item.project_id == p.id, Assignment.state == "leased",
-                                   Assignment.expires_at >= self.clock()))
+                                   ~assign.is_expired(Assignment.expires_at, self.clock())))
             people = s.execute(select(User.name, User.role).where(User.project_id == p.id).order_by(User.name)).all()
             return {"project": p.name, "mode": p.mode, "overlap": p.overlap, "items": items,
                     "complete": complete, "answers": {k: kinds.get(k, 0) for k in KINDS},
@@ -481,13 +487,12 @@ class Store:
         return self._read(work)
 
     def item_answer_counts(self, project: str) -> list[tuple[str, int, int]]:
-        """(item id, answers, distinct labelers) per item: the load test's invariant, from the database."""
+        """(item id, answers, distinct labelers) per item, skips not counted: what `progress` counts as
+        complete, and the load test's invariant (answers = labelers = k), from the database."""
+        return self._read(lambda s: self._item_answer_counts(s, self._project(s, project)))
 
-        def work(s: OrmSession):
-            p = self._project(s, project)
-            return s.execute(
-                select(Item.ext_id, func.count(Submission.id), func.count(func.distinct(Submission.user_id)))
-                .outerjoin(Submission, and_(Submission.item_id == Item.id, Submission.kind != "skip"))
-                .where(Item.project_id == p.id).group_by(Item.id, Item.ext_id).order_by(Item.ext_id)).all()
-
-        return self._read(work)
+    def _item_answer_counts(self, s: Session, p: Project) -> list[tuple[str, int, int]]:
+        return [tuple(row) for row in s.execute(
+            select(Item.ext_id, func.count(Submission.id), func.count(func.distinct(Submission.user_id)))
+            .outerjoin(Submission, and_(Submission.item_id == Item.id, Submission.kind != "skip"))
+            .where(Item.project_id == p.id).group_by(Item.id, Item.ext_id).order_by(Item.ext_id))]

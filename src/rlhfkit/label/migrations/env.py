@@ -1,6 +1,7 @@
 """Alembic environment: runs on the connection that `rlhfkit.label.db.upgrade` hands over."""
 
 from alembic import context
+from sqlalchemy import engine_from_config, pool
 
 from rlhfkit.label.db import Base
 
@@ -11,8 +12,6 @@ target_metadata = Base.metadata
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is None:  # `alembic` run by hand: sqlalchemy.url from the ini file
-        from sqlalchemy import engine_from_config, pool
-
         engine = engine_from_config(config.get_section(config.config_ini_section, {}), prefix="sqlalchemy.",
                                     poolclass=pool.NullPool)
         with engine.begin() as connection:
