@@ -7,6 +7,8 @@ import pytest
 from rlhfkit.cli import main
 from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.data.schemas import demo_record, pair_record, ranking_record
+from rlhfkit.label.answers import parse_answer
+from rlhfkit.label.api_models import TaskOut
 from rlhfkit.label.commands import open_store
 from tests.label.conftest import stand_in_answer, write_candidates
 
@@ -60,14 +62,11 @@ def test_export_formats_validate(tmp_path, capsys):
     main(["label", "import", "--db", db, "--project", "d", "--mode", "demo",
           str(write_candidates(tmp_path / "d.jsonl", 2, 2))])
     store = open_store(db)
-    from rlhfkit.label.answers import parse_answer
-    from rlhfkit.label.app import _task_json
-
     for project, names in (("r", ["ann", "bob"]), ("d", ["dee"])):
         for name in names:
             who = store.who(store.login(store.invite(project, name)))
             while (task := store.next_task(who)) is not None:
-                body = stand_in_answer(_task_json(task))
+                body = stand_in_answer(TaskOut.of(task).model_dump())
                 store.submit(who, task.assignment_id, parse_answer(body, who.mode, len(task.outputs)))
     for project, fmt, validator, n in (("r", "rankings", ranking_record, 6), ("r", "pairs", pair_record, 30),
                                        ("d", "demos", demo_record, 2), ("r", "raw", None, 6)):

@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import uvicorn
+
 from rlhfkit.config import option
 from rlhfkit.data.jsonl import check_writable, iter_jsonl, read_jsonl, write_jsonl
 from rlhfkit.data.schemas import candidate_record, prompt_record
 from rlhfkit.errors import UserError, at
 from rlhfkit.label import assign
-from rlhfkit.label.db import open_engine, upgrade
+from rlhfkit.label.app import create_app
+from rlhfkit.label.db import MODES, ROLES, is_disk_full, normalize_url, open_engine, upgrade
 from rlhfkit.label.export import FORMATS, records
 from rlhfkit.label.stats import format_stats, project_stats
-from rlhfkit.label.store import Store
+from rlhfkit.label.store import DiskFull, Store
 
 MAX_OUTPUTS = 9  # keys 1-9 place outputs in tiers
 
@@ -27,6 +30,9 @@ def open_store(db: str, *, migrate: bool = False, **kwargs) -> Store:
     except Exception as exc:  # an unreachable server or a file that is not a database
         if isinstance(exc, UserError):
             raise
+        if is_disk_full(exc):  # the migration's transaction was rolled back
+            raise DiskFull(f"--db {db!r}: the disk is full, nothing was written; free some space and try again"
+                           ) from None
         raise UserError(f"--db: cannot open the database: {str(exc).splitlines()[0]}") from None
 
 
@@ -41,12 +47,16 @@ class ServeConfig:
     lease_seconds: float = option(assign.DEFAULT_LEASE_SECONDS, "seconds a labeler holds an item before it returns")
     secure_cookie: bool = option(False, "mark the session cookie Secure (set this when served over HTTPS)")
 
+    def check(self) -> None:
+        normalize_url(self.db)
+        if not 0 <= self.port <= 65535:  # 0: the system picks a free port
+            raise UserError(f"config key 'port' must be from 0 to 65535, got {self.port}")
+        if not self.lease_seconds > 0:
+            raise UserError(f"config key 'lease_seconds' must be above 0, got {self.lease_seconds}")
+
 
 def serve(cfg: ServeConfig) -> None:
-    import uvicorn
-
-    from rlhfkit.label.app import create_app
-
+    cfg.check()
     store = open_store(cfg.db, migrate=True, lease_seconds=cfg.lease_seconds)
     app = create_app(store, secure_cookie=cfg.secure_cookie)
     print(f"labeling app on http://{cfg.host}:{cfg.port}/ (API docs at /docs)", flush=True)
@@ -63,6 +73,15 @@ class ImportConfig:
     project: str = option(None, "project name (created on first import)", required=True)
     mode: str = option("rank", "rank | pairwise | demo")
     overlap: int | None = option(None, "distinct labelers per item (default 3 for a new project)")
+
+    def check(self) -> None:
+        normalize_url(self.db)
+        if not self.project.strip():
+            raise UserError("--project is empty")
+        if self.mode not in MODES:
+            raise UserError(f"--mode {self.mode!r}: expected one of {', '.join(MODES)}")
+        if self.overlap is not None and self.overlap < 1:
+            raise UserError(f"--overlap {self.overlap}: each item needs at least one labeler")
 
 
 def read_items(path: str, mode: str) -> list[dict]:
@@ -90,6 +109,7 @@ def read_items(path: str, mode: str) -> list[dict]:
 
 
 def import_items(cfg: ImportConfig) -> tuple[int, int]:
+    cfg.check()
     items = read_items(cfg.candidates, cfg.mode)  # validate the whole file before touching the database
     store = open_store(cfg.db, migrate=True)
     added, present = store.import_items(cfg.project, cfg.mode, cfg.overlap, items)
@@ -108,8 +128,16 @@ class InviteConfig:
     role: str = option("labeler", "labeler | admin")
     base_url: str = option("http://127.0.0.1:8000", "where the app is reached, for the printed link")
 
+    def check(self) -> None:
+        normalize_url(self.db)
+        if self.role not in ROLES:
+            raise UserError(f"--role {self.role!r}: expected one of {', '.join(ROLES)}")
+        if not self.name.strip():
+            raise UserError("--name is empty")
+
 
 def invite(cfg: InviteConfig) -> str:
+    cfg.check()
     token = open_store(cfg.db, migrate=True).invite(cfg.project, cfg.name, cfg.role)
     link = f"{cfg.base_url.rstrip('/')}/invite/{token}"
     print(link)
@@ -125,10 +153,14 @@ class ExportConfig:
     format: str = option("rankings", "rankings | pairs | demos | raw")
     out: str = option(None, "output JSONL file", required=True)
 
+    def check(self) -> None:
+        normalize_url(self.db)
+        if self.format not in FORMATS:
+            raise UserError(f"--format {self.format!r}: expected one of {', '.join(FORMATS)}")
+
 
 def export(cfg: ExportConfig) -> int:
-    if cfg.format not in FORMATS:
-        raise UserError(f"--format {cfg.format!r}: expected one of {', '.join(FORMATS)}")
+    cfg.check()
     check_writable(cfg.out)
     rows = open_store(cfg.db).submissions(cfg.project)
     n = write_jsonl(cfg.out, records(rows, cfg.format))
@@ -144,8 +176,12 @@ class StatsConfig:
     project: str = option(None, "project name", required=True)
     json: bool = option(False, "print JSON instead of a table")
 
+    def check(self) -> None:
+        normalize_url(self.db)
+
 
 def stats(cfg: StatsConfig) -> dict:
+    cfg.check()
     store = open_store(cfg.db)
     st = project_stats(store.progress(cfg.project), store.submissions(cfg.project))
     print(json.dumps(st, indent=2) if cfg.json else format_stats(st))

@@ -12,6 +12,7 @@ The schema itself is created by the Alembic migrations in `migrations/` (`upgrad
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 from alembic import command
 from alembic.config import Config
@@ -34,9 +35,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from rlhfkit.errors import UserError
 
-MODES = ("rank", "pairwise", "demo")
-ROLES = ("labeler", "admin")
-KINDS = ("rank", "pairwise", "demo", "skip")
+Mode = Literal["rank", "pairwise", "demo"]
+Role = Literal["labeler", "admin"]
+Kind = Literal["rank", "pairwise", "demo", "skip"]
+MODES, ROLES, KINDS = get_args(Mode), get_args(Role), get_args(Kind)
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # writers queue behind each other instead of failing at once
 PG_DISK_FULL = "53100"  # SQLSTATE disk_full (PostgreSQL manual, Appendix A)
 

@@ -1,0 +1,27 @@
+"""Responses the pages and the API share: the session cookie, an export as a JSON Lines download."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import Request, Response
+
+from rlhfkit.label import export
+from rlhfkit.label.deps import COOKIE
+from rlhfkit.label.store import SESSION_SECONDS
+
+JSONL = "application/x-ndjson"
+
+
+def set_session(request: Request, response: Response, token: str) -> None:
+    """The session cookie: HttpOnly (scripts never see it), SameSite=Lax, Secure when served over HTTPS
+    (`--secure-cookie`); it lives as long as its session."""
+    response.set_cookie(COOKIE, token, httponly=True, samesite="lax", secure=request.app.state.secure_cookie,
+                        max_age=SESSION_SECONDS, path="/")
+
+
+def jsonl_response(project: str, fmt: export.Format, rows: list[dict]) -> Response:
+    """`rows` (`Store.submissions`) exported in `fmt`, one JSON record a line, as a file download."""
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in export.records(rows, fmt))
+    return Response(lines, media_type=JSONL,
+                    headers={"Content-Disposition": f'attachment; filename="{project}-{fmt}.jsonl"'})

@@ -1,0 +1,34 @@
+"""Server-rendered pages: Jinja2 with autoescape (model text is untrusted), one `render` for every page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from rlhfkit.data.schemas import FLAGS
+from rlhfkit.label.answers import SKIP_REASONS
+from rlhfkit.label.deps import COOKIE, csrf_token
+
+HERE = Path(__file__).parent
+HTMX_FILE = "vendor/htmx-2.0.11.min.js"
+env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+templates = Jinja2Templates(env=env)
+
+
+def render(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
+    """A page (or an htmx fragment) with what every template uses: the CSRF token, the flags, the skip reasons."""
+    token = request.cookies.get(COOKIE)
+    context.setdefault("who", None)
+    return templates.TemplateResponse(request, name, {"csrf": csrf_token(token) if token else "",
+                                                      "htmx": HTMX_FILE, "flags": FLAGS,
+                                                      "skip_reasons": SKIP_REASONS, **context},
+                                      status_code=status_code)
+
+
+def fragment(name: str, **context) -> str:
+    """A bare template (no page around it), e.g. the error line htmx swaps in above a form."""
+    return env.get_template(name).render(**context)
