@@ -9,6 +9,8 @@ from fastapi.testclient import TestClient
 
 from rlhfkit.label.app import create_app
 from rlhfkit.label.commands import open_store, read_items
+from rlhfkit.label.deps import admin_user, form_csrf, header_csrf, project_admin
+from rlhfkit.label.routes import admin, api, pages
 from rlhfkit.label.store import Store
 from tests.label.conftest import XSS_TEXT, stand_in_answer, write_candidates
 
@@ -198,3 +200,72 @@ def test_an_answer_waiting_on_the_database_does_not_stall_other_requests(setup, 
         release.set()
         worker.join(60)
     assert released == [True] and answered[0].status_code == 303
+
+
+# ------------------------------------------------------------------------- FastAPI's idiom: deps, models
+
+AREAS = {"pages": pages.router, "admin": admin.router, "api session": api.session, "api labeling": api.labeling,
+         "api admin": api.admin}
+
+
+def routes(*areas: str) -> list:
+    return [r for area in areas for r in AREAS[area].routes]
+
+
+def dependency_calls(route) -> set:
+    """Every dependency a route resolves, sub-dependencies included."""
+    out, stack = set(), [route.dependant]
+    while stack:
+        d = stack.pop()
+        out.add(d.call)
+        stack += d.dependencies
+    return out
+
+
+def test_every_api_operation_documents_its_response_schema(setup):
+    app, _ = setup
+    paths = client(app).get("/openapi.json").json()["paths"]
+    ops = [(method, path, op) for path, item in paths.items() for method, op in item.items()]
+    assert {p for _, p, _ in ops} >= {"/api/session", "/api/me", "/api/next", "/api/submissions",
+                                      "/api/projects/{project}/stats", "/api/projects/{project}/export"}
+    for method, path, op in ops:
+        assert path.startswith("/api/"), path  # the pages stay out of the schema
+        ok = [code for code in op["responses"] if code.startswith("2")]
+        assert ok, (method, path)
+        for code in ok + ["401", "403"]:
+            content = op["responses"][code].get("content", {})
+            assert content and all("schema" in c for c in content.values()), (method, path, code)
+    assert paths["/api/submissions"]["post"]["responses"]["201"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ReceiptOut"}
+
+
+def test_export_format_is_validated_on_the_admin_page(setup):
+    app, inv = setup
+    boss = client(app, inv["boss"])
+    r = boss.get("/admin/export?format=bogus")
+    assert r.status_code == 422 and "text/html" in r.headers["content-type"] and "rankings" in r.text
+    assert boss.get("/admin/export?format=pairs").status_code == 200
+
+
+def test_a_form_without_csrf_is_refused_by_the_dependency(setup):
+    app, inv = setup
+    boss = client(app, inv["boss"])
+    r = boss.post("/admin/invite", data={"name": "mallory", "role": "admin"})
+    assert r.status_code == 403 and "CSRF" in r.text
+    assert "mallory" not in boss.get("/admin").text  # nobody was invited
+    posts = [r for r in routes("pages", "admin") if "POST" in r.methods]
+    assert {r.path for r in posts} == {"/logout", "/task/{assignment_id}", "/admin/invite"}
+    assert all(form_csrf in dependency_calls(r) for r in posts)  # every form the pages post
+    assert all(header_csrf in dependency_calls(r) for r in routes("api labeling"))
+
+
+def test_a_labeler_on_an_admin_route_gets_403(setup):
+    app, inv = setup
+    ann = client(app, inv["ann"])
+    csrf = csrf_of(open_task(ann)[0])
+    r = ann.post("/admin/invite", data={"name": "eve", "role": "admin", "csrf_token": csrf})
+    assert r.status_code == 403 and "admins" in r.text
+    assert ann.get("/admin/export?format=bogus").status_code == 403  # the role is checked before the query
+    assert client(app).get("/admin").status_code == 401
+    assert len(routes("admin")) == 3 and all(admin_user in dependency_calls(r) for r in routes("admin"))
+    assert len(routes("api admin")) == 2 and all(project_admin in dependency_calls(r) for r in routes("api admin"))
