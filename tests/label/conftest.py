@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -170,8 +171,6 @@ def postgres_server():
     root = tempfile.mkdtemp(prefix="rlhfkit-pg-")
     as_user: list[str] = []
     if os.geteuid() == 0:  # initdb refuses to run as root
-        import pwd
-
         try:
             pw = pwd.getpwnam("postgres")
         except KeyError:

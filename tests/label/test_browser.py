@@ -11,8 +11,11 @@ import shutil
 import pytest
 
 from rlhfkit.label.commands import open_store, read_items
+from rlhfkit.label.export import records
 from tests.label.conftest import ARTIFACTS, XSS_TEXT, LiveServer, write_candidates
 
+playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
+expect, sync_playwright = playwright.expect, playwright.sync_playwright
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM),
@@ -42,8 +45,6 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -59,12 +60,6 @@ def page(browser):
     pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
     yield pg
     context.close()
-
-
-def expect(locator):
-    from playwright.sync_api import expect as _expect
-
-    return _expect(locator)
 
 
 def shot(pg, name: str, at: str | None = None) -> None:
@@ -85,8 +80,6 @@ def open_task(world, page, who: str, mode: str) -> None:
 
 def admin_export(world, project: str, fmt: str = "raw") -> list[dict]:
     _, _, db = world
-    from rlhfkit.label.export import records
-
     store = open_store(db)
     try:
         return records(store.submissions(project), fmt)

@@ -11,7 +11,9 @@ import pytest
 from rlhfkit.cli import main
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.data.schemas import pair_record, ranking_record
+from rlhfkit.label.commands import StatsConfig, open_store, stats
 from rlhfkit.models.loading import load_tokenizer
+from rlhfkit.models.scalar import ScalarModel, score_texts
 from rlhfkit.world.build import World
 from rlhfkit.world.corpus import expert_response, web_response
 from rlhfkit.world.tasks import parse_prompt
@@ -23,8 +25,6 @@ def label_over_http(tmp_path, live_server, mode="rank", k=4, items=6, overlap=3,
     cands = write_candidates(tmp_path / "cands.jsonl", items, k)
     assert main(["label", "import", "--db", db, "--project", "e2e", "--mode", mode, "--overlap", str(overlap),
                  str(cands)]) == 0
-    from rlhfkit.label.commands import open_store
-
     store = open_store(db)
     tokens = [store.invite("e2e", f"sim{i}") for i in range(labelers)]
     admin = store.invite("e2e", "boss", "admin")
@@ -59,8 +59,6 @@ def test_blind_pairwise_evaluation_reports_win_rates(tmp_path, live_server):
     out = tmp_path / "pairs.jsonl"
     assert main(["label", "export", "--db", db, "--project", "e2e", "--format", "pairs", "--out", str(out)]) == 0
     assert len(read_jsonl(out, pair_record)) == 4 * 3  # no "equal": every answer is one pair
-    from rlhfkit.label.commands import StatsConfig, stats
-
     st = stats(StatsConfig(db=db, project="e2e", json=True))
     # Output 1 ("ppo") is longer, so the stand-in labelers 0 and 2 prefer it and labeler 1 does not.
     assert st["win_rates"]["per_source"]["ppo"]["win_rate"] == pytest.approx(2 / 3)
@@ -110,8 +108,6 @@ def test_rlhf_rm_trains_on_the_export(micro_world, tmp_path, live_server):
     db = str(tmp_path / "labels.db")
     assert main(["label", "import", "--db", db, "--project", "world", "--mode", "rank", "--overlap", str(OVERLAP),
                  str(tmp_path / "cands.jsonl")]) == 0
-    from rlhfkit.label.commands import open_store
-
     store = open_store(db)
     labelers = world.labelers(LABELERS, seed=0)
     tokens = {lab.name: store.invite("world", lab.name) for lab in labelers}
@@ -153,8 +149,6 @@ def test_rlhf_rm_trains_on_the_export(micro_world, tmp_path, live_server):
     assert result["heldout_rankings"] % OVERLAP == 0
     assert result["steps"] == -(-result["train_rankings"] // 4)
     assert 0 <= result["heldout_accuracy"] <= 1 and 0 <= result["noise_ceiling"] <= 1
-    from rlhfkit.models.scalar import ScalarModel, score_texts
-
     rm = ScalarModel.from_pretrained(out).eval()
     scores = score_texts(rm, load_tokenizer(out), [r["prompt"] for r in rankings[:4] for _ in r["completions"]],
                          [c for r in rankings[:4] for c in r["completions"]])
