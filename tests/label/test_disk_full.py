@@ -7,6 +7,7 @@ fills to the last byte. SQLite then answers "database or disk is full" (SQLITE_F
 from __future__ import annotations
 
 import errno
+import re
 import sqlite3
 import subprocess
 import uuid
@@ -61,6 +62,10 @@ def test_a_full_disk_is_one_line_from_the_cli_and_507_from_the_app(small_disk, t
     headers = {"X-CSRF-Token": csrf}
     task = app.post("/api/next", headers=headers).json()["task"]  # the lease is written before the disk fills
     cat = store.invite("p", "cat")
+    page = app.get("/task").text  # the same lease, as the task page shows it
+    form = {"kind": "skip", "reason": "unclear", "client_id": str(uuid.uuid4()),
+            "csrf_token": re.search(r'name="csrf_token" value="([0-9a-f]+)"', page).group(1)}
+    action = re.search(r'action="(/task/\d+)"', page).group(1)
     with closing(sqlite3.connect(db)) as conn:  # an empty write-ahead log: the next write needs new disk space
         assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0  # 0: not blocked
     capsys.readouterr()
@@ -83,6 +88,8 @@ def test_a_full_disk_is_one_line_from_the_cli_and_507_from_the_app(small_disk, t
     assert store.submissions("p") == []  # not acknowledged, not stored
     with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT count(*) FROM submission").fetchone()[0] == 0
+    r = app.post(action, data=form, headers={"HX-Request": "true"})  # the page's form, sent by htmx
+    assert r.status_code == 507 and r.headers["HX-Retarget"] == "#form-error" and "disk is full" in r.text
     login = TestClient(create_app(store), base_url="http://127.0.0.1").get(f"/invite/{cat}", follow_redirects=False)
     assert login.status_code == 507 and "disk is full" in login.text and "set-cookie" not in login.headers
 

@@ -61,8 +61,8 @@ async def user_error(request: Request, exc: UserError):
     status = next((code for cls, code in ERROR_STATUS.items() if isinstance(exc, cls)), 400)
     if is_api(request):
         return JSONResponse({"detail": str(exc)}, status_code=status)
-    if request.headers.get("HX-Request") and status in (409, 422):
-        # Show the message above the form and keep what the labeler entered.
+    if request.headers.get("HX-Request") and status in (409, 422, 507):
+        # Show the message above the form and keep what the labeler entered (after a 507, to send again).
         return HTMLResponse(fragment("_error.html", message=str(exc)), status_code=status,
                             headers={"HX-Retarget": "#form-error", "HX-Reswap": "innerHTML"})
     return render(request, "error.html", status, message=str(exc), status=status)
