@@ -128,8 +128,15 @@ class AgreementBlock(BaseModel):
     krippendorff_alpha_likert: float | None
 
 
-class Agreement(AgreementBlock):
-    metric: str
+class Agreement(BaseModel):
+    """`agreement.summarize`: the project's agreement (one block), then each labeler's against the others."""
+
+    metric: str = Field(description="Krippendorff's alpha's difference function")
+    pairwise_agreement: float | None
+    pairs_compared: int
+    kendall_tau_b: float | None
+    krippendorff_alpha_rank: float | None
+    krippendorff_alpha_likert: float | None
     per_labeler: dict[str, AgreementBlock]
 
 

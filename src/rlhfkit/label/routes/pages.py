@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from rlhfkit.label.answers import form_to_body, parse_answer
+from rlhfkit.label.api_models import MAX_TOKEN
 from rlhfkit.label.deps import (
     COOKIE,
     CurrentUser,
@@ -38,7 +39,7 @@ def home(request: Request, person: Annotated[Who | None, Depends(optional_user)]
 
 
 @router.get("/invite/{token}")
-def accept_invite(request: Request, store: StoreDep, token: Annotated[str, Path(max_length=200)]):
+def accept_invite(request: Request, store: StoreDep, token: Annotated[str, Path(max_length=MAX_TOKEN)]):
     session = store.login(token)
     if session is None:
         raise NotFound("this invite link is unknown or was replaced by a newer one; ask your admin")
