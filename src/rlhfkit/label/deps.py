@@ -17,7 +17,7 @@ import hashlib
 import hmac
 from typing import Annotated
 
-from fastapi import Cookie, Depends, Header, Request
+from fastapi import Cookie, Depends, Header, Path, Request
 from starlette.datastructures import FormData
 
 from rlhfkit.errors import UserError
@@ -26,6 +26,7 @@ from rlhfkit.label.store import Forbidden, Store, Who
 COOKIE = "rlhf_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
+MAX_NAME = 200  # the `project.name` and `labeler.name` columns (String(200))
 
 
 class Unauthorized(UserError):
@@ -84,7 +85,7 @@ def admin_user(person: CurrentUser) -> Who:
 AdminUser = Annotated[Who, Depends(admin_user)]
 
 
-def project_admin(project: str, person: CurrentUser) -> Who:
+def project_admin(project: Annotated[str, Path(max_length=MAX_NAME)], person: CurrentUser) -> Who:
     """An admin of the project named in the path (`/api/projects/{project}/...`): admins of another
     project get 403 like labelers."""
     if not person.is_admin or project != person.project:

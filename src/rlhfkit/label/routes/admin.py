@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 
 from rlhfkit.label import export
 from rlhfkit.label.db import Role
-from rlhfkit.label.deps import AdminUser, StoreDep, admin_user, form_csrf
+from rlhfkit.label.deps import MAX_NAME, AdminUser, StoreDep, admin_user, form_csrf
 from rlhfkit.label.export import Format
 from rlhfkit.label.responses import jsonl_response
 from rlhfkit.label.stats import project_stats
@@ -19,7 +19,6 @@ from rlhfkit.label.store import Store, Who
 from rlhfkit.label.templating import render
 
 router = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depends(admin_user)])
-MAX_NAME = 200  # the `labeler.name` column
 
 
 def dashboard(store: Store, person: Who) -> dict:
