@@ -7,6 +7,9 @@ and FastAPI resolves it before the route runs; a failure is a `UserError` whose 
 dependencies in order, the router's first, and each once per request: list `current_user` before a
 CSRF check, so that a stranger hears 401 before 403 (docs/design.md §6).
 
+The checks that touch no database are `async def`s: FastAPI runs them on the event loop instead of
+sending each through the thread pool; `optional_user` (a database read) is a plain `def` and runs there.
+
 CSRF: every mutation carries a token, an HMAC of the (secret, HttpOnly) session cookie, which another
 site cannot read: a form field `csrf_token` on the pages, the `X-CSRF-Token` header on the API.
 """
@@ -45,7 +48,7 @@ def verify_csrf(session_token: str | None, sent: str | None) -> None:
 
 # ----------------------------------------------------------------------------------- store, session
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     """The store `create_app` was given (on `app.state`, so routes need no closure over it)."""
     return request.app.state.store
 
@@ -53,8 +56,8 @@ def get_store(request: Request) -> Store:
 StoreDep = Annotated[Store, Depends(get_store)]
 
 
-def session_cookie(rlhf_session: Annotated[str | None, Cookie(alias=COOKIE, include_in_schema=False)] = None
-                   ) -> str | None:
+async def session_cookie(
+        rlhf_session: Annotated[str | None, Cookie(alias=COOKIE, include_in_schema=False)] = None) -> str | None:
     return rlhf_session
 
 
@@ -66,7 +69,7 @@ def optional_user(store: StoreDep, token: SessionCookie) -> Who | None:
     return store.who(token) if token else None
 
 
-def current_user(person: Annotated[Who | None, Depends(optional_user)]) -> Who:
+async def current_user(person: Annotated[Who | None, Depends(optional_user)]) -> Who:
     if person is None:
         raise Unauthorized("not logged in: open your invite link")
     return person
@@ -75,7 +78,7 @@ def current_user(person: Annotated[Who | None, Depends(optional_user)]) -> Who:
 CurrentUser = Annotated[Who, Depends(current_user)]
 
 
-def admin_user(person: CurrentUser) -> Who:
+async def admin_user(person: CurrentUser) -> Who:
     """An admin of their own project (the admin pages show that project)."""
     if not person.is_admin:
         raise Forbidden("this page is for the project's admins")
@@ -85,7 +88,7 @@ def admin_user(person: CurrentUser) -> Who:
 AdminUser = Annotated[Who, Depends(admin_user)]
 
 
-def project_admin(project: Annotated[str, Path(max_length=MAX_NAME)], person: CurrentUser) -> Who:
+async def project_admin(project: Annotated[str, Path(max_length=MAX_NAME)], person: CurrentUser) -> Who:
     """An admin of the project named in the path (`/api/projects/{project}/...`): admins of another
     project get 403 like labelers."""
     if not person.is_admin or project != person.project:
