@@ -171,13 +171,20 @@ def replace_files(out: str | os.PathLike, write: Callable[[Path], None], needed:
     For a directory that holds more than these files (the run directory holds the final model beside
     config.toml and metrics.jsonl): a full disk or a crash while writing leaves every file of `out` as it was."""
     out = Path(out)
+    created = not out.exists()
+    kept = kept or ("nothing was written" if created else f"the files in {out} are unchanged")
+    if needed:
+        check_space(out, needed, kept)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".saving"
     shutil.rmtree(tmp, ignore_errors=True)
-    kept = kept or f"the files in {out} are unchanged"
-    if needed:
-        check_space(out, needed, kept)
-    with full_disk_is_a_fault(out, needed, kept, cleanup=lambda: shutil.rmtree(tmp, ignore_errors=True)):
+
+    def cleanup() -> None:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)  # only the directory this call made, still empty
+
+    with full_disk_is_a_fault(out, needed, kept, cleanup=cleanup):
         tmp.mkdir()
         write(tmp)
         for item in tmp.rglob("*"):

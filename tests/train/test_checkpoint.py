@@ -147,8 +147,9 @@ def test_non_finite_loss_stops_with_one_line_and_the_last_checkpoint_intact(micr
 
 # ------------------------------------------------------------------------------------------ the parts
 
-def _toy(tmp_path, every=1, keep=1):
-    run = RunDir(tmp_path / "run", RunOptions(out=str(tmp_path / "run"), keep_checkpoints=keep))
+def _toy(tmp_path, every=1, keep=None):
+    options = RunOptions(out=str(tmp_path / "run"), **({"keep_checkpoints": keep} if keep else {}))
+    run = RunDir(tmp_path / "run", options)
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
     generator = torch.Generator().manual_seed(0)
