@@ -149,13 +149,12 @@ def atomic_dir(final: str | os.PathLike, needed: int = 0, kept: str = "") -> Ite
     """Yield a temporary directory `.tmp-NAME` beside `final`; once the body has written into it, its files are
     fsynced and it is renamed to `final` (replacing a directory of that name). On any failure it is removed."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while writing it
     if needed:
         check_space(final, needed, kept)
     with full_disk_is_a_fault(final, needed, kept, cleanup=lambda: shutil.rmtree(tmp, ignore_errors=True)):
-        tmp.mkdir()
+        tmp.mkdir(parents=True)
         yield tmp
         for item in tmp.rglob("*"):
             if item.is_file():
@@ -175,7 +174,6 @@ def replace_files(out: str | os.PathLike, write: Callable[[Path], None], needed:
     kept = kept or ("nothing was written" if created else f"the files in {out} are unchanged")
     if needed:
         check_space(out, needed, kept)
-    out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".saving"
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -185,7 +183,7 @@ def replace_files(out: str | os.PathLike, write: Callable[[Path], None], needed:
             shutil.rmtree(out, ignore_errors=True)  # only the directory this call made, still empty
 
     with full_disk_is_a_fault(out, needed, kept, cleanup=cleanup):
-        tmp.mkdir()
+        tmp.mkdir(parents=True)
         write(tmp)
         for item in tmp.rglob("*"):
             if item.is_file():
@@ -213,11 +211,12 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", needed: int = 0, kept:
     """Yield a handle on a temporary file beside `path`, renamed to `path` once written and fsynced; removed
     on any failure (the previous `path` is then intact). The file gets the permissions `open` would give it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     kept = kept or (f"{path} is unchanged" if path.exists() else "")
     if needed:
         check_space(path, needed, kept)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with full_disk_is_a_fault(path, needed, kept):  # a directory or an empty file can be one too many
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     with full_disk_is_a_fault(path, needed, kept, cleanup=lambda: Path(tmp).unlink(missing_ok=True)):
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle
