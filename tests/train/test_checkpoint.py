@@ -13,12 +13,14 @@ import time
 import pytest
 import torch
 
+from rlhfkit import storage
 from rlhfkit.errors import UserError
 from rlhfkit.train import sft
 from rlhfkit.train.checkpoint import STATE_FILE, Checkpoints, checkpoint_dirs
 from rlhfkit.train.common import EpochBatches, RunDir, RunOptions
 from rlhfkit.train.distributed import Engine
 from tests.conftest import run_cli
+from tests.small_disk import resize, small_disk
 from tests.train.test_ppo import _reward_dir
 from tests.train.test_reward import _rankings
 
@@ -145,8 +147,9 @@ def test_non_finite_loss_stops_with_one_line_and_the_last_checkpoint_intact(micr
 
 # ------------------------------------------------------------------------------------------ the parts
 
-def _toy(tmp_path, every=1):
-    run = RunDir(tmp_path / "run", RunOptions(out=str(tmp_path / "run")))
+def _toy(tmp_path, every=1, keep=None):
+    options = RunOptions(out=str(tmp_path / "run"), **({"keep_checkpoints": keep} if keep else {}))
+    run = RunDir(tmp_path / "run", options)
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
     generator = torch.Generator().manual_seed(0)
@@ -236,3 +239,94 @@ def test_sigkill_of_a_two_process_run_then_resume_equals_an_uninterrupted_two_pr
     if kind == "ppo":
         for name in ("model.safetensors", "scalar_head.safetensors"):
             assert (broken / "value" / name).read_bytes() == (whole / "value" / name).read_bytes(), name
+
+
+# ------------------------------------------------------------------------------------------ a full disk
+
+def _sft_args(world, every=3):
+    return ["sft", "--model", world / "base", "--data", world / "demos.jsonl", "--epochs", "2", "--batch-size", "48",
+            "--log-every", "1", "--checkpoint-every", str(every), "--threads", "1"]
+
+
+@pytest.mark.parametrize("when", ["checked-before", "during-the-write"])
+def test_a_full_disk_at_a_checkpoint_is_one_line_keeps_the_previous_one_and_resume_finishes_the_run(
+        when, micro_world, tmp_path, capsys, monkeypatch):
+    """The issue's tmpfs run: the second checkpoint cannot fit. `checked-before`: the free space is seen to be
+    short before writing; `during-the-write`: that check is switched off, so torch.save fills the disk."""
+    args = _sft_args(micro_world)
+    whole = tmp_path / "whole"
+    assert run_cli([*args, "--out", whole], capsys)[0] == 0
+    size = (checkpoint_dirs(whole)[-1] / STATE_FILE).stat().st_size  # every checkpoint of this run: the same size
+    disk = tmp_path / "disk"
+    # Room for config.toml, metrics.jsonl and one checkpoint (with the margin the check asks for), not two.
+    with small_disk(disk, int(1.5 * size) + 256 * 1024):
+        out = disk / "run"
+        if when == "during-the-write":
+            monkeypatch.setattr(storage, "check_space", lambda *args, **kwargs: None)
+        code, _, err = run_cli([*args, "--out", out], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"{out / 'resume' / 'step-6'}: no space left on the device (needs ~" in err, err
+        assert " free); the previous checkpoint " in err and f"{out / 'resume' / 'step-3'} is intact" in err, err
+        assert "--resume" in err and "Traceback" not in err
+        assert not list((out / "resume").glob(".tmp-*")), "a temporary checkpoint was left behind"
+        assert [p.name for p in checkpoint_dirs(out)] == ["step-3"]
+        assert torch.load(checkpoint_dirs(out)[0] / STATE_FILE, weights_only=False)["step"] == 3
+        assert not (out / "model.safetensors").exists()
+        monkeypatch.undo()
+        resize(disk, 64 * 1024 * 1024)  # the user frees space
+        code, _, err = run_cli([*args, "--out", out, "--resume"], capsys)
+        assert code == 0, err
+        assert _metrics(out) == _metrics(whole)
+        assert (out / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()
+
+
+def test_a_full_disk_at_the_final_model_keeps_the_last_checkpoint_to_resume_from(micro_world, tmp_path, capsys):
+    args = _sft_args(micro_world, every=15)  # one checkpoint, at step 15 of 16
+    whole = tmp_path / "whole"
+    assert run_cli([*args, "--out", whole], capsys)[0] == 0
+    checkpoint = (checkpoint_dirs(whole)[-1] / STATE_FILE).stat().st_size
+    model = (whole / "model.safetensors").stat().st_size
+    disk = tmp_path / "disk"
+    with small_disk(disk, checkpoint + model // 2 + 256 * 1024):  # the last checkpoint fits, the model does not
+        out = disk / "run"
+        code, _, err = run_cli([*args, "--out", out], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"{out}: no space left on the device" in err and "Traceback" not in err, err
+        assert not (out / ".saving").exists() and not (out / "model.safetensors").exists()
+        assert [p.name for p in checkpoint_dirs(out)] == ["step-15"]
+        resize(disk, 64 * 1024 * 1024)
+        assert run_cli([*args, "--out", out, "--resume"], capsys)[0] == 0
+        assert (out / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()
+
+
+def test_rotation_keeps_the_newest_n_checkpoints_and_resume_takes_the_newest(tmp_path):
+    run, model, checkpoints, _ = _toy(tmp_path, keep=3)
+    for step in range(1, 7):
+        with torch.no_grad():
+            model.weight.fill_(step)
+        checkpoints.save(step)
+    assert [p.name for p in checkpoint_dirs(run.path)] == ["step-4", "step-5", "step-6"]
+    with torch.no_grad():
+        model.weight.zero_()
+    assert checkpoints.restore() == 6 and bool((model.weight == 6).all())
+
+
+def test_keep_checkpoints_in_a_run_and_a_bad_value_refused_before_anything_is_written(micro_world, tmp_path,
+                                                                                     capsys):
+    args = _sft_args(micro_world, every=2)
+    assert run_cli([*args, "--out", tmp_path / "run", "--keep-checkpoints", "2"], capsys)[0] == 0
+    assert [p.name for p in checkpoint_dirs(tmp_path / "run")] == ["step-12", "step-14"]  # 16 steps; not the last
+    assert not list((tmp_path / "run" / "resume").glob(".tmp-*"))
+    for bad in ("0", "-1"):
+        code, _, err = run_cli([*args, "--out", tmp_path / "bad", "--keep-checkpoints", bad], capsys)
+        assert code == 2 and "config key 'keep_checkpoints' must be at least 1" in err, err
+        assert not (tmp_path / "bad").exists()
+
+
+def test_a_temporary_checkpoint_left_by_a_killed_run_is_removed_at_the_next_save(tmp_path):
+    run, _, checkpoints, _ = _toy(tmp_path)
+    stale = run.path / "resume" / ".tmp-step-40"
+    stale.mkdir(parents=True)
+    (stale / STATE_FILE).write_bytes(b"\0" * 1000)
+    checkpoints.save(2)
+    assert not stale.exists() and [p.name for p in checkpoint_dirs(run.path)] == ["step-2"]

@@ -1,19 +1,18 @@
 """JSON Lines readers and writers.
 
 Readers validate every line before anything is trained and fail with `path:line: what is wrong`.
-Writers are atomic: they write a temporary file beside the target and rename it, so a crash or a bad
-record never leaves a half-written file behind.
+Writers are atomic: they write a temporary file beside the target and rename it, so a crash, a bad record
+or a full disk never leaves a half-written file behind (`rlhfkit.storage`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from rlhfkit.errors import UserError, at
+from rlhfkit.storage import append_text, atomic_file
 
 Validator = Callable[[dict, Callable[[str], UserError]], dict]
 
@@ -70,35 +69,20 @@ def read_jsonl(path: str | Path, validate: Validator | None = None, *, allow_emp
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
-    """Write records atomically (temp file + rename); returns how many were written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write records atomically (temp file + fsync + rename); returns how many were written. On a full disk:
+    one line (`storage.no_space`), the temporary file removed and the previous file, if any, intact."""
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-                count += 1
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "w") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
     return count
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def append_jsonl(path: str | Path, record: dict) -> None:
-    """Append one record (metrics logs); flushed so a killed run keeps every line it acknowledged."""
-    with Path(path).open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        handle.flush()
+    """Append one record (metrics logs), straight to the file so a killed run keeps every line it acknowledged;
+    on a full disk the log keeps its whole lines and the error is one line."""
+    append_text(path, json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def _json_type(value) -> str:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import torch
 
+from rlhfkit import storage
 from rlhfkit.errors import UserError
 
 PAD_TOKEN = "<pad>"
@@ -109,21 +109,10 @@ def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
 def save_pretrained_atomic(out: str | os.PathLike, *objects) -> None:
     """`save_pretrained` each object into a temporary folder, then move the files into `out`.
 
-    A crash while saving leaves the previous files in `out` intact (each file lands by an atomic rename).
+    A crash or a full disk while saving leaves the previous files in `out` intact (each file lands by an atomic
+    rename; the free space for the tensors is checked first; a full disk is one line): `storage.replace_files`.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".saving"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    for obj in objects:
-        obj.save_pretrained(tmp)
-    for item in sorted(tmp.iterdir()):
-        target = out / item.name
-        if target.is_dir() and not item.is_dir():
-            shutil.rmtree(target)
-        os.replace(item, target)
-    tmp.rmdir()
+    storage.save_pretrained_atomic(out, *objects)
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from rlhfkit.errors import UserError
+from rlhfkit.storage import save_pretrained_atomic
 
 # Attention and MLP projections (the QLoRA recipe: every linear layer of the blocks, not only q and v).
 DEFAULT_TARGETS = {
@@ -94,9 +95,8 @@ def merged(model: torch.nn.Module) -> torch.nn.Module:
 
 def save_model(out: str | os.PathLike, model: torch.nn.Module, tokenizer, how: str = "merged") -> None:
     """Save a causal LM (atomically, with its tokenizer): merged, or — for a LoRA model and how='adapter' —
-    the adapter alone, which `load_causal_lm` puts back on its base."""
-    from rlhfkit.models.loading import save_pretrained_atomic
-
+    the adapter alone, which `load_causal_lm` puts back on its base. A full disk is one line and leaves the
+    previous files of `out` intact (`storage.save_pretrained_atomic`)."""
     if has_lora(model) and how == "adapter":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -106,14 +106,13 @@ def save_model(out: str | os.PathLike, model: torch.nn.Module, tokenizer, how: s
 
 
 def save_scalar_model(out: str | os.PathLike, model, tokenizer=None, how: str = "merged") -> None:
-    """A reward or value model: the transformer merged (or its adapter alone) + the scalar head."""
+    """A reward or value model: the transformer merged (or its adapter alone) + the scalar head; atomically,
+    as `save_model`."""
     if has_lora(model.backbone) and how != "adapter":
         model.backbone = merged(model.backbone)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model.save_pretrained(out)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(out)
+        save_pretrained_atomic(out, *([model] if tokenizer is None else [model, tokenizer]))
 
 
 def adapter_base(path: str | os.PathLike) -> str | None:

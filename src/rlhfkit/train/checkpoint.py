@@ -10,10 +10,13 @@ A checkpoint is one directory, OUT/resume/step-N/state.pt, holding
   - the length of metrics.jsonl when it was written: a resumed run cuts the log back to it, so the finished
     log equals the log of a run that was never interrupted.
 
-It is written into a temporary directory and renamed into place (one atomic rename on POSIX), then older
-checkpoints are removed: a kill at any moment leaves the previous checkpoint or the new one, never half of
-one. Parameters are checked before writing, so a checkpoint never holds NaN or inf weights — the last good
-one stays intact when a run diverges.
+It is written into a temporary directory and renamed into place (one atomic rename on POSIX), then the oldest
+checkpoints beyond --keep-checkpoints are removed: a kill at any moment leaves the previous checkpoint or the new
+one, never half of one. A full disk is a fault, not a traceback (docs/design.md §8): the free space is checked
+for the state's tensors before writing, a write that still fails removes its temporary directory, and the error
+is one line naming the checkpoint, the space it needs and the one kept (`rlhfkit.storage`). Parameters are
+checked before writing, so a checkpoint never holds NaN or inf weights — the last good one stays intact when a
+run diverges.
 """
 
 from __future__ import annotations
@@ -28,11 +31,22 @@ import numpy as np
 import torch
 
 from rlhfkit.errors import UserError
+from rlhfkit.storage import atomic_dir, needed_bytes
 from rlhfkit.train.distributed import whole_tensors
 
 RESUME_DIR = "resume"
 STATE_FILE = "state.pt"
 FORMAT = 1
+# Checkpoints kept (--keep-checkpoints). One, as before the flag existed: the newest is whole by construction
+# (fsynced, then renamed), and each costs the trained weights plus AdamW's two moments, ~3x the model; writing
+# the next one needs room for it beside those kept.
+DEFAULT_KEEP = 1
+
+
+def check_keep(keep: int) -> int:
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise UserError("config key 'keep_checkpoints' must be at least 1")
+    return keep
 
 
 def checkpoint_dirs(out: str | os.PathLike) -> list[Path]:
@@ -52,6 +66,7 @@ class Checkpoints:
 
     def __init__(self, run, engine, every: int, **objects):
         self.run, self.engine, self.every, self.objects = run, engine, every, objects
+        self.keep = check_keep(getattr(run, "keep_checkpoints", DEFAULT_KEEP))
         # A model's trained parameters are those its optimizer holds (whatever requires_grad says at the moment).
         self.optimized = {id(p) for o in objects.values() if isinstance(o, torch.optim.Optimizer)
                           for group in o.param_groups for p in group["params"]}
@@ -80,21 +95,18 @@ class Checkpoints:
             state = {"format": FORMAT, "step": step, "world_size": self.engine.world_size, "rng": rng,
                      "elapsed_s": time.time() - self.run.start, "metrics_bytes": _size(self.run.metrics_path),
                      "objects": objects}
-            tmp = final.parent / f".tmp-step-{step}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            with open(tmp / STATE_FILE, "wb") as handle:
-                torch.save(state, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            shutil.rmtree(final, ignore_errors=True)  # a checkpoint of the same step from a run that died later
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
-            for old in checkpoint_dirs(self.run.path):
-                if old != final:
-                    shutil.rmtree(old, ignore_errors=True)
+            _remove_temporary(self.run.path)  # left by a run killed while saving: space the new one may need
+            with atomic_dir(final, needed_bytes(state), _kept(self.run.path)) as tmp:
+                with open(tmp / STATE_FILE, "wb") as handle:
+                    torch.save(state, handle)  # fsynced by atomic_dir before the rename
+            self._rotate()
         self.engine.barrier()
         return final
+
+    def _rotate(self) -> None:
+        """Keep the newest `keep` complete checkpoints (--keep-checkpoints), removing the oldest first."""
+        for old in checkpoint_dirs(self.run.path)[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def _random_state(self) -> dict:
         state = {"python": random.getstate(), "numpy": _numpy_state(), "torch": torch.get_rng_state(),
@@ -230,12 +242,14 @@ def _truncate(path: Path, size: int) -> None:
             handle.truncate(size)
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _kept(out: Path) -> str:
+    """What a checkpoint that could not be written leaves to resume from (the end of its one-line error)."""
+    last = checkpoint_dirs(out)
+    if last:
+        return f"the previous checkpoint {last[-1]} is intact: free space and rerun with --resume"
+    return "no checkpoint was written yet"
+
+
+def _remove_temporary(out: Path) -> None:
+    for tmp in (Path(out) / RESUME_DIR).glob(".tmp-step-*"):
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -23,6 +23,8 @@ import torch
 from rlhfkit.config import option, to_toml
 from rlhfkit.data.jsonl import append_jsonl
 from rlhfkit.errors import UserError
+from rlhfkit.storage import write_text_atomic
+from rlhfkit.train.checkpoint import DEFAULT_KEEP, check_keep
 from rlhfkit.train.distributed import is_main_process
 
 
@@ -40,6 +42,9 @@ class RunOptions:
                                    "into OUT/resume every N steps (0: none)")
     resume: bool = option(False, "continue the run in OUT from its last checkpoint (same command and flags; "
                           "a run with no checkpoint yet starts over)")
+    keep_checkpoints: int = option(DEFAULT_KEEP, "checkpoints kept in OUT/resume, the oldest removed first "
+                                   "(default 1: the newest is always whole, since it is renamed into place once "
+                                   "written; each holds the weights and AdamW's moments, ~3x the model)")
     # scale (train/distributed.py, models/lora.py)
     num_processes: int = option(1, "data-parallel processes on this machine through accelerate (DDP; gloo on CPU)")
     fsdp: bool = option(False, "with several processes: shard the models with FSDP2 instead of DDP")
@@ -82,6 +87,7 @@ class RunDir:
         `main`: False in processes other than process 0 of a multi-process run, which write nothing."""
         self.path, self.main = Path(out), main
         self.metrics_path = self.path / "metrics.jsonl"
+        self.keep_checkpoints = check_keep(getattr(config, "keep_checkpoints", DEFAULT_KEEP))  # before any write
         self.start = time.time()
         self._tb = None
         if not main:
@@ -92,7 +98,7 @@ class RunDir:
         elif self.path.exists() and overwrite:
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "config.toml").write_text(to_toml(config), encoding="utf-8")
+        write_text_atomic(self.path / "config.toml", to_toml(config))  # a full disk keeps the previous one
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
             self._tb = SummaryWriter(str(self.path / "tensorboard"))
@@ -115,7 +121,8 @@ class RunDir:
 
 
 # Keys that may change between an interrupted run and its --resume (they change no number of the run).
-RESUMABLE_CHANGES = ("out", "overwrite", "resume", "tensorboard", "device", "threads", "checkpoint_every")
+RESUMABLE_CHANGES = ("out", "overwrite", "resume", "tensorboard", "device", "threads", "checkpoint_every",
+                     "keep_checkpoints")
 
 
 def check_same_config(saved_path: Path, config) -> None:
