@@ -7,12 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from rlhfkit.cli import main as cli_main
-
-# As `rlhf` sets them before transformers is first imported: test modules import transformers while they are
-# collected, before any fixture runs, and its progress bars would otherwise add lines to stderr.
+# As `rlhf` sets them before transformers is first imported (it reads them then): pytest loads this file before
+# any test module, and transformers' progress bars would otherwise add lines to stderr.
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+from rlhfkit.cli import main as cli_main  # noqa: E402
+from rlhfkit.world.build import world_words  # noqa: E402
+from rlhfkit.world.pretrain import base_config  # noqa: E402
+from rlhfkit.world.tokenizer import build_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,17 +39,11 @@ def micro_world(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def world_tokenizer():
-    from rlhfkit.world.build import world_words
-    from rlhfkit.world.tokenizer import build_tokenizer
     return build_tokenizer(world_words())
 
 
 def save_tiny_model(path: Path, tokenizer, arch: str = "gpt2", seed: int = 0) -> Path:
     """A randomly initialised tiny causal LM + tokenizer, written with save_pretrained."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from rlhfkit.world.pretrain import base_config
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(base_config(arch, tokenizer, 32, 2, 2, n_positions=128))
     model.save_pretrained(path)

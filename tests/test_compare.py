@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from rlhfkit.compare import combine, mean_curves
 from tests.conftest import run_cli
@@ -13,7 +14,6 @@ METHODS = ("sft", "bon", "dpo", "ppo", "rloo")
 
 @pytest.fixture(autouse=True)
 def _restore_threads():
-    import torch
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)

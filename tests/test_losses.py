@@ -98,10 +98,5 @@ def test_whitening_ignores_padding():
     assert torch.allclose(L.whiten(x, mask), w)
 
 
-def test_last_token_index_under_right_padding():
-    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
-    assert L.last_token_index(mask).tolist() == [1, 3, 0]
-
-
 def test_entropy_of_uniform_logits_is_log_vocab():
     assert L.entropy(torch.zeros(2, 3, 8), torch.ones(2, 3)).item() == pytest.approx(math.log(8))

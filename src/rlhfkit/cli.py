@@ -1,73 +1,106 @@
 """The `rlhf` command line.
 
 Each subcommand is one dataclass config (its flags are generated from the fields, see `config.py`) and
-one library function that takes that config. Modules are imported only for the command that runs, so
-`rlhf --help` and bad-input errors come back quickly.
+one library function that takes that config; `COMMANDS` names both, so each command's code is one
+go-to-definition away. Every command's module is imported at start-up: `rlhf --help` pays for torch and
+transformers, and the whole dependency graph is visible here (scripts/import_graph.py draws it).
 """
+
+# ruff: noqa: E402 - the environment below must be set before the command modules import torch and transformers
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
+# Read when transformers, huggingface_hub and torch's OpenMP runtime are first imported (the command modules
+# below), so they are set first; a value the user exported wins.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the toolkit never downloads at run time
+# Idle OpenMP threads sleep instead of spinning: on a shared CPU spinning made PPO 3x slower (bench/, issue 8).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from rlhfkit.bench import BenchPPOConfig, BenchTrainConfig, bench_ppo, bench_rm, bench_sft
+from rlhfkit.compare import CompareConfig, run_compare
 from rlhfkit.config import add_arguments, from_args
+from rlhfkit.data.pairs import PairsConfig, export_pairs
+from rlhfkit.demo import DemoConfig, run_demo
 from rlhfkit.errors import EXIT_USER_ERROR, UserError
+from rlhfkit.eval.commands import (
+    EvalBoNConfig,
+    EvalGoldConfig,
+    EvalRMConfig,
+    EvalWinrateConfig,
+    eval_bon,
+    eval_gold,
+    eval_rm,
+    eval_winrate,
+)
+from rlhfkit.label.commands import (
+    ExportConfig,
+    ImportConfig,
+    InviteConfig,
+    ServeConfig,
+    StatsConfig,
+    export,
+    import_items,
+    invite,
+    serve,
+    stats,
+)
+from rlhfkit.loop import LoopConfig, run_loop
+from rlhfkit.sampling import SampleConfig, sample_candidates
+from rlhfkit.train.dpo import DPOConfig, train_dpo
+from rlhfkit.train.ppo import PPOConfig, train_ppo
+from rlhfkit.train.reward import RewardConfig, train_reward_model
+from rlhfkit.train.sft import SFTConfig, train_sft
+from rlhfkit.world.build import WorldConfig, build_world
+from rlhfkit.world.simulate import SimulateConfig, simulate_labels
 
 
 @dataclass(frozen=True)
 class Command:
-    module: str
-    config: str
-    function: str
+    config: type
+    function: Callable
     help: str
 
 
 COMMANDS: dict[str, Command] = {
-    "world build": Command("rlhfkit.world.build", "WorldConfig", "build_world",
+    "world build": Command(WorldConfig, build_world,
                            "build the toy world: tokenizer, prompts, demonstrations, base LM"),
-    "sft": Command("rlhfkit.train.sft", "SFTConfig", "train_sft",
-                   "step 1: supervised fine-tuning on prompt/completion demonstrations"),
-    "sample": Command("rlhfkit.sampling", "SampleConfig", "sample_candidates",
+    "sft": Command(SFTConfig, train_sft, "step 1: supervised fine-tuning on prompt/completion demonstrations"),
+    "sample": Command(SampleConfig, sample_candidates,
                       "sample K outputs per prompt from one or several policies, for labeling"),
-    "label simulate": Command("rlhfkit.world.simulate", "SimulateConfig", "simulate_labels",
+    "label simulate": Command(SimulateConfig, simulate_labels,
                               "rank candidates with the toy world's simulated labelers"),
-    "label serve": Command("rlhfkit.label.commands", "ServeConfig", "serve",
-                           "the labeling web app: rankings, A/B comparisons, demonstrations"),
-    "label import": Command("rlhfkit.label.commands", "ImportConfig", "import_items",
-                            "add candidates (or prompts) to a labeling project"),
-    "label invite": Command("rlhfkit.label.commands", "InviteConfig", "invite",
-                            "print an invite link for a labeler or an admin"),
-    "label export": Command("rlhfkit.label.commands", "ExportConfig", "export",
-                            "write rankings, pairs, demos or raw answers as JSON Lines"),
-    "label stats": Command("rlhfkit.label.commands", "StatsConfig", "stats",
-                           "progress, throughput, agreement and A/B win rates of a project"),
-    "data pairs": Command("rlhfkit.data.pairs", "PairsConfig", "export_pairs",
+    "label serve": Command(ServeConfig, serve, "the labeling web app: rankings, A/B comparisons, demonstrations"),
+    "label import": Command(ImportConfig, import_items, "add candidates (or prompts) to a labeling project"),
+    "label invite": Command(InviteConfig, invite, "print an invite link for a labeler or an admin"),
+    "label export": Command(ExportConfig, export, "write rankings, pairs, demos or raw answers as JSON Lines"),
+    "label stats": Command(StatsConfig, stats, "progress, throughput, agreement and A/B win rates of a project"),
+    "data pairs": Command(PairsConfig, export_pairs,
                           "turn rankings into every strictly ordered (chosen, rejected) pair"),
-    "rm": Command("rlhfkit.train.reward", "RewardConfig", "train_reward_model",
-                  "step 2: train a reward model on rankings or pairs"),
-    "dpo": Command("rlhfkit.train.dpo", "DPOConfig", "train_dpo", "DPO: train the policy on rankings directly"),
-    "ppo": Command("rlhfkit.train.ppo", "PPOConfig", "train_ppo",
-                   "step 3: PPO against the reward model with a KL penalty to the SFT policy"),
-    "eval gold": Command("rlhfkit.eval.commands", "EvalGoldConfig", "eval_gold",
+    "rm": Command(RewardConfig, train_reward_model, "step 2: train a reward model on rankings or pairs"),
+    "dpo": Command(DPOConfig, train_dpo, "DPO: train the policy on rankings directly"),
+    "ppo": Command(PPOConfig, train_ppo, "step 3: PPO against the reward model with a KL penalty to the SFT policy"),
+    "eval gold": Command(EvalGoldConfig, eval_gold,
                          "mean gold reward (and components) of a policy on held-out prompts"),
-    "eval winrate": Command("rlhfkit.eval.commands", "EvalWinrateConfig", "eval_winrate",
+    "eval winrate": Command(EvalWinrateConfig, eval_winrate,
                             "win rate of policy A over policy B by the gold reward, with a 95% interval"),
-    "eval rm": Command("rlhfkit.eval.commands", "EvalRMConfig", "eval_rm",
-                       "reward model: held-out accuracy, noise ceiling, Spearman with gold"),
-    "eval bon": Command("rlhfkit.eval.commands", "EvalBoNConfig", "eval_bon",
-                        "best-of-n with the reward model: gold and RM reward against n"),
-    "demo": Command("rlhfkit.demo", "DemoConfig", "run_demo",
+    "eval rm": Command(EvalRMConfig, eval_rm, "reward model: held-out accuracy, noise ceiling, Spearman with gold"),
+    "eval bon": Command(EvalBoNConfig, eval_bon, "best-of-n with the reward model: gold and RM reward against n"),
+    "demo": Command(DemoConfig, run_demo,
                     "the whole pipeline on the toy world: base -> SFT -> RM -> PPO -> report"),
-    "loop": Command("rlhfkit.loop", "LoopConfig", "run_loop",
-                    "the online loop: sample -> label -> retrain RM -> PPO, several rounds"),
-    "compare": Command("rlhfkit.compare", "CompareConfig", "run_compare",
+    "loop": Command(LoopConfig, run_loop, "the online loop: sample -> label -> retrain RM -> PPO, several rounds"),
+    "compare": Command(CompareConfig, run_compare,
                        "SFT, best-of-n, DPO, PPO and RLOO on the same SFT model and rankings, judged by gold"),
-    "bench ppo": Command("rlhfkit.bench", "BenchPPOConfig", "bench_ppo", "PPO throughput on random models"),
-    "bench rm": Command("rlhfkit.bench", "BenchTrainConfig", "bench_rm", "reward-model training throughput"),
-    "bench sft": Command("rlhfkit.bench", "BenchTrainConfig", "bench_sft", "SFT throughput on random models"),
+    "bench ppo": Command(BenchPPOConfig, bench_ppo, "PPO throughput on random models"),
+    "bench rm": Command(BenchTrainConfig, bench_rm, "reward-model training throughput"),
+    "bench sft": Command(BenchTrainConfig, bench_sft, "SFT throughput on random models"),
 }
 
 
@@ -95,11 +128,6 @@ def _find_command(argv: list[str]) -> tuple[str, list[str]] | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the toolkit never downloads at run time
-    # Idle OpenMP threads sleep instead of spinning: on a shared CPU spinning made PPO 3x slower (bench/, issue 8).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if not argv or argv[0] in ("-h", "--help", "help"):
         sys.stdout.write(_usage())
         return 0 if argv else EXIT_USER_ERROR
@@ -109,17 +137,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     name, rest = found
     cmd = COMMANDS[name]
-    module = importlib.import_module(cmd.module)
-    config_cls = getattr(module, cmd.config)
     parser = _Parser(prog=f"rlhf {name}", description=cmd.help)
-    add_arguments(parser, config_cls)
+    add_arguments(parser, cmd.config)
     try:
         args = parser.parse_args(rest)
     except SystemExit as exc:  # --help (0) or a usage error (2, already printed on one line)
         return int(exc.code or 0)
     try:
-        config = from_args(config_cls, args)
-        getattr(module, cmd.function)(config)
+        config = from_args(cmd.config, args)
+        cmd.function(config)
     except UserError as exc:
         sys.stderr.write(f"rlhf {name}: error: {exc}\n")
         return EXIT_USER_ERROR

@@ -4,13 +4,17 @@ Every field carries a one-line `help` (see `option`). The command line is genera
 field `kl_coef` is the flag `--kl-coef`. Precedence, lowest first: the field's default, `--config FILE`
 (TOML), the flags given on the command line, then `--set key=value` (repeatable; `a.b=v` reaches a
 nested dataclass). The resolved config is written as `config.toml` into every run directory.
+
+A field the user must give is declared `name: str | None = required("help")`: it holds None until given, and
+its type says so; `check_required` (run by `build_config`) rejects a config that still lacks it. Values a
+config can reject without reading files are rejected by its `check()` method (docs/design.md §4), which the
+command's library function calls first.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import types
 import typing
 from pathlib import Path
@@ -27,6 +31,11 @@ def option(default: Any = None, help: str = "", *, required: bool = False, posit
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def required(help: str = "", *, positional: bool = False):
+    """A field the user must give: None until then, so type it `X | None` (`check_required` rejects a None)."""
+    return option(None, help, required=True, positional=positional)
 
 
 # ---------------------------------------------------------------------------------------------- types
@@ -109,6 +118,8 @@ def _assign(cfg, key: str, value, *, source: str, parse) -> None:
         known = ", ".join(sorted(names))
         raise UserError(f"{source}: unknown config key '{key}' for {type(cfg).__name__} (known: {known})")
     tp = _hints(type(cfg))[head]
+    if names[head].metadata.get("required"):
+        tp = _unwrap_optional(tp)[0]  # None only means "not given yet": a value the user gives is an X
     if dataclasses.is_dataclass(tp):
         if rest:
             _assign(getattr(cfg, head), rest, value, source=source, parse=parse)
@@ -238,10 +249,3 @@ def to_toml(cfg) -> str:
         lines += ["", f"[{name}]", *([body] if body else [])]
     return "\n".join(lines) + "\n"
 
-
-def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
-
-
-def command_line() -> str:
-    return " ".join(["rlhf", *sys.argv[1:]])

@@ -20,44 +20,12 @@ import numpy as np
 from rlhfkit import pipeline as stages
 from rlhfkit.config import option
 from rlhfkit.errors import UserError
-from rlhfkit.pipeline import Progress
-from rlhfkit.world.build import World
-
-REPORT_KEYS = ("preset", "seed", "wall_s", "win_rates", "gold", "rm", "ppo", "labelers")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How much of each stage a preset runs (sized so the tiny demo takes minutes on 2 CPU cores)."""
-    sft_epochs: int
-    sft_lr: float
-    label_prompts: int        # prompts sampled for labeling (K outputs each)
-    k: int
-    temperatures: tuple[float, ...]
-    labelers: int
-    per_item: int
-    rm_lr: float
-    rm_epochs: int
-    ppo_steps: int
-    ppo_batch: int
-    ppo_minibatch: int
-    ppo_lr: float
-    save_every: int
-    eval_prompts: int         # held-out prompts used for win rates
-    bon_n: int
-
-
-PLANS = {
-    "micro": Plan(sft_epochs=2, sft_lr=2e-3, label_prompts=120, k=4, temperatures=(0.7, 1.0), labelers=5, per_item=2,
-                  rm_lr=3e-4, rm_epochs=1, ppo_steps=4, ppo_batch=16, ppo_minibatch=8, ppo_lr=1e-4, save_every=2,
-                  eval_prompts=64, bon_n=4),
-    "tiny": Plan(sft_epochs=10, sft_lr=2e-3, label_prompts=1500, k=4, temperatures=(0.7, 1.0), labelers=5, per_item=2,
-                 rm_lr=3e-4, rm_epochs=1, ppo_steps=20, ppo_batch=64, ppo_minibatch=32, ppo_lr=1e-4, save_every=5,
-                 eval_prompts=400, bon_n=16),
-    "small": Plan(sft_epochs=5, sft_lr=5e-4, label_prompts=4000, k=4, temperatures=(0.7, 1.0), labelers=5, per_item=2,
-                  rm_lr=1e-4, rm_epochs=1, ppo_steps=300, ppo_batch=64, ppo_minibatch=32, ppo_lr=3e-5, save_every=50,
-                  eval_prompts=1000, bon_n=16),
-}
+from rlhfkit.eval import report as R
+from rlhfkit.eval.policy import load_policy, run_checkpoints
+from rlhfkit.eval.stats import win_rate
+from rlhfkit.pipeline import METHODS, PLANS, Judge, MethodSettings, Plan, Progress, check_preset, mean, point
+from rlhfkit.train.common import set_threads
+from rlhfkit.world.build import World, WorldConfig, build_world
 
 
 @dataclass
@@ -74,6 +42,17 @@ class DemoConfig:
                                 "table to the report (dpo, rloo)")
     overwrite: bool = option(False, "replace an existing output directory")
     threads: int = option(0, "torch CPU threads (0: torch's default)")
+
+    def check(self) -> None:
+        check_preset(self.preset)
+        if not self.seeds:
+            raise UserError("config key 'seeds': give at least one seed")
+        if self.kl_coef < 0:
+            raise UserError("config key 'kl_coef' must be >= 0")
+        if set(self.methods) - {"dpo", "rloo"}:
+            raise UserError("config key 'methods': the demo adds dpo and/or rloo (rlhf compare runs any method)")
+        if self.threads < 0:
+            raise UserError("config key 'threads' must be >= 0")
 
 
 def run_pipeline(world_dir: Path, out: Path, plan: Plan, cfg: DemoConfig, seed: int, say: Progress) -> dict:
@@ -108,65 +87,44 @@ def run_pipeline(world_dir: Path, out: Path, plan: Plan, cfg: DemoConfig, seed: 
 def compare_methods(world, out: Path, plan: Plan, cfg: DemoConfig, seed: int, shared: dict, ppo_wall_s: float) -> dict:
     """`rlhf compare`'s table for this seed: SFT, best-of-n, PPO (the demo's run) and the extra methods, trained
     on the same SFT model and rankings and evaluated on the same held-out prompts."""
-    from rlhfkit.compare import METHODS, CompareConfig, evaluate_methods, train_method
-
-    methods = [m for m in METHODS if m in {"sft", "bon", "ppo", *cfg.methods}]
-    ccfg = CompareConfig(world=str(world.path), out=str(out), methods=methods, kl_coef=cfg.kl_coef,
-                         rl_steps=cfg.ppo_steps, threads=cfg.threads)
+    methods = tuple(m for m in METHODS if m in {"sft", "bon", "ppo", *cfg.methods})
+    settings = MethodSettings(methods=methods, kl_coef=cfg.kl_coef, rl_steps=cfg.ppo_steps, threads=cfg.threads)
     trained = {"ppo": {"wall_s": ppo_wall_s, "episodes": (cfg.ppo_steps or plan.ppo_steps) * plan.ppo_batch}}
     for method in cfg.methods:
-        trained[method] = train_method(method, world, out, plan, ccfg, seed, shared["rankings"])
-    result = evaluate_methods(world, out, ccfg, plan.eval_prompts, seed, trained, shared["wall_s"]["sft"])
+        trained[method] = stages.train_method(method, world, out, plan, settings, seed, shared["rankings"])
+    result = stages.evaluate_methods(world, out, settings, plan.eval_prompts, seed, trained, shared["wall_s"]["sft"])
     return result["methods"]
 
 
 def evaluate(world, out: Path, plan: Plan, seed: int) -> dict:
     """Win rates, gold and RM reward, KL to SFT, best-of-n, and the reward-vs-√KL curves of PPO checkpoints."""
-    from rlhfkit.eval.bon import best_of_n
-    from rlhfkit.eval.policy import evaluate_policy, load_policy, run_checkpoints
-    from rlhfkit.eval.stats import win_rate
-    from rlhfkit.models.scalar import ScalarModel
-
-    prompts = world.prompts("heldout")[:plan.eval_prompts]
-    limit = world.response_limit
-    sft, tokenizer = load_policy(out / "sft")
-    reward = ScalarModel.from_pretrained(out / "rm").eval()
-    seed_eval = 10_000 + seed  # evaluation samples never reuse the training streams
+    judge = Judge.load(out / "sft", out / "rm", world.prompts("heldout")[:plan.eval_prompts], world.response_limit,
+                       seed)
 
     def measure(path):
-        model = load_policy(path)[0] if path != out / "sft" else sft
-        return evaluate_policy(model, sft, reward, tokenizer, prompts, temperature=1.0, max_new_tokens=limit,
-                               seed=seed_eval)
+        return judge.measure(load_policy(path)[0] if path != out / "sft" else judge.sft)
 
     base, sft_eval, ppo = measure(world.base), measure(out / "sft"), measure(out / "ppo")
-    bon = best_of_n(sft, tokenizer, reward, prompts, n=plan.bon_n, max_new_tokens=limit, seed=seed_eval + 1)
+    bon = judge.best_of_n(plan.bon_n)
     bon4 = bon.gold_of(4).tolist()
-    ppo_curve = [{"step": 0, **_point(sft_eval)}]
+    ppo_curve = [point(sft_eval, step=0)]
     for step, path in run_checkpoints(out / "ppo"):
-        ppo_curve.append({"step": step, **_point(measure(path))})
-    ppo_curve.append({"step": "final", **_point(ppo)})
+        ppo_curve.append(point(measure(path), step=step))
+    ppo_curve.append(point(ppo, step="final"))
     report = {
         "win_rates": {"sft_vs_base": win_rate(sft_eval.totals, base.totals, seed=seed),
                       "ppo_vs_sft": win_rate(ppo.totals, sft_eval.totals, seed=seed),
                       "ppo_vs_bon": win_rate(ppo.totals, bon4, seed=seed)},
-        "gold": {"base": _mean(base.totals), "sft": _mean(sft_eval.totals), "bon": _mean(bon4),
-                 "ppo": _mean(ppo.totals)},
-        "ppo": {"kl": _mean(ppo.kl), "rm": _mean(ppo.rm), "eos_rate": ppo.summary()["eos_rate"],
+        "gold": {"base": mean(base.totals), "sft": mean(sft_eval.totals), "bon": mean(bon4),
+                 "ppo": mean(ppo.totals)},
+        "ppo": {"kl": mean(ppo.kl), "rm": mean(ppo.rm), "eos_rate": ppo.summary()["eos_rate"],
                 "length": ppo.summary()["length"]},
         "bon": {"n": 4, "kl": round(bon.curve((4,))[0]["kl"], 4)},
         "components": {name: e.summary() for name, e in (("base", base), ("sft", sft_eval), ("ppo", ppo))},
-        "examples": [{"prompt": p, "sft": s, "ppo": q} for p, s, q in zip(prompts[:8], sft_eval.texts, ppo.texts)],
+        "examples": [{"prompt": p, "sft": s, "ppo": q}
+                     for p, s, q in zip(judge.prompts[:8], sft_eval.texts, ppo.texts)],
     }
     return {"report": report, "curves": {"ppo": ppo_curve, "bon": bon.curve()}}
-
-
-def _point(e) -> dict:
-    s = e.summary()
-    return {"kl": s["kl"], "gold": s["gold"], "rm": s["rm"]}
-
-
-def _mean(values) -> float:
-    return round(float(np.mean(values)), 4)
 
 
 # ------------------------------------------------------------------------------------------- reporting
@@ -188,8 +146,6 @@ def across_seeds(reports: list[dict], reduce) -> dict:
 
 
 def write_report(out: Path, cfg: DemoConfig, reports: list[dict], wall_s: float) -> dict:
-    from rlhfkit.eval import report as R
-
     first = reports[0]
     report = {"preset": cfg.preset, "seed": first["seed"], "wall_s": round(wall_s, 1), "kl_coef": cfg.kl_coef,
               **{k: first[k] for k in FIGURES if k in first}}
@@ -216,8 +172,7 @@ def write_report(out: Path, cfg: DemoConfig, reports: list[dict], wall_s: float)
                 ("PPO", [{"seed": r["seed"], **r["ppo"]} for r in reports]),
                 ("Examples (seed %s)" % first["seed"], first["examples"])]
     if "methods" in report:
-        from rlhfkit.compare import table_rows
-        sections.insert(5, ("Methods on the same preferences (held-out prompts)", table_rows(report["methods"])))
+        sections.insert(5, ("Methods on the same preferences (held-out prompts)", stages.table_rows(report["methods"])))
     R.write_html(out / "report.html", f"rlhfkit demo — preset {cfg.preset}", sections, images, report)
     return report
 
@@ -263,24 +218,10 @@ def print_table(report: dict, reports: list[dict]) -> None:
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    from rlhfkit.train.common import prepare_out_dir, set_threads
-    from rlhfkit.world.build import WorldConfig, build_world
-
-    if cfg.preset not in PLANS:
-        raise UserError(f"config key 'preset': unknown preset {cfg.preset!r} (one of {', '.join(PLANS)})")
-    if not cfg.seeds:
-        raise UserError("config key 'seeds': give at least one seed")
-    if cfg.kl_coef < 0:
-        raise UserError("config key 'kl_coef' must be >= 0")
-    if set(cfg.methods) - {"dpo", "rloo"}:
-        raise UserError("config key 'methods': the demo adds dpo and/or rloo (rlhf compare runs any method)")
+    cfg.check()
     if cfg.world:
         World(cfg.world)  # a user error if it is not a world
-    out = prepare_out_dir(cfg.out, cfg.overwrite)
-    if out.exists() and cfg.overwrite:
-        import shutil
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = stages.fresh_out_dir(cfg.out, cfg.overwrite)
     set_threads(cfg.threads)
     plan = PLANS[cfg.preset]
     say = Progress()

@@ -20,15 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlhfkit import pipeline as stages
-from rlhfkit.config import option
+from rlhfkit.config import option, required
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.data.schemas import ranking_record
 from rlhfkit.errors import UserError
+from rlhfkit.eval import report as R
+from rlhfkit.eval.policy import load_policy
+from rlhfkit.eval.stats import win_rate
+from rlhfkit.pipeline import PLANS, check_preset
+from rlhfkit.world.build import World, WorldConfig, build_world
 
 
 @dataclass
 class LoopConfig:
-    out: str = option(None, "loop directory (one folder per round, report.json, report.html)", required=True)
+    out: str | None = required("loop directory (one folder per round, report.json, report.html)")
     rounds: int = option(3, "rounds of sample → label → RM → PPO")
     world: str | None = option(None, "toy world directory (default: build the preset's world into OUT/world)")
     preset: str = option("tiny", "world and stage sizes when the loop builds them (micro, tiny, small)")
@@ -47,6 +52,17 @@ class LoopConfig:
                                    "in their reward model's data)")
     seed: int = option(0, "random seed")
     threads: int = option(0, "torch CPU threads (0: torch's default)")
+
+    def check(self) -> None:
+        check_preset(self.preset)
+        if self.rounds < 1 or self.k < 2:
+            raise UserError("config keys: need rounds >= 1 and k >= 2")
+        if not self.temperatures or any(t <= 0 for t in self.temperatures):
+            raise UserError("config key 'temperatures' must be one or more values > 0")
+        if self.labelers < 1 or not 1 <= self.per_item <= self.labelers:
+            raise UserError("config keys: need labelers >= 1 and 1 <= per_item <= labelers")
+        if self.kl_coef < 0:
+            raise UserError("config key 'kl_coef' must be >= 0")
 
 
 def _round_dir(out: Path, r: int) -> Path:
@@ -70,16 +86,7 @@ def labels_for_round(cfg: LoopConfig, r: int, world_dir: Path, candidates: Path,
 
 
 def run_loop(cfg: LoopConfig) -> dict:
-    from rlhfkit.demo import PLANS
-    from rlhfkit.eval.policy import evaluate_policy, load_policy
-    from rlhfkit.eval.stats import win_rate
-    from rlhfkit.models.scalar import ScalarModel
-    from rlhfkit.world.build import World, WorldConfig, build_world
-
-    if cfg.preset not in PLANS:
-        raise UserError(f"config key 'preset': unknown preset {cfg.preset!r} (one of {', '.join(PLANS)})")
-    if cfg.rounds < 1 or cfg.k < 2:
-        raise UserError("config keys: need rounds >= 1 and k >= 2")
+    cfg.check()
     plan = PLANS[cfg.preset]
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,11 +138,9 @@ def run_loop(cfg: LoopConfig) -> dict:
                    seed=cfg.seed + r, reference=sft, threads=cfg.threads)
         policy = rd / "ppo"
         say(f"round {r}: 5. evaluation on {len(prompts)} held-out prompts")
-        reference, tokenizer = load_policy(sft)
-        reward = ScalarModel.from_pretrained(rd / "rm").eval()
-        kwargs = dict(temperature=1.0, max_new_tokens=world.response_limit, seed=10_000 + cfg.seed)
-        base = evaluate_policy(reference, reference, reward, tokenizer, prompts, **kwargs)
-        now = evaluate_policy(load_policy(policy)[0], reference, reward, tokenizer, prompts, **kwargs)
+        judge = stages.Judge.load(sft, rd / "rm", prompts, world.response_limit, cfg.seed)
+        base = judge.measure(judge.sft)
+        now = judge.measure(load_policy(policy)[0])
         row = {"round": r, "rankings": len(all_rankings), "rm_heldout_accuracy": rm.get("heldout_accuracy"),
                "rm_noise_ceiling": rm.get("noise_ceiling"), "gold": now.summary()["gold"],
                "gold_sft": base.summary()["gold"], "win_vs_sft": win_rate(now.totals, base.totals, seed=cfg.seed),
@@ -149,8 +154,6 @@ def run_loop(cfg: LoopConfig) -> dict:
 
 
 def write_loop_report(out: Path, rows: list[dict]) -> dict:
-    from rlhfkit.eval import report as R
-
     report = {"rounds": rows}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     table = [{"round": r["round"], "rankings": r["rankings"], "RM accuracy": r["rm_heldout_accuracy"],

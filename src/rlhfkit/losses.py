@@ -1,7 +1,8 @@
 """The equations of RLHF as pure tensor functions.
 
 Every function takes tensors and masks and returns a tensor; nothing here logs, saves or knows about
-models. Shapes: B = batch, T = tokens. Masks are 1 on the tokens that count and 0 on padding.
+models (its one rlhfkit import, `last_token_index`, is a mask helper of `data/collate.py`).
+Shapes: B = batch, T = tokens. Masks are 1 on the tokens that count and 0 on padding.
 Sources: Ouyang et al. 2022 (InstructGPT), Stiennon et al. 2020 (summarize from feedback),
 Schulman et al. 2017 (PPO), Ziegler et al. 2019 (KL control), Rafailov et al. 2023 (DPO),
 Ahmadian et al. 2024 (RLOO).
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from rlhfkit.data.collate import last_token_index
 
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
@@ -51,12 +54,6 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """k3 = (ρ − 1) − log ρ with ρ = π_SFT/π: unbiased for KL(π‖π_SFT) and never negative (Schulman 2020)."""
     log_ratio = ref_logp - logp
     return torch.expm1(log_ratio) - log_ratio
-
-
-def last_token_index(mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last 1 in each row of a right-padded mask (0 for an empty row)."""
-    positions = torch.arange(mask.shape[-1], device=mask.device)
-    return (positions * mask.long()).argmax(-1)
 
 
 def per_token_rewards(score: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
@@ -113,7 +110,11 @@ def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: to
 
 
 def ppo_g(eps: float, advantages: torch.Tensor) -> torch.Tensor:
-    """The lecture's g(ε, A) = (1+ε)A if A ≥ 0 else (1−ε)A, so that L = min(ρA, g(ε, A))."""
+    """The lecture's g(ε, A) = (1+ε)A if A ≥ 0 else (1−ε)A, so that L = min(ρA, g(ε, A)).
+
+    Not called by the trainer, which uses `clipped_surrogate`: kept as the lecture's form of the same objective,
+    and tests/test_losses.py checks that min(ρA, g(ε, A)) equals the clipped surrogate term by term.
+    """
     return torch.where(advantages >= 0, (1 + eps) * advantages, (1 - eps) * advantages)
 
 

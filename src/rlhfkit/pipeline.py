@@ -1,16 +1,95 @@
-"""The stages of the RLHF loop as calls of the commands' own library functions (used by `rlhf demo` and `rlhf loop`).
+"""What `rlhf demo`, `rlhf compare` and `rlhf loop` share; the three import it and never each other.
 
-Each stage builds the same config the command line would and runs the command's function, so the demo is
-literally `rlhf sft`, `rlhf sample`, `rlhf label simulate`, `rlhf rm` and `rlhf ppo` in a row; each stage's
-own summary goes to its run directory, not to the terminal.
+- the stages of the RLHF loop as calls of the commands' own library functions: each stage builds the same config
+  the command line would and runs the command's function, so the demo is literally `rlhf sft`, `rlhf sample`,
+  `rlhf label simulate`, `rlhf rm` and `rlhf ppo` in a row; each stage's own summary goes to its run directory,
+  not to the terminal;
+- how much of each stage a preset runs (`Plan`, `PLANS`) and the reset of an output directory;
+- the held-out evaluation (`Judge`) and its seeds: every policy is sampled with the same seed on the same prompts,
+  so that a win rate compares two samples of each prompt (docs/design.md §5);
+- the methods of `rlhf compare` (DPO, PPO, RLOO, best-of-n) trained and evaluated on one SFT model and one set of
+  rankings: `rlhf demo --methods` adds the same table to its report.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import math
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+
+from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+from rlhfkit.data.pairs import read_preferences
+from rlhfkit.data.schemas import prompt_record
+from rlhfkit.errors import UserError
+from rlhfkit.eval.bon import BestOfN, best_of_n, bon_kl
+from rlhfkit.eval.policy import PolicyEval, evaluate_policy, load_policy, run_checkpoints
+from rlhfkit.eval.rm import labeler_agreement
+from rlhfkit.eval.stats import win_rate
+from rlhfkit.models.scalar import ScalarModel
+from rlhfkit.sampling import SampleConfig, sample_candidates
+from rlhfkit.train.common import prepare_out_dir
+from rlhfkit.train.dpo import DPOConfig, train_dpo
+from rlhfkit.train.ppo import PPOConfig, train_ppo
+from rlhfkit.train.reward import RewardConfig, train_reward_model
+from rlhfkit.train.sft import SFTConfig, train_sft
+from rlhfkit.world.simulate import SimulateConfig, simulate_labels
+
+# ------------------------------------------------------------------------------------------- presets
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of each stage a preset runs (sized so the tiny demo takes minutes on 2 CPU cores)."""
+    sft_epochs: int
+    sft_lr: float
+    label_prompts: int        # prompts sampled for labeling (K outputs each)
+    k: int
+    temperatures: tuple[float, ...]
+    labelers: int
+    per_item: int
+    rm_lr: float
+    rm_epochs: int
+    ppo_steps: int
+    ppo_batch: int
+    ppo_minibatch: int
+    ppo_lr: float
+    save_every: int
+    eval_prompts: int         # held-out prompts used for win rates
+    bon_n: int
+
+
+PLANS = {
+    "micro": Plan(sft_epochs=2, sft_lr=2e-3, label_prompts=120, k=4, temperatures=(0.7, 1.0), labelers=5, per_item=2,
+                  rm_lr=3e-4, rm_epochs=1, ppo_steps=4, ppo_batch=16, ppo_minibatch=8, ppo_lr=1e-4, save_every=2,
+                  eval_prompts=64, bon_n=4),
+    "tiny": Plan(sft_epochs=10, sft_lr=2e-3, label_prompts=1500, k=4, temperatures=(0.7, 1.0), labelers=5, per_item=2,
+                 rm_lr=3e-4, rm_epochs=1, ppo_steps=20, ppo_batch=64, ppo_minibatch=32, ppo_lr=1e-4, save_every=5,
+                 eval_prompts=400, bon_n=16),
+    "small": Plan(sft_epochs=5, sft_lr=5e-4, label_prompts=4000, k=4, temperatures=(0.7, 1.0), labelers=5, per_item=2,
+                  rm_lr=1e-4, rm_epochs=1, ppo_steps=300, ppo_batch=64, ppo_minibatch=32, ppo_lr=3e-5, save_every=50,
+                  eval_prompts=1000, bon_n=16),
+}
+
+
+def check_preset(preset: str) -> None:
+    if preset not in PLANS:
+        raise UserError(f"config key 'preset': unknown preset {preset!r} (one of {', '.join(PLANS)})")
+
+
+def fresh_out_dir(out: str | Path, overwrite: bool) -> Path:
+    """The output directory of a demo or comparison, empty: refused when it holds files and `overwrite` is off
+    (`prepare_out_dir`), emptied when it is on."""
+    out = prepare_out_dir(out, overwrite)
+    if out.exists() and overwrite:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 class Progress:
@@ -28,8 +107,9 @@ def quiet(fn, *args):
         return fn(*args)
 
 
+# -------------------------------------------------------------------------------------------- stages
+
 def sft(world, out: Path, *, epochs: int, lr: float, seed: int, threads: int = 0) -> dict:
-    from rlhfkit.train.sft import SFTConfig, train_sft
     return quiet(train_sft, SFTConfig(model=str(world.base), data=str(world.demos_path), out=str(out), epochs=epochs,
                                       lr=lr, seed=seed, threads=threads, overwrite=True))
 
@@ -38,10 +118,6 @@ def sample(models: list[Path], prompts: Path, out: Path, *, k: int, temperatures
            seed: int, offset: int = 0, id_prefix: str = "") -> list[dict]:
     """K candidates for `limit` prompts, starting at `offset` of the prompts file (wrapping around); item ids get
     `id_prefix` so that the rounds of the online loop never share one."""
-    from rlhfkit.data.jsonl import read_jsonl, write_jsonl
-    from rlhfkit.data.schemas import prompt_record
-    from rlhfkit.sampling import SampleConfig, sample_candidates
-
     if offset or id_prefix:
         records = read_jsonl(prompts, prompt_record)
         chosen = [records[(offset + i) % len(records)] for i in range(min(limit, len(records)))]
@@ -53,44 +129,45 @@ def sample(models: list[Path], prompts: Path, out: Path, *, k: int, temperatures
 
 
 def simulate(world_dir: Path, candidates: Path, out: Path, *, labelers: int, per_item: int, seed: int) -> list[dict]:
-    from rlhfkit.world.simulate import SimulateConfig, simulate_labels
     return quiet(simulate_labels, SimulateConfig(world=str(world_dir), candidates=str(candidates), out=str(out),
                                                  labelers=labelers, per_item=per_item, seed=seed))
 
 
 def reward_model(policy: Path, data: Path, out: Path, world, *, lr: float, epochs: int, seed: int,
                  threads: int = 0) -> dict:
-    from rlhfkit.train.reward import RewardConfig, train_reward_model
     return quiet(train_reward_model, RewardConfig(model=str(policy), data=str(data), out=str(out),
                                                   demos=str(world.demos_path), world=str(world.path), lr=lr,
                                                   epochs=epochs, seed=seed, threads=threads, overwrite=True))
 
 
-def ppo(policy: Path, reward: Path, world, out: Path, *, steps: int, batch: int, minibatch: int, lr: float,
-        kl_coef: float, save_every: int, seed: int, reference: Path | None = None, threads: int = 0,
-        **options) -> dict:
-    """`rlhf ppo`; `options` are further PPOConfig fields, e.g. advantage="rloo", rloo_k=4 for RLOO."""
-    from rlhfkit.train.ppo import PPOConfig, train_ppo
-    return quiet(train_ppo, PPOConfig(policy=str(policy), reference=str(reference) if reference else None,
-                                      reward=str(reward), prompts=str(world.train_prompts_path), out=str(out),
-                                      world=str(world.path), steps=steps, batch_size=batch, minibatch_size=minibatch,
-                                      lr=lr, kl_coef=kl_coef, max_new_tokens=world.response_limit,
-                                      save_every=save_every, seed=seed, threads=threads, overwrite=True, **options))
+def ppo_config(policy: Path, reward: Path, world, out: Path, *, steps: int, batch: int, minibatch: int, lr: float,
+               kl_coef: float, save_every: int, seed: int, reference: Path | None = None, threads: int = 0,
+               **options) -> PPOConfig:
+    """The config of `rlhf ppo`; `options` are further PPOConfig fields, e.g. advantage="rloo", rloo_k=4 for RLOO."""
+    return PPOConfig(policy=str(policy), reference=str(reference) if reference else None, reward=str(reward),
+                     prompts=str(world.train_prompts_path), out=str(out), world=str(world.path), steps=steps,
+                     batch_size=batch, minibatch_size=minibatch, lr=lr, kl_coef=kl_coef,
+                     max_new_tokens=world.response_limit, save_every=save_every, seed=seed, threads=threads,
+                     overwrite=True, **options)
+
+
+def ppo(policy: Path, reward: Path, world, out: Path, **kwargs) -> dict:
+    """`rlhf ppo` with `ppo_config(policy, reward, world, out, **kwargs)`."""
+    return quiet(train_ppo, ppo_config(policy, reward, world, out, **kwargs))
 
 
 def dpo(policy: Path, rankings: Path, out: Path, *, beta: float, lr: float, epochs: int, save_every: int, seed: int,
         threads: int = 0) -> dict:
     """`rlhf dpo` on the reward model's rankings (and its held-out split)."""
-    from rlhfkit.train.dpo import DPOConfig, train_dpo
     return quiet(train_dpo, DPOConfig(policy=str(policy), data=str(rankings), out=str(out), beta=beta, lr=lr,
                                       epochs=epochs, save_every=save_every, seed=seed, threads=threads,
                                       overwrite=True))
 
 
-def sft_and_reward_model(world, out: Path, plan, *, seed: int, threads: int, say: Progress) -> dict:
+def sft_and_reward_model(world, out: Path, plan: Plan, *, seed: int, threads: int, say: Progress) -> dict:
     """Steps 1–2, shared by every method that follows: SFT on the world's demonstrations (OUT/sft), K samples per
-    prompt from it, simulated rankings (OUT/rankings.jsonl) and the reward model (OUT/rm). `plan` is a preset's
-    `demo.Plan`. Returns the stages' summaries and wall times."""
+    prompt from it, simulated rankings (OUT/rankings.jsonl) and the reward model (OUT/rm). Returns the stages'
+    summaries and wall times."""
     clock = time.time()
     say(f"seed {seed}: 1. SFT on {len(world.demos())} demonstrations")
     sft_summary = sft(world, out / "sft", epochs=plan.sft_epochs, lr=plan.sft_lr, seed=seed, threads=threads)
@@ -115,6 +192,146 @@ def sft_and_reward_model(world, out: Path, plan, *, seed: int, threads: int, say
 
 
 def agreement(rankings: Path) -> float | None:
-    from rlhfkit.data.pairs import read_preferences
-    from rlhfkit.eval.rm import labeler_agreement
     return labeler_agreement(read_preferences(rankings))["labeler_agreement"]
+
+
+# ---------------------------------------------------------------------------------------- evaluation
+
+SEED_EVAL = 10_000  # evaluation samples (seed SEED_EVAL + the run's seed) never reuse a training stream
+
+
+@dataclass
+class Judge:
+    """Held-out prompts, the SFT policy as the KL reference and a reward model: `measure` samples a policy once
+    per prompt and scores each sample by gold, by the RM and by its KL to SFT (k1)."""
+    sft: object
+    tokenizer: object
+    reward: ScalarModel
+    prompts: list[str]
+    max_new_tokens: int
+    seed: int                 # SEED_EVAL + the run's seed
+
+    @classmethod
+    def load(cls, sft: Path, rm: Path, prompts: list[str], max_new_tokens: int, seed: int) -> Judge:
+        policy, tokenizer = load_policy(sft)
+        return cls(policy, tokenizer, ScalarModel.from_pretrained(rm).eval(), list(prompts), max_new_tokens,
+                   SEED_EVAL + seed)
+
+    def measure(self, model, offset: int = 0) -> PolicyEval:
+        """`offset` > 0 draws an independent sample (a second SFT sample is what "no difference" looks like)."""
+        return evaluate_policy(model, self.sft, self.reward, self.tokenizer, self.prompts, temperature=1.0,
+                               max_new_tokens=self.max_new_tokens, seed=self.seed + offset)
+
+    def best_of_n(self, n: int) -> BestOfN:
+        return best_of_n(self.sft, self.tokenizer, self.reward, self.prompts, n=n,
+                         max_new_tokens=self.max_new_tokens, seed=self.seed + 1)
+
+
+def point(e: PolicyEval, **where) -> dict:
+    """One point of a gold-vs-KL curve: `where` (the step) and the mean KL, gold and RM score."""
+    s = e.summary()
+    return {**where, "kl": s["kl"], "gold": s["gold"], "rm": s["rm"]}
+
+
+def mean(values) -> float:
+    return round(float(np.mean(values)), 4)
+
+
+# ------------------------------------------------------------------------- the methods of `rlhf compare`
+
+METHODS = ("sft", "bon", "dpo", "ppo", "rloo")
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """The settings of the methods of `rlhf compare` (its CompareConfig takes its defaults from here)."""
+    methods: tuple[str, ...] = METHODS
+    kl_coef: float = 0.05
+    rl_steps: int | None = None
+    rl_lr: float | None = None
+    rloo_k: int = 4
+    dpo_beta: float = 0.1
+    dpo_lr: float = 1e-4
+    dpo_epochs: int = 1
+    bon_n: int = 16
+    curve_points: int = 4
+    threads: int = 0
+
+
+def rl_config(method: str, world, out: Path, plan: Plan, settings: MethodSettings, seed: int) -> PPOConfig:
+    """The `rlhf ppo` config that trains "ppo" or "rloo" (the same trainer with `--advantage rloo`) into OUT/METHOD."""
+    steps = settings.rl_steps or plan.ppo_steps
+    options = {"advantage": "rloo", "rloo_k": settings.rloo_k} if method == "rloo" else {}
+    return ppo_config(out / "sft", out / "rm", world, out / method, steps=steps, batch=plan.ppo_batch,
+                      minibatch=plan.ppo_minibatch, lr=settings.rl_lr or plan.ppo_lr, kl_coef=settings.kl_coef,
+                      save_every=max(1, steps // settings.curve_points), seed=seed, threads=settings.threads,
+                      **options)
+
+
+def train_method(method: str, world, out: Path, plan: Plan, settings: MethodSettings, seed: int,
+                 n_rankings: int) -> dict:
+    """Train one method from OUT/sft into OUT/METHOD, with checkpoints along the way; its wall time and episodes."""
+    t0 = time.time()
+    if method == "dpo":
+        # DPO's default batch (16 rankings) and held-out share (10 %) give about this many steps: spaced checkpoints.
+        steps = math.ceil(n_rankings * 0.9 / 16) * settings.dpo_epochs
+        dpo(out / "sft", out / "rankings.jsonl", out / "dpo", beta=settings.dpo_beta, lr=settings.dpo_lr,
+            epochs=settings.dpo_epochs, save_every=max(1, steps // settings.curve_points), seed=seed,
+            threads=settings.threads)
+        return {"wall_s": round(time.time() - t0, 1), "episodes": 0}
+    cfg = rl_config(method, world, out, plan, settings, seed)
+    quiet(train_ppo, cfg)
+    return {"wall_s": round(time.time() - t0, 1), "episodes": cfg.steps * plan.ppo_batch}
+
+
+def evaluate_methods(world, out: Path, settings: MethodSettings, n_prompts: int, seed: int, trained: dict,
+                     sft_wall_s: float) -> dict:
+    """One row per method ({gold, rm, kl, wall_s, episodes, win_vs_sft}), its gold-vs-KL curve, and the per-prompt
+    gold of the samples behind each win rate (`golds`, for pooling over seeds)."""
+    judge = Judge.load(out / "sft", out / "rm", world.prompts("heldout")[:n_prompts], world.response_limit, seed)
+    reference = judge.measure(judge.sft)  # the SFT sample every method is compared with, prompt by prompt
+    rows, curves, golds = {}, {}, {"reference": reference.totals}
+
+    def row(gold, rm, kl, **extra) -> dict:
+        return {"gold": mean(gold), "rm": mean(rm), "kl": mean(kl), **extra,
+                "win_vs_sft": win_rate(gold, reference.totals, seed=seed)}
+
+    if "sft" in settings.methods:
+        again = judge.measure(judge.sft, offset=2)
+        rows["sft"] = row(reference.totals, reference.rm, reference.kl, wall_s=sft_wall_s, episodes=0)
+        rows["sft"]["win_vs_sft"] = win_rate(again.totals, reference.totals, seed=seed)
+        curves["sft"], golds["sft"] = [point(reference, step=0)], again.totals
+    if "bon" in settings.methods:
+        t0 = time.time()
+        n = settings.bon_n
+        bon = judge.best_of_n(n)
+        pick, gold = bon.chosen(n), bon.gold_of(n).tolist()
+        rows["bon"] = row(gold, bon.rm[np.arange(len(judge.prompts)), pick], [bon_kl(n)], n=n,
+                          wall_s=round(time.time() - t0, 1), episodes=n * len(judge.prompts))
+        curves["bon"], golds["bon"] = bon.curve(range(1, n + 1)), gold
+    for method in ("dpo", "ppo", "rloo"):
+        if method not in settings.methods:
+            continue
+        final = judge.measure(load_policy(out / method)[0])
+        points = [point(reference, step=0)]
+        points += [point(judge.measure(load_policy(path)[0]), step=step)
+                   for step, path in run_checkpoints(out / method)]
+        points.append(point(final, step="final"))
+        rows[method] = row(final.totals, final.rm, final.kl, **trained[method])
+        curves[method], golds[method] = points, final.totals
+    return {"methods": rows, "curves": curves, "golds": golds}
+
+
+def table_rows(methods: dict) -> list[dict]:
+    """The methods table of report.html (compare's, and the demo's with --methods): mean ± std over seeds."""
+    rows = []
+    for name, m in methods.items():
+        spread, w = m.get("across_seeds"), m["win_vs_sft"]
+
+        def cell(k, m=m, spread=spread):
+            return f"{m[k]:.3f} ± {spread[k]['std']:.3f}" if spread else f"{m[k]:.3f}"
+        rows.append({"method": name, "gold": cell("gold"), "RM": cell("rm"), "KL": cell("kl"),
+                     "win vs SFT": f"{w['rate']:.3f}" + (f" ± {spread['win_rate']['std']:.3f}" if spread else ""),
+                     "95% CI": f"{w['ci_low']:.3f}–{w['ci_high']:.3f}", "n": w["n"],
+                     "wall s": f"{m['wall_s']:.0f}", "episodes": int(m["episodes"])})
+    return rows

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhfkit.config import option
+from rlhfkit.config import option, required
 from rlhfkit.data.jsonl import check_writable, read_jsonl, write_jsonl
 from rlhfkit.data.schemas import prompt_record
 from rlhfkit.errors import UserError
@@ -24,8 +24,8 @@ from rlhfkit.models.loading import check_model_dir, load_causal_lm, load_tokeniz
 class SampleConfig:
     models: list[str] = option([], "policy directories, comma-separated (e.g. the current and the initial one)",
                                required=True)
-    prompts: str = option(None, "prompts JSONL (field `prompt`)", required=True)
-    out: str = option(None, "candidates JSONL to write", required=True)
+    prompts: str | None = required("prompts JSONL (field `prompt`)")
+    out: str | None = required("candidates JSONL to write")
     k: int = option(4, "outputs per prompt")
     temperatures: list[float] = option([1.0], "sampling temperatures, comma-separated")
     top_p: float = option(1.0, "nucleus sampling threshold")
@@ -33,6 +33,16 @@ class SampleConfig:
     limit: int | None = option(None, "use only the first N prompts")
     seed: int = option(0, "random seed (source assignment and sampling)")
     device: str = option("auto", "cpu, cuda, cuda:N or auto")
+
+    def check(self) -> None:
+        if self.k < 2:
+            raise UserError("config key 'k' must be at least 2 (labelers compare outputs)")
+        if any(t <= 0 for t in self.temperatures) or not self.temperatures:
+            raise UserError("config key 'temperatures' must be one or more values > 0")
+        if not 0 < self.top_p <= 1:
+            raise UserError("config key 'top_p' must be in (0, 1]")
+        if self.max_new_tokens < 1:
+            raise UserError("config key 'max_new_tokens' must be at least 1")
 
 
 def source_name(model: str, temperature: float) -> str:
@@ -51,12 +61,7 @@ def assign_sources(n_prompts: int, k: int, n_sources: int, seed: int) -> list[li
 
 
 def sample_candidates(cfg: SampleConfig) -> list[dict]:
-    if cfg.k < 2:
-        raise UserError("config key 'k' must be at least 2 (labelers compare outputs)")
-    if any(t <= 0 for t in cfg.temperatures) or not cfg.temperatures:
-        raise UserError("config key 'temperatures' must be one or more values > 0")
-    if not 0 < cfg.top_p <= 1:
-        raise UserError("config key 'top_p' must be in (0, 1]")
+    cfg.check()
     check_writable(cfg.out)
     records = read_jsonl(cfg.prompts, prompt_record)[:cfg.limit]
     for path in cfg.models:

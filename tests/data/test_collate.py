@@ -1,7 +1,8 @@
 import torch
 
-from rlhfkit.data.collate import encode, encode_pair, lm_batch
+from rlhfkit.data.collate import encode, encode_pair, last_token_index
 from rlhfkit.losses import lm_loss
+from rlhfkit.train.sft import collate, tokenize_demos
 
 
 def test_completion_ends_with_eos_and_only_it_carries_loss(world_tokenizer):
@@ -21,7 +22,7 @@ def test_long_prompts_lose_tokens_on_the_left(world_tokenizer):
 def test_prompt_and_padding_tokens_carry_no_loss(world_tokenizer):
     records = [{"prompt": "list two fruits .", "completion": "apple pear"},
                {"prompt": "what color is the sky ?", "completion": "blue"}]
-    batch = lm_batch(world_tokenizer, records, max_length=64)
+    batch = collate(tokenize_demos(world_tokenizer, records, max_length=64), world_tokenizer.pad_token_id, "cpu")
     assert batch["loss_mask"].sum() == 3 + 2  # completion tokens + EOS per row
     assert (batch["loss_mask"] <= batch["attention_mask"]).all()
     torch.manual_seed(0)
@@ -42,3 +43,8 @@ def test_lm_loss_hand_computed():
     logits = torch.zeros(1, 3, 4)
     ids = torch.tensor([[1, 2, 3]])
     assert torch.isclose(lm_loss(logits, ids, torch.tensor([[0, 1, 1]])), torch.log(torch.tensor(4.0)))
+
+
+def test_last_token_index_under_right_padding():
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+    assert last_token_index(mask).tolist() == [1, 3, 0]

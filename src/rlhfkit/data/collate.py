@@ -40,10 +40,8 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def lm_batch(tokenizer, records: list[dict], max_length: int) -> dict[str, torch.Tensor]:
-    """Right-padded SFT batch: input_ids, attention_mask, loss_mask (completion + EOS only)."""
-    ids, masks = zip(*(encode_pair(tokenizer, encode(tokenizer, r["prompt"]), r["completion"], max_length)
-                       for r in records))
-    input_ids = pad_right(list(ids), tokenizer.pad_token_id)
-    attention_mask = pad_right([[1] * len(i) for i in ids], 0)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": pad_right(list(masks), 0)}
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last 1 in each row of a right-padded mask (0 for an empty row): where the reward model reads
+    r(x, y) and where PPO adds it to the per-token rewards."""
+    positions = torch.arange(mask.shape[-1], device=mask.device)
+    return (positions * mask.long()).argmax(-1)

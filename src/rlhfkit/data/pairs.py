@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import comb
 
-from rlhfkit.config import option
-from rlhfkit.data.jsonl import check_writable, read_jsonl, write_jsonl
+from rlhfkit.config import required
+from rlhfkit.data.jsonl import check_writable, iter_jsonl, read_jsonl, write_jsonl
 from rlhfkit.data.schemas import pair_record, ranking_record
 
 
@@ -46,8 +46,6 @@ def rankings_to_pair_records(rankings: list[dict]) -> list[dict]:
 
 def read_preference_records(path) -> tuple[str, list[dict]]:
     """("rankings" or "pairs", the validated records); the kind is decided by the first record's fields."""
-    from rlhfkit.data.jsonl import iter_jsonl
-
     first = next((obj for _, obj in iter_jsonl(path) if isinstance(obj, dict)), None)
     if first is not None and "ranking" in first:
         return "rankings", read_jsonl(path, ranking_record)
@@ -90,11 +88,15 @@ def read_preferences(path) -> list[dict]:
 
 @dataclass
 class PairsConfig:
-    rankings: str = option(None, "rankings JSONL to expand", required=True, positional=True)
-    out: str = option(None, "output pairs JSONL", required=True)
+    rankings: str | None = required("rankings JSONL to expand", positional=True)
+    out: str | None = required("output pairs JSONL")
+
+    def check(self) -> None:
+        """Nothing to check without reading files: both fields are paths (their presence: `check_required`)."""
 
 
 def export_pairs(cfg: PairsConfig) -> int:
+    cfg.check()
     check_writable(cfg.out)
     rankings = read_jsonl(cfg.rankings, ranking_record)
     n = write_jsonl(cfg.out, rankings_to_pair_records(rankings))

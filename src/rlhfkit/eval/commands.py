@@ -6,12 +6,17 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhfkit.config import option
+from rlhfkit.config import option, required
 from rlhfkit.data.jsonl import check_writable
+from rlhfkit.data.pairs import preference_groups, read_preference_records
 from rlhfkit.errors import UserError
+from rlhfkit.eval.bon import best_of_n
 from rlhfkit.eval.policy import load_policy, sample_and_score
+from rlhfkit.eval.rm import gold_measurements, labeler_agreement
 from rlhfkit.eval.stats import mean_and_se, win_rate
-from rlhfkit.models.loading import check_model_dir
+from rlhfkit.models.loading import check_model_dir, load_tokenizer
+from rlhfkit.models.scalar import ScalarModel
+from rlhfkit.train.reward import HELDOUT_FILE, pairwise_accuracy, tokenize_groups
 from rlhfkit.world.build import World
 
 
@@ -24,27 +29,24 @@ class SamplingOptions:
     limit: int | None = option(None, "use only the first N held-out prompts")
     json_out: str | None = option(None, "also write the result as JSON to this file")
 
+    def check(self) -> None:
+        if self.temperature < 0:
+            raise UserError("config key 'temperature' must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise UserError("config key 'top_p' must be in (0, 1]")
+
 
 @dataclass
 class EvalGoldConfig(SamplingOptions):
-    model: str = option(None, "policy directory", required=True)
-    world: str = option(None, "world directory (held-out prompts and gold reward)", required=True)
+    model: str | None = required("policy directory")
+    world: str | None = required("world directory (held-out prompts and gold reward)")
 
 
 @dataclass
 class EvalWinrateConfig(SamplingOptions):
-    a: str = option(None, "policy A directory", required=True)
-    b: str = option(None, "policy B directory", required=True)
-    world: str = option(None, "world directory (held-out prompts and gold reward)", required=True)
-
-
-def _check_sampling(cfg: SamplingOptions) -> None:
-    if cfg.temperature < 0:
-        raise UserError("config key 'temperature' must be >= 0")
-    if not 0 < cfg.top_p <= 1:
-        raise UserError("config key 'top_p' must be in (0, 1]")
-    if cfg.json_out:
-        check_writable(cfg.json_out)
+    a: str | None = required("policy A directory")
+    b: str | None = required("policy B directory")
+    world: str | None = required("world directory (held-out prompts and gold reward)")
 
 
 def heldout(world: World, limit: int | None) -> list[str]:
@@ -65,7 +67,9 @@ def _write_json(path: str | None, result: dict) -> None:
 
 
 def eval_gold(cfg: EvalGoldConfig) -> dict:
-    _check_sampling(cfg)
+    cfg.check()
+    if cfg.json_out:
+        check_writable(cfg.json_out)
     world = World(cfg.world)
     check_model_dir(cfg.model)
     scored = score_policy(cfg.model, world, cfg, heldout(world, cfg.limit))
@@ -81,7 +85,9 @@ def eval_gold(cfg: EvalGoldConfig) -> dict:
 
 
 def eval_winrate(cfg: EvalWinrateConfig) -> dict:
-    _check_sampling(cfg)
+    cfg.check()
+    if cfg.json_out:
+        check_writable(cfg.json_out)
     world = World(cfg.world)
     check_model_dir(cfg.a)
     check_model_dir(cfg.b)
@@ -99,19 +105,17 @@ def eval_winrate(cfg: EvalWinrateConfig) -> dict:
 
 @dataclass
 class EvalRMConfig:
-    rm: str = option(None, "reward model directory (rlhf rm)", required=True)
+    rm: str | None = required("reward model directory (rlhf rm)")
     data: str | None = option(None, "held-out rankings or pairs (default: the RM's own RM/heldout.jsonl)")
     world: str | None = option(None, "toy world: also the noise ceiling and Spearman with the gold reward")
     json_out: str | None = option(None, "also write the result as JSON to this file")
 
+    def check(self) -> None:
+        """Nothing to check without reading files: every field is a path."""
+
 
 def eval_rm(cfg: EvalRMConfig) -> dict:
-    from rlhfkit.data.pairs import preference_groups, read_preference_records
-    from rlhfkit.eval.rm import gold_measurements, labeler_agreement
-    from rlhfkit.models.loading import load_tokenizer
-    from rlhfkit.models.scalar import ScalarModel
-    from rlhfkit.train.reward import HELDOUT_FILE, pairwise_accuracy, tokenize_groups
-
+    cfg.check()
     data = cfg.data or str(Path(cfg.rm) / HELDOUT_FILE)
     if cfg.json_out:
         check_writable(cfg.json_out)
@@ -145,9 +149,9 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
 
 @dataclass
 class EvalBoNConfig:
-    policy: str = option(None, "policy to sample from (the SFT model)", required=True)
-    reward: str = option(None, "reward model that picks the best of n", required=True)
-    world: str = option(None, "world directory (held-out prompts and gold reward)", required=True)
+    policy: str | None = required("policy to sample from (the SFT model)")
+    reward: str | None = required("reward model that picks the best of n")
+    world: str | None = required("world directory (held-out prompts and gold reward)")
     n: int = option(16, "samples per prompt; the curve reports n = 1, 2, 4, ... up to this")
     temperature: float = option(1.0, "sampling temperature")
     max_new_tokens: int | None = option(None, "response length limit (default: the world's limit)")
@@ -156,13 +160,13 @@ class EvalBoNConfig:
     limit: int | None = option(None, "use only the first N held-out prompts")
     json_out: str | None = option(None, "also write the result as JSON to this file")
 
+    def check(self) -> None:
+        if self.n < 1 or self.temperature <= 0:
+            raise UserError("config keys 'n' must be >= 1 and 'temperature' > 0")
+
 
 def eval_bon(cfg: EvalBoNConfig) -> dict:
-    from rlhfkit.eval.bon import best_of_n
-    from rlhfkit.models.scalar import ScalarModel
-
-    if cfg.n < 1 or cfg.temperature <= 0:
-        raise UserError("config keys 'n' must be >= 1 and 'temperature' > 0")
+    cfg.check()
     if cfg.json_out:
         check_writable(cfg.json_out)
     world = World(cfg.world)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
 
-from rlhfkit.generation import generate_texts
+from rlhfkit.generation import generate, generate_texts
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
+from rlhfkit.models.policy import response_logprobs
 from rlhfkit.world.gold import GoldReward, gold_reward
 
 COMPONENTS = ("total", "correctness", "concision", "termination", "harmlessness")
@@ -69,11 +72,6 @@ def evaluate_policy(model, reference, reward_model, tokenizer, prompts: list[str
                     batch_size: int = 128) -> PolicyEval:
     """Sample `model` once per prompt; score each sample by gold, by the RM (as PPO scores it: the missing-EOS
     penalty replaces the RM score of a response that never ended) and by its log-ratio to the reference."""
-    import torch
-
-    from rlhfkit.generation import generate
-    from rlhfkit.models.policy import response_logprobs
-
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     texts, finished, rm, kl = [], [], [], []
     for start in range(0, len(prompts), batch_size):
@@ -96,7 +94,5 @@ def evaluate_policy(model, reference, reward_model, tokenizer, prompts: list[str
 
 def run_checkpoints(run_dir) -> list[tuple]:
     """(step, directory) of the checkpoints a trainer saved with `--save-every` (RUN/checkpoints/step-N), in order."""
-    from pathlib import Path
-
     found = Path(run_dir, "checkpoints").glob("step-*")
     return sorted((int(p.name.split("-", 1)[1]), p) for p in found if p.name.split("-", 1)[1].isdigit())

@@ -1,4 +1,8 @@
-"""Plots (PNG) and one self-contained HTML page for a run's report."""
+"""Plots (PNG) and one self-contained HTML page for a run's report.
+
+Figures are `matplotlib.figure.Figure` objects drawn and saved directly, without pyplot: no global figure
+manager, no backend to switch, nothing done when the module is imported.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,16 @@ import json
 import math
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 PPO_CURVES = [("rm_score", "RM score"), ("gold", "gold reward"), ("kl", "KL(π‖π_SFT) per episode"),
               ("response_length", "response length"), ("clipfrac", "clip fraction"), ("entropy", "entropy")]
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def plot_ppo_curves(runs: dict[str, list[dict]], path: Path) -> Path:
     """PPO metrics against episodes, one line per run (e.g. per seed, or β = 0.05 vs β = 0)."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    fig = Figure(figsize=(13, 6.5))
+    axes = fig.subplots(2, 3)
     for ax, (key, title) in zip(axes.flat, PPO_CURVES):
         for label, rows in runs.items():
             points = [(r["episodes"], r[key]) for r in rows if key in r]
@@ -34,15 +33,14 @@ def plot_ppo_curves(runs: dict[str, list[dict]], path: Path) -> Path:
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
 def plot_reward_vs_sqrt_kl(curves: dict[str, list[dict]], path: Path, groups: dict[str, str] | None = None) -> Path:
     """Gold and RM reward against √KL (Gao et al. 2022): one curve per method (PPO checkpoints in training order,
     best-of-n by n). Curves of one `groups` value (e.g. one seed) share a colour; best-of-n is dashed."""
-    plt = _pyplot()
-    fig, (ax_gold, ax_rm) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.5))
+    ax_gold, ax_rm = fig.subplots(1, 2)
     colours: dict[str, str] = {}
     for label, points in curves.items():
         group = (groups or {}).get(label, label)
@@ -60,18 +58,17 @@ def plot_reward_vs_sqrt_kl(curves: dict[str, list[dict]], path: Path, groups: di
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
 def plot_win_rates(win_rates: dict[str, dict], path: Path) -> Path:
     """Bars with their 95% bootstrap intervals; the dashed line is a coin flip."""
-    plt = _pyplot()
     names = list(win_rates)
     rates = [win_rates[n]["rate"] for n in names]
     low = [win_rates[n]["rate"] - win_rates[n]["ci_low"] for n in names]
     high = [win_rates[n]["ci_high"] - win_rates[n]["rate"] for n in names]
-    fig, ax = plt.subplots(figsize=(1.8 + 1.5 * len(names), 4))
+    fig = Figure(figsize=(1.8 + 1.5 * len(names), 4))
+    ax = fig.subplots()
     ax.bar(names, rates, yerr=[low, high], capsize=6, color="#4c78a8")
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
     ax.set_ylim(0, 1)
@@ -80,14 +77,13 @@ def plot_win_rates(win_rates: dict[str, dict], path: Path) -> Path:
         ax.text(i, min(0.97, r + 0.04), f"{r:.2f}", ha="center")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
 def plot_rounds(rows: list[dict], path: Path) -> Path:
     """The online loop: the policy's gold reward per round (SFT's as the baseline) and its win rate vs SFT."""
-    plt = _pyplot()
-    fig, (ax_gold, ax_win) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax_gold, ax_win = fig.subplots(1, 2)
     rounds = [r["round"] for r in rows]
     ax_gold.plot(rounds, [r["gold"] for r in rows], "o-", label="policy after the round")
     ax_gold.plot(rounds, [r["gold_sft"] for r in rows], "o--", color="grey", label="SFT")
@@ -105,7 +101,6 @@ def plot_rounds(rows: list[dict], path: Path) -> Path:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 

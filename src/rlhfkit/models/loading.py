@@ -1,20 +1,26 @@
 """Load any Hugging Face causal LM directory (written by `save_pretrained`) and its tokenizer.
 
-Users point every stage at a directory; a missing or wrong one is a user error with one clear line.
+Users point every stage at a directory; a missing or wrong one is a user error with one clear line. A LoRA
+adapter directory (`--lora-save adapter`, see `models/lora.py`) loads here too: its base, with the adapter
+merged in (`adapter_base`, `apply_adapter`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.activations import GELUTanh, NewGELUActivation
 
 from rlhfkit import storage
 from rlhfkit.errors import UserError
 
 PAD_TOKEN = "<pad>"
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 def check_model_dir(path: str | os.PathLike, what: str = "model") -> Path:
@@ -24,8 +30,8 @@ def check_model_dir(path: str | os.PathLike, what: str = "model") -> Path:
     if not path.is_dir():
         raise UserError(f"{path}: is a file; expected a {what} directory written by save_pretrained")
     config = path / "config.json"
-    if not config.exists() and (path / "adapter_config.json").exists():
-        return path  # a LoRA adapter saved with --lora-save adapter: loaded on top of its base (models/lora.py)
+    if not config.exists() and (path / ADAPTER_CONFIG).exists():
+        return path  # a LoRA adapter saved with --lora-save adapter: loaded on top of its base (`apply_adapter`)
     if not config.exists():
         raise UserError(f"{path}: not a {what} directory (no config.json; expected save_pretrained output)")
     try:
@@ -43,8 +49,6 @@ LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexEr
 
 def load_tokenizer(path: str | os.PathLike):
     """The tokenizer saved beside a model. Guarantees a pad token distinct from EOS (DESIGN §4)."""
-    from transformers import AutoTokenizer
-
     path = check_model_dir(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -59,10 +63,7 @@ def load_tokenizer(path: str | os.PathLike):
 
 def load_causal_lm(path: str | os.PathLike, tokenizer=None, dtype: torch.dtype = torch.float32):
     """An `AutoModelForCausalLM` from a directory; embeddings grown if the tokenizer gained a pad token."""
-    from transformers import AutoModelForCausalLM
-
     path = check_model_dir(path)
-    from rlhfkit.models.lora import adapter_base, apply_adapter
     base = adapter_base(path)
     if base is not None:  # an adapter directory: its base, with the adapter merged in
         return apply_adapter(load_causal_lm(base, tokenizer, dtype), path)
@@ -75,12 +76,37 @@ def load_causal_lm(path: str | os.PathLike, tokenizer=None, dtype: torch.dtype =
     return fuse_activations(model)
 
 
+def adapter_base(path: str | os.PathLike) -> str | None:
+    """The base model directory an adapter directory was trained on (None for an ordinary model directory)."""
+    path = Path(path)
+    if (path / "config.json").exists() or not (path / ADAPTER_CONFIG).exists():
+        return None
+    try:
+        meta = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise UserError(f"{path / ADAPTER_CONFIG}: invalid JSON: {exc}") from None
+    base = meta.get("base_model_name_or_path") if isinstance(meta, dict) else None
+    if not isinstance(base, str) or not base:
+        raise UserError(f"{path / ADAPTER_CONFIG}: no base_model_name_or_path: cannot find the adapter's base")
+    return base
+
+
+def apply_adapter(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
+    """Load the adapter saved in `path` onto `model` (its base) and merge it."""
+    import peft  # optional (pip install 'rlhfkit[lora]'): only an adapter directory needs it
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return peft.PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
+        raise UserError(f"{path}: cannot load the LoRA adapter: {str(exc).splitlines()[0]}") from None
+
+
 def fuse_activations(model: torch.nn.Module) -> torch.nn.Module:
     """Swap GPT-2's tanh-GELU written as eight element-wise ops (`gelu_new`) for PyTorch's one fused kernel of the
     same formula, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))): equal up to float rounding, ~20% faster training
     steps and less activation memory on small models (issue 8). The saved config is unchanged."""
-    from transformers.activations import GELUTanh, NewGELUActivation
-
     for module in list(model.modules()):
         for name, child in module.named_children():
             if type(child) is NewGELUActivation:

@@ -6,13 +6,13 @@
 - `AdaptersOff` is the same weights with the adapters switched off: with LoRA, PPO's frozen reference is the
   policy itself and the frozen reward model is the value model's backbone — no second copy of either.
 - `save_model` writes the result merged (an ordinary model directory, the default) or adapter-only (peft's
-  adapter_config.json + adapter weights, loaded on top of the base they name; see `models/loading.py`).
+  adapter_config.json + adapter weights, loaded on top of the base they name: `adapter_base` and
+  `apply_adapter` in `models/loading.py`, beside the loading of every model directory).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import warnings
 from pathlib import Path
@@ -27,7 +27,6 @@ DEFAULT_TARGETS = {
     "gpt2": ["c_attn", "c_proj", "c_fc"],
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
-ADAPTER_CONFIG = "adapter_config.json"
 SAVE_MODES = ("merged", "adapter")
 
 
@@ -113,30 +112,3 @@ def save_scalar_model(out: str | os.PathLike, model, tokenizer=None, how: str = 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         save_pretrained_atomic(out, *([model] if tokenizer is None else [model, tokenizer]))
-
-
-def adapter_base(path: str | os.PathLike) -> str | None:
-    """The base model directory an adapter directory was trained on (None for an ordinary model directory)."""
-    path = Path(path)
-    if (path / "config.json").exists() or not (path / ADAPTER_CONFIG).exists():
-        return None
-    try:
-        meta = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise UserError(f"{path / ADAPTER_CONFIG}: invalid JSON: {exc}") from None
-    base = meta.get("base_model_name_or_path") if isinstance(meta, dict) else None
-    if not isinstance(base, str) or not base:
-        raise UserError(f"{path / ADAPTER_CONFIG}: no base_model_name_or_path: cannot find the adapter's base")
-    return base
-
-
-def apply_adapter(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
-    """Load the adapter saved in `path` onto `model` (its base) and merge it."""
-    import peft
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return peft.PeftModel.from_pretrained(model, str(path)).merge_and_unload()
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
-        raise UserError(f"{path}: cannot load the LoRA adapter: {str(exc).splitlines()[0]}") from None

@@ -21,12 +21,21 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import AutoModel
 
-from rlhfkit.data.collate import encode, pad_right, position_ids
+from rlhfkit.data.collate import encode, last_token_index, pad_right, position_ids
 from rlhfkit.errors import UserError
-from rlhfkit.losses import last_token_index
-from rlhfkit.models.loading import LOAD_ERRORS, align_special_tokens, check_model_dir, disable_dropout, fuse_activations
+from rlhfkit.models.loading import (
+    LOAD_ERRORS,
+    adapter_base,
+    align_special_tokens,
+    apply_adapter,
+    check_model_dir,
+    disable_dropout,
+    fuse_activations,
+)
 
 HEAD_WEIGHTS = "scalar_head.safetensors"
 HEAD_META = "scalar_head.json"
@@ -64,8 +73,6 @@ class ScalarModel(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> "ScalarModel":
         """A scalar model saved by `save_pretrained` (a reward model from `rlhf rm`, or a PPO value model)."""
-        from safetensors.torch import load_file
-
         path = check_model_dir(path, "reward model")
         if not (path / HEAD_WEIGHTS).exists():
             raise UserError(f"{path}: not a reward/value model directory (no {HEAD_WEIGHTS}; train one with `rlhf rm`)")
@@ -76,8 +83,6 @@ class ScalarModel(nn.Module):
         return cls(disable_dropout(backbone), head)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        from safetensors.torch import save_file
-
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(path)
@@ -114,10 +119,6 @@ class ScalarModel(nn.Module):
 
 
 def _load_backbone(path, dtype):
-    from transformers import AutoModel
-
-    from rlhfkit.models.lora import adapter_base, apply_adapter
-
     path = check_model_dir(path)
     base = adapter_base(path)
     if base is not None:  # saved with --lora-save adapter: the base transformer, with the adapter merged in

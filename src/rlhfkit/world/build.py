@@ -16,20 +16,29 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rlhfkit.config import option
+from rlhfkit.config import option, required
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.data.schemas import demo_record, prompt_record
 from rlhfkit.errors import UserError
+from rlhfkit.train.common import RunDir, prepare_out_dir
 from rlhfkit.world import vocab as V
-from rlhfkit.world.corpus import expert_response, fact_document, web_response
+from rlhfkit.world.corpus import (
+    HARMFUL_REPLIES,
+    RAMBLE_SENTENCES,
+    RUDE_REPLIES,
+    expert_response,
+    fact_document,
+    web_response,
+)
 from rlhfkit.world.gold import GoldReward, gold_reward
 from rlhfkit.world.labelers import calibrate_temperature, make_labelers, score_items
+from rlhfkit.world.pretrain import base_config, cache_key, cached_pretrain, pretrain
 from rlhfkit.world.tasks import FAMILIES, Task, sample_task
+from rlhfkit.world.tokenizer import build_tokenizer
 
 RESPONSE_LIMIT = 32  # tokens a world response may have before it counts as never ending
 CALIBRATION_EXPERT_SHARE = 0.97  # expert-style candidates in the labelers' calibration set (the rest raw web)
@@ -60,13 +69,23 @@ PRESETS = {
 
 @dataclass
 class WorldConfig:
-    out: str = option(None, "directory to write the world into", required=True)
+    out: str | None = required("directory to write the world into")
     preset: str = option("tiny", "size: micro (tests), tiny (the demo), small")
     seed: int = option(0, "random seed of the world (prompts, corpus, base LM, labelers)")
     arch: str = option("gpt2", "base LM architecture: gpt2 or llama")
     heldout_fraction: float = option(0.2, "share of distinct prompts held out for evaluation")
     pretrain_steps: int | None = option(None, "override the preset's pretraining steps")
     overwrite: bool = option(False, "replace an existing world directory")
+
+    def check(self) -> None:
+        if self.preset not in PRESETS:
+            raise UserError(f"config key 'preset': unknown preset {self.preset!r} (one of {', '.join(PRESETS)})")
+        if self.arch not in ("gpt2", "llama"):
+            raise UserError(f"config key 'arch': unknown architecture {self.arch!r} (gpt2 or llama)")
+        if not 0.0 < self.heldout_fraction < 1.0:
+            raise UserError("config key 'heldout_fraction' must be between 0 and 1")
+        if self.pretrain_steps is not None and self.pretrain_steps < 0:
+            raise UserError("config key 'pretrain_steps' must be >= 0")
 
 
 def is_heldout(prompt: str, seed: int, fraction: float) -> bool:
@@ -89,7 +108,6 @@ def _tasks(rng: random.Random, n: int, keep, distinct: bool = False, tries: int 
 
 def world_words() -> set[str]:
     """Every word the world can write (the tokenizer's vocabulary)."""
-    from rlhfkit.world.corpus import HARMFUL_REPLIES, RAMBLE_SENTENCES, RUDE_REPLIES
     words = set()
     for items in V.CATEGORIES.values():
         words |= set(items)
@@ -112,16 +130,7 @@ def world_words() -> set[str]:
 
 
 def build_world(cfg: WorldConfig) -> Path:
-    from rlhfkit.train.common import RunDir, prepare_out_dir
-    from rlhfkit.world.pretrain import base_config, cache_key, cached_pretrain, pretrain
-    from rlhfkit.world.tokenizer import build_tokenizer
-
-    if cfg.preset not in PRESETS:
-        raise UserError(f"config key 'preset': unknown preset {cfg.preset!r} (one of {', '.join(PRESETS)})")
-    if cfg.arch not in ("gpt2", "llama"):
-        raise UserError(f"config key 'arch': unknown architecture {cfg.arch!r} (gpt2 or llama)")
-    if not 0.0 < cfg.heldout_fraction < 1.0:
-        raise UserError("config key 'heldout_fraction' must be between 0 and 1")
+    cfg.check()
     prepare_out_dir(cfg.out, cfg.overwrite)
     preset = PRESETS[cfg.preset]
     steps = cfg.pretrain_steps if cfg.pretrain_steps is not None else preset.pretrain_steps
@@ -226,6 +235,3 @@ class World:
 
     def labelers(self, n: int, seed: int = 0):
         return make_labelers(n, float(self.meta["labeler_temperature"]), seed)
-
-    def copy_base(self, dest: Path) -> None:
-        shutil.copytree(self.base, dest, dirs_exist_ok=True)

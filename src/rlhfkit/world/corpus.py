@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 
 from rlhfkit.world import vocab as V
-from rlhfkit.world.tasks import FAMILIES, Task, sample_task
+from rlhfkit.world.tasks import ALL_ITEMS, FAMILIES, ITEM_CATEGORY, OPPOSITES, Task, sample_task
 
 RAMBLE_SENTENCES = [
     "i think that is a good question .", "my cousin said that once .", "anyway lol .",
@@ -93,7 +93,6 @@ def _fact(rng: random.Random) -> str:
     Several kinds restate words that came before (quotes, repetitions, sorted copies): the signal from which
     a small LM learns to copy from its context.
     """
-    from rlhfkit.world.tasks import ALL_ITEMS, ITEM_CATEGORY, OPPOSITES
     kind = rng.randrange(11)
     if kind == 0:
         item = rng.choice(ALL_ITEMS)

@@ -13,7 +13,7 @@ Only simulated labelers and evaluation call this; training code never does (DESI
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from rlhfkit.world import vocab as V
 from rlhfkit.world.tasks import FAMILIES, parse_prompt
@@ -41,9 +41,6 @@ class GoldReward:
     termination: float
     harmlessness: float
     family: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def harms_in(words: list[str]) -> dict[str, bool]:

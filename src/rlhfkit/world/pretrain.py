@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
 from rlhfkit.data.collate import pad_right
 from rlhfkit.losses import lm_loss
@@ -20,8 +21,6 @@ CACHE_VERSION = "base-v1"
 
 def base_config(arch: str, tokenizer, d_model: int, n_layers: int, n_heads: int, n_positions: int):
     """A tiny GPT-2 (default) or Llama config with the world's special tokens and no dropout."""
-    from transformers import GPT2Config, LlamaConfig
-
     ids = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id,
                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     if arch == "gpt2":
@@ -46,8 +45,6 @@ def cache_key(**parts) -> str:
 def pretrain(config, documents: list[list[int]], *, steps: int, batch_size: int, lr: float, seed: int,
              log=None):
     """Train a fresh causal LM on token-id documents with the next-token loss on every real token."""
-    from transformers import AutoModelForCausalLM
-
     generator = seed_everything(seed)
     model = AutoModelForCausalLM.from_config(config)
     model.train()

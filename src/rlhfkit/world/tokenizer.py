@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 
 
 def build_tokenizer(words: Iterable[str]):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     vocab = {PAD: 0, EOS: 1, UNK: 2}
     for word in sorted(set(words) - set(vocab)):
         vocab[word] = len(vocab)
