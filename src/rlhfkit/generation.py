@@ -77,7 +77,7 @@ def global_noise(total: int, probs: torch.Tensor, generator: torch.Generator | N
 
 def without_autograd(fn):
     """Run `fn` under torch.inference_mode — or under the caller's own torch.no_grad when it has turned autograd
-    off itself, as PPO does for FSDP-sharded models (Engine.inference): the buffers their all-gathers fill would
+    off itself, as PPO does for FSDP-sharded models (Parallel.inference): the buffers their all-gathers fill would
     otherwise become inference tensors, which the training forward passes that follow may not write."""
     @functools.wraps(fn)
     def run(*args, **kwargs):

@@ -1,4 +1,4 @@
-"""RLOO (Ahmadian et al. 2024): the critic-free option of the RL trainer (`--advantage rloo`)."""
+"""RLOO (Ahmadian et al. 2024): the option of the RL trainer without a value model (`--advantage rloo`)."""
 
 import json
 

@@ -360,13 +360,7 @@ def train_ppo(cfg: PPOConfig) -> dict:
 def ppo_loop(run: Run) -> dict:
     cfg, parallel, generator, world = run.cfg, run.parallel, run.generator, run.inputs.world
     tokenizer, policy, reference, value_model, reward_model, ptx = run.models
-    if ptx is not None:
-        ptx.generator = generator  # PPO-ptx's batches: drawn from the run's generator, the same in every process
-    train_policy = parallel.wrap(policy)  # DDP-wrapped with N processes; FSDP shards the models in place
-    train_value_model = parallel.wrap(value_model) if value_model is not None else None
-    reference, reward_model = parallel.frozen(reference), parallel.frozen(reward_model)
-    trained = [policy] + ([value_model] if value_model is not None else [])
-    optimizer = make_optimizer([p for model in trained for p in model.parameters()], cfg.lr, eps=cfg.adam_eps)
+    train_policy, train_value_model, reference, reward_model, optimizer = wrap_models(run)
     policy_params = [p for p in policy.parameters() if p.requires_grad]  # what the value warm-up freezes
     kl_control = KLController(cfg.kl_coef, cfg.adaptive_kl_target, cfg.kl_horizon)
     stream = PromptStream(run.inputs.prompts, generator)
@@ -407,6 +401,20 @@ def ppo_loop(run: Run) -> dict:
     bar.close()
     return finish(run, parallel.gather(policy), parallel.gather(value_model) if value_model is not None else None,
                   record)
+
+
+def wrap_models(run: Run):
+    """The trained models as the update calls them (DDP-wrapped with N processes; FSDP shards every model in
+    place), the frozen ones as sampling and scoring call them, and one optimizer of policy and value model."""
+    cfg, parallel, (_, policy, reference, value_model, reward_model, ptx) = run.cfg, run.parallel, run.models
+    if ptx is not None:
+        ptx.generator = run.generator  # PPO-ptx's batches: from the run's generator, the same in every process
+    train_policy = parallel.wrap(policy)
+    train_value_model = parallel.wrap(value_model) if value_model is not None else None
+    reference, reward_model = parallel.frozen(reference), parallel.frozen(reward_model)
+    trained = [policy] + ([value_model] if value_model is not None else [])
+    optimizer = make_optimizer([p for model in trained for p in model.parameters()], cfg.lr, eps=cfg.adam_eps)
+    return train_policy, train_value_model, reference, reward_model, optimizer
 
 
 def log_step(run: Run, step: int, record: dict, bar) -> None:
