@@ -17,7 +17,7 @@ Same global batch, same loss. The SFT loss is a mean over tokens, the reward-mod
 rankings, PPO's a mean over response tokens plus PPO-ptx's mean over its text tokens. Each process scales each
 term of its loss by (its units / all units) · N, so that DDP's average of the gradients is the gradient of the
 one-process loss over the whole global batch (`Parallel.backward`). Run with one process, `Parallel` is plain
-PyTorch — no accelerate, no process group, bit-for-bit the old loop.
+PyTorch — no Accelerator, no process group, bit-for-bit the old loop.
 
 A model is wrapped or sharded as one root, unless it names the parts that are each called on their own
 (`parallel_roots`, as `models/scalar.py`'s `ScalarModel` does: `score()` does not pass through `forward()`);
