@@ -3,7 +3,7 @@
 Every benchmark runs the toolkit's real code on randomly initialised GPT-2 models of a given shape and a
 random word-level vocabulary, so it needs no world, no download and no training data:
 
-- `bench ppo`   one PPO iteration is `generate` (every response to full length) → `score` + `advantages`
+- `bench ppo`   one PPO iteration is `generate` (every response to full length) → `measure` + `advantages`
                 → `ppo_update`, with separate policy, reference, value and reward models loaded by
                 `train.ppo.load_models`; one minibatch per batch. Reports episodes/s and the seconds spent in
                 generation, scoring and update. `--device cuda` runs it on a GPU (clocks read after a
@@ -36,9 +36,21 @@ from math import comb
 from pathlib import Path
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+from transformers import AutoModelForCausalLM
 
 from rlhfkit.config import option
 from rlhfkit.errors import UserError
+from rlhfkit.generation import generate
+from rlhfkit.models.loading import pick_device
+from rlhfkit.models.scalar import ScalarModel
+from rlhfkit.train.common import make_optimizer, seed_everything, set_threads
+from rlhfkit.train.distributed import Parallel
+from rlhfkit.train.ppo import PPOConfig, advantages, load_models, mean_stats, measure, ppo_update, rollout_metrics
+from rlhfkit.train.reward import RewardConfig, train_reward_model
+from rlhfkit.train.sft import SFTConfig, train_sft
+from rlhfkit.world.pretrain import base_config
+from rlhfkit.world.tokenizer import build_tokenizer
 
 
 @dataclass
@@ -86,7 +98,6 @@ class BenchTrainConfig(BenchOptions, ModelShape):
 
 def bench_tokenizer(vocab: int):
     """A word-level tokenizer of exactly `vocab` tokens: <pad>, <eos>, <unk> and the words w0, w1, ..."""
-    from rlhfkit.world.tokenizer import build_tokenizer
     if vocab < 8:
         raise UserError("config key 'vocab' must be at least 8")
     return build_tokenizer(f"w{i}" for i in range(vocab - 3))
@@ -98,14 +109,12 @@ def random_text(rng: random.Random, vocab: int, n: int) -> str:
 
 
 def gpt2_config(shape: ModelShape, tokenizer, n_positions: int):
-    from rlhfkit.world.pretrain import base_config
     if shape.dim % shape.heads:
         raise UserError("config key 'dim' must be a multiple of 'heads'")
     return base_config("gpt2", tokenizer, shape.dim, shape.layers, shape.heads, n_positions=n_positions)
 
 
 def save_random_policy(path: Path, shape: ModelShape, tokenizer, n_positions: int, seed: int) -> Path:
-    from transformers import AutoModelForCausalLM
     torch.manual_seed(seed)
     AutoModelForCausalLM.from_config(gpt2_config(shape, tokenizer, n_positions)).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -114,7 +123,6 @@ def save_random_policy(path: Path, shape: ModelShape, tokenizer, n_positions: in
 
 def save_random_scalar(path: Path, policy_dir: Path, tokenizer, seed: int) -> Path:
     """A reward model as `rlhf rm` would start it: the policy's transformer with a fresh scalar head."""
-    from rlhfkit.models.scalar import ScalarModel
     torch.manual_seed(seed)
     ScalarModel.from_backbone(policy_dir, tokenizer, seed=seed).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -157,11 +165,6 @@ def emit(result: dict, as_json: bool, sentence: str) -> dict:
 # ------------------------------------------------------------------------------------------- PPO
 
 def bench_ppo(cfg: BenchPPOConfig) -> dict:
-    from rlhfkit.generation import generate
-    from rlhfkit.models.loading import pick_device
-    from rlhfkit.train.common import make_optimizer, seed_everything, set_threads
-    from rlhfkit.train.distributed import Engine
-    from rlhfkit.train.ppo import PPOConfig, advantages, load_models, mean_stats, ppo_update, rollout_metrics, score
 
     for key in ("prompt", "resp", "batch", "episodes", "epochs", "layers", "dim", "heads"):
         if getattr(cfg, key) < 1:
@@ -169,8 +172,8 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
     if cfg.episodes % cfg.batch:
         raise UserError("config key 'episodes' must be a multiple of 'batch'")
     set_threads(cfg.threads)
-    engine = Engine(pick_device(cfg.device), cfg.bf16)
-    device = engine.device
+    parallel = Parallel(pick_device(cfg.device), cfg.bf16)
+    device = parallel.device
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("config key 'device': CUDA is not available on this machine")
     generator = seed_everything(cfg.seed)
@@ -183,7 +186,7 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
                         max_new_tokens=cfg.resp, max_prompt_length=cfg.prompt, temperature=1.0)
         tokenizer, policy, reference, value_model, reward_model = load_models(ppo, device)
     for model in (policy, reference, value_model, reward_model):
-        engine.autocast(model)  # a no-op without --bf16, as in `rlhf ppo`
+        parallel.autocast(model)  # a no-op without --bf16, as in `rlhf ppo`
     optimizer = make_optimizer(list(policy.parameters()) + list(value_model.parameters()), ppo.lr, eps=ppo.adam_eps)
     rng = random.Random(cfg.seed)
     sampler = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -196,7 +199,7 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
         samples = generate(policy, tokenizer, prompts, max_new_tokens=cfg.resp, temperature=ppo.temperature,
                            generator=sampler, max_prompt_length=cfg.prompt, ignore_eos=True)     # 1. collect
         t1 = clock_now()
-        rollout = score(samples, policy, reference, value_model, reward_model, ppo)                 # 2. score
+        rollout = measure(samples, policy, reference, value_model, reward_model, ppo)               # 2. measure
         rewards, adv, returns = advantages(rollout, ppo.kl_coef, ppo)                                # 3, 4
         t2, c2 = clock_now(), time.process_time()
         stats = ppo_update(policy, value_model, optimizer, rollout, adv, returns, ppo, generator)   # 5. update
@@ -279,7 +282,6 @@ def write_demos(path: Path, cfg: BenchTrainConfig) -> Path:
 @contextmanager
 def step_clock():
     """(wall, CPU) seconds at the end of every optimizer step taken inside the block (a global step hook)."""
-    from torch.optim.optimizer import register_optimizer_step_post_hook
     ends: list[tuple[float, float]] = []
     handle = register_optimizer_step_post_hook(
         lambda *_: ends.append((time.perf_counter(), time.process_time())))
@@ -290,7 +292,6 @@ def step_clock():
 
 
 def _bench_training(cfg: BenchTrainConfig, kind: str) -> dict:
-    from rlhfkit.train.common import set_threads
     for key in ("prompt", "completion", "examples", "batch", "layers", "dim", "heads", "warmup"):
         if getattr(cfg, key) < 1:
             raise UserError(f"config key '{key}' must be at least 1")
@@ -308,13 +309,11 @@ def _bench_training(cfg: BenchTrainConfig, kind: str) -> dict:
         common = dict(model=model, out=str(tmp / "run"), eval_fraction=0.0, epochs=1, batch_size=cfg.batch,
                       max_length=seq, seed=cfg.seed, threads=cfg.threads)
         if kind == "rm":
-            from rlhfkit.train.reward import RewardConfig as Config
-            from rlhfkit.train.reward import train_reward_model as train
+            Config, train = RewardConfig, train_reward_model
             data = cfg.data or str(write_pairs(tmp / "pairs.jsonl", cfg))
             seqs_per_step = cfg.k * cfg.batch   # the distinct outputs of each ranking, each scored once
         else:
-            from rlhfkit.train.sft import SFTConfig as Config
-            from rlhfkit.train.sft import train_sft as train
+            Config, train = SFTConfig, train_sft
             data = cfg.data or str(write_demos(tmp / "demos.jsonl", cfg))
             seqs_per_step = cfg.batch
         with step_clock() as ends, maybe_profile(cfg.profile):

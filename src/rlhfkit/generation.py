@@ -46,8 +46,15 @@ def encode_prompts(tokenizer, prompts: list[str], max_prompt_length: int | None 
 
 
 def next_token(logits: torch.Tensor, temperature: float, top_p: float, greedy: bool,
-               generator: torch.Generator | None) -> torch.Tensor:
-    """Sample one token per row from softmax(logits / T), restricted to the top-p nucleus."""
+               generator: torch.Generator | None, rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """Sample one token per row from softmax(logits / T), restricted to the top-p nucleus.
+
+    `rows` = (start, total): these are rows start… of a global batch of `total` rows split across processes
+    (PPO with --num-processes). `torch.multinomial(p, 1, generator=g)` is argmax(p / q) with
+    q ~ Exp(1) drawn as `empty_like(p).exponential_(1, generator=g)` (PyTorch's sampling without replacement;
+    checked bit for bit in tests/train/test_distributed.py): drawing q for all `total` rows and keeping ours gives each
+    process the tokens a one-process run draws for the same rows, and leaves every generator in the same state.
+    """
     if greedy:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
@@ -56,12 +63,21 @@ def next_token(logits: torch.Tensor, temperature: float, top_p: float, greedy: b
         outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest set reaching p
         sorted_probs = sorted_probs.masked_fill(outside, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if rows is None:
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    start, total = rows
+    return (probs / global_noise(total, probs, generator)[start:start + len(probs)]).argmax(-1)
+
+
+def global_noise(total: int, probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """q ~ Exp(1) of shape [total, V]: the noise `torch.multinomial` draws for `total` rows of `probs`' width."""
+    shape = (total, probs.shape[-1])
+    return torch.empty(shape, dtype=probs.dtype, device=probs.device).exponential_(1, generator=generator)
 
 
 def without_autograd(fn):
     """Run `fn` under torch.inference_mode — or under the caller's own torch.no_grad when it has turned autograd
-    off itself, as PPO does for FSDP-sharded models (Engine.inference): the buffers their all-gathers fill would
+    off itself, as PPO does for FSDP-sharded models (Parallel.inference): the buffers their all-gathers fill would
     otherwise become inference tensors, which the training forward passes that follow may not write."""
     @functools.wraps(fn)
     def run(*args, **kwargs):
@@ -73,11 +89,22 @@ def without_autograd(fn):
 @without_autograd
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
              top_p: float = 1.0, greedy: bool = False, generator: torch.Generator | None = None,
-             ignore_eos: bool = False, max_prompt_length: int | None = None) -> Samples:
-    """Generate one response per prompt in one batch (KV cache; stops when every row has ended)."""
+             ignore_eos: bool = False, max_prompt_length: int | None = None, prompt_width: int | None = None,
+             rows: tuple[int, int] | None = None, agree_steps=None) -> Samples:
+    """Generate one response per prompt in one batch (KV cache; stops when every row has ended).
+
+    Split across processes (PPO): `prompt_width` left-pads the prompts to the global batch's width, `rows` is
+    this batch's place in the global one (see `next_token`), and `agree_steps(steps)` returns the decoding steps
+    of the longest batch of all processes: a batch that ended sooner draws the noise of the steps it skipped, so
+    the generator stays where a one-process run leaves it.
+    """
     device = next(model.parameters()).device
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, max_prompt_length)
+    if prompt_width is not None and prompt_width > prompt_ids.shape[1]:
+        extra = prompt_width - prompt_ids.shape[1]
+        prompt_ids = torch.nn.functional.pad(prompt_ids, (extra, 0), value=pad)
+        prompt_mask = torch.nn.functional.pad(prompt_mask, (extra, 0), value=0)
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     batch = prompt_ids.shape[0]
 
@@ -90,7 +117,7 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, tempe
     for _ in range(max_new_tokens):
         if ignore_eos:  # benchmarks: every response runs to full length
             logits = logits.index_fill(-1, torch.tensor([eos], device=device), float("-inf"))
-        token = next_token(logits, temperature, top_p, greedy, generator)
+        token = next_token(logits, temperature, top_p, greedy, generator, rows)
         is_real = ~finished
         token = torch.where(is_real, token, torch.full_like(token, pad))
         tokens.append(token)
@@ -103,6 +130,10 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, tempe
         out = model(input_ids=token[:, None], attention_mask=mask, position_ids=pos,
                     cache=cache, use_cache=True)
         cache, logits = out.cache, out.logits[:, -1]
+    if agree_steps is not None:
+        for _ in range(agree_steps(len(tokens)) - len(tokens)):
+            if not greedy:
+                global_noise(rows[1], logits.float(), generator)
 
     response_ids = torch.stack(tokens, dim=1)
     response_mask = torch.stack(real, dim=1).long()

@@ -18,7 +18,7 @@ from rlhfkit.errors import UserError
 from rlhfkit.train import sft
 from rlhfkit.train.checkpoint import STATE_FILE, Checkpoints, checkpoint_dirs
 from rlhfkit.train.common import EpochBatches, RunDir, RunOptions
-from rlhfkit.train.distributed import Engine
+from rlhfkit.train.distributed import Parallel
 from tests.conftest import run_cli
 from tests.small_disk import resize, small_disk
 from tests.train.test_ppo import _reward_dir
@@ -73,7 +73,7 @@ def _commands(kind, world, tmp_path):
     rm = _reward_dir(tmp_path, world / "base")
     return ["ppo", "--policy", world / "base", "--reward", rm, "--prompts", world / "prompts/train.jsonl",
             "--world", world, "--steps", "6", "--batch-size", "8", "--minibatch-size", "4", "--max-new-tokens", "6",
-            "--target-kl", "1.0", "--checkpoint-every", "1"], 6
+            "--adaptive-kl-target", "1.0", "--checkpoint-every", "1"], 6
 
 
 @pytest.mark.parametrize("kind", ["sft", "rm", "ppo", pytest.param("dpo", marks=pytest.mark.slow)])
@@ -153,7 +153,7 @@ def _toy(tmp_path, every=1, keep=None):
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
     generator = torch.Generator().manual_seed(0)
-    return run, model, Checkpoints(run, Engine(torch.device("cpu")), every, model=model, optimizer=optimizer,
+    return run, model, Checkpoints(run, Parallel(torch.device("cpu")), every, model=model, optimizer=optimizer,
                                    generator=generator), generator
 
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from rlhfkit.generation import next_token
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.train.common import RunOptions
-from rlhfkit.train.distributed import DistributedEngine, Engine
+from rlhfkit.train.distributed import DistributedParallel, Parallel
 from tests.conftest import run_cli
 from tests.train.test_ppo import _reward_dir
 from tests.train.test_reward import _rankings
@@ -78,6 +79,46 @@ def test_ppo_runs_with_two_processes_and_process_0_alone_writes(micro_world, tmp
     assert (out / "model.safetensors").exists() and (out / "value" / "scalar_head.safetensors").exists()
 
 
+def test_ppo_with_two_processes_takes_the_steps_of_one_process(micro_world, tmp_path, capsys):
+    """Same seed, same global batch: the two processes sample the one-process run's rows (the global batch's
+    sampling noise, train/ppo.py), gather the rollout, split each minibatch and weigh each share by its tokens
+    (PPO-ptx's by its own), so they take the one-process run's steps up to float rounding."""
+    rm = _reward_dir(tmp_path, micro_world / "base")
+    args = ["ppo", "--policy", micro_world / "base", "--reward", rm, "--prompts", micro_world / "prompts/train.jsonl",
+            "--world", micro_world, "--steps", "3", "--batch-size", "4", "--minibatch-size", "2", "--ppo-epochs", "2",
+            "--max-new-tokens", "12", "--lr", "1e-3", "--ptx-data", micro_world / "demos.jsonl", "--ptx-coef", "0.5",
+            "--ptx-batch-size", "3", "--threads", "1"]  # 3 ptx sequences: uneven shares of 1 and 2
+    for n in (1, 2):
+        code, _, err = run_cli([*args, "--out", tmp_path / f"p{n}", "--num-processes", n], capsys)
+        assert code == 0, err
+    one, two = _metrics(tmp_path / "p1"), _metrics(tmp_path / "p2")
+    assert [r["step"] for r in two] == [1, 2, 3]
+    assert len({r["response_length"] for r in one}) > 1 and any(0 < r["eos_rate"] < 1 for r in one)  # uneven ends
+    for key in ("rm_score", "score", "kl", "kl_k3", "reward", "gold", "response_length", "eos_rate", "value_mean",
+                "rollout_entropy", "policy_loss", "value_loss", "ptx_loss", "clipfrac", "approx_kl", "entropy",
+                "ratio_min", "ratio_max"):
+        assert _column(two, key) == pytest.approx(_column(one, key), **TOLERANCE), key
+    for sub, load in ((".", AutoModelForCausalLM.from_pretrained), ("value", ScalarModel.from_pretrained)):
+        saved = [load(tmp_path / f"p{n}" / sub).state_dict() for n in (1, 2)]
+        for name, weight in saved[0].items():
+            torch.testing.assert_close(saved[1][name], weight, rtol=0, atol=2e-3,
+                                       msg=lambda m, name=name, sub=sub: f"{sub} {name}: {m}")
+
+
+def test_multinomial_is_the_argmax_of_probs_over_exponential_noise():
+    """What PPO's global-batch sampling rests on (generation.py `next_token`), checked bit for bit on CPU: the
+    same tokens, and the generator left in the same state; rows of a global draw are the one-batch draw's rows."""
+    probs = torch.softmax(torch.randn(6, 50, generator=torch.Generator().manual_seed(3)) * 3, -1)
+    drawn = torch.multinomial(probs, 1, generator=(g1 := torch.Generator().manual_seed(1))).squeeze(-1)
+    noise = torch.empty_like(probs).exponential_(1, generator=(g2 := torch.Generator().manual_seed(1)))
+    assert torch.equal(drawn, (probs / noise).argmax(-1)) and torch.equal(g1.get_state(), g2.get_state())
+    logits = probs.log()
+    whole = next_token(logits, 1.0, 1.0, False, torch.Generator().manual_seed(5))
+    parts = torch.cat([next_token(logits[a:b], 1.0, 1.0, False, torch.Generator().manual_seed(5), (a, 6))
+                       for a, b in ((0, 2), (2, 6))])
+    assert torch.equal(whole, parts)
+
+
 def test_ppo_with_fsdp_takes_the_steps_of_ppo_with_ddp(micro_world, tmp_path, capsys):
     """The four models sharded across two processes (--fsdp) against whole copies in each (DDP): every process
     draws from the same seed either way, so the rollouts, scores and updates are the same up to float rounding."""
@@ -91,7 +132,7 @@ def test_ppo_with_fsdp_takes_the_steps_of_ppo_with_ddp(micro_world, tmp_path, ca
     ddp, fsdp = _metrics(tmp_path / "ddp"), _metrics(tmp_path / "fsdp")
     assert [r["step"] for r in fsdp] == [1, 2, 3, 4]  # process 0 alone writes
     # One response per process, some ending with EOS: the processes' decoding loops end at different tokens, so
-    # the policy must be gathered whole for them (Engine.whole). Measured: with a gather per forward pass instead,
+    # the policy must be gathered whole for them (Parallel.whole). Measured: with a gather per forward pass instead,
     # the collectives of the two processes no longer match and the FSDP run fails.
     assert any(0 < r["eos_rate"] for r in ddp)
     for key in ("rm_score", "kl", "gold", "response_length", "policy_loss", "value_loss", "clipfrac", "value_mean"):
@@ -119,7 +160,7 @@ def test_an_error_inside_the_workers_is_one_line_and_exit_2(tiny_gpt2, tmp_path,
 
 @pytest.mark.parametrize("args, expected", [
     (["--num-processes", "3"], "multiples of --num-processes 3"),
-    (["--num-processes", "2", "--critic-warmup", "2"], "critic_warmup"),
+    (["--num-processes", "2", "--value-warmup", "2"], "value_warmup"),
 ])
 def test_ppo_process_counts_that_cannot_split_the_batch_are_refused(args, expected, tiny_gpt2, tmp_path, capsys):
     (tmp_path / "p.jsonl").write_text('{"prompt": "a b"}\n')
@@ -128,16 +169,16 @@ def test_ppo_process_counts_that_cannot_split_the_batch_are_refused(args, expect
     assert code == 2 and expected in err
 
 
-def _engine(rank, world):
-    engine = DistributedEngine.__new__(DistributedEngine)  # the sharding rule alone, no process group
-    engine.rank, engine.world_size = rank, world
-    return engine
+def _parallel(rank, world):
+    parallel = DistributedParallel.__new__(DistributedParallel)  # the sharding rule alone, no process group
+    parallel.rank, parallel.world_size = rank, world
+    return parallel
 
 
 @pytest.mark.parametrize("n, world", [(16, 2), (5, 2), (7, 3), (1, 2)])
 def test_shards_of_a_global_batch_cover_it_once_in_order(n, world):
     items = list(range(n))
-    shards = [_engine(r, world).shard(items) for r in range(world)]
+    shards = [_parallel(r, world).shard(items) for r in range(world)]
     if n >= world:
         assert sum(shards, []) == items and max(map(len, shards)) - min(map(len, shards)) <= 1
     else:  # too small to split: every process takes all of it (and weighs it 1/N in backward)
@@ -147,12 +188,12 @@ def test_shards_of_a_global_batch_cover_it_once_in_order(n, world):
 def test_one_process_is_plain_pytorch(tiny_gpt2):
     from transformers import AutoModelForCausalLM
 
-    engine = Engine.create(RunOptions(out="unused", device="cpu"))
+    parallel = Parallel.create(RunOptions(out="unused", device="cpu"))
     model = AutoModelForCausalLM.from_pretrained(tiny_gpt2)
-    assert type(engine) is Engine and engine.wrap(model) is model and "forward" not in vars(model)
+    assert type(parallel) is Parallel and parallel.wrap(model) is model and "forward" not in vars(model)
     assert not torch.distributed.is_initialized()
     loss = torch.tensor(2.0, requires_grad=True) * 1.5
-    assert engine.backward(loss, units=7).item() == 3.0 and engine.shard([1, 2, 3]) == [1, 2, 3]
+    assert parallel.backward(loss, units=7).item() == 3.0 and parallel.shard([1, 2, 3]) == [1, 2, 3]
 
 
 def test_bf16_runs_the_forward_under_autocast_and_returns_float32(tiny_gpt2):
@@ -163,7 +204,7 @@ def test_bf16_runs_the_forward_under_autocast_and_returns_float32(tiny_gpt2):
     full = model(input_ids=ids).logits
     seen = []
     model.transformer.h[0].mlp.c_fc.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    Engine(torch.device("cpu"), bf16=True).wrap(model)
+    Parallel(torch.device("cpu"), bf16=True).wrap(model)
     half = model(input_ids=ids).logits
     assert seen == [torch.bfloat16] and half.dtype == torch.float32
     assert not torch.equal(half, full) and torch.allclose(half, full, atol=0.1)

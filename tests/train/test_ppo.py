@@ -7,8 +7,8 @@ from rlhfkit.generation import generate
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.train.common import make_optimizer
-from rlhfkit.train.ppo import KLController, PPOConfig, advantages, load_models, ppo_update, score
-from rlhfkit.train.ppo_data import PtxBatches
+from rlhfkit.train.ppo import KLController, PPOConfig, advantages, load_models, measure, ppo_update
+from rlhfkit.train.ppo_data import PtxBatches, read_ptx
 from tests.conftest import run_cli
 
 PROMPTS = ["list three animals .", "what color is the sky ?", "say pear two times .", "compliment the baker .",
@@ -37,7 +37,7 @@ def _rollout(setup, seed=0, **overrides):
         setattr(cfg, key, val)
     samples = generate(policy, tokenizer, PROMPTS, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                        generator=torch.Generator().manual_seed(seed))
-    return samples, score(samples, policy, reference, value, reward, cfg)
+    return samples, measure(samples, policy, reference, value, reward, cfg)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
@@ -69,12 +69,12 @@ def test_reward_is_read_at_the_last_real_token_and_missing_eos_is_penalized(setu
         alone = reward.score(ids, torch.ones_like(ids)).item()  # the same sequence, without any padding
         assert rollout.rm_score[i].item() == pytest.approx(alone, abs=1e-5)
         expected = alone if samples.finished[i] else -7.0
-        assert rollout.score[i].item() == pytest.approx(expected, abs=1e-5)
+        assert rollout.terminal_reward[i].item() == pytest.approx(expected, abs=1e-5)
 
 
 def test_penalty_can_be_turned_off(setup):
     _, rollout = _rollout(setup, missing_eos_penalty=None, max_new_tokens=3)
-    assert torch.equal(rollout.score, rollout.rm_score)
+    assert torch.equal(rollout.terminal_reward, rollout.rm_score)
 
 
 def test_rollout_is_masked_after_the_first_eos(setup):
@@ -116,7 +116,7 @@ def _grads(setup, ptx):
 def test_ptx_term_changes_the_policy_gradient(setup, tmp_path):
     ptx_file = tmp_path / "ptx.jsonl"
     ptx_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["the sky is blue .", "a cat is an animal ."]))
-    ptx = PtxBatches(str(ptx_file), setup[1], 4, torch.Generator().manual_seed(0))
+    ptx = PtxBatches(read_ptx(str(ptx_file)), setup[1], 4, torch.Generator().manual_seed(0))
     without, with_ptx = _grads(setup, None), _grads(setup, ptx)
     assert not torch.allclose(without, with_ptx)
 
@@ -128,7 +128,7 @@ def test_ppo_command_runs_logs_every_metric_and_tracks_gold(micro_world, tmp_pat
     code, stdout, err = run_cli(["ppo", "--policy", sft, "--reward", rm,
                                  "--prompts", micro_world / "prompts/train.jsonl", "--out", out, "--steps", "3",
                                  "--batch-size", "8", "--minibatch-size", "4",
-                                 "--world", micro_world, "--save-every", "2", "--target-kl", "1.0"], capsys)
+                                 "--world", micro_world, "--save-every", "2", "--adaptive-kl-target", "1.0"], capsys)
     assert code == 0, err
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3

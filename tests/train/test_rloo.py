@@ -1,4 +1,4 @@
-"""RLOO (Ahmadian et al. 2024): the critic-free option of the RL trainer (`--advantage rloo`)."""
+"""RLOO (Ahmadian et al. 2024): the option of the RL trainer without a value model (`--advantage rloo`)."""
 
 import json
 
@@ -7,7 +7,7 @@ import torch
 
 from rlhfkit.losses import rloo_baseline
 from rlhfkit.train.common import make_optimizer
-from rlhfkit.train.ppo import PPOConfig, advantages, collect, load_models, ppo_update, score
+from rlhfkit.train.ppo import PPOConfig, advantages, collect, load_models, measure, ppo_update
 from tests.conftest import run_cli
 from tests.train.test_ppo import PROMPTS, _reward_dir
 
@@ -58,12 +58,12 @@ def test_no_value_model_is_loaded_and_each_prompt_gets_k_samples(rloo):
 
 def test_every_token_of_a_response_gets_its_leave_one_out_advantage(rloo):
     cfg, tokenizer, policy, reference, value, reward, samples = rloo
-    rollout = score(samples, policy, reference, value, reward, cfg)
+    rollout = measure(samples, policy, reference, value, reward, cfg)
     rollout.logp = rollout.logp + 0.1 * rollout.mask  # a policy that moved from π_SFT: the KL term is not 0
     rewards, adv, returns = advantages(rollout, 0.05, cfg)
     assert returns is None
     # R(x, y) = r(x, y) − β·Σ_t (log π − log π_SFT), then A = R − mean of the other three of the same prompt
-    sequence = rollout.score - 0.05 * (rollout.logp - rollout.ref_logp).sum(-1)
+    sequence = rollout.terminal_reward - 0.05 * (rollout.logp - rollout.ref_logp).sum(-1)
     assert torch.allclose(rewards.sum(-1), sequence, atol=1e-6)
     groups = sequence.reshape(2, K)
     expected = (groups - (groups.sum(1, keepdim=True) - groups) / (K - 1)).reshape(-1)
@@ -76,7 +76,7 @@ def test_every_token_of_a_response_gets_its_leave_one_out_advantage(rloo):
 
 def test_first_minibatch_ratio_is_one_without_a_value_term(rloo):
     cfg, tokenizer, policy, reference, value, reward, samples = rloo
-    rollout = score(samples, policy, reference, value, reward, cfg)
+    rollout = measure(samples, policy, reference, value, reward, cfg)
     assert (rollout.values == 0).all()
     _, adv, returns = advantages(rollout, cfg.kl_coef, cfg)
     optimizer = make_optimizer(policy.parameters(), cfg.lr)
@@ -92,13 +92,13 @@ def test_rloo_raises_the_logprob_of_the_better_sample(rloo):
     # Two identical prompts' groups with hand-set scores: sample 0 of each is the best, sample 1 the worst.
     cfg, tokenizer, policy, reference, value, reward, samples = rloo
     cfg.ppo_epochs, cfg.minibatch_size, cfg.kl_coef = 1, cfg.batch_size, 0.0
-    rollout = score(samples, policy, reference, value, reward, cfg)
-    rollout.score = torch.tensor([1.0, -1.0, 0.0, 0.0] * 2)
+    rollout = measure(samples, policy, reference, value, reward, cfg)
+    rollout.terminal_reward = torch.tensor([1.0, -1.0, 0.0, 0.0] * 2)
     _, adv, returns = advantages(rollout, cfg.kl_coef, cfg)
     before = rollout.logp.sum(-1)
     ppo_update(policy, value, torch.optim.SGD(policy.parameters(), lr=0.5), rollout, adv, returns, cfg,
                torch.Generator().manual_seed(0))
-    after = score(samples, policy, reference, value, reward, cfg).logp.sum(-1)
+    after = measure(samples, policy, reference, value, reward, cfg).logp.sum(-1)
     change = (after - before).reshape(2, K)
     assert (change[:, 0] > change[:, 1]).all()
 

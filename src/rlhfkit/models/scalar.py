@@ -112,6 +112,26 @@ class ScalarModel(nn.Module):
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return self.head(hidden[rows, last_token_index(attention_mask)]).squeeze(-1).float()
 
+    # ------------------------------------------------------------ what train/distributed.py asks of a model
+
+    def parallel_roots(self) -> dict[str, nn.Module]:
+        """The parts that must each be a DDP/FSDP root: `score()` reaches the backbone and the head without
+        passing through `forward()`, so a wrapper around the whole model would miss those calls."""
+        return {"backbone": self.backbone, "head": self.head}
+
+    def with_roots(self, roots: dict[str, nn.Module]) -> "ScalarModel":
+        """The same model with its parts replaced (by their DDP wrappers)."""
+        return type(self)(roots["backbone"], roots["head"])
+
+    def autocast_root(self) -> nn.Module:
+        """The part that runs under --bf16 autocast: the transformer (the head reads float32)."""
+        return self.backbone
+
+    def empty_copy(self) -> "ScalarModel":
+        """A model of the same architecture with ordinary (unsharded) parameters, on the CPU, to load gathered
+        weights into."""
+        return ScalarModel(AutoModel.from_config(self.config), nn.Linear(self.head.in_features, 1))
+
     @torch.no_grad()
     def shift_bias(self, amount: float) -> None:
         """r ← r − amount: InstructGPT normalizes the RM so that demonstrations score 0 on average."""

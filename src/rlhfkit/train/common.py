@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tomllib
 import torch
+from tqdm.auto import tqdm
 
 from rlhfkit.config import option, to_toml
 from rlhfkit.data.jsonl import append_jsonl
 from rlhfkit.errors import UserError
+from rlhfkit.models.lora import check_lora_options
 from rlhfkit.storage import write_text_atomic
 from rlhfkit.train.checkpoint import DEFAULT_KEEP, check_keep
 from rlhfkit.train.distributed import is_main_process
@@ -55,6 +58,20 @@ class RunOptions:
                                      "GPT-2 and Llama; all linear layers otherwise)")
     lora_save: str = option("merged", "with LoRA, save the model 'merged' (a plain model directory) or as an "
                             "'adapter' (peft adapter beside its base)")
+
+    def check(self) -> None:
+        """The shared fields' values (a subclass's `check` calls this first); nothing is read from disk."""
+        if self.threads < 0:
+            raise UserError("config key 'threads' must be at least 0")
+        if self.checkpoint_every < 0:
+            raise UserError("config key 'checkpoint_every' must be at least 0")
+        if self.num_processes < 1:
+            raise UserError("config key 'num_processes' must be at least 1")
+        if self.fsdp and self.num_processes < 2 and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+            raise UserError("config key 'fsdp' shards models across processes: it needs --num-processes 2 or more")
+        if self.fsdp and self.lora_r:
+            raise UserError("config key 'fsdp' with LoRA: the adapters are small; use DDP (the default)")
+        check_lora_options(self)
 
 
 def prepare_out_dir(out: str | os.PathLike, overwrite: bool, resume: bool = False) -> Path:
@@ -127,8 +144,6 @@ RESUMABLE_CHANGES = ("out", "overwrite", "resume", "tensorboard", "device", "thr
 
 def check_same_config(saved_path: Path, config) -> None:
     """--resume continues the same run: a changed key (other than bookkeeping) is a user error."""
-    import tomllib
-
     try:
         saved = tomllib.loads(saved_path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
@@ -177,10 +192,12 @@ def make_optimizer(params, lr: float, weight_decay: float = 0.0, eps: float = 1e
 
 
 def optimizer_step(optimizer, schedule, parameters, grad_clip: float) -> None:
-    """After the backward pass: clip the gradient norm, step the optimizer and the schedule, clear the gradients."""
+    """After the backward pass: clip the gradient norm, step the optimizer and the schedule (None: a constant
+    learning rate, as PPO's), clear the gradients."""
     torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
     optimizer.step()
-    schedule.step()
+    if schedule is not None:
+        schedule.step()
     optimizer.zero_grad(set_to_none=True)
 
 
@@ -235,7 +252,6 @@ class EpochBatches:
 
 def progress(total: int, desc: str):
     """A tqdm bar on stderr (hidden when stderr is not a terminal, and in processes other than process 0)."""
-    from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None if is_main_process() else True,
                 file=sys.stderr)
 

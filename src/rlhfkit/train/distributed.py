@@ -1,4 +1,4 @@
-"""One process or N: the few calls through which the trainers train data-parallel.
+"""One process or N: the few calls through which the trainers train data-parallel (`Parallel`).
 
 `--num-processes N` (N > 1) spawns N worker processes on this machine (`launch`, gloo on 127.0.0.1 for CPU,
 NCCL for GPUs); each runs the same training function with the same seed and config. Hugging Face
@@ -8,15 +8,21 @@ optimizer state with PyTorch's FSDP2 `fully_shard`, one unit per transformer blo
 and reward model too; the policy is gathered whole for the decoding loop of each batch of rollouts, which then
 runs without collectives, as in DeepSpeed-Chat's hybrid engine) — accelerate's own FSDP path runs on GPUs only,
 `fully_shard` on CPU (gloo) as well, so the same code is tested here; the trained weights are gathered into
-process 0 to be saved. Each process
-takes its share of every global batch (`Engine.shard`) — in PPO, its share of the prompts, so rollout
-generation is split across processes; metrics are reduced across processes; only process 0 writes files.
-A run started by an outside launcher (`accelerate launch`, `torchrun`: WORLD_SIZE is set) is not re-spawned.
+process 0 to be saved. Each process takes its share of every global batch (`Parallel.shard`) — in PPO, its
+share of the prompts, so rollout generation is split across processes; metrics are reduced across processes;
+only process 0 writes files. A run started by an outside launcher (`accelerate launch`, `torchrun`: WORLD_SIZE
+is set) is not re-spawned.
 
 Same global batch, same loss. The SFT loss is a mean over tokens, the reward-model and DPO losses a mean over
-rankings. Each process scales its loss by (its units / all units) · N, so that DDP's average of the gradients
-is the gradient of the one-process loss over the whole global batch (`Engine.backward`). Run with one
-process, `Engine` is plain PyTorch — no accelerate import, no process group, bit-for-bit the old loop.
+rankings, PPO's a mean over response tokens plus PPO-ptx's mean over its text tokens. Each process scales each
+term of its loss by (its units / all units) · N, so that DDP's average of the gradients is the gradient of the
+one-process loss over the whole global batch (`Parallel.backward`). Run with one process, `Parallel` is plain
+PyTorch — no Accelerator, no process group, bit-for-bit the old loop.
+
+A model is wrapped or sharded as one root, unless it names the parts that are each called on their own
+(`parallel_roots`, as `models/scalar.py`'s `ScalarModel` does: `score()` does not pass through `forward()`);
+such a model also makes the empty copy that gathered weights are loaded into (`empty_copy`). This module knows
+nothing else of a model's insides.
 
 `--bf16` runs forward passes under bfloat16 autocast (the weights, optimizer and losses stay float32).
 """
@@ -24,16 +30,28 @@ process, `Engine` is plain PyTorch — no accelerate import, no process group, b
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import logging
 import os
 import pickle
+import signal
 import socket
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from accelerate import Accelerator
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.multiprocessing.spawn import ProcessException
+from transformers import AutoModelForCausalLM
 
 from rlhfkit.errors import UserError
+from rlhfkit.models.loading import pick_device
 
 
 def should_launch(cfg) -> bool:
@@ -46,33 +64,19 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def check_options(cfg) -> None:
-    if cfg.num_processes < 1:
-        raise UserError("config key 'num_processes' must be at least 1")
-    if cfg.fsdp and cfg.num_processes < 2 and int(os.environ.get("WORLD_SIZE", "1")) < 2:
-        raise UserError("config key 'fsdp' shards models across processes: it needs --num-processes 2 or more")
-    if cfg.fsdp and cfg.lora_r:
-        raise UserError("config key 'fsdp' with LoRA: the adapters are small; use DDP (the default)")
-
-
 # ------------------------------------------------------------------------------------------ launching
 
-def launch(fn, cfg):
-    """Run `fn(cfg)` in cfg.num_processes processes and return process 0's result.
+def launch(fn, cfg, *args):
+    """Run `fn(cfg, *args)` in cfg.num_processes processes and return process 0's result (`args` are pickled
+    once here and handed to every worker: what the launching process read is not read again).
 
     A `UserError` in any process comes back as one `UserError` here (the lowest rank's message); the other
     processes are stopped.
     """
-    import logging
-
-    import torch.multiprocessing as mp
-    from torch.multiprocessing.spawn import ProcessException
-
-    check_options(cfg)
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # "terminating process ..." is ours
     with tempfile.TemporaryDirectory(prefix="rlhfkit-launch-") as tmp:
         try:
-            mp.start_processes(_worker, args=(fn, cfg, _free_port(), tmp), nprocs=cfg.num_processes,
+            mp.start_processes(_worker, args=(fn, cfg, args, _free_port(), tmp), nprocs=cfg.num_processes,
                                start_method="spawn", join=True)
         except ProcessException:
             errors = sorted(Path(tmp).glob("error-*.txt"), key=lambda p: int(p.stem.split("-")[1]))
@@ -83,7 +87,7 @@ def launch(fn, cfg):
         return pickle.loads(result.read_bytes()) if result.exists() else None
 
 
-def _worker(rank: int, fn, cfg, port: int, tmp: str) -> None:
+def _worker(rank: int, fn, cfg, args: tuple, port: int, tmp: str) -> None:
     _die_with_parent()
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(cfg.num_processes),
                       LOCAL_WORLD_SIZE=str(cfg.num_processes), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -91,7 +95,7 @@ def _worker(rank: int, fn, cfg, port: int, tmp: str) -> None:
         sys.stdout = open(os.devnull, "w")
     code = 0
     try:
-        result = fn(cfg)
+        result = fn(cfg, *args)
         if rank == 0:
             Path(tmp, "result.pkl").write_bytes(pickle.dumps(result))
     except UserError as exc:
@@ -108,8 +112,6 @@ def _worker(rank: int, fn, cfg, port: int, tmp: str) -> None:
 
 def _destroy_process_group() -> None:
     """Tear the process group down once the work is done (what torch.distributed asks of every process)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -118,9 +120,6 @@ def _die_with_parent() -> None:
     """A worker goes when the process that launched it goes, even by SIGKILL (Linux), so a killed run leaves no
     process behind that could still write into OUT while it is resumed."""
     try:
-        import ctypes
-        import signal
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
@@ -132,9 +131,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-# --------------------------------------------------------------------------------------------- engine
+# ------------------------------------------------------------------------------------------- parallel
 
-class Engine:
+class Parallel:
     """The calls a training loop makes that differ between one process and N. This class: one process."""
 
     rank, world_size, is_main = 0, 1, True
@@ -143,20 +142,21 @@ class Engine:
         self.device, self.bf16 = device, bf16
 
     @staticmethod
-    def create(cfg) -> "Engine":
-        """A one-process engine, or — inside a multi-process run — a distributed one. With --fsdp the trainer
-        must run every forward pass of a sharded model in all processes (each gathers shards from all)."""
-        from rlhfkit.models.loading import pick_device
-
-        check_options(cfg)
+    def create(cfg) -> "Parallel":
+        """One process, or — inside a multi-process run — `DistributedParallel`. With --fsdp the trainer must run
+        every forward pass of a sharded model in all processes (each gathers shards from all)."""
         device = pick_device(cfg.device)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            return DistributedEngine(device, cfg.bf16, cfg.fsdp)
-        return Engine(device, cfg.bf16)
+            return DistributedParallel(device, cfg.bf16, cfg.fsdp)
+        return Parallel(device, cfg.bf16)
 
     def shard(self, items: list) -> list:
         """This process's part of a global batch (all of it, with one process)."""
         return items
+
+    def shard_range(self, n: int) -> range:
+        """The indices of this process's part of a global batch of n (`shard(list(range(n)))`)."""
+        return range(n)
 
     # Every process evaluates a sharded (FSDP) model, since each forward pass gathers its shards from all.
     evaluates = True
@@ -186,25 +186,42 @@ class Engine:
         yield model
 
     def autocast(self, model: torch.nn.Module) -> torch.nn.Module:
-        """With --bf16, the model's forward runs under bfloat16 autocast and returns float32 tensors."""
+        """With --bf16, the model's forward runs under bfloat16 autocast and returns float32 tensors (a model
+        with `autocast_root`, e.g. a scalar model: that part alone — its transformer; the head reads float32)."""
         if self.bf16 and not getattr(model, "_rlhfkit_autocast", False):
-            target = model.backbone if hasattr(model, "backbone") else model  # scalar models: the transformer
+            target = model.autocast_root() if hasattr(model, "autocast_root") else model
             target.forward = _autocast_forward(target.forward, self.device.type)
             target._rlhfkit_autocast = model._rlhfkit_autocast = True
         return model
 
-    def backward(self, loss: torch.Tensor, units=None) -> torch.Tensor:
-        """loss.backward(); returns the loss of the whole global batch (detached), for logging."""
+    def backward(self, loss: torch.Tensor, units=None, *more: tuple[torch.Tensor, object]) -> torch.Tensor:
+        """Backward pass of `loss` (a mean over `units` items of this process's share) plus any further
+        (loss, units) terms — e.g. PPO's clipped loss over response tokens and PPO-ptx's LM loss over text
+        tokens; returns the loss of the whole global batch (detached), for logging."""
+        for term, _ in more:
+            loss = loss + term
         loss.backward()
         return loss.detach()
+
+    def token_mean(self, values: dict[str, float], units) -> dict[str, float]:
+        """Means over this process's `units` items (tokens, rankings) -> the means over the global batch."""
+        return values
+
+    def lowest(self, values: dict[str, float]) -> dict[str, float]:
+        """Minimum over processes of each value."""
+        return values
+
+    def highest(self, values: dict[str, float]) -> dict[str, float]:
+        """Maximum over processes of each value."""
+        return values
 
     def mean(self, values: torch.Tensor) -> torch.Tensor:
         """Mean of per-item values over the global batch."""
         return values.mean()
 
-    def reduce_metrics(self, record: dict) -> dict:
-        """Metrics of this process's share -> metrics of the global batch (mean; min/max for *_min/*_max)."""
-        return record
+    def gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every process's rows of a batch, in rank order (each process holds as many)."""
+        return tensor
 
     def gather_objects(self, obj) -> list:
         return [obj]
@@ -213,12 +230,10 @@ class Engine:
         pass
 
 
-class DistributedEngine(Engine):
+class DistributedParallel(Parallel):
     """N processes through accelerate: DDP, or FSDP2 with --fsdp; gloo on CPU, NCCL on GPUs."""
 
     def __init__(self, device: torch.device, bf16: bool = False, fsdp: bool = False):
-        from accelerate import Accelerator
-
         self.accelerator = Accelerator(cpu=device.type == "cpu")
         super().__init__(self.accelerator.device, bf16)
         self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
@@ -227,22 +242,18 @@ class DistributedEngine(Engine):
         self.evaluates = fsdp or self.is_main
 
     def _shard(self, model, frozen: bool = False):
-        """FSDP2: each transformer block (the model's `_no_split_modules`) a unit, then the rest. A scalar model
-        is called through `score()` as well as `forward()`, so its backbone and head are each a root of their
-        own: every call then passes through a module whose forward gathers the shards it needs. A trained root
-        keeps its gathered weights after forward for the backward pass that follows (FSDP's default); a frozen
-        one has no backward pass and frees them."""
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
-
+        """FSDP2: each transformer block (a `_no_split_modules` class of the model) a unit, then each root (the
+        model, or the parts it names in `parallel_roots`: every call then passes through a module whose forward
+        gathers the shards it needs). A trained root keeps its gathered weights after forward for the backward
+        pass that follows (FSDP's default); a frozen one has no backward pass and frees them."""
         mesh = init_device_mesh(self.device.type, (self.world_size,))
-        scalar = _is_scalar_model(model)
-        transformer = model.backbone if scalar else model
-        blocks = set(getattr(transformer, "_no_split_modules", None) or [])
-        for module in transformer.modules():
-            if type(module).__name__ in blocks:
-                fully_shard(module, mesh=mesh)
-        for root in ((model.backbone, model.head) if scalar else (model,)):
+        roots = _roots(model)
+        blocks = {name for root in roots.values() for name in getattr(root, "_no_split_modules", None) or []}
+        for root in roots.values():
+            for module in root.modules():
+                if type(module).__name__ in blocks:
+                    fully_shard(module, mesh=mesh)
+        for root in roots.values():
             fully_shard(root, mesh=mesh, reshard_after_forward=True if frozen else None)
         return model
 
@@ -259,8 +270,6 @@ class DistributedEngine(Engine):
         if not self.fsdp:
             yield model
             return
-        from torch.distributed.fsdp import FSDPModule
-
         units = [m for m in model.modules() if isinstance(m, FSDPModule)]
         for unit in units:
             unit.set_reshard_after_forward(False, recurse=False)
@@ -275,42 +284,61 @@ class DistributedEngine(Engine):
     def gather(self, model):
         if not self.fsdp:
             return model
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
         full = get_model_state_dict(model, options=whole_tensors())
         if not self.is_main:
             return None
-        plain = _unsharded_like(model)
+        plain = model.empty_copy() if hasattr(model, "empty_copy") else AutoModelForCausalLM.from_config(model.config)
         plain.load_state_dict(full)
         return plain
 
     def shard(self, items: list) -> list:
         """Contiguous, near-equal parts; a batch smaller than N goes whole to every process (each then weighs
         1/N of it in `backward`, so the gradient is still the batch's)."""
-        n = len(items)
+        return [items[i] for i in self.shard_range(len(items))]
+
+    def shard_range(self, n: int) -> range:
         if n < self.world_size:
-            return items
-        return items[self.rank * n // self.world_size:(self.rank + 1) * n // self.world_size]
+            return range(n)
+        return range(self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size)
 
     def wrap(self, model):
         self.autocast(model)
         if self.fsdp:
             return self._shard(model)
-        if _is_scalar_model(model):
-            # A scalar model is called through score() as well as forward(): wrapping its two parts means every
+        if hasattr(model, "parallel_roots"):
+            # Parts called on their own (a scalar model's score() skips its forward()): wrapping each means every
             # call reaches DDP's forward (which readies the gradient all-reduce), whichever method makes it.
-            return type(model)(self.accelerator.prepare_model(model.backbone),
-                               self.accelerator.prepare_model(model.head))
+            return model.with_roots({name: self.accelerator.prepare_model(root)
+                                     for name, root in model.parallel_roots().items()})
         return self.accelerator.prepare_model(model)
 
-    def backward(self, loss, units=None):
+    def backward(self, loss, units=None, *more):
         if units is None:  # a per-process mean: DDP's average over processes
             loss.backward()
             return self._all_reduce(loss.detach().double()) / self.world_size
-        units = torch.as_tensor(units, dtype=torch.float64, device=self.device)
-        share = units / self._all_reduce(units.clone()).clamp(min=1.0)
-        (loss * (share * self.world_size).to(loss.dtype)).backward()
-        return self._all_reduce(loss.detach().double() * share).to(loss.dtype)
+        terms = [(loss, units), *more]
+        counts = torch.tensor([float(u) for _, u in terms], dtype=torch.float64, device=self.device)
+        shares = counts / self._all_reduce(counts.clone()).clamp(min=1.0)
+        scaled = [term * (share * self.world_size).to(term.dtype) for (term, _), share in zip(terms, shares)]
+        total = scaled[0]
+        for term in scaled[1:]:
+            total = total + term
+        total.backward()
+        parts = torch.stack([term.detach().double() for term, _ in terms]) * shares
+        return self._all_reduce(parts).sum().to(loss.dtype)
+
+    def token_mean(self, values, units):
+        keys = list(values)
+        n = float(units)
+        total = self._all_reduce(torch.tensor([values[k] * n for k in keys] + [n], dtype=torch.float64,
+                                              device=self.device))
+        return {k: float(v) for k, v in zip(keys, (total[:-1] / total[-1].clamp(min=1.0)).tolist())}
+
+    def lowest(self, values):
+        return self._reduce_each(values, dist.ReduceOp.MIN)
+
+    def highest(self, values):
+        return self._reduce_each(values, dist.ReduceOp.MAX)
 
     def mean(self, values):
         total = torch.stack([values.double().sum(), torch.tensor(float(values.numel()), dtype=torch.float64,
@@ -318,26 +346,12 @@ class DistributedEngine(Engine):
         total = self._all_reduce(total)
         return (total[0] / total[1].clamp(min=1.0)).to(values.dtype)
 
-    def reduce_metrics(self, record):
-        import torch.distributed as dist
-
-        keys = [k for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        out = dict(record)
-        for op, chosen in ((dist.ReduceOp.MIN, [k for k in keys if k.endswith("_min")]),
-                           (dist.ReduceOp.MAX, [k for k in keys if k.endswith("_max")]),
-                           (dist.ReduceOp.SUM, [k for k in keys if not k.endswith(("_min", "_max"))])):
-            if not chosen:
-                continue
-            values = self._all_reduce(torch.tensor([float(record[k]) for k in chosen], dtype=torch.float64,
-                                                   device=self.device), op)
-            if op == dist.ReduceOp.SUM:
-                values = values / self.world_size
-            out.update({k: float(v) for k, v in zip(chosen, values.tolist())})
-        return out
+    def gather_rows(self, tensor):
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
 
     def gather_objects(self, obj):
-        import torch.distributed as dist
-
         out = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
@@ -345,9 +359,13 @@ class DistributedEngine(Engine):
     def barrier(self):
         self.accelerator.wait_for_everyone()
 
-    def _all_reduce(self, tensor, op=None):
-        import torch.distributed as dist
+    def _reduce_each(self, values: dict[str, float], op) -> dict[str, float]:
+        keys = list(values)
+        reduced = self._all_reduce(torch.tensor([float(values[k]) for k in keys], dtype=torch.float64,
+                                                device=self.device), op)
+        return {k: float(v) for k, v in zip(keys, reduced.tolist())}
 
+    def _all_reduce(self, tensor, op=None):
         dist.all_reduce(tensor, op=op if op is not None else dist.ReduceOp.SUM)
         return tensor
 
@@ -355,24 +373,12 @@ class DistributedEngine(Engine):
 def whole_tensors():
     """torch.distributed.checkpoint's options for whole (unsharded) tensors on the CPU: how FSDP shards are
     gathered into one model (to save it) or one checkpoint, and handed back to every process on resume."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
     return StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
-def _is_scalar_model(model) -> bool:
-    return hasattr(model, "backbone") and hasattr(model, "head")
-
-
-def _unsharded_like(model):
-    """A model of the same architecture with ordinary (unsharded) parameters, on the CPU, to load weights into."""
-    if _is_scalar_model(model):
-        from transformers import AutoModel
-
-        return type(model)(AutoModel.from_config(model.config), torch.nn.Linear(model.head.in_features, 1))
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_config(model.config)
+def _roots(model) -> dict[str, torch.nn.Module]:
+    """The modules that must each be a DDP/FSDP root: the parts a model names, or the model itself."""
+    return model.parallel_roots() if hasattr(model, "parallel_roots") else {"model": model}
 
 
 def _autocast_forward(forward, device_type: str):

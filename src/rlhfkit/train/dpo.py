@@ -26,23 +26,19 @@ from rlhfkit.data.pairs import pair_weight, preference_groups, read_preference_r
 from rlhfkit.errors import UserError
 from rlhfkit.losses import dpo_loss, dpo_margin, masked_sum, token_logprobs
 from rlhfkit.models.loading import disable_dropout, load_causal_lm, load_tokenizer, save_pretrained_atomic
-from rlhfkit.models.lora import AdaptersOff, add_lora, check_lora_options, has_lora, save_model
+from rlhfkit.models.lora import AdaptersOff, add_lora, has_lora, save_model
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import (
     EpochBatches,
-    RunDir,
     RunOptions,
     check_finite,
     make_optimizer,
     optimizer_step,
-    prepare_out_dir,
     progress,
-    seed_everything,
-    set_threads,
     split_by_prompt,
     warmup_cosine,
 )
-from rlhfkit.train.distributed import Engine, launch, should_launch
+from rlhfkit.train.run import Run, start_run
 
 
 @dataclass
@@ -61,6 +57,16 @@ class DPOConfig(RunOptions):
     grad_clip: float = option(1.0, "gradient norm clipping")
     log_every: int = option(10, "log every N steps")
     save_every: int = option(0, "save a checkpoint every N steps into OUT/checkpoints (0: only the final policy)")
+
+    def check(self) -> None:
+        super().check()
+        for key in ("epochs", "batch_size", "max_length", "log_every"):
+            if getattr(self, key) < 1:
+                raise UserError(f"config key '{key}' must be at least 1")
+        if not 0 <= self.eval_fraction < 1:
+            raise UserError("config key 'eval_fraction' must be in [0, 1)")
+        if not self.beta > 0:
+            raise UserError("config key 'beta' must be positive")
 
 
 # ------------------------------------------------------------------------------------------- batches
@@ -155,100 +161,97 @@ def heldout_metrics(policy, groups: list[dict], pad_id: int, device, size: int, 
 
 # --------------------------------------------------------------------------------------------- train
 
-def _load_data(cfg: DPOConfig) -> tuple[list[dict], list[dict]]:
+def read_groups(cfg: DPOConfig) -> tuple[list[dict], list[dict]]:
     """(training groups, held-out groups); held-out prompts never reach training."""
     kind, records = read_preference_records(cfg.data)
     if cfg.eval_data:
-        return preference_groups(kind, records), preference_groups(*read_preference_records(cfg.eval_data))
-    train, held = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "rm-eval")  # the reward model's split
-    return preference_groups(kind, train), preference_groups(kind, held)
+        train, held = preference_groups(kind, records), preference_groups(*read_preference_records(cfg.eval_data))
+    else:
+        train, held = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "rm-eval")  # the reward model's split
+        train, held = preference_groups(kind, train), preference_groups(kind, held)
+    if not any(g["pairs"] for g in train):
+        raise UserError(f"{cfg.data}: no strictly ordered pair to train on (every ranking is one tie group)")
+    return train, held
 
 
-def _check(cfg: DPOConfig) -> None:
-    for key in ("epochs", "batch_size", "max_length", "log_every"):
-        if getattr(cfg, key) < 1:
-            raise UserError(f"config key '{key}' must be at least 1")
-    if not 0 <= cfg.eval_fraction < 1:
-        raise UserError("config key 'eval_fraction' must be in [0, 1)")
-    if not cfg.beta > 0:
-        raise UserError("config key 'beta' must be positive")
+def load_models(cfg: DPOConfig, inputs, device):
+    """(tokenizer, π_θ, π_ref): π_ref = π_SFT, frozen — with LoRA the weights under the policy's adapters."""
+    tokenizer = load_tokenizer(cfg.policy)
+    policy = add_lora(disable_dropout(load_causal_lm(cfg.policy, tokenizer)), cfg, cfg.policy).to(device).train()
+    if has_lora(policy):
+        reference = AdaptersOff(policy)
+    else:
+        reference = disable_dropout(load_causal_lm(cfg.policy, tokenizer)).to(device).eval()
+    return tokenizer, policy, reference
 
 
 def train_dpo(cfg: DPOConfig) -> dict:
-    # Everything a user can get wrong is checked before the run directory exists.
-    _check(cfg)
-    train_groups, held_groups = _load_data(cfg)
-    if not any(g["pairs"] for g in train_groups):
-        raise UserError(f"{cfg.data}: no strictly ordered pair to train on (every ranking is one tie group)")
-    check_lora_options(cfg)
-    prepare_out_dir(cfg.out, cfg.overwrite, cfg.resume)
-    if should_launch(cfg):  # --num-processes N: N copies of this function, one per process
-        return launch(train_dpo, cfg)
-    tokenizer = load_tokenizer(cfg.policy)
-    engine = Engine.create(cfg)
-    device = engine.device
-    set_threads(cfg.threads)
-    generator = seed_everything(cfg.seed)
-    policy = add_lora(disable_dropout(load_causal_lm(cfg.policy, tokenizer)), cfg, cfg.policy).to(device).train()
-    run = RunDir(cfg.out, cfg, cfg.overwrite, cfg.tensorboard, resume=cfg.resume, main=engine.is_main)
+    return start_run(cfg, read_groups, load_models, dpo_loop)
 
+
+def dpo_loop(run: Run) -> dict:
+    cfg, parallel, device, (tokenizer, policy, reference) = run.cfg, run.parallel, run.device, run.models
     pad = tokenizer.pad_token_id
-    train = tokenize(tokenizer, train_groups, cfg.max_length)
-    held = tokenize(tokenizer, held_groups, cfg.max_length)
-    if has_lora(policy):  # π_ref = π_SFT: the weights under the adapters
-        reference = AdaptersOff(policy)
-    else:
-        reference = disable_dropout(load_causal_lm(cfg.policy, tokenizer)).to(device).eval()  # π_ref = π_SFT, frozen
+    train, held = (tokenize(tokenizer, groups, cfg.max_length) for groups in run.inputs)
     for groups in (train, held):
         attach_reference_logprobs(reference, groups, pad, device, cfg.batch_size)
+    run.models = tokenizer, policy, None  # π_ref's log-probs are attached: the model can go
     del reference
-
     total = -(-len(train) // cfg.batch_size) * cfg.epochs
-    train_policy = engine.wrap(policy)  # the policy itself with one process; DDP-wrapped (or FSDP-sharded) with several
+    train_policy = parallel.wrap(policy)  # the policy itself with one process; DDP-wrapped (or FSDP-sharded) with N
     optimizer = make_optimizer(policy.parameters(), cfg.lr, cfg.weight_decay)
     schedule = warmup_cosine(optimizer, total, warmup_steps=max(1, int(cfg.warmup_ratio * total)))
-    batches = EpochBatches(len(train), cfg.batch_size, cfg.epochs, generator)
-    checkpoints = Checkpoints(run, engine, cfg.checkpoint_every, policy=policy, optimizer=optimizer,
-                              schedule=schedule, batches=batches, generator=generator)
+    batches = EpochBatches(len(train), cfg.batch_size, cfg.epochs, run.generator)
+    checkpoints = Checkpoints(run.dir, parallel, cfg.checkpoint_every, policy=policy, optimizer=optimizer,
+                              schedule=schedule, batches=batches, generator=run.generator)
     step = checkpoints.restore() if cfg.resume else 0
-    bar = progress(total, "dpo")
+    bar, result = progress(total, "dpo"), {}
     bar.update(step)
-    result = {}
     for epoch, idx in batches:
-        batch = make_batch([train[i] for i in engine.shard(idx)], pad, device)
+        batch = make_batch([train[i] for i in parallel.shard(idx)], pad, device)
         loss, margin = batch_loss(train_policy, batch, cfg.beta)
         check_finite(loss, step, "DPO loss")
-        loss = engine.backward(loss, units=batch.n_rankings)  # the global batch's loss
+        loss = parallel.backward(loss, units=batch.n_rankings)  # the global batch's loss
         optimizer_step(optimizer, schedule, policy.parameters(), cfg.grad_clip)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % cfg.log_every == 0 or step == total:
-            run.log(step, epoch=epoch, train_loss=loss.item(), train_accuracy=engine.mean((margin > 0).float()).item(),
-                    train_margin=engine.mean(margin).item(), lr=schedule.get_last_lr()[0])
+            accuracy = parallel.mean((margin > 0).float()).item()
+            run.dir.log(step, epoch=epoch, train_loss=loss.item(), train_accuracy=accuracy,
+                        train_margin=parallel.mean(margin).item(), lr=schedule.get_last_lr()[0])
         if cfg.save_every and step % cfg.save_every == 0 and step < total:  # e.g. for √KL curves
-            snapshot = engine.gather(policy)  # FSDP: the full weights, in process 0
-            if engine.is_main:
-                save_pretrained_atomic(run.path / "checkpoints" / f"step-{step}", snapshot, tokenizer)
-        if batches.end_of_epoch and held and engine.evaluates:  # FSDP: every process runs the sharded forward
-            result = run.log(step, epoch=epoch, **heldout_metrics(policy, held, pad, device, cfg.batch_size,
-                                                                    cfg.beta))
+            save_snapshot(run, policy, step)
+        if batches.end_of_epoch and held and parallel.evaluates:  # FSDP: every process runs the sharded forward
+            result = run.dir.log(step, epoch=epoch, **heldout_metrics(policy, held, pad, device, cfg.batch_size,
+                                                                        cfg.beta))
         if step < total:  # the last step's state is the saved model
             checkpoints.maybe_save(step)
     bar.close()
-    policy = engine.gather(policy)  # FSDP: the full weights, in process 0
-    if not engine.is_main:
-        return {}
-    policy.eval()
-    save_model(run.path, policy, tokenizer, cfg.lora_save)
-    run.close()
+    return finish(run, parallel.gather(policy), step, loss.item(), result, len(train), bool(held))
 
-    summary = {"steps": step, "train_rankings": len(train), "beta": cfg.beta, "train_loss": round(loss.item(), 4)}
+
+def save_snapshot(run: Run, policy, step: int) -> None:
+    """OUT/checkpoints/step-N: the policy mid-run (FSDP: gathered whole, in process 0)."""
+    snapshot = run.parallel.gather(policy)
+    if run.parallel.is_main:
+        save_pretrained_atomic(run.dir.path / "checkpoints" / f"step-{step}", snapshot, run.models[0])
+
+
+def finish(run: Run, policy, step: int, loss: float, result: dict, n_train: int, held: bool) -> dict:
+    """Process 0 saves the policy and reports."""
+    if not run.parallel.is_main:
+        return {}
+    cfg = run.cfg
+    policy.eval()
+    save_model(run.dir.path, policy, run.models[0], cfg.lora_save)
+    run.dir.close()
+    summary = {"steps": step, "train_rankings": n_train, "beta": cfg.beta, "train_loss": round(loss, 4)}
     summary |= {k: v for k, v in result.items() if k not in ("step", "time_s", "epoch")}
-    print(f"dpo: {step} steps on {len(train)} rankings, β = {cfg.beta}; final train loss {summary['train_loss']}")
+    print(f"dpo: {step} steps on {n_train} rankings, β = {cfg.beta}; final train loss {summary['train_loss']}")
     if held:
         print(f"dpo: held-out preference accuracy of the implicit reward {summary['heldout_accuracy']:.3f}, "
               f"mean margin {summary['heldout_margin']:+.4f}, loss {summary['heldout_loss']:.4f} on "
               f"{summary['n_pairs']} comparisons ({summary['heldout_rankings']} rankings)")
-    print(f"dpo -> {run.path}")
+    print(f"dpo -> {run.dir.path}")
     return summary

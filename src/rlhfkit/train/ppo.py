@@ -4,18 +4,29 @@
 
 One iteration is PPO-Clip's Algorithm 1 (Schulman et al. 2017, as in the lecture):
   1. collect     y ~ π_θk(·|x) for a batch of prompts (KV-cached sampling at temperature T; stop at EOS)
-  2. score       log π_θk(y_t), log π_SFT(y_t), V_φk(x, y_<t), r(x, y): one forward pass per model
+  2. measure     log π_θk(y_t), log π_SFT(y_t), V_φk(x, y_<t), r(x, y): one forward pass per model
   3. rewards     R_t = −β·(log π_θk − log π_SFT) on every response token, + r(x, y) on the last one
   4. advantages  Â_t by GAE (γ = 1, λ = 0.95), returns Ĝ_t = Â_t + V_t, Â whitened over valid tokens
   5. update      K epochs of shuffled minibatches: PPO-Clip loss + c_v·(clipped value regression) [+ γ·ptx]
 
 The reference is the SFT policy (frozen); the value model starts from the reward model with its own
-parameters (InstructGPT §3.5). Responses that never emit EOS get a fixed penalty instead of r(x, y).
+parameters (InstructGPT §3.5). Responses that never emit EOS get a fixed penalty instead of r(x, y): the
+terminal reward is r(x, y) or that penalty.
 
-RLOO (`--advantage rloo`, Ahmadian et al. 2024) is the critic-free option of the same loop: step 1 draws k
+RLOO (`--advantage rloo`, Ahmadian et al. 2024) is the option without a value model of the same loop: step 1 draws k
 samples for each of batch_size/k prompts, step 2 scores no values, step 4 gives every token of a response the
 same Â = R(x, y) − mean of R over the other k−1 samples of its prompt (R = Σ_t R_t, the KL-penalized sequence
 reward), and step 5 is the same clipped update without the value term.
+
+With N processes (--num-processes) PPO takes the steps of one process (docs/design.md §4; tested in
+tests/train/test_distributed.py). Every process holds the same generators, so each draws the same prompts,
+minibatch orders and PPO-ptx batches. 1: each generates its contiguous share of the global batch's rows,
+left-padded to the global prompt width, with the sampling noise of the whole global batch drawn from the same
+sampler (generation.py `next_token`); the processes agree on the decoding steps afterwards, so the samplers stay
+aligned. 2: each measures its rows; the rollout is then gathered to every process, so 3–4 (whitening, GAE, RLOO)
+see the global batch. 5: each global minibatch is split with `Parallel.shard`, and the loss of each share is
+weighted by its valid tokens (PPO-ptx's term by its text tokens) in `Parallel.backward`; the update statistics
+are token means (minimum, maximum) over the global minibatch.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from rlhfkit.config import option
 from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.data.schemas import prompt_record
 from rlhfkit.errors import UserError
-from rlhfkit.generation import Samples, generate, without_autograd
+from rlhfkit.generation import Samples, encode_prompts, generate, without_autograd
 from rlhfkit.models.loading import (
     check_model_dir,
     disable_dropout,
@@ -39,31 +50,15 @@ from rlhfkit.models.loading import (
     load_tokenizer,
     save_pretrained_atomic,
 )
-from rlhfkit.models.lora import (
-    AdaptersOff,
-    add_lora,
-    check_lora_options,
-    copy_head,
-    has_lora,
-    save_model,
-    save_scalar_model,
-)
+from rlhfkit.models.lora import AdaptersOff, add_lora, copy_head, has_lora, save_model, save_scalar_model
 from rlhfkit.models.policy import response_logprobs, response_values
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.train.checkpoint import Checkpoints
-from rlhfkit.train.common import (
-    RunDir,
-    RunOptions,
-    check_finite,
-    make_optimizer,
-    prepare_out_dir,
-    progress,
-    seed_everything,
-    set_threads,
-    shuffled_batches,
-)
-from rlhfkit.train.distributed import Engine, launch, should_launch
-from rlhfkit.train.ppo_data import PromptStream, PtxBatches, ptx_record
+from rlhfkit.train.common import RunOptions, check_finite, make_optimizer, optimizer_step, progress, shuffled_batches
+from rlhfkit.train.distributed import Parallel
+from rlhfkit.train.ppo_data import PromptStream, PtxBatches, read_ptx
+from rlhfkit.train.run import Run, start_run
+from rlhfkit.world.build import World
 
 
 @dataclass
@@ -83,8 +78,9 @@ class PPOConfig(RunOptions):
     adam_eps: float = option(1e-5, "Adam epsilon")
     grad_clip: float = option(1.0, "gradient norm clipping")
     kl_coef: float = option(0.05, "β: weight of the per-token KL penalty to the SFT policy")
-    target_kl: float | None = option(None, "adaptive KL control: target KL per episode (Ziegler et al. 2019)")
-    kl_horizon: int = option(10000, "adaptive KL control: horizon in episodes")
+    adaptive_kl_target: float | None = option(None, "adaptive KL controller: the KL per episode β is steered to "
+                                              "(Ziegler et al. 2019; not early stopping: every epoch runs)")
+    kl_horizon: int = option(10000, "adaptive KL controller: horizon in episodes")
     clip_range: float = option(0.2, "ε of PPO-Clip")
     clip_range_value: float = option(0.2, "clip range of the value regression around the old values")
     vf_coef: float = option(0.1, "weight of the value loss")
@@ -97,14 +93,46 @@ class PPOConfig(RunOptions):
     temperature: float = option(1.0, "sampling temperature; log-probs are scored with the same logits / T")
     max_new_tokens: int = option(32, "response length limit")
     max_prompt_length: int = option(128, "prompt tokens kept (from the right)")
-    missing_eos_penalty: float | None = option(-1.0, "score of a response with no EOS (none: use the RM)")
+    missing_eos_penalty: float | None = option(-1.0, "terminal reward of a response with no EOS (none: the RM's)")
     ptx_data: str | None = option(None, "PPO-ptx: JSONL of pretraining text (`text`) or demonstrations")
     ptx_coef: float = option(0.0, "PPO-ptx: γ, weight of the LM loss on ptx data (InstructGPT: 27.8)")
     ptx_batch_size: int = option(16, "PPO-ptx: sequences per gradient step")
-    critic_warmup: int = option(0, "first N iterations fit only the value model; the policy waits for a critic "
-                                "whose advantages are not noise (OpenRLHF's freezing_actor_steps)")
+    value_warmup: int = option(0, "first N iterations fit only the value model; the policy waits for a value "
+                               "model whose advantages are not noise (OpenRLHF's freezing_actor_steps)")
     save_every: int = option(0, "save a checkpoint every N iterations (0: only the final policy)")
     log_every: int = option(1, "log every N iterations")
+
+    def check(self) -> None:
+        super().check()
+        for key in ("steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens"):
+            if getattr(self, key) < 1:
+                raise UserError(f"config key '{key}' must be at least 1")
+        if self.minibatch_size > self.batch_size:
+            raise UserError("config key 'minibatch_size' must not exceed 'batch_size'")
+        if self.temperature <= 0:
+            raise UserError("config key 'temperature' must be > 0 (PPO scores samples with logits / T)")
+        if self.adaptive_kl_target is not None and self.adaptive_kl_target <= 0:
+            raise UserError("config key 'adaptive_kl_target' must be > 0")
+        if self.ptx_coef > 0 and not self.ptx_data:
+            raise UserError("config key 'ptx_coef' > 0 needs --ptx-data")
+        if self.advantage not in ("gae", "rloo"):
+            raise UserError(f"config key 'advantage': unknown estimator {self.advantage!r} (gae or rloo)")
+        if self.advantage == "rloo":
+            if self.rloo_k < 2 or self.batch_size % self.rloo_k:
+                raise UserError("config key 'rloo_k' must be at least 2 and divide 'batch_size' (leave-one-out "
+                                "needs k >= 2 samples of each prompt in the batch)")
+            if self.value_model:
+                raise UserError("config key 'value_model': RLOO has no value model (drop --value-model)")
+            if self.value_warmup:
+                raise UserError("config key 'value_warmup': RLOO has no value model to warm up")
+        # With N processes each generates batch_size/N episodes and updates on minibatch_size/N of each minibatch.
+        n = self.num_processes
+        if n > 1 and ((self.batch_size // samples_per_prompt(self)) % n or self.minibatch_size % n):
+            raise UserError(f"config keys 'batch_size' (in prompts) and 'minibatch_size' must be multiples of "
+                            f"--num-processes {n}")
+        if n > 1 and self.value_warmup:
+            raise UserError("config key 'value_warmup' is not supported with several processes (DDP needs every "
+                            "trained parameter in every backward pass)")
 
 
 class KLController:
@@ -135,7 +163,7 @@ class Rollout:
     ref_logp: torch.Tensor    # log π_SFT(y_t)           [B, R]
     values: torch.Tensor      # V_φk(x, y_<t)            [B, R]
     rm_score: torch.Tensor    # r(x, y)                  [B]
-    score: torch.Tensor       # r(x, y), or the missing-EOS penalty   [B]
+    terminal_reward: torch.Tensor  # r(x, y), or the missing-EOS penalty: added at the last token   [B]
     entropy: float
 
     @property
@@ -149,15 +177,29 @@ class Rollout:
 
 # -------------------------------------------------------------------------------------- the algorithm
 
-def collect(policy, tokenizer, prompts: list[str], cfg: PPOConfig, generator) -> Samples:
-    """1. Sample one response per prompt from the current policy (RLOO: k, side by side)."""
+def collect(policy, tokenizer, prompts: list[str], cfg: PPOConfig, generator, parallel: Parallel | None = None
+            ) -> Samples:
+    """1. Sample one response per prompt from the current policy (RLOO: k, side by side). With N processes:
+    this process's rows of the global batch, as a one-process run samples them (see the module docstring)."""
     prompts = [p for p in prompts for _ in range(samples_per_prompt(cfg))]
-    return generate(policy, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                    generator=generator, max_prompt_length=cfg.max_prompt_length)
+    options = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, generator=generator,
+                   max_prompt_length=cfg.max_prompt_length)
+    if parallel is None or parallel.world_size == 1:
+        return generate(policy, tokenizer, prompts, **options)
+    rows, steps = parallel.shard_range(len(prompts)), []
+    width = encode_prompts(tokenizer, prompts, cfg.max_prompt_length)[0].shape[1]
+
+    def agree_steps(mine: int) -> int:  # the longest decoding loop of all processes
+        steps.append(int(parallel.highest({"steps": mine})["steps"]))
+        return steps[0]
+
+    samples = generate(policy, tokenizer, [prompts[i] for i in rows], prompt_width=width,
+                       rows=(rows.start, len(prompts)), agree_steps=agree_steps, **options)
+    return pad_responses(samples, steps[0], tokenizer.pad_token_id)
 
 
 @without_autograd
-def score(samples: Samples, policy, reference, value_model, reward_model, cfg: PPOConfig) -> Rollout:
+def measure(samples: Samples, policy, reference, value_model, reward_model, cfg: PPOConfig) -> Rollout:
     """2. log π_θk, log π_SFT (same temperature as sampling), V_φk and r(x, y) of the sampled responses."""
     ids, attn, width = samples.input_ids, samples.attention_mask, samples.prompt_ids.shape[1]
     mask = samples.response_mask
@@ -165,19 +207,19 @@ def score(samples: Samples, policy, reference, value_model, reward_model, cfg: P
     ref_logp, _ = response_logprobs(reference, ids, attn, width, cfg.temperature)
     if value_model is not None:
         values = response_values(value_model, ids, attn, width)
-    else:  # RLOO: no critic
+    else:  # RLOO: no value model
         values = torch.zeros_like(logp)
     rm_score = reward_model.score(ids, attn)  # read at the last real token: the EOS of a finished response
-    final = rm_score
+    terminal = rm_score
     if cfg.missing_eos_penalty is not None:
-        final = torch.where(samples.finished, rm_score, torch.full_like(rm_score, cfg.missing_eos_penalty))
-    return Rollout(samples, logp * mask, ref_logp * mask, values * mask, rm_score, final,
+        terminal = torch.where(samples.finished, rm_score, torch.full_like(rm_score, cfg.missing_eos_penalty))
+    return Rollout(samples, logp * mask, ref_logp * mask, values * mask, rm_score, terminal,
                    L.entropy(logits, mask, cfg.temperature).item())
 
 
 def advantages(rollout: Rollout, kl_coef: float, cfg: PPOConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """3–4. Per-token rewards, GAE advantages (whitened) and returns; RLOO: leave-one-out advantages, no returns."""
-    rewards = L.per_token_rewards(rollout.score, rollout.logp, rollout.ref_logp, rollout.mask, kl_coef)
+    rewards = L.per_token_rewards(rollout.terminal_reward, rollout.logp, rollout.ref_logp, rollout.mask, kl_coef)
     if cfg.advantage == "rloo":  # the response is one action: Â_t = R(x, y) − b(x, y) on each of its tokens
         sequence_reward = rewards.sum(-1)
         adv = sequence_reward - L.rloo_baseline(sequence_reward, cfg.rloo_k)
@@ -189,84 +231,78 @@ def advantages(rollout: Rollout, kl_coef: float, cfg: PPOConfig) -> tuple[torch.
 
 
 def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tensor, returns: torch.Tensor,
-               cfg: PPOConfig, generator: torch.Generator, ptx=None) -> list[dict]:
-    """5. K epochs over shuffled minibatches of the rollout; returns one stats dict per minibatch."""
+               cfg: PPOConfig, generator: torch.Generator, ptx=None, parallel: Parallel | None = None) -> list[dict]:
+    """5. K epochs over shuffled minibatches of the rollout; returns one stats dict per minibatch (N processes:
+    each takes its share of every minibatch; the stats are the whole minibatch's)."""
+    parallel = parallel or Parallel(rollout.mask.device)
     s, stats = rollout.samples, []
     ids, attn, mask, width = s.input_ids, s.attention_mask, rollout.mask, rollout.prompt_width
+    trained = [p for g in optimizer.param_groups for p in g["params"]]
     for _ in range(cfg.ppo_epochs):
-        for idx in shuffled_batches(len(ids), cfg.minibatch_size, generator):
+        for minibatch in shuffled_batches(len(ids), cfg.minibatch_size, generator):
+            idx = parallel.shard(minibatch)
             logp, logits = response_logprobs(policy, ids[idx], attn[idx], width, cfg.temperature)
             old_logp, m = rollout.logp[idx], mask[idx]
             policy_loss = L.clipped_surrogate(logp, old_logp, adv[idx], m, cfg.clip_range)
             loss, value_loss = policy_loss, None
-            if value_model is not None:  # RLOO has no critic, hence no value term
+            if value_model is not None:  # RLOO has no value model, hence no value term
                 values = response_values(value_model, ids[idx], attn[idx], width)
                 value_loss = L.clipped_value_loss(values, rollout.values[idx], returns[idx], m, cfg.clip_range_value)
                 loss = policy_loss + cfg.vf_coef * value_loss
-            ptx_loss = ptx.loss(policy) if ptx is not None else None
-            if ptx_loss is not None:
-                loss = loss + cfg.ptx_coef * ptx_loss
             check_finite(loss, len(stats), "PPO loss")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
-            optimizer.step()
+            ptx_loss, ptx_tokens = ptx.loss(policy, parallel) if ptx is not None else (None, 0)
+            if ptx_loss is not None:
+                check_finite(ptx_loss, len(stats), "PPO-ptx loss")
+            tokens = m.sum()  # the loss is a mean over the global minibatch's response tokens
+            parallel.backward(loss, tokens, *([(cfg.ptx_coef * ptx_loss, ptx_tokens)] if ptx_loss is not None else []))
+            optimizer_step(optimizer, None, trained, cfg.grad_clip)
             with torch.no_grad():
                 ratio = torch.exp(logp - old_logp)[m.bool()]
-                stats.append({"policy_loss": policy_loss.item(),
-                              **({"value_loss": value_loss.item()} if value_loss is not None else {}),
-                              "clipfrac": L.clip_fraction(logp, old_logp, m, cfg.clip_range).item(),
-                              "approx_kl": L.masked_mean(L.kl_k3(logp, old_logp), m).item(),
-                              "entropy": L.entropy(logits, m, cfg.temperature).item(),
-                              "ratio_min": ratio.min().item(), "ratio_max": ratio.max().item(),
-                              **({"ptx_loss": ptx_loss.item()} if ptx_loss is not None else {})})
+                stat = parallel.token_mean({
+                    "policy_loss": policy_loss.item(),
+                    **({"value_loss": value_loss.item()} if value_loss is not None else {}),
+                    "clipfrac": L.clip_fraction(logp, old_logp, m, cfg.clip_range).item(),
+                    "approx_kl": L.masked_mean(L.kl_k3(logp, old_logp), m).item(),
+                    "entropy": L.entropy(logits, m, cfg.temperature).item()}, tokens)
+                stat |= parallel.lowest({"ratio_min": ratio.min().item()})
+                stat |= parallel.highest({"ratio_max": ratio.max().item()})
+                if ptx_loss is not None:
+                    stat |= parallel.token_mean({"ptx_loss": ptx_loss.item()}, ptx_tokens)
+            stats.append(stat)
     return stats
 
 
 # ---------------------------------------------------------------------------------------- around it
-
-def _check(cfg: PPOConfig) -> None:
-    for key in ("steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens"):
-        if getattr(cfg, key) < 1:
-            raise UserError(f"config key '{key}' must be at least 1")
-    if cfg.minibatch_size > cfg.batch_size:
-        raise UserError("config key 'minibatch_size' must not exceed 'batch_size'")
-    if cfg.temperature <= 0:
-        raise UserError("config key 'temperature' must be > 0 (PPO scores samples with logits / T)")
-    if cfg.target_kl is not None and cfg.target_kl <= 0:
-        raise UserError("config key 'target_kl' must be > 0")
-    if cfg.ptx_coef > 0 and not cfg.ptx_data:
-        raise UserError("config key 'ptx_coef' > 0 needs --ptx-data")
-    if cfg.advantage not in ("gae", "rloo"):
-        raise UserError(f"config key 'advantage': unknown estimator {cfg.advantage!r} (gae or rloo)")
-    if cfg.advantage == "rloo":
-        if cfg.rloo_k < 2 or cfg.batch_size % cfg.rloo_k:
-            raise UserError("config key 'rloo_k' must be at least 2 and divide 'batch_size' (leave-one-out needs "
-                            "k >= 2 samples of each prompt in the batch)")
-        if cfg.value_model:
-            raise UserError("config key 'value_model': RLOO has no value model (drop --value-model)")
-        if cfg.critic_warmup:
-            raise UserError("config key 'critic_warmup': RLOO has no critic to warm up")
-
-
-def _check_processes(cfg: PPOConfig) -> None:
-    """With N processes every one collects batch_size/N episodes and updates on minibatches of minibatch_size/N."""
-    n = cfg.num_processes
-    if n > 1 and ((cfg.batch_size // samples_per_prompt(cfg)) % n or cfg.minibatch_size % n):
-        raise UserError(f"config keys 'batch_size' (in prompts) and 'minibatch_size' must be multiples of "
-                        f"--num-processes {n}")
-    if n > 1 and cfg.critic_warmup:
-        raise UserError("config key 'critic_warmup' is not supported with several processes (DDP needs every "
-                        "trained parameter in every backward pass)")
-
 
 def samples_per_prompt(cfg: PPOConfig) -> int:
     """Responses drawn per prompt in one batch: k for RLOO's leave-one-out baseline, else 1."""
     return cfg.rloo_k if cfg.advantage == "rloo" else 1
 
 
+def pad_responses(samples: Samples, width: int, pad_id: int) -> Samples:
+    """The responses right-padded to `width` tokens (the global batch's): padding is masked out."""
+    extra = width - samples.response_ids.shape[1]
+    if extra <= 0:
+        return samples
+    return replace(samples, response_ids=torch.nn.functional.pad(samples.response_ids, (0, extra), value=pad_id),
+                   response_mask=torch.nn.functional.pad(samples.response_mask, (0, extra), value=0))
+
+
+def gather_rollout(rollout: Rollout, parallel: Parallel) -> Rollout:
+    """Every process's rows, in rank order: the global batch's rollout, the same in every process."""
+    s, rows = rollout.samples, parallel.gather_rows
+    texts = [t for part in parallel.gather_objects(s.texts) for t in part]
+    prompts = [p for part in parallel.gather_objects(s.prompts) for p in part]
+    samples = Samples(rows(s.prompt_ids), rows(s.prompt_mask), rows(s.response_ids), rows(s.response_mask),
+                      rows(s.finished), texts, prompts)
+    entropy = parallel.token_mean({"entropy": rollout.entropy}, s.response_mask.sum())["entropy"]
+    return Rollout(samples, rows(rollout.logp), rows(rollout.ref_logp), rows(rollout.values), rows(rollout.rm_score),
+                   rows(rollout.terminal_reward), entropy)
+
+
 def load_models(cfg: PPOConfig, device):
-    """The four roles: policy (trained), reference (frozen SFT), value (trained, from the RM), reward (frozen).
+    """The four roles: policy (trained), reference (frozen SFT), value model (trained, from the RM), reward model
+    (frozen).
 
     With LoRA (--lora-r) the policy and the value model train adapters; the reference is the policy's own weights
     with the adapters off, and the reward model the value model's start with the adapters off: no second copies.
@@ -278,14 +314,14 @@ def load_models(cfg: PPOConfig, device):
     else:
         reference = disable_dropout(load_causal_lm(cfg.reference or cfg.policy, tokenizer))
         reference = reference.to(device).eval().requires_grad_(False)
-    shared_rm = cfg.lora_r > 0 and cfg.advantage == "gae" and not cfg.value_model
-    if not shared_rm:
+    reward_under_value_model = cfg.lora_r > 0 and cfg.advantage == "gae" and not cfg.value_model
+    if not reward_under_value_model:
         reward_model = ScalarModel.from_pretrained(cfg.reward).to(device).eval().requires_grad_(False)
-    value_model = None  # RLOO: no critic
+    value_model = None  # RLOO: no value model
     if cfg.advantage == "gae":
         value_model = ScalarModel.from_pretrained(cfg.value_model or cfg.reward).to(device).eval()
         value_model.backbone = add_lora(value_model.backbone, cfg, cfg.value_model or cfg.reward)
-    if shared_rm:  # r(x, y): the value model's transformer with its adapters off, and a frozen copy of the head
+    if reward_under_value_model:  # r(x, y): the value model's transformer, adapters off, and a frozen head copy
         reward_model = ScalarModel(AdaptersOff(value_model.backbone), copy_head(value_model.head)).eval()
     if reward_model.config.vocab_size < len(tokenizer):
         raise UserError(f"{cfg.reward}: vocabulary of {reward_model.config.vocab_size} tokens does not match the "
@@ -294,100 +330,123 @@ def load_models(cfg: PPOConfig, device):
     return tokenizer, policy, reference, value_model, reward_model
 
 
-def train_ppo(cfg: PPOConfig) -> dict:
-    _check(cfg)
+@dataclass
+class PPOInputs:
+    """What the run reads, once, before any process starts."""
+    prompts: list[str]
+    ptx: list[dict] | None     # PPO-ptx records (text, or prompt + completion)
+    world: World | None
+
+
+def read_inputs(cfg: PPOConfig) -> PPOInputs:
     prompts = [r["prompt"] for r in read_jsonl(cfg.prompts, prompt_record)]
-    if cfg.ptx_data:
-        read_jsonl(cfg.ptx_data, ptx_record)  # every line checked before a model is loaded
+    ptx = read_ptx(cfg.ptx_data) if cfg.ptx_data else None  # every line checked before a model is loaded
     for path in (cfg.policy, cfg.reference, cfg.reward, cfg.value_model):
         if path:
             check_model_dir(path)
-    world = None
-    if cfg.world:
-        from rlhfkit.world.build import World
-        world = World(cfg.world)
-    check_lora_options(cfg)
-    _check_processes(cfg)
-    prepare_out_dir(cfg.out, cfg.overwrite, cfg.resume)
-    if should_launch(cfg):  # --num-processes N: N copies of this function, each collecting 1/N of the rollouts
-        return launch(train_ppo, cfg)
-    engine = Engine.create(cfg)
-    device = engine.device
-    set_threads(cfg.threads)
-    generator = seed_everything(cfg.seed)
-    tokenizer, policy, reference, value_model, reward_model = load_models(cfg, device)
-    ptx = PtxBatches(cfg.ptx_data, tokenizer, cfg.ptx_batch_size, generator) if cfg.ptx_data else None
-    run = RunDir(cfg.out, cfg, cfg.overwrite, cfg.tensorboard, resume=cfg.resume, main=engine.is_main)
-    # With N processes each updates on its 1/N of the rollouts (DDP averages the gradients), in minibatches of
-    # minibatch_size/N; sampling and scoring use the models themselves (FSDP: sharded in place, and the frozen
-    # reference and reward model sharded too).
-    train_policy, train_value = engine.wrap(policy), engine.wrap(value_model) if value_model is not None else None
-    reference, reward_model = engine.frozen(reference), engine.frozen(reward_model)
-    update_cfg = replace(cfg, minibatch_size=cfg.minibatch_size // engine.world_size)
-    critic = list(value_model.parameters()) if value_model is not None else []
-    optimizer = make_optimizer(list(policy.parameters()) + critic, cfg.lr, eps=cfg.adam_eps)
-    actor = [p for p in policy.parameters() if p.requires_grad]  # what the critic warm-up freezes (LoRA: adapters)
-    kl_control = KLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
-    stream = PromptStream(prompts, generator)
-    sampler = torch.Generator(device=device).manual_seed(cfg.seed + engine.rank)
-    checkpoints = Checkpoints(run, engine, cfg.checkpoint_every, policy=policy, optimizer=optimizer,
+    return PPOInputs(prompts, ptx, World(cfg.world) if cfg.world else None)
+
+
+def _load(cfg: PPOConfig, inputs: PPOInputs, device):
+    tokenizer, *models = load_models(cfg, device)
+    ptx = PtxBatches(inputs.ptx, tokenizer, cfg.ptx_batch_size, None) if inputs.ptx else None
+    return tokenizer, *models, ptx
+
+
+def train_ppo(cfg: PPOConfig) -> dict:
+    return start_run(cfg, read_inputs, _load, ppo_loop)
+
+
+def ppo_loop(run: Run) -> dict:
+    cfg, parallel, generator, world = run.cfg, run.parallel, run.generator, run.inputs.world
+    tokenizer, policy, reference, value_model, reward_model, ptx = run.models
+    train_policy, train_value_model, reference, reward_model, optimizer = wrap_models(run)
+    policy_params = [p for p in policy.parameters() if p.requires_grad]  # what the value warm-up freezes
+    kl_control = KLController(cfg.kl_coef, cfg.adaptive_kl_target, cfg.kl_horizon)
+    stream = PromptStream(run.inputs.prompts, generator)
+    sampler = torch.Generator(device=run.device).manual_seed(cfg.seed)  # the same in every process (docstring)
+    checkpoints = Checkpoints(run.dir, parallel, cfg.checkpoint_every, policy=policy, optimizer=optimizer,
                               kl_control=kl_control, stream=stream, generator=generator, sampler=sampler,
                               **({"value_model": value_model} if value_model is not None else {}))
-    start = checkpoints.restore() if cfg.resume else 0
-    bar = progress(cfg.steps, "ppo")
-    bar.update(start)
-    record = {}
-    for step in range(start + 1, cfg.steps + 1):
+    first = checkpoints.restore() if cfg.resume else 0
+    bar, record = progress(cfg.steps, "ppo"), {}
+    bar.update(first)
+    for step in range(first + 1, cfg.steps + 1):
         t0 = time.time()
-        for p in actor:
-            p.requires_grad_(step > cfg.critic_warmup)  # during the warm-up only the critic learns
-        prompts_now = engine.shard(stream.next(cfg.batch_size // samples_per_prompt(cfg)))  # this process's share
-        with engine.inference():  # inference mode (FSDP: no_grad)
-            with engine.whole(policy):  # FSDP: gathered once for the decoding loop, not once per token
-                samples = collect(policy, tokenizer, prompts_now, cfg, sampler)                 # 1
+        for p in policy_params:
+            p.requires_grad_(step > cfg.value_warmup)  # during the warm-up only the value model learns
+        prompts = stream.next(cfg.batch_size // samples_per_prompt(cfg))  # the global batch, in every process
+        with parallel.inference():  # inference mode (FSDP: no_grad)
+            with parallel.whole(policy):  # FSDP: gathered once for the decoding loop, not once per token
+                samples = collect(policy, tokenizer, prompts, cfg, sampler, parallel)                     # 1
             t1 = time.time()
-            rollout = score(samples, policy, reference, value_model, reward_model, cfg)        # 2
-        rewards, adv, returns = advantages(rollout, kl_control.value, cfg)                    # 3, 4
+            rollout = gather_rollout(measure(samples, policy, reference, value_model, reward_model, cfg),
+                                     parallel)                                                          # 2
+        rewards, adv, returns = advantages(rollout, kl_control.value, cfg)                                # 3, 4
         t2 = time.time()
-        updates = ppo_update(train_policy, train_value, optimizer, rollout, adv, returns, update_cfg, generator,
-                             ptx)                                                              # 5
+        updates = ppo_update(train_policy, train_value_model, optimizer, rollout, adv, returns, cfg, generator,
+                             ptx, parallel)                                                             # 5
         t3 = time.time()
         record = rollout_metrics(rollout, rewards, kl_control.value, world) | mean_stats(updates) | {
-            "episodes": step * cfg.batch_size, "generation_s": t1 - t0, "scoring_s": t2 - t1, "update_s": t3 - t2}
-        record = engine.reduce_metrics(record)  # with N processes: over all of them (β follows the global KL)
+            "episodes": step * cfg.batch_size, "generation_s": t1 - t0, "scoring_s": t2 - t1,
+            "update_s": t3 - t2}
         kl_control.update(record["kl"], cfg.batch_size)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            run.log(step, **record)
-        bar.update(1)
-        bar.set_postfix(rm=f"{record['rm_score']:.2f}", kl=f"{record['kl']:.2f}",
-                        **({"gold": f"{record['gold']:.2f}"} if world else {}))
+        log_step(run, step, record, bar)
         if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
-            snapshot = engine.gather(policy)  # FSDP: the full weights, in process 0
-            if engine.is_main:
-                save_pretrained_atomic(run.path / "checkpoints" / f"step-{step}", snapshot, tokenizer)
+            snapshot = parallel.gather(policy)  # FSDP: the full weights, in process 0
+            if parallel.is_main:
+                save_pretrained_atomic(run.dir.path / "checkpoints" / f"step-{step}", snapshot, tokenizer)
         if step < cfg.steps:  # the last step's state is the saved model
             checkpoints.maybe_save(step)
     bar.close()
-    policy = engine.gather(policy)  # FSDP: the full weights, in process 0
-    value_model = engine.gather(value_model) if value_model is not None else None
-    if not engine.is_main:
+    return finish(run, parallel.gather(policy), parallel.gather(value_model) if value_model is not None else None,
+                  record)
+
+
+def wrap_models(run: Run):
+    """The trained models as the update calls them (DDP-wrapped with N processes; FSDP shards every model in
+    place), the frozen ones as sampling and scoring call them, and one optimizer of policy and value model."""
+    cfg, parallel, (_, policy, reference, value_model, reward_model, ptx) = run.cfg, run.parallel, run.models
+    if ptx is not None:
+        ptx.generator = run.generator  # PPO-ptx's batches: from the run's generator, the same in every process
+    train_policy = parallel.wrap(policy)
+    train_value_model = parallel.wrap(value_model) if value_model is not None else None
+    reference, reward_model = parallel.frozen(reference), parallel.frozen(reward_model)
+    trained = [policy] + ([value_model] if value_model is not None else [])
+    optimizer = make_optimizer([p for model in trained for p in model.parameters()], cfg.lr, eps=cfg.adam_eps)
+    return train_policy, train_value_model, reference, reward_model, optimizer
+
+
+def log_step(run: Run, step: int, record: dict, bar) -> None:
+    if step % run.cfg.log_every == 0 or step == run.cfg.steps:
+        run.dir.log(step, **record)
+    bar.update(1)
+    bar.set_postfix(rm=f"{record['rm_score']:.2f}", kl=f"{record['kl']:.2f}",
+                    **({"gold": f"{record['gold']:.2f}"} if "gold" in record else {}))
+
+
+def finish(run: Run, policy, value_model, record: dict) -> dict:
+    """Process 0 saves the policy and the value model (FSDP: gathered whole) and reports."""
+    if not run.parallel.is_main:
         return record
-    save_model(run.path, policy, tokenizer, cfg.lora_save)
+    cfg, tokenizer, path = run.cfg, run.models[0], run.dir.path
+    save_model(path, policy, tokenizer, cfg.lora_save)
     if value_model is not None:
-        save_scalar_model(run.path / "value", value_model, None, cfg.lora_save)
-    run.close()
+        save_scalar_model(path / "value", value_model, None, cfg.lora_save)
+    run.dir.close()
+    gold = f", gold {record['gold']:.3f}" if "gold" in record else ""
     print(f"ppo: {cfg.steps} iterations, {cfg.steps * cfg.batch_size} episodes; last batch: RM score "
-          f"{record['rm_score']:.3f}, KL {record['kl']:.3f}" + (f", gold {record['gold']:.3f}" if world else "")
-          + f" -> {run.path}")
+          f"{record['rm_score']:.3f}, KL {record['kl']:.3f}{gold} -> {path}")
     return record
 
 
 def rollout_metrics(rollout: Rollout, rewards: torch.Tensor, kl_coef: float, world=None) -> dict:
-    """What DESIGN §4 asks to log about a batch of rollouts (gold only in the toy world, for evaluation)."""
+    """What DESIGN §4 asks to log about a batch of rollouts (gold only in the toy world, for evaluation). The key
+    `score` is the mean terminal reward (r(x, y), or the missing-EOS penalty)."""
     s, mask = rollout.samples, rollout.mask
     kl_k1 = (rollout.logp - rollout.ref_logp).sum(-1)
     kl_k3 = (L.kl_k3(rollout.logp, rollout.ref_logp) * mask).sum(-1)
-    out = {"rm_score": rollout.rm_score.mean().item(), "score": rollout.score.mean().item(),
+    out = {"rm_score": rollout.rm_score.mean().item(), "score": rollout.terminal_reward.mean().item(),
            "reward": rewards.sum(-1).mean().item(), "kl": kl_k1.mean().item(), "kl_k3": kl_k3.mean().item(),
            "kl_coef": kl_coef, "response_length": mask.sum(-1).float().mean().item(),
            "eos_rate": s.finished.float().mean().item(), "rollout_entropy": rollout.entropy,
@@ -399,9 +458,13 @@ def rollout_metrics(rollout: Rollout, rewards: torch.Tensor, kl_coef: float, wor
     return out
 
 
+# How each update statistic is reduced over the minibatches of an iteration: these by their extreme, every other
+# one by its mean.
+OVER_MINIBATCHES = {"ratio_min": min, "ratio_max": max}
+
+
 def mean_stats(stats: list[dict]) -> dict:
     keys = stats[0].keys()
-    out = {k: float(np.mean([s[k] for s in stats])) for k in keys if k not in ("ratio_min", "ratio_max")}
-    out["ratio_min"] = min(s["ratio_min"] for s in stats)
-    out["ratio_max"] = max(s["ratio_max"] for s in stats)
+    out = {k: float(np.mean([s[k] for s in stats])) for k in keys if k not in OVER_MINIBATCHES}
+    out |= {k: reduce(s[k] for s in stats) for k, reduce in OVER_MINIBATCHES.items() if k in keys}
     return out

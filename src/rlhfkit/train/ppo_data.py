@@ -1,7 +1,8 @@
 """What PPO reads besides its rollouts: the prompt stream, and PPO-ptx's pretraining minibatches.
 
 PPO-ptx (InstructGPT eq. 2) adds γ·E_{x~D_pretrain}[log π_θ(x)] to the objective: `PtxBatches.loss` is the
-negative of that expectation on one random minibatch of text (or demonstrations, loss on the response).
+negative of that expectation on one random minibatch of text (or demonstrations, loss on the response). With N
+processes every one draws the same global minibatch and takes its share (train/ppo.py).
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ from rlhfkit import losses as L
 from rlhfkit.data.collate import encode, encode_pair, pad_right
 from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.data.schemas import demo_record
+from rlhfkit.train.distributed import Parallel
 
 
 class PtxBatches:
     """PPO-ptx: minibatches of pretraining text (or demonstrations) for the mixed-in LM loss."""
 
-    def __init__(self, path: str, tokenizer, batch_size: int, generator: torch.Generator, max_length: int = 256):
+    def __init__(self, records: list[dict], tokenizer, batch_size: int, generator: torch.Generator | None,
+                 max_length: int = 256):
+        """`records`: from `read_ptx`; `generator` draws the minibatches."""
         rows = []
-        for record in read_jsonl(path, ptx_record):
+        for record in records:
             if "text" in record:
                 ids = encode(tokenizer, record["text"])[:max_length - 1] + [tokenizer.eos_token_id]
                 rows.append((ids, [1] * len(ids)))
@@ -27,16 +31,22 @@ class PtxBatches:
                 prompt = encode(tokenizer, record["prompt"])
                 rows.append(encode_pair(tokenizer, prompt, record["completion"], max_length))
         self.rows, self.batch_size, self.generator, self.pad = rows, batch_size, generator, tokenizer.pad_token_id
-        self.device = None
 
-    def loss(self, policy) -> torch.Tensor:
+    def loss(self, policy, parallel: Parallel | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the LM loss on this process's share of a random global minibatch, its number of target tokens)."""
         idx = torch.randint(len(self.rows), (self.batch_size,), generator=self.generator).tolist()
+        idx = parallel.shard(idx) if parallel is not None else idx
         ids = pad_right([self.rows[i][0] for i in idx], self.pad)
         loss_mask = pad_right([self.rows[i][1] for i in idx], 0)
         attn = pad_right([[1] * len(self.rows[i][0]) for i in idx], 0)
         device = next(policy.parameters()).device
         logits = policy(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
-        return L.lm_loss(logits, ids.to(device), loss_mask.to(device))
+        return L.lm_loss(logits, ids.to(device), loss_mask.to(device)), loss_mask[:, 1:].sum()
+
+
+def read_ptx(path: str) -> list[dict]:
+    """PPO-ptx's records, every line checked."""
+    return read_jsonl(path, ptx_record)
 
 
 def ptx_record(obj: dict, error) -> dict:

@@ -24,26 +24,24 @@ from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.data.pairs import pair_weight, preference_groups, read_preference_records
 from rlhfkit.data.schemas import demo_record
 from rlhfkit.errors import UserError
+from rlhfkit.eval.rm import gold_measurements
 from rlhfkit.losses import preference_loss
 from rlhfkit.models.loading import load_tokenizer
-from rlhfkit.models.lora import add_lora, check_lora_options, save_scalar_model
+from rlhfkit.models.lora import add_lora, save_scalar_model
 from rlhfkit.models.scalar import ScalarModel, response_sequences, score_sequences
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import (
     EpochBatches,
-    RunDir,
     RunOptions,
     check_finite,
     make_optimizer,
     optimizer_step,
-    prepare_out_dir,
     progress,
-    seed_everything,
-    set_threads,
     split_by_prompt,
     warmup_cosine,
 )
-from rlhfkit.train.distributed import Engine, launch, should_launch
+from rlhfkit.train.run import Run, start_run
+from rlhfkit.world.build import World
 
 HELDOUT_FILE = "heldout.jsonl"
 
@@ -66,6 +64,14 @@ class RewardConfig(RunOptions):
     max_length: int = option(256, "tokens per prompt + response (prompt cut on the left)")
     grad_clip: float = option(1.0, "gradient norm clipping")
     log_every: int = option(10, "log every N steps")
+
+    def check(self) -> None:
+        super().check()
+        for key in ("epochs", "batch_size", "max_length"):
+            if getattr(self, key) < 1:
+                raise UserError(f"config key '{key}' must be at least 1")
+        if not 0 <= self.eval_fraction < 1:
+            raise UserError("config key 'eval_fraction' must be in [0, 1)")
 
 
 # ------------------------------------------------------------------------------------------- batches
@@ -137,86 +143,83 @@ def normalization_offset(model: ScalarModel, tokenizer, prompts: list[str], text
 
 # --------------------------------------------------------------------------------------------- train
 
-def _load_data(cfg: RewardConfig) -> tuple[tuple[str, list[dict]], tuple[str, list[dict]]]:
-    """((kind, training records), (kind, held-out records)); held-out prompts never reach training."""
+@dataclass
+class RewardInputs:
+    """What the run reads, once, before any process starts; held-out prompts never reach training."""
+    kind: str                  # "rankings" or "pairs" (data/pairs.py)
+    train_records: list[dict]
+    eval_kind: str
+    held_records: list[dict]
+    demos: list[dict] | None   # for the bias shift
+    world: World | None
+
+
+def read_inputs(cfg: RewardConfig) -> RewardInputs:
     kind, records = read_preference_records(cfg.data)
     if cfg.eval_data:
-        return (kind, records), read_preference_records(cfg.eval_data)
-    train, held = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "rm-eval")
-    return (kind, train), (kind, held)
+        (train, (eval_kind, held)) = records, read_preference_records(cfg.eval_data)
+    else:
+        (train, held), eval_kind = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "rm-eval"), kind
+    if not any(g["pairs"] for g in preference_groups(kind, train)):
+        raise UserError(f"{cfg.data}: no strictly ordered pair to train on (every ranking is one tie group)")
+    return RewardInputs(kind, train, eval_kind, held, read_jsonl(cfg.demos, demo_record) if cfg.demos else None,
+                        World(cfg.world) if cfg.world else None)
 
 
-def _check(cfg: RewardConfig) -> None:
-    for key in ("epochs", "batch_size", "max_length"):
-        if getattr(cfg, key) < 1:
-            raise UserError(f"config key '{key}' must be at least 1")
-    if not 0 <= cfg.eval_fraction < 1:
-        raise UserError("config key 'eval_fraction' must be in [0, 1)")
+def load_model(cfg: RewardConfig, inputs: RewardInputs, device):
+    tokenizer = load_tokenizer(cfg.model)
+    model = ScalarModel.from_backbone(cfg.model, tokenizer, seed=cfg.seed)
+    model.backbone = add_lora(model.backbone, cfg, cfg.model)  # LoRA adapts the transformer; the head trains fully
+    return tokenizer, model.to(device).train()
 
 
 def train_reward_model(cfg: RewardConfig) -> dict:
-    _check(cfg)
-    (kind, train_records), (eval_kind, held_records) = _load_data(cfg)
-    demos = read_jsonl(cfg.demos, demo_record) if cfg.demos else None
-    world = None
-    if cfg.world:
-        from rlhfkit.world.build import World
-        world = World(cfg.world)
-    check_lora_options(cfg)
-    prepare_out_dir(cfg.out, cfg.overwrite, cfg.resume)
-    if should_launch(cfg):  # --num-processes N: N copies of this function, one per process
-        return launch(train_reward_model, cfg)
-    tokenizer = load_tokenizer(cfg.model)
-    engine = Engine.create(cfg)
-    device = engine.device
-    set_threads(cfg.threads)
-    generator = seed_everything(cfg.seed)
-    model = ScalarModel.from_backbone(cfg.model, tokenizer, seed=cfg.seed)
-    model.backbone = add_lora(model.backbone, cfg, cfg.model)  # LoRA adapts the transformer; the head trains fully
-    model.to(device).train()
-    run = RunDir(cfg.out, cfg, cfg.overwrite, cfg.tensorboard, resume=cfg.resume, main=engine.is_main)
+    return start_run(cfg, read_inputs, load_model, reward_loop)
 
-    pad = tokenizer.pad_token_id
-    train = tokenize_groups(tokenizer, preference_groups(kind, train_records), cfg.max_length)
-    held = tokenize_groups(tokenizer, preference_groups(eval_kind, held_records), cfg.max_length)
-    if not any(g["pairs"] for g in train):
-        raise UserError(f"{cfg.data}: no strictly ordered pair to train on (every ranking is one tie group)")
-    steps_per_epoch = -(-len(train) // cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    train_model = engine.wrap(model)  # the model itself with one process; DDP-wrapped (or FSDP-sharded) with several
+
+def reward_loop(run: Run) -> dict:
+    cfg, parallel, device, (tokenizer, model), data = run.cfg, run.parallel, run.device, run.models, run.inputs
+    train = tokenize_groups(tokenizer, preference_groups(data.kind, data.train_records), cfg.max_length)
+    held = tokenize_groups(tokenizer, preference_groups(data.eval_kind, data.held_records), cfg.max_length)
+    total = -(-len(train) // cfg.batch_size) * cfg.epochs
+    train_model = parallel.wrap(model)  # the model itself with one process; DDP-wrapped (or FSDP-sharded) with N
     optimizer = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
     schedule = warmup_cosine(optimizer, total, warmup_steps=max(1, int(cfg.warmup_ratio * total)))
-    batches = EpochBatches(len(train), cfg.batch_size, cfg.epochs, generator)
-    checkpoints = Checkpoints(run, engine, cfg.checkpoint_every, model=model, optimizer=optimizer,
-                              schedule=schedule, batches=batches, generator=generator)
+    batches = EpochBatches(len(train), cfg.batch_size, cfg.epochs, run.generator)
+    checkpoints = Checkpoints(run.dir, parallel, cfg.checkpoint_every, model=model, optimizer=optimizer,
+                              schedule=schedule, batches=batches, generator=run.generator)
     step = checkpoints.restore() if cfg.resume else 0
     bar = progress(total, "reward model")
     bar.update(step)
     for epoch, idx in batches:
-        batch = make_batch([train[i] for i in engine.shard(idx)], pad, device)
+        batch = make_batch([train[i] for i in parallel.shard(idx)], tokenizer.pad_token_id, device)
         loss, margin = batch_loss(train_model, batch)
         check_finite(loss, step, "reward-model loss")
-        loss = engine.backward(loss, units=batch.n_rankings)  # the global batch's loss
+        loss = parallel.backward(loss, units=batch.n_rankings)  # the global batch's loss
         optimizer_step(optimizer, schedule, model.parameters(), cfg.grad_clip)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % cfg.log_every == 0 or step == total:
-            run.log(step, epoch=epoch, train_loss=loss.item(), train_accuracy=engine.mean((margin > 0).float()).item(),
-                    lr=schedule.get_last_lr()[0])
+            run.dir.log(step, epoch=epoch, train_loss=loss.item(),
+                        train_accuracy=parallel.mean((margin > 0).float()).item(), lr=schedule.get_last_lr()[0])
         if step < total:  # the last step's state is the saved model
             checkpoints.maybe_save(step)
     bar.close()
-    model = engine.gather(model)  # FSDP: the full weights, in process 0
-    if not engine.is_main:
+    model = parallel.gather(model)  # FSDP: the full weights, in process 0
+    if not parallel.is_main:
         return {}
-    model.to(device).eval()
+    return normalize_evaluate_save(run, model.to(device).eval(), step, train, held)
 
+
+def normalize_evaluate_save(run: Run, model: ScalarModel, step: int, train: list[dict], held: list[dict]) -> dict:
+    """Process 0, after training: shift the bias, measure the held-out rankings, save."""
+    cfg, tokenizer, data = run.cfg, run.models[0], run.inputs
     # Normalize: demonstrations (or, without them, the training outputs) score 0 on average.
-    if demos:
-        prompts, texts, source = [d["prompt"] for d in demos], [d["completion"] for d in demos], cfg.demos
+    if data.demos:
+        prompts, texts, source = [d["prompt"] for d in data.demos], [d["completion"] for d in data.demos], cfg.demos
     else:
-        groups = preference_groups(kind, train_records)
+        groups = preference_groups(data.kind, data.train_records)
         prompts = [g["prompt"] for g in groups for _ in g["completions"]]
         texts = [c for g in groups for c in g["completions"]]
         source = "training outputs"
@@ -225,17 +228,17 @@ def train_reward_model(cfg: RewardConfig) -> dict:
 
     result = {"steps": step, "train_rankings": len(train), "bias_shift": round(offset, 4), "normalized_on": source}
     if held:
-        measured = pairwise_accuracy(model, held, pad)
+        measured = pairwise_accuracy(model, held, tokenizer.pad_token_id)
         result |= {"heldout_accuracy": round(measured["accuracy"], 4), "heldout_loss": round(measured["loss"], 4),
                    "n_pairs": measured["n_pairs"], "heldout_rankings": measured["n_rankings"]}
-        if world is not None:
-            from rlhfkit.eval.rm import gold_measurements
-            result |= gold_measurements(model, tokenizer, preference_groups(eval_kind, held_records), world)
-    run.log(step, **result)
-    save_scalar_model(run.path, model, tokenizer, cfg.lora_save)
-    if held_records:
-        write_jsonl(run.path / HELDOUT_FILE, held_records)
-    run.close()
+        if data.world is not None:
+            result |= gold_measurements(model, tokenizer, preference_groups(data.eval_kind, data.held_records),
+                                        data.world)
+    run.dir.log(step, **result)
+    save_scalar_model(run.dir.path, model, tokenizer, cfg.lora_save)
+    if data.held_records:
+        write_jsonl(run.dir.path / HELDOUT_FILE, data.held_records)
+    run.dir.close()
     print(f"rm: {step} steps on {len(train)} rankings; bias shifted by {offset:+.3f} ({source} score 0)")
     if held:
         line = (f"rm: held-out accuracy {result['heldout_accuracy']:.3f} on {result['n_pairs']} comparisons "
@@ -244,5 +247,5 @@ def train_reward_model(cfg: RewardConfig) -> dict:
             line += (f"; noise ceiling {result['noise_ceiling']:.3f} on the same comparisons; "
                      f"Spearman with gold {result['spearman_gold']:.3f}")
         print(line)
-    print(f"rm -> {run.path}")
+    print(f"rm -> {run.dir.path}")
     return result

@@ -15,25 +15,22 @@ from rlhfkit.config import option
 from rlhfkit.data.collate import encode, encode_pair, pad_right
 from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.data.schemas import demo_record
+from rlhfkit.errors import UserError
 from rlhfkit.losses import lm_loss
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
-from rlhfkit.models.lora import add_lora, check_lora_options, save_model
+from rlhfkit.models.lora import add_lora, save_model
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import (
     EpochBatches,
-    RunDir,
     RunOptions,
     check_finite,
     make_optimizer,
     optimizer_step,
-    prepare_out_dir,
     progress,
-    seed_everything,
-    set_threads,
     split_by_prompt,
     warmup_cosine,
 )
-from rlhfkit.train.distributed import Engine, launch, should_launch
+from rlhfkit.train.run import Run, before_seed, start_run
 
 
 @dataclass
@@ -50,6 +47,14 @@ class SFTConfig(RunOptions):
     max_length: int = option(256, "tokens per sequence (prompt cut on the left first)")
     grad_clip: float = option(1.0, "gradient norm clipping")
     log_every: int = option(10, "log train loss every N steps")
+
+    def check(self) -> None:
+        super().check()
+        for key in ("epochs", "batch_size", "max_length", "log_every"):
+            if getattr(self, key) < 1:
+                raise UserError(f"config key '{key}' must be at least 1")
+        if not 0 <= self.eval_fraction < 1:
+            raise UserError("config key 'eval_fraction' must be in [0, 1)")
 
 
 def tokenize_demos(tokenizer, records: list[dict], max_length: int) -> list[tuple[list[int], list[int]]]:
@@ -83,66 +88,68 @@ def heldout_loss(model, rows, pad_id: int, device, batch_size: int = 64) -> floa
     return total / max(1, tokens)
 
 
-def train_sft(cfg: SFTConfig) -> dict:
-    # Everything a user can get wrong is checked before the run directory exists.
+def read_demos(cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
+    """(training demonstrations, held-out ones): held-out prompts never reach training."""
     records = read_jsonl(cfg.data, demo_record)
     if cfg.eval_data:
-        train_records, eval_records = records, read_jsonl(cfg.eval_data, demo_record)
-    else:
-        train_records, eval_records = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "sft-eval")
-    check_lora_options(cfg)
-    prepare_out_dir(cfg.out, cfg.overwrite, cfg.resume)
-    if should_launch(cfg):  # --num-processes N: N copies of this function, one per process
-        return launch(train_sft, cfg)
-    tokenizer = load_tokenizer(cfg.model)
-    model = load_causal_lm(cfg.model, tokenizer)
-    engine = Engine.create(cfg)
-    device = engine.device
-    set_threads(cfg.threads)
-    generator = seed_everything(cfg.seed)
-    model = add_lora(model, cfg, cfg.model)
-    model.to(device).train()
-    run = RunDir(cfg.out, cfg, cfg.overwrite, cfg.tensorboard, resume=cfg.resume, main=engine.is_main)
+        return records, read_jsonl(cfg.eval_data, demo_record)
+    return split_by_prompt(records, cfg.eval_fraction, cfg.seed, "sft-eval")
 
-    train_rows = tokenize_demos(tokenizer, train_records, cfg.max_length)
-    eval_rows = tokenize_demos(tokenizer, eval_records, cfg.max_length)
-    steps_per_epoch = -(-len(train_rows) // cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    train_model = engine.wrap(model)  # the model itself with one process; DDP-wrapped (or FSDP-sharded) with several
+
+def load_model(cfg: SFTConfig, inputs, device):
+    tokenizer = load_tokenizer(cfg.model)
+    with before_seed():  # SFT has always loaded before seeding: its dropout stream starts at the seed
+        model = load_causal_lm(cfg.model, tokenizer)
+    model = add_lora(model, cfg, cfg.model)
+    return tokenizer, model.to(device).train()
+
+
+def train_sft(cfg: SFTConfig) -> dict:
+    return start_run(cfg, read_demos, load_model, sft_loop)
+
+
+def sft_loop(run: Run) -> dict:
+    cfg, parallel, device, (tokenizer, model) = run.cfg, run.parallel, run.device, run.models
+    pad = tokenizer.pad_token_id
+    train_rows, eval_rows = (tokenize_demos(tokenizer, records, cfg.max_length) for records in run.inputs)
+    total = -(-len(train_rows) // cfg.batch_size) * cfg.epochs
+    train_model = parallel.wrap(model)  # the model itself with one process; DDP-wrapped (or FSDP-sharded) with N
     optimizer = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
     schedule = warmup_cosine(optimizer, total, warmup_steps=max(1, int(cfg.warmup_ratio * total)))
-    batches = EpochBatches(len(train_rows), cfg.batch_size, cfg.epochs, generator)
-    checkpoints = Checkpoints(run, engine, cfg.checkpoint_every, model=model, optimizer=optimizer,
-                              schedule=schedule, batches=batches, generator=generator)
+    batches = EpochBatches(len(train_rows), cfg.batch_size, cfg.epochs, run.generator)
+    checkpoints = Checkpoints(run.dir, parallel, cfg.checkpoint_every, model=model, optimizer=optimizer,
+                              schedule=schedule, batches=batches, generator=run.generator)
     step = checkpoints.restore() if cfg.resume else 0
-    bar = progress(total, "sft")
+    bar, result = progress(total, "sft"), {}
     bar.update(step)
-    result = {}
     for epoch, idx in batches:
-        batch = collate([train_rows[i] for i in engine.shard(idx)], tokenizer.pad_token_id, device)
+        batch = collate([train_rows[i] for i in parallel.shard(idx)], pad, device)
         loss = sft_loss(train_model, batch)
         check_finite(loss, step)
-        loss = engine.backward(loss, units=batch["loss_mask"][:, 1:].sum())  # the global batch's mean loss
+        loss = parallel.backward(loss, units=batch["loss_mask"][:, 1:].sum())  # the global batch's mean loss
         optimizer_step(optimizer, schedule, model.parameters(), cfg.grad_clip)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % cfg.log_every == 0 or step == total:
-            run.log(step, epoch=epoch, train_loss=loss.item(), lr=schedule.get_last_lr()[0])
-        if batches.end_of_epoch and eval_rows and engine.evaluates:
-            result = run.log(step, epoch=epoch, eval_loss=heldout_loss(model, eval_rows, tokenizer.pad_token_id,
-                                                                        device))
+            run.dir.log(step, epoch=epoch, train_loss=loss.item(), lr=schedule.get_last_lr()[0])
+        if batches.end_of_epoch and eval_rows and parallel.evaluates:
+            result = run.dir.log(step, epoch=epoch, eval_loss=heldout_loss(model, eval_rows, pad, device))
         if step < total:  # the last step's state is the saved model
             checkpoints.maybe_save(step)
     bar.close()
-    model = engine.gather(model)  # FSDP: the full weights, in process 0
-    if not engine.is_main:
+    return finish(run, parallel.gather(model), step, loss.item(), result, len(train_rows), len(eval_rows))
+
+
+def finish(run: Run, model, step: int, loss: float, result: dict, n_train: int, n_eval: int) -> dict:
+    """Process 0 saves the model (FSDP: gathered whole) and reports."""
+    if not run.parallel.is_main:
         return {}
     model.eval()
-    save_model(run.path, model, tokenizer, cfg.lora_save)
-    run.close()
-    summary = {"steps": step, "train_loss": round(loss.item(), 4), "eval_loss": result.get("eval_loss"),
-               "train_examples": len(train_rows), "eval_examples": len(eval_rows)}
-    print(f"sft: {step} steps on {len(train_rows)} demonstrations; final train loss {summary['train_loss']}, "
-          f"held-out loss {summary['eval_loss']} ({len(eval_rows)} examples) -> {run.path}")
+    save_model(run.dir.path, model, run.models[0], run.cfg.lora_save)
+    run.dir.close()
+    summary = {"steps": step, "train_loss": round(loss, 4), "eval_loss": result.get("eval_loss"),
+               "train_examples": n_train, "eval_examples": n_eval}
+    print(f"sft: {step} steps on {n_train} demonstrations; final train loss {summary['train_loss']}, "
+          f"held-out loss {summary['eval_loss']} ({n_eval} examples) -> {run.dir.path}")
     return summary
