@@ -36,7 +36,6 @@ from rlhfkit.eval import report as R
 from rlhfkit.eval.stats import mean_std, win_rate
 from rlhfkit.pipeline import METHODS, PLANS, MethodSettings, table_rows
 from rlhfkit.train.common import set_threads
-from rlhfkit.train.ppo import _check as check_ppo_config
 from rlhfkit.world.build import World
 
 DEFAULTS = MethodSettings()
@@ -183,8 +182,7 @@ def check_rl_runs(cfg: CompareConfig, world, plan) -> None:
     for method in ("ppo", "rloo"):
         if method in cfg.methods:
             seed = cfg.seeds[0]
-            check_ppo_config(stages.rl_config(method, world, Path(cfg.out) / f"seed-{seed}", plan, cfg.settings(),
-                                              seed))
+            stages.rl_config(method, world, Path(cfg.out) / f"seed-{seed}", plan, cfg.settings(), seed).check()
 
 
 def run_compare(cfg: CompareConfig) -> dict:

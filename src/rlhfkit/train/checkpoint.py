@@ -29,6 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.tensor import DTensor
 
 from rlhfkit.errors import UserError
 from rlhfkit.storage import atomic_dir, needed_bytes
@@ -169,12 +176,10 @@ class Checkpoints:
 
     def _state_of(self, obj):
         if id(obj) in self.sharded:
-            from torch.distributed.checkpoint.state_dict import get_model_state_dict
             return get_model_state_dict(obj, options=whole_tensors())  # FSDP refuses LoRA: everything is trained
         if isinstance(obj, torch.nn.Module):
             return {name: p.detach().cpu().clone() for name, p in self._trainable(obj).items()}
         if isinstance(obj, torch.optim.Optimizer) and self.sharded:
-            from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
             return get_optimizer_state_dict(self.sharded_models, obj, options=whole_tensors())
         return obj.state_dict()
 
@@ -182,7 +187,6 @@ class Checkpoints:
         other = UserError(f"{path}: the {name} in the checkpoint has other trainable parameters than this run's "
                           "(same command and flags as the interrupted run?)")
         if id(obj) in self.sharded:  # each process keeps its shards of the whole tensors
-            from torch.distributed.checkpoint.state_dict import set_model_state_dict
             try:
                 set_model_state_dict(obj, saved, options=whole_tensors())
             except (RuntimeError, KeyError, ValueError):
@@ -197,7 +201,6 @@ class Checkpoints:
                     expected[key].copy_(value)
             return
         if isinstance(obj, torch.optim.Optimizer) and self.sharded:
-            from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
             set_optimizer_state_dict(self.sharded_models, obj, saved, options=whole_tensors())
             return
         obj.load_state_dict(saved)
@@ -207,10 +210,6 @@ class Checkpoints:
 
 def _is_sharded(model: torch.nn.Module) -> bool:
     """True for a model that FSDP2 sharded (its parameters are DTensors)."""
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # a torch build without distributed support
-        return False
     return any(isinstance(p, DTensor) for p in model.parameters())
 
 

@@ -14,12 +14,13 @@ import random
 import shutil
 import sys
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tomllib
 import torch
+from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from rlhfkit.config import option, to_toml
@@ -117,7 +118,6 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.path / "config.toml", to_toml(config))  # a full disk keeps the previous one
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
             self._tb = SummaryWriter(str(self.path / "tensorboard"))
 
     def log(self, step: int, **metrics) -> dict:
