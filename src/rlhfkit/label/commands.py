@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from rlhfkit.config import option
+from rlhfkit.config import option, required
 from rlhfkit.data.jsonl import check_writable, iter_jsonl, read_jsonl, write_jsonl
 from rlhfkit.data.schemas import candidate_record, prompt_record
 from rlhfkit.errors import UserError, at
@@ -40,8 +40,7 @@ def open_store(db: str, *, migrate: bool = False, **kwargs) -> Store:
 
 @dataclass
 class ServeConfig:
-    db: str = option(None, "database: a SQLite file (labels.db) or a URL (postgresql://user@host/db)",
-                     required=True)
+    db: str | None = required("database: a SQLite file (labels.db) or a URL (postgresql://user@host/db)")
     host: str = option("127.0.0.1", "address to listen on (loopback by default)")
     port: int = option(8000, "TCP port")
     lease_seconds: float = option(assign.DEFAULT_LEASE_SECONDS, "seconds a labeler holds an item before it returns")
@@ -67,10 +66,10 @@ def serve(cfg: ServeConfig) -> None:
 
 @dataclass
 class ImportConfig:
-    candidates: str = option(None, "candidates JSONL (id, prompt, completions: [{text, source}]); "
-                             "for --mode demo a prompts file works too", required=True, positional=True)
-    db: str = option(None, "database: a SQLite file or a URL", required=True)
-    project: str = option(None, "project name (created on first import)", required=True)
+    candidates: str | None = required("candidates JSONL (id, prompt, completions: [{text, source}]); "
+                                      "for --mode demo a prompts file works too", positional=True)
+    db: str | None = required("database: a SQLite file or a URL")
+    project: str | None = required("project name (created on first import)")
     mode: str = option("rank", "rank | pairwise | demo")
     overlap: int | None = option(None, "distinct labelers per item (default 3 for a new project)")
 
@@ -122,9 +121,9 @@ def import_items(cfg: ImportConfig) -> tuple[int, int]:
 
 @dataclass
 class InviteConfig:
-    db: str = option(None, "database: a SQLite file or a URL", required=True)
-    project: str = option(None, "project name", required=True)
-    name: str = option(None, "the person's name (their `labeler` in exports)", required=True)
+    db: str | None = required("database: a SQLite file or a URL")
+    project: str | None = required("project name")
+    name: str | None = required("the person's name (their `labeler` in exports)")
     role: str = option("labeler", "labeler | admin")
     base_url: str = option("http://127.0.0.1:8000", "where the app is reached, for the printed link")
 
@@ -148,10 +147,10 @@ def invite(cfg: InviteConfig) -> str:
 
 @dataclass
 class ExportConfig:
-    db: str = option(None, "database: a SQLite file or a URL", required=True)
-    project: str = option(None, "project name", required=True)
+    db: str | None = required("database: a SQLite file or a URL")
+    project: str | None = required("project name")
     format: str = option("rankings", "rankings | pairs | demos | raw")
-    out: str = option(None, "output JSONL file", required=True)
+    out: str | None = required("output JSONL file")
 
     def check(self) -> None:
         normalize_url(self.db)
@@ -172,8 +171,8 @@ def export(cfg: ExportConfig) -> int:
 
 @dataclass
 class StatsConfig:
-    db: str = option(None, "database: a SQLite file or a URL", required=True)
-    project: str = option(None, "project name", required=True)
+    db: str | None = required("database: a SQLite file or a URL")
+    project: str | None = required("project name")
     json: bool = option(False, "print JSON instead of a table")
 
     def check(self) -> None:

@@ -23,7 +23,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from rlhfkit.config import option, to_toml
+from rlhfkit.config import option, required, to_toml
 from rlhfkit.data.jsonl import append_jsonl
 from rlhfkit.errors import UserError
 from rlhfkit.models.lora import check_lora_options
@@ -35,7 +35,7 @@ from rlhfkit.train.distributed import is_main_process
 @dataclass
 class RunOptions:
     """Fields every training command has (mixed into each command's config)."""
-    out: str = option(None, "run directory (config.toml, metrics.jsonl, the saved model)", required=True)
+    out: str | None = required("run directory (config.toml, metrics.jsonl, the saved model)")
     seed: int = option(0, "random seed; the same seed gives the same run on CPU")
     overwrite: bool = option(False, "replace an existing, non-empty run directory")
     tensorboard: bool = option(False, "also log metrics to TensorBoard (in OUT/tensorboard)")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhfkit.config import option
+from rlhfkit.config import option, required
 from rlhfkit.data.collate import encode, encode_pair, pad_right
 from rlhfkit.data.pairs import pair_weight, preference_groups, read_preference_records
 from rlhfkit.errors import UserError
@@ -43,8 +43,8 @@ from rlhfkit.train.run import Run, start_run
 
 @dataclass
 class DPOConfig(RunOptions):
-    policy: str = option(None, "SFT policy directory: the DPO start and the frozen reference π_ref", required=True)
-    data: str = option(None, "rankings or pairs JSONL (DESIGN §2)", required=True)
+    policy: str | None = required("SFT policy directory: the DPO start and the frozen reference π_ref")
+    data: str | None = required("rankings or pairs JSONL (DESIGN §2)")
     eval_data: str | None = option(None, "held-out rankings/pairs (default: hold out eval_fraction of prompts)")
     eval_fraction: float = option(0.1, "share of distinct prompts held out when eval_data is not given")
     beta: float = option(0.1, "β: scale of the implicit reward, the strength of the KL constraint (paper: 0.1)")

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from rlhfkit import losses as L
-from rlhfkit.config import option
+from rlhfkit.config import option, required
 from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.data.schemas import prompt_record
 from rlhfkit.errors import UserError
@@ -63,11 +63,11 @@ from rlhfkit.world.build import World
 
 @dataclass
 class PPOConfig(RunOptions):
-    policy: str = option(None, "SFT policy directory: the PPO start and the frozen reference", required=True)
+    policy: str | None = required("SFT policy directory: the PPO start and the frozen reference")
     reference: str | None = option(None, "frozen reference of the KL penalty (default: --policy; the online loop "
                                    "starts from the last round's policy and keeps the SFT one here)")
-    reward: str = option(None, "reward model directory (rlhf rm)", required=True)
-    prompts: str = option(None, "prompts JSONL (field `prompt`)", required=True)
+    reward: str | None = required("reward model directory (rlhf rm)")
+    prompts: str | None = required("prompts JSONL (field `prompt`)")
     value_model: str | None = option(None, "value model start (default: the reward model, as InstructGPT)")
     world: str | None = option(None, "toy world: also log the gold reward of rollouts (never used to train)")
     steps: int = option(100, "PPO iterations (one batch of rollouts each)")

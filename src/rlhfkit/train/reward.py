@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhfkit.config import option
+from rlhfkit.config import option, required
 from rlhfkit.data.collate import pad_right
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.data.pairs import pair_weight, preference_groups, read_preference_records
@@ -48,9 +48,8 @@ HELDOUT_FILE = "heldout.jsonl"
 
 @dataclass
 class RewardConfig(RunOptions):
-    model: str = option(None, "SFT policy directory: the RM's backbone (its LM head is replaced by a scalar)",
-                        required=True)
-    data: str = option(None, "rankings or pairs JSONL (DESIGN §2)", required=True)
+    model: str | None = required("SFT policy directory: the RM's backbone (its LM head is replaced by a scalar)")
+    data: str | None = required("rankings or pairs JSONL (DESIGN §2)")
     eval_data: str | None = option(None, "held-out rankings/pairs (default: hold out eval_fraction of prompts)")
     eval_fraction: float = option(0.1, "share of distinct prompts held out when eval_data is not given")
     demos: str | None = option(None, "demonstrations JSONL: the bias is shifted so they score 0 on average "

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhfkit.config import option
+from rlhfkit.config import option, required
 from rlhfkit.data.collate import encode, encode_pair, pad_right
 from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.data.schemas import demo_record
@@ -35,8 +35,8 @@ from rlhfkit.train.run import Run, before_seed, start_run
 
 @dataclass
 class SFTConfig(RunOptions):
-    model: str = option(None, "causal LM directory to fine-tune (save_pretrained output)", required=True)
-    data: str = option(None, "demonstrations JSONL: prompt, completion", required=True)
+    model: str | None = required("causal LM directory to fine-tune (save_pretrained output)")
+    data: str | None = required("demonstrations JSONL: prompt, completion")
     eval_data: str | None = option(None, "held-out demonstrations (default: split eval_fraction of prompts)")
     eval_fraction: float = option(0.05, "share of distinct prompts held out when eval_data is not given")
     epochs: int = option(3, "passes over the demonstrations")
