@@ -22,7 +22,7 @@ def test_demo_micro_writes_the_report_and_ppo_beats_sft(micro_world, tmp_path, c
     assert set(report["ppo"]) >= {"kl", "steps", "episodes"}
     assert "pairwise_agreement" in report["labelers"]
     assert report["gold"]["ppo"] > report["gold"]["sft"]
-    assert set(report["methods"]) == {"sft", "bon", "dpo", "ppo", "rloo"}  # issue 10's section of the report
+    assert set(report["methods"]) == {"sft", "bon", "dpo", "ppo", "rloo"}  # `--methods`' comparison table in the report
     for row in report["methods"].values():
         assert {"gold", "rm", "kl", "wall_s"} <= set(row) and set(row["win_vs_sft"]) >= {"rate", "ci_low", "n"}
     html = (out / "report.html").read_text()

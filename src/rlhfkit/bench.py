@@ -1,4 +1,4 @@
-"""Throughput benchmarks (DESIGN §7): `rlhf bench ppo|rm|sft` each print one line of JSON.
+"""Throughput benchmarks (docs/design.md §7): `rlhf bench ppo|rm|sft` each print one line of JSON.
 
 Every benchmark runs the toolkit's real code on randomly initialised GPT-2 models of a given shape and a
 random word-level vocabulary, so it needs no world, no download and no training data:

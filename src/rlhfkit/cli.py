@@ -21,7 +21,8 @@ from dataclasses import dataclass
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the toolkit never downloads at run time
-# Idle OpenMP threads sleep instead of spinning: on a shared CPU spinning made PPO 3x slower (bench/, issue 8).
+# Idle OpenMP threads sleep instead of spinning: on a shared 2-core CPU spinning
+# workers made PPO about 3x slower in `rlhf bench ppo` (docs/design.md §7).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from rlhfkit.bench import BenchPPOConfig, BenchTrainConfig, bench_ppo, bench_rm, bench_sft

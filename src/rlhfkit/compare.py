@@ -1,5 +1,5 @@
 """`rlhf compare`: best-of-n, DPO, PPO and RLOO on the same SFT model, the same rankings and the same held-out
-prompts, judged by the toy world's hidden gold reward (DESIGN §5). The methods' training and evaluation live in
+prompts, judged by the toy world's hidden gold reward (docs/design.md §5). The methods' training and evaluation live in
 `pipeline.py` (`train_method`, `evaluate_methods`), which `rlhf demo --methods` uses too.
 
 For each seed:

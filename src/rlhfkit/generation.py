@@ -3,7 +3,7 @@
 Prompts are left-padded so every row's next token sits in the last column; position ids count only real
 tokens, so padding changes nothing (a padded batch generates what one-at-a-time generation would).
 Logits are divided by the temperature before top-p — the same `logits / T` that PPO uses to score the
-samples, so the first PPO ratio is exactly 1 (DESIGN §4).
+samples, so the first PPO ratio is exactly 1 (docs/design.md §4).
 """
 
 from __future__ import annotations

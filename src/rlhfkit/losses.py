@@ -110,7 +110,7 @@ def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: to
 
 
 def ppo_g(eps: float, advantages: torch.Tensor) -> torch.Tensor:
-    """The lecture's g(ε, A) = (1+ε)A if A ≥ 0 else (1−ε)A, so that L = min(ρA, g(ε, A)).
+    """The lecture's (docs/design.md §0) g(ε, A) = (1+ε)A if A ≥ 0 else (1−ε)A, so that L = min(ρA, g(ε, A)).
 
     Not called by the trainer, which uses `clipped_surrogate`: kept as the lecture's form of the same objective,
     and tests/test_losses.py checks that min(ρA, g(ε, A)) equals the clipped surrogate term by term.
@@ -158,7 +158,7 @@ def preference_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, weight: to
 
     `weight` is 1/C(K,2) for each pair of a ranking of K outputs, so that each ranking counts once however many
     pairs it gives; the sum runs over the pairs of `n_rankings` rankings and is averaged over rankings.
-    (The lecture's slide writes loss = log σ(r_j − r_k) without the minus sign: that would be maximized.)
+    (The lecture's slide, docs/design.md §0, writes loss = log σ(r_j − r_k) without the minus sign: that would be maximized.)
     """
     return (weight * -F.logsigmoid(r_chosen - r_rejected)).sum() / max(1, n_rankings)
 

@@ -70,7 +70,7 @@ ITEMS, OVERLAP, LABELERS = 12, 3, 4  # small: the test stays in `make test`
 
 
 def world_candidates(world: World, path, n_items: int, k: int = 4, seed: int = 0):
-    """Candidates (DESIGN §2) on the world's training prompts: each output slot is the world's expert (often
+    """Candidates (docs/design.md §2) on the world's training prompts: each output slot is the world's expert (often
     right) or a raw-web answer (often wrong, rude or never ending, `finished` false), as `rlhf sample` would
     write them for a mix of policies."""
     rng = random.Random(seed)

@@ -1,4 +1,4 @@
-"""Crash-safe checkpoints and --resume (DESIGN §8): a run killed at any step and resumed ends exactly where an
+"""Crash-safe checkpoints and --resume (docs/design.md §8): a run killed at any step and resumed ends exactly where an
 uninterrupted run with the same seed ends (CPU), non-finite losses stop with one line and keep the last good
 checkpoint, and a half-written checkpoint never replaces a whole one."""
 

@@ -1,1 +1,1 @@
-"""Data formats of DESIGN §2: validated JSONL readers/writers, rankings -> pairs, collation."""
+"""Data formats of docs/design.md §2: validated JSONL readers/writers, rankings -> pairs, collation."""

@@ -1,4 +1,4 @@
-"""Validators for the data formats of DESIGN §2 (one JSON object per line).
+"""Validators for the data formats of docs/design.md §2 (one JSON object per line).
 
 | file           | fields                                                                   |
 |----------------|--------------------------------------------------------------------------|

@@ -8,7 +8,7 @@ import numpy as np
 def win_rate(a: list[float], b: list[float], n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
     """Share of prompts where A's score beats B's (ties count ½), with a percentile bootstrap interval.
 
-    `a[i]` and `b[i]` score one sample of each policy for the same prompt i (DESIGN §5).
+    `a[i]` and `b[i]` score one sample of each policy for the same prompt i (docs/design.md §5).
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.size == 0:

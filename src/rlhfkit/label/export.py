@@ -1,4 +1,4 @@
-"""Exports in the formats of DESIGN §2, built from `Store.submissions` rows.
+"""Exports in the formats of docs/design.md §2, built from `Store.submissions` rows.
 
 - rankings: one line per labeler per ranked item; a pairwise answer is a ranking of K=2
   (A better -> [[a], [b]], equal -> one tie group [[a, b]]); optional likert, flags, notes; `finished`

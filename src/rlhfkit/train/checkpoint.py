@@ -1,4 +1,4 @@
-"""Crash-safe checkpoints: everything a killed run needs to go on as if it had never stopped (DESIGN §8).
+"""Crash-safe checkpoints: everything a killed run needs to go on as if it had never stopped (docs/design.md §8).
 
 A checkpoint is one directory, OUT/resume/step-N/state.pt, holding
   - the trainable parameters of each trained model (frozen weights are reloaded from their directories);

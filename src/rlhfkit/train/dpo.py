@@ -44,7 +44,7 @@ from rlhfkit.train.run import Run, start_run
 @dataclass
 class DPOConfig(RunOptions):
     policy: str | None = required("SFT policy directory: the DPO start and the frozen reference π_ref")
-    data: str | None = required("rankings or pairs JSONL (DESIGN §2)")
+    data: str | None = required("rankings or pairs JSONL (docs/design.md §2)")
     eval_data: str | None = option(None, "held-out rankings/pairs (default: hold out eval_fraction of prompts)")
     eval_fraction: float = option(0.1, "share of distinct prompts held out when eval_data is not given")
     beta: float = option(0.1, "β: scale of the implicit reward, the strength of the KL constraint (paper: 0.1)")

@@ -2,7 +2,7 @@
 
     maximize  E_{x~D, y~π_θ(·|x)} [ r(x, y) − β·log(π_θ(y|x) / π_SFT(y|x)) ]  (+ γ·E_{x~D_pretrain}[log π_θ(x)])
 
-One iteration is PPO-Clip's Algorithm 1 (Schulman et al. 2017, as in the lecture):
+One iteration is PPO-Clip's Algorithm 1 (Schulman et al. 2017; the lecture of docs/design.md §0):
   1. collect     y ~ π_θk(·|x) for a batch of prompts (KV-cached sampling at temperature T; stop at EOS)
   2. measure     log π_θk(y_t), log π_SFT(y_t), V_φk(x, y_<t), r(x, y): one forward pass per model
   3. rewards     R_t = −β·(log π_θk − log π_SFT) on every response token, + r(x, y) on the last one
@@ -441,7 +441,7 @@ def finish(run: Run, policy, value_model, record: dict) -> dict:
 
 
 def rollout_metrics(rollout: Rollout, rewards: torch.Tensor, kl_coef: float, world=None) -> dict:
-    """What DESIGN §4 asks to log about a batch of rollouts (gold only in the toy world, for evaluation). The key
+    """What docs/design.md §4 asks to log about a batch of rollouts (gold only in the toy world, for evaluation). The key
     `score` is the mean terminal reward (r(x, y), or the missing-EOS penalty)."""
     s, mask = rollout.samples, rollout.mask
     kl_k1 = (rollout.logp - rollout.ref_logp).sum(-1)

@@ -49,7 +49,7 @@ HELDOUT_FILE = "heldout.jsonl"
 @dataclass
 class RewardConfig(RunOptions):
     model: str | None = required("SFT policy directory: the RM's backbone (its LM head is replaced by a scalar)")
-    data: str | None = required("rankings or pairs JSONL (DESIGN §2)")
+    data: str | None = required("rankings or pairs JSONL (docs/design.md §2)")
     eval_data: str | None = option(None, "held-out rankings/pairs (default: hold out eval_fraction of prompts)")
     eval_fraction: float = option(0.1, "share of distinct prompts held out when eval_data is not given")
     demos: str | None = option(None, "demonstrations JSONL: the bias is shifted so they score 0 on average "

@@ -134,7 +134,7 @@ def fact_document(rng: random.Random) -> list[str]:
 
 @dataclass(frozen=True)
 class Expert:
-    """The demonstrator's habits (DESIGN §3: limited and imperfect on purpose)."""
+    """The demonstrator's habits (docs/design.md §3: limited and imperfect on purpose)."""
     p_mistake: float = 0.25
     p_preamble: float = 0.6
     p_closing: float = 0.35

@@ -78,7 +78,7 @@ class SimulatedLabeler:
         return out
 
     def label(self, item_id: str, prompt: str, completions: list[str], finished: list[bool] | None = None) -> dict:
-        """One rankings record (DESIGN §2) for this labeler."""
+        """One rankings record (docs/design.md §2) for this labeler."""
         golds = _golds(prompt, completions, finished)
         return {"id": item_id, "prompt": prompt, "completions": completions,
                 "ranking": self.rank_scored(golds, completions), "labeler": self.name,

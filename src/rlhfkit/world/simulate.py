@@ -1,4 +1,4 @@
-"""`rlhf label simulate`: the toy world's labelers rank, rate and flag candidates (DESIGN §3).
+"""`rlhf label simulate`: the toy world's labelers rank, rate and flag candidates (docs/design.md §3).
 
 Each item goes to `per_item` distinct labelers drawn from a pool of `labelers` (as the labeling app assigns
 items with overlap); each writes one rankings record (ties allowed, Likert 1–7, the eight flags). Items

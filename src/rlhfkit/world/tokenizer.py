@@ -2,7 +2,7 @@
 
 Built with the `tokenizers` WordLevel model and wrapped in `transformers.PreTrainedTokenizerFast`, so it
 is saved with `save_pretrained` and loaded with `AutoTokenizer` like any Hugging Face tokenizer.
-pad, eos and unk are three distinct special tokens (pad ≠ EOS: DESIGN §4).
+pad, eos and unk are three distinct special tokens (pad ≠ EOS: docs/design.md §4).
 """
 
 from __future__ import annotations

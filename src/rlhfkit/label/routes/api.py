@@ -69,7 +69,7 @@ def api_stats(store: StoreDep, person: ProjectAdmin):
     return project_stats(store.progress(person.project), store.submissions(person.project))
 
 
-@admin.get("/export", summary="Export as JSON Lines (DESIGN §2)", response_class=Response,
+@admin.get("/export", summary="Export as JSON Lines (docs/design.md §2)", response_class=Response,
            responses={200: {"description": "one record a line, in the format's schema",
                             "content": {JSONL: {"schema": {"type": "string", "format": "binary"}}}}})
 def api_export(store: StoreDep, person: ProjectAdmin, format: Annotated[Format, Query()] = "rankings"):
