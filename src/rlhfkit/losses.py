@@ -158,7 +158,8 @@ def preference_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, weight: to
 
     `weight` is 1/C(K,2) for each pair of a ranking of K outputs, so that each ranking counts once however many
     pairs it gives; the sum runs over the pairs of `n_rankings` rankings and is averaged over rankings.
-    (The lecture's slide, docs/design.md §0, writes loss = log σ(r_j − r_k) without the minus sign: that would be maximized.)
+    (The lecture's slide, docs/design.md §0, writes loss = log σ(r_j − r_k) without the minus sign: that would be
+    maximized.)
     """
     return (weight * -F.logsigmoid(r_chosen - r_rejected)).sum() / max(1, n_rankings)
 

@@ -106,7 +106,8 @@ def apply_adapter(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.M
 def fuse_activations(model: torch.nn.Module) -> torch.nn.Module:
     """Swap GPT-2's tanh-GELU written as eight element-wise ops (`gelu_new`) for PyTorch's one fused kernel of the
     same formula, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))): equal up to float rounding, ~20% faster training
-    steps and less activation memory on small models (`rlhf bench sft`, when it was introduced). The saved config is unchanged."""
+    steps and less activation memory on small models (`rlhf bench sft`, when it was introduced). The saved config
+    is unchanged."""
     for module in list(model.modules()):
         for name, child in module.named_children():
             if type(child) is NewGELUActivation:

@@ -441,8 +441,8 @@ def finish(run: Run, policy, value_model, record: dict) -> dict:
 
 
 def rollout_metrics(rollout: Rollout, rewards: torch.Tensor, kl_coef: float, world=None) -> dict:
-    """What docs/design.md §4 asks to log about a batch of rollouts (gold only in the toy world, for evaluation). The key
-    `score` is the mean terminal reward (r(x, y), or the missing-EOS penalty)."""
+    """What docs/design.md §4 asks to log about a batch of rollouts (gold only in the toy world, for evaluation).
+    The key `score` is the mean terminal reward (r(x, y), or the missing-EOS penalty)."""
     s, mask = rollout.samples, rollout.mask
     kl_k1 = (rollout.logp - rollout.ref_logp).sum(-1)
     kl_k3 = (L.kl_k3(rollout.logp, rollout.ref_logp) * mask).sum(-1)
