@@ -71,8 +71,8 @@ class Checkpoints:
     calls `save` and `restore` (they exchange their random states); only the main process writes.
     """
 
-    def __init__(self, run, engine, every: int, **objects):
-        self.run, self.engine, self.every, self.objects = run, engine, every, objects
+    def __init__(self, run, parallel, every: int, **objects):
+        self.run, self.parallel, self.every, self.objects = run, parallel, every, objects
         self.keep = check_keep(getattr(run, "keep_checkpoints", DEFAULT_KEEP))
         # A model's trained parameters are those its optimizer holds (whatever requires_grad says at the moment).
         self.optimized = {id(p) for o in objects.values() if isinstance(o, torch.optim.Optimizer)
@@ -93,13 +93,13 @@ class Checkpoints:
 
     def save(self, step: int) -> Path:
         self._check_finite(step)
-        rng = self.engine.gather_objects(self._random_state())  # one entry per process, in rank order
+        rng = self.parallel.gather_objects(self._random_state())  # one entry per process, in rank order
         final = self.run.path / RESUME_DIR / f"step-{step}"
-        if self.engine.is_main or self.sharded:  # gathering shards takes every process
+        if self.parallel.is_main or self.sharded:  # gathering shards takes every process
             objects = {name: self._state_of(obj) for name, obj in self.objects.items()
                        if not isinstance(obj, torch.Generator)}
-        if self.engine.is_main:
-            state = {"format": FORMAT, "step": step, "world_size": self.engine.world_size, "rng": rng,
+        if self.parallel.is_main:
+            state = {"format": FORMAT, "step": step, "world_size": self.parallel.world_size, "rng": rng,
                      "elapsed_s": time.time() - self.run.start, "metrics_bytes": _size(self.run.metrics_path),
                      "objects": objects}
             _remove_temporary(self.run.path)  # left by a run killed while saving: space the new one may need
@@ -107,7 +107,7 @@ class Checkpoints:
                 with open(tmp / STATE_FILE, "wb") as handle:
                     torch.save(state, handle)  # fsynced by atomic_dir before the rename
             self._rotate()
-        self.engine.barrier()
+        self.parallel.barrier()
         return final
 
     def _rotate(self) -> None:
@@ -139,7 +139,7 @@ class Checkpoints:
         log) when the run has none yet, so it starts from the beginning."""
         found = checkpoint_dirs(self.run.path)
         if not found:
-            if self.engine.is_main:
+            if self.parallel.is_main:
                 _truncate(self.run.metrics_path, 0)
             return 0
         path = found[-1] / STATE_FILE
@@ -149,7 +149,7 @@ class Checkpoints:
             raise UserError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise UserError(f"{path}: not an rlhfkit checkpoint (format {FORMAT})")
-        if state["world_size"] != self.engine.world_size:
+        if state["world_size"] != self.parallel.world_size:
             raise UserError(f"{path}: written by {state['world_size']} processes; resume with "
                             f"--num-processes {state['world_size']}")
         missing = set(self.objects) - set(state["objects"]) - set(state["rng"][0]["generators"])
@@ -157,12 +157,12 @@ class Checkpoints:
             raise UserError(f"{path}: the checkpoint has no state for {', '.join(sorted(missing))}")
         for name, obj in self.objects.items():
             if isinstance(obj, torch.Generator):
-                obj.set_state(state["rng"][self.engine.rank]["generators"][name])
+                obj.set_state(state["rng"][self.parallel.rank]["generators"][name])
             else:
                 self._load_state(obj, state["objects"][name], name, path)
-        _set_random_state(state["rng"][self.engine.rank])
+        _set_random_state(state["rng"][self.parallel.rank])
         self.run.start = time.time() - state["elapsed_s"]
-        if self.engine.is_main:
+        if self.parallel.is_main:
             _truncate(self.run.metrics_path, state["metrics_bytes"])
         return int(state["step"])
 
