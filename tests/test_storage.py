@@ -10,9 +10,10 @@ import torch
 from rlhfkit import storage
 from rlhfkit.data.jsonl import append_jsonl, read_jsonl, write_jsonl
 from rlhfkit.errors import UserError
-from rlhfkit.models.loading import load_causal_lm, load_tokenizer, save_pretrained_atomic
+from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.lora import save_model, save_scalar_model
 from rlhfkit.models.scalar import ScalarModel
+from rlhfkit.storage import save_pretrained_atomic
 from tests.conftest import run_cli
 from tests.small_disk import fill, small_disk
 from tests.train.test_reward import _rankings

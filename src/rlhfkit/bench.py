@@ -46,8 +46,9 @@ from rlhfkit.models.loading import pick_device
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.train.common import make_optimizer, seed_everything, set_threads
 from rlhfkit.train.distributed import Parallel
-from rlhfkit.train.ppo import PPOConfig, advantages, load_models, mean_stats, measure, ppo_update, rollout_metrics
+from rlhfkit.train.ppo import PPOConfig, advantages, load_models, mean_stats, measure, ppo_update
 from rlhfkit.train.reward import RewardConfig, train_reward_model
+from rlhfkit.train.rollout import rollout_metrics
 from rlhfkit.train.sft import SFTConfig, train_sft
 from rlhfkit.world.pretrain import base_config
 from rlhfkit.world.tokenizer import build_tokenizer

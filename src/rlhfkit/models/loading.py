@@ -16,7 +16,6 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.activations import GELUTanh, NewGELUActivation
 
-from rlhfkit import storage
 from rlhfkit.errors import UserError
 
 PAD_TOKEN = "<pad>"
@@ -131,15 +130,6 @@ def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
     return model
-
-
-def save_pretrained_atomic(out: str | os.PathLike, *objects) -> None:
-    """`save_pretrained` each object into a temporary folder, then move the files into `out`.
-
-    A crash or a full disk while saving leaves the previous files in `out` intact (each file lands by an atomic
-    rename; the free space for the tensors is checked first; a full disk is one line): `storage.replace_files`.
-    """
-    storage.save_pretrained_atomic(out, *objects)
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -72,6 +72,7 @@ class RunOptions:
             raise UserError("config key 'fsdp' shards models across processes: it needs --num-processes 2 or more")
         if self.fsdp and self.lora_r:
             raise UserError("config key 'fsdp' with LoRA: the adapters are small; use DDP (the default)")
+        check_keep(self.keep_checkpoints)
         check_lora_options(self)
 
 
@@ -105,7 +106,7 @@ class RunDir:
         `main`: False in processes other than process 0 of a multi-process run, which write nothing."""
         self.path, self.main = Path(out), main
         self.metrics_path = self.path / "metrics.jsonl"
-        self.keep_checkpoints = check_keep(getattr(config, "keep_checkpoints", DEFAULT_KEEP))  # before any write
+        self.keep_checkpoints = getattr(config, "keep_checkpoints", DEFAULT_KEEP)  # checked by RunOptions.check()
         self.start = time.time()
         self._tb = None
         if not main:

@@ -25,8 +25,9 @@ from rlhfkit.data.collate import encode, encode_pair, pad_right
 from rlhfkit.data.pairs import pair_weight, preference_groups, read_preference_records
 from rlhfkit.errors import UserError
 from rlhfkit.losses import dpo_loss, dpo_margin, masked_sum, token_logprobs
-from rlhfkit.models.loading import disable_dropout, load_causal_lm, load_tokenizer, save_pretrained_atomic
+from rlhfkit.models.loading import disable_dropout, load_causal_lm, load_tokenizer
 from rlhfkit.models.lora import AdaptersOff, add_lora, has_lora, save_model
+from rlhfkit.storage import save_pretrained_atomic
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import (
     EpochBatches,

@@ -32,7 +32,7 @@ are token means (minimum, maximum) over the global minibatch.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -43,20 +43,16 @@ from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.data.schemas import prompt_record
 from rlhfkit.errors import UserError
 from rlhfkit.generation import Samples, encode_prompts, generate, without_autograd
-from rlhfkit.models.loading import (
-    check_model_dir,
-    disable_dropout,
-    load_causal_lm,
-    load_tokenizer,
-    save_pretrained_atomic,
-)
+from rlhfkit.models.loading import check_model_dir, disable_dropout, load_causal_lm, load_tokenizer
 from rlhfkit.models.lora import AdaptersOff, add_lora, copy_head, has_lora, save_model, save_scalar_model
 from rlhfkit.models.policy import response_logprobs, response_values
 from rlhfkit.models.scalar import ScalarModel
+from rlhfkit.storage import save_pretrained_atomic
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import RunOptions, check_finite, make_optimizer, optimizer_step, progress, shuffled_batches
 from rlhfkit.train.distributed import Parallel
 from rlhfkit.train.ppo_data import PromptStream, PtxBatches, read_ptx
+from rlhfkit.train.rollout import Rollout, gather_rollout, pad_responses, rollout_metrics
 from rlhfkit.train.run import Run, start_run
 from rlhfkit.world.build import World
 
@@ -154,25 +150,6 @@ class KLController:
 
     def load_state_dict(self, state: dict) -> None:
         self.value = state["value"]
-
-
-@dataclass
-class Rollout:
-    samples: Samples
-    logp: torch.Tensor        # log π_θk(y_t)            [B, R]
-    ref_logp: torch.Tensor    # log π_SFT(y_t)           [B, R]
-    values: torch.Tensor      # V_φk(x, y_<t)            [B, R]
-    rm_score: torch.Tensor    # r(x, y)                  [B]
-    terminal_reward: torch.Tensor  # r(x, y), or the missing-EOS penalty: added at the last token   [B]
-    entropy: float
-
-    @property
-    def mask(self) -> torch.Tensor:
-        return self.samples.response_mask
-
-    @property
-    def prompt_width(self) -> int:
-        return self.samples.prompt_ids.shape[1]
 
 
 # -------------------------------------------------------------------------------------- the algorithm
@@ -277,27 +254,6 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
 def samples_per_prompt(cfg: PPOConfig) -> int:
     """Responses drawn per prompt in one batch: k for RLOO's leave-one-out baseline, else 1."""
     return cfg.rloo_k if cfg.advantage == "rloo" else 1
-
-
-def pad_responses(samples: Samples, width: int, pad_id: int) -> Samples:
-    """The responses right-padded to `width` tokens (the global batch's): padding is masked out."""
-    extra = width - samples.response_ids.shape[1]
-    if extra <= 0:
-        return samples
-    return replace(samples, response_ids=torch.nn.functional.pad(samples.response_ids, (0, extra), value=pad_id),
-                   response_mask=torch.nn.functional.pad(samples.response_mask, (0, extra), value=0))
-
-
-def gather_rollout(rollout: Rollout, parallel: Parallel) -> Rollout:
-    """Every process's rows, in rank order: the global batch's rollout, the same in every process."""
-    s, rows = rollout.samples, parallel.gather_rows
-    texts = [t for part in parallel.gather_objects(s.texts) for t in part]
-    prompts = [p for part in parallel.gather_objects(s.prompts) for p in part]
-    samples = Samples(rows(s.prompt_ids), rows(s.prompt_mask), rows(s.response_ids), rows(s.response_mask),
-                      rows(s.finished), texts, prompts)
-    entropy = parallel.token_mean({"entropy": rollout.entropy}, s.response_mask.sum())["entropy"]
-    return Rollout(samples, rows(rollout.logp), rows(rollout.ref_logp), rows(rollout.values), rows(rollout.rm_score),
-                   rows(rollout.terminal_reward), entropy)
 
 
 def load_models(cfg: PPOConfig, device):
@@ -438,24 +394,6 @@ def finish(run: Run, policy, value_model, record: dict) -> dict:
     print(f"ppo: {cfg.steps} iterations, {cfg.steps * cfg.batch_size} episodes; last batch: RM score "
           f"{record['rm_score']:.3f}, KL {record['kl']:.3f}{gold} -> {path}")
     return record
-
-
-def rollout_metrics(rollout: Rollout, rewards: torch.Tensor, kl_coef: float, world=None) -> dict:
-    """What docs/design.md §4 asks to log about a batch of rollouts (gold only in the toy world, for evaluation).
-    The key `score` is the mean terminal reward (r(x, y), or the missing-EOS penalty)."""
-    s, mask = rollout.samples, rollout.mask
-    kl_k1 = (rollout.logp - rollout.ref_logp).sum(-1)
-    kl_k3 = (L.kl_k3(rollout.logp, rollout.ref_logp) * mask).sum(-1)
-    out = {"rm_score": rollout.rm_score.mean().item(), "score": rollout.terminal_reward.mean().item(),
-           "reward": rewards.sum(-1).mean().item(), "kl": kl_k1.mean().item(), "kl_k3": kl_k3.mean().item(),
-           "kl_coef": kl_coef, "response_length": mask.sum(-1).float().mean().item(),
-           "eos_rate": s.finished.float().mean().item(), "rollout_entropy": rollout.entropy,
-           "value_mean": L.masked_mean(rollout.values, mask).item()}
-    if world is not None:
-        gold = [world.gold(p, t, bool(f)) for p, t, f in zip(s.prompts, s.texts, s.finished.tolist())]
-        out["gold"] = float(np.mean([g.total for g in gold]))
-        out["gold_correctness"] = float(np.mean([g.correctness for g in gold]))
-    return out
 
 
 # How each update statistic is reduced over the minibatches of an iteration: these by their extreme, every other

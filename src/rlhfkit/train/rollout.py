@@ -1,0 +1,71 @@
+"""A batch of PPO rollouts: what step 2 measured about the sampled responses, gathered across processes, and
+what docs/design.md §4 asks to log about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from rlhfkit import losses as L
+from rlhfkit.generation import Samples
+from rlhfkit.train.distributed import Parallel
+
+
+@dataclass
+class Rollout:
+    samples: Samples
+    logp: torch.Tensor        # log π_θk(y_t)            [B, R]
+    ref_logp: torch.Tensor    # log π_SFT(y_t)           [B, R]
+    values: torch.Tensor      # V_φk(x, y_<t)            [B, R]
+    rm_score: torch.Tensor    # r(x, y)                  [B]
+    terminal_reward: torch.Tensor  # r(x, y), or the missing-EOS penalty: added at the last token   [B]
+    entropy: float
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.samples.response_mask
+
+    @property
+    def prompt_width(self) -> int:
+        return self.samples.prompt_ids.shape[1]
+
+
+def pad_responses(samples: Samples, width: int, pad_id: int) -> Samples:
+    """The responses right-padded to `width` tokens (the global batch's): padding is masked out."""
+    extra = width - samples.response_ids.shape[1]
+    if extra <= 0:
+        return samples
+    return replace(samples, response_ids=torch.nn.functional.pad(samples.response_ids, (0, extra), value=pad_id),
+                   response_mask=torch.nn.functional.pad(samples.response_mask, (0, extra), value=0))
+
+
+def gather_rollout(rollout: Rollout, parallel: Parallel) -> Rollout:
+    """Every process's rows, in rank order: the global batch's rollout, the same in every process."""
+    s, rows = rollout.samples, parallel.gather_rows
+    texts = [t for part in parallel.gather_objects(s.texts) for t in part]
+    prompts = [p for part in parallel.gather_objects(s.prompts) for p in part]
+    samples = Samples(rows(s.prompt_ids), rows(s.prompt_mask), rows(s.response_ids), rows(s.response_mask),
+                      rows(s.finished), texts, prompts)
+    entropy = parallel.token_mean({"entropy": rollout.entropy}, s.response_mask.sum())["entropy"]
+    return Rollout(samples, rows(rollout.logp), rows(rollout.ref_logp), rows(rollout.values), rows(rollout.rm_score),
+                   rows(rollout.terminal_reward), entropy)
+
+
+def rollout_metrics(rollout: Rollout, rewards: torch.Tensor, kl_coef: float, world=None) -> dict:
+    """What docs/design.md §4 asks to log about a batch of rollouts (gold only in the toy world, for evaluation).
+    The key `score` is the mean terminal reward (r(x, y), or the missing-EOS penalty)."""
+    s, mask = rollout.samples, rollout.mask
+    kl_k1 = (rollout.logp - rollout.ref_logp).sum(-1)
+    kl_k3 = (L.kl_k3(rollout.logp, rollout.ref_logp) * mask).sum(-1)
+    out = {"rm_score": rollout.rm_score.mean().item(), "score": rollout.terminal_reward.mean().item(),
+           "reward": rewards.sum(-1).mean().item(), "kl": kl_k1.mean().item(), "kl_k3": kl_k3.mean().item(),
+           "kl_coef": kl_coef, "response_length": mask.sum(-1).float().mean().item(),
+           "eos_rate": s.finished.float().mean().item(), "rollout_entropy": rollout.entropy,
+           "value_mean": L.masked_mean(rollout.values, mask).item()}
+    if world is not None:
+        gold = [world.gold(p, t, bool(f)) for p, t, f in zip(s.prompts, s.texts, s.finished.tolist())]
+        out["gold"] = float(np.mean([g.total for g in gold]))
+        out["gold_correctness"] = float(np.mean([g.correctness for g in gold]))
+    return out
