@@ -22,6 +22,8 @@ from pathlib import Path
 from rlhfkit import pipeline as stages
 from rlhfkit.config import option, required
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+from rlhfkit.data.pairs import read_preference_records
+from rlhfkit.data.readers import DataOptions
 from rlhfkit.data.schemas import ranking_record
 from rlhfkit.errors import UserError
 from rlhfkit.eval import report as R
@@ -32,7 +34,7 @@ from rlhfkit.world.build import World, WorldConfig, build_world
 
 
 @dataclass
-class LoopConfig:
+class LoopConfig(DataOptions):
     out: str | None = required("loop directory (one folder per round, report.json, report.html)")
     rounds: int = option(3, "rounds of sample → label → RM → PPO")
     world: str | None = option(None, "toy world directory (default: build the preset's world into OUT/world)")
@@ -81,7 +83,10 @@ def labels_for_round(cfg: LoopConfig, r: int, world_dir: Path, candidates: Path,
               f"  rlhf label export --db labels.db --project round-{r} --format rankings --out {export}\n"
               f"then run the same `rlhf loop` command again.")
         return False
-    write_jsonl(out, read_jsonl(export, ranking_record))
+    kind, rankings = read_preference_records(export, cfg, command="loop")
+    if kind != "rankings":
+        raise UserError(f"{export}: holds pairs; the loop needs rankings (`rlhf label export --format rankings`)")
+    write_jsonl(out, rankings)
     return True
 
 

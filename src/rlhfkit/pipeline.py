@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+from rlhfkit.data.formats import read_prompts
+from rlhfkit.data.jsonl import write_jsonl
 from rlhfkit.data.pairs import read_preferences
-from rlhfkit.data.schemas import prompt_record
 from rlhfkit.errors import UserError
 from rlhfkit.eval.bon import BestOfN, best_of_n, bon_kl
 from rlhfkit.eval.policy import PolicyEval, evaluate_policy, load_policy, run_checkpoints
@@ -119,7 +119,7 @@ def sample(models: list[Path], prompts: Path, out: Path, *, k: int, temperatures
     """K candidates for `limit` prompts, starting at `offset` of the prompts file (wrapping around); item ids get
     `id_prefix` so that the rounds of the online loop never share one."""
     if offset or id_prefix:
-        records = read_jsonl(prompts, prompt_record)
+        records = read_prompts(prompts)
         chosen = [records[(offset + i) % len(records)] for i in range(min(limit, len(records)))]
         prompts = out.with_name(out.stem + "-prompts.jsonl")
         write_jsonl(prompts, ({**r, "id": f"{id_prefix}{r.get('id', n)}"} for n, r in enumerate(chosen)))

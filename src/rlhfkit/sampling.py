@@ -13,15 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlhfkit.config import option, required
-from rlhfkit.data.jsonl import check_writable, read_jsonl, write_jsonl
-from rlhfkit.data.schemas import prompt_record
+from rlhfkit.data.formats import read_prompts
+from rlhfkit.data.jsonl import check_writable, write_jsonl
+from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError
 from rlhfkit.generation import generate_texts
 from rlhfkit.models.loading import check_model_dir, load_causal_lm, load_tokenizer, pick_device
 
 
 @dataclass
-class SampleConfig:
+class SampleConfig(DataOptions):
     models: list[str] = option([], "policy directories, comma-separated (e.g. the current and the initial one)",
                                required=True)
     prompts: str | None = required("prompts JSONL (field `prompt`)")
@@ -63,7 +64,7 @@ def assign_sources(n_prompts: int, k: int, n_sources: int, seed: int) -> list[li
 def sample_candidates(cfg: SampleConfig) -> list[dict]:
     cfg.check()
     check_writable(cfg.out)
-    records = read_jsonl(cfg.prompts, prompt_record)[:cfg.limit]
+    records = read_prompts(cfg.prompts, cfg)[:cfg.limit]
     for path in cfg.models:
         check_model_dir(path)
     sources = [(m, t) for m in cfg.models for t in cfg.temperatures]

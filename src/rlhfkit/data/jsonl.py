@@ -7,6 +7,7 @@ or a full disk never leaves a half-written file behind (`rlhfkit.storage`).
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -18,14 +19,17 @@ Validator = Callable[[dict, Callable[[str], UserError]], dict]
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, object]]:
-    """Yield (line number, decoded JSON) for each non-blank line; bad JSON -> `path:line: ...`."""
+    """Yield (line number, decoded JSON) for each non-blank line; bad JSON -> `path:line: ...`. A gzip-compressed
+    file (`.jsonl.gz`, found by its magic bytes) is read through `gzip`; a UTF-8 byte-order mark is skipped."""
     path = Path(path)
     if not path.exists():
         raise at(path, None, "no such file")
     if path.is_dir():
         raise at(path, None, "is a directory, not a JSON Lines file")
     try:
-        handle = path.open("r", encoding="utf-8")
+        with path.open("rb") as raw:
+            compressed = raw.read(2) == b"\x1f\x8b"
+        handle = gzip.open(path, "rt", encoding="utf-8-sig") if compressed else path.open("r", encoding="utf-8-sig")
     except OSError as exc:
         raise at(path, None, f"cannot read: {exc.strerror}") from None
     with handle:
@@ -44,7 +48,10 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, object]]:
                     raise at(path, lineno, "invalid text: a \\uD800-\\uDFFF escape that is not half of a pair")
                 yield lineno, obj
         except UnicodeDecodeError:
-            raise at(path, lineno + 1, "not UTF-8 text") from None
+            raise at(path, lineno + 1, "not UTF-8 text (a binary file? accepted: JSON Lines, JSON, Parquet, CSV, "
+                                       "a datasets folder)") from None
+        except (OSError, EOFError) as exc:  # a damaged or truncated .gz
+            raise at(path, lineno + 1, f"cannot read: {exc}") from None
 
 
 def _has_lone_surrogate(obj) -> bool:

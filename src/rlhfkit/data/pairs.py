@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from math import comb
 
 from rlhfkit.config import required
-from rlhfkit.data.jsonl import check_writable, iter_jsonl, read_jsonl, write_jsonl
-from rlhfkit.data.schemas import pair_record, ranking_record
+from rlhfkit.data.formats import read_preferences as read_any_preferences
+from rlhfkit.data.jsonl import check_writable, read_jsonl, write_jsonl
+from rlhfkit.data.schemas import ranking_record
 
 
 def ranking_to_pairs(ranking: list[list[int]]) -> list[tuple[int, int]]:
@@ -44,12 +45,10 @@ def rankings_to_pair_records(rankings: list[dict]) -> list[dict]:
     return out
 
 
-def read_preference_records(path) -> tuple[str, list[dict]]:
-    """("rankings" or "pairs", the validated records); the kind is decided by the first record's fields."""
-    first = next((obj for _, obj in iter_jsonl(path) if isinstance(obj, dict)), None)
-    if first is not None and "ranking" in first:
-        return "rankings", read_jsonl(path, ranking_record)
-    return "pairs", read_jsonl(path, pair_record)
+def read_preference_records(path, opts=None, *, command: str = "rm") -> tuple[str, list[dict]]:
+    """("rankings" or "pairs", the validated records) from any preference format (data/formats.py); `opts`: a
+    config with the DataOptions fields (`--split`, `--field`)."""
+    return read_any_preferences(path, opts, command=command)
 
 
 def preference_groups(kind: str, records: list[dict]) -> list[dict]:
@@ -81,9 +80,9 @@ def preference_groups(kind: str, records: list[dict]) -> list[dict]:
     return groups
 
 
-def read_preferences(path) -> list[dict]:
+def read_preferences(path, opts=None) -> list[dict]:
     """Rankings or pairs from a file, as groups (see `preference_groups`)."""
-    return preference_groups(*read_preference_records(path))
+    return preference_groups(*read_preference_records(path, opts))
 
 
 @dataclass

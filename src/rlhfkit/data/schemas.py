@@ -10,6 +10,10 @@
 |                | finished [bool] (did each output end with EOS; default all true)        |
 | pairs          | prompt, chosen, rejected, group (TRL preference format)                  |
 
+A prompt P is a string or a Conversation (a list of messages {role, content}, TRL's conversational format); a
+completion C is a string or, after a Conversation prompt, a Conversation of the assistant turn(s). A string
+completion after a Conversation prompt is the content of one assistant message (what `rlhf sample` writes).
+
 Each validator takes the decoded object and an `error(message)` factory that prefixes `path:line:`;
 it returns the (normalized) record or raises.
 """
@@ -30,6 +34,7 @@ FLAGS: dict[str, str] = {
     "moral_judgment": "Expresses moral judgment",
 }
 LIKERT_MIN, LIKERT_MAX = 1, 7
+ROLES = ("system", "user", "assistant", "tool")
 
 
 def _field(obj: dict, name: str, kind, error, *, required: bool = True, default=None):
@@ -57,13 +62,53 @@ def _text(obj, name, error, *, required=True, nonempty=False, default=None):
     return value
 
 
+def conversation(value, name: str, error) -> list[dict]:
+    """A list of messages {role, content}: a known role and string content each; other non-null keys of a
+    message (a tool call's `name`, ...) are kept for the chat template."""
+    if not isinstance(value, list) or not value:
+        raise error(f"field '{name}' must be a non-empty list of messages {{role, content}}")
+    out = []
+    for i, message in enumerate(value):
+        if not isinstance(message, dict):
+            raise error(f"{name}[{i}] must be a message {{role, content}}, got {json_type(message)}")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise error(f"{name}[{i}]: role {role!r} is not one of {', '.join(ROLES)}")
+        if not isinstance(content, str):
+            raise error(f"{name}[{i}]: content must be a string, got {json_type(content)}")
+        out.append({"role": role, "content": content,
+                    **{k: v for k, v in message.items() if k not in ("role", "content") and v is not None}})
+    return out
+
+
+def prompt_value(obj: dict, error, name: str = "prompt"):
+    """P: a non-empty string or a Conversation."""
+    value = obj.get(name)
+    if isinstance(value, list):
+        return conversation(value, name, error)
+    return _text(obj, name, error, nonempty=True)
+
+
+def completion_value(value, name: str, prompt, error, *, nonempty: bool = False):
+    """C after prompt P: a string, or (after a Conversation prompt) a Conversation starting with the assistant."""
+    if isinstance(value, list):
+        if not isinstance(prompt, list):
+            raise error(f"field '{name}' is a conversation but the prompt is a string; give both as messages "
+                        "or both as strings")
+        messages = conversation(value, name, error)
+        if messages[0]["role"] != "assistant":
+            raise error(f"field '{name}' must start with an assistant message, got {messages[0]['role']!r}")
+        return messages
+    return _text({name: value}, name, error, nonempty=nonempty)
+
+
 def _record_id(obj, error, default=None):
     value = _field(obj, "id", (str, int), error, required=default is None, default=default)
     return str(value)
 
 
 def prompt_record(obj: dict, error) -> dict:
-    out = {"prompt": _text(obj, "prompt", error, nonempty=True)}
+    out = {"prompt": prompt_value(obj, error)}
     if "id" in obj:
         out["id"] = _record_id(obj, error)
     if obj.get("task") is not None:
@@ -72,25 +117,29 @@ def prompt_record(obj: dict, error) -> dict:
 
 
 def demo_record(obj: dict, error) -> dict:
-    return {"prompt": _text(obj, "prompt", error, nonempty=True),
-            "completion": _text(obj, "completion", error, nonempty=True)}
+    prompt = prompt_value(obj, error)
+    if obj.get("completion") is None:
+        raise error("missing field 'completion'")
+    return {"prompt": prompt, "completion": completion_value(obj["completion"], "completion", prompt, error,
+                                                             nonempty=True)}
 
 
 def candidate_record(obj: dict, error) -> dict:
     rid = _record_id(obj, error)
-    prompt = _text(obj, "prompt", error, nonempty=True)
+    prompt = prompt_value(obj, error)
     items = _field(obj, "completions", list, error)
     if len(items) < 2:
         raise error(f"field 'completions' needs at least 2 outputs to compare, got {len(items)}")
     completions = []
     for i, item in enumerate(items):
-        if isinstance(item, str):
+        if isinstance(item, (str, list)):
             item = {"text": item}
         if not isinstance(item, dict):
             raise error(f"completions[{i}] must be an object {{text, source}}, got {json_type(item)}")
         sub = lambda m, _i=i: error(f"completions[{_i}]: {m}")  # noqa: E731
         completions.append({
-            "text": _text(item, "text", sub),
+            "text": completion_value(item.get("text"), "text", prompt, sub) if item.get("text") is not None
+            else _text(item, "text", sub),
             "source": _text(item, "source", sub, required=False, default="unknown"),
             "finished": _field(item, "finished", bool, sub, required=False, default=True),
         })
@@ -125,15 +174,16 @@ def validate_ranking(ranking, k: int, error) -> list[list[int]]:
 
 def ranking_record(obj: dict, error) -> dict:
     rid = _record_id(obj, error)
-    prompt = _text(obj, "prompt", error, nonempty=True)
+    prompt = prompt_value(obj, error)
     completions = list(_field(obj, "completions", list, error))
     if len(completions) < 2:
         raise error(f"field 'completions' needs at least 2 outputs, got {len(completions)}")
     for i, c in enumerate(completions):
-        if isinstance(c, dict) and isinstance(c.get("text"), str):
+        if isinstance(c, dict) and isinstance(c.get("text"), (str, list)):
             completions[i] = c = c["text"]
-        if not isinstance(c, str):
+        if not isinstance(c, (str, list)):
             raise error(f"completions[{i}] must be a string, got {json_type(c)}")
+        completions[i] = completion_value(c, f"completions[{i}]", prompt, error)
     k = len(completions)
     out = {"id": rid, "prompt": prompt, "completions": completions,
            "ranking": validate_ranking(_field(obj, "ranking", list, error), k, error),
@@ -172,9 +222,12 @@ def ranking_record(obj: dict, error) -> dict:
 
 
 def pair_record(obj: dict, error) -> dict:
-    out = {"prompt": _text(obj, "prompt", error, nonempty=True),
-           "chosen": _text(obj, "chosen", error),
-           "rejected": _text(obj, "rejected", error)}
+    prompt = prompt_value(obj, error)
+    out = {"prompt": prompt}
+    for name in ("chosen", "rejected"):
+        if obj.get(name) is None:
+            raise error(f"missing field '{name}'")
+        out[name] = completion_value(obj[name], name, prompt, error)
     group = _field(obj, "group", (str, int), error, required=False)
     if group is not None:
         out["group"] = str(group)

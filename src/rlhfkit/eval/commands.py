@@ -9,6 +9,7 @@ from pathlib import Path
 from rlhfkit.config import option, required
 from rlhfkit.data.jsonl import check_writable
 from rlhfkit.data.pairs import preference_groups, read_preference_records
+from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError
 from rlhfkit.eval.bon import best_of_n
 from rlhfkit.eval.policy import load_policy, sample_and_score
@@ -104,7 +105,7 @@ def eval_winrate(cfg: EvalWinrateConfig) -> dict:
 
 
 @dataclass
-class EvalRMConfig:
+class EvalRMConfig(DataOptions):
     rm: str | None = required("reward model directory (rlhf rm)")
     data: str | None = option(None, "held-out rankings or pairs (default: the RM's own RM/heldout.jsonl)")
     world: str | None = option(None, "toy world: also the noise ceiling and Spearman with the gold reward")
@@ -120,7 +121,7 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
     if cfg.json_out:
         check_writable(cfg.json_out)
     check_model_dir(cfg.rm, "reward model")
-    groups = preference_groups(*read_preference_records(data))
+    groups = preference_groups(*read_preference_records(data, cfg, command="eval rm"))
     world = World(cfg.world) if cfg.world else None
     tokenizer = load_tokenizer(cfg.rm)
     model = ScalarModel.from_pretrained(cfg.rm).eval()

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import uvicorn
 
 from rlhfkit.config import option, required
-from rlhfkit.data.jsonl import check_writable, iter_jsonl, read_jsonl, write_jsonl
-from rlhfkit.data.schemas import candidate_record, prompt_record
+from rlhfkit.data.formats import read_candidates
+from rlhfkit.data.jsonl import check_writable, write_jsonl
+from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError, at
 from rlhfkit.label import assign
 from rlhfkit.label.app import create_app
@@ -65,7 +66,7 @@ def serve(cfg: ServeConfig) -> None:
 # ---------------------------------------------------------------------------------------------- import
 
 @dataclass
-class ImportConfig:
+class ImportConfig(DataOptions):
     candidates: str | None = required("candidates JSONL (id, prompt, completions: [{text, source}]); "
                                       "for --mode demo a prompts file works too", positional=True)
     db: str | None = required("database: a SQLite file or a URL")
@@ -83,17 +84,15 @@ class ImportConfig:
             raise UserError(f"--overlap {self.overlap}: each item needs at least one labeler")
 
 
-def read_items(path: str, mode: str) -> list[dict]:
+def read_items(path: str, mode: str, opts=None) -> list[dict]:
     """Candidates (or, for demo, prompts) checked for this mode: pairwise needs exactly 2 outputs,
-    rank 2 to 9; ids are unique within the file."""
-    if mode == "demo":
-        first = next((obj for _, obj in iter_jsonl(path)), None)
-        if isinstance(first, dict) and "completions" not in first:
-            rows = read_jsonl(path, prompt_record)
-            return [{"id": r.get("id", str(n)), "prompt": r["prompt"]} for n, r in enumerate(rows, start=1)]
-    rows = read_jsonl(path, candidate_record)
-    seen: dict[str, int] = {}
-    for n, r in enumerate(rows, start=1):
+    rank 2 to 9; ids are unique within the file. A prompt is kept as given (a Conversation stays a list)."""
+    kind, found = read_candidates(path, opts, allow_prompts=mode == "demo")
+    if kind == "prompts":
+        return [{"id": r.get("id", str(n)), "prompt": r["prompt"]} for n, (_, r) in enumerate(found, start=1)]
+    rows = [r for _, r in found]
+    seen: dict[str, int | str] = {}
+    for (n, r) in found:
         k = len(r["completions"])
         if mode == "pairwise" and k != 2:
             raise at(path, n, f"--mode pairwise needs exactly 2 completions per record, got {k}")
@@ -109,7 +108,7 @@ def read_items(path: str, mode: str) -> list[dict]:
 
 def import_items(cfg: ImportConfig) -> tuple[int, int]:
     cfg.check()
-    items = read_items(cfg.candidates, cfg.mode)  # validate the whole file before touching the database
+    items = read_items(cfg.candidates, cfg.mode, cfg)  # validate the whole file before touching the database
     store = open_store(cfg.db, migrate=True)
     added, present = store.import_items(cfg.project, cfg.mode, cfg.overlap, items)
     p = store.project(cfg.project)

@@ -23,6 +23,7 @@ import torch
 from rlhfkit.config import option, required
 from rlhfkit.data.collate import encode, encode_pair, pad_right
 from rlhfkit.data.pairs import pair_weight, preference_groups, read_preference_records
+from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError
 from rlhfkit.losses import dpo_loss, dpo_margin, masked_sum, token_logprobs
 from rlhfkit.models.loading import disable_dropout, load_causal_lm, load_tokenizer
@@ -43,7 +44,7 @@ from rlhfkit.train.run import Run, start_run
 
 
 @dataclass
-class DPOConfig(RunOptions):
+class DPOConfig(RunOptions, DataOptions):
     policy: str | None = required("SFT policy directory: the DPO start and the frozen reference π_ref")
     data: str | None = required("rankings or pairs JSONL (docs/design.md §2)")
     eval_data: str | None = option(None, "held-out rankings/pairs (default: hold out eval_fraction of prompts)")
@@ -164,9 +165,10 @@ def heldout_metrics(policy, groups: list[dict], pad_id: int, device, size: int, 
 
 def read_groups(cfg: DPOConfig) -> tuple[list[dict], list[dict]]:
     """(training groups, held-out groups); held-out prompts never reach training."""
-    kind, records = read_preference_records(cfg.data)
+    kind, records = read_preference_records(cfg.data, cfg, command="dpo")
     if cfg.eval_data:
-        train, held = preference_groups(kind, records), preference_groups(*read_preference_records(cfg.eval_data))
+        train = preference_groups(kind, records)
+        held = preference_groups(*read_preference_records(cfg.eval_data, cfg, command="dpo"))
     else:
         train, held = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "rm-eval")  # the reward model's split
         train, held = preference_groups(kind, train), preference_groups(kind, held)

@@ -39,8 +39,8 @@ import torch
 
 from rlhfkit import losses as L
 from rlhfkit.config import option, required
-from rlhfkit.data.jsonl import read_jsonl
-from rlhfkit.data.schemas import prompt_record
+from rlhfkit.data.formats import read_prompts
+from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError
 from rlhfkit.generation import Samples, encode_prompts, generate, without_autograd
 from rlhfkit.models.loading import check_model_dir, disable_dropout, load_causal_lm, load_tokenizer
@@ -58,7 +58,7 @@ from rlhfkit.world.build import World
 
 
 @dataclass
-class PPOConfig(RunOptions):
+class PPOConfig(RunOptions, DataOptions):
     policy: str | None = required("SFT policy directory: the PPO start and the frozen reference")
     reference: str | None = option(None, "frozen reference of the KL penalty (default: --policy; the online loop "
                                    "starts from the last round's policy and keeps the SFT one here)")
@@ -295,7 +295,7 @@ class PPOInputs:
 
 
 def read_inputs(cfg: PPOConfig) -> PPOInputs:
-    prompts = [r["prompt"] for r in read_jsonl(cfg.prompts, prompt_record)]
+    prompts = [r["prompt"] for r in read_prompts(cfg.prompts, cfg)]
     ptx = read_ptx(cfg.ptx_data) if cfg.ptx_data else None  # every line checked before a model is loaded
     for path in (cfg.policy, cfg.reference, cfg.reward, cfg.value_model):
         if path:

@@ -11,8 +11,9 @@ import torch
 
 from rlhfkit import losses as L
 from rlhfkit.data.collate import encode, encode_pair, pad_right
-from rlhfkit.data.jsonl import read_jsonl
+from rlhfkit.data.formats import read_sft
 from rlhfkit.data.schemas import demo_record
+from rlhfkit.errors import UserError
 from rlhfkit.train.distributed import Parallel
 
 
@@ -45,8 +46,11 @@ class PtxBatches:
 
 
 def read_ptx(path: str) -> list[dict]:
-    """PPO-ptx's records, every line checked."""
-    return read_jsonl(path, ptx_record)
+    """PPO-ptx's records (`text`, or prompt-completion), every row checked."""
+    records = read_sft(path)
+    if records and "messages" in records[0]:
+        raise UserError(f"{path}: PPO-ptx takes text or prompt-completion rows, not messages")
+    return records
 
 
 def ptx_record(obj: dict, error) -> dict:

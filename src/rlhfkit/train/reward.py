@@ -22,6 +22,7 @@ from rlhfkit.config import option, required
 from rlhfkit.data.collate import pad_right
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.data.pairs import pair_weight, preference_groups, read_preference_records
+from rlhfkit.data.readers import DataOptions
 from rlhfkit.data.schemas import demo_record
 from rlhfkit.errors import UserError
 from rlhfkit.eval.rm import gold_measurements
@@ -47,7 +48,7 @@ HELDOUT_FILE = "heldout.jsonl"
 
 
 @dataclass
-class RewardConfig(RunOptions):
+class RewardConfig(RunOptions, DataOptions):
     model: str | None = required("SFT policy directory: the RM's backbone (its LM head is replaced by a scalar)")
     data: str | None = required("rankings or pairs JSONL (docs/design.md §2)")
     eval_data: str | None = option(None, "held-out rankings/pairs (default: hold out eval_fraction of prompts)")
@@ -154,9 +155,9 @@ class RewardInputs:
 
 
 def read_inputs(cfg: RewardConfig) -> RewardInputs:
-    kind, records = read_preference_records(cfg.data)
+    kind, records = read_preference_records(cfg.data, cfg, command="rm")
     if cfg.eval_data:
-        (train, (eval_kind, held)) = records, read_preference_records(cfg.eval_data)
+        (train, (eval_kind, held)) = records, read_preference_records(cfg.eval_data, cfg, command="rm")
     else:
         (train, held), eval_kind = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "rm-eval"), kind
     if not any(g["pairs"] for g in preference_groups(kind, train)):

@@ -13,8 +13,8 @@ import torch
 
 from rlhfkit.config import option, required
 from rlhfkit.data.collate import encode, encode_pair, pad_right
-from rlhfkit.data.jsonl import read_jsonl
-from rlhfkit.data.schemas import demo_record
+from rlhfkit.data.formats import read_sft
+from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError
 from rlhfkit.losses import lm_loss
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
@@ -34,7 +34,7 @@ from rlhfkit.train.run import Run, before_seed, start_run
 
 
 @dataclass
-class SFTConfig(RunOptions):
+class SFTConfig(RunOptions, DataOptions):
     model: str | None = required("causal LM directory to fine-tune (save_pretrained output)")
     data: str | None = required("demonstrations JSONL: prompt, completion")
     eval_data: str | None = option(None, "held-out demonstrations (default: split eval_fraction of prompts)")
@@ -90,9 +90,9 @@ def heldout_loss(model, rows, pad_id: int, device, batch_size: int = 64) -> floa
 
 def read_demos(cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
     """(training demonstrations, held-out ones): held-out prompts never reach training."""
-    records = read_jsonl(cfg.data, demo_record)
+    records = read_sft(cfg.data, cfg)
     if cfg.eval_data:
-        return records, read_jsonl(cfg.eval_data, demo_record)
+        return records, read_sft(cfg.eval_data, cfg)
     return split_by_prompt(records, cfg.eval_fraction, cfg.seed, "sft-eval")
 
 
