@@ -18,11 +18,13 @@ from hypothesis import strategies as st
 
 from rlhfkit.cli import COMMANDS
 from rlhfkit.config import _unwrap_optional, build_config
+from rlhfkit.data.formats import read_prompts, read_sft
 from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.data.pairs import read_preference_records, read_preferences
 from rlhfkit.data.schemas import candidate_record, demo_record, pair_record, prompt_record, ranking_record
 from rlhfkit.errors import UserError
-from rlhfkit.train.ppo_data import ptx_record
+from rlhfkit.label.commands import read_items
+from rlhfkit.train.ppo_data import ptx_record, read_ptx
 from rlhfkit.train.sft import SFTConfig
 from tests.conftest import run_cli
 
@@ -156,7 +158,7 @@ def test_cli_answers_hostile_files_with_one_line_and_exit_2(tmp_path, capsys, ti
     path = tmp_path / "demos.jsonl"
     path.write_bytes(data)
     try:
-        valid = bool(read_jsonl(path, demo_record))
+        valid = bool(read_sft(path))
     except UserError:
         valid = False
     if valid:
@@ -271,7 +273,7 @@ def test_a_deeply_nested_toml_file_is_one_line(tmp_path, capsys):
 # ------------------------------------------------------------------- every reader, through its command
 
 def _prompts_ok(path):
-    read_jsonl(path, prompt_record)
+    read_prompts(path)
 
 
 def _preferences_ok(path):
@@ -279,23 +281,27 @@ def _preferences_ok(path):
 
 
 def _ptx_ok(path):
-    read_jsonl(path, ptx_record)
+    read_ptx(path)
 
 
 def _demos_ok(path):
     read_jsonl(path, demo_record)
 
 
+def _sft_ok(path):
+    read_sft(path)
+
+
 def _candidates_ok(path):
-    read_jsonl(path, candidate_record)
+    read_items(path, "rank")
 
 
 GOOD_DEMOS = '{"prompt": "list two fruits .", "completion": "apple pear"}\n'
 GOOD_RANKINGS = '{"id": 1, "prompt": "p", "completions": ["a", "b"], "ranking": [[0], [1]]}\n'
 READER_COMMANDS = {  # command line with {f}: the hostile file, and the reader that would accept a valid one
-    "sft --data": (["sft", "--model", "{m}", "--data", "{f}", "--out", "{d}/run"], _demos_ok),
+    "sft --data": (["sft", "--model", "{m}", "--data", "{f}", "--out", "{d}/run"], _sft_ok),
     "sft --eval-data": (["sft", "--model", "{m}", "--data", "{good_demos}", "--eval-data", "{f}", "--out", "{d}/run"],
-                        _demos_ok),
+                        _sft_ok),
     "rm --data": (["rm", "--model", "{m}", "--data", "{f}", "--out", "{d}/run"], _preferences_ok),
     "rm --demos": (["rm", "--model", "{m}", "--data", "{good_rankings}", "--demos", "{f}", "--out", "{d}/run"],
                    _demos_ok),

@@ -28,6 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from rlhfkit.bench import BenchPPOConfig, BenchTrainConfig, bench_ppo, bench_rm, bench_sft
 from rlhfkit.compare import CompareConfig, run_compare
 from rlhfkit.config import add_arguments, from_args
+from rlhfkit.data.convert import ConvertConfig, convert
 from rlhfkit.data.pairs import PairsConfig, export_pairs
 from rlhfkit.demo import DemoConfig, run_demo
 from rlhfkit.errors import EXIT_USER_ERROR, UserError
@@ -85,6 +86,8 @@ COMMANDS: dict[str, Command] = {
     "label stats": Command(StatsConfig, stats, "progress, throughput, agreement and A/B win rates of a project"),
     "data pairs": Command(PairsConfig, export_pairs,
                           "turn rankings into every strictly ordered (chosen, rejected) pair"),
+    "data convert": Command(ConvertConfig, convert, "write rankings, pairs or prompts JSONL from any accepted "
+                            "format (TRL's, Parquet, CSV, a datasets folder)"),
     "rm": Command(RewardConfig, train_reward_model, "step 2: train a reward model on rankings or pairs"),
     "dpo": Command(DPOConfig, train_dpo, "DPO: train the policy on rankings directly"),
     "ppo": Command(PPOConfig, train_ppo, "step 3: PPO against the reward model with a KL penalty to the SFT policy"),

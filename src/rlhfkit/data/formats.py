@@ -208,7 +208,8 @@ def split_implicit(row: dict, error) -> dict:
 
 
 def shared_prefix(a: str, b: str) -> int:
-    """Where the prompt ends: the longest common prefix, moved back out of a word, then before its space.
+    """Where the prompt ends: the longest common prefix, moved back out of a word (and off the end of either
+    text: a completion is never empty), then before its space.
 
     >>> s = "Q: why? A: Yes"; s[:shared_prefix(s, "Q: why? A: Yeah")]
     'Q: why? A:'
@@ -218,7 +219,7 @@ def shared_prefix(a: str, b: str) -> int:
         n += 1
     def inside_word(k):  # noqa: E306 - a character on both sides of k that is not a space
         return k > 0 and not a[k - 1].isspace() and any(k < len(s) and not s[k].isspace() for s in (a, b))
-    while inside_word(n):
+    while n > 0 and (inside_word(n) or n in (len(a), len(b))):  # and leave each completion a word at least
         n -= 1
     if n > 0 and a[n - 1] == " ":
         n -= 1
