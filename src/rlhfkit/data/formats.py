@@ -159,11 +159,11 @@ def read_preferences(path, opts=None, *, command: str = "rm") -> tuple[str, list
                              f"or {RANKINGS}")
     pairs = [pair_record(split_implicit(row, error) if fmt == IMPLICIT else row, error) for _, row, error in rows]
     kept = [p for p in pairs if p["chosen"] != p["rejected"]]
+    if not kept:
+        raise at(path, None, f"no usable pair: in all {len(pairs)} pairs chosen equals rejected")
     if len(kept) < len(pairs):
         print(f"{command}: dropped {len(pairs) - len(kept)} pairs whose chosen equals rejected ({path})",
               file=sys.stderr)
-    if not kept:
-        raise at(path, None, f"no usable pair: in all {len(pairs)} pairs chosen equals rejected")
     return "pairs", kept
 
 
@@ -251,6 +251,8 @@ def read_prompts(path, opts=None) -> list[dict]:
             if not prompt:
                 raise error("field 'messages' starts with its assistant turn: no prompt")
         elif fmt == IMPLICIT:
+            if row["chosen"] == row["rejected"]:
+                continue  # no prompt to find where nothing differs
             prompt = split_implicit(row, error)["prompt"]
         else:
             prompt = prompt_value(row, error)
