@@ -10,6 +10,7 @@ from rlhfkit.data.formats import read_candidates, read_preferences, read_prompts
 from rlhfkit.data.pairs import preference_groups
 from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError
+from rlhfkit.train.common import split_by_prompt
 
 HH = "\n\nHuman: What is a good pet?\n\nAssistant:"
 
@@ -177,3 +178,9 @@ def test_options_split_and_field_reach_the_reader(tmp_path):
     pq.write_table(pa.Table.from_pylist([{"q": "p", "good": "a", "bad": "b"}]), tmp_path / "x.parquet")
     opts = DataOptions(field=["prompt=q", "chosen=good", "rejected=bad"])
     assert read_preferences(tmp_path / "x.parquet", opts)[1] == [{"prompt": "p", "chosen": "a", "rejected": "b"}]
+
+
+def test_text_and_messages_records_split_by_their_text_like_prompts(tmp_path):
+    records = read_sft(_jsonl(tmp_path / "t.jsonl", [{"text": f"line {i}"} for i in range(40)]))
+    train, held = split_by_prompt(records, 0.25, 0, "sft-eval")
+    assert train and held and len(train) + len(held) == 40

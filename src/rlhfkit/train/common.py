@@ -170,8 +170,9 @@ def split_by_prompt(records: list[dict], fraction: float, seed: int, salt: str) 
     def held(prompt: str) -> bool:
         digest = hashlib.md5(f"{salt}|{seed}|{prompt}".encode()).hexdigest()
         return int(digest[:8], 16) % 10_000 < fraction * 10_000
-    train = [r for r in records if not held(r["prompt"])]
-    held_out = [r for r in records if held(r["prompt"])]
+    key = lambda r: r["prompt"] if "prompt" in r else r.get("text", r.get("messages"))  # noqa: E731 - SFT text/messages
+    train = [r for r in records if not held(key(r))]
+    held_out = [r for r in records if held(key(r))]
     return (train, held_out) if train else (records, [])
 
 
