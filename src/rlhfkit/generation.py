@@ -155,12 +155,17 @@ def generate(model, tokenizer, prompts: list, *, max_new_tokens: int, temperatur
 def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor,
                      stops: set[int] | None = None) -> list[str]:
     """The responses' texts: padding and the final stop token dropped, nothing else — no stripping, no
-    re-spacing, other special tokens kept — so re-encoding a text gives the sampled ids back."""
+    re-spacing — so re-encoding a text gives the sampled ids back.
+
+    Padding is what the mask marks, and the pad and unk ids wherever they were sampled (they stand for no
+    text); other special tokens a response holds stay in its text (a template token re-encodes to itself)."""
     stops = stops if stops is not None else {tokenizer.eos_token_id}
+    blank = {tokenizer.pad_token_id, tokenizer.unk_token_id} - {None}
     rows = []
     for ids, m in zip(response_ids.tolist(), response_mask.tolist()):
         real = [t for t, keep in zip(ids, m) if keep]
-        rows.append(real[:-1] if real and real[-1] in stops else real)
+        real = real[:-1] if real and real[-1] in stops else real
+        rows.append([t for t in real if t not in blank])
     return tokenizer.batch_decode(rows, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
