@@ -1,4 +1,5 @@
-"""Batched sampling with the KV cache and left padding, stopping at EOS.
+"""Batched sampling with the KV cache and left padding, stopping at any stop id (EOS, generation_config's EOS
+ids, a chat template's end-of-turn token: `data/chat.py`).
 
 Prompts are left-padded so every row's next token sits in the last column; position ids count only real
 tokens, so padding changes nothing (a padded batch generates what one-at-a-time generation would).
@@ -14,18 +15,19 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhfkit.data.collate import encode, pad_left, position_ids
+from rlhfkit.data.chat import is_conversation, keep_left, prompt_ids, stop_ids
+from rlhfkit.data.collate import pad_left, position_ids
 
 
 @dataclass
 class Samples:
     prompt_ids: torch.Tensor      # [B, P] left-padded
     prompt_mask: torch.Tensor     # [B, P] 1 on real prompt tokens
-    response_ids: torch.Tensor    # [B, R] right-padded; the EOS, when produced, is included
-    response_mask: torch.Tensor   # [B, R] 1 on real response tokens (EOS included)
-    finished: torch.Tensor        # [B] True when the response ended with EOS
-    texts: list[str]              # responses decoded without EOS and padding
-    prompts: list[str]            # the prompts, as given
+    response_ids: torch.Tensor    # [B, R] right-padded; the stop token, when produced, is included
+    response_mask: torch.Tensor   # [B, R] 1 on real response tokens (stop token included)
+    finished: torch.Tensor        # [B] True when the response ended with a stop token
+    texts: list[str]              # responses decoded without the stop token and padding (never stripped)
+    prompts: list                 # the prompts, as given (str or Conversation)
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -36,10 +38,13 @@ class Samples:
         return torch.cat([self.prompt_mask, self.response_mask], dim=1)
 
 
-def encode_prompts(tokenizer, prompts: list[str], max_prompt_length: int | None = None):
-    rows = [encode(tokenizer, p) for p in prompts]
+def encode_prompts(tokenizer, prompts: list, max_prompt_length: int | None = None):
+    """Left-padded prompt ids (`data/chat.prompt_ids`), each cut to its last `max_prompt_length` tokens (a
+    leading BOS kept), and their attention mask."""
+    rows = [prompt_ids(tokenizer, p) for p in prompts]
     if max_prompt_length:
-        rows = [r[-max_prompt_length:] for r in rows]
+        rows = [keep_left(r, max_prompt_length, tokenizer.bos_token_id) if len(r) > max_prompt_length else r
+                for r in rows]
     ids = pad_left(rows, tokenizer.pad_token_id)
     mask = pad_left([[1] * len(r) for r in rows], 0)
     return ids, mask
@@ -87,11 +92,14 @@ def without_autograd(fn):
 
 
 @without_autograd
-def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
+def generate(model, tokenizer, prompts: list, *, max_new_tokens: int, temperature: float = 1.0,
              top_p: float = 1.0, greedy: bool = False, generator: torch.Generator | None = None,
              ignore_eos: bool = False, max_prompt_length: int | None = None, prompt_width: int | None = None,
-             rows: tuple[int, int] | None = None, agree_steps=None) -> Samples:
+             rows: tuple[int, int] | None = None, agree_steps=None, stops: set[int] | None = None) -> Samples:
     """Generate one response per prompt in one batch (KV cache; stops when every row has ended).
+
+    A row ends at its first stop id (`stops`; default `data/chat.stop_ids` of the model, with the template's
+    end-of-turn token when a prompt is a conversation).
 
     Split across processes (PPO): `prompt_width` left-pads the prompts to the global batch's width, `rows` is
     this batch's place in the global one (see `next_token`), and `agree_steps(steps)` returns the decoding steps
@@ -99,7 +107,10 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, tempe
     the generator stays where a one-process run leaves it.
     """
     device = next(model.parameters()).device
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    pad = tokenizer.pad_token_id
+    if stops is None:
+        stops = stop_ids(tokenizer, getattr(model, "module", model), any(is_conversation(p) for p in prompts))
+    stop = torch.tensor(sorted(stops), device=device)
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, max_prompt_length)
     if prompt_width is not None and prompt_width > prompt_ids.shape[1]:
         extra = prompt_width - prompt_ids.shape[1]
@@ -116,13 +127,13 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, tempe
     tokens, real = [], []
     for _ in range(max_new_tokens):
         if ignore_eos:  # benchmarks: every response runs to full length
-            logits = logits.index_fill(-1, torch.tensor([eos], device=device), float("-inf"))
+            logits = logits.index_fill(-1, stop, float("-inf"))
         token = next_token(logits, temperature, top_p, greedy, generator, rows)
         is_real = ~finished
         token = torch.where(is_real, token, torch.full_like(token, pad))
         tokens.append(token)
         real.append(is_real)
-        finished = finished | (is_real & (token == eos))
+        finished = finished | (is_real & torch.isin(token, stop))
         if bool(finished.all()) or len(tokens) == max_new_tokens:
             break
         mask = torch.cat([mask, is_real.long()[:, None]], dim=1)
@@ -137,25 +148,34 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, tempe
 
     response_ids = torch.stack(tokens, dim=1)
     response_mask = torch.stack(real, dim=1).long()
-    texts = decode_responses(tokenizer, response_ids, response_mask)
+    texts = decode_responses(tokenizer, response_ids, response_mask, stops)
     return Samples(prompt_ids, prompt_mask, response_ids, response_mask, finished, texts, list(prompts))
 
 
-def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
-    eos = tokenizer.eos_token_id
+def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor,
+                     stops: set[int] | None = None) -> list[str]:
+    """The responses' texts: padding and the final stop token dropped, nothing else — no stripping, no
+    re-spacing — so re-encoding a text gives the sampled ids back.
+
+    Padding is what the mask marks, and the pad and unk ids wherever they were sampled (they stand for no
+    text); other special tokens a response holds stay in its text (a template token re-encodes to itself)."""
+    stops = stops if stops is not None else {tokenizer.eos_token_id}
+    blank = {tokenizer.pad_token_id, tokenizer.unk_token_id} - {None}
     rows = []
     for ids, m in zip(response_ids.tolist(), response_mask.tolist()):
-        rows.append([t for t, keep in zip(ids, m) if keep and t != eos])
-    return [t.strip() for t in tokenizer.batch_decode(rows, skip_special_tokens=True)]
+        real = [t for t, keep in zip(ids, m) if keep]
+        real = real[:-1] if real and real[-1] in stops else real
+        rows.append([t for t in real if t not in blank])
+    return tokenizer.batch_decode(rows, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
-def generate_texts(model, tokenizer, prompts: list[str], *, batch_size: int = 128, seed: int | None = None,
+def generate_texts(model, tokenizer, prompts: list, *, batch_size: int = 128, seed: int | None = None,
                    **kwargs) -> tuple[list[str], list[bool]]:
     """Texts and finished flags for many prompts, in chunks of similar length (order preserved)."""
     generator = None
     if seed is not None:
         generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].split()))
+    order = sorted(range(len(prompts)), key=lambda i: prompt_size(prompts[i]))
     texts: list[str] = [""] * len(prompts)
     finished: list[bool] = [False] * len(prompts)
     for start in range(0, len(order), batch_size):
@@ -164,3 +184,10 @@ def generate_texts(model, tokenizer, prompts: list[str], *, batch_size: int = 12
         for j, i in enumerate(idx):
             texts[i], finished[i] = s.texts[j], bool(s.finished[j])
     return texts, finished
+
+
+def prompt_size(prompt) -> int:
+    """Words in a prompt (a conversation's: in all its messages), to batch prompts of similar length."""
+    if is_conversation(prompt):
+        return sum(len(str(m.get("content", "")).split()) for m in prompt)
+    return len(prompt.split())

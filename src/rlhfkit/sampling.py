@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlhfkit.config import option, required
+from rlhfkit.data.chat import is_conversation, require_template
 from rlhfkit.data.formats import read_prompts
 from rlhfkit.data.jsonl import check_writable, write_jsonl
 from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError
 from rlhfkit.generation import generate_texts
-from rlhfkit.models.loading import check_model_dir, load_causal_lm, load_tokenizer, pick_device
+from rlhfkit.models.loading import check_lengths, check_model_dir, load_causal_lm, load_tokenizer, pick_device
 
 
 @dataclass
@@ -34,6 +35,8 @@ class SampleConfig(DataOptions):
     limit: int | None = option(None, "use only the first N prompts")
     seed: int = option(0, "random seed (source assignment and sampling)")
     device: str = option("auto", "cpu, cuda, cuda:N or auto")
+    chat_template: str | None = option(None, "a Jinja chat template file that sets or replaces the models' "
+                                       "tokenizers' (conversational prompts are rendered with it)")
 
     def check(self) -> None:
         if self.k < 2:
@@ -72,8 +75,11 @@ def sample_candidates(cfg: SampleConfig) -> list[dict]:
     device = pick_device(cfg.device)
     results: dict[tuple[int, int], tuple[str, bool]] = {}
     for s, (path, temperature) in enumerate(sources):
-        tokenizer = load_tokenizer(path)
+        tokenizer = load_tokenizer(path, cfg.chat_template)
         model = load_causal_lm(path, tokenizer).to(device).eval()
+        check_lengths(path, model.config, max_new_tokens=cfg.max_new_tokens)
+        if any(is_conversation(r["prompt"]) for r in records):
+            require_template(tokenizer)
         wanted = [(i, j) for i, row in enumerate(slots) for j, src in enumerate(row) if src == s]
         texts, finished = generate_texts(model, tokenizer, [records[i]["prompt"] for i, _ in wanted],
                                          max_new_tokens=cfg.max_new_tokens, temperature=temperature,

@@ -16,10 +16,16 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.activations import GELUTanh, NewGELUActivation
 
+from rlhfkit.data.chat import set_chat_template
 from rlhfkit.errors import UserError
 
-PAD_TOKEN = "<pad>"
 ADAPTER_CONFIG = "adapter_config.json"
+# Files one of which a tokenizer directory holds (fast: tokenizer.json; slow: its vocabulary).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
+                   "sentencepiece.bpe.model", "tekken.json")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# config.json keys that bound the positions a model can read (None/absent: unlimited, e.g. relative positions).
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
 
 
 def check_model_dir(path: str | os.PathLike, what: str = "model") -> Path:
@@ -46,18 +52,80 @@ def check_model_dir(path: str | os.PathLike, what: str = "model") -> Path:
 LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError)
 
 
-def load_tokenizer(path: str | os.PathLike):
-    """The tokenizer saved beside a model. Guarantees a pad token distinct from EOS (docs/design.md §4)."""
+def load_tokenizer(path: str | os.PathLike, chat_template: str | os.PathLike | None = None):
+    """The tokenizer saved beside a model, with `chat_template` (a Jinja file, --chat-template) set when given.
+
+    The pad rule (docs/design.md §4): the tokenizer's own pad token is kept; one without gets an existing special
+    token as pad (unk, else EOS) — the vocabulary never grows. Attention masks, never `id == pad`, decide what is
+    padding, so pad == EOS is safe."""
     path = check_model_dir(path)
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(f"{path}: no tokenizer files (tokenizer.json, or tokenizer_config.json with its vocabulary "
+                        "such as vocab.json + merges.txt or tokenizer.model); save the tokenizer there too")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except LOAD_ERRORS as exc:
-        raise UserError(f"{path}: cannot load a tokenizer: {str(exc).splitlines()[0]}") from None
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise UserError(f"{path}: cannot load a tokenizer: {message}") from None
     if tokenizer.eos_token_id is None:
         raise UserError(f"{path}: the tokenizer has no EOS token; responses could never end")
-    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
-    return tokenizer
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token_id is not None else tokenizer.eos_token
+    return set_chat_template(tokenizer, chat_template)
+
+
+def checkpoint_dtype(path: str | os.PathLike) -> torch.dtype:
+    """The dtype a model directory's weights were saved in (config.json's `dtype`, or `torch_dtype` of older
+    transformers; float32 when neither says). An adapter directory: its base's."""
+    path = Path(path)
+    base = adapter_base(path)
+    if base is not None:
+        return checkpoint_dtype(base)
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return torch.float32
+    name = config.get("dtype") or config.get("torch_dtype") if isinstance(config, dict) else None
+    return DTYPES.get(name, torch.float32) if isinstance(name, str) else torch.float32
+
+
+def save_dtype(option: str, path: str | os.PathLike) -> torch.dtype:
+    """--dtype: 'auto' keeps the checkpoint's dtype (`checkpoint_dtype`), else float32, bfloat16 or float16."""
+    return checkpoint_dtype(path) if option == "auto" else DTYPES[option]
+
+
+def check_dtype_option(value: str) -> None:
+    if value != "auto" and value not in DTYPES:
+        raise UserError(f"config key 'dtype' must be auto, {', '.join(DTYPES)} (got {value!r})")
+
+
+def position_limit(model_or_config) -> int | None:
+    """The most positions the model can read (max_position_embeddings, n_positions, n_ctx, ...; None: no limit)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    for key in POSITION_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_lengths(path, model_or_config, **lengths) -> int | None:
+    """Refuse lengths the model cannot hold, before any work: `lengths` are the config keys and their values
+    (several are added up: a prompt and the tokens generated after it). Returns the limit."""
+    limit = position_limit(model_or_config)
+    given = {k: v for k, v in lengths.items() if v is not None}
+    if limit is None or not given or sum(given.values()) <= limit:
+        return limit
+    keys = " + ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items())
+    raise UserError(f"{path}: {keys} = {sum(given.values())} tokens is beyond the model's position limit of "
+                    f"{limit}; lower {'them' if len(given) > 1 else 'it'} to fit")
+
+
+def resolve_length(value: int | None, default: int, limit: int | None, room: int = 0) -> int:
+    """A length option left unset (None): `default`, capped at what the model's positions leave (limit - room)."""
+    if value is not None:
+        return value
+    return default if limit is None else max(1, min(default, limit - room))
 
 
 def load_causal_lm(path: str | os.PathLike, tokenizer=None, dtype: torch.dtype = torch.float32):
@@ -115,13 +183,24 @@ def fuse_activations(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def align_special_tokens(model, tokenizer) -> None:
+    """The model's pad id is the tokenizer's; EOS ids stay as the checkpoint has them — a generation_config list
+    (e.g. Llama-3's [<|end_of_text|>, <|eot_id|>]) is kept, with the tokenizer's EOS added when it is missing."""
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
-    model.config.eos_token_id = tokenizer.eos_token_id
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    if getattr(model.config, "eos_token_id", None) is None:
+        model.config.eos_token_id = tokenizer.eos_token_id
+    generation = getattr(model, "generation_config", None)
+    if generation is None:  # a backbone without a head (reward models)
+        return
+    generation.pad_token_id = tokenizer.pad_token_id
+    eos = generation.eos_token_id
+    if eos is None:
+        generation.eos_token_id = tokenizer.eos_token_id
+    elif isinstance(eos, list) and tokenizer.eos_token_id not in eos:
+        generation.eos_token_id = eos + [tokenizer.eos_token_id]
+    elif isinstance(eos, int) and eos != tokenizer.eos_token_id:
+        generation.eos_token_id = [eos, tokenizer.eos_token_id]
 
 
 def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:

@@ -92,16 +92,30 @@ def merged(model: torch.nn.Module) -> torch.nn.Module:
     return model.merge_and_unload() if has_lora(model) else model
 
 
-def save_model(out: str | os.PathLike, model: torch.nn.Module, tokenizer, how: str = "merged") -> None:
+def save_model(out: str | os.PathLike, model: torch.nn.Module, tokenizer, how: str = "merged",
+               dtype: torch.dtype | None = None) -> None:
     """Save a causal LM (atomically, with its tokenizer): merged, or — for a LoRA model and how='adapter' —
     the adapter alone, which `load_causal_lm` puts back on its base. A full disk is one line and leaves the
-    previous files of `out` intact (`storage.save_pretrained_atomic`)."""
+    previous files of `out` intact (`storage.save_pretrained_atomic`).
+
+    `dtype`: the weights are written in it (the checkpoint's dtype, `loading.save_dtype`; None: as they are).
+    Training weights stay float32: the model is cast for the save only, so call this last (it is the end of
+    every trainer)."""
     if has_lora(model) and how == "adapter":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             save_pretrained_atomic(out, model, tokenizer)
         return
-    save_pretrained_atomic(out, merged(model), tokenizer)
+    model = merged(model)
+    before = next(model.parameters()).dtype
+    if dtype is None or dtype == before:
+        save_pretrained_atomic(out, model, tokenizer)
+        return
+    model.to(dtype)
+    try:
+        save_pretrained_atomic(out, model, tokenizer)
+    finally:
+        model.to(before)
 
 
 def save_scalar_model(out: str | os.PathLike, model, tokenizer=None, how: str = "merged") -> None:

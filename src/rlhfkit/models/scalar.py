@@ -25,7 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel
 
-from rlhfkit.data.collate import encode, last_token_index, pad_right, position_ids
+from rlhfkit.data.chat import Truncation, completion_ids, is_conversation, prompt_ids, stop_ids
+from rlhfkit.data.collate import last_token_index, pad_right, position_ids
 from rlhfkit.errors import UserError
 from rlhfkit.models.loading import (
     LOAD_ERRORS,
@@ -149,14 +150,25 @@ def _load_backbone(path, dtype):
         raise UserError(f"{path}: cannot load a transformer backbone: {str(exc).splitlines()[0]}") from None
 
 
-def response_sequences(tokenizer, prompts: list[str], texts: list[str], finished: list[bool] | None = None,
-                       max_length: int = 256) -> list[list[int]]:
-    """prompt + response token ids, with EOS appended when the response ended (as PPO's rollouts hold it)."""
+def response_sequences(tokenizer, prompts: list, texts: list, finished: list[bool] | None = None,
+                       max_length: int = 256, truncation: Truncation | None = None,
+                       where: str = "a response") -> list[list[int]]:
+    """prompt + response token ids as the policy generates them (`data/chat.py`): the stop token (EOS, or a
+    template's end-of-turn) kept when the response ended — as PPO's rollouts hold it. The RM reads the last one.
+
+    Too long: the prompt loses tokens on the left, the response on the right (`truncation` counts or refuses)."""
     finished = finished if finished is not None else [True] * len(texts)
-    rows = []
+    truncation = truncation or Truncation(max_length)
+    stops = stop_ids(tokenizer, None, True) if any(is_conversation(p) for p in prompts) else None
+    rows, cache = [], {}
     for prompt, text, done in zip(prompts, texts, finished):
-        ids = encode(tokenizer, prompt) + encode(tokenizer, text) + ([tokenizer.eos_token_id] if done else [])
-        rows.append(ids[-max_length:])
+        key = id(prompt)
+        if key not in cache:
+            cache[key] = prompt_ids(tokenizer, prompt)
+        head = cache[key]
+        target = completion_ids(tokenizer, prompt, text, done, head, stops)
+        head, target = truncation.pair(head, target, tokenizer.bos_token_id, where)
+        rows.append(head + target)
     return rows
 
 
@@ -175,7 +187,7 @@ def score_sequences(model: ScalarModel, rows: list[list[int]], pad_id: int, batc
     return out
 
 
-def score_texts(model: ScalarModel, tokenizer, prompts: list[str], texts: list[str],
+def score_texts(model: ScalarModel, tokenizer, prompts: list, texts: list,
                 finished: list[bool] | None = None, batch_size: int = 128) -> list[float]:
     """r(x, y) of (prompt, response) texts."""
     return score_sequences(model, response_sequences(tokenizer, prompts, texts, finished), tokenizer.pad_token_id,

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from rlhfkit.config import option, required, to_toml
 from rlhfkit.data.jsonl import append_jsonl
 from rlhfkit.errors import UserError
+from rlhfkit.models.loading import check_dtype_option
 from rlhfkit.models.lora import check_lora_options
 from rlhfkit.storage import write_text_atomic
 from rlhfkit.train.checkpoint import DEFAULT_KEEP, check_keep
@@ -59,6 +60,13 @@ class RunOptions:
                                      "GPT-2 and Llama; all linear layers otherwise)")
     lora_save: str = option("merged", "with LoRA, save the model 'merged' (a plain model directory) or as an "
                             "'adapter' (peft adapter beside its base)")
+    # tokens (data/chat.py, models/loading.py)
+    dtype: str = option("auto", "dtype of the saved model: auto (the checkpoint's, from its config.json), float32, "
+                        "bfloat16 or float16 (training weights stay float32)")
+    truncation: str = option("truncate", "rows longer than the length limits: 'truncate' (prompts from the left, "
+                             "the rest from the right; the count is logged) or 'error' (refused, naming the row)")
+    chat_template: str | None = option(None, "a Jinja chat template file that sets or replaces the tokenizer's "
+                                       "(saved with the model)")
 
     def check(self) -> None:
         """The shared fields' values (a subclass's `check` calls this first); nothing is read from disk."""
@@ -73,6 +81,9 @@ class RunOptions:
         if self.fsdp and self.lora_r:
             raise UserError("config key 'fsdp' with LoRA: the adapters are small; use DDP (the default)")
         check_keep(self.keep_checkpoints)
+        check_dtype_option(self.dtype)
+        if self.truncation not in ("truncate", "error"):
+            raise UserError(f"config key 'truncation' must be truncate or error (got {self.truncation!r})")
         check_lora_options(self)
 
 

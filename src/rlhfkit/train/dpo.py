@@ -21,12 +21,20 @@ from dataclasses import dataclass
 import torch
 
 from rlhfkit.config import option, required
-from rlhfkit.data.collate import encode, encode_pair, pad_right
+from rlhfkit.data.chat import Truncation, completion_ids, is_conversation, prompt_ids, require_template, stop_ids
+from rlhfkit.data.collate import pad_right
 from rlhfkit.data.pairs import pair_weight, preference_groups, read_preference_records
 from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError
 from rlhfkit.losses import dpo_loss, dpo_margin, masked_sum, token_logprobs
-from rlhfkit.models.loading import disable_dropout, load_causal_lm, load_tokenizer
+from rlhfkit.models.loading import (
+    check_lengths,
+    disable_dropout,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_length,
+    save_dtype,
+)
 from rlhfkit.models.lora import AdaptersOff, add_lora, has_lora, save_model
 from rlhfkit.storage import save_pretrained_atomic
 from rlhfkit.train.checkpoint import Checkpoints
@@ -55,7 +63,8 @@ class DPOConfig(RunOptions, DataOptions):
     lr: float = option(1e-4, "peak learning rate (toy-world scale; Rafailov et al. use 1e-6 on large models)")
     weight_decay: float = option(0.0, "AdamW weight decay")
     warmup_ratio: float = option(0.1, "share of steps spent warming the learning rate up")
-    max_length: int = option(256, "tokens per prompt + response (prompt cut on the left first)")
+    max_length: int | None = option(None, "tokens per prompt + response (prompt cut on the left first; default "
+                                    "256, or the model's position limit when lower)")
     grad_clip: float = option(1.0, "gradient norm clipping")
     log_every: int = option(10, "log every N steps")
     save_every: int = option(0, "save a checkpoint every N steps into OUT/checkpoints (0: only the final policy)")
@@ -63,7 +72,7 @@ class DPOConfig(RunOptions, DataOptions):
     def check(self) -> None:
         super().check()
         for key in ("epochs", "batch_size", "max_length", "log_every"):
-            if getattr(self, key) < 1:
+            if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise UserError(f"config key '{key}' must be at least 1")
         if not 0 <= self.eval_fraction < 1:
             raise UserError("config key 'eval_fraction' must be in [0, 1)")
@@ -86,17 +95,21 @@ class PairBatch:
     n_rankings: int
 
 
-def tokenize(tokenizer, groups: list[dict], max_length: int) -> list[dict]:
-    """Each ranking's outputs as (ids, response mask) in SFT's layout (`encode_pair`), tokenized once, beside
-    its pairs and their weight 1/C(K,2)."""
+def tokenize(tokenizer, groups: list[dict], max_length: int, truncation: Truncation | None = None,
+             source: str = "rankings") -> list[dict]:
+    """Each ranking's outputs as (ids, response mask) in SFT's layout (`data/chat.py`: the response's tokens and
+    its stop token — none when it was cut at the length limit), tokenized once, beside its pairs and their
+    weight 1/C(K,2)."""
     out = []
-    for g in groups:
-        prompt, rows = encode(tokenizer, g["prompt"]), []
+    truncation = truncation or Truncation(max_length)
+    stops = stop_ids(tokenizer, None, True) if any(is_conversation(g["prompt"]) for g in groups) else None
+    for i, g in enumerate(groups):
+        prompt, rows = prompt_ids(tokenizer, g["prompt"]), []
+        where = f"{source}: {'id ' + g['id'] if isinstance(g.get('id'), str) else f'ranking {i + 1}'}"
         for text, ended in zip(g["completions"], g["finished"]):
-            ids, mask = encode_pair(tokenizer, prompt, text, max_length)
-            if not ended and ids[-1] == tokenizer.eos_token_id:  # cut at the length limit: no EOS to score
-                ids, mask = ids[:-1], mask[:-1]
-            rows.append((ids, mask))
+            target = completion_ids(tokenizer, g["prompt"], text, ended, prompt, stops)
+            head, target = truncation.pair(prompt, target, tokenizer.bos_token_id, where)
+            rows.append((head + target, [0] * len(head) + [1] * len(target)))
         out.append({"rows": rows, "pairs": g["pairs"], "weight": pair_weight(len(rows)), "ref_logp": None})
     return out
 
@@ -179,13 +192,26 @@ def read_groups(cfg: DPOConfig) -> tuple[list[dict], list[dict]]:
 
 def load_models(cfg: DPOConfig, inputs, device):
     """(tokenizer, π_θ, π_ref): π_ref = π_SFT, frozen — with LoRA the weights under the policy's adapters."""
-    tokenizer = load_tokenizer(cfg.policy)
+    tokenizer = load_tokenizer(cfg.policy, cfg.chat_template)
     policy = add_lora(disable_dropout(load_causal_lm(cfg.policy, tokenizer)), cfg, cfg.policy).to(device).train()
+    limit = check_lengths(cfg.policy, policy.config, max_length=cfg.max_length)
+    cfg.max_length = resolve_length(cfg.max_length, 256, limit)
+    check_groups(cfg, tokenizer, inputs)
     if has_lora(policy):
         reference = AdaptersOff(policy)
     else:
         reference = disable_dropout(load_causal_lm(cfg.policy, tokenizer)).to(device).eval()
     return tokenizer, policy, reference
+
+
+def check_groups(cfg: DPOConfig, tokenizer, inputs) -> None:
+    """Tokenize every ranking once before the run starts (see reward.check_rankings)."""
+    if any(is_conversation(g["prompt"]) for groups in inputs for g in groups):
+        require_template(tokenizer)
+    truncation = Truncation(cfg.max_length, cfg.truncation)
+    for groups, source in zip(inputs, (cfg.data, cfg.eval_data or f"{cfg.data} (held out)")):
+        tokenize(tokenizer, groups, cfg.max_length, truncation, source)
+    truncation.report("dpo")
 
 
 def train_dpo(cfg: DPOConfig) -> dict:
@@ -247,7 +273,7 @@ def finish(run: Run, policy, step: int, loss: float, result: dict, n_train: int,
         return {}
     cfg = run.cfg
     policy.eval()
-    save_model(run.dir.path, policy, run.models[0], cfg.lora_save)
+    save_model(run.dir.path, policy, run.models[0], cfg.lora_save, save_dtype(cfg.dtype, cfg.policy))
     run.dir.close()
     summary = {"steps": step, "train_rankings": n_train, "beta": cfg.beta, "train_loss": round(loss, 4)}
     summary |= {k: v for k, v in result.items() if k not in ("step", "time_s", "epoch")}

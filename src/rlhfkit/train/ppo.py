@@ -39,11 +39,20 @@ import torch
 
 from rlhfkit import losses as L
 from rlhfkit.config import option, required
+from rlhfkit.data.chat import Truncation, is_conversation, prompt_ids, require_template
 from rlhfkit.data.formats import read_prompts
 from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError
 from rlhfkit.generation import Samples, encode_prompts, generate, without_autograd
-from rlhfkit.models.loading import check_model_dir, disable_dropout, load_causal_lm, load_tokenizer
+from rlhfkit.models.loading import (
+    check_lengths,
+    check_model_dir,
+    disable_dropout,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_length,
+    save_dtype,
+)
 from rlhfkit.models.lora import AdaptersOff, add_lora, copy_head, has_lora, save_model, save_scalar_model
 from rlhfkit.models.policy import response_logprobs, response_values
 from rlhfkit.models.scalar import ScalarModel
@@ -88,7 +97,8 @@ class PPOConfig(RunOptions, DataOptions):
     whiten_rewards: bool = option(False, "whiten per-token rewards before GAE")
     temperature: float = option(1.0, "sampling temperature; log-probs are scored with the same logits / T")
     max_new_tokens: int = option(32, "response length limit")
-    max_prompt_length: int = option(128, "prompt tokens kept (from the right)")
+    max_prompt_length: int | None = option(None, "prompt tokens kept (from the right, a leading BOS kept; default "
+                                           "128, or what the model's positions leave after max_new_tokens)")
     missing_eos_penalty: float | None = option(-1.0, "terminal reward of a response with no EOS (none: the RM's)")
     ptx_data: str | None = option(None, "PPO-ptx: JSONL of pretraining text (`text`) or demonstrations")
     ptx_coef: float = option(0.0, "PPO-ptx: γ, weight of the LM loss on ptx data (InstructGPT: 27.8)")
@@ -103,6 +113,8 @@ class PPOConfig(RunOptions, DataOptions):
         for key in ("steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens"):
             if getattr(self, key) < 1:
                 raise UserError(f"config key '{key}' must be at least 1")
+        if self.max_prompt_length is not None and self.max_prompt_length < 1:
+            raise UserError("config key 'max_prompt_length' must be at least 1")
         if self.minibatch_size > self.batch_size:
             raise UserError("config key 'minibatch_size' must not exceed 'batch_size'")
         if self.temperature <= 0:
@@ -263,8 +275,11 @@ def load_models(cfg: PPOConfig, device):
     With LoRA (--lora-r) the policy and the value model train adapters; the reference is the policy's own weights
     with the adapters off, and the reward model the value model's start with the adapters off: no second copies.
     """
-    tokenizer = load_tokenizer(cfg.policy)
+    tokenizer = load_tokenizer(cfg.policy, cfg.chat_template)
     policy = add_lora(disable_dropout(load_causal_lm(cfg.policy, tokenizer)), cfg, cfg.policy).to(device)
+    limit = check_lengths(cfg.policy, policy.config, max_prompt_length=cfg.max_prompt_length,
+                          max_new_tokens=cfg.max_new_tokens)
+    cfg.max_prompt_length = resolve_length(cfg.max_prompt_length, 128, limit, cfg.max_new_tokens)
     if has_lora(policy) and not cfg.reference:
         reference = AdaptersOff(policy)  # π_SFT: the weights the adapters sit on
     else:
@@ -305,8 +320,24 @@ def read_inputs(cfg: PPOConfig) -> PPOInputs:
 
 def _load(cfg: PPOConfig, inputs: PPOInputs, device):
     tokenizer, *models = load_models(cfg, device)
-    ptx = PtxBatches(inputs.ptx, tokenizer, cfg.ptx_batch_size, None) if inputs.ptx else None
+    check_prompts(cfg, tokenizer, inputs.prompts)
+    ptx = None
+    if inputs.ptx:
+        truncation = Truncation(256, cfg.truncation)
+        ptx = PtxBatches(inputs.ptx, tokenizer, cfg.ptx_batch_size, None, truncation=truncation)
+        truncation.report("ppo (ptx data)")
     return tokenizer, *models, ptx
+
+
+def check_prompts(cfg: PPOConfig, tokenizer, prompts: list) -> None:
+    """Every prompt renders (a conversation needs a chat template) and fits --max-prompt-length, or is cut (the
+    count logged once) or refused (--truncation error) — before the run directory exists."""
+    if any(is_conversation(p) for p in prompts):
+        require_template(tokenizer)
+    truncation = Truncation(cfg.max_prompt_length, cfg.truncation, "max_prompt_length")
+    for i, prompt in enumerate(prompts):
+        truncation.prompt(prompt_ids(tokenizer, prompt), tokenizer.bos_token_id, f"{cfg.prompts}: prompt {i + 1}")
+    truncation.report("ppo")
 
 
 def train_ppo(cfg: PPOConfig) -> dict:
@@ -386,7 +417,7 @@ def finish(run: Run, policy, value_model, record: dict) -> dict:
     if not run.parallel.is_main:
         return record
     cfg, tokenizer, path = run.cfg, run.models[0], run.dir.path
-    save_model(path, policy, tokenizer, cfg.lora_save)
+    save_model(path, policy, tokenizer, cfg.lora_save, save_dtype(cfg.dtype, cfg.policy))
     if value_model is not None:
         save_scalar_model(path / "value", value_model, None, cfg.lora_save)
     run.dir.close()

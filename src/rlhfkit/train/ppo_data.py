@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from rlhfkit import losses as L
-from rlhfkit.data.collate import encode, encode_pair, pad_right
+from rlhfkit.data.chat import Truncation, example_ids, stop_ids
+from rlhfkit.data.collate import pad_right
 from rlhfkit.data.formats import read_sft
 from rlhfkit.data.schemas import demo_record
 from rlhfkit.errors import UserError
@@ -21,16 +22,13 @@ class PtxBatches:
     """PPO-ptx: minibatches of pretraining text (or demonstrations) for the mixed-in LM loss."""
 
     def __init__(self, records: list[dict], tokenizer, batch_size: int, generator: torch.Generator | None,
-                 max_length: int = 256):
-        """`records`: from `read_ptx`; `generator` draws the minibatches."""
-        rows = []
-        for record in records:
-            if "text" in record:
-                ids = encode(tokenizer, record["text"])[:max_length - 1] + [tokenizer.eos_token_id]
-                rows.append((ids, [1] * len(ids)))
-            else:
-                prompt = encode(tokenizer, record["prompt"])
-                rows.append(encode_pair(tokenizer, prompt, record["completion"], max_length))
+                 max_length: int = 256, truncation: Truncation | None = None):
+        """`records`: from `read_ptx` (text, or SFT's records: `data/chat.example_ids`); `generator` draws the
+        minibatches; `truncation` counts (or refuses) the rows longer than `max_length`."""
+        truncation = truncation or Truncation(max_length)
+        stops = stop_ids(tokenizer, None, True)
+        rows = [example_ids(tokenizer, r, truncation, f"ptx data: record {i + 1}", stops)
+                for i, r in enumerate(records)]
         self.rows, self.batch_size, self.generator, self.pad = rows, batch_size, generator, tokenizer.pad_token_id
 
     def loss(self, policy, parallel: Parallel | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from rlhfkit.config import option, required
+from rlhfkit.data.chat import Truncation, is_conversation, require_template
 from rlhfkit.data.collate import pad_right
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.data.pairs import pair_weight, preference_groups, read_preference_records
@@ -27,7 +28,7 @@ from rlhfkit.data.schemas import demo_record
 from rlhfkit.errors import UserError
 from rlhfkit.eval.rm import gold_measurements
 from rlhfkit.losses import preference_loss
-from rlhfkit.models.loading import load_tokenizer
+from rlhfkit.models.loading import check_lengths, load_tokenizer, resolve_length
 from rlhfkit.models.lora import add_lora, save_scalar_model
 from rlhfkit.models.scalar import ScalarModel, response_sequences, score_sequences
 from rlhfkit.train.checkpoint import Checkpoints
@@ -61,14 +62,15 @@ class RewardConfig(RunOptions, DataOptions):
     lr: float = option(1e-4, "peak learning rate")
     weight_decay: float = option(0.0, "AdamW weight decay")
     warmup_ratio: float = option(0.05, "share of steps spent warming the learning rate up")
-    max_length: int = option(256, "tokens per prompt + response (prompt cut on the left)")
+    max_length: int | None = option(None, "tokens per prompt + response (prompt cut on the left, the response on "
+                                    "the right; default 256, or the model's position limit when lower)")
     grad_clip: float = option(1.0, "gradient norm clipping")
     log_every: int = option(10, "log every N steps")
 
     def check(self) -> None:
         super().check()
         for key in ("epochs", "batch_size", "max_length"):
-            if getattr(self, key) < 1:
+            if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise UserError(f"config key '{key}' must be at least 1")
         if not 0 <= self.eval_fraction < 1:
             raise UserError("config key 'eval_fraction' must be in [0, 1)")
@@ -87,12 +89,16 @@ class RankingBatch:
     n_rankings: int
 
 
-def tokenize_groups(tokenizer, groups: list[dict], max_length: int) -> list[dict]:
-    """Each group's outputs as token ids (tokenized once), beside its pairs and their weight."""
+def tokenize_groups(tokenizer, groups: list[dict], max_length: int, truncation: Truncation | None = None,
+                    source: str = "rankings") -> list[dict]:
+    """Each group's outputs as token ids (tokenized once, `response_sequences`), beside its pairs and weight."""
     out = []
-    for g in groups:
+    truncation = truncation or Truncation(max_length)
+    for i, g in enumerate(groups):
         prompts = [g["prompt"]] * len(g["completions"])
-        rows = response_sequences(tokenizer, prompts, g["completions"], g["finished"], max_length)
+        where = f"{source}: {'id ' + g['id'] if isinstance(g.get('id'), str) else f'ranking {i + 1}'}"
+        rows = response_sequences(tokenizer, prompts, g["completions"], g["finished"], max_length, truncation,
+                                  where)
         out.append({"rows": rows, "pairs": g["pairs"], "weight": pair_weight(len(g["completions"]))})
     return out
 
@@ -167,10 +173,26 @@ def read_inputs(cfg: RewardConfig) -> RewardInputs:
 
 
 def load_model(cfg: RewardConfig, inputs: RewardInputs, device):
-    tokenizer = load_tokenizer(cfg.model)
+    tokenizer = load_tokenizer(cfg.model, cfg.chat_template)
     model = ScalarModel.from_backbone(cfg.model, tokenizer, seed=cfg.seed)
+    limit = check_lengths(cfg.model, model.config, max_length=cfg.max_length)
+    cfg.max_length = resolve_length(cfg.max_length, 256, limit)
+    check_rankings(cfg, tokenizer, inputs)
     model.backbone = add_lora(model.backbone, cfg, cfg.model)  # LoRA adapts the transformer; the head trains fully
     return tokenizer, model.to(device).train()
+
+
+def check_rankings(cfg: RewardConfig, tokenizer, inputs: RewardInputs) -> None:
+    """Tokenize every ranking once before the run starts: conversational data without a chat template, a
+    template error or a row refused by --truncation error stops here; the rows cut are counted in one line."""
+    sets = [(inputs.kind, inputs.train_records, cfg.data), (inputs.eval_kind, inputs.held_records,
+                                                             cfg.eval_data or f"{cfg.data} (held out)")]
+    if any(is_conversation(r.get("prompt")) for _, records, _ in sets for r in records):
+        require_template(tokenizer)
+    truncation = Truncation(cfg.max_length, cfg.truncation)
+    for kind, records, source in sets:
+        tokenize_groups(tokenizer, preference_groups(kind, records), cfg.max_length, truncation, source)
+    truncation.report("rm")
 
 
 def train_reward_model(cfg: RewardConfig) -> dict:

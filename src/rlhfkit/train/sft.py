@@ -12,12 +12,13 @@ from dataclasses import dataclass
 import torch
 
 from rlhfkit.config import option, required
-from rlhfkit.data.collate import encode, encode_pair, pad_right
+from rlhfkit.data.chat import Truncation, example_ids, is_conversation, require_template, stop_ids
+from rlhfkit.data.collate import pad_right
 from rlhfkit.data.formats import read_sft
 from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError
 from rlhfkit.losses import lm_loss
-from rlhfkit.models.loading import load_causal_lm, load_tokenizer
+from rlhfkit.models.loading import check_lengths, load_causal_lm, load_tokenizer, resolve_length, save_dtype
 from rlhfkit.models.lora import add_lora, save_model
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import (
@@ -44,22 +45,36 @@ class SFTConfig(RunOptions, DataOptions):
     lr: float = option(5e-4, "peak learning rate (toy-world scale; use ~1e-5 for large models)")
     weight_decay: float = option(0.0, "AdamW weight decay")
     warmup_ratio: float = option(0.05, "share of steps spent warming the learning rate up")
-    max_length: int = option(256, "tokens per sequence (prompt cut on the left first)")
+    max_length: int | None = option(None, "tokens per sequence (prompt cut on the left first; default 256, or "
+                                    "the model's position limit when lower)")
     grad_clip: float = option(1.0, "gradient norm clipping")
     log_every: int = option(10, "log train loss every N steps")
 
     def check(self) -> None:
         super().check()
         for key in ("epochs", "batch_size", "max_length", "log_every"):
-            if getattr(self, key) < 1:
+            if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise UserError(f"config key '{key}' must be at least 1")
         if not 0 <= self.eval_fraction < 1:
             raise UserError("config key 'eval_fraction' must be in [0, 1)")
 
 
-def tokenize_demos(tokenizer, records: list[dict], max_length: int) -> list[tuple[list[int], list[int]]]:
-    """(input ids, loss mask) per demonstration, tokenized once."""
-    return [encode_pair(tokenizer, encode(tokenizer, r["prompt"]), r["completion"], max_length) for r in records]
+def tokenize_demos(tokenizer, records: list[dict], max_length: int, truncation: Truncation | None = None,
+                   source: str = "demonstrations") -> list[tuple[list[int], list[int]]]:
+    """(input ids, loss mask) per demonstration, tokenized once (`data/chat.example_ids`: prompt + completion,
+    {"text"} or {"messages"})."""
+    truncation = truncation or Truncation(max_length)
+    stops = stop_ids(tokenizer, None, True)
+    return [example_ids(tokenizer, r, truncation, f"{source}: {demo_name(r, i)}", stops)
+            for i, r in enumerate(records)]
+
+
+def demo_name(record: dict, index: int) -> str:
+    return f"id {record['id']}" if isinstance(record.get("id"), str) else f"record {index + 1}"
+
+
+def is_conversational(record: dict) -> bool:
+    return "messages" in record or is_conversation(record.get("prompt"))
 
 
 def collate(rows: list[tuple[list[int], list[int]]], pad_id: int, device) -> dict[str, torch.Tensor]:
@@ -97,11 +112,27 @@ def read_demos(cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
 
 
 def load_model(cfg: SFTConfig, inputs, device):
-    tokenizer = load_tokenizer(cfg.model)
+    """The tokenizer and model, once the lengths fit the model and every demonstration tokenizes (before the run
+    directory exists)."""
+    tokenizer = load_tokenizer(cfg.model, cfg.chat_template)
     with before_seed():  # SFT has always loaded before seeding: its dropout stream starts at the seed
         model = load_causal_lm(cfg.model, tokenizer)
+    limit = check_lengths(cfg.model, model, max_length=cfg.max_length)
+    cfg.max_length = resolve_length(cfg.max_length, 256, limit)
+    if any(is_conversational(r) for records in inputs for r in records):
+        require_template(tokenizer)
+    check_demos(cfg, tokenizer, inputs)
     model = add_lora(model, cfg, cfg.model)
     return tokenizer, model.to(device).train()
+
+
+def check_demos(cfg: SFTConfig, tokenizer, inputs) -> None:
+    """Tokenize every demonstration once before the run starts: a template error or a row refused by
+    --truncation error stops here; the rows cut are counted in one line."""
+    truncation = Truncation(cfg.max_length, cfg.truncation)
+    for records, source in zip(inputs, (cfg.data, cfg.eval_data or f"{cfg.data} (held out)")):
+        tokenize_demos(tokenizer, records, cfg.max_length, truncation, source)
+    truncation.report("sft")
 
 
 def train_sft(cfg: SFTConfig) -> dict:
@@ -146,7 +177,7 @@ def finish(run: Run, model, step: int, loss: float, result: dict, n_train: int, 
     if not run.parallel.is_main:
         return {}
     model.eval()
-    save_model(run.dir.path, model, run.models[0], run.cfg.lora_save)
+    save_model(run.dir.path, model, run.models[0], run.cfg.lora_save, save_dtype(run.cfg.dtype, run.cfg.model))
     run.dir.close()
     summary = {"steps": step, "train_loss": round(loss, 4), "eval_loss": result.get("eval_loss"),
                "train_examples": n_train, "eval_examples": n_eval}

@@ -1,0 +1,169 @@
+"""Token ids as the model's own inference makes them (data/chat.py), in the four special-token setups of issue 16."""
+
+import pytest
+
+from rlhfkit.data.chat import (
+    Truncation,
+    completion_ids,
+    conversation_ids,
+    end_of_turn_id,
+    example_ids,
+    prompt_ids,
+    set_chat_template,
+    stop_ids,
+)
+from rlhfkit.data.collate import encode, encode_pair
+from rlhfkit.errors import UserError
+from tests.tokenizers_zoo import END_OF_TURN, SETUPS, build_tokenizer, conversations, write_neox_template
+
+
+@pytest.fixture(params=SETUPS)
+def setup_tokenizer(request, tmp_path):
+    tok = build_tokenizer(request.param)
+    if request.param == "neox":  # no template of its own: the one users pass with --chat-template
+        set_chat_template(tok, write_neox_template(tmp_path / "neox.jinja"))
+    return request.param, tok
+
+
+def prompts_of(conv):
+    """Every prefix of a conversation that ends with a user turn (what generation is asked to continue)."""
+    return [conv[:i] for i in range(1, len(conv) + 1) if conv[i - 1]["role"] == "user"]
+
+
+def test_rendered_prompts_equal_apply_chat_template(setup_tokenizer):
+    name, tok = setup_tokenizer
+    for conv in conversations():
+        for prompt in prompts_of(conv):
+            want = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
+            got = prompt_ids(tok, prompt)
+            assert got == list(want)
+            if tok.bos_token_id is not None and tok.bos_token_id != tok.eos_token_id:
+                assert got.count(tok.bos_token_id) == 1 and got[0] == tok.bos_token_id  # BOS once, not twice
+
+
+def test_string_prompts_are_encoded_as_inference_does(setup_tokenizer):
+    name, tok = setup_tokenizer
+    text = "The cat reads the book?"
+    assert prompt_ids(tok, text) == tok(text)["input_ids"]
+    if name in ("llama3", "mistral"):
+        assert prompt_ids(tok, text)[0] == tok.bos_token_id
+    else:
+        assert prompt_ids(tok, text) == tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_end_of_turn_is_found_from_the_template(setup_tokenizer):
+    name, tok = setup_tokenizer
+    assert end_of_turn_id(tok) == tok.convert_tokens_to_ids(END_OF_TURN[name])
+    assert end_of_turn_id(tok) in stop_ids(tok, None, conversational=True)
+
+
+def assistant_spans(tok, conv, eot: str):
+    """Character spans of the rendered conversation that belong to assistant turns: from the end of the prompt
+    rendered before the turn (with the generation prompt) through the end-of-turn token after its content."""
+    text = tok.apply_chat_template(conv, tokenize=False)
+    spans, search = [], 0
+    for i, m in enumerate(conv):
+        if m["role"] != "assistant":
+            continue
+        head = tok.apply_chat_template(conv[:i], add_generation_prompt=True, tokenize=False)
+        assert text.startswith(head)
+        start = text.index(m["content"], max(search, len(head)))
+        end = text.index(eot, start + len(m["content"])) + len(eot)
+        spans.append((len(head), end))
+        search = end
+    return text, spans
+
+
+def test_sft_loss_mask_covers_exactly_the_assistant_tokens(setup_tokenizer):
+    name, tok = setup_tokenizer
+    eot = tok.convert_tokens_to_ids(END_OF_TURN[name])
+    for conv in conversations():
+        ids, mask = conversation_ids(tok, conv)
+        text, spans = assistant_spans(tok, conv, END_OF_TURN[name])
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        assert ids == enc["input_ids"] == list(tok.apply_chat_template(conv, tokenize=True, return_dict=False))
+        want = [int(any(a <= s and e <= b for a, b in spans)) for s, e in enc["offset_mapping"]]
+        assert mask == want
+        # each assistant turn is one run of loss tokens ending on its end-of-turn token
+        assert sum(1 for t, m in zip(ids, mask) if m and t == eot) == sum(m["role"] == "assistant" for m in conv)
+        starts = [i for i in range(len(mask)) if mask[i] and (i == 0 or not mask[i - 1])]
+        ends = [i for i in range(len(mask)) if mask[i] and (i + 1 == len(mask) or not mask[i + 1])]
+        assert len(starts) == sum(m["role"] == "assistant" for m in conv)
+        assert all(ids[i] == eot for i in ends)
+
+
+def test_a_user_token_with_loss_fails_the_mask_check(setup_tokenizer):
+    """The check above can fail: one user token flipped into the loss breaks it."""
+    name, tok = setup_tokenizer
+    conv = conversations()[0]
+    ids, mask = conversation_ids(tok, conv)
+    text, spans = assistant_spans(tok, conv, END_OF_TURN[name])
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    user = text.index(conv[1]["content"])
+    k = next(i for i, (s, e) in enumerate(enc["offset_mapping"]) if s >= user)
+    bad = list(mask)
+    bad[k] = 1
+    want = [int(any(a <= s and e <= b for a, b in spans)) for s, e in enc["offset_mapping"]]
+    assert mask == want and bad != want
+
+
+def test_conversational_completion_ends_at_the_end_of_turn(setup_tokenizer):
+    name, tok = setup_tokenizer
+    conv = conversations()[0]
+    prompt, answer = conv[:-1], conv[-1]["content"]
+    head = prompt_ids(tok, prompt)
+    tail = completion_ids(tok, prompt, answer)
+    eot = tok.convert_tokens_to_ids(END_OF_TURN[name])
+    assert tail[-1] == eot and eot not in tail[:-1]
+    full = list(tok.apply_chat_template(conv, tokenize=True, return_dict=False))
+    assert head + tail == full[:len(head) + len(tail)]  # ChatML/NeoX: the template's trailing "\n" is dropped
+    assert completion_ids(tok, prompt, [conv[-1]]) == tail  # a str completion is one assistant message
+    assert completion_ids(tok, prompt, answer, finished=False) == tail[:-1]
+    ids, mask = example_ids(tok, {"prompt": prompt, "completion": answer}, Truncation(512))
+    assert ids == head + tail and mask == [0] * len(head) + [1] * len(tail)
+
+
+def test_string_completion_gets_eos_and_no_special_tokens(setup_tokenizer):
+    name, tok = setup_tokenizer
+    ids, mask = example_ids(tok, {"prompt": "The cat", "completion": " reads the book."}, Truncation(512))
+    body = tok(" reads the book.", add_special_tokens=False)["input_ids"]
+    assert ids == tok("The cat")["input_ids"] + body + [tok.eos_token_id]
+    assert mask == [0] * len(tok("The cat")["input_ids"]) + [1] * (len(body) + 1)
+
+
+def test_conversational_data_without_a_template_is_one_line(tmp_path):
+    tok = build_tokenizer("neox")
+    tok.name_or_path = str(tmp_path / "model")
+    with pytest.raises(UserError) as err:
+        prompt_ids(tok, conversations()[0][:2])
+    assert str(tmp_path / "model") in str(err.value) and "--chat-template" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_template_that_is_not_prefix_stable_is_refused():
+    tok = build_tokenizer("chatml")
+    # renders the generation prompt differently from the assistant turn that follows it
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|im_start|>assistant:\n{% endif %}")
+    with pytest.raises(UserError, match="not prefix-stable"):
+        completion_ids(tok, conversations()[0][:2], "The cat likes the book.")
+
+
+def test_world_tokenizer_ids_are_unchanged(world_tokenizer):
+    """The toy world's word-level tokenizer adds no special tokens: every id is what it was before chat.py."""
+    record = {"prompt": "list two fruits .", "completion": "apple pear"}
+    assert prompt_ids(world_tokenizer, record["prompt"]) == encode(world_tokenizer, record["prompt"])
+    for max_length in (64, 5, 3):
+        old = encode_pair(world_tokenizer, encode(world_tokenizer, record["prompt"]), record["completion"], max_length)
+        assert example_ids(world_tokenizer, record, Truncation(max_length)) == old
+
+
+def test_truncation_keeps_a_leading_bos_and_counts_or_refuses():
+    tok = build_tokenizer("llama3")
+    record = {"prompt": "The cat reads the book? " * 5, "completion": "Yes."}
+    truncation = Truncation(12)
+    ids, mask = example_ids(tok, record, truncation)
+    assert len(ids) == 12 and ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    assert truncation.cut == 1
+    with pytest.raises(UserError, match=r"demos.jsonl: record 3: .* longer than max_length 12"):
+        example_ids(tok, record, Truncation(12, "error"), "demos.jsonl: record 3")
