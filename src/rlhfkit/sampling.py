@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhfkit.config import option, required
+from rlhfkit.config import check_at_least, option, required
 from rlhfkit.data.jsonl import check_writable, read_jsonl, write_jsonl
 from rlhfkit.data.schemas import prompt_record
 from rlhfkit.errors import UserError
@@ -41,8 +41,7 @@ class SampleConfig:
             raise UserError("config key 'temperatures' must be one or more values > 0")
         if not 0 < self.top_p <= 1:
             raise UserError("config key 'top_p' must be in (0, 1]")
-        if self.max_new_tokens < 1:
-            raise UserError("config key 'max_new_tokens' must be at least 1")
+        check_at_least(self, 1, "max_new_tokens", "limit")
 
 
 def source_name(model: str, temperature: float) -> str:
