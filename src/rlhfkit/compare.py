@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from rlhfkit import pipeline as stages
-from rlhfkit.config import option, required, to_toml
+from rlhfkit.config import check_at_least, option, required, to_toml
 from rlhfkit.errors import UserError
 from rlhfkit.eval import report as R
 from rlhfkit.eval.stats import mean_std, win_rate
@@ -69,9 +69,8 @@ class CompareConfig:
                             f"choose from {', '.join(METHODS)}")
         if not self.seeds:
             raise UserError("config key 'seeds': give at least one seed")
-        for key in ("bon_n", "curve_points", "dpo_epochs"):
-            if getattr(self, key) < 1:
-                raise UserError(f"config key '{key}' must be at least 1")
+        check_at_least(self, 1, "bon_n", "curve_points", "dpo_epochs", "rl_steps")
+        check_at_least(self, 2, "rloo_k")
         if self.kl_coef < 0:
             raise UserError("config key 'kl_coef' must be >= 0")
         if self.eval_prompts is not None and self.eval_prompts < 0:

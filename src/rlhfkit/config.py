@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -172,6 +173,23 @@ def build_config(cls, *, toml_path=None, flags: dict | None = None, sets: list[s
 def _flag_value(tp, value):
     """Flags arrive as strings, except booleans (store_true/false) which arrive parsed."""
     return value if isinstance(value, bool) else _from_text(tp, value)
+
+
+def check_at_least(cfg, minimum: int, *keys: str) -> None:
+    """`check()`'s test of sizes and counts: each key's value (None: not given, the default applies) at least
+    `minimum`, else the one line every command gives: `config key 'batch_size' must be at least 1`."""
+    for key in keys:
+        value = getattr(cfg, key)
+        if value is not None and value < minimum:
+            raise UserError(f"config key '{key}' must be at least {minimum}")
+
+
+def check_positive(cfg, *keys: str) -> None:
+    """Each key's value a finite number > 0 (a learning rate: AdamW raises on NaN or a negative one)."""
+    for key in keys:
+        value = getattr(cfg, key)
+        if not (math.isfinite(value) and value > 0):
+            raise UserError(f"config key '{key}' must be a finite number > 0")
 
 
 def check_required(cfg, prefix: str = "") -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from rlhfkit import pipeline as stages
-from rlhfkit.config import option
+from rlhfkit.config import check_at_least, option
 from rlhfkit.errors import UserError
 from rlhfkit.eval import report as R
 from rlhfkit.eval.policy import load_policy, run_checkpoints
@@ -53,6 +53,7 @@ class DemoConfig:
             raise UserError("config key 'methods': the demo adds dpo and/or rloo (rlhf compare runs any method)")
         if self.threads < 0:
             raise UserError("config key 'threads' must be >= 0")
+        check_at_least(self, 1, "ppo_steps")
 
 
 def run_pipeline(world_dir: Path, out: Path, plan: Plan, cfg: DemoConfig, seed: int, say: Progress) -> dict:

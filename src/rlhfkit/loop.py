@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlhfkit import pipeline as stages
-from rlhfkit.config import option, required
+from rlhfkit.config import check_at_least, option, required
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.data.pairs import read_preference_records
 from rlhfkit.data.readers import DataOptions
@@ -65,6 +65,7 @@ class LoopConfig(DataOptions):
             raise UserError("config keys: need labelers >= 1 and 1 <= per_item <= labelers")
         if self.kl_coef < 0:
             raise UserError("config key 'kl_coef' must be >= 0")
+        check_at_least(self, 1, "prompts_per_round", "ppo_steps")
 
 
 def _round_dir(out: Path, r: int) -> Path:

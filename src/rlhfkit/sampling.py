@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhfkit.config import option, required
+from rlhfkit.config import check_at_least, option, required
 from rlhfkit.data.chat import is_conversation, require_template
 from rlhfkit.data.formats import read_prompts
 from rlhfkit.data.jsonl import check_writable, write_jsonl
@@ -45,8 +45,7 @@ class SampleConfig(DataOptions):
             raise UserError("config key 'temperatures' must be one or more values > 0")
         if not 0 < self.top_p <= 1:
             raise UserError("config key 'top_p' must be in (0, 1]")
-        if self.max_new_tokens < 1:
-            raise UserError("config key 'max_new_tokens' must be at least 1")
+        check_at_least(self, 1, "max_new_tokens", "limit")
 
 
 def source_name(model: str, temperature: float) -> str:

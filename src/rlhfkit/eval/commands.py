@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhfkit.config import option, required
+from rlhfkit.config import check_at_least, option, required
 from rlhfkit.data.jsonl import check_writable
 from rlhfkit.data.pairs import preference_groups, read_preference_records
 from rlhfkit.data.readers import DataOptions
@@ -35,6 +35,7 @@ class SamplingOptions:
             raise UserError("config key 'temperature' must be >= 0")
         if not 0 < self.top_p <= 1:
             raise UserError("config key 'top_p' must be in (0, 1]")
+        check_at_least(self, 1, "max_new_tokens", "limit")
 
 
 @dataclass
@@ -164,6 +165,7 @@ class EvalBoNConfig:
     def check(self) -> None:
         if self.n < 1 or self.temperature <= 0:
             raise UserError("config keys 'n' must be >= 1 and 'temperature' > 0")
+        check_at_least(self, 1, "max_new_tokens", "limit")
 
 
 def eval_bon(cfg: EvalBoNConfig) -> dict:

@@ -212,9 +212,25 @@ def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """`--device`: auto (CUDA when there is one, else the CPU), cpu, cuda, cuda:N or mps; a device this machine
+    does not have is a user error here, before any work (not an AssertionError at the first `.to(device)`)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"config key 'device': unknown device {name!r}") from None
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"config key 'device': unknown device {name!r} (cpu, cuda, cuda:N, mps or auto)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"config key 'device': {name!r} but CUDA is not available on this machine "
+                            "(use --device cpu or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"config key 'device': {name!r} but this machine has {torch.cuda.device_count()} "
+                            "CUDA device(s) (cuda:0 ...)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError(f"config key 'device': {name!r} but MPS (Apple GPU) is not available on this machine "
+                            "(use --device cpu or auto)")
+    elif device.type != "cpu":
+        raise UserError(f"config key 'device': unsupported device {name!r} (cpu, cuda, cuda:N, mps or auto)")
+    return device

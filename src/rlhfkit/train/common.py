@@ -23,7 +23,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from rlhfkit.config import option, required, to_toml
+from rlhfkit.config import check_at_least, option, required, to_toml
 from rlhfkit.data.jsonl import append_jsonl
 from rlhfkit.errors import UserError
 from rlhfkit.models.loading import check_dtype_option
@@ -70,12 +70,8 @@ class RunOptions:
 
     def check(self) -> None:
         """The shared fields' values (a subclass's `check` calls this first); nothing is read from disk."""
-        if self.threads < 0:
-            raise UserError("config key 'threads' must be at least 0")
-        if self.checkpoint_every < 0:
-            raise UserError("config key 'checkpoint_every' must be at least 0")
-        if self.num_processes < 1:
-            raise UserError("config key 'num_processes' must be at least 1")
+        check_at_least(self, 0, "threads", "checkpoint_every")
+        check_at_least(self, 1, "num_processes")
         if self.fsdp and self.num_processes < 2 and int(os.environ.get("WORLD_SIZE", "1")) < 2:
             raise UserError("config key 'fsdp' shards models across processes: it needs --num-processes 2 or more")
         if self.fsdp and self.lora_r:

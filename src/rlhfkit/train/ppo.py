@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from rlhfkit import losses as L
-from rlhfkit.config import option, required
+from rlhfkit.config import check_at_least, check_positive, option, required
 from rlhfkit.data.chat import Truncation, is_conversation, prompt_ids, require_template
 from rlhfkit.data.formats import read_prompts
 from rlhfkit.data.readers import DataOptions
@@ -110,11 +110,10 @@ class PPOConfig(RunOptions, DataOptions):
 
     def check(self) -> None:
         super().check()
-        for key in ("steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens"):
-            if getattr(self, key) < 1:
-                raise UserError(f"config key '{key}' must be at least 1")
-        if self.max_prompt_length is not None and self.max_prompt_length < 1:
-            raise UserError("config key 'max_prompt_length' must be at least 1")
+        check_at_least(self, 1, "steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens",
+                       "max_prompt_length", "ptx_batch_size", "kl_horizon", "log_every")
+        check_at_least(self, 0, "value_warmup", "save_every")
+        check_positive(self, "lr", "adam_eps")
         if self.minibatch_size > self.batch_size:
             raise UserError("config key 'minibatch_size' must not exceed 'batch_size'")
         if self.temperature <= 0:

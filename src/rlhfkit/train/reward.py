@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhfkit.config import option, required
+from rlhfkit.config import check_at_least, check_positive, option, required
 from rlhfkit.data.chat import Truncation, is_conversation, require_template
 from rlhfkit.data.collate import pad_right
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
@@ -69,9 +69,8 @@ class RewardConfig(RunOptions, DataOptions):
 
     def check(self) -> None:
         super().check()
-        for key in ("epochs", "batch_size", "max_length"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise UserError(f"config key '{key}' must be at least 1")
+        check_at_least(self, 1, "epochs", "batch_size", "max_length", "log_every")
+        check_positive(self, "lr")
         if not 0 <= self.eval_fraction < 1:
             raise UserError("config key 'eval_fraction' must be in [0, 1)")
 

@@ -11,6 +11,13 @@ their loop.
       7. RunDir                              config.toml written only once the models have loaded
       8. loop(Run(...))                      the trainer's own loop
 
+Nothing half-written: a start that fails (a UserError or any other exception, in any process of the run) before
+a checkpoint or a saved model exists in OUT undoes what it wrote there (`undo_failed_start`), so the same
+command can be rerun. A directory this start created is removed; one that existed before is kept, and only the
+entries this start wrote into it are removed. With --overwrite the old contents are gone once the models have
+loaded (RunDir replaces them then), so a start failing after that leaves OUT empty; one failing before leaves
+it untouched. A run directory holding a checkpoint (OUT/resume) or a saved model is never touched.
+
 Random numbers are drawn in the order each trainer always drew them: loading a transformers model draws
 its initial weights from torch's global generator before it overwrites them, so a trainer that loaded before
 seeding (SFT) loads under `before_seed` (docs/design.md §4: the same seed gives the same run).
@@ -19,13 +26,18 @@ seeding (SFT) loads under `before_seed` (docs/design.md §4: the same seed gives
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from rlhfkit.models.loading import pick_device
+from rlhfkit.train.checkpoint import RESUME_DIR
 from rlhfkit.train.common import RunDir, prepare_out_dir, seed_everything, set_threads
-from rlhfkit.train.distributed import Parallel, launch, should_launch
+from rlhfkit.train.distributed import Parallel, is_main_process, launch, should_launch
 
 
 @dataclass
@@ -44,11 +56,21 @@ def start_run(cfg, read_inputs: Callable, load_models: Callable, loop: Callable[
     """Check, read, prepare, launch or join, then run `loop`; returns process 0's result. `load_models` and
     `loop` must be module-level functions (they are pickled into the workers)."""
     cfg.check()
+    pick_device(cfg.device)  # a device this machine lacks: one line before any data is read
     inputs = read_inputs(cfg)
     prepare_out_dir(cfg.out, cfg.overwrite, cfg.resume)
-    if should_launch(cfg):  # --num-processes N: N copies of the run, one per process
-        return launch(_join, cfg, inputs, load_models, loop)
-    return _join(cfg, inputs, load_models, loop)
+    # The process that checked OUT (the launcher, or process 0 of an outside launch) undoes a failed start,
+    # unless it continues an interrupted run (--resume of a run directory: its files are that run's).
+    undo = is_main_process() and not (cfg.resume and (Path(cfg.out) / "config.toml").is_file())
+    before = entries(cfg.out) if undo else None
+    try:
+        if should_launch(cfg):  # --num-processes N: N copies of the run, one per process
+            return launch(_join, cfg, inputs, load_models, loop)
+        return _join(cfg, inputs, load_models, loop)
+    except BaseException:
+        if undo:
+            undo_failed_start(cfg.out, before)
+        raise
 
 
 def _join(cfg, inputs, load_models: Callable, loop: Callable[[Run], dict]) -> dict:
@@ -58,6 +80,50 @@ def _join(cfg, inputs, load_models: Callable, loop: Callable[[Run], dict]) -> di
     models = load_models(cfg, inputs, parallel.device)
     run_dir = RunDir(cfg.out, cfg, cfg.overwrite, cfg.tensorboard, resume=cfg.resume, main=parallel.is_main)
     return loop(Run(cfg, parallel, parallel.device, generator, run_dir, inputs, models))
+
+
+# ----------------------------------------------------------------------------------- failed starts
+
+def entries(out: str | os.PathLike) -> dict[str, tuple[int, int]] | None:
+    """What OUT holds before a start: None when it does not exist, else each top-level entry's identity
+    (inode, ctime: an entry removed and written again is a new one)."""
+    out = Path(out)
+    if not out.is_dir():
+        return None
+    found = {}
+    for entry in out.iterdir():
+        stat = entry.lstat()
+        found[entry.name] = (stat.st_ino, stat.st_ctime_ns)
+    return found
+
+
+def holds_results(out: str | os.PathLike) -> bool:
+    """True when OUT holds what a failed run must keep: a checkpoint (OUT/resume/step-N, also one being
+    written), a saved model or adapter (a config.json / adapter_config.json anywhere in OUT, e.g. the final
+    model or OUT/checkpoints/step-N)."""
+    out = Path(out)
+    if (out / RESUME_DIR).is_dir() and any((out / RESUME_DIR).iterdir()):
+        return True
+    return any(True for name in ("config.json", "adapter_config.json") for _ in out.rglob(name))
+
+
+def undo_failed_start(out: str | os.PathLike, before: dict | None) -> None:
+    """Remove what a failed start wrote into OUT (see the module's doc); never what was there before it, never
+    a checkpoint or a saved model."""
+    out = Path(out)
+    if not out.is_dir() or holds_results(out):
+        return
+    if before is None:  # this start created OUT
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for entry in list(out.iterdir()):
+        stat = entry.lstat()
+        if before.get(entry.name) == (stat.st_ino, stat.st_ctime_ns):
+            continue  # there before this start: not ours
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
