@@ -157,12 +157,14 @@ def test_htmx_validation_error_keeps_the_form(setup):
 
 
 def test_admin_can_invite_from_the_page(setup):
+    """Adapted for issue 19: the form redirects (POST-redirect-GET) and the link starts with the public
+    URL (`serve --public-url`, here create_app's default), not with the request's Host."""
     app, inv = setup
     boss = client(app, inv["boss"])
     page = boss.get("/admin").text
     r = boss.post("/admin/invite", data={"name": "new person", "role": "labeler", "csrf_token": csrf_of(page)})
-    link = re.search(r'value="(http://127.0.0.1/invite/[^"]+)"', r.text).group(1)
-    assert client(app).get(link.replace("http://127.0.0.1", ""), follow_redirects=False).status_code == 303
+    link = re.search(r'value="(http://127.0.0.1:8000/invite/[^"]+)"', r.text).group(1)
+    assert client(app).get(link.replace("http://127.0.0.1:8000", ""), follow_redirects=False).status_code == 303
 
 
 def test_docs_page_is_served_without_a_cdn(setup):
@@ -254,7 +256,8 @@ def test_a_form_without_csrf_is_refused_by_the_dependency(setup):
     assert r.status_code == 403 and "CSRF" in r.text
     assert "mallory" not in boss.get("/admin").text  # nobody was invited
     posts = [r for r in routes("pages", "admin") if "POST" in r.methods]
-    assert {r.path for r in posts} == {"/logout", "/task/{assignment_id}", "/admin/invite"}
+    assert {r.path for r in posts} == {"/logout", "/task/{assignment_id}", "/admin/invite", "/admin/revoke",
+                                       "/admin/guidelines", "/guidelines/read"}  # the last three: issue 19
     assert all(form_csrf in dependency_calls(r) for r in posts)  # every form the pages post
     assert all(header_csrf in dependency_calls(r) for r in routes("api labeling"))
 
@@ -267,5 +270,6 @@ def test_a_labeler_on_an_admin_route_gets_403(setup):
     assert r.status_code == 403 and "admins" in r.text
     assert ann.get("/admin/export?format=bogus").status_code == 403  # the role is checked before the query
     assert client(app).get("/admin").status_code == 401
-    assert len(routes("admin")) == 3 and all(admin_user in dependency_calls(r) for r in routes("admin"))
-    assert len(routes("api admin")) == 2 and all(project_admin in dependency_calls(r) for r in routes("api admin"))
+    # issue 19 added /admin/revoke, /admin/guidelines and PUT /api/projects/{project}/guidelines
+    assert len(routes("admin")) == 5 and all(admin_user in dependency_calls(r) for r in routes("admin"))
+    assert len(routes("api admin")) == 3 and all(project_admin in dependency_calls(r) for r in routes("api admin"))

@@ -38,7 +38,7 @@ def people(store, n, project="p"):
     for i in range(n):
         store.invite(project, f"l{i}")
     for i in range(n):
-        token = store.invite(project, f"l{i}")  # a re-invite replaces the link
+        token = store.invite(project, f"l{i}", replace=True)  # a re-invite replaces the link (when asked to)
         out.append(store.who(store.login(token)))
     return out
 
