@@ -221,6 +221,9 @@ def test_guidelines_api_and_admin_page(world):
     assert got["markdown"] == GUIDE and got["project"] == "rank"
     assert oz.get("/api/guidelines").json()["markdown"] == ""  # each reads their own project's
     assert client(app).get("/api/guidelines").status_code == 401
+    assert client(app).get("/guidelines").status_code == 401
+    assert "Prefer <strong>honest</strong>" in client(app, inv["ann"]).get("/guidelines").text
+    assert "honest" not in client(app, inv["oz"]).get("/guidelines").text  # IDOR: only one's own project
     page = client(app, inv["boss"])
     r = page.post("/admin/guidelines", data={"markdown": "Be *kind*.", "csrf_token": admin_csrf(page)},
                   follow_redirects=False)
