@@ -44,13 +44,17 @@ from rlhfkit.eval.commands import (
 )
 from rlhfkit.label.commands import (
     ExportConfig,
+    GuidelinesConfig,
     ImportConfig,
     InviteConfig,
+    RevokeConfig,
     ServeConfig,
     StatsConfig,
     export,
+    guidelines,
     import_items,
     invite,
+    revoke,
     serve,
     stats,
 )
@@ -82,6 +86,8 @@ COMMANDS: dict[str, Command] = {
     "label serve": Command(ServeConfig, serve, "the labeling web app: rankings, A/B comparisons, demonstrations"),
     "label import": Command(ImportConfig, import_items, "add candidates (or prompts) to a labeling project"),
     "label invite": Command(InviteConfig, invite, "print an invite link for a labeler or an admin"),
+    "label revoke": Command(RevokeConfig, revoke, "end a person's invite link and sessions (their answers stay)"),
+    "label guidelines": Command(GuidelinesConfig, guidelines, "set a project's instructions for labelers (Markdown)"),
     "label export": Command(ExportConfig, export, "write rankings, pairs, demos or raw answers as JSON Lines"),
     "label stats": Command(StatsConfig, stats, "progress, throughput, agreement and A/B win rates of a project"),
     "data pairs": Command(PairsConfig, export_pairs,

@@ -2,6 +2,7 @@
 
 import re
 import threading
+import urllib.parse
 import uuid
 
 import pytest
@@ -157,12 +158,14 @@ def test_htmx_validation_error_keeps_the_form(setup):
 
 
 def test_admin_can_invite_from_the_page(setup):
+    """Adapted for issue 19: the form redirects (POST-redirect-GET) and the link starts with the public
+    URL (`serve --public-url`, here create_app's default), not with the request's Host."""
     app, inv = setup
     boss = client(app, inv["boss"])
     page = boss.get("/admin").text
     r = boss.post("/admin/invite", data={"name": "new person", "role": "labeler", "csrf_token": csrf_of(page)})
-    link = re.search(r'value="(http://127.0.0.1/invite/[^"]+)"', r.text).group(1)
-    assert client(app).get(link.replace("http://127.0.0.1", ""), follow_redirects=False).status_code == 303
+    link = re.search(r'value="(http://127.0.0.1:8000/invite/[^"]+)"', r.text).group(1)
+    assert client(app).get(link.replace("http://127.0.0.1:8000", ""), follow_redirects=False).status_code == 303
 
 
 def test_docs_page_is_served_without_a_cdn(setup):
@@ -254,7 +257,8 @@ def test_a_form_without_csrf_is_refused_by_the_dependency(setup):
     assert r.status_code == 403 and "CSRF" in r.text
     assert "mallory" not in boss.get("/admin").text  # nobody was invited
     posts = [r for r in routes("pages", "admin") if "POST" in r.methods]
-    assert {r.path for r in posts} == {"/logout", "/task/{assignment_id}", "/admin/invite"}
+    assert {r.path for r in posts} == {"/logout", "/task/{assignment_id}", "/admin/invite", "/admin/revoke",
+                                       "/admin/guidelines", "/guidelines/read"}  # the last three: issue 19
     assert all(form_csrf in dependency_calls(r) for r in posts)  # every form the pages post
     assert all(header_csrf in dependency_calls(r) for r in routes("api labeling"))
 
@@ -267,5 +271,43 @@ def test_a_labeler_on_an_admin_route_gets_403(setup):
     assert r.status_code == 403 and "admins" in r.text
     assert ann.get("/admin/export?format=bogus").status_code == 403  # the role is checked before the query
     assert client(app).get("/admin").status_code == 401
-    assert len(routes("admin")) == 3 and all(admin_user in dependency_calls(r) for r in routes("admin"))
-    assert len(routes("api admin")) == 2 and all(project_admin in dependency_calls(r) for r in routes("api admin"))
+    # issue 19 added /admin/revoke, /admin/guidelines and PUT /api/projects/{project}/guidelines
+    assert len(routes("admin")) == 5 and all(admin_user in dependency_calls(r) for r in routes("admin"))
+    assert len(routes("api admin")) == 3 and all(project_admin in dependency_calls(r) for r in routes("api admin"))
+
+
+# ------------------------------------------------------------------------------ issue 19's bugs (routes)
+
+@pytest.mark.parametrize("value", ["²", "٣", "9" * 5000, "-1", "1e3"])
+def test_an_odd_number_in_the_form_is_a_clear_4xx_not_a_500(setup, value):
+    """`str.isdigit` takes "²" (and int() refuses it); int() of 5,000 digits raises: both were 500s."""
+    app, inv = setup
+    c = client(app, inv["ann"])
+    page, aid = open_task(c)
+    idx = [int(i) for i in re.findall(r'name="tier_(\d+)"', page)]
+    form = {"kind": "rank", "client_id": str(uuid.uuid4()), "csrf_token": csrf_of(page)}
+    form |= {f"tier_{i}": "1" for i in idx} | {f"likert_{i}": "4" for i in idx} | {f"likert_{idx[0]}": value}
+    for headers in ({}, {"HX-Request": "true"}):
+        r = c.post(f"/task/{aid}", data=form, headers=headers)
+        assert r.status_code == 422 and f"likert_{idx[0]}" in r.text and "must be a number" in r.text
+    r = c.post(f"/task/{aid}", data=form | {f"likert_{idx[0]}": "4", f"tier_{idx[1]}": value})
+    assert r.status_code == 422 and f"tier_{idx[1]}" in r.text
+    r = c.post(f"/task/{aid}", data=form | {f"likert_{idx[0]}": "4", "elapsed_ms": value}, follow_redirects=False)
+    assert r.status_code == 303  # the timer is advisory: an odd value counts as 0
+
+
+@pytest.mark.parametrize("name", ["проект日本", 'say "hi"\\now'])
+def test_export_of_a_project_with_any_name(tmp_path, name):
+    """Content-Disposition is Latin-1 on the wire (a Cyrillic name was a 500) and a quote ended
+    `filename="..."`: RFC 6266 gives an ASCII fallback plus the exact name as `filename*` (RFC 5987)."""
+    store = open_store(str(tmp_path / "l.db"), migrate=True)
+    store.import_items(name, "rank", 1, read_items(str(write_candidates(tmp_path / "c.jsonl", 1, 2)), "rank"))
+    boss = client(create_app(store), store.invite(name, "boss", "admin"))
+    for url in ("/admin/export?format=raw", f"/api/projects/{name}/export?format=raw"):
+        r = boss.get(url)
+        assert r.status_code == 200
+        disposition = r.headers["content-disposition"]
+        fallback, star = re.fullmatch(r'attachment; filename="([\x20-\x7e]+)"; filename\*=UTF-8\'\'(\S+)',
+                                      disposition).groups()
+        assert '"' not in fallback and "\\" not in fallback and fallback.endswith("-raw.jsonl")
+        assert urllib.parse.unquote(star) == f"{name}-raw.jsonl"

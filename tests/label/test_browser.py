@@ -35,8 +35,14 @@ def world(tmp_path_factory):
     store.import_items("ab", "pairwise", 3, read_items(str(write_candidates(tmp / "p.jsonl", 3, 2,
                                                                             first_text=XSS_TEXT)), "pairwise"))
     store.import_items("sft", "demo", 3, read_items(str(write_candidates(tmp / "d.jsonl", 3, 2)), "demo"))
+    store.import_items("kb", "rank", 3, read_items(str(write_candidates(tmp / "k.jsonl", 6, 5)), "rank"))
+    store.import_items("guide", "rank", 3, read_items(str(write_candidates(tmp / "g.jsonl", 2, 3)), "rank"))
+    store.set_guidelines("guide", "# Our rules\n\nPrefer **short** answers.\n\n" + XSS_TEXT)
     tokens = {"rank": store.invite("rank", "rita"), "ab": store.invite("ab", "abe"), "sft": store.invite("sft", "dee"),
-              "skip": store.invite("rank", "sam"), "admin": store.invite("rank", "ada", "admin")}
+              "skip": store.invite("rank", "sam"), "admin": store.invite("rank", "ada", "admin"),
+              "focus": store.invite("kb", "fay"), "flags": store.invite("kb", "flo"),
+              "draft": store.invite("kb", "dru"), "error": store.invite("kb", "eve"),
+              "guide": store.invite("guide", "gil")}
     store.engine.dispose()
     server = LiveServer(db).start()
     yield server, tokens, db
@@ -186,6 +192,106 @@ def test_labeler_gets_403_on_admin_and_export_admin_sees_the_dashboard(world, pa
     assert "Agreement" in boss.inner_text("main") and "rita" in boss.inner_text("main")
     shot(boss, "admin")
     boss.context.close()
+
+
+# ------------------------------------------------------------------------------------------- issue 19
+
+def rank_all_with_keys(page, k: int = 5) -> None:
+    """From output 1: output n -> tier n, quality 8 - n; ends focused on the last output."""
+    for n in range(1, k + 1):
+        if n > 1:
+            page.keyboard.press("j")
+        page.keyboard.press(str(n))
+        page.keyboard.press(f"Shift+Digit{8 - n}")
+
+
+def in_view(page, selector: str) -> bool:
+    box = page.locator(selector).bounding_box()
+    return box is not None and 0 <= box["y"] < page.viewport_size["height"]
+
+
+def test_after_a_keyboard_submit_the_next_item_opens_at_its_prompt_with_its_title(world, page):
+    open_task(world, page, "focus", "rank")
+    assert page.title().startswith("Item 1 of ")
+    rank_all_with_keys(page)  # focus ends on output 5, far down the page
+    assert not in_view(page, "#prompt")
+    page.keyboard.press("Enter")
+    expect(page.locator("#page-n")).to_have_text("2")
+    # htmx gave focus back to the new `output-5` (same id): the page used to open there, the prompt above it.
+    assert in_view(page, "#prompt") and page.evaluate("window.scrollY") == 0
+    assert page.evaluate("document.activeElement.id") == "output-1"
+    assert page.title().startswith("Item 2 of ")
+    page.keyboard.press("2")  # the keys work on the new item at once
+    assert page.input_value("#output-1 select.tier-select") == "2"
+
+
+def test_flag_mode_lasts_one_key(world, page):
+    open_task(world, page, "flags", "rank")
+    page.keyboard.press("f")
+    page.keyboard.press("j")  # not a digit: flag mode ends; moves to output 2
+    page.keyboard.press("2")
+    assert page.input_value("#output-2 select.tier-select") == "2"  # tiered
+    assert page.locator("#output-2 input[data-flag='2']").is_checked() is False  # not flagged
+    page.keyboard.press("f")
+    page.keyboard.press("3")
+    assert page.locator("#output-2 input[data-flag='3']").is_checked()
+    page.keyboard.press("3")  # flag mode is over: a tier again
+    assert page.input_value("#output-2 select.tier-select") == "3"
+
+
+def test_a_validation_error_is_shown_in_view_and_goes_once_fixed(world, page):
+    open_task(world, page, "error", "rank")
+    for _ in range(4):
+        page.keyboard.press("j")
+    page.keyboard.press("Enter")  # nothing placed yet, from the last output
+    expect(page.locator("#form-error")).to_contain_text("Put every output in a tier")
+    assert in_view(page, "#form-error")
+    page.locator("#output-1").focus()
+    rank_all_with_keys(page)
+    expect(page.locator("#form-error")).to_have_text("")  # fixed: the message is gone before submitting
+
+
+def test_a_draft_survives_a_reload_and_is_discarded_on_submit(world, page):
+    open_task(world, page, "draft", "rank")
+    item = page.evaluate("document.querySelector('#task').dataset.draftKey")
+    page.keyboard.press("1")
+    page.keyboard.press("Shift+Digit6")
+    page.keyboard.press("f")
+    page.keyboard.press("4")
+    page.keyboard.press("n")
+    page.keyboard.type("keep me")
+    page.keyboard.press("Escape")
+    page.reload()
+    page.wait_for_selector("#task[data-mode=rank]")
+    assert page.evaluate("document.querySelector('#task').dataset.draftKey") == item  # the same lease
+    assert page.input_value("#output-1 select.tier-select") == "1"
+    assert page.locator("#output-1 input[type=radio][value='6']").is_checked()
+    assert page.locator("#output-1 input[data-flag='4']").is_checked()
+    assert page.input_value("#output-1 textarea") == "keep me"
+    assert [c.strip() for c in page.locator(".tier[data-tier='1'] .chips").all_inner_texts()] == ["Output 1"]
+    page.locator("#output-1").focus()
+    rank_all_with_keys(page)
+    page.keyboard.press("Enter")
+    expect(page.locator("#page-n")).to_have_text("2")
+    assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('rlhfkit-draft:'))") == []
+    (row,) = [r for r in admin_export(world, "kb", "rankings") if r["labeler"] == "dru"]
+    assert "keep me" in row["notes"]
+
+
+def test_guidelines_before_the_first_item_and_in_a_panel(world, page):
+    server, tokens, _ = world
+    page.goto(f"{server.url}/invite/{tokens['guide']}")
+    page.wait_for_selector("#guidelines")
+    assert "Prefer short answers." in page.inner_text("#guidelines")
+    assert "<script>window.__xss = 1</script>" in page.inner_text("#guidelines")  # shown as text
+    assert page.evaluate("window.__xss") is None and page.dialogs == []
+    shot(page, "guidelines")
+    page.click("#start")
+    page.wait_for_selector("#task[data-mode=rank]")
+    assert not page.locator("#guidelines-panel .markdown").is_visible()  # collapsed
+    page.click("#guidelines-panel summary")
+    assert "Prefer short answers." in page.inner_text("#guidelines-panel")
+    assert "Gives harmful advice" in page.inner_text("#guidelines-panel .flag-help")
 
 
 def test_publish_the_readme_screenshot():

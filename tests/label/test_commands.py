@@ -26,7 +26,7 @@ def test_import_invite_stats_and_errors(tmp_path, capsys):
     code, out, _ = run(capsys, "label", "import", "--db", db, "--project", "p", str(cands))
     assert code == 0 and "0 items added, 4 already there" in out
     code, out, _ = run(capsys, "label", "invite", "--db", db, "--project", "p", "--name", "ann",
-                       "--base-url", "http://labels.example:9000/")
+                       "--public-url", "http://labels.example:9000/")
     assert code == 0 and out.startswith("http://labels.example:9000/invite/") and len(out.strip()) > 60
     code, out, _ = run(capsys, "label", "stats", "--db", db, "--project", "p", "--json")
     assert code == 0 and json.loads(out)["items"] == 4

@@ -18,10 +18,20 @@ def test_win_rates_count_equal_as_half():
 
 
 def test_throughput_uses_the_client_timer():
-    rows = [pair_row("ann", {0: 0, 1: 1}, elapsed=10_000), pair_row("ann", None, kind="skip", elapsed=2_000)]
+    rows = [pair_row("ann", {0: 0, 1: 1}, elapsed=100_000) for _ in range(9)]
+    rows.append(pair_row("ann", None, kind="skip", elapsed=20_000))
     t = throughput(rows)["ann"]
-    assert (t["answers"], t["skips"], t["median_seconds"]) == (1, 1, 6.0)
-    assert t["per_hour"] == pytest.approx(2 * 3600 / 12)
+    assert (t["answers"], t["skips"], t["median_seconds"]) == (9, 1, 100.0)
+    assert t["per_hour"] == pytest.approx(10 * 3600 / 920)
+
+
+def test_no_rate_from_too_little_data():
+    """One 1.3-second answer is not "2,769 per hour": a rate needs 10 answers and 10 minutes of work."""
+    assert throughput([pair_row("ann", {0: 0, 1: 1}, elapsed=1_300)])["ann"]["per_hour"] is None
+    nine = [pair_row("bob", {0: 0, 1: 1}, elapsed=100_000) for _ in range(9)]  # 900 s, but 9 answers
+    assert throughput(nine)["bob"]["per_hour"] is None
+    quick = [pair_row("cat", {0: 0, 1: 1}, elapsed=5_000) for _ in range(50)]  # 50 answers in 250 s
+    assert throughput(quick)["cat"]["per_hour"] is None
 
 
 def test_report_mentions_win_rates_for_pairwise_projects():

@@ -1,12 +1,17 @@
 """Store: leases, overlap, expiry, idempotent answers — on SQLite (and PostgreSQL with -m postgres)."""
 
 import uuid
+from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
+from rlhfkit.label import db
 from rlhfkit.label.answers import parse_answer
 from rlhfkit.label.db import Base, open_engine, upgrade
 from rlhfkit.label.store import Conflict, NotFound, Store
@@ -38,7 +43,7 @@ def people(store, n, project="p"):
     for i in range(n):
         store.invite(project, f"l{i}")
     for i in range(n):
-        token = store.invite(project, f"l{i}")  # a re-invite replaces the link
+        token = store.invite(project, f"l{i}", replace=True)  # a re-invite replaces the link (when asked to)
         out.append(store.who(store.login(token)))
     return out
 
@@ -140,3 +145,24 @@ def test_import_is_all_or_nothing_and_keeps_the_mode(store):
     assert store.progress("p")["items"] == 2
     with pytest.raises(Exception, match="collects 'rank'"):
         store.import_items("p", "pairwise", None, items(1))
+
+
+def test_a_database_of_the_first_schema_is_upgraded_in_place(tmp_path):
+    """Revision 0002 (issue 19) adds columns to tables that hold data: people, projects and items stay."""
+    engine = open_engine(str(tmp_path / "old.db"))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(text("INSERT INTO project (id, name, mode, overlap, created_at) VALUES (1, 'p', 'rank', 2, 0)"))
+        conn.execute(text("INSERT INTO labeler (project_id, name, role, invite_hash, created_at) "
+                          "VALUES (1, 'ann', 'labeler', 'h', 0)"))
+        conn.execute(text("INSERT INTO item (project_id, ext_id, prompt, position, taken) VALUES (1, 'a', 'hi', 0, 0)"))
+    upgrade(engine)
+    store = Store(engine)
+    assert store.guidelines("p") == ""
+    assert store.progress("p")["people"] == [{"name": "ann", "role": "labeler", "active": True}]
+    with pytest.raises(Conflict, match="--replace"):
+        store.invite("p", "ann")
+    engine.dispose()

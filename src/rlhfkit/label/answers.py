@@ -7,6 +7,7 @@ names the outputs as shown: A is the first shown, B the second.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ SKIP_REASONS = {
 CHOICES = ("A", "B", "equal")
 MAX_TEXT = 20_000  # characters in a demonstration or a note; longer is a mistake, not a label
 MAX_ELAPSED_MS = 24 * 3600 * 1000
+SMALL_NUMBER = re.compile(r"[0-9]{1,8}")  # what a form's number fields may hold
 
 
 class BadAnswer(UserError):
@@ -165,6 +167,17 @@ def pairwise_tiers(choice: str, shown: list[int]) -> dict[int, int]:
     return {winner: 0, loser: 1}
 
 
+def _form_number(form, key: str, what: str) -> int | None:
+    """A small number from a form field: None when empty. ASCII digits only (`str.isdigit` also takes
+    "²", which `int` refuses), at most 8 of them (int() of a 5,000-digit string raises)."""
+    raw = (form.get(key) or "").strip()
+    if not raw:
+        return None
+    if not SMALL_NUMBER.fullmatch(raw):
+        raise BadAnswer(f"{key}: {what} must be a number, got {raw[:20]!r}{'...' if len(raw) > 20 else ''}")
+    return int(raw)
+
+
 def form_to_body(form, k: int) -> dict:
     """The HTML form's fields -> the JSON body `parse_answer` takes.
 
@@ -172,23 +185,20 @@ def form_to_body(form, k: int) -> dict:
     note_i; pairwise: choice, notes; demo: text; skip: reason, notes.
     """
     body = {"kind": form.get("kind"), "client_id": form.get("client_id")}
-    try:
-        body["elapsed_ms"] = int(form.get("elapsed_ms") or 0)
-    except ValueError:
-        body["elapsed_ms"] = 0
+    elapsed = (form.get("elapsed_ms") or "").strip()
+    body["elapsed_ms"] = int(elapsed) if SMALL_NUMBER.fullmatch(elapsed) else 0
     if body["kind"] == "rank":
         tiers: dict[int, list[int]] = {}
         for i in range(k):
-            raw = (form.get(f"tier_{i}") or "").strip()
-            if raw.isdigit() and int(raw) > 0:
-                tiers.setdefault(int(raw), []).append(i)
+            tier = _form_number(form, f"tier_{i}", "a tier")
+            if tier:
+                tiers.setdefault(tier, []).append(i)
         # Tier numbers may have gaps (1, 3): only their order matters. Unplaced outputs are left out,
         # so parse_answer names them instead of a tier being invented for them.
         body["ranking"] = [group for _, group in sorted(tiers.items())]
         likert = []
         for i in range(k):
-            raw = (form.get(f"likert_{i}") or "").strip()
-            likert.append(int(raw) if raw.isdigit() else None)
+            likert.append(_form_number(form, f"likert_{i}", f"the quality ({LIKERT_MIN}-{LIKERT_MAX})"))
         body["likert"] = likert
         body["flags"] = [{name: True for name in form.getlist(f"flag_{i}") if name in FLAGS} for i in range(k)]
         body["notes"] = [form.get(f"note_{i}") or "" for i in range(k)]

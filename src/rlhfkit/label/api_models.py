@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from rlhfkit.data.schemas import FLAGS
 from rlhfkit.label.answers import MAX_TEXT, SKIP_REASONS
 from rlhfkit.label.db import Kind, Mode, Role
-from rlhfkit.label.store import LeasedItem, Receipt, Who
+from rlhfkit.label.store import MAX_GUIDELINES, LeasedItem, Receipt, Who
 
 MAX_TOKEN = 200  # an invite token is 43 characters (secrets.token_urlsafe(32))
 
@@ -46,6 +46,13 @@ class SessionOut(Me):
 
 # ----------------------------------------------------------------------------------------- labeling
 
+class Message(BaseModel):
+    """One turn of a conversation prompt."""
+
+    role: str
+    content: str
+
+
 class Output(BaseModel):
     index: int = Field(description="the candidate's index in the imported `completions`")
     text: str
@@ -57,7 +64,7 @@ class TaskOut(BaseModel):
     assignment_id: int
     item_id: str = Field(description="the `id` of the imported record")
     mode: Mode
-    prompt: str
+    prompt: str | list[Message] = Field(description="a text, or a conversation: its turns in order")
     outputs: list[Output]
     lease_expires_at: float = Field(description="UNIX seconds; after that the item may go to someone else")
     page: int = Field(description="item n of N for this labeler")
@@ -106,18 +113,33 @@ class ReceiptOut(BaseModel):
                    item_id=r.item_id, kind=r.kind, duplicate=r.duplicate)
 
 
+# --------------------------------------------------------------------------------------- guidelines
+
+class GuidelinesIn(BaseModel):
+    markdown: str = Field(max_length=MAX_GUIDELINES, description="the project's instructions, Markdown (raw "
+                                                                 "HTML is shown as text); empty: none")
+
+
+class GuidelinesOut(BaseModel):
+    project: str
+    markdown: str
+    html: str = Field(description="the Markdown rendered as the pages show it (raw HTML escaped)")
+
+
 # -------------------------------------------------------------------------------------------- stats
 
 class Person(BaseModel):
     name: str
     role: str
+    active: bool = Field(True, description="false: revoked (no link or session works; their answers stay)")
 
 
 class Throughput(BaseModel):
     answers: int
     skips: int
     median_seconds: float | None = Field(description="client timer, per answer")
-    per_hour: float | None = Field(description="answers per hour of work")
+    per_hour: float | None = Field(description="answers per hour of work; null until there are 10 answers "
+                                               "over 10 minutes of work")
 
 
 class AgreementBlock(BaseModel):

@@ -24,23 +24,29 @@ from rlhfkit.errors import UserError
 from rlhfkit.label.answers import BadAnswer
 from rlhfkit.label.deps import CSRF_HEADER, Unauthorized
 from rlhfkit.label.routes import admin, api, pages
-from rlhfkit.label.store import Conflict, DiskFull, Forbidden, NotFound, Store
+from rlhfkit.label.store import Conflict, DiskFull, Forbidden, InviteGone, NotFound, Store
 from rlhfkit.label.templating import HERE, fragment, render
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 # 507 Insufficient Storage (RFC 4918 §11.5): the server cannot store what it needs to finish the request.
-ERROR_STATUS = {Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409, BadAnswer: 422, DiskFull: 507}
+ERROR_STATUS = {Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409, InviteGone: 410, BadAnswer: 422,
+                DiskFull: 507}
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 NO_STORE = ("/api/", "/task", "/admin", "/invite")  # pages with tokens or a person's data are never cached
 
 
-def create_app(store: Store, *, secure_cookie: bool = False) -> FastAPI:
+def create_app(store: Store, *, secure_cookie: bool = False, public_url: str = DEFAULT_PUBLIC_URL) -> FastAPI:
+    """The app over `store`. `public_url` is where people reach it (`serve --public-url`): invite links
+    printed on the admin page start with it, never with the request's Host header (which a client sets)."""
     app = FastAPI(title="rlhfkit labeling app", version="1", docs_url=None, redoc_url=None,
                   description="Rankings, A/B comparisons and demonstrations from a team of labelers. "
                               "Log in with POST /api/session, then send the returned csrf_token as "
                               f"{CSRF_HEADER} on every POST.")
     app.state.store = store  # reached by routes through `deps.get_store`
     app.state.secure_cookie = secure_cookie
+    app.state.public_url = public_url.rstrip("/")
+    app.state.flash = {}  # session digest -> the invite link to show once after the redirect (routes/admin.py)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(pages.router)
     app.include_router(admin.router)

@@ -1,9 +1,11 @@
-"""`rlhf label serve|import|invite|export|stats`: one config dataclass and one function each."""
+"""`rlhf label serve|import|invite|revoke|guidelines|export|stats`: one config dataclass and one function each."""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 
@@ -13,11 +15,11 @@ from rlhfkit.data.jsonl import check_writable, write_jsonl
 from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError, at
 from rlhfkit.label import assign
-from rlhfkit.label.app import create_app
+from rlhfkit.label.app import DEFAULT_PUBLIC_URL, create_app
 from rlhfkit.label.db import MODES, ROLES, is_disk_full, normalize_url, open_engine, upgrade
 from rlhfkit.label.export import FORMATS, records
 from rlhfkit.label.stats import format_stats, project_stats
-from rlhfkit.label.store import DiskFull, Store
+from rlhfkit.label.store import MAX_GUIDELINES, DiskFull, Store
 
 MAX_OUTPUTS = 9  # keys 1-9 place outputs in tiers
 
@@ -46,9 +48,13 @@ class ServeConfig:
     port: int = option(8000, "TCP port")
     lease_seconds: float = option(assign.DEFAULT_LEASE_SECONDS, "seconds a labeler holds an item before it returns")
     secure_cookie: bool = option(False, "mark the session cookie Secure (set this when served over HTTPS)")
+    public_url: str | None = option(None, "where people reach the app (https://labels.example.org): the start "
+                                          "of invite links on the admin page (default http://HOST:PORT)")
 
     def check(self) -> None:
         normalize_url(self.db)
+        if self.public_url is not None:
+            check_public_url(self.public_url, "public_url")
         if not 0 <= self.port <= 65535:  # 0: the system picks a free port
             raise UserError(f"config key 'port' must be from 0 to 65535, got {self.port}")
         if not self.lease_seconds > 0:
@@ -58,7 +64,8 @@ class ServeConfig:
 def serve(cfg: ServeConfig) -> None:
     cfg.check()
     store = open_store(cfg.db, migrate=True, lease_seconds=cfg.lease_seconds)
-    app = create_app(store, secure_cookie=cfg.secure_cookie)
+    app = create_app(store, secure_cookie=cfg.secure_cookie,
+                     public_url=cfg.public_url or f"http://{cfg.host}:{cfg.port}")
     print(f"labeling app on http://{cfg.host}:{cfg.port}/ (API docs at /docs)", flush=True)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
 
@@ -118,13 +125,36 @@ def import_items(cfg: ImportConfig) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------------------------- invite
 
+def check_public_url(url: str, key: str) -> None:
+    if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", url):
+        raise UserError(f"config key '{key}': expected an http(s) URL such as https://labels.example.org, got {url!r}")
+
+
+DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, key: str) -> float | None:
+    """'90m', '48h', '7d' -> seconds; 'never' -> None."""
+    if text.strip().lower() == "never":
+        return None
+    m = DURATION.fullmatch(text.strip())
+    if m is None or float(m.group(1)) <= 0:
+        raise UserError(f"config key '{key}': expected a duration such as 30m, 48h, 7d or 'never', got {text!r}")
+    return float(m.group(1)) * DURATION_UNITS[m.group(2)]
+
+
 @dataclass
 class InviteConfig:
     db: str | None = required("database: a SQLite file or a URL")
     project: str | None = required("project name")
     name: str | None = required("the person's name (their `labeler` in exports)")
     role: str = option("labeler", "labeler | admin")
-    base_url: str = option("http://127.0.0.1:8000", "where the app is reached, for the printed link")
+    public_url: str = option(DEFAULT_PUBLIC_URL, "where the app is reached (serve's --public-url), for the printed "
+                                                 "link")
+    expires: str = option("7d", "the link stops working after this long: 30m, 48h, 7d, ... or 'never'")
+    single_use: bool = option(False, "the link logs in once (one browser); later clicks need a new invite")
+    replace: bool = option(False, "re-invite someone who has a live link: it is replaced and they are logged out")
 
     def check(self) -> None:
         normalize_url(self.db)
@@ -132,14 +162,72 @@ class InviteConfig:
             raise UserError(f"--role {self.role!r}: expected one of {', '.join(ROLES)}")
         if not self.name.strip():
             raise UserError("--name is empty")
+        check_public_url(self.public_url, "public_url")
+        parse_duration(self.expires, "expires")
 
 
 def invite(cfg: InviteConfig) -> str:
     cfg.check()
-    token = open_store(cfg.db, migrate=True).invite(cfg.project, cfg.name, cfg.role)
-    link = f"{cfg.base_url.rstrip('/')}/invite/{token}"
+    token = open_store(cfg.db, migrate=True).invite(cfg.project, cfg.name, cfg.role, replace=cfg.replace,
+                                                    expires_in=parse_duration(cfg.expires, "expires"),
+                                                    single_use=cfg.single_use)
+    link = f"{cfg.public_url.rstrip('/')}/invite/{token}"
     print(link)
     return link
+
+
+@dataclass
+class RevokeConfig:
+    db: str | None = required("database: a SQLite file or a URL")
+    project: str | None = required("project name")
+    name: str | None = required("the person whose link and sessions end (their answers stay)")
+
+    def check(self) -> None:
+        normalize_url(self.db)
+
+
+def revoke(cfg: RevokeConfig) -> None:
+    cfg.check()
+    open_store(cfg.db, migrate=True).revoke(cfg.project, cfg.name)
+    print(f"{cfg.name} can no longer log in to project {cfg.project}; their live item went back to the queue")
+
+
+# ------------------------------------------------------------------------------------------ guidelines
+
+@dataclass
+class GuidelinesConfig:
+    file: str | None = option(None, "a Markdown file with the project's instructions for labelers", positional=True)
+    db: str | None = required("database: a SQLite file or a URL")
+    project: str | None = required("project name")
+    clear: bool = option(False, "remove the guidelines instead")
+    show: bool = option(False, "print the current guidelines instead")
+
+    def check(self) -> None:
+        normalize_url(self.db)
+        if sum([self.file is not None, self.clear, self.show]) != 1:
+            raise UserError("give one of: a Markdown FILE, --clear, --show")
+
+
+def guidelines(cfg: GuidelinesConfig) -> str:
+    cfg.check()
+    if cfg.show:
+        text = open_store(cfg.db).guidelines(cfg.project)
+        print(text)
+        return text
+    text = ""
+    if cfg.file is not None:
+        try:
+            text = Path(cfg.file).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UserError(f"{cfg.file}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"{cfg.file}: cannot read it as UTF-8 text ({exc.__class__.__name__})") from None
+        if len(text) > MAX_GUIDELINES:
+            raise UserError(f"{cfg.file}: longer than {MAX_GUIDELINES} characters")
+    open_store(cfg.db, migrate=True).set_guidelines(cfg.project, text)
+    state = f"set, {len(text)} characters" if text else "removed"
+    print(f"project {cfg.project}: guidelines {state}; labelers see them before their next item")
+    return text
 
 
 # ---------------------------------------------------------------------------------------------- export

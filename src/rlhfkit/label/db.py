@@ -28,6 +28,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
@@ -54,6 +55,8 @@ class Project(Base):
     mode: Mapped[str] = mapped_column(String(16))
     overlap: Mapped[int] = mapped_column(Integer)  # k: distinct labelers per item
     created_at: Mapped[float] = mapped_column(Float)
+    guidelines: Mapped[str] = mapped_column(Text, default="", server_default="")  # Markdown, shown to labelers
+    guidelines_updated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class User(Base):
@@ -65,6 +68,10 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     invite_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the invite token
     created_at: Mapped[float] = mapped_column(Float)
+    invite_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: the link never expires
+    invite_single_use: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # set: no link, no session works
+    guidelines_seen_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class LoginSession(Base):
@@ -84,7 +91,8 @@ class Item(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id"))
     ext_id: Mapped[str] = mapped_column(String(200))  # the `id` of the imported record
-    prompt: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[str] = mapped_column(Text)  # the text; for a conversation, its turns as plain text
+    messages: Mapped[list | None] = mapped_column(JSON, nullable=True)  # a conversation prompt: [{role, content}]
     position: Mapped[int] = mapped_column(Integer)  # order in the imported file
     # Slots in use: submitted (non-skip) answers + live leases. The lease query only ever changes it
     # with `UPDATE ... WHERE taken < overlap`, which is what keeps an item at k labelers under races.

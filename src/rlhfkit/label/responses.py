@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from urllib.parse import quote
 
 from fastapi import Request, Response
 
@@ -23,5 +25,13 @@ def set_session(request: Request, response: Response, token: str) -> None:
 def jsonl_response(project: str, fmt: export.Format, rows: list[dict]) -> Response:
     """`rows` (`Store.submissions`) exported in `fmt`, one JSON record a line, as a file download."""
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in export.records(rows, fmt))
-    return Response(lines, media_type=JSONL,
-                    headers={"Content-Disposition": f'attachment; filename="{project}-{fmt}.jsonl"'})
+    return Response(lines, media_type=JSONL, headers={"Content-Disposition": attachment(f"{project}-{fmt}.jsonl")})
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition for any file name (RFC 6266 §4.3): an ASCII `filename` for old clients
+    (anything else, quotes and backslashes too, becomes "_"), and the exact name, UTF-8 and
+    percent-encoded, as `filename*` (RFC 5987), which browsers prefer. Headers are Latin-1 on the wire:
+    a raw "проект" in them is an error, a raw quote ends the name."""
+    fallback = re.sub(r'[^\x20-\x7e]|["\\]', "_", filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"

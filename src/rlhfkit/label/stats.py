@@ -11,9 +11,15 @@ from collections import defaultdict
 from rlhfkit.label import agreement
 from rlhfkit.label.answers import tiers_to_ranking
 
+# A rate is shown only from enough data: one 1.3-second answer is not "2,742 per hour". Below either
+# bound, `per_hour` is None (the page shows "–").
+RATE_MIN_ANSWERS = 10  # answers and skips
+RATE_MIN_SECONDS = 600.0  # of work on the client timer
+
 
 def throughput(rows: list[dict]) -> dict[str, dict]:
-    """Per labeler: answers, skips, median seconds per answer (client timer), answers per hour of work."""
+    """Per labeler: answers, skips, median seconds per answer (client timer), answers per hour of work
+    (only from `RATE_MIN_ANSWERS` answers over `RATE_MIN_SECONDS` of work, else None)."""
     by: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by[r["labeler"]].append(r)
@@ -23,8 +29,12 @@ def throughput(rows: list[dict]) -> dict[str, dict]:
         busy = sum(seconds)
         out[name] = {"answers": sum(r["kind"] != "skip" for r in mine), "skips": sum(r["kind"] == "skip" for r in mine),
                      "median_seconds": statistics.median(seconds) if seconds else None,
-                     "per_hour": len(mine) * 3600 / busy if busy else None}
+                     "per_hour": len(mine) * 3600 / busy if enough_for_a_rate(len(mine), busy) else None}
     return out
+
+
+def enough_for_a_rate(answers: int, seconds: float) -> bool:
+    return answers >= RATE_MIN_ANSWERS and seconds >= RATE_MIN_SECONDS
 
 
 def win_rates(rows: list[dict]) -> dict:

@@ -48,6 +48,7 @@ from rlhfkit.label.db import (
 )
 
 SESSION_SECONDS = 14 * 24 * 3600
+MAX_GUIDELINES = 100_000  # characters of Markdown
 WRITE_RETRIES = 8
 SWEEP_EVERY_S = 1.0  # an expired lease's slot returns at most this late
 _TRANSIENT_PG = {"40001", "40P01"}  # serialization failure, deadlock detected
@@ -65,8 +66,21 @@ class Conflict(UserError):
     pass
 
 
+class AlreadyInvited(Conflict):
+    """Re-inviting a person who has a live link: the caller must confirm (`replace=True`)."""
+
+
+class InviteGone(UserError):
+    """An invite link that expired or, single-use, was used already (HTTP 410 Gone)."""
+
+
 class DiskFull(UserError):
     """The database could not write (its disk is full); the transaction was rolled back."""
+
+
+def conversation_text(messages: list[dict]) -> str:
+    """A conversation as plain text, one "role: content" block a turn (the `item.prompt` of a chat item)."""
+    return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
 def digest(token: str) -> str:
@@ -101,7 +115,7 @@ class LeasedItem:
     assignment_id: int
     item_id: str
     mode: str
-    prompt: str
+    prompt: str | list[dict]  # a text, or a conversation: [{"role", "content"}, ...]
     outputs: list[tuple[int, str]]  # (candidate index, text), shown order
     expires_at: float
     page: int
@@ -206,7 +220,10 @@ class Store:
                 if record["id"] in existing:
                     continue
                 existing.add(record["id"])
-                item = Item(project_id=project.id, ext_id=record["id"], prompt=record["prompt"],
+                prompt, messages = record["prompt"], None
+                if isinstance(prompt, list):  # a conversation: kept as turns, its text for reading and search
+                    messages, prompt = prompt, conversation_text(prompt)
+                item = Item(project_id=project.id, ext_id=record["id"], prompt=prompt, messages=messages,
                             position=start + added, taken=0)
                 s.add(item)
                 s.flush()
@@ -221,44 +238,103 @@ class Store:
 
     # ------------------------------------------------------------------------------- people, sessions
 
-    def invite(self, project: str, name: str, role: str = "labeler") -> str:
-        """Create (or re-invite) a person; returns the invite token. A new invite revokes the old link."""
+    def invite(self, project: str, name: str, role: str = "labeler", *, replace: bool = False,
+               expires_in: float | None = None, single_use: bool = False) -> str:
+        """Create a person (or give a revoked one a new link); returns the invite token.
+
+        A person who has a live link is only re-invited with `replace` (their old link and sessions end).
+        `expires_in` seconds: the link stops working then (None: never); `single_use`: it logs in once.
+        The project's last admin cannot be made a labeler.
+        """
         if role not in ROLES:
             raise UserError(f"--role {role!r}: expected one of {', '.join(ROLES)}")
         if not name.strip():
             raise UserError("--name is empty")
+        if expires_in is not None and not expires_in > 0:
+            raise UserError(f"--expires must be above 0 seconds, got {expires_in}")
         token = new_token()
+
+        def work(s: Session):
+            p = self._project(s, project)
+            now = self.clock()
+            user = s.scalar(select(User).where(User.project_id == p.id, User.name == name))
+            if user is None:
+                user = User(project_id=p.id, name=name, role=role, invite_hash=digest(token), created_at=now)
+                s.add(user)
+            else:
+                if user.revoked_at is None and not replace:
+                    raise AlreadyInvited(f"{name!r} is already invited to project {p.name!r} as {user.role}; "
+                                         "re-invite with --replace to replace their link (it logs them out)")
+                if user.role == "admin" and role != "admin":
+                    self._keep_an_admin(s, p, user, "made a labeler")
+                user.invite_hash, user.role, user.revoked_at = digest(token), role, None
+                self._end_sessions(s, user)
+            user.invite_expires_at = now + expires_in if expires_in is not None else None
+            user.invite_single_use = single_use
+            s.flush()
+            self._event(s, "invite", p.id, user.id, name=name, role=role, expires_in=expires_in,
+                        single_use=single_use)
+
+        self._write(work)
+        return token
+
+    def revoke(self, project: str, name: str) -> None:
+        """End a person's link and sessions and return their live lease; their answers stay."""
 
         def work(s: Session):
             p = self._project(s, project)
             user = s.scalar(select(User).where(User.project_id == p.id, User.name == name))
             if user is None:
-                user = User(project_id=p.id, name=name, role=role, invite_hash=digest(token), created_at=self.clock())
-                s.add(user)
-                s.flush()
-            else:
-                user.invite_hash, user.role = digest(token), role
-                s.execute(update(LoginSession).where(LoginSession.user_id == user.id).values(expires_at=0))
-            self._event(s, "invite", p.id, user.id, name=name, role=role)
+                raise NotFound(f"nobody called {name!r} in project {p.name!r}")
+            if user.revoked_at is not None:
+                return
+            if user.role == "admin":
+                self._keep_an_admin(s, p, user, "revoked")
+            user.revoked_at = self.clock()
+            user.invite_hash = digest(new_token())  # nobody knows this token: the old link is dead
+            self._end_sessions(s, user)
+            leases = s.execute(select(Assignment.id, Assignment.item_id)
+                               .where(Assignment.user_id == user.id, Assignment.state == "leased")).all()
+            for aid, item_id in leases:
+                s.execute(update(Assignment).where(Assignment.id == aid).values(state="expired"))
+                s.execute(update(Item).where(Item.id == item_id).values(taken=Item.taken - 1))
+            self._event(s, "revoke", p.id, user.id, name=name, leases_returned=len(leases))
 
         self._write(work)
-        return token
+
+    def _keep_an_admin(self, s: Session, p: Project, user: User, what: str) -> None:
+        admins = s.scalar(select(func.count()).select_from(User).where(
+            User.project_id == p.id, User.role == "admin", User.revoked_at.is_(None), User.id != user.id))
+        if not admins:
+            raise Conflict(f"{user.name!r} is the last admin of project {p.name!r} and cannot be {what}; "
+                           "invite another admin first")
+
+    def _end_sessions(self, s: Session, user: User) -> None:
+        s.execute(update(LoginSession).where(LoginSession.user_id == user.id).values(expires_at=0))
 
     def login(self, invite_token: str) -> str | None:
-        """An invite token -> a new session token (None when the invite is unknown)."""
+        """An invite token -> a new session token (None when the invite is unknown or revoked;
+        `InviteGone` when it expired or, single-use, was used)."""
         session_token = new_token()
 
         def work(s: Session):
-            user = s.scalar(select(User).where(User.invite_hash == digest(invite_token)))
+            user = s.scalar(select(User).where(User.invite_hash == digest(invite_token), User.revoked_at.is_(None)))
             if user is None:
                 return None
             now = self.clock()
+            if user.invite_expires_at is not None and user.invite_expires_at <= now:
+                return "gone"
+            if user.invite_single_use:
+                user.invite_expires_at = now  # used: it never logs anyone in again
             s.add(LoginSession(token_hash=digest(session_token), user_id=user.id, created_at=now,
-                          expires_at=now + SESSION_SECONDS))
+                               expires_at=now + SESSION_SECONDS))
             self._event(s, "login", user.project_id, user.id)
             return session_token
 
-        return self._write(work)
+        token = self._write(work)
+        if token == "gone":
+            raise InviteGone("this invite link has expired or was already used; ask your admin for a new one")
+        return token
 
     def logout(self, session_token: str) -> None:
         self._write(lambda s: s.execute(update(LoginSession).where(LoginSession.token_hash == digest(session_token))
@@ -269,7 +345,8 @@ class Store:
             row = s.execute(
                 select(User, Project).join(LoginSession, LoginSession.user_id == User.id)
                 .join(Project, Project.id == User.project_id)
-                .where(LoginSession.token_hash == digest(session_token), LoginSession.expires_at > self.clock())
+                .where(LoginSession.token_hash == digest(session_token), LoginSession.expires_at > self.clock(),
+                       User.revoked_at.is_(None))
             ).first()
             if row is None:
                 return None
@@ -277,6 +354,37 @@ class Store:
             return Who(user.id, user.name, user.role, p.id, p.name, p.mode)
 
         return self._read(work)
+
+    # ---------------------------------------------------------------------------------- guidelines
+
+    def set_guidelines(self, project: str, text: str) -> None:
+        """Replace a project's guidelines (Markdown; empty: none). Labelers see them again before their next item."""
+        if len(text) > MAX_GUIDELINES:
+            raise UserError(f"the guidelines are longer than {MAX_GUIDELINES} characters")
+
+        def work(s: Session):
+            p = self._project(s, project)
+            p.guidelines, p.guidelines_updated_at = text, self.clock()
+            self._event(s, "guidelines", p.id, None, chars=len(text))
+
+        self._write(work)
+
+    def guidelines(self, project: str) -> str:
+        return self.project(project).guidelines or ""
+
+    def guidelines_unread(self, who: Who) -> bool:
+        """Whether the project has guidelines this person has not confirmed reading since they last changed."""
+
+        def work(s: Session):
+            p, seen = s.execute(select(Project, User.guidelines_seen_at).join(User, User.project_id == Project.id)
+                                .where(User.id == who.user_id)).one()
+            return bool((p.guidelines or "").strip()) and (seen is None or seen < (p.guidelines_updated_at or 0))
+
+        return self._read(work)
+
+    def guidelines_read(self, who: Who) -> None:
+        self._write(lambda s: s.execute(update(User).where(User.id == who.user_id)
+                                        .values(guidelines_seen_at=self.clock())))
 
     # -------------------------------------------------------------------------------------- leases
 
@@ -344,7 +452,8 @@ class Store:
         available = s.scalar(select(func.count()).select_from(Item).where(
             Item.project_id == who.project_id, Item.taken < overlap, ~seen))
         page, pages = assign.page_numbers(answered, available)
-        return LeasedItem(a.id, item.ext_id, who.mode, item.prompt, [(i, texts[i]) for i in a.shown],
+        prompt = item.messages if item.messages is not None else item.prompt
+        return LeasedItem(a.id, item.ext_id, who.mode, prompt, [(i, texts[i]) for i in a.shown],
                     a.expires_at, page, pages)
 
     # --------------------------------------------------------------------------------- submissions
@@ -452,7 +561,8 @@ class Store:
             for sub, item, labeler, shown in rows:
                 rated = ratings.get(sub.id, [])
                 out.append({
-                    "id": item.ext_id, "prompt": item.prompt, "mode": p.mode, "kind": sub.kind,
+                    "id": item.ext_id, "prompt": item.messages if item.messages is not None else item.prompt,
+                    "mode": p.mode, "kind": sub.kind,
                     "labeler": labeler, "client_id": sub.client_id, "submitted_at": sub.created_at,
                     "elapsed_ms": sub.elapsed_ms, "shown_order": shown,
                     "completions": [{"text": c.text, "source": c.source, "finished": c.finished}
@@ -479,10 +589,11 @@ class Store:
             live = s.scalar(select(func.count()).select_from(Assignment).join(Item, Item.id == Assignment.item_id)
                             .where(Item.project_id == p.id, Assignment.state == "leased",
                                    ~assign.is_expired(Assignment.expires_at, self.clock())))
-            people = s.execute(select(User.name, User.role).where(User.project_id == p.id).order_by(User.name)).all()
+            people = s.execute(select(User.name, User.role, User.revoked_at.is_(None))
+                               .where(User.project_id == p.id).order_by(User.name)).all()
             return {"project": p.name, "mode": p.mode, "overlap": p.overlap, "items": items,
                     "complete": complete, "answers": {k: kinds.get(k, 0) for k in KINDS},
-                    "live_leases": live, "people": [{"name": n, "role": r} for n, r in people]}
+                    "live_leases": live, "people": [{"name": n, "role": r, "active": bool(a)} for n, r, a in people]}
 
         return self._read(work)
 

@@ -12,19 +12,23 @@ from fastapi.templating import Jinja2Templates
 from rlhfkit.data.schemas import FLAGS
 from rlhfkit.label.answers import SKIP_REASONS
 from rlhfkit.label.deps import COOKIE, csrf_token
+from rlhfkit.label.guidelines import FLAG_HELP, render_markdown
 
 HERE = Path(__file__).parent
 HTMX_FILE = "vendor/htmx-2.0.11.min.js"
 env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+env.filters["markdown"] = render_markdown
 templates = Jinja2Templates(env=env)
 
 
 def render(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
-    """A page (or an htmx fragment) with what every template uses: the CSRF token, the flags, the skip reasons."""
+    """A page (or an htmx fragment) with what every template uses: the CSRF token, the flags and their
+    meanings, the skip reasons."""
     token = request.cookies.get(COOKIE)
     context.setdefault("who", None)
     return templates.TemplateResponse(request, name, {"csrf": csrf_token(token) if token else "",
                                                       "htmx": HTMX_FILE, "flags": FLAGS,
+                                                      "flag_help": FLAG_HELP,
                                                       "skip_reasons": SKIP_REASONS, **context},
                                       status_code=status_code)
 

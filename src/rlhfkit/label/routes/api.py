@@ -11,9 +11,22 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from rlhfkit.label.answers import parse_answer
-from rlhfkit.label.api_models import Error, LoginIn, Me, NextOut, ReceiptOut, SessionOut, Stats, SubmissionIn, TaskOut
+from rlhfkit.label.api_models import (
+    Error,
+    GuidelinesIn,
+    GuidelinesOut,
+    LoginIn,
+    Me,
+    NextOut,
+    ReceiptOut,
+    SessionOut,
+    Stats,
+    SubmissionIn,
+    TaskOut,
+)
 from rlhfkit.label.deps import CurrentUser, ProjectAdmin, StoreDep, Unauthorized, csrf_token, current_user, header_csrf
 from rlhfkit.label.export import Format
+from rlhfkit.label.guidelines import render_markdown
 from rlhfkit.label.responses import JSONL, jsonl_response, set_session
 from rlhfkit.label.stats import project_stats
 
@@ -40,6 +53,16 @@ def api_login(request: Request, response: Response, store: StoreDep, body: Login
 @session.get("/me", summary="Who is logged in")
 def api_me(person: CurrentUser) -> Me:
     return Me.of(person)
+
+
+@session.get("/guidelines", summary="The guidelines of my project")
+def api_guidelines(store: StoreDep, person: CurrentUser) -> GuidelinesOut:
+    return guidelines_out(store, person.project)
+
+
+def guidelines_out(store, project: str) -> GuidelinesOut:
+    text = store.guidelines(project)
+    return GuidelinesOut(project=project, markdown=text, html=str(render_markdown(text)))
 
 
 @labeling.post("/next", summary="Lease the next item (or get the current lease)")
@@ -74,6 +97,13 @@ def api_stats(store: StoreDep, person: ProjectAdmin):
                             "content": {JSONL: {"schema": {"type": "string", "format": "binary"}}}}})
 def api_export(store: StoreDep, person: ProjectAdmin, format: Annotated[Format, Query()] = "rankings"):
     return jsonl_response(person.project, format, store.submissions(person.project))
+
+
+@admin.put("/guidelines", summary="Set the project's guidelines (Markdown)",
+           dependencies=[Depends(current_user), Depends(header_csrf)])
+def api_set_guidelines(store: StoreDep, person: ProjectAdmin, body: GuidelinesIn) -> GuidelinesOut:
+    store.set_guidelines(person.project, body.markdown)
+    return guidelines_out(store, person.project)
 
 
 router.include_router(session)

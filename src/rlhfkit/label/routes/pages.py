@@ -60,12 +60,25 @@ def task_page(request: Request, store: Store, person: Who) -> HTMLResponse:
     task = store.next_task(person)
     fragment = bool(request.headers.get("HX-Request"))
     return render(request, "_task.html" if fragment else "task.html", who=person, task=task,
-                  client_id=str(uuid.uuid4()))
+                  client_id=str(uuid.uuid4()), guidelines=store.guidelines(person.project))
 
 
 @router.get("/task")
 def task(request: Request, store: StoreDep, person: CurrentUser):
+    if store.guidelines_unread(person):  # before the first item, and again after the admin changes them
+        return render(request, "guidelines.html", who=person, guidelines=store.guidelines(person.project))
     return task_page(request, store, person)
+
+
+@router.get("/guidelines")
+def guidelines(request: Request, store: StoreDep, person: CurrentUser):
+    return render(request, "guidelines.html", who=person, guidelines=store.guidelines(person.project))
+
+
+@router.post("/guidelines/read", dependencies=[Depends(current_user), Depends(form_csrf)])
+def guidelines_read(store: StoreDep, person: CurrentUser):
+    store.guidelines_read(person)
+    return RedirectResponse("/task", status_code=303)
 
 
 @router.post("/task/{assignment_id}", dependencies=[Depends(current_user), Depends(form_csrf)])

@@ -15,16 +15,26 @@
   const outputs = () => $$("#task article.output[data-n]");
   const focused = () => document.activeElement && document.activeElement.closest("article.output[data-n]");
 
-  function showError(message) {
+  // A problem found here is shown above the form and scrolled into view (the Enter that caused it may
+  // come from the last output, a screen or two below); it is checked again on every change and goes
+  // away once fixed. A message from the server stays until the next submit.
+  function showError(message, scroll) {
     const box = $("#form-error");
     if (!box) return;
     box.replaceChildren();
     if (message) {
       const p = document.createElement("p");
       p.className = "error-message";
+      p.dataset.client = "1";
       p.textContent = message;
       box.appendChild(p);
+      if (scroll) box.scrollIntoView({ block: "center" });
     }
+  }
+
+  function recheck() {
+    const shown = $("#form-error .error-message");
+    if (shown && shown.dataset.client) showError(problems($("#answer")), false);
   }
 
   // ---------------------------------------------------------------------------------- timer
@@ -67,6 +77,7 @@
     if (tier !== "" && !$('option[value="' + tier + '"]', select)) return; // no tier beyond K
     select.value = String(tier);
     renderBoard();
+    changed();
   }
 
   function moveFocus(step) {
@@ -120,7 +131,7 @@
     const elapsed = $('input[name="elapsed_ms"]', form);
     if (elapsed) elapsed.value = String(Date.now() - started);
     const problem = problems(form);
-    showError(problem);
+    showError(problem, true);
     return !problem;
   }
 
@@ -159,6 +170,10 @@
     }
     const digit = /^Digit([0-9])$/.exec(ev.code || "");
     const m = mode();
+    // "f" arms flag mode for the very next key only: "f", "j", "2" tiers output 2 (it used to flag it).
+    const flagging = pendingFlag;
+    pendingFlag = false;
+    $$("#task article.flagging").forEach((c) => c.classList.remove("flagging"));
     if (ev.key === "s") { ev.preventDefault(); openSkip(); return; }
     if (m === "rank") {
       const card = focused();
@@ -168,13 +183,15 @@
         if (digit || ev.key === "f" || ev.key === "n") { ev.preventDefault(); moveFocus(0); }
         return;
       }
-      if (ev.key === "f") { pendingFlag = true; card.classList.add("flagging"); return; }
-      if (digit && pendingFlag) {
+      if (ev.key === "f" && !flagging) { pendingFlag = true; card.classList.add("flagging"); return; }
+      if (digit && flagging) {
         const box = $('input[data-flag="' + digit[1] + '"]', card);
         if (box) box.checked = !box.checked;
+        changed();
       } else if (digit && ev.shiftKey) {
         const radio = $('input[type="radio"][value="' + digit[1] + '"]', card);
         if (radio) radio.checked = true;
+        changed();
       } else if (digit) {
         setTier(card, digit[1] === "0" ? "" : digit[1]);
       } else if (ev.key === "Backspace" || ev.key === "Delete") {
@@ -183,8 +200,6 @@
         ev.preventDefault();
         $("textarea", card).focus();
       }
-      pendingFlag = false;
-      card.classList.remove("flagging");
       if (digit) ev.preventDefault();
     } else if (m === "pairwise") {
       const pick = { a: "A", ArrowLeft: "A", b: "B", ArrowRight: "B", e: "equal", "=": "equal" }[ev.key];
@@ -192,6 +207,7 @@
         ev.preventDefault();
         $('input[name="choice"][value="' + pick + '"]').checked = true;
         $$("#task article.side").forEach((s) => s.classList.toggle("chosen", s.dataset.choice === pick));
+        changed();
       } else if (ev.key === "n") {
         ev.preventDefault();
         $('textarea[name="notes"]').focus();
@@ -199,31 +215,119 @@
     }
   }
 
+  // ---------------------------------------------------------------------------------- drafts
+
+  // The item in progress is kept in localStorage under project/item/labeler, so a reload or a lost tab
+  // gets every tier, rating, flag and note back; a successful submit (or skip) discards it. Values go
+  // back through .value and .checked only.
+  const DRAFT = "rlhfkit-draft:";
+  const SKIP_FIELDS = ["csrf_token", "client_id", "kind", "elapsed_ms"];
+  const draftKey = () => (task() && task().dataset.draftKey ? DRAFT + task().dataset.draftKey : null);
+
+  function saveDraft() {
+    const key = draftKey();
+    const form = $("#answer");
+    if (!key || !form) return;
+    const fields = [];
+    $$("input, select, textarea", form).forEach((el) => {
+      if (!el.name || SKIP_FIELDS.includes(el.name)) return;
+      if (el.type === "radio" || el.type === "checkbox") {
+        if (el.checked) fields.push([el.name, el.value]);
+      } else if (el.value !== "") {
+        fields.push([el.name, el.value]);
+      }
+    });
+    try {
+      if (fields.length) localStorage.setItem(key, JSON.stringify({ fields: fields, ms: Date.now() - started }));
+      else localStorage.removeItem(key);
+    } catch (e) { /* storage full or disabled: the form still works */ }
+  }
+
+  function restoreDraft() {
+    const key = draftKey();
+    const form = $("#answer");
+    let draft = null;
+    try { draft = key && JSON.parse(localStorage.getItem(key) || "null"); } catch (e) { draft = null; }
+    if (!draft || !form || !Array.isArray(draft.fields)) return;
+    draft.fields.forEach(([name, value]) => {
+      $$("input, select, textarea", form).filter((el) => el.name === name).forEach((el) => {
+        if (el.type === "radio" || el.type === "checkbox") el.checked = el.value === value ? true : el.checked;
+        else el.value = value;
+      });
+    });
+    if (typeof draft.ms === "number" && draft.ms > 0) started = Date.now() - draft.ms; // the timer goes on
+    const choice = $('input[name="choice"]:checked', form);
+    if (choice) $$("#task article.side").forEach((s) => s.classList.toggle("chosen", s.dataset.choice === choice.value));
+  }
+
+  function dropDraft(key) {
+    try { if (key) localStorage.removeItem(key); } catch (e) { /* nothing kept */ }
+  }
+
+  function changed() {
+    saveDraft();
+    recheck();
+  }
+
   // ---------------------------------------------------------------------------------- set-up
 
   function init() {
     if (!task() || task().dataset.ready) return;
     task().dataset.ready = "1";
+    if (task().dataset.title) document.title = task().dataset.title; // htmx swaps the item, not the <head>
     showError(null);
     startTimer();
+    restoreDraft();
+    // htmx gives focus back to the element with the old focused id (`output-4` of the last item): take
+    // it away, so that the new item opens at its top, the instruction in view.
+    if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
     if (mode() === "rank") {
       $$(".tier-select").forEach((s) => s.addEventListener("change", renderBoard));
       enableDrag();
       renderBoard();
-      moveFocus(0);
+      const first = outputs()[0];
+      if (first) first.focus({ preventScroll: true });
     } else if (mode() === "demo") {
       const box = $('textarea[name="text"]');
-      if (box) box.focus();
+      if (box) box.focus({ preventScroll: true });
     }
+    window.scrollTo(0, 0);
+    const answer = $("#answer");
+    if (answer) {
+      answer.addEventListener("change", changed);
+      answer.addEventListener("input", changed);
+    }
+    const key = draftKey(); // this item's: by the time the answer is stored, the next item is in #task
     $$("#task form").forEach((form) => {
       // htmx asks before sending; a plain submit (no htmx) is checked here too.
       form.addEventListener("htmx:confirm", (ev) => { if (!beforeSend(form)) ev.preventDefault(); });
-      form.addEventListener("submit", (ev) => { if (!window.htmx && !beforeSend(form)) ev.preventDefault(); });
+      form.addEventListener("submit", (ev) => {
+        if (!window.htmx && !beforeSend(form)) ev.preventDefault();
+        else if (!window.htmx) dropDraft(key);
+      });
+      form.addEventListener("htmx:afterRequest", (ev) => {
+        const status = ev.detail && ev.detail.xhr ? ev.detail.xhr.status : 0;
+        if (status >= 200 && status < 300) dropDraft(key); // stored (a 409/422/507 keeps the draft)
+      });
     });
   }
 
+  // Logging out leaves no drafts behind on a shared computer.
+  document.addEventListener("submit", (ev) => {
+    if (ev.target.matches && ev.target.matches('form[action="/logout"]')) {
+      try {
+        Object.keys(localStorage).filter((k) => k.startsWith(DRAFT)).forEach((k) => localStorage.removeItem(k));
+      } catch (e) { /* nothing kept */ }
+    }
+  });
   document.addEventListener("keydown", onKey);
   document.addEventListener("DOMContentLoaded", init);
+  // A message from the server (409/422/507, swapped into #form-error) is scrolled into view too.
+  document.addEventListener("htmx:afterSwap", (ev) => {
+    if (ev.detail && ev.detail.target && ev.detail.target.id === "form-error") {
+      ev.detail.target.scrollIntoView({ block: "center" });
+    }
+  });
   // After htmx swaps in the next item (the old #task is replaced, so its listeners go with it).
   document.addEventListener("htmx:afterSettle", () => { if (task() && !task().dataset.ready) init(); });
 })();
