@@ -2,6 +2,7 @@
 no run directory left behind, so the same command can be rerun once the input is fixed."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -13,7 +14,6 @@ DEMOS = "".join(json.dumps({"prompt": f"list two fruits {i} .", "completion": "a
 PAIRS = "".join(json.dumps({"prompt": f"list two fruits {i} .", "chosen": "apple pear", "rejected": "pear"}) + "\n"
                 for i in range(8))
 PROMPTS = "".join(json.dumps({"prompt": f"list two fruits {i} ."}) + "\n" for i in range(8))
-LATER = "lands with branch i16-data/i16-tokens"
 
 
 @pytest.fixture
@@ -246,7 +246,6 @@ def test_a_failed_multi_process_start_leaves_no_run_directory(tiny_gpt2, files, 
 
 # ------------------------------------------------------------- fixed in branches i16-data and i16-tokens
 
-@pytest.mark.xfail(strict=False, reason=LATER)
 @pytest.mark.parametrize("command", ["rm", "dpo"])
 def test_a_pair_with_chosen_equal_to_rejected_is_dropped_with_a_count(command, tiny_gpt2, files, capsys):
     same = json.dumps({"prompt": "list two fruits 0 .", "chosen": "apple pear", "rejected": "apple pear"})
@@ -256,7 +255,6 @@ def test_a_pair_with_chosen_equal_to_rejected_is_dropped_with_a_count(command, t
     assert "dropped 1" in out + err
 
 
-@pytest.mark.xfail(strict=False, reason=LATER)
 @pytest.mark.parametrize("command", ["rm", "dpo"])
 def test_only_pairs_with_chosen_equal_to_rejected_is_one_line(command, tiny_gpt2, files, capsys):
     same = json.dumps({"prompt": "list two fruits 0 .", "chosen": "apple pear", "rejected": "apple pear"})
@@ -266,7 +264,6 @@ def test_only_pairs_with_chosen_equal_to_rejected_is_one_line(command, tiny_gpt2
     assert not (files / "run").exists()
 
 
-@pytest.mark.xfail(strict=False, reason=LATER)
 @pytest.mark.parametrize("command, flag", [("sft", "--max-length"), ("rm", "--max-length"), ("dpo", "--max-length"),
                                            ("ppo", "--max-prompt-length"), ("ppo", "--max-new-tokens")])
 def test_a_length_beyond_the_models_positions_is_one_line(command, flag, tiny_gpt2, files, capsys):
@@ -276,7 +273,6 @@ def test_a_length_beyond_the_models_positions_is_one_line(command, flag, tiny_gp
     assert not (files / "run").exists()
 
 
-@pytest.mark.xfail(strict=False, reason=LATER)
 @pytest.mark.parametrize("command", ["sft", "rm", "dpo"])
 def test_rows_beyond_the_models_positions_are_refused_with_truncation_error(command, tiny_gpt2, files, capsys):
     long = " ".join(["apple"] * 300)
@@ -285,11 +281,10 @@ def test_rows_beyond_the_models_positions_are_refused_with_truncation_error(comm
                                        + PAIRS)
     args = [*_commands(tiny_gpt2, files)[command], "--max-length", "64", "--truncation", "error"]
     code, _, err = run_cli(args, capsys)
-    assert code == 2 and "row 1" in _one_line(err)
+    assert code == 2 and re.search(r"\b(row|record) 1\b", _one_line(err)), err
     assert not (files / "run").exists()
 
 
-@pytest.mark.xfail(strict=False, reason=LATER)
 def test_a_labeling_export_with_long_texts_trains_a_reward_model(tiny_gpt2, files, capsys):
     """Was an IndexError at GPT-2's position limit: rankings from the labeling app with texts of ~600 tokens
     (beyond the tiny GPT-2's 128 positions) are truncated from the right, with a count in the log."""
@@ -304,7 +299,6 @@ def test_a_labeling_export_with_long_texts_trains_a_reward_model(tiny_gpt2, file
     assert "truncat" in (out + err).lower()
 
 
-@pytest.mark.xfail(strict=False, reason=LATER)
 @pytest.mark.parametrize("command", ["sft", "rm", "dpo", "ppo"])
 def test_a_model_directory_without_tokenizer_files_is_one_whole_line(command, tiny_gpt2, files, capsys, tmp_path):
     bare = tmp_path / "bare"
@@ -314,5 +308,5 @@ def test_a_model_directory_without_tokenizer_files_is_one_whole_line(command, ti
             (bare / name).write_bytes((tiny_gpt2 / name).read_bytes())
     code, _, err = run_cli(_commands(bare, files)[command], capsys)
     line = _one_line(err)
-    assert code == 2 and "bare" in line and "tokenizer" in line and line.rstrip().endswith((".", ")"))
+    assert code == 2 and "bare" in line and "no tokenizer files" in line and line.rstrip().endswith("there too")
     assert not (files / "run").exists()

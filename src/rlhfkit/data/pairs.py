@@ -65,7 +65,7 @@ def preference_groups(kind: str, records: list[dict]) -> list[dict]:
                 for r in records]
     groups: list[dict] = []
     for n, p in enumerate(records):
-        tag = p.get("group", f"line{n}")
+        tag = p.get("group", f"row {n + 1}")  # an untagged pair is its own group, named by its row
         if not groups or groups[-1]["group"] != tag or groups[-1]["prompt"] != p["prompt"]:
             groups.append({"prompt": p["prompt"], "completions": [], "pairs": [], "group": tag, "id": tag,
                            "finished": []})
