@@ -21,7 +21,7 @@ from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.policy import response_logprobs
 from tests.arch_zoo import ARCHS, PAIRING, arch_config
 from tests.conftest import run_cli
-from tests.tokenizers_zoo import SETUPS, conversations, save_tiny_model
+from tests.tokenizers_zoo import SETUPS, conversations, save_tiny_model, write_neox_template
 
 DEFAULT = [(arch, PAIRING[arch]) for arch in ARCHS]
 PRODUCT = [pytest.param(arch, setup, marks=pytest.mark.slow) for arch in ARCHS for setup in SETUPS
@@ -105,10 +105,8 @@ def test_every_architecture_loads_and_scores_as_plain_transformers(arch, setup, 
 # ------------------------------------------------------------------------------------------ pipeline
 
 def write_data(folder, setup: str) -> dict[str, str]:
-    """Demonstrations, preferences and prompts from the zoo's conversations.
-
-    Written in today's flat formats (the last user turn as prompt, assistant turns as completions); once branch
-    i16-data lands, `CONVERSATIONAL = True` writes them as `messages` and conversational preferences instead."""
+    """Demonstrations (`messages`), conversational preferences (explicit prompt) and prompts from the zoo's
+    conversations; `CONVERSATIONAL = False` writes the flat string formats instead."""
     convs = conversations() * 3
     files = {name: folder / f"{name}.jsonl" for name in ("demos", "pairs", "prompts")}
     rows = {"demos": [], "pairs": [], "prompts": []}
@@ -130,7 +128,7 @@ def write_data(folder, setup: str) -> dict[str, str]:
     return {name: str(path) for name, path in files.items()}
 
 
-CONVERSATIONAL = False  # True once the readers of branch i16-data land (one line)
+CONVERSATIONAL = True
 
 TINY = ["--epochs", "1", "--batch-size", "4", "--max-length", "64", "--eval-fraction", "0.2", "--log-every", "1"]
 TINY_RL = ["--steps", "1", "--batch-size", "4", "--minibatch-size", "4", "--ppo-epochs", "1",
@@ -149,7 +147,8 @@ def test_the_pipeline_runs_on_every_architecture_and_its_outputs_load_with_plain
     base = models(arch, setup)
     data = write_data(tmp_path, setup)
     sft, rm, ppo, rloo, dpo = (tmp_path / name for name in ("sft", "rm", "ppo", "rloo", "dpo"))
-    _ok(["sft", "--model", base, "--data", data["demos"], "--out", sft, *TINY], capsys)
+    template = ["--chat-template", write_neox_template(tmp_path / "neox.jinja")] if setup == "neox" else []
+    _ok(["sft", "--model", base, "--data", data["demos"], "--out", sft, *TINY, *template], capsys)  # saved with it
     _ok(["rm", "--model", sft, "--data", data["pairs"], "--out", rm, *TINY], capsys)
     _ok(["ppo", "--policy", sft, "--reward", rm, "--prompts", data["prompts"], "--out", ppo, *TINY_RL], capsys)
     _ok(["ppo", "--policy", sft, "--reward", rm, "--prompts", data["prompts"], "--out", rloo, *TINY_RL,
