@@ -310,3 +310,17 @@ def test_a_model_directory_without_tokenizer_files_is_one_whole_line(command, ti
     line = _one_line(err)
     assert code == 2 and "bare" in line and "no tokenizer files" in line and line.rstrip().endswith("there too")
     assert not (files / "run").exists()
+
+
+def test_a_truncated_weights_file_is_one_line(tiny_gpt2, files, capsys, tmp_path):
+    """Was a traceback: safetensors' own error (SafetensorError) was not among the load errors."""
+    broken = tmp_path / "truncated"
+    broken.mkdir()
+    for entry in tiny_gpt2.iterdir():
+        (broken / entry.name).write_bytes(entry.read_bytes())
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:3000])  # a copy cut short
+    code, _, err = run_cli(["sft", "--model", broken, "--data", files / "demos.jsonl", "--out", files / "run"],
+                           capsys)
+    assert code == 2 and "truncated" in _one_line(err) and "cannot load" in _one_line(err)
+    assert not (files / "run").exists()

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.activations import GELUTanh, NewGELUActivation
 
@@ -48,8 +49,9 @@ def check_model_dir(path: str | os.PathLike, what: str = "model") -> Path:
     return path
 
 
-# What transformers raises on a directory it cannot make sense of (a damaged or foreign config.json, ...).
-LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError)
+# What transformers raises on a directory it cannot make sense of (a damaged or foreign config.json, a truncated
+# model.safetensors, ...).
+LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError, SafetensorError)
 
 
 def load_tokenizer(path: str | os.PathLike, chat_template: str | os.PathLike | None = None):
