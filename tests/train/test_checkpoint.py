@@ -215,7 +215,7 @@ def test_epoch_batches_resumed_mid_epoch_hand_out_the_same_batches():
 
 
 @pytest.mark.parametrize("kind, sharding", [pytest.param("sft", [], id="sft-ddp", marks=pytest.mark.slow),
-                                             pytest.param("sft", ["--fsdp"], id="sft-fsdp"),
+                                             pytest.param("sft", ["--fsdp"], id="sft-fsdp", marks=pytest.mark.slow),
                                              pytest.param("ppo", ["--fsdp"], id="ppo-fsdp")])
 def test_sigkill_of_a_two_process_run_then_resume_equals_an_uninterrupted_two_process_run(kind, sharding, micro_world,
                                                                                           tmp_path):
