@@ -191,27 +191,29 @@ def read_groups(cfg: DPOConfig) -> tuple[list[dict], list[dict]]:
 
 
 def load_models(cfg: DPOConfig, inputs, device):
-    """(tokenizer, π_θ, π_ref): π_ref = π_SFT, frozen — with LoRA the weights under the policy's adapters."""
+    """(tokenizer, π_θ, π_ref, the tokenized (training, held-out) groups): π_ref = π_SFT, frozen — with LoRA the
+    weights under the policy's adapters."""
     tokenizer = load_tokenizer(cfg.policy, cfg.chat_template)
     policy = add_lora(disable_dropout(load_causal_lm(cfg.policy, tokenizer)), cfg, cfg.policy).to(device).train()
     limit = check_lengths(cfg.policy, policy.config, max_length=cfg.max_length)
     cfg.max_length = resolve_length(cfg.max_length, 256, limit)
-    check_groups(cfg, tokenizer, inputs)
+    rows = check_groups(cfg, tokenizer, inputs)
     if has_lora(policy):
         reference = AdaptersOff(policy)
     else:
         reference = disable_dropout(load_causal_lm(cfg.policy, tokenizer)).to(device).eval()
-    return tokenizer, policy, reference
+    return tokenizer, policy, reference, rows
 
 
-def check_groups(cfg: DPOConfig, tokenizer, inputs) -> None:
-    """Tokenize every ranking once before the run starts (see reward.check_rankings)."""
+def check_groups(cfg: DPOConfig, tokenizer, inputs) -> list[list[dict]]:
+    """Tokenize every ranking once, before the run starts (see reward.check_rankings); the loop trains on them."""
     if any(is_conversation(g["prompt"]) for groups in inputs for g in groups):
         require_template(tokenizer)
     truncation = Truncation(cfg.max_length, cfg.truncation)
-    for groups, source in zip(inputs, (cfg.data, cfg.eval_data or f"{cfg.data} (held out)")):
-        tokenize(tokenizer, groups, cfg.max_length, truncation, source)
+    rows = [tokenize(tokenizer, groups, cfg.max_length, truncation, source)
+            for groups, source in zip(inputs, (cfg.data, cfg.eval_data or f"{cfg.data} (held out)"))]
     truncation.report("dpo")
+    return rows
 
 
 def train_dpo(cfg: DPOConfig) -> dict:
@@ -219,12 +221,11 @@ def train_dpo(cfg: DPOConfig) -> dict:
 
 
 def dpo_loop(run: Run) -> dict:
-    cfg, parallel, device, (tokenizer, policy, reference) = run.cfg, run.parallel, run.device, run.models
+    cfg, parallel, device, (tokenizer, policy, reference, (train, held)) = run.cfg, run.parallel, run.device, run.models
     pad = tokenizer.pad_token_id
-    train, held = (tokenize(tokenizer, groups, cfg.max_length) for groups in run.inputs)
     for groups in (train, held):
         attach_reference_logprobs(reference, groups, pad, device, cfg.batch_size)
-    run.models = tokenizer, policy, None  # π_ref's log-probs are attached: the model can go
+    run.models = tokenizer, policy, None, (train, held)  # π_ref's log-probs are attached: the model can go
     del reference
     total = -(-len(train) // cfg.batch_size) * cfg.epochs
     train_policy = parallel.wrap(policy)  # the policy itself with one process; DDP-wrapped (or FSDP-sharded) with N

@@ -176,22 +176,24 @@ def load_model(cfg: RewardConfig, inputs: RewardInputs, device):
     model = ScalarModel.from_backbone(cfg.model, tokenizer, seed=cfg.seed)
     limit = check_lengths(cfg.model, model.config, max_length=cfg.max_length)
     cfg.max_length = resolve_length(cfg.max_length, 256, limit)
-    check_rankings(cfg, tokenizer, inputs)
+    rows = check_rankings(cfg, tokenizer, inputs)
     model.backbone = add_lora(model.backbone, cfg, cfg.model)  # LoRA adapts the transformer; the head trains fully
-    return tokenizer, model.to(device).train()
+    return tokenizer, model.to(device).train(), rows
 
 
-def check_rankings(cfg: RewardConfig, tokenizer, inputs: RewardInputs) -> None:
-    """Tokenize every ranking once before the run starts: conversational data without a chat template, a
-    template error or a row refused by --truncation error stops here; the rows cut are counted in one line."""
+def check_rankings(cfg: RewardConfig, tokenizer, inputs: RewardInputs) -> list[list[dict]]:
+    """Tokenize every ranking once, before the run starts (the loop trains on these groups): conversational data
+    without a chat template, a template error or a row refused by --truncation error stops here; the rows cut are
+    counted in one line. Returns the (training, held-out) groups."""
     sets = [(inputs.kind, inputs.train_records, cfg.data), (inputs.eval_kind, inputs.held_records,
                                                              cfg.eval_data or f"{cfg.data} (held out)")]
     if any(is_conversation(r.get("prompt")) for _, records, _ in sets for r in records):
         require_template(tokenizer)
     truncation = Truncation(cfg.max_length, cfg.truncation)
-    for kind, records, source in sets:
-        tokenize_groups(tokenizer, preference_groups(kind, records), cfg.max_length, truncation, source)
+    groups = [tokenize_groups(tokenizer, preference_groups(kind, records), cfg.max_length, truncation, source)
+              for kind, records, source in sets]
     truncation.report("rm")
+    return groups
 
 
 def train_reward_model(cfg: RewardConfig) -> dict:
@@ -199,9 +201,7 @@ def train_reward_model(cfg: RewardConfig) -> dict:
 
 
 def reward_loop(run: Run) -> dict:
-    cfg, parallel, device, (tokenizer, model), data = run.cfg, run.parallel, run.device, run.models, run.inputs
-    train = tokenize_groups(tokenizer, preference_groups(data.kind, data.train_records), cfg.max_length)
-    held = tokenize_groups(tokenizer, preference_groups(data.eval_kind, data.held_records), cfg.max_length)
+    cfg, parallel, device, (tokenizer, model, (train, held)) = run.cfg, run.parallel, run.device, run.models
     total = -(-len(train) // cfg.batch_size) * cfg.epochs
     train_model = parallel.wrap(model)  # the model itself with one process; DDP-wrapped (or FSDP-sharded) with N
     optimizer = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)

@@ -111,8 +111,8 @@ def read_demos(cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
 
 
 def load_model(cfg: SFTConfig, inputs, device):
-    """The tokenizer and model, once the lengths fit the model and every demonstration tokenizes (before the run
-    directory exists)."""
+    """The tokenizer, the model and the tokenized (training, held-out) demonstrations, once the lengths fit the
+    model and every demonstration tokenizes (before the run directory exists)."""
     tokenizer = load_tokenizer(cfg.model, cfg.chat_template)
     with before_seed():  # SFT has always loaded before seeding: its dropout stream starts at the seed
         model = load_causal_lm(cfg.model, tokenizer)
@@ -120,18 +120,19 @@ def load_model(cfg: SFTConfig, inputs, device):
     cfg.max_length = resolve_length(cfg.max_length, 256, limit)
     if any(is_conversational(r) for records in inputs for r in records):
         require_template(tokenizer)
-    check_demos(cfg, tokenizer, inputs)
+    rows = check_demos(cfg, tokenizer, inputs)
     model = add_lora(model, cfg, cfg.model)
-    return tokenizer, model.to(device).train()
+    return tokenizer, model.to(device).train(), rows
 
 
-def check_demos(cfg: SFTConfig, tokenizer, inputs) -> None:
-    """Tokenize every demonstration once before the run starts: a template error or a row refused by
-    --truncation error stops here; the rows cut are counted in one line."""
+def check_demos(cfg: SFTConfig, tokenizer, inputs) -> list[list[tuple[list[int], list[int]]]]:
+    """Tokenize every demonstration once, before the run starts (the loop trains on these rows): a template error
+    or a row refused by --truncation error stops here; the rows cut are counted in one line."""
     truncation = Truncation(cfg.max_length, cfg.truncation)
-    for records, source in zip(inputs, (cfg.data, cfg.eval_data or f"{cfg.data} (held out)")):
-        tokenize_demos(tokenizer, records, cfg.max_length, truncation, source)
+    rows = [tokenize_demos(tokenizer, records, cfg.max_length, truncation, source)
+            for records, source in zip(inputs, (cfg.data, cfg.eval_data or f"{cfg.data} (held out)"))]
     truncation.report("sft")
+    return rows
 
 
 def train_sft(cfg: SFTConfig) -> dict:
@@ -139,9 +140,8 @@ def train_sft(cfg: SFTConfig) -> dict:
 
 
 def sft_loop(run: Run) -> dict:
-    cfg, parallel, device, (tokenizer, model) = run.cfg, run.parallel, run.device, run.models
+    cfg, parallel, device, (tokenizer, model, (train_rows, eval_rows)) = run.cfg, run.parallel, run.device, run.models
     pad = tokenizer.pad_token_id
-    train_rows, eval_rows = (tokenize_demos(tokenizer, records, cfg.max_length) for records in run.inputs)
     total = -(-len(train_rows) // cfg.batch_size) * cfg.epochs
     train_model = parallel.wrap(model)  # the model itself with one process; DDP-wrapped (or FSDP-sharded) with N
     optimizer = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
