@@ -210,10 +210,30 @@ def test_bf16_runs_the_forward_under_autocast_and_returns_float32(tiny_gpt2):
     assert not torch.equal(half, full) and torch.allclose(half, full, atol=0.1)
 
 
-def test_bf16_flag_trains(micro_world, tmp_path, capsys):
+def test_bf16_on_cpu_keeps_float32_weights_grads_and_adam_and_runs_eager_attention(tiny_gpt2):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2)
+    ids, mask = torch.tensor([[0, 0, 5, 6, 7], [4, 5, 6, 7, 8]]), torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    full = model(input_ids=ids, attention_mask=mask).logits
+    Parallel(torch.device("cpu"), bf16=True).wrap(model)
+    assert model.config._attn_implementation == "eager"  # torch's fused attention is slow in bf16 on CPUs
+    half = model(input_ids=ids, attention_mask=mask).logits
+    real = mask.bool()
+    assert half.dtype == torch.float32 and torch.allclose(half[real], full[real], atol=0.1)  # left padding too
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    half.log_softmax(-1)[real].mean().backward()
+    optimizer.step()
+    assert {p.dtype for p in model.parameters()} == {p.grad.dtype for p in model.parameters()} == {torch.float32}
+    assert {s["exp_avg"].dtype for s in optimizer.state.values()} == {torch.float32}
+
+
+def test_bf16_flag_trains_and_the_same_seed_gives_the_same_run(micro_world, tmp_path, capsys):
     args = ["sft", "--model", micro_world / "base", "--data", micro_world / "demos.jsonl", "--epochs", "1",
             "--batch-size", "64", "--log-every", "1"]
     assert run_cli([*args, "--out", tmp_path / "fp32"], capsys)[0] == 0
     assert run_cli([*args, "--out", tmp_path / "bf16", "--bf16"], capsys)[0] == 0
+    assert run_cli([*args, "--out", tmp_path / "again", "--bf16"], capsys)[0] == 0
     fp32, bf16 = _column(_metrics(tmp_path / "fp32"), "train_loss"), _column(_metrics(tmp_path / "bf16"), "train_loss")
     assert bf16 != fp32 and bf16 == pytest.approx(fp32, rel=0.05)
+    assert _column(_metrics(tmp_path / "again"), "train_loss") == bf16

@@ -53,7 +53,8 @@ class RunOptions:
     # scale (train/distributed.py, models/lora.py)
     num_processes: int = option(1, "data-parallel processes on this machine through accelerate (DDP; gloo on CPU)")
     fsdp: bool = option(False, "with several processes: shard the models with FSDP2 instead of DDP")
-    bf16: bool = option(False, "bfloat16 autocast for forward passes (for GPUs; weights and losses stay float32)")
+    bf16: bool = option(False, "bfloat16 autocast for forward passes (GPUs, and CPUs with AVX512-BF16, AMX or Arm "
+                        "BF16; weights, optimizer and losses stay float32)")
     lora_r: int = option(0, "LoRA rank for the trained model(s) (0: full fine-tuning)")
     lora_alpha: float | None = option(None, "LoRA scale α (the update is α/r·BA; default 2·r)")
     lora_targets: list[str] = option([], "module names LoRA adapts (default: attention and MLP projections of "

@@ -24,7 +24,10 @@ A model is wrapped or sharded as one root, unless it names the parts that are ea
 such a model also makes the empty copy that gathered weights are loaded into (`empty_copy`). This module knows
 nothing else of a model's insides.
 
-`--bf16` runs forward passes under bfloat16 autocast (the weights, optimizer and losses stay float32).
+`--bf16` runs forward passes under bfloat16 autocast (the weights, optimizer and losses stay float32). On a CPU
+the attention runs as transformers' "eager" matmuls + softmax: torch's fused CPU attention kernel is 2-3x
+slower in bf16 than in fp32 backwards (B=64, 4 heads, 80 positions, head dim 64, one core: 61 vs 23 ms), where
+the eager matmuls take the fast bf16 path (docs/design.md §7).
 """
 
 from __future__ import annotations
@@ -190,6 +193,8 @@ class Parallel:
         with `autocast_root`, e.g. a scalar model: that part alone — its transformer; the head reads float32)."""
         if self.bf16 and not getattr(model, "_rlhfkit_autocast", False):
             target = model.autocast_root() if hasattr(model, "autocast_root") else model
+            if self.device.type == "cpu" and hasattr(target, "set_attn_implementation"):
+                target.set_attn_implementation("eager")  # the fused SDPA kernel is slow in bf16 on CPUs
             target.forward = _autocast_forward(target.forward, self.device.type)
             target._rlhfkit_autocast = model._rlhfkit_autocast = True
         return model

@@ -3,6 +3,7 @@ their loop.
 
     start(cfg, read_inputs, load_models, loop)
       1. cfg.check()                         every bad value a user can give, before anything is read
+                                             (and a warning if --bf16 is asked where bf16 is emulated)
       2. inputs = read_inputs(cfg)           data read and validated once, in the process the user started
       3. prepare_out_dir                     an unusable OUT is refused before any work
       4. launch or join                      --num-processes N: N workers, each handed `inputs` (not re-read)
@@ -35,6 +36,7 @@ from typing import Any, Callable
 import torch
 
 from rlhfkit.models.loading import pick_device
+from rlhfkit.models.precision import warn_if_emulated
 from rlhfkit.train.checkpoint import RESUME_DIR
 from rlhfkit.train.common import RunDir, prepare_out_dir, seed_everything, set_threads
 from rlhfkit.train.distributed import Parallel, is_main_process, launch, should_launch
@@ -56,7 +58,7 @@ def start_run(cfg, read_inputs: Callable, load_models: Callable, loop: Callable[
     """Check, read, prepare, launch or join, then run `loop`; returns process 0's result. `load_models` and
     `loop` must be module-level functions (they are pickled into the workers)."""
     cfg.check()
-    pick_device(cfg.device)  # a device this machine lacks: one line before any data is read
+    warn_if_emulated(cfg.bf16, pick_device(cfg.device))  # a device this machine lacks: one line before any data
     inputs = read_inputs(cfg)
     prepare_out_dir(cfg.out, cfg.overwrite, cfg.resume)
     # The process that checked OUT (the launcher, or process 0 of an outside launch) undoes a failed start,
