@@ -23,6 +23,8 @@ from rlhfkit.errors import UserError
 from rlhfkit.eval import report as R
 from rlhfkit.eval.policy import load_policy, run_checkpoints
 from rlhfkit.eval.stats import win_rate
+from rlhfkit.models.loading import pick_device
+from rlhfkit.models.precision import bf16_support, precision_line
 from rlhfkit.pipeline import METHODS, PLANS, Judge, MethodSettings, Plan, Progress, check_preset, mean, point
 from rlhfkit.train.common import set_threads
 from rlhfkit.world.build import World, WorldConfig, build_world
@@ -42,9 +44,13 @@ class DemoConfig:
                                 "table to the report (dpo, rloo)")
     overwrite: bool = option(False, "replace an existing output directory")
     threads: int = option(0, "torch CPU threads (0: torch's default)")
+    bf16: str = option("no", "train SFT, RM and PPO under bfloat16 autocast: yes, no, or auto (where this CPU has "
+                       "native bf16); evaluation stays float32 (README: bf16 on CPUs)")
 
     def check(self) -> None:
         check_preset(self.preset)
+        if self.bf16 not in BF16_CHOICES:
+            raise UserError(f"config key 'bf16' must be one of {', '.join(BF16_CHOICES)} (got {self.bf16!r})")
         if not self.seeds:
             raise UserError("config key 'seeds': give at least one seed")
         if self.kl_coef < 0:
@@ -56,22 +62,31 @@ class DemoConfig:
         check_at_least(self, 1, "ppo_steps")
 
 
-def run_pipeline(world_dir: Path, out: Path, plan: Plan, cfg: DemoConfig, seed: int, say: Progress) -> dict:
+BF16_CHOICES = ("auto", "yes", "no")
+
+
+def use_bf16(choice: str, native: bool) -> bool:
+    """--bf16 auto|yes|no: auto is bf16 exactly where this machine multiplies bf16 in hardware."""
+    return choice == "yes" or (choice == "auto" and native)
+
+
+def run_pipeline(world_dir: Path, out: Path, plan: Plan, cfg: DemoConfig, seed: int, say: Progress,
+                 bf16: bool = False) -> dict:
     """world → SFT → sample K → simulated rankings → RM → PPO → evaluation, for one seed; returns its report."""
     world = World(world_dir)
     t0 = time.time()
-    shared = stages.sft_and_reward_model(world, out, plan, seed=seed, threads=cfg.threads, say=say)
+    shared = stages.sft_and_reward_model(world, out, plan, seed=seed, threads=cfg.threads, say=say, bf16=bf16)
     steps = cfg.ppo_steps or plan.ppo_steps
     say(f"seed {seed}: 5. PPO, {steps} iterations x {plan.ppo_batch} episodes, β = {cfg.kl_coef}")
     t_ppo = time.time()
     ppo = stages.ppo(out / "sft", out / "rm", world, out / "ppo", steps=steps, batch=plan.ppo_batch,
                      minibatch=plan.ppo_minibatch, lr=plan.ppo_lr, kl_coef=cfg.kl_coef, save_every=plan.save_every,
-                     seed=seed, threads=cfg.threads)
+                     seed=seed, threads=cfg.threads, bf16=bf16)
     ppo_wall_s = round(time.time() - t_ppo, 1)
     say(f"seed {seed}: 6. evaluation on {plan.eval_prompts} held-out prompts")
     evaluation = evaluate(world, out, plan, seed)
     rm = shared["rm"]
-    report = {"seed": seed, "wall_s": round(time.time() - t0, 1), **evaluation["report"],
+    report = {"seed": seed, "wall_s": round(time.time() - t0, 1), "bf16": bf16, **evaluation["report"],
               "rm": {"heldout_accuracy": rm["heldout_accuracy"], "noise_ceiling": rm["noise_ceiling"],
                      "n_pairs": rm["n_pairs"], "spearman_gold": rm["spearman_gold"],
                      "by_component": rm["by_component"]},
@@ -149,6 +164,7 @@ def across_seeds(reports: list[dict], reduce) -> dict:
 def write_report(out: Path, cfg: DemoConfig, reports: list[dict], wall_s: float) -> dict:
     first = reports[0]
     report = {"preset": cfg.preset, "seed": first["seed"], "wall_s": round(wall_s, 1), "kl_coef": cfg.kl_coef,
+              "bf16": first["bf16"],
               **{k: first[k] for k in FIGURES if k in first}}
     if len(reports) > 1:  # every figure becomes the mean over seeds; `std` has the same shape
         report |= {"seed": [r["seed"] for r in reports], **across_seeds(reports, np.mean),
@@ -226,12 +242,15 @@ def run_demo(cfg: DemoConfig) -> dict:
     set_threads(cfg.threads)
     plan = PLANS[cfg.preset]
     say = Progress()
+    support = bf16_support(pick_device("auto"))  # the trainers' device (their --device auto)
+    bf16 = use_bf16(cfg.bf16, support.native)
+    say(precision_line(bf16, support))
     world_dir = Path(cfg.world) if cfg.world else out / "world"
     if not cfg.world:
         say(f"world: building the '{cfg.preset}' toy world (the base LM is cached after the first build)")
         stages.quiet(build_world, WorldConfig(out=str(world_dir), preset=cfg.preset, seed=cfg.world_seed,
                                               arch=cfg.arch))
-    reports = [run_pipeline(world_dir, out / f"seed-{seed}", plan, cfg, seed, say) for seed in cfg.seeds]
+    reports = [run_pipeline(world_dir, out / f"seed-{seed}", plan, cfg, seed, say, bf16) for seed in cfg.seeds]
     report = write_report(out, cfg, reports, time.time() - say.start)
     print_table(report, reports)
     print(f"\nreport: {out / 'report.json'}, {out / 'report.html'}; plots: ppo_curves.png, reward_vs_sqrt_kl.png, "

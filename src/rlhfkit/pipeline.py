@@ -109,9 +109,9 @@ def quiet(fn, *args):
 
 # -------------------------------------------------------------------------------------------- stages
 
-def sft(world, out: Path, *, epochs: int, lr: float, seed: int, threads: int = 0) -> dict:
+def sft(world, out: Path, *, epochs: int, lr: float, seed: int, threads: int = 0, bf16: bool = False) -> dict:
     return quiet(train_sft, SFTConfig(model=str(world.base), data=str(world.demos_path), out=str(out), epochs=epochs,
-                                      lr=lr, seed=seed, threads=threads, overwrite=True))
+                                      lr=lr, seed=seed, threads=threads, bf16=bf16, overwrite=True))
 
 
 def sample(models: list[Path], prompts: Path, out: Path, *, k: int, temperatures, limit: int, max_new_tokens: int,
@@ -134,10 +134,11 @@ def simulate(world_dir: Path, candidates: Path, out: Path, *, labelers: int, per
 
 
 def reward_model(policy: Path, data: Path, out: Path, world, *, lr: float, epochs: int, seed: int,
-                 threads: int = 0) -> dict:
+                 threads: int = 0, bf16: bool = False) -> dict:
     return quiet(train_reward_model, RewardConfig(model=str(policy), data=str(data), out=str(out),
                                                   demos=str(world.demos_path), world=str(world.path), lr=lr,
-                                                  epochs=epochs, seed=seed, threads=threads, overwrite=True))
+                                                  epochs=epochs, seed=seed, threads=threads, bf16=bf16,
+                                                  overwrite=True))
 
 
 def ppo_config(policy: Path, reward: Path, world, out: Path, *, steps: int, batch: int, minibatch: int, lr: float,
@@ -164,13 +165,15 @@ def dpo(policy: Path, rankings: Path, out: Path, *, beta: float, lr: float, epoc
                                       overwrite=True))
 
 
-def sft_and_reward_model(world, out: Path, plan: Plan, *, seed: int, threads: int, say: Progress) -> dict:
+def sft_and_reward_model(world, out: Path, plan: Plan, *, seed: int, threads: int, say: Progress,
+                         bf16: bool = False) -> dict:
     """Steps 1–2, shared by every method that follows: SFT on the world's demonstrations (OUT/sft), K samples per
-    prompt from it, simulated rankings (OUT/rankings.jsonl) and the reward model (OUT/rm). Returns the stages'
-    summaries and wall times."""
+    prompt from it, simulated rankings (OUT/rankings.jsonl) and the reward model (OUT/rm), SFT and RM trained
+    under bf16 autocast with `bf16`. Returns the stages' summaries and wall times."""
     clock = time.time()
     say(f"seed {seed}: 1. SFT on {len(world.demos())} demonstrations")
-    sft_summary = sft(world, out / "sft", epochs=plan.sft_epochs, lr=plan.sft_lr, seed=seed, threads=threads)
+    sft_summary = sft(world, out / "sft", epochs=plan.sft_epochs, lr=plan.sft_lr, seed=seed, threads=threads,
+                      bf16=bf16)
     wall = {"sft": time.time() - clock}
     clock = time.time()
     say(f"seed {seed}: 2. sample K={plan.k} outputs for {plan.label_prompts} prompts at T={plan.temperatures}")
@@ -183,7 +186,7 @@ def sft_and_reward_model(world, out: Path, plan: Plan, *, seed: int, threads: in
     clock = time.time()
     say(f"seed {seed}: 4. reward model on {len(rankings)} rankings")
     rm = reward_model(out / "sft", out / "rankings.jsonl", out / "rm", world, lr=plan.rm_lr, epochs=plan.rm_epochs,
-                      seed=seed, threads=threads)
+                      seed=seed, threads=threads, bf16=bf16)
     wall["rm"] = time.time() - clock
     say(f"seed {seed}:    held-out accuracy {rm['heldout_accuracy']:.3f}, noise ceiling {rm['noise_ceiling']:.3f} "
         f"({rm['n_pairs']} comparisons)")
