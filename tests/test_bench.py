@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from rlhfkit.bench import ModelShape, dtype_matmul_gflops, model_matmul_shapes
 from rlhfkit.models.loading import fuse_activations
 from tests.conftest import run_cli
 
@@ -24,16 +25,22 @@ def test_bench_ppo_prints_throughput_and_phase_seconds(capsys):
     result = _json_line(out)
     for key in ("episodes_per_s", "resp_tokens_per_s", "peak_rss_mb", "generation_s", "scoring_s", "update_s"):
         assert result[key] > 0, key
+    for phase in ("generation", "scoring", "update"):  # each phase's FLOPs and rates, to set beside `bench matmul`
+        assert result[f"{phase}_gflop"] > 0 and result[f"{phase}_gflops_per_s"] > 0
+        assert result[f"{phase}_gflop_per_cpu_s"] > 0 and result[f"{phase}_cpu_s"] > 0
+    # update = 3 (fwd + bwd) x 2 epochs x (policy with head + value backbone); scoring = 2 with head + 2 backbones
+    assert result["update_gflop"] == pytest.approx(3 * 2 / 2 * result["scoring_gflop"], rel=0.01)
     assert result["episodes"] == 8 and result["resp"] == 3
 
 
-@pytest.mark.parametrize("args", [["rm"], ["rm", "--k", "3"], ["sft"]])
+@pytest.mark.parametrize("args", [["rm"], ["rm", "--k", "3"], ["sft"], ["sft", "--bf16"]])
 def test_bench_rm_and_sft_print_tokens_per_second(args, capsys):
     code, out, err = run_cli(["bench", *args, *TINY, "--prompt", "3", "--completion", "4", "--examples", "12",
                               "--batch", "4"], capsys)
     assert code == 0, err
     result = _json_line(out)
     assert result["timed_steps"] == 2 and result["tokens_per_s"] > 0 and result["seq"] == 8
+    assert result["bf16"] is ("--bf16" in args)
     if args[0] == "rm":
         assert result["pairs_per_s"] > 0
 
@@ -51,6 +58,25 @@ def test_bench_ppo_bf16_runs_the_forward_passes_under_autocast(capsys):
     result = _json_line(out)
     assert result["bf16"] is True and result["device"] == "cpu"
     assert any(seen)  # generation, scoring and the update all go through the autocast-wrapped forwards
+
+
+def test_model_matmul_shapes_are_the_layers_weights_forward_and_backward():
+    shapes = model_matmul_shapes(ModelShape(layers=2, dim=8, heads=2, vocab=20), rows=5)
+    # x·W, dY·Wᵀ, Xᵀ·dY for QKV (8→24), attention out (8→8), MLP up (8→32) and down (32→8), the head (8→20)
+    assert shapes[:3] == [(5, 8, 24), (5, 24, 8), (8, 5, 24)] and shapes[-3:] == [(5, 8, 20), (5, 20, 8), (8, 5, 20)]
+    per_row = sum(2 * m * k * n for m, k, n in shapes) / 5
+    assert per_row == 3 * 2 * (8 * 24 + 8 * 8 + 8 * 32 + 32 * 8 + 8 * 20)  # 3 × forward's 2·(12d² + dV) per token
+
+
+def test_bench_matmul_reports_both_dtypes_at_each_row_count(capsys):
+    code, out, err = run_cli(["bench", "matmul", *TINY, "--rows", "4,32", "--seconds", "0.01"], capsys)
+    assert code == 0, err
+    result = _json_line(out)
+    assert [r["rows"] for r in result["rates"]] == [4, 32] and isinstance(result["bf16_native"], bool)
+    for rate in result["rates"]:
+        for dtype in ("float32", "bfloat16"):
+            assert rate[dtype]["gflops"] > 0 and rate[dtype]["gflop_per_cpu_s"] > 0
+    assert set(dtype_matmul_gflops([(2, 3, 4)], torch.bfloat16, 0.001)) == {"gflops", "gflop_per_cpu_s"}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

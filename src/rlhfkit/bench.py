@@ -12,6 +12,9 @@ random word-level vocabulary, so it needs no world, no download and no training 
                 rankings of K outputs (all C(K,2) pairs of a ranking in one batch, each output scored once);
                 reports tokens/s and pairs/s.
 - `bench sft`   `train.sft.train_sft` on (prompt, completion) demonstrations; reports tokens/s.
+- `bench matmul` the ceiling: torch's fp32 and bf16 matmul rates at the shapes a model of the given width runs
+                (`model_matmul_shapes`), so that each phase's GFLOP/s can be read as a fraction of the rate of
+                its dtype; says whether this machine has native bf16 (`models/precision.py`).
 
 The first `warmup` batches (PPO) or optimizer steps (RM, SFT) are run but not timed, as `bench/run_all.py`
 does for the TRL peers, so both sides are measured over the same steady-state work. RM and SFT sequences all
@@ -43,6 +46,7 @@ from rlhfkit.config import option
 from rlhfkit.errors import UserError
 from rlhfkit.generation import generate
 from rlhfkit.models.loading import pick_device
+from rlhfkit.models.precision import bf16_support, warn_if_emulated
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.train.common import make_optimizer, seed_everything, set_threads
 from rlhfkit.train.distributed import Parallel
@@ -84,6 +88,13 @@ class BenchPPOConfig(BenchOptions, ModelShape):
 
 
 @dataclass
+class BenchMatmulConfig(BenchOptions, ModelShape):
+    rows: list[int] = option([64, 5120], "token positions per matmul: a decoding step's batch, a training "
+                             "minibatch's batch × sequence length")
+    seconds: float = option(0.5, "timed seconds per dtype and row count (best of 3 such runs)")
+
+
+@dataclass
 class BenchTrainConfig(BenchOptions, ModelShape):
     prompt: int = option(16, "prompt tokens")
     completion: int = option(32, "completion tokens (EOS appended)")
@@ -93,6 +104,7 @@ class BenchTrainConfig(BenchOptions, ModelShape):
     warmup: int = option(1, "untimed optimizer steps at the start")
     data: str | None = option(None, "use this JSONL (from `bench/run_all.py`) instead of making random data")
     model: str | None = option(None, "use this model directory instead of a random GPT-2 of the given shape")
+    bf16: bool = option(False, "train under bfloat16 autocast, as `rlhf rm|sft --bf16`")
 
 
 # ------------------------------------------------------------------------------------ random world
@@ -143,6 +155,35 @@ def forward_flops(shape: ModelShape, tokens: int, seq: int, logit_positions: int
     return tokens * (24 * L * d * d + 4 * L * seq * d) + logit_positions * 2 * d * shape.vocab
 
 
+def model_matmul_shapes(shape: ModelShape, rows: int) -> list[tuple[int, int, int]]:
+    """(m, k, n) of the weight matmuls of a transformer layer and the LM head over `rows` token positions, forward
+    and backward: x·W is (rows, k, n) for W = d→3d (QKV), d→d (attention out), d→4d and 4d→d (MLP), d→V (head);
+    backward multiplies dY·Wᵀ (rows, n, k) and Xᵀ·dY (k, rows, n). Attention's own QKᵀ and AV are left out: 4·seq·d
+    of the 24·d² + 4·seq·d FLOPs per token and layer (5% at d = 256, seq = 80)."""
+    d = shape.dim
+    forward = [(rows, d, 3 * d), (rows, d, d), (rows, d, 4 * d), (rows, 4 * d, d), (rows, d, shape.vocab)]
+    return [mkn for m, k, n in forward for mkn in ((m, k, n), (m, n, k), (k, m, n))]
+
+
+def dtype_matmul_gflops(shapes: list[tuple[int, int, int]], dtype: torch.dtype, seconds: float) -> dict:
+    """GFLOP/s of torch's matmul in `dtype` over `shapes` (each once per round, rounds for `seconds`, best of 3
+    such runs), by the wall clock and per CPU-second (the latter barely moved by other processes' load)."""
+    pairs = [(torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)) for m, k, n in shapes]
+    flop = sum(2 * m * k * n for m, k, n in shapes)
+    for a, b in pairs:  # warm-up: oneDNN picks and caches its kernels
+        a @ b
+    wall_rate = cpu_rate = 0.0
+    for _ in range(3):
+        rounds, t0, c0 = 0, time.perf_counter(), time.process_time()
+        while rounds == 0 or time.perf_counter() - t0 < seconds:
+            for a, b in pairs:
+                a @ b
+            rounds += 1
+        wall, cpu = time.perf_counter() - t0, max(time.process_time() - c0, 1e-9)
+        wall_rate, cpu_rate = max(wall_rate, flop * rounds / wall / 1e9), max(cpu_rate, flop * rounds / cpu / 1e9)
+    return {"gflops": round(wall_rate, 1), "gflop_per_cpu_s": round(cpu_rate, 1)}
+
+
 @contextmanager
 def maybe_profile(path: str | None):
     if not path:
@@ -177,6 +218,7 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
     device = parallel.device
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("config key 'device': CUDA is not available on this machine")
+    warn_if_emulated(cfg.bf16, device)
     generator = seed_everything(cfg.seed)
     tokenizer = bench_tokenizer(cfg.vocab)
     with tempfile.TemporaryDirectory(prefix="rlhf-bench-") as tmp:
@@ -192,14 +234,15 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
     rng = random.Random(cfg.seed)
     sampler = torch.Generator(device=device).manual_seed(cfg.seed)
     clock_now = _clock(device)
-    seconds = {"generation_s": 0.0, "scoring_s": 0.0, "update_s": 0.0, "logging_s": 0.0, "update_cpu_s": 0.0}
+    seconds = {"generation_s": 0.0, "scoring_s": 0.0, "update_s": 0.0, "logging_s": 0.0,
+               "generation_cpu_s": 0.0, "scoring_cpu_s": 0.0, "update_cpu_s": 0.0}
 
     def iteration(clock: dict) -> None:
         prompts = [random_text(rng, cfg.vocab, cfg.prompt) for _ in range(cfg.batch)]
-        t0 = clock_now()
+        t0, c0 = clock_now(), time.process_time()
         samples = generate(policy, tokenizer, prompts, max_new_tokens=cfg.resp, temperature=ppo.temperature,
                            generator=sampler, max_prompt_length=cfg.prompt, ignore_eos=True)     # 1. collect
-        t1 = clock_now()
+        t1, c1 = clock_now(), time.process_time()
         rollout = measure(samples, policy, reference, value_model, reward_model, ppo)               # 2. measure
         rewards, adv, returns = advantages(rollout, ppo.kl_coef, ppo)                                # 3, 4
         t2, c2 = clock_now(), time.process_time()
@@ -207,7 +250,7 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
         t3, c3 = clock_now(), time.process_time()
         _ = rollout_metrics(rollout, rewards, ppo.kl_coef) | mean_stats(stats)                      # what ppo logs
         t4 = clock_now()
-        for key, dt in zip(clock, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, c3 - c2)):
+        for key, dt in zip(clock, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, c1 - c0, c2 - c1, c3 - c2)):
             clock[key] += dt
 
     for _ in range(cfg.warmup):
@@ -220,9 +263,13 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
 
     seq = cfg.prompt + cfg.resp
     tokens = cfg.episodes * seq
-    # update: policy and value backbones, forward + backward (≈ 3× forward), LM head on the R + 1 kept positions
-    update_flops = 3 * cfg.epochs * (forward_flops(cfg, tokens, seq, cfg.episodes * (cfg.resp + 1))
-                                     + forward_flops(cfg, tokens, seq, 0))
+    # scoring: policy and reference with the LM head on the R + 1 kept positions, value and reward backbones;
+    # update: policy and value, forward + backward (≈ 3× forward), K epochs; generation: every position once (the
+    # KV cache), the head on each new token (attention counted over the whole sequence: a slight overcount)
+    with_head = forward_flops(cfg, tokens, seq, cfg.episodes * (cfg.resp + 1))
+    backbone = forward_flops(cfg, tokens, seq, 0)
+    flops = {"generation": forward_flops(cfg, tokens, seq, cfg.episodes * cfg.resp),
+             "scoring": 2 * with_head + 2 * backbone, "update": 3 * cfg.epochs * (with_head + backbone)}
     result = {"bench": "ppo", "impl": "rlhfkit", **_shape(cfg), "prompt": cfg.prompt, "resp": cfg.resp,
               "batch": cfg.batch, "episodes": cfg.episodes, "epochs": cfg.epochs, "threads": torch.get_num_threads(),
               "episodes_per_s": round(cfg.episodes / total, 3),
@@ -231,9 +278,11 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
               **({"peak_gpu_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
                  if device.type == "cuda" else {}),
               "total_s": round(total, 3), "cpu_s": round(cpu, 3), **{k: round(v, 3) for k, v in seconds.items()},
-              "update_gflop": round(update_flops / 1e9, 2),
-              "update_gflops_per_s": round(update_flops / 1e9 / max(seconds["update_s"], 1e-9), 2),
-              "update_gflop_per_cpu_s": round(update_flops / 1e9 / max(seconds["update_cpu_s"], 1e-9), 2)}
+              **{f"{phase}_gflop": float(f"{f / 1e9:.4g}") for phase, f in flops.items()},
+              **{f"{phase}_gflops_per_s": round(f / 1e9 / max(seconds[f"{phase}_s"], 1e-9), 2)
+                 for phase, f in flops.items()},
+              **{f"{phase}_gflop_per_cpu_s": round(f / 1e9 / max(seconds[f"{phase}_cpu_s"], 1e-9), 2)
+                 for phase, f in flops.items()}}
     return emit(result, cfg.json, f"bench ppo: {result['episodes_per_s']} episodes/s "
                 f"({result['resp_tokens_per_s']} response tokens/s), generation {result['generation_s']} s, "
                 f"scoring {result['scoring_s']} s, update {result['update_s']} s, peak RSS {result['peak_rss_mb']} MB")
@@ -302,13 +351,14 @@ def _bench_training(cfg: BenchTrainConfig, kind: str) -> dict:
     if timed_steps < 1:
         raise UserError("config keys 'examples', 'batch', 'warmup': no full optimizer step left to time")
     set_threads(cfg.threads)
+    warn_if_emulated(cfg.bf16, pick_device("auto"))  # the trainers' device
     seq = cfg.prompt + cfg.completion + 1
     with tempfile.TemporaryDirectory(prefix="rlhf-bench-") as tmp:
         tmp = Path(tmp)
         tokenizer = bench_tokenizer(cfg.vocab)
         model = cfg.model or str(save_random_policy(tmp / "model", cfg, tokenizer, seq, cfg.seed))
         common = dict(model=model, out=str(tmp / "run"), eval_fraction=0.0, epochs=1, batch_size=cfg.batch,
-                      max_length=seq, seed=cfg.seed, threads=cfg.threads)
+                      max_length=seq, seed=cfg.seed, threads=cfg.threads, bf16=cfg.bf16)
         if kind == "rm":
             Config, train = RewardConfig, train_reward_model
             data = cfg.data or str(write_pairs(tmp / "pairs.jsonl", cfg))
@@ -327,7 +377,8 @@ def _bench_training(cfg: BenchTrainConfig, kind: str) -> dict:
                  if kind == "rm" else {}),
               "timed_steps": timed_steps, "threads": torch.get_num_threads(),
               "tokens_per_s": round(tokens / (wall1 - wall0), 1), "seconds": round(wall1 - wall0, 3),
-              "cpu_s": round(cpu1 - cpu0, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
+              "cpu_s": round(cpu1 - cpu0, 3), "peak_rss_mb": round(peak_rss_mb(), 1), "bf16": cfg.bf16,
+              "gflop_per_cpu_s": round(flops / 1e9 / (cpu1 - cpu0), 2),
               "gflops_per_s": round(flops / 1e9 / (wall1 - wall0), 2)}
     return emit(result, cfg.json, f"bench {kind}: {result['tokens_per_s']} tokens/s over {timed_steps} steps, "
                 f"peak RSS {result['peak_rss_mb']} MB")
@@ -339,3 +390,25 @@ def bench_rm(cfg: BenchTrainConfig) -> dict:
 
 def bench_sft(cfg: BenchTrainConfig) -> dict:
     return _bench_training(cfg, "sft")
+
+
+# ----------------------------------------------------------------------------------------- matmul
+
+def bench_matmul(cfg: BenchMatmulConfig) -> dict:
+    for key in ("layers", "dim", "heads", "vocab"):
+        if getattr(cfg, key) < 1:
+            raise UserError(f"config key '{key}' must be at least 1")
+    if not cfg.rows or min(cfg.rows) < 1:
+        raise UserError("config key 'rows': give one or more positive row counts")
+    if cfg.seconds <= 0:
+        raise UserError("config key 'seconds' must be > 0")
+    set_threads(cfg.threads)
+    support = bf16_support("cpu")
+    rates = [{"rows": rows, **{name: dtype_matmul_gflops(model_matmul_shapes(cfg, rows), dtype, cfg.seconds)
+                               for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}}
+             for rows in cfg.rows]
+    result = {"bench": "matmul", **_shape(cfg), "threads": torch.get_num_threads(), "bf16_native": support.native,
+              "bf16_found": support.found, "rates": rates}
+    return emit(result, cfg.json, f"bench matmul (d={cfg.dim}, {support.reason}): " + "; ".join(
+        f"{r['rows']} rows: float32 {r['float32']['gflops']}, bfloat16 {r['bfloat16']['gflops']} GFLOP/s "
+        f"({r['float32']['gflop_per_cpu_s']}, {r['bfloat16']['gflop_per_cpu_s']} per CPU-s)" for r in rates))

@@ -25,7 +25,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the toolkit never downloads at r
 # workers made PPO about 3x slower in `rlhf bench ppo` (docs/design.md §7).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from rlhfkit.bench import BenchPPOConfig, BenchTrainConfig, bench_ppo, bench_rm, bench_sft
+from rlhfkit.bench import (
+    BenchMatmulConfig,
+    BenchPPOConfig,
+    BenchTrainConfig,
+    bench_matmul,
+    bench_ppo,
+    bench_rm,
+    bench_sft,
+)
 from rlhfkit.compare import CompareConfig, run_compare
 from rlhfkit.config import add_arguments, from_args
 from rlhfkit.data.convert import ConvertConfig, convert
@@ -111,6 +119,8 @@ COMMANDS: dict[str, Command] = {
     "bench ppo": Command(BenchPPOConfig, bench_ppo, "PPO throughput on random models"),
     "bench rm": Command(BenchTrainConfig, bench_rm, "reward-model training throughput"),
     "bench sft": Command(BenchTrainConfig, bench_sft, "SFT throughput on random models"),
+    "bench matmul": Command(BenchMatmulConfig, bench_matmul,
+                            "fp32 and bf16 matmul GFLOP/s at a model's shapes: the ceiling of the benchmarks"),
 }
 
 
