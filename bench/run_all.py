@@ -1,11 +1,16 @@
 """`make bench`: rlhfkit against TRL on the same work, in one run, with this CPU's matmul peak beside it.
 
-    .venv/bin/python bench/run_all.py [--quick] [--repeats N] [--threads N] [--skip-table] [--out FILE]
+    .venv/bin/python bench/run_all.py [--quick] [--repeats N] [--threads N] [--bf16 auto|yes|no] [--skip-table]
+                                      [--out FILE]
 
-1. this CPU's fp32 matmul GFLOP/s (the ceiling for the update phase);
+1. the ceiling: this CPU's fp32 and bf16 matmul GFLOP/s at the shapes each PPO benchmark's models run
+   (`rlhf bench matmul`: a decoding step's 64 rows, a minibatch's batch × sequence rows), and whether bf16 is
+   native here (AVX512-BF16 / AMX; `models/precision.py`);
 2. PPO: `rlhf bench ppo` vs TRL 0.29.1's `trl.experimental.ppo.PPOTrainer` (bench/peer_ppo.py), on the default
-   shape and on `--dim 256 --resp 64`; episodes/s, ratio, peak RSS, and the share of the matmul peak that our
-   update phase reaches;
+   shape and on `--dim 256 --resp 64`; episodes/s, ratio, peak RSS, and each phase's share of the matmul rate of
+   its dtype and shape. With bf16 (`--bf16 auto`, the default: where native) the `--dim 256 --resp 64` pair runs
+   again with bf16 autocast on both sides (ours `--bf16`, TRL `bf16=True`), so like is compared with like, and
+   ours in bf16 is set beside ours and TRL's in fp32;
 3. reward-model training vs the latest TRL's `RewardTrainer`, SFT vs its `SFTTrainer` (bench/peer_train.py; TRL
    1.16.0, the newest release when this was written, which no longer has PPOTrainer): tokens/s on the
    same JSONL file and the same random GPT-2 directory; for the RM also rankings of K=4 (pairs/s: rlhfkit puts
@@ -90,28 +95,22 @@ def run_json(cmd: list[str], env: dict, cwd: Path = ROOT) -> dict:
     return result
 
 
-def matmul_gflops(env: dict) -> dict:
-    """Best fp32 matmul GFLOP/s over a few square sizes, in a fresh process with the benchmarks' thread settings."""
-    code = """
-import json, time, torch
-best = {}
-for n in (512, 1024, 2048):
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    reps = max(3, int(4e9 / (2 * n ** 3)))
-    rate, per_cpu = 0.0, 0.0
-    for _ in range(5):
-        t, c = time.perf_counter(), time.process_time()
-        for _ in range(reps):
-            a @ b
-        rate = max(rate, 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9)
-        per_cpu = max(per_cpu, 2 * n ** 3 * reps / (time.process_time() - c) / 1e9)
-    best[n] = (round(rate, 1), round(per_cpu, 1))
-print(json.dumps({"bench": "matmul", "threads": torch.get_num_threads(), "gflops_by_size": best,
-                  "peak_gflops": max(r for r, _ in best.values()),
-                  "peak_gflop_per_cpu_s": max(c for _, c in best.values())}))
-"""
-    return run_json([sys.executable, "-c", code], env)
+def matmul_rates(shape: dict, batch: int, seq: int, env: dict) -> dict:
+    """`rlhf bench matmul` at a PPO benchmark's shapes: rows = the batch (a decoding step) and batch × seq (scoring
+    and the update), fp32 and bf16, in a fresh process with the benchmarks' thread settings."""
+    return run_json(OURS + ["bench", "matmul", "--json", *shape_flags(**shape), "--rows", f"{batch},{batch * seq}"],
+                    env)
+
+
+def phase_fractions(result: dict, matmul: dict) -> dict:
+    """Each PPO phase's GFLOP/s as a fraction of the matmul rate that applies: its dtype (bf16 under --bf16), its
+    rows (generation: one decoding step's batch; scoring and update: the whole batch × sequence); by the wall
+    clock and per CPU-second."""
+    dtype = "bfloat16" if result["bf16"] else "float32"
+    small, large = (r[dtype] for r in matmul["rates"])
+    return {phase: {"wall": round(result[f"{phase}_gflops_per_s"] / rate["gflops"], 3),
+                    "cpu": round(result[f"{phase}_gflop_per_cpu_s"] / rate["gflop_per_cpu_s"], 3), "dtype": dtype}
+            for phase, rate in (("generation", small), ("scoring", large), ("update", large))}
 
 
 def best_of(results: list[dict], key: str) -> dict:
@@ -141,9 +140,15 @@ def shape_flags(**kw) -> list[str]:
 # ------------------------------------------------------------------------------------------ report
 
 def print_report(summary: dict) -> None:
-    mm = summary["matmul"]
-    print(f"\nfp32 matmul: {mm['peak_gflops']} GFLOP/s peak with {mm['threads']} threads, "
-          f"{mm['peak_gflop_per_cpu_s']} GFLOP per CPU-second (by size: wall, per CPU-s {mm['gflops_by_size']})")
+    print()
+    for name, mm in summary["matmul"].items():
+        print(f"matmul at the shapes of {name} (d={mm['dim']}, {mm['threads']} threads), GFLOP/s fp32 / bf16 "
+              "(per CPU-s): " + "; ".join(
+                  f"{r['rows']} rows {r['float32']['gflops']} / {r['bfloat16']['gflops']} "
+                  f"({r['float32']['gflop_per_cpu_s']} / {r['bfloat16']['gflop_per_cpu_s']})" for r in mm["rates"]))
+    b = summary["bf16"]
+    print(f"bf16: {'native (' + b['found'] + ')' if b['native'] else 'not native'} on this CPU; --bf16 {b['asked']}: "
+          f"the bf16 PPO pair {'ran' if b['on'] else 'was left out'}")
     print(f"\n{'benchmark':<30}{'metric':<16}{'rlhfkit':>10}{'TRL':>10}{'peer':>12}{'ratio':>8}{'CPU-s ratio':>13}"
           f"   {'peak RSS MB ours/TRL':>20}")
     for c in summary["comparisons"]:
@@ -153,12 +158,17 @@ def print_report(summary: dict) -> None:
     print("(ratio: best run of each side, wall clock; CPU-s ratio: TRL's CPU-seconds / ours for the same work)")
     for c in summary["comparisons"]:
         if c["metric"] == "episodes_per_s":
-            o = c["ours"]
+            o, f = c["ours"], c["fractions"]
             print(f"{c['name']}: ours spends generation {o['generation_s']} s, scoring {o['scoring_s']} s, "
-                  f"update {o['update_s']} s; update at {o['update_gflops_per_s']} GFLOP/s = "
-                  f"{o['update_gflops_per_s'] / mm['peak_gflops']:.0%} of the matmul peak "
-                  f"({o['update_gflop_per_cpu_s']} GFLOP per CPU-s = "
-                  f"{o['update_gflop_per_cpu_s'] / mm['peak_gflop_per_cpu_s']:.0%} of matmul's)")
+                  f"update {o['update_s']} s (update {o['update_gflops_per_s']} GFLOP/s, "
+                  f"{o['update_gflop_per_cpu_s']} per CPU-s); share of the {f['update']['dtype']} matmul rate, "
+                  "wall / per CPU-s: " + ", ".join(f"{p} {x['wall']:.0%} / {x['cpu']:.0%}" for p, x in f.items()))
+    if "bf16_speedup" in summary:
+        x = summary["bf16_speedup"]
+        print(f"bf16 at --dim 256 --resp 64, episodes/s: ours bf16 ÷ ours fp32 {x['ours_bf16_vs_ours_fp32']}x, "
+              f"ours bf16 ÷ TRL fp32 {x['ours_bf16_vs_trl_fp32']}x, TRL bf16 ÷ TRL fp32 {x['trl_bf16_vs_trl_fp32']}x "
+              f"(CPU-seconds: {x['cpu_ours_fp32_vs_ours_bf16']}x, {x['cpu_trl_fp32_vs_ours_bf16']}x, "
+              f"{x['cpu_trl_fp32_vs_trl_bf16']}x)")
     if summary.get("table"):
         widths = sorted({r["dim"] for r in summary["table"]})
         print("\nrlhfkit PPO episodes/s (rows: response length, columns: width d; 4 layers, batch 64)")
@@ -173,6 +183,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="one run per side, fewer episodes, smaller table")
     parser.add_argument("--repeats", type=int, default=None, help="runs per side (default 2; 1 with --quick)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads for every benchmark (0: default)")
+    parser.add_argument("--bf16", choices=("auto", "yes", "no"), default="auto",
+                        help="also run the --dim 256 --resp 64 PPO pair in bf16: auto (where this CPU has native "
+                        "bf16), yes, no")
     parser.add_argument("--skip-table", action="store_true", help="leave out the episodes/s table")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench" / "summary.json"), help="raw results (JSON)")
     args = parser.parse_args()
@@ -185,15 +198,34 @@ def main() -> int:
     summary = {"trl": {"ppo": ppo_trl, "rm_sft": train_trl}, "repeats": repeats,
                "omp_wait_policy": env["OMP_WAIT_POLICY"], "load_before": os.getloadavg(), "comparisons": [],
                "table": []}
-    log("fp32 matmul peak")
-    summary["matmul"] = matmul_gflops(env)
-
-    ppo_shapes = [("PPO default shape", {}, 256),
-                  ("PPO --dim 256 --resp 64", {"dim": 256, "resp": 64}, 64 if args.quick else 128)]
-    for name, shape, episodes in ppo_shapes:
-        flags = shape_flags(**shape, episodes=episodes if not args.quick else min(episodes, 128))
-        summary["comparisons"].append(compare(name, OURS + ["bench", "ppo", "--json", *flags],
-                                              [ppo_python, "peer_ppo.py", *flags], "episodes_per_s", repeats, env))
+    # name, width, response length, episodes (prompt 16, batch 64: `rlhf bench ppo`'s and peer_ppo.py's defaults)
+    ppo_shapes = [("PPO default shape", 128, 32, 128 if args.quick else 256),
+                  ("PPO --dim 256 --resp 64", 256, 64, 64 if args.quick else 128)]
+    summary["matmul"] = {}
+    for name, dim, resp, _ in ppo_shapes:
+        log(f"matmul rates at the shapes of {name}")
+        summary["matmul"][name] = matmul_rates({"dim": dim}, 64, 16 + resp, env)
+    native = summary["matmul"][ppo_shapes[0][0]]["bf16_native"]
+    bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and native)
+    summary["bf16"] = {"asked": args.bf16, "native": native, "on": bf16,
+                       "found": summary["matmul"][ppo_shapes[0][0]]["bf16_found"]}
+    if bf16:  # like with like: ours --bf16 against TRL's bf16=True, on the larger shape
+        ppo_shapes.append(("PPO --dim 256 --resp 64, bf16", 256, 64, ppo_shapes[1][3]))
+    for name, dim, resp, episodes in ppo_shapes:
+        flags = shape_flags(dim=dim, resp=resp, episodes=episodes) + (["--bf16"] if name.endswith("bf16") else [])
+        c = compare(name, OURS + ["bench", "ppo", "--json", *flags], [ppo_python, "peer_ppo.py", *flags],
+                    "episodes_per_s", repeats, env)
+        c["fractions"] = phase_fractions(c["ours"], summary["matmul"][name.removesuffix(", bf16")])
+        summary["comparisons"].append(c)
+    if bf16:
+        fp32, half = summary["comparisons"][1], summary["comparisons"][2]
+        summary["bf16_speedup"] = {
+            "ours_bf16_vs_ours_fp32": round(half["ours"]["episodes_per_s"] / fp32["ours"]["episodes_per_s"], 2),
+            "ours_bf16_vs_trl_fp32": round(half["ours"]["episodes_per_s"] / fp32["trl"]["episodes_per_s"], 2),
+            "trl_bf16_vs_trl_fp32": round(half["trl"]["episodes_per_s"] / fp32["trl"]["episodes_per_s"], 2),
+            "cpu_ours_fp32_vs_ours_bf16": round(fp32["ours"]["cpu_s"] / half["ours"]["cpu_s"], 2),
+            "cpu_trl_fp32_vs_ours_bf16": round(fp32["trl"]["cpu_s"] / half["ours"]["cpu_s"], 2),
+            "cpu_trl_fp32_vs_trl_bf16": round(fp32["trl"]["cpu_s"] / half["trl"]["cpu_s"], 2)}
 
     with tempfile.TemporaryDirectory(prefix="rlhf-bench-data-") as tmp:
         tmp = Path(tmp)

@@ -1,6 +1,8 @@
 """`rlhf bench ppo|rm|sft` run the real trainers on tiny random models and print one JSON line (no timing asserted)."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,6 +79,26 @@ def test_bench_matmul_reports_both_dtypes_at_each_row_count(capsys):
         for dtype in ("float32", "bfloat16"):
             assert rate[dtype]["gflops"] > 0 and rate[dtype]["gflop_per_cpu_s"] > 0
     assert set(dtype_matmul_gflops([(2, 3, 4)], torch.bfloat16, 0.001)) == {"gflops", "gflop_per_cpu_s"}
+
+
+def test_make_bench_reads_each_phase_against_the_rate_of_its_dtype_and_rows():
+    spec = importlib.util.spec_from_file_location("run_all", Path(__file__).parents[1] / "bench" / "run_all.py")
+    run_all = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_all)
+    matmul = {"rates": [{"rows": 64, "float32": {"gflops": 100, "gflop_per_cpu_s": 200},
+                         "bfloat16": {"gflops": 20, "gflop_per_cpu_s": 40}},
+                        {"rows": 5120, "float32": {"gflops": 1000, "gflop_per_cpu_s": 2000},
+                         "bfloat16": {"gflops": 100, "gflop_per_cpu_s": 200}}]}
+    ours = {"bf16": True, "generation_gflops_per_s": 10, "generation_gflop_per_cpu_s": 20,
+            "scoring_gflops_per_s": 30, "scoring_gflop_per_cpu_s": 40, "update_gflops_per_s": 50,
+            "update_gflop_per_cpu_s": 100}
+    f = run_all.phase_fractions(ours, matmul)
+    # bf16: generation 10/20 and 20/40 (64 rows), scoring 30/100 and 40/200, update 50/100 and 100/200 (5120 rows)
+    assert f == {"generation": {"wall": 0.5, "cpu": 0.5, "dtype": "bfloat16"},
+                 "scoring": {"wall": 0.3, "cpu": 0.2, "dtype": "bfloat16"},
+                 "update": {"wall": 0.5, "cpu": 0.5, "dtype": "bfloat16"}}
+    assert run_all.phase_fractions(ours | {"bf16": False}, matmul)["update"] == {"wall": 0.05, "cpu": 0.05,
+                                                                                 "dtype": "float32"}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
