@@ -21,8 +21,8 @@ get rlhfkit's score. `rlhfkit_read_at` says where the score is read:
   one that the attention mask keeps and that is not `pad_token_id` (`read_index`). When pad == EOS (common) that
   rule would skip the EOS a finished response ends with, so our models save a pad id that is not EOS
   (`reading_pad`): the pad itself when it differs, else unk, else another special token the chat template never
-  writes, else BOS, else the NUL byte's token, else the last id of the vocabulary — and the saved tokenizer pads with it. Someone else's
-  model is read as transformers reads it, whatever its pad.
+  writes, else BOS, else the NUL byte's token, else the last id of the vocabulary — and the saved tokenizer pads
+  with it. Someone else's model is read as transformers reads it, whatever its pad.
 
 Older rlhfkit directories (the backbone + `scalar_head.safetensors`) still load, read at the last real token;
 `rlhf data convert-rm` rewrites one in the standard format. An RM saved with `--lora-save adapter` keeps that
