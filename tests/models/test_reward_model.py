@@ -197,3 +197,17 @@ def test_peer_rm_check(tmp_path):
     summary = json.loads(done.stdout[done.stdout.index("{\n"):])
     for setup in summary["setups"]:
         assert setup["trl_rm_in_rlhfkit_max_abs_diff"] <= 1e-5 and setup["our_rm_in_trl_max_abs_diff"] <= 1e-5
+
+
+def test_ppo_runs_on_an_rm_with_another_tokenizer_and_refuses_it_as_value_model(tmp_path, tiny_gpt2, capsys):
+    _, rm = _our_rm(tmp_path, "chatml", "gpt2")  # the policy: the toy world's word-level tokenizer
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["list three animals .", "say pear ."]))
+    common = ["ppo", "--policy", tiny_gpt2, "--reward", rm, "--prompts", prompts, "--steps", "1", "--batch-size", "4",
+              "--minibatch-size", "2", "--max-new-tokens", "6", "--threads", "1"]
+    code, _, err = run_cli([*common, "--advantage", "rloo", "--rloo-k", "2", "--out", tmp_path / "rloo"], capsys)
+    assert code == 0, err
+    assert "rm_score" in json.loads((tmp_path / "rloo" / "metrics.jsonl").read_text().splitlines()[0])
+    code, _, err = run_cli([*common, "--out", tmp_path / "gae"], capsys)  # GAE: the value model defaults to the RM
+    assert code == 2 and err.count("\n") == 1 and "value model reads the policy's tokens" in err
+    assert not (tmp_path / "gae").exists()
