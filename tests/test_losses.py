@@ -55,6 +55,14 @@ def test_k1_and_k3_estimators():
     assert (L.kl_k3(a, b) >= 0).all()
 
 
+def test_k2_is_half_the_squared_log_ratio():
+    # log π = log 0.5, log π_old = log 0.25: log ratio = log 2 = 0.693147 -> k2 = ½·0.693147² = 0.240227
+    logp, old = torch.tensor([math.log(0.5), -1.0]), torch.tensor([math.log(0.25), -1.0])
+    assert L.kl_k2(logp, old).tolist() == pytest.approx([0.5 * math.log(2) ** 2, 0.0])
+    assert L.kl_k2(logp, old)[0].item() == pytest.approx(0.240227, abs=1e-6)
+    assert torch.equal(L.kl_k2(logp, old), L.kl_k2(old, logp))  # symmetric in its arguments, never negative
+
+
 def test_clipped_surrogate_hand_computed():
     old = torch.zeros(1, 4)
     logp = torch.log(torch.tensor([[1.5, 0.5, 1.1, 0.7]]))

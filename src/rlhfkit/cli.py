@@ -70,7 +70,7 @@ from rlhfkit.loop import LoopConfig, run_loop
 from rlhfkit.sampling import SampleConfig, sample_candidates
 from rlhfkit.train.dpo import DPOConfig, train_dpo
 from rlhfkit.train.ppo import PPOConfig, train_ppo
-from rlhfkit.train.reward import RewardConfig, train_reward_model
+from rlhfkit.train.reward import ConvertRMConfig, RewardConfig, convert_rm, train_reward_model
 from rlhfkit.train.sft import SFTConfig, train_sft
 from rlhfkit.world.build import WorldConfig, build_world
 from rlhfkit.world.simulate import SimulateConfig, simulate_labels
@@ -102,6 +102,8 @@ COMMANDS: dict[str, Command] = {
                           "turn rankings into every strictly ordered (chosen, rejected) pair"),
     "data convert": Command(ConvertConfig, convert, "write rankings, pairs or prompts JSONL from any accepted "
                             "format (TRL's, Parquet, CSV, a datasets folder)"),
+    "data convert-rm": Command(ConvertRMConfig, convert_rm, "rewrite an older rlhfkit reward model (scalar_head."
+                               "safetensors) as a standard XForSequenceClassification with num_labels=1"),
     "rm": Command(RewardConfig, train_reward_model, "step 2: train a reward model on rankings or pairs"),
     "dpo": Command(DPOConfig, train_dpo, "DPO: train the policy on rankings directly"),
     "ppo": Command(PPOConfig, train_ppo, "step 3: PPO against the reward model with a KL penalty to the SFT policy"),

@@ -56,6 +56,13 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.expm1(log_ratio) - log_ratio
 
 
+def kl_k2(logp: torch.Tensor, old_logp: torch.Tensor) -> torch.Tensor:
+    """k2 = ½·(log π(y_t) − log π_old(y_t))² on samples y ~ π_old: PPO's logged approx-KL, the estimator TRL logs
+    (0.5·mean(logratio²)); low-bias for KL(π_old‖π) when the two are close (Schulman 2020, "Approximating KL
+    divergence"). Never negative."""
+    return 0.5 * (logp - old_logp) ** 2
+
+
 def per_token_rewards(score: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
                       kl_coef: float) -> torch.Tensor:
     """R_t = −β·(log π(y_t) − log π_SFT(y_t)) on every response token, plus r(x, y) on the last one.

@@ -31,7 +31,7 @@ from rlhfkit.eval.bon import BestOfN, best_of_n, bon_kl
 from rlhfkit.eval.policy import PolicyEval, evaluate_policy, load_policy, run_checkpoints
 from rlhfkit.eval.rm import labeler_agreement
 from rlhfkit.eval.stats import win_rate
-from rlhfkit.models.scalar import ScalarModel
+from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.sampling import SampleConfig, sample_candidates
 from rlhfkit.train.common import prepare_out_dir
 from rlhfkit.train.dpo import DPOConfig, train_dpo
@@ -209,7 +209,7 @@ class Judge:
     per prompt and scores each sample by gold, by the RM and by its KL to SFT (k1)."""
     sft: object
     tokenizer: object
-    reward: ScalarModel
+    reward: RewardModel
     prompts: list[str]
     max_new_tokens: int
     seed: int                 # SEED_EVAL + the run's seed
@@ -217,7 +217,7 @@ class Judge:
     @classmethod
     def load(cls, sft: Path, rm: Path, prompts: list[str], max_new_tokens: int, seed: int) -> Judge:
         policy, tokenizer = load_policy(sft)
-        return cls(policy, tokenizer, ScalarModel.from_pretrained(rm).eval(), list(prompts), max_new_tokens,
+        return cls(policy, tokenizer, RewardModel.load(rm, tokenizer), list(prompts), max_new_tokens,
                    SEED_EVAL + seed)
 
     def measure(self, model, offset: int = 0) -> PolicyEval:

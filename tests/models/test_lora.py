@@ -51,6 +51,7 @@ def test_ppo_with_lora_keeps_one_copy_of_the_policy_and_one_of_the_reward_model(
                     prompts="unused", lora_r=4)
     torch.manual_seed(0)
     tokenizer, policy, reference, value, reward = load_models(cfg, torch.device("cpu"))
+    reward = reward.model  # the ScalarModel inside models.RewardModel
     assert has_lora(policy) and isinstance(reference, AdaptersOff) and reference.model is policy
     assert has_lora(value.backbone) and isinstance(reward.backbone, AdaptersOff)
     assert reward.backbone.model is value.backbone

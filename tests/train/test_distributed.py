@@ -76,7 +76,7 @@ def test_ppo_runs_with_two_processes_and_process_0_alone_writes(micro_world, tmp
     rows = _metrics(out)
     assert [r["step"] for r in rows] == [1, 2] and rows[-1]["episodes"] == 16
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # policy == reference at the first rollout, in each process
-    assert (out / "model.safetensors").exists() and (out / "value" / "scalar_head.safetensors").exists()
+    assert (out / "model.safetensors").exists() and (out / "value" / "model.safetensors").exists()
 
 
 def test_ppo_with_two_processes_takes_the_steps_of_one_process(micro_world, tmp_path, capsys):

@@ -186,3 +186,23 @@ def test_save_every_writes_checkpoints_along_the_run(micro_world, tmp_path, caps
     first = AutoModelForCausalLM.from_pretrained(out / "checkpoints" / "step-4")
     final = AutoModelForCausalLM.from_pretrained(out)
     assert any(not torch.equal(a, b) for a, b in zip(first.parameters(), final.parameters()))
+
+
+def test_bf16_policy_equal_to_its_reference_has_margin_zero_and_loss_ln2(tiny_gpt2, tmp_path, capsys):
+    # π_ref's log-probs are taken under the same --bf16 autocast as the policy's: with a learning rate too small
+    # to move a float32 weight, the policy stays its reference, so every held-out margin is 0 and the loss ln 2
+    # (before the fix the reference ran in float32 and the margins were bf16 rounding noise, accuracy ≠ ½).
+    completions = ["cat dog owl", "cat cat cat cat", "the sky is blue", "dog"]
+    records = [{"prompt": p, "completions": completions, "ranking": [[0], [1], [2], [3]], "labeler": "t",
+                "id": f"r{i}"} for i, p in enumerate([PROMPT, "what color is the sky ?", "say pear two times .",
+                                                       "name the opposite of hot ."])]
+    data = _write(tmp_path / "rankings.jsonl", records)
+    out = tmp_path / "dpo"
+    code, _, err = run_cli(["dpo", "--policy", tiny_gpt2, "--data", data, "--eval-data", data, "--out", out,
+                            "--bf16", "--lr", "1e-30", "--batch-size", "2", "--threads", "1"], capsys)
+    assert code == 0, err
+    held = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    held = [r for r in held if "heldout_margin" in r][-1]
+    assert held["heldout_margin"] == 0.0
+    assert held["heldout_loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert held["heldout_accuracy"] == 0.5

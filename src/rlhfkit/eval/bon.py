@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlhfkit.generation import generate_texts
-from rlhfkit.models.scalar import score_texts
 from rlhfkit.world.gold import gold_reward
 
 
@@ -51,7 +50,7 @@ def best_of_n(policy, tokenizer, reward_model, prompts: list[str], *, n: int = 1
     flat_prompts = [p for p in prompts for _ in range(n)]
     texts, finished = generate_texts(policy, tokenizer, flat_prompts, max_new_tokens=max_new_tokens,
                                      temperature=temperature, seed=seed)
-    rm = np.array(score_texts(reward_model, tokenizer, flat_prompts, texts, finished), dtype=float)
+    rm = reward_model.score_texts(flat_prompts, texts, finished).double().numpy()  # a models.RewardModel
     if missing_eos_penalty is not None:
         rm = np.where(np.array(finished), rm, missing_eos_penalty)
     gold = np.array([gold_reward(p, t, f).total for p, t, f in zip(flat_prompts, texts, finished)])

@@ -15,7 +15,8 @@ from rlhfkit.eval.bon import best_of_n
 from rlhfkit.eval.policy import load_policy, sample_and_score
 from rlhfkit.eval.rm import gold_measurements, labeler_agreement
 from rlhfkit.eval.stats import mean_and_se, win_rate
-from rlhfkit.models.loading import check_model_dir, load_tokenizer
+from rlhfkit.models.loading import check_causal_lm, check_model_dir, check_reward_dir, load_tokenizer
+from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.train.reward import HELDOUT_FILE, pairwise_accuracy, tokenize_groups
 from rlhfkit.world.build import World
@@ -122,9 +123,10 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
     if cfg.json_out:
         check_writable(cfg.json_out)
     check_model_dir(cfg.rm, "reward model")
+    check_reward_dir(cfg.rm)
     groups = preference_groups(*read_preference_records(data, cfg, command="eval rm"))
     world = World(cfg.world) if cfg.world else None
-    tokenizer = load_tokenizer(cfg.rm)
+    tokenizer = load_tokenizer(cfg.rm)  # any reward model with its tokenizer (models/scalar.py)
     model = ScalarModel.from_pretrained(cfg.rm).eval()
     measured = pairwise_accuracy(model, tokenize_groups(tokenizer, groups, 256), tokenizer.pad_token_id)
     result = {"rm": cfg.rm, "data": data, "heldout_accuracy": round(measured["accuracy"], 4),
@@ -175,8 +177,10 @@ def eval_bon(cfg: EvalBoNConfig) -> dict:
     world = World(cfg.world)
     check_model_dir(cfg.policy)
     check_model_dir(cfg.reward, "reward model")
+    check_causal_lm(cfg.policy)
+    check_reward_dir(cfg.reward)
     model, tokenizer = load_policy(cfg.policy)
-    reward = ScalarModel.from_pretrained(cfg.reward).eval()
+    reward = RewardModel.load(cfg.reward, tokenizer)  # any reward model; its own tokenizer re-encodes the samples
     bon = best_of_n(model, tokenizer, reward, heldout(world, cfg.limit), n=cfg.n, temperature=cfg.temperature,
                     max_new_tokens=cfg.max_new_tokens or world.response_limit, seed=cfg.seed,
                     missing_eos_penalty=cfg.missing_eos_penalty)

@@ -81,7 +81,7 @@ def evaluate_policy(model, reference, reward_model, tokenizer, prompts: list[str
         with torch.inference_mode():
             logp, _ = response_logprobs(model, s.input_ids, s.attention_mask, width, temperature)
             ref, _ = response_logprobs(reference, s.input_ids, s.attention_mask, width, temperature)
-            score = reward_model.score(s.input_ids, s.attention_mask)
+            score = reward_model.score_samples(s)  # a models.RewardModel
         if missing_eos_penalty is not None:
             score = torch.where(s.finished, score, torch.full_like(score, missing_eos_penalty))
         kl += ((logp - ref) * s.response_mask).sum(-1).tolist()

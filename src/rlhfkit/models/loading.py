@@ -21,6 +21,8 @@ from rlhfkit.data.chat import set_chat_template
 from rlhfkit.errors import UserError
 
 ADAPTER_CONFIG = "adapter_config.json"
+# rlhfkit's reward/value layout before issue 17 (backbone + this file); `rlhf data convert-rm` converts it.
+OLD_HEAD_WEIGHTS = "scalar_head.safetensors"
 # Files one of which a tokenizer directory holds (fast: tokenizer.json; slow: its vocabulary).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
                    "sentencepiece.bpe.model", "tekken.json")
@@ -47,6 +49,62 @@ def check_model_dir(path: str | os.PathLike, what: str = "model") -> Path:
     if not isinstance(parsed, dict):
         raise UserError(f"{config}: not a model config (expected a JSON object)")
     return path
+
+
+def model_kind(path: str | os.PathLike) -> tuple[str, str]:
+    """(kind, what) of a model directory from its files alone: kind 'scalar' for a reward/value model (an
+    XForSequenceClassification, or rlhfkit's older layout with scalar_head.safetensors), 'causal' for a causal LM,
+    '' when config.json does not say; `what` names it in messages. An adapter directory: its own head file, else
+    its base's kind."""
+    path = Path(path)
+    if (path / OLD_HEAD_WEIGHTS).exists():
+        return "scalar", f"an rlhfkit reward/value model ({OLD_HEAD_WEIGHTS})"
+    base = adapter_base(path)
+    if base is not None:
+        return model_kind(base)
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return "", ""
+    names = config.get("architectures") if isinstance(config, dict) else None
+    names = [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+    if any(n.endswith("ForSequenceClassification") for n in names):
+        labels = config.get("id2label")
+        n_labels = len(labels) if isinstance(labels, dict) and labels else config.get("num_labels", 2)
+        return "scalar", f"a sequence classifier ({names[0]}, {n_labels} label{'s' * (n_labels != 1)})"
+    if any(n.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for n in names):
+        return "causal", f"a causal LM ({names[0]})"
+    return "", f"a {names[0]}" if names else ""
+
+
+def num_labels(path: str | os.PathLike) -> int:
+    """Outputs of a sequence classifier's head: config.json's id2label (transformers' default is 2)."""
+    config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    labels = config.get("id2label")
+    return len(labels) if isinstance(labels, dict) and labels else int(config.get("num_labels", 2))
+
+
+def check_causal_lm(path: str | os.PathLike, role: str = "policy or reference") -> None:
+    """A causal-LM role (policy, reference, SFT start) refuses a reward model: transformers would load it with a
+    random LM head and no error."""
+    kind, what = model_kind(path)
+    if kind == "scalar":
+        raise UserError(f"{path}: is {what}, not a causal LM; a {role} needs a language-model head "
+                        "(a reward model goes to --reward or --value-model)")
+
+
+def check_reward_dir(path: str | os.PathLike, role: str = "reward model") -> None:
+    """A reward/value role refuses a causal LM and a classifier with more than one output."""
+    kind, what = model_kind(path)
+    if kind == "causal":
+        raise UserError(f"{path}: is {what}, not a reward model; the {role} must be a sequence classifier with "
+                        "num_labels=1 (train one with `rlhf rm`, or use one trained elsewhere)")
+    if kind != "scalar":
+        raise UserError(f"{path}: not a reward model ({what or 'config.json names no architecture'}); the {role} "
+                        "must be an XForSequenceClassification with num_labels=1")
+    if (Path(path) / "config.json").exists() and not (Path(path) / OLD_HEAD_WEIGHTS).exists() \
+            and num_labels(path) != 1:
+        raise UserError(f"{path}: is {what}; a {role} gives one score per sequence (num_labels=1)")
 
 
 # What transformers raises on a directory it cannot make sense of (a damaged or foreign config.json, a truncated
@@ -133,6 +191,7 @@ def resolve_length(value: int | None, default: int, limit: int | None, room: int
 def load_causal_lm(path: str | os.PathLike, tokenizer=None, dtype: torch.dtype = torch.float32):
     """An `AutoModelForCausalLM` from a directory; embeddings grown if the tokenizer gained a pad token."""
     path = check_model_dir(path)
+    check_causal_lm(path)
     base = adapter_base(path)
     if base is not None:  # an adapter directory: its base, with the adapter merged in
         return apply_adapter(load_causal_lm(base, tokenizer, dtype), path)

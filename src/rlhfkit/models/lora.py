@@ -119,10 +119,14 @@ def save_model(out: str | os.PathLike, model: torch.nn.Module, tokenizer, how: s
 
 
 def save_scalar_model(out: str | os.PathLike, model, tokenizer=None, how: str = "merged") -> None:
-    """A reward or value model: the transformer merged (or its adapter alone) + the scalar head; atomically,
-    as `save_model`."""
+    """A reward or value model: a sequence classifier with num_labels=1 (`models/scalar.py`; its adapter alone
+    + the scalar head with how='adapter'), the tokenizer padding with the model's pad id; atomically, as
+    `save_model`."""
     if has_lora(model.backbone) and how != "adapter":
         model.backbone = merged(model.backbone)
+    if tokenizer is not None and model.pad_token_id is not None:  # it pads with the id the model never reads
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(model.pad_token_id)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         save_pretrained_atomic(out, *([model] if tokenizer is None else [model, tokenizer]))

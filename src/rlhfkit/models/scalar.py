@@ -9,12 +9,29 @@ InstructGPT §3.5 trains the RM from the SFT model with the unembedding replaced
 scalar; the value function starts from the RM (InstructGPT App. C.3). The head is initialized
 N(0, 1/√(d+1)) as in Stiennon et al. 2020 App. B.
 
-On disk a scalar model is an ordinary `save_pretrained` directory of the backbone (any architecture:
-GPT-2, Llama, ...) plus `scalar_head.safetensors` and `scalar_head.json`; the tokenizer is saved beside it.
+On disk a scalar model is the standard reward-model format, what TRL's RewardTrainer, OpenRLHF and reward
+benchmarks write and read: an `XForSequenceClassification` (GPT2ForSequenceClassification,
+LlamaForSequenceClassification, ...) with `num_labels=1`, its head `score` (bias-free, as transformers builds it)
+= w, and the tokenizer beside it. The bias b (InstructGPT's normalization: demonstrations score 0) cannot live in
+a bias-free head, so it goes in config.json as OpenRLHF keeps its reward normalization: `normalize_reward`,
+`mean` = −b, `std` = 1, and r = (w·h − mean)/std. Plain transformers returns w·h (the logit); subtract `mean` to
+get rlhfkit's score. `rlhfkit_read_at` says where the score is read:
+
+- transformers reads a row at its last token that is not `pad_token_id`. rlhfkit reads the same token: the last
+  one that the attention mask keeps and that is not `pad_token_id` (`read_index`). When pad == EOS (common) that
+  rule would skip the EOS a finished response ends with, so our models save a pad id that is not EOS
+  (`reading_pad`): the pad itself when it differs, else unk, else another special token the chat template never
+  writes, else BOS, else the NUL byte's token, else the last id of the vocabulary — and the saved tokenizer pads
+  with it. Someone else's model is read as transformers reads it, whatever its pad.
+
+Older rlhfkit directories (the backbone + `scalar_head.safetensors`) still load, read at the last real token;
+`rlhf data convert-rm` rewrites one in the standard format. An RM saved with `--lora-save adapter` keeps that
+layout (an adapter cannot be a sequence classifier without its base).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -23,32 +40,41 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModel
+from transformers import AutoModel, AutoModelForSequenceClassification
 
 from rlhfkit.data.chat import Truncation, completion_ids, is_conversation, prompt_ids, stop_ids
-from rlhfkit.data.collate import last_token_index, pad_right, position_ids
+from rlhfkit.data.collate import pad_right, position_ids
 from rlhfkit.errors import UserError
 from rlhfkit.models.loading import (
     LOAD_ERRORS,
+    OLD_HEAD_WEIGHTS,
     adapter_base,
     align_special_tokens,
     apply_adapter,
+    check_causal_lm,
     check_model_dir,
+    check_reward_dir,
     disable_dropout,
     fuse_activations,
 )
 
-HEAD_WEIGHTS = "scalar_head.safetensors"
+HEAD_WEIGHTS = OLD_HEAD_WEIGHTS
 HEAD_META = "scalar_head.json"
+NUL_TOKENS = ("Ā", "<0x00>")  # byte 0 in GPT-2's byte-level alphabet and in SentencePiece's byte fallback
+READ_AT = ("the last token of each row that the attention mask keeps and that is not pad_token_id (transformers' "
+           "rule); pad_token_id is never EOS, so a finished response is read at its EOS")
 
 
 class ScalarModel(nn.Module):
-    """A transformer backbone with a scalar head. `forward` gives one value per position, `score` one per row."""
+    """A transformer backbone with a scalar head. `forward` gives one value per position, `score` one per row.
 
-    def __init__(self, backbone: nn.Module, head: nn.Linear):
+    `pad_token_id`: the id `score` never reads (None: read at the last real token)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Linear, pad_token_id: int | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.pad_token_id = pad_token_id
 
     @property
     def config(self):
@@ -59,7 +85,10 @@ class ScalarModel(nn.Module):
     @classmethod
     def from_backbone(cls, path: str | os.PathLike, tokenizer=None, dtype: torch.dtype = torch.float32,
                       seed: int = 0) -> "ScalarModel":
-        """A fresh head on the transformer of a causal LM directory (the SFT policy, for a reward model)."""
+        """A fresh head on the transformer of a causal LM directory (the SFT policy, for a reward model). A
+        reward model is refused: its head would be dropped without a word (start from the SFT policy)."""
+        check_causal_lm(path, "reward model's start (`rlhf rm --model`: the SFT policy, whose LM head is "
+                              "replaced by a fresh scalar head)")
         backbone = _load_backbone(path, dtype)
         if tokenizer is not None:
             align_special_tokens(backbone, tokenizer)
@@ -69,28 +98,70 @@ class ScalarModel(nn.Module):
         with torch.no_grad():  # N(0, 1/√(d+1)): Stiennon et al. 2020, App. B
             head.weight.copy_(torch.randn(head.weight.shape, generator=generator) / math.sqrt(d + 1))
             head.bias.zero_()
-        return cls(disable_dropout(backbone), head)
+        pad = reading_pad(tokenizer) if tokenizer is not None else None
+        return cls(disable_dropout(backbone), head, pad)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> "ScalarModel":
-        """A scalar model saved by `save_pretrained` (a reward model from `rlhf rm`, or a PPO value model)."""
-        path = check_model_dir(path, "reward model")
-        if not (path / HEAD_WEIGHTS).exists():
-            raise UserError(f"{path}: not a reward/value model directory (no {HEAD_WEIGHTS}; train one with `rlhf rm`)")
-        backbone = _load_backbone(path, dtype)
-        state = load_file(path / HEAD_WEIGHTS)
-        head = nn.Linear(state["weight"].shape[1], 1, dtype=dtype)
-        head.load_state_dict({k: v.to(dtype) for k, v in state.items()})
-        return cls(disable_dropout(backbone), head)
+    def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype = torch.float32,
+                        role: str = "reward model") -> "ScalarModel":
+        """Any reward/value model directory: a sequence classifier with num_labels=1 (from `rlhf rm`, TRL,
+        OpenRLHF, ...; its normalization `mean`/`std` applied when `normalize_reward` is set) or rlhfkit's older
+        layout. A causal LM or a classifier with several labels is refused with one line."""
+        path = check_model_dir(path, role)
+        check_reward_dir(path, role)
+        if (path / HEAD_WEIGHTS).exists():
+            return _load_old_layout(path, dtype)
+        try:
+            seq = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype)
+        except LOAD_ERRORS as exc:
+            raise UserError(f"{path}: cannot load a sequence classifier: {str(exc).splitlines()[0]}") from None
+        score = getattr(seq, "score", None)
+        if not isinstance(score, nn.Linear) or score.out_features != 1:
+            raise UserError(f"{path}: {type(seq).__name__} has no linear `score` head with one output")
+        config = seq.config
+        mean, std = 0.0, 1.0
+        if getattr(config, "normalize_reward", False):  # OpenRLHF's keys: r = (w·h − mean) / std
+            mean, std = float(getattr(config, "mean", 0.0)), float(getattr(config, "std", 1.0))
+        head = nn.Linear(score.in_features, 1, dtype=dtype)
+        with torch.no_grad():
+            head.weight.copy_(score.weight / std)
+            head.bias.fill_(-mean / std)
+            if score.bias is not None:
+                head.bias += score.bias / std
+        backbone = fuse_activations(getattr(seq, seq.base_model_prefix))
+        return cls(disable_dropout(backbone), head, config.pad_token_id)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
+        """The standard format (module docstring); a LoRA backbone saved as an adapter: the older layout."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(path)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, path / HEAD_WEIGHTS)
-        meta = {"kind": "rlhfkit scalar head", "hidden_size": self.head.in_features,
-                "read_at": "last real token (attention_mask)"}
-        (path / HEAD_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if hasattr(self.backbone, "peft_config"):
+            self.backbone.save_pretrained(path)
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()},
+                      path / HEAD_WEIGHTS)
+            meta = {"kind": "rlhfkit scalar head", "hidden_size": self.head.in_features, "read_at": READ_AT,
+                    "pad_token_id": self.pad_token_id}
+            (path / HEAD_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            return
+        self.sequence_classifier().save_pretrained(path)
+
+    def sequence_classifier(self) -> nn.Module:
+        """This model as an `XForSequenceClassification` sharing its weights: the backbone, score = w, and
+        b in config.json (`mean` = −b)."""
+        config = copy.deepcopy(self.backbone.config)
+        config.num_labels = 1
+        config.pad_token_id = self.pad_token_id
+        bias = float(self.head.bias.detach().float()) if self.head.bias is not None else 0.0
+        config.normalize_reward, config.mean, config.std = bias != 0.0, -bias, 1.0
+        config.rlhfkit_read_at = READ_AT
+        with torch.device("meta"):  # the parts are replaced by ours below: allocate nothing
+            seq = AutoModelForSequenceClassification.from_config(config)
+        setattr(seq, seq.base_model_prefix, self.backbone)
+        seq.score = nn.Linear(self.head.in_features, 1, bias=False, dtype=self.head.weight.dtype,
+                              device=self.head.weight.device)
+        with torch.no_grad():
+            seq.score.weight.copy_(self.head.weight)
+        return seq
 
     # ----------------------------------------------------------------------------------------- calling
 
@@ -108,10 +179,11 @@ class ScalarModel(nn.Module):
         return self.head(self.hidden(input_ids, attention_mask, positions)).squeeze(-1).float()
 
     def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """r(x, y) [B]: the head read at each row's last real token (its EOS), whatever padding surrounds it."""
+        """r(x, y) [B]: the head read at each row's last real token that is not the pad id (`read_index`)."""
         hidden = self.hidden(input_ids, attention_mask)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return self.head(hidden[rows, last_token_index(attention_mask)]).squeeze(-1).float()
+        at = read_index(input_ids, attention_mask, self.pad_token_id)
+        return self.head(hidden[rows, at]).squeeze(-1).float()
 
     # ------------------------------------------------------------ what train/distributed.py asks of a model
 
@@ -122,7 +194,7 @@ class ScalarModel(nn.Module):
 
     def with_roots(self, roots: dict[str, nn.Module]) -> "ScalarModel":
         """The same model with its parts replaced (by their DDP wrappers)."""
-        return type(self)(roots["backbone"], roots["head"])
+        return type(self)(roots["backbone"], roots["head"], self.pad_token_id)
 
     def autocast_root(self) -> nn.Module:
         """The part that runs under --bf16 autocast: the transformer (the head reads float32)."""
@@ -131,12 +203,62 @@ class ScalarModel(nn.Module):
     def empty_copy(self) -> "ScalarModel":
         """A model of the same architecture with ordinary (unsharded) parameters, on the CPU, to load gathered
         weights into."""
-        return ScalarModel(AutoModel.from_config(self.config), nn.Linear(self.head.in_features, 1))
+        return ScalarModel(AutoModel.from_config(self.config), nn.Linear(self.head.in_features, 1),
+                           self.pad_token_id)
 
     @torch.no_grad()
     def shift_bias(self, amount: float) -> None:
         """r ← r − amount: InstructGPT normalizes the RM so that demonstrations score 0 on average."""
         self.head.bias -= amount
+
+
+def read_index(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_id: int | None) -> torch.Tensor:
+    """Where each row's score is read: its last position that the mask keeps and whose id is not `pad_id` —
+    transformers' `XForSequenceClassification` rule (last non-pad token) on rows padded either side; 0 for a
+    row with none."""
+    keep = attention_mask.bool()
+    if pad_id is not None:
+        keep = keep & (input_ids != pad_id)
+    positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
+    return (positions * keep.long()).argmax(-1)
+
+
+def reading_pad(tokenizer) -> int:
+    """The pad id a saved reward model declares (module docstring): never EOS nor a stop token, so that
+    transformers' last-non-pad rule reads a finished response at its EOS."""
+    avoid = set(stop_ids(tokenizer, None, bool(tokenizer.chat_template))) | {tokenizer.eos_token_id}
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else ""
+    specials = [tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens]
+    unused = [i for t, i in zip(tokenizer.all_special_tokens, specials)
+              if t not in template and i not in (tokenizer.bos_token_id, tokenizer.unk_token_id)]
+    vocab = tokenizer.get_vocab()
+    nul = [vocab.get(t) for t in NUL_TOKENS]  # a byte-level vocabulary's NUL byte: never at the end of a response
+    for candidate in (tokenizer.pad_token_id, tokenizer.unk_token_id, *unused, tokenizer.bos_token_id, *nul):
+        if candidate is not None and candidate not in avoid:
+            return candidate
+    return max(i for i in vocab.values() if i not in avoid)
+
+
+def tokenizer_for(tokenizer, pad_id: int):
+    """A copy of `tokenizer` that pads with `pad_id` (what a saved reward model's tokenizer pads with)."""
+    out = copy.deepcopy(tokenizer)
+    out.pad_token = out.convert_ids_to_tokens(pad_id)
+    return out
+
+
+def _load_old_layout(path: Path, dtype) -> ScalarModel:
+    backbone = _load_backbone(path, dtype)
+    state = load_file(path / HEAD_WEIGHTS)
+    head = nn.Linear(state["weight"].shape[1], 1, dtype=dtype)
+    head.load_state_dict({k: v.to(dtype) for k, v in state.items()})
+    meta_path = path / HEAD_META
+    pad = None  # read at the last real token, as before
+    if meta_path.exists():
+        try:
+            pad = json.loads(meta_path.read_text(encoding="utf-8")).get("pad_token_id")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            pad = None
+    return ScalarModel(disable_dropout(backbone), head, pad if isinstance(pad, int) else None)
 
 
 def _load_backbone(path, dtype):

@@ -223,6 +223,8 @@ def train_dpo(cfg: DPOConfig) -> dict:
 def dpo_loop(run: Run) -> dict:
     cfg, parallel, device, (tokenizer, policy, reference, (train, held)) = run.cfg, run.parallel, run.device, run.models
     pad = tokenizer.pad_token_id
+    # π_ref under the policy's --bf16 autocast: a policy equal to its reference has margin 0 (loss ln 2) at the start
+    parallel.autocast(reference.model if isinstance(reference, AdaptersOff) else reference)
     for groups in (train, held):
         attach_reference_logprobs(reference, groups, pad, device, cfg.batch_size)
     run.models = tokenizer, policy, None, (train, held)  # π_ref's log-probs are attached: the model can go

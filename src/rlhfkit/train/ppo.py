@@ -45,8 +45,10 @@ from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError
 from rlhfkit.generation import Samples, encode_prompts, generate, without_autograd
 from rlhfkit.models.loading import (
+    check_causal_lm,
     check_lengths,
     check_model_dir,
+    check_reward_dir,
     disable_dropout,
     load_causal_lm,
     load_tokenizer,
@@ -55,6 +57,7 @@ from rlhfkit.models.loading import (
 )
 from rlhfkit.models.lora import AdaptersOff, add_lora, copy_head, has_lora, save_model, save_scalar_model
 from rlhfkit.models.policy import response_logprobs, response_values
+from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.storage import save_pretrained_atomic
 from rlhfkit.train.checkpoint import Checkpoints
@@ -197,7 +200,7 @@ def measure(samples: Samples, policy, reference, value_model, reward_model, cfg:
         values = response_values(value_model, ids, attn, width)
     else:  # RLOO: no value model
         values = torch.zeros_like(logp)
-    rm_score = reward_model.score(ids, attn)  # read at the last real token: the EOS of a finished response
+    rm_score = reward_model.score_samples(samples)  # read at the EOS of a finished response (models/scalar.py)
     terminal = rm_score
     if cfg.missing_eos_penalty is not None:
         terminal = torch.where(samples.finished, rm_score, torch.full_like(rm_score, cfg.missing_eos_penalty))
@@ -250,7 +253,7 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
                     "policy_loss": policy_loss.item(),
                     **({"value_loss": value_loss.item()} if value_loss is not None else {}),
                     "clipfrac": L.clip_fraction(logp, old_logp, m, cfg.clip_range).item(),
-                    "approx_kl": L.masked_mean(L.kl_k3(logp, old_logp), m).item(),
+                    "approx_kl": L.masked_mean(L.kl_k2(logp, old_logp), m).item(),
                     "entropy": L.entropy(logits, m, cfg.temperature).item()}, tokens)
                 stat |= parallel.lowest({"ratio_min": ratio.min().item()})
                 stat |= parallel.highest({"ratio_max": ratio.max().item()})
@@ -285,17 +288,19 @@ def load_models(cfg: PPOConfig, device):
         reference = disable_dropout(load_causal_lm(cfg.reference or cfg.policy, tokenizer))
         reference = reference.to(device).eval().requires_grad_(False)
     reward_under_value_model = cfg.lora_r > 0 and cfg.advantage == "gae" and not cfg.value_model
-    if not reward_under_value_model:
-        reward_model = ScalarModel.from_pretrained(cfg.reward).to(device).eval().requires_grad_(False)
+    if not reward_under_value_model:  # any reward model, its own tokenizer or the policy's (models/reward_model.py)
+        reward_model = RewardModel.load(cfg.reward, tokenizer, device)
     value_model = None  # RLOO: no value model
     if cfg.advantage == "gae":
-        value_model = ScalarModel.from_pretrained(cfg.value_model or cfg.reward).to(device).eval()
-        value_model.backbone = add_lora(value_model.backbone, cfg, cfg.value_model or cfg.reward)
+        value_path = cfg.value_model or cfg.reward
+        value_model = ScalarModel.from_pretrained(value_path, role="value model").to(device).eval()
+        if not RewardModel.around(value_model, value_path, tokenizer).same:  # V(x, y_<t) on the policy's tokens
+            raise UserError(f"{value_path}: the value model's tokenizer is not the policy's; a value model reads "
+                            "the policy's tokens (pass --value-model with one that shares the policy's tokenizer)")
+        value_model.backbone = add_lora(value_model.backbone, cfg, value_path)
     if reward_under_value_model:  # r(x, y): the value model's transformer, adapters off, and a frozen head copy
-        reward_model = ScalarModel(AdaptersOff(value_model.backbone), copy_head(value_model.head)).eval()
-    if reward_model.config.vocab_size < len(tokenizer):
-        raise UserError(f"{cfg.reward}: vocabulary of {reward_model.config.vocab_size} tokens does not match the "
-                        f"policy's tokenizer ({len(tokenizer)} tokens)")
+        reward_model = RewardModel.around(ScalarModel(AdaptersOff(value_model.backbone), copy_head(value_model.head),
+                                                      value_model.pad_token_id).eval(), cfg.reward, tokenizer)
     policy.eval()  # no dropout anywhere (and eval() keeps it that way); gradients still flow
     return tokenizer, policy, reference, value_model, reward_model
 
@@ -314,12 +319,19 @@ def read_inputs(cfg: PPOConfig) -> PPOInputs:
     for path in (cfg.policy, cfg.reference, cfg.reward, cfg.value_model):
         if path:
             check_model_dir(path)
+    for path, role in ((cfg.policy, "policy"), (cfg.reference, "reference")):
+        if path:
+            check_causal_lm(path, role)
+    for path, role in ((cfg.reward, "reward model"), (cfg.value_model, "value model")):
+        if path:
+            check_reward_dir(path, role)
     return PPOInputs(prompts, ptx, World(cfg.world) if cfg.world else None)
 
 
 def _load(cfg: PPOConfig, inputs: PPOInputs, device):
     tokenizer, *models = load_models(cfg, device)
     check_prompts(cfg, tokenizer, inputs.prompts)
+    models[3].check_prompts(inputs.prompts, cfg.prompts)  # the reward model's own chat template, when it has one
     ptx = None
     if inputs.ptx:
         truncation = Truncation(256, cfg.truncation)
@@ -397,7 +409,7 @@ def wrap_models(run: Run):
         ptx.generator = run.generator  # PPO-ptx's batches: from the run's generator, the same in every process
     train_policy = parallel.wrap(policy)
     train_value_model = parallel.wrap(value_model) if value_model is not None else None
-    reference, reward_model = parallel.frozen(reference), parallel.frozen(reward_model)
+    reference, reward_model.model = parallel.frozen(reference), parallel.frozen(reward_model.model)
     trained = [policy] + ([value_model] if value_model is not None else [])
     optimizer = make_optimizer([p for model in trained for p in model.parameters()], cfg.lr, eps=cfg.adam_eps)
     return train_policy, train_value_model, reference, reward_model, optimizer

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -28,9 +29,16 @@ from rlhfkit.data.schemas import demo_record
 from rlhfkit.errors import UserError
 from rlhfkit.eval.rm import gold_measurements
 from rlhfkit.losses import preference_loss
-from rlhfkit.models.loading import check_lengths, load_tokenizer, resolve_length
+from rlhfkit.models.loading import (
+    OLD_HEAD_WEIGHTS,
+    check_causal_lm,
+    check_lengths,
+    check_model_dir,
+    load_tokenizer,
+    resolve_length,
+)
 from rlhfkit.models.lora import add_lora, save_scalar_model
-from rlhfkit.models.scalar import ScalarModel, response_sequences, score_sequences
+from rlhfkit.models.scalar import ScalarModel, reading_pad, response_sequences, score_sequences
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import (
     EpochBatches,
@@ -160,6 +168,9 @@ class RewardInputs:
 
 
 def read_inputs(cfg: RewardConfig) -> RewardInputs:
+    check_model_dir(cfg.model)
+    check_causal_lm(cfg.model, "reward model's start (`rlhf rm --model`: the SFT policy, whose LM head is "
+                               "replaced by a fresh scalar head)")
     kind, records = read_preference_records(cfg.data, cfg, command="rm")
     if cfg.eval_data:
         (train, (eval_kind, held)) = records, read_preference_records(cfg.eval_data, cfg, command="rm")
@@ -270,3 +281,34 @@ def normalize_evaluate_save(run: Run, model: ScalarModel, step: int, train: list
         print(line)
     print(f"rm -> {run.dir.path}")
     return result
+
+
+# ------------------------------------------------------------------------------- rlhf data convert-rm
+
+@dataclass
+class ConvertRMConfig:
+    source: str | None = required("an rlhfkit reward/value model directory of the older layout (backbone + "
+                                  "scalar_head.safetensors)", positional=True)
+    out: str | None = required("directory to write the standard format to (XForSequenceClassification, "
+                               "num_labels=1)", positional=True)
+
+    def check(self) -> None:
+        """Nothing to check without reading files: both fields are paths."""
+
+
+def convert_rm(cfg: ConvertRMConfig) -> None:
+    """Rewrite an older rlhfkit RM (or value model) in the standard format (`models/scalar.py`), with the same
+    scores: read at the last real token, which the saved pad id (`reading_pad`, never EOS) leaves in place."""
+    source = check_model_dir(cfg.source, "reward model")
+    if not (source / OLD_HEAD_WEIGHTS).exists():
+        raise UserError(f"{source}: no {OLD_HEAD_WEIGHTS}: not an rlhfkit reward model of the older layout "
+                        "(a sequence-classifier directory needs no conversion)")
+    out = Path(cfg.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: exists and is not an empty directory; choose a new --out")
+    tokenizer = load_tokenizer(source)
+    model = ScalarModel.from_pretrained(source)
+    model.pad_token_id = reading_pad(tokenizer)
+    save_scalar_model(cfg.out, model, tokenizer)
+    print(f"convert-rm: {source} -> {cfg.out} ({type(model.sequence_classifier()).__name__}, num_labels=1, "
+          f"pad_token_id {model.pad_token_id})")

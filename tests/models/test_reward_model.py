@@ -1,0 +1,213 @@
+"""Reward models in the standard format, anyone's reward model, and a reward model with its own tokenizer (issue 17).
+
+Tiny random Llama/GPT-2 models with the byte-level BPE tokenizers of tests/tokenizers_zoo.py. The cross-check
+with TRL's RewardTrainer itself is `bench/peer_rm_check.py` (slow: test_peer_rm_check below).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+from rlhfkit.generation import generate
+from rlhfkit.models.loading import load_causal_lm, load_tokenizer
+from rlhfkit.models.lora import save_scalar_model
+from rlhfkit.models.reward_model import RewardModel, same_tokenizer
+from rlhfkit.models.scalar import ScalarModel, response_sequences, score_sequences
+from tests.conftest import run_cli
+from tests.tokenizers_zoo import build_tokenizer, model_config, save_tiny_model
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMPTS = ["the cat reads", "a dog likes the book today.", "Zoë sees", "the robot counts 42 numbers"]
+COMPLETIONS = [" three apples.", " ok", " the answer!", " a long story (again)."]
+
+
+def _our_rm(tmp_path: Path, setup: str, arch: str = "gpt2", bias: float = 0.3) -> tuple[Path, Path]:
+    """(policy dir, RM dir): an RM as `rlhf rm` saves one, its bias shifted by −`bias`."""
+    policy = save_tiny_model(tmp_path / f"{setup}-{arch}-policy", setup, arch)
+    tokenizer = load_tokenizer(policy)
+    model = ScalarModel.from_backbone(policy, tokenizer, seed=1)
+    model.shift_bias(bias)
+    save_scalar_model(tmp_path / f"{setup}-{arch}-rm", model, tokenizer)
+    return policy, tmp_path / f"{setup}-{arch}-rm"
+
+
+def _transformers_scores(path: Path, rows: list[list[int]], side: str) -> list[float]:
+    """What plain transformers gives: the saved tokenizer pads the rows (`side`), the model's logit. Left-padded
+    rows get position ids from the mask (GPT-2's absolute positions would otherwise shift)."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = side
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    batch = tokenizer.pad({"input_ids": rows}, return_tensors="pt")
+    positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        return model(**batch, position_ids=positions).logits[:, 0].tolist()
+
+
+@pytest.mark.parametrize("setup, arch", [("llama3", "llama"), ("chatml", "gpt2"), ("mistral", "llama"),
+                                         ("neox", "gpt2")])
+def test_saved_rm_scores_the_same_in_plain_transformers(setup, arch, tmp_path):
+    policy, path = _our_rm(tmp_path, setup, arch)
+    config = json.loads((path / "config.json").read_text())
+    assert config["architectures"][0].endswith("ForSequenceClassification")
+    assert list(config["id2label"]) == ["0"]  # num_labels = 1
+    assert config["pad_token_id"] is not None and config["pad_token_id"] != config["eos_token_id"]
+    assert config["normalize_reward"] is True and config["mean"] == pytest.approx(0.3)  # r = logit − 0.3
+    assert "rlhfkit_read_at" in config
+    assert AutoTokenizer.from_pretrained(path).pad_token_id == config["pad_token_id"]
+    reward = RewardModel.load(path, load_tokenizer(policy))
+    assert reward.same  # the saved pad differs from the policy's; the encoding does not
+    ours = reward.score_texts(PROMPTS, COMPLETIONS).tolist()
+    rows = response_sequences(reward.tokenizer, PROMPTS, COMPLETIONS)
+    assert rows[0][-1] == reward.tokenizer.eos_token_id  # a finished response ends with EOS: read there
+    for side in ("right", "left"):
+        plain = _transformers_scores(path, rows, side)
+        assert max(abs(a - (b - config["mean"])) for a, b in zip(ours, plain)) < 1e-5
+
+
+def test_someone_elses_rm_with_pad_equal_to_eos_is_read_as_transformers_reads_it(tmp_path):
+    # TRL sets pad = EOS when a tokenizer has none (Llama-3): transformers then reads the token before the final
+    # EOS; rlhfkit reads the same token, so the scores match the model's own.
+    tokenizer = build_tokenizer("llama3")
+    tokenizer.pad_token = tokenizer.eos_token
+    config = model_config("llama", tokenizer, "llama3")
+    config.num_labels, config.pad_token_id = 1, tokenizer.eos_token_id
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "rm")
+    tokenizer.save_pretrained(tmp_path / "rm")
+    reward = RewardModel.load(tmp_path / "rm", load_tokenizer(tmp_path / "rm"))
+    rows = response_sequences(reward.tokenizer, PROMPTS, COMPLETIONS)
+    ours = score_sequences(reward.model, rows, reward.tokenizer.pad_token_id)
+    plain = _transformers_scores(tmp_path / "rm", rows, "right")
+    assert max(abs(a - b) for a, b in zip(ours, plain)) < 1e-5
+
+
+def test_old_layout_still_loads_and_convert_rm_keeps_its_scores(tmp_path, capsys):
+    policy = save_tiny_model(tmp_path / "policy", "chatml", "gpt2")
+    tokenizer = load_tokenizer(policy)
+    old = tmp_path / "old"  # rlhfkit's layout before issue 17: backbone + scalar_head.safetensors
+    AutoModel.from_pretrained(policy).save_pretrained(old)
+    tokenizer.save_pretrained(old)
+    torch.manual_seed(3)
+    save_file({"weight": torch.randn(1, 32), "bias": torch.tensor([0.7])}, old / "scalar_head.safetensors")
+    before = RewardModel.load(old, tokenizer).score_texts(PROMPTS, COMPLETIONS)
+    code, out, err = run_cli(["data", "convert-rm", old, tmp_path / "new"], capsys)
+    assert code == 0, err
+    assert "num_labels=1" in out and not (tmp_path / "new" / "scalar_head.safetensors").exists()
+    after = RewardModel.load(tmp_path / "new", tokenizer).score_texts(PROMPTS, COMPLETIONS)
+    assert torch.allclose(before, after, atol=1e-6)
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "new").config.num_labels == 1
+    code, _, err = run_cli(["data", "convert-rm", tmp_path / "new", tmp_path / "again"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "needs no conversion" in err
+
+
+def test_tokenizers_are_compared_by_content_not_size():
+    a = build_tokenizer("chatml")
+    b = copy.deepcopy(a)
+    b.pad_token = "<|im_start|>"
+    assert same_tokenizer(a, b)  # the pad token never reaches the model
+    c = copy.deepcopy(a)
+    c.eos_token = "<|endoftext|>"  # same vocabulary and size, another EOS id
+    assert len(c) == len(a) and not same_tokenizer(a, c)
+    d = copy.deepcopy(a)
+    d.chat_template = "{{ messages[0]['content'] }}"
+    assert not same_tokenizer(a, d)
+    assert not same_tokenizer(a, build_tokenizer("llama3"))
+
+
+def test_rm_with_its_own_tokenizer_scores_decoded_responses_reencoded(tmp_path, tiny_gpt2):
+    # The policy speaks the toy world's word-level tokenizer; the RM a ChatML byte-level BPE.
+    _, path = _our_rm(tmp_path, "chatml", "gpt2")
+    policy_tokenizer = load_tokenizer(tiny_gpt2)
+    reward = RewardModel.load(path, policy_tokenizer)
+    assert not reward.same
+    policy = load_causal_lm(tiny_gpt2, policy_tokenizer).eval()
+    from_policy = generate(policy, policy_tokenizer, ["list three animals ."] * 4,
+                           max_new_tokens=6, generator=torch.Generator().manual_seed(0))
+    scores = reward.score_samples(from_policy)
+    finished = from_policy.finished.tolist()
+    assert torch.equal(scores, reward.score_texts(from_policy.prompts, from_policy.texts, finished))
+    rows = response_sequences(reward.tokenizer, from_policy.prompts, from_policy.texts, finished)
+    assert all(max(r) < len(reward.tokenizer) for r in rows)
+    plain = _transformers_scores(path, rows, "right")
+    mean = json.loads((path / "config.json").read_text())["mean"]
+    assert max(abs(a - (b - mean)) for a, b in zip(scores.tolist(), plain)) < 1e-5
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    """A policy, our RM, a two-label classifier, prompts and rankings."""
+    policy, rm = _our_rm(tmp_path, "chatml", "gpt2")
+    tokenizer = build_tokenizer("chatml")
+    config = model_config("gpt2", tokenizer, "chatml")
+    config.num_labels = 2
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "two")
+    tokenizer.save_pretrained(tmp_path / "two")
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    ranking = {"id": "r0", "labeler": "t", "prompt": PROMPTS[0], "completions": COMPLETIONS[:2],
+               "ranking": [[0], [1]]}
+    (tmp_path / "rankings.jsonl").write_text(json.dumps(ranking) + "\n")
+    (tmp_path / "demos.jsonl").write_text(json.dumps({"prompt": PROMPTS[0], "completion": COMPLETIONS[0]}) + "\n")
+    return {"demos": tmp_path / "demos.jsonl", "policy": policy, "rm": rm, "two": tmp_path / "two",
+            "prompts": tmp_path / "prompts.jsonl", "rankings": tmp_path / "rankings.jsonl"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ppo", "--policy", "{rm}", "--reward", "{rm}", "--prompts", "{prompts}"], "not a causal LM; a policy"),
+    (["ppo", "--policy", "{policy}", "--reference", "{rm}", "--reward", "{rm}", "--prompts", "{prompts}"],
+     "not a causal LM; a reference"),
+    (["ppo", "--policy", "{policy}", "--reward", "{policy}", "--prompts", "{prompts}"],
+     "is a causal LM (GPT2LMHeadModel), not a reward model"),
+    (["ppo", "--policy", "{policy}", "--reward", "{two}", "--prompts", "{prompts}"], "2 labels); a reward model"),
+    (["ppo", "--policy", "{policy}", "--reward", "{rm}", "--value-model", "{policy}", "--prompts", "{prompts}"],
+     "not a reward model; the value model"),
+    (["rm", "--model", "{rm}", "--data", "{rankings}"], "`rlhf rm --model`: the SFT policy"),
+    (["dpo", "--policy", "{rm}", "--data", "{rankings}", "--eval-data", "{rankings}"], "not a causal LM"),
+    (["sft", "--model", "{rm}", "--data", "{demos}"], "not a causal LM"),
+    (["eval", "rm", "--rm", "{policy}", "--data", "{rankings}"], "not a reward model"),
+])
+def test_a_model_of_the_wrong_kind_is_refused_in_one_line(dirs, args, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [a.format(**dirs) for a in args] + ([] if args[0] == "eval" else ["--out", out])
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert message in err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_peer_rm_check(tmp_path):
+    """TRL 1.16's RewardTrainer and rlhfkit exchange reward models with the same scores (bench/peer_rm_check.py;
+    needs .venv-peer-latest, built by `make bench`)."""
+    if not (ROOT / ".venv-peer-latest" / "bin" / "python").exists():
+        pytest.skip(".venv-peer-latest is not built (make bench)")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "peer_rm_check.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(done.stdout[done.stdout.index("{\n"):])
+    for setup in summary["setups"]:
+        assert setup["trl_rm_in_rlhfkit_max_abs_diff"] <= 1e-5 and setup["our_rm_in_trl_max_abs_diff"] <= 1e-5
+
+
+def test_ppo_runs_on_an_rm_with_another_tokenizer_and_refuses_it_as_value_model(tmp_path, tiny_gpt2, capsys):
+    _, rm = _our_rm(tmp_path, "chatml", "gpt2")  # the policy: the toy world's word-level tokenizer
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["list three animals .", "say pear ."]))
+    common = ["ppo", "--policy", tiny_gpt2, "--reward", rm, "--prompts", prompts, "--steps", "1", "--batch-size", "4",
+              "--minibatch-size", "2", "--max-new-tokens", "6", "--threads", "1"]
+    code, _, err = run_cli([*common, "--advantage", "rloo", "--rloo-k", "2", "--out", tmp_path / "rloo"], capsys)
+    assert code == 0, err
+    assert "rm_score" in json.loads((tmp_path / "rloo" / "metrics.jsonl").read_text().splitlines()[0])
+    code, _, err = run_cli([*common, "--out", tmp_path / "gae"], capsys)  # GAE: the value model defaults to the RM
+    assert code == 2 and err.count("\n") == 1 and "value model reads the policy's tokens" in err
+    assert not (tmp_path / "gae").exists()
