@@ -222,7 +222,7 @@ class AnswerOut(BaseModel):
     """An answer as stored: tiers by candidate index (0 = best; ties share a tier), ratings, texts."""
 
     kind: Kind
-    tiers: dict[str, int] | None = None
+    tiers: dict[int, int] | None = Field(None, description="candidate index -> tier (0 = best; ties share one)")
     choice: str | None = Field(None, description="pairwise: A, B or equal, as the outputs were shown")
     likert: list[int | None] | None = None
     flags: list[dict[str, bool]] | None = None
@@ -296,7 +296,7 @@ class ReviewAnswer(BaseModel):
     kind: Kind
     version: int
     elapsed_ms: int
-    tiers: dict[str, int] | None
+    tiers: dict[int, int] | None
     choice: str | None
     likert: list[int | None] | None
     flags: list[dict[str, bool]] | None

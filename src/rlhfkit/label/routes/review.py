@@ -56,8 +56,10 @@ SubmissionId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 @pages.get("/history")
 def history(request: Request, store: StoreDep, person: CurrentUser):
     entries = store.history(person)
-    for e in entries:
-        e["ranking_text"] = review.ranking_text(e["answer"]["tiers"])
+    for e in entries:  # numbered as this labeler saw the outputs
+        tiers = e["answer"]["tiers"] or {}
+        e["ranking_text"] = review.ranking_text({n: tiers[str(i)] for n, (i, _) in enumerate(e["outputs"])
+                                                 if str(i) in tiers})
     return render(request, "history.html", who=person, entries=entries, sent_back=store.sent_back(person))
 
 
