@@ -24,7 +24,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column('qc_threshold', sa.Float(), nullable=False, server_default='0.7'))
     with op.batch_alter_table('item') as batch:
         batch.add_column(sa.Column('locked_at', sa.Float(), nullable=True))
-        batch.add_column(sa.Column('is_gold', sa.Boolean(), nullable=False, server_default=sa.false()))
+        batch.add_column(sa.Column('is_gold', sa.Boolean(), nullable=False, server_default='0'))
         batch.add_column(sa.Column('gold_ranking', sa.JSON(none_as_null=True), nullable=True))
     with op.batch_alter_table('submission') as batch:
         batch.add_column(sa.Column('version', sa.Integer(), nullable=False, server_default='1'))
