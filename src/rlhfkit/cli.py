@@ -66,6 +66,7 @@ from rlhfkit.label.commands import (
     serve,
     stats,
 )
+from rlhfkit.label.review_commands import GoldConfig, LockConfig, ReviewConfig, gold, lock, review_queue
 from rlhfkit.loop import LoopConfig, run_loop
 from rlhfkit.sampling import SampleConfig, sample_candidates
 from rlhfkit.train.dpo import DPOConfig, train_dpo
@@ -96,6 +97,9 @@ COMMANDS: dict[str, Command] = {
     "label invite": Command(InviteConfig, invite, "print an invite link for a labeler or an admin"),
     "label revoke": Command(RevokeConfig, revoke, "end a person's invite link and sessions (their answers stay)"),
     "label guidelines": Command(GuidelinesConfig, guidelines, "set a project's instructions for labelers (Markdown)"),
+    "label review": Command(ReviewConfig, review_queue, "the review queue: items most disputed first, every answer"),
+    "label lock": Command(LockConfig, lock, "close a project (or one item) for edits of its answers, or reopen it"),
+    "label gold": Command(GoldConfig, gold, "add gold items (known answers) and set their rate and the QC threshold"),
     "label export": Command(ExportConfig, export, "write rankings, pairs, demos or raw answers as JSON Lines"),
     "label stats": Command(StatsConfig, stats, "progress, throughput, agreement and A/B win rates of a project"),
     "data pairs": Command(PairsConfig, export_pairs,

@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 
 from rlhfkit.data.schemas import FLAGS
 from rlhfkit.label.answers import MAX_TEXT, SKIP_REASONS
-from rlhfkit.label.db import Kind, Mode, Role
-from rlhfkit.label.store import MAX_GUIDELINES, LeasedItem, Receipt, Who
+from rlhfkit.label.db import Kind, Mode, ReviewAction, Role
+from rlhfkit.label.store import MAX_COMMENT, MAX_GUIDELINES, LeasedItem, Receipt, Who
 
 MAX_TOKEN = 200  # an invite token is 43 characters (secrets.token_urlsafe(32))
 
@@ -181,6 +181,20 @@ class WinRates(BaseModel):
     head_to_head: list[HeadToHead]
 
 
+class Quality(BaseModel):
+    """One labeler's quality control (`review.quality`): each rate is null until there is enough data."""
+
+    gold_answers: int
+    gold_pairs: int = Field(description="output pairs of gold items scored (known ties left out)")
+    gold_accuracy: float | None = Field(description="share of gold pairs ordered as the known answer; null "
+                                                    "before 5 gold answers")
+    agreement: float | None = Field(description="pairwise agreement with the other labelers; null before 20 "
+                                                "compared pairs")
+    pairs_compared: int
+    flagged: bool = Field(description="a rate is below the project's threshold")
+    reasons: list[str]
+
+
 class Stats(BaseModel):
     """`stats.project_stats`: progress, throughput, agreement; win rates for a pairwise project."""
 
@@ -195,3 +209,114 @@ class Stats(BaseModel):
     throughput: dict[str, Throughput]
     agreement: Agreement
     win_rates: WinRates | None = Field(None, description="pairwise projects only (blind A/B evaluation)")
+    locked: bool = Field(False, description="the project is closed for edits (`rlhf label lock`)")
+    gold_items: int = Field(0, description="items with a known answer, mixed into every labeler's queue")
+    gold_rate: float = Field(0.0, description="the share of a labeler's items that are gold")
+    qc_threshold: float = Field(0.7, description="labelers whose gold accuracy or agreement is below it are flagged")
+    quality: dict[str, Quality] = Field(default_factory=dict, description="per labeler: quality control")
+
+
+# ------------------------------------------------------------------------------------ history, review
+
+class AnswerOut(BaseModel):
+    """An answer as stored: tiers by candidate index (0 = best; ties share a tier), ratings, texts."""
+
+    kind: Kind
+    tiers: dict[int, int] | None = Field(None, description="candidate index -> tier (0 = best; ties share one)")
+    choice: str | None = Field(None, description="pairwise: A, B or equal, as the outputs were shown")
+    likert: list[int | None] | None = None
+    flags: list[dict[str, bool]] | None = None
+    output_notes: list[str] | None = None
+    notes: str | None = None
+    text: str | None = Field(None, description="demo: the demonstration")
+    skip_reason: str | None = None
+    elapsed_ms: int = 0
+
+
+class ReviewOut(BaseModel):
+    action: ReviewAction
+    comment: str
+    open: bool = Field(description="sent back and not edited yet")
+
+
+class VersionOut(BaseModel):
+    version: int
+    at: float
+    answer: AnswerOut
+
+
+class HistoryEntry(BaseModel):
+    """One of my answers as it stands now (its newest version)."""
+
+    submission_id: int
+    item_id: str
+    mode: Mode
+    prompt: str | list[Message]
+    outputs: list[Output] = Field(description="in the order they were shown to me")
+    submitted_at: float
+    edited_at: float | None
+    version: int
+    answer: AnswerOut
+    editable: bool = Field(description="false: a skip, or the project or item is locked")
+    review: ReviewOut | None
+    versions: list[VersionOut] | None = Field(None, description="the earlier versions, oldest first")
+
+    @classmethod
+    def of(cls, e: dict) -> HistoryEntry:
+        return cls(**{**e, "outputs": [Output(index=i, text=t) for i, t in e["outputs"]]})
+
+
+class HistoryOut(BaseModel):
+    answers: list[HistoryEntry]
+
+
+class EditIn(SubmissionIn):
+    """A new version of one of my answers: the same fields as an answer (its `assignment_id` is ignored)."""
+
+    assignment_id: int = 0
+
+
+class ReviewIn(BaseModel):
+    action: ReviewAction
+    comment: str = Field("", max_length=MAX_COMMENT, description="send_back: what to change (required)")
+
+
+class ReviewDone(BaseModel):
+    submission_id: int
+    action: ReviewAction
+    comment: str
+    version: int = Field(description="the answer's version that was judged")
+
+
+class ReviewAnswer(BaseModel):
+    """One labeler's answer in the review queue."""
+
+    submission_id: int
+    labeler: str
+    kind: Kind
+    version: int
+    elapsed_ms: int
+    tiers: dict[int, int] | None
+    choice: str | None
+    likert: list[int | None] | None
+    flags: list[dict[str, bool]] | None
+    output_notes: list[str] | None
+    notes: str | None
+    demonstration: str | None
+    skip_reason: str | None
+    review: dict | None = Field(description="the latest review: action, comment, by, version, open")
+
+
+class ReviewItem(BaseModel):
+    id: str
+    prompt: str | list[Message]
+    completions: list[dict]
+    locked: bool
+    disagreement: float | None = Field(description="1 - pairwise agreement among its labelers; null: not comparable")
+    agreement: dict
+    answers: list[ReviewAnswer]
+
+
+class ReviewQueueOut(BaseModel):
+    project: str
+    items: list[ReviewItem] = Field(description="most disputed first")

@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from rlhfkit.errors import UserError
 from rlhfkit.label.answers import BadAnswer
 from rlhfkit.label.deps import CSRF_HEADER, Unauthorized
-from rlhfkit.label.routes import admin, api, pages
+from rlhfkit.label.routes import admin, api, pages, review
 from rlhfkit.label.store import Conflict, DiskFull, Forbidden, InviteGone, NotFound, Store
 from rlhfkit.label.templating import HERE, fragment, render
 
@@ -33,7 +33,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 ERROR_STATUS = {Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409, InviteGone: 410, BadAnswer: 422,
                 DiskFull: 507}
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
-NO_STORE = ("/api/", "/task", "/admin", "/invite")  # pages with tokens or a person's data are never cached
+NO_STORE = ("/api/", "/task", "/admin", "/invite", "/history")  # pages with tokens or a person's data are never cached
 
 
 def create_app(store: Store, *, secure_cookie: bool = False, public_url: str = DEFAULT_PUBLIC_URL) -> FastAPI:
@@ -51,6 +51,9 @@ def create_app(store: Store, *, secure_cookie: bool = False, public_url: str = D
     app.include_router(pages.router)
     app.include_router(admin.router)
     app.include_router(api.router)
+    app.include_router(review.pages)
+    app.include_router(review.admin_pages)
+    app.include_router(review.api)
     app.add_exception_handler(UserError, user_error)
     app.add_exception_handler(RequestValidationError, bad_request)
     app.middleware("http")(security_headers)

@@ -269,6 +269,6 @@ class StatsConfig:
 def stats(cfg: StatsConfig) -> dict:
     cfg.check()
     store = open_store(cfg.db)
-    st = project_stats(store.progress(cfg.project), store.submissions(cfg.project))
+    st = project_stats(store.progress(cfg.project), store.submissions(cfg.project), store.gold_answers(cfg.project))
     print(json.dumps(st, indent=2) if cfg.json else format_stats(st))
     return st

@@ -39,7 +39,8 @@ from rlhfkit.errors import UserError
 Mode = Literal["rank", "pairwise", "demo"]
 Role = Literal["labeler", "admin"]
 Kind = Literal["rank", "pairwise", "demo", "skip"]
-MODES, ROLES, KINDS = get_args(Mode), get_args(Role), get_args(Kind)
+ReviewAction = Literal["accept", "send_back"]
+MODES, ROLES, KINDS, REVIEW_ACTIONS = get_args(Mode), get_args(Role), get_args(Kind), get_args(ReviewAction)
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # writers queue behind each other instead of failing at once
 PG_DISK_FULL = "53100"  # SQLSTATE disk_full (PostgreSQL manual, Appendix A)
 
@@ -57,6 +58,9 @@ class Project(Base):
     created_at: Mapped[float] = mapped_column(Float)
     guidelines: Mapped[str] = mapped_column(Text, default="", server_default="")  # Markdown, shown to labelers
     guidelines_updated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    locked_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # set: no answer can be edited
+    gold_rate: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")  # share of gold items shown
+    qc_threshold: Mapped[float] = mapped_column(Float, default=0.7, server_default="0.7")  # flag labelers below
 
 
 class User(Base):
@@ -97,6 +101,11 @@ class Item(Base):
     # Slots in use: submitted (non-skip) answers + live leases. The lease query only ever changes it
     # with `UPDATE ... WHERE taken < overlap`, which is what keeps an item at k labelers under races.
     taken: Mapped[int] = mapped_column(Integer, default=0)
+    locked_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # set: its answers can't be edited
+    # A gold item has a known answer (`gold_ranking`, tie groups of candidate indices); it is shown to every
+    # labeler at the project's `gold_rate`, outside the k-labeler rule, and never exported as training data.
+    is_gold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    gold_ranking: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
 
 class Candidate(Base):
@@ -137,6 +146,37 @@ class Submission(Base):
     choice: Mapped[str | None] = mapped_column(String(8), nullable=True)  # pairwise: A | B | equal
     skip_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # 1 + edits; the rows hold the last
+    edited_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class AnswerVersion(Base):
+    """A version of an answer that an edit replaced: the whole answer as it was (`answer`, JSON), so that
+    every version stays readable; the submission's own rows always hold the newest, which exports take."""
+
+    __tablename__ = "answer_version"
+    __table_args__ = (UniqueConstraint("submission_id", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submission.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)  # when this version was stored
+    answer: Mapped[dict] = mapped_column(JSON)
+    edit_client_id: Mapped[str] = mapped_column(String(64), unique=True)  # the edit that replaced it (idempotent)
+
+
+class Review(Base):
+    """An admin's verdict on one version of an answer: accept, or send back with a comment. A sent-back
+    answer returns to its labeler until they edit it (`resolved_at`)."""
+
+    __tablename__ = "review"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submission.id"), index=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("labeler.id"))
+    action: Mapped[str] = mapped_column(String(16))  # accept | send_back
+    comment: Mapped[str] = mapped_column(Text, default="")
+    version: Mapped[int] = mapped_column(Integer)  # the answer's version it judged
+    created_at: Mapped[float] = mapped_column(Float)
+    resolved_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # send_back: when it was edited
 
 
 class Rating(Base):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from rlhfkit.label import agreement
+from rlhfkit.label import agreement, review
 from rlhfkit.label.answers import tiers_to_ranking
 
 # A rate is shown only from enough data: one 1.3-second answer is not "2,742 per hour". Below either
@@ -74,8 +74,11 @@ def agreement_summary(rows: list[dict]) -> dict:
     return agreement.summarize(rankings, likert)
 
 
-def project_stats(progress: dict, rows: list[dict]) -> dict:
+def project_stats(progress: dict, rows: list[dict], gold_rows: list[dict] = ()) -> dict:
     stats = {**progress, "throughput": throughput(rows), "agreement": agreement_summary(rows)}
+    labelers = sorted(set(stats["throughput"]) | {r["labeler"] for r in gold_rows})
+    stats["quality"] = review.quality(labelers, review.gold_accuracy(list(gold_rows)),
+                                      stats["agreement"]["per_labeler"], progress.get("qc_threshold", 0.7))
     if progress["mode"] == "pairwise":
         stats["win_rates"] = win_rates(rows)
     return stats
@@ -102,6 +105,14 @@ def format_stats(st: dict) -> str:
         lines.append(f"{name:<20} {t['answers']:>7} {t['skips']:>5} {_fmt(t['median_seconds']):>7} "
                      f"{_fmt(t['per_hour']):>7} {_fmt(g.get('pairwise_agreement'), True):>7} "
                      f"{_fmt(g.get('kendall_tau_b')):>7}")
+    q = st.get("quality", {})
+    if q:
+        lines += ["", f"quality control (gold rate {100 * st.get('gold_rate', 0):.0f}%, {st.get('gold_items', 0)} gold "
+                  f"items; flagged below {_fmt(st.get('qc_threshold'), True)}; '-' until there is enough data):",
+                  f"{'labeler':<20} {'gold':>5} {'accuracy':>8} {'agree':>7}  flag"]
+        lines += [f"{name:<20} {g['gold_answers']:>5} {_fmt(g['gold_accuracy'], True):>8} "
+                  f"{_fmt(g['agreement'], True):>7}  {'; '.join(g['reasons']) if g['flagged'] else ''}".rstrip()
+                  for name, g in q.items()]
     if "win_rates" in st:
         lines += ["", "blind A/B win rates (equal = half a win):"]
         lines += [f"  {src:<24} {_fmt(w['win_rate'], True):>7} of {w['comparisons']}"

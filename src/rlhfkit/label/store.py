@@ -21,18 +21,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import and_, delete, exists, false, func, select, true, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from rlhfkit.errors import UserError
 from rlhfkit.label import assign
-from rlhfkit.label.answers import Answer, pairwise_tiers
+from rlhfkit.label.answers import Answer, BadAnswer, pairwise_tiers
 from rlhfkit.label.db import (
     KINDS,
     MODES,
+    REVIEW_ACTIONS,
     ROLES,
+    AnswerVersion,
     Assignment,
     Candidate,
     Demonstration,
@@ -42,6 +44,7 @@ from rlhfkit.label.db import (
     Project,
     RankEntry,
     Rating,
+    Review,
     Submission,
     User,
     is_disk_full,
@@ -50,6 +53,8 @@ from rlhfkit.label.db import (
 SESSION_SECONDS = 14 * 24 * 3600
 MAX_GUIDELINES = 100_000  # characters of Markdown
 WRITE_RETRIES = 8
+MAX_COMMENT = 5_000  # characters in a reviewer's comment
+HISTORY_LIMIT = 200  # answers on a labeler's history page
 SWEEP_EVERY_S = 1.0  # an expired lease's slot returns at most this late
 _TRANSIENT_PG = {"40001", "40P01"}  # serialization failure, deadlock detected
 
@@ -421,13 +426,23 @@ class Store:
                                                         ~assign.is_expired(Assignment.expires_at, now)))
             if current is not None:
                 return self._leased_item(s, who, current)
-            overlap = s.scalar(select(Project.overlap).where(Project.id == who.project_id))
+            overlap, gold_rate = s.execute(select(Project.overlap, Project.gold_rate)
+                                           .where(Project.id == who.project_id)).one()
             seen = exists().where(Assignment.item_id == Item.id, Assignment.user_id == who.user_id)
             rows = s.execute(select(Item.id, Item.position, Item.taken)
-                             .where(Item.project_id == who.project_id, Item.taken < overlap, ~seen)
+                             .where(Item.project_id == who.project_id, Item.taken < overlap, ~seen,
+                                    Item.is_gold == false())
                              .order_by(Item.position).limit(64)).all()
-            for item_id in assign.queue_order([assign.Slot(*r) for r in rows], overlap):
-                took = s.execute(update(Item).where(Item.id == item_id, Item.taken < overlap)
+            queue = assign.queue_order([assign.Slot(*r) for r in rows], overlap)
+            if queue and gold_rate > 0:  # a gold item goes to every labeler, outside the k-labeler rule
+                given = s.scalar(select(func.count()).select_from(Assignment).where(Assignment.user_id == who.user_id))
+                if assign.wants_gold(who.user_id, given, gold_rate):
+                    gold = s.scalar(select(Item.id).where(Item.project_id == who.project_id, Item.is_gold == true(),
+                                                          ~seen).order_by(Item.position).limit(1))
+                    if gold is not None:
+                        queue = [gold]
+            for item_id in queue:
+                took = s.execute(update(Item).where(Item.id == item_id, Item.is_gold | (Item.taken < overlap))
                                  .values(taken=Item.taken + 1))
                 if not took.rowcount:
                     continue  # another labeler filled the last slot first
@@ -450,11 +465,11 @@ class Store:
         answered = s.scalar(select(func.count()).select_from(Submission).where(Submission.user_id == who.user_id))
         seen = exists().where(Assignment.item_id == Item.id, Assignment.user_id == who.user_id)
         available = s.scalar(select(func.count()).select_from(Item).where(
-            Item.project_id == who.project_id, Item.taken < overlap, ~seen))
+            Item.project_id == who.project_id, Item.taken < overlap, ~seen, Item.is_gold == false()))
         page, pages = assign.page_numbers(answered, available)
         prompt = item.messages if item.messages is not None else item.prompt
-        return LeasedItem(a.id, item.ext_id, who.mode, prompt, [(i, texts[i]) for i in a.shown],
-                    a.expires_at, page, pages)
+        return LeasedItem(a.id, assign.shown_item_id(item.ext_id, item.id, item.is_gold), who.mode, prompt,
+                          [(i, texts[i]) for i in a.shown], a.expires_at, page, pages)
 
     # --------------------------------------------------------------------------------- submissions
 
@@ -480,14 +495,16 @@ class Store:
             return self._write(lambda s: self._submit(s, who, assignment_id, ans))
 
     def _duplicate(self, s: Session, who: Who, client_id: str) -> Receipt | None:
-        row = s.execute(select(Submission, Item.ext_id).join(Item, Item.id == Submission.item_id)
+        row = s.execute(select(Submission, Item).join(Item, Item.id == Submission.item_id)
                         .where(Submission.client_id == client_id)).first()
         if row is None:
             return None
-        sub, ext_id = row
+        sub, item = row
         if sub.user_id != who.user_id:
             raise Conflict("client_id was already used by someone else; generate a new UUID per answer")
-        return Receipt(sub.id, sub.client_id, sub.assignment_id, ext_id, sub.kind, duplicate=True)
+        return Receipt(sub.id, sub.client_id, sub.assignment_id, assign.shown_item_id(item.ext_id, item.id,
+                                                                                      item.is_gold),
+                       sub.kind, duplicate=True)
 
     def _submit(self, s: Session, who: Who, assignment_id: int, ans: Answer) -> Receipt:
         if (dup := self._duplicate(s, who, ans.client_id)) is not None:
@@ -521,60 +538,313 @@ class Store:
                          skip_reason=ans.reason, notes=ans.note or None)
         s.add(sub)
         s.flush()
-        tiers = pairwise_tiers(ans.choice, a.shown) if ans.kind == "pairwise" else ans.tiers
-        s.add_all(RankEntry(submission_id=sub.id, candidate_idx=i, tier=t) for i, t in tiers.items())
-        if ans.kind == "rank":
-            s.add_all(Rating(submission_id=sub.id, candidate_idx=i, likert=ans.likert.get(i),
-                             flags=ans.flags.get(i, {}), notes=ans.notes.get(i, "")) for i in sorted(tiers))
-        if ans.kind == "demo":
-            s.add(Demonstration(submission_id=sub.id, text=ans.text))
+        self._add_answer_rows(s, sub.id, a.shown, ans)
         self._event(s, "submit", who.project_id, who.user_id, assignment=a.id, answer=ans.kind,
                     client_id=ans.client_id)
-        return Receipt(sub.id, sub.client_id, a.id, item.ext_id, ans.kind)
+        return Receipt(sub.id, sub.client_id, a.id, assign.shown_item_id(item.ext_id, item.id, item.is_gold), ans.kind)
+
+    def _add_answer_rows(self, s: Session, sub_id: int, shown: list[int], ans: Answer) -> None:
+        """The rows of an answer: tiers (a pairwise choice becomes two), ratings, the demonstration."""
+        tiers = pairwise_tiers(ans.choice, shown) if ans.kind == "pairwise" else ans.tiers
+        s.add_all(RankEntry(submission_id=sub_id, candidate_idx=i, tier=t) for i, t in tiers.items())
+        if ans.kind == "rank":
+            s.add_all(Rating(submission_id=sub_id, candidate_idx=i, likert=ans.likert.get(i),
+                             flags=ans.flags.get(i, {}), notes=ans.notes.get(i, "")) for i in sorted(tiers))
+        if ans.kind == "demo":
+            s.add(Demonstration(submission_id=sub_id, text=ans.text))
+
+    # ---------------------------------------------------------------------------- history, edits
+
+    def _answer_of(self, s: Session, sub: Submission) -> dict:
+        """One answer as it stands (the content of a version): tiers by candidate index, ratings, texts."""
+        tiers = dict(s.execute(select(RankEntry.candidate_idx, RankEntry.tier)
+                               .where(RankEntry.submission_id == sub.id)).all())
+        rated = list(s.scalars(select(Rating).where(Rating.submission_id == sub.id).order_by(Rating.candidate_idx)))
+        return {"kind": sub.kind, "tiers": {str(i): t for i, t in sorted(tiers.items())} or None,
+                "choice": sub.choice, "likert": [r.likert for r in rated] or None,
+                "flags": [r.flags for r in rated] or None, "output_notes": [r.notes for r in rated] or None,
+                "notes": sub.notes, "text": s.scalar(select(Demonstration.text)
+                                                     .where(Demonstration.submission_id == sub.id)),
+                "skip_reason": sub.skip_reason, "elapsed_ms": sub.elapsed_ms}
+
+    def _own_submission(self, s: Session, who: Who, submission_id: int) -> tuple[Submission, Item, Project, list]:
+        """One of this labeler's answers (anyone else's is NotFound, as if it did not exist)."""
+        row = s.execute(select(Submission, Item, Project, Assignment.shown)
+                        .join(Item, Item.id == Submission.item_id).join(Project, Project.id == Item.project_id)
+                        .join(Assignment, Assignment.id == Submission.assignment_id)
+                        .where(Submission.id == submission_id, Submission.user_id == who.user_id)).first()
+        if row is None:
+            raise NotFound(f"no answer {submission_id} of {who.name}")
+        return tuple(row)
+
+    def _history_entry(self, s: Session, sub: Submission, item: Item, p: Project, shown: list[int]) -> dict:
+        texts = dict(s.execute(select(Candidate.idx, Candidate.text).where(Candidate.item_id == item.id)).all())
+        rv = s.scalar(select(Review).where(Review.submission_id == sub.id).order_by(Review.id.desc()).limit(1))
+        locked = item.locked_at is not None or p.locked_at is not None
+        return {"submission_id": sub.id, "assignment_id": sub.assignment_id,
+                "item_id": assign.shown_item_id(item.ext_id, item.id, item.is_gold), "mode": p.mode,
+                "prompt": item.messages if item.messages is not None else item.prompt,
+                "outputs": [(i, texts[i]) for i in shown], "submitted_at": sub.created_at,
+                "edited_at": sub.edited_at, "version": sub.version, "answer": self._answer_of(s, sub),
+                "locked": locked, "editable": sub.kind != "skip" and not locked,
+                "review": None if rv is None else {"action": rv.action, "comment": rv.comment,
+                                                   "open": rv.action == "send_back" and rv.resolved_at is None}}
+
+    def history(self, who: Who, limit: int = HISTORY_LIMIT) -> list[dict]:
+        """This labeler's answers, newest first, each as it stands now (with whether it can still be edited
+        and the latest review of it)."""
+
+        def work(s: Session):
+            rows = s.execute(select(Submission, Item, Project, Assignment.shown)
+                             .join(Item, Item.id == Submission.item_id).join(Project, Project.id == Item.project_id)
+                             .join(Assignment, Assignment.id == Submission.assignment_id)
+                             .where(Submission.user_id == who.user_id)
+                             .order_by(func.coalesce(Submission.edited_at, Submission.created_at).desc(),
+                                       Submission.id.desc()).limit(limit)).all()
+            return [self._history_entry(s, *row) for row in rows]
+
+        return self._read(work)
+
+    def history_entry(self, who: Who, submission_id: int) -> dict:
+        """One of this labeler's answers, with every earlier version (`versions`, oldest first)."""
+
+        def work(s: Session):
+            entry = self._history_entry(s, *self._own_submission(s, who, submission_id))
+            entry["versions"] = [{"version": v.version, "at": v.created_at, "answer": v.answer} for v in s.scalars(
+                select(AnswerVersion).where(AnswerVersion.submission_id == submission_id)
+                .order_by(AnswerVersion.version))]
+            return entry
+
+        return self._read(work)
+
+    def edit(self, who: Who, submission_id: int, ans: Answer) -> Receipt:
+        """Replace one of this labeler's answers by a new version (the old one is kept in `answer_version`);
+        refused once the project or the item is locked. Resending the same `client_id` stores it once."""
+
+        def work(s: Session):
+            done = s.execute(select(AnswerVersion.submission_id).where(AnswerVersion.edit_client_id == ans.client_id)
+                             ).scalar()
+            sub, item, p, shown = self._own_submission(s, who, submission_id if done is None else done)
+            receipt = Receipt(sub.id, ans.client_id, sub.assignment_id,
+                              assign.shown_item_id(item.ext_id, item.id, item.is_gold), sub.kind)
+            if done is not None:
+                receipt.duplicate = True
+                return receipt
+            if p.locked_at is not None or item.locked_at is not None:
+                raise Conflict("this answer is locked (its project or item was closed for edits); ask your admin")
+            if sub.kind == "skip":
+                raise Conflict("a skipped item cannot be edited")
+            if ans.kind != sub.kind:
+                raise BadAnswer(f"this answer is a {sub.kind!r} answer; an edit cannot make it {ans.kind!r}")
+            now, version = self.clock(), sub.version
+            old = AnswerVersion(submission_id=sub.id, version=version, created_at=sub.edited_at or sub.created_at,
+                                answer=self._answer_of(s, sub), edit_client_id=ans.client_id)
+            moved = s.execute(update(Submission).where(Submission.id == sub.id, Submission.version == version)
+                              .values(version=version + 1, edited_at=now, choice=ans.choice,
+                                      notes=ans.note or None, elapsed_ms=sub.elapsed_ms + ans.elapsed_ms)).rowcount
+            if not moved:
+                raise Conflict("this answer was edited at the same time somewhere else; reload it")
+            s.add(old)
+            for table in (RankEntry, Rating, Demonstration):
+                s.execute(delete(table).where(table.submission_id == sub.id))
+            self._add_answer_rows(s, sub.id, shown, ans)
+            s.execute(update(Review).where(Review.submission_id == sub.id, Review.action == "send_back",
+                                           Review.resolved_at.is_(None)).values(resolved_at=now))
+            self._event(s, "edit", p.id, who.user_id, submission=sub.id, version=version + 1,
+                        client_id=ans.client_id)
+            return receipt
+
+        try:
+            return self._write(work)
+        except IntegrityError:  # the same edit raced itself (PostgreSQL): the other copy won
+            return self._write(work)
+
+    def edit_outputs(self, who: Who, submission_id: int) -> int:
+        """How many outputs the item of one of this labeler's answers has (to check an edit)."""
+        return self._read(lambda s: s.scalar(select(func.count()).where(
+            Candidate.item_id == self._own_submission(s, who, submission_id)[1].id)))
+
+    def sent_back(self, who: Who) -> dict | None:
+        """The oldest of this labeler's answers that an admin sent back and they have not edited yet."""
+
+        def work(s: Session):
+            row = s.execute(select(Review.submission_id, Review.comment)
+                            .join(Submission, Submission.id == Review.submission_id)
+                            .join(Item, Item.id == Submission.item_id).join(Project, Project.id == Item.project_id)
+                            .where(Submission.user_id == who.user_id, Review.action == "send_back",
+                                   Review.resolved_at.is_(None), Item.locked_at.is_(None),
+                                   Project.locked_at.is_(None))
+                            .order_by(Review.id).limit(1)).first()
+            return None if row is None else {"submission_id": row[0], "comment": row[1]}
+
+        return self._read(work)
+
+    # ------------------------------------------------------------------------------- review, locks
+
+    def review(self, who: Who, submission_id: int, action: str, comment: str = "") -> dict:
+        """An admin accepts an answer of their project or sends it back to its labeler with a comment."""
+        if action not in REVIEW_ACTIONS:
+            raise BadAnswer(f"action must be one of: {', '.join(REVIEW_ACTIONS)}")
+        comment = (comment or "").strip()
+        if len(comment) > MAX_COMMENT:
+            raise BadAnswer(f"the comment is longer than {MAX_COMMENT} characters")
+        if action == "send_back" and not comment:
+            raise BadAnswer("say what to change: sending an answer back needs a comment")
+
+        def work(s: Session):
+            row = s.execute(select(Submission, Item, Project).join(Item, Item.id == Submission.item_id)
+                            .join(Project, Project.id == Item.project_id)
+                            .where(Submission.id == submission_id, Project.id == who.project_id)).first()
+            if row is None or not who.is_admin:
+                raise NotFound(f"no answer {submission_id} in project {who.project!r}")
+            sub, item, p = row
+            if action == "send_back":
+                if sub.kind == "skip":
+                    raise Conflict("a skip cannot be sent back (there is no answer to correct)")
+                if p.locked_at is not None or item.locked_at is not None:
+                    raise Conflict("this item is locked; unlock it (rlhf label lock --unlock) to send it back")
+            now = self.clock()
+            s.execute(update(Review).where(Review.submission_id == sub.id, Review.action == "send_back",
+                                           Review.resolved_at.is_(None)).values(resolved_at=now))
+            s.add(Review(submission_id=sub.id, reviewer_id=who.user_id, action=action, comment=comment,
+                         version=sub.version, created_at=now))
+            self._event(s, "review", p.id, who.user_id, submission=sub.id, action=action, version=sub.version)
+            return {"submission_id": sub.id, "action": action, "comment": comment, "version": sub.version}
+
+        return self._write(work)
+
+    def lock(self, project: str, item: str | None = None, *, unlock: bool = False) -> int:
+        """Close a project (or one item, by its imported id) for edits, or open it again; how many changed."""
+
+        def work(s: Session):
+            p = self._project(s, project)
+            value = None if unlock else self.clock()
+            if item is None:
+                changed = int((p.locked_at is None) != unlock)
+                p.locked_at = value
+            else:
+                row = s.scalar(select(Item).where(Item.project_id == p.id, Item.ext_id == item))
+                if row is None:
+                    raise NotFound(f"project {p.name!r} has no item {item!r}")
+                changed = int((row.locked_at is None) != unlock)
+                row.locked_at = value
+            self._event(s, "unlock" if unlock else "lock", p.id, None, item=item)
+            return changed
+
+        return self._write(work)
+
+    # ------------------------------------------------------------------------------------- gold items
+
+    def import_gold(self, project: str, records: list[dict]) -> tuple[int, int]:
+        """Add gold items (records with a known `ranking`) to an existing rank or pairwise project:
+        (added, already there). One transaction."""
+
+        def work(s: Session):
+            p = self._project(s, project)
+            if p.mode == "demo":
+                raise UserError(f"project {p.name!r} collects demonstrations: gold items need rank or pairwise")
+            have = dict(s.execute(select(Item.ext_id, Item.is_gold).where(Item.project_id == p.id)).all())
+            start = s.scalar(select(func.coalesce(func.max(Item.position), -1)).where(
+                Item.project_id == p.id)) + 1
+            added = 0
+            for r in records:
+                if r["id"] in have:
+                    if not have[r["id"]]:
+                        raise UserError(f"gold item {r['id']!r}: project {p.name!r} has a regular item with this "
+                                        "id; give gold items ids of their own")
+                    continue
+                if p.mode == "pairwise" and len(r["completions"]) != 2:
+                    raise UserError(f"gold item {r['id']!r}: a pairwise project needs 2 completions, "
+                                    f"got {len(r['completions'])}")
+                prompt, messages = r["prompt"], None
+                if isinstance(prompt, list):
+                    messages, prompt = prompt, conversation_text(prompt)
+                gold = Item(project_id=p.id, ext_id=r["id"], prompt=prompt, messages=messages, position=start + added,
+                            taken=0, is_gold=True, gold_ranking=r["ranking"])
+                s.add(gold)
+                s.flush()
+                s.add_all(Candidate(item_id=gold.id, idx=i, text=text, source="gold", finished=True)
+                          for i, text in enumerate(r["completions"]))
+                have[r["id"]] = True
+                added += 1
+            self._event(s, "gold", p.id, None, added=added)
+            return added, len(records) - added
+
+        return self._write(work)
+
+    def set_quality(self, project: str, *, gold_rate: float | None = None, threshold: float | None = None) -> None:
+        """The share of gold items each labeler gets, and the score below which a labeler is flagged."""
+        for name, value in (("--rate", gold_rate), ("--threshold", threshold)):
+            if value is not None and not 0 <= value <= 1:
+                raise UserError(f"{name} must be from 0 to 1, got {value}")
+
+        def work(s: Session):
+            p = self._project(s, project)
+            if gold_rate is not None:
+                p.gold_rate = gold_rate
+            if threshold is not None:
+                p.qc_threshold = threshold
+
+        self._write(work)
 
     # ------------------------------------------------------------------------------- export, stats
 
     def submissions(self, project: str) -> list[dict]:
-        """Every submission of a project with its item, candidates and answer (the raw export)."""
+        """Every submission of a project with its item, candidates and answer (the raw export), each answer
+        as its newest version; gold items are not training data and are left out (see `gold_answers`)."""
+        return self._read(lambda s: self._submission_rows(s, self._project(s, project), gold=False))
 
-        def work(s: Session):
-            p = self._project(s, project)
-            rows = s.execute(
-                select(Submission, Item, User.name, Assignment.shown)
-                .join(Item, Item.id == Submission.item_id).join(User, User.id == Submission.user_id)
-                .join(Assignment, Assignment.id == Submission.assignment_id)
-                .where(Item.project_id == p.id).order_by(Item.position, Submission.id)).all()
-            sub_ids = [r[0].id for r in rows]
-            item_ids = {r[1].id for r in rows}
-            cands: dict[int, list[Candidate]] = {}
-            for c in s.scalars(select(Candidate).where(Candidate.item_id.in_(item_ids)).order_by(Candidate.idx)):
-                cands.setdefault(c.item_id, []).append(c)
-            tiers: dict[int, dict[int, int]] = {}
-            for r in s.scalars(select(RankEntry).where(RankEntry.submission_id.in_(sub_ids))):
-                tiers.setdefault(r.submission_id, {})[r.candidate_idx] = r.tier
-            ratings: dict[int, list[Rating]] = {}
-            for r in s.scalars(select(Rating).where(Rating.submission_id.in_(sub_ids)).order_by(Rating.candidate_idx)):
-                ratings.setdefault(r.submission_id, []).append(r)
-            demos = dict(s.execute(select(Demonstration.submission_id, Demonstration.text)
-                                   .where(Demonstration.submission_id.in_(sub_ids))).all())
-            out = []
-            for sub, item, labeler, shown in rows:
-                rated = ratings.get(sub.id, [])
-                out.append({
-                    "id": item.ext_id, "prompt": item.messages if item.messages is not None else item.prompt,
-                    "mode": p.mode, "kind": sub.kind,
-                    "labeler": labeler, "client_id": sub.client_id, "submitted_at": sub.created_at,
-                    "elapsed_ms": sub.elapsed_ms, "shown_order": shown,
-                    "completions": [{"text": c.text, "source": c.source, "finished": c.finished}
-                                    for c in cands.get(item.id, [])],
-                    "tiers": tiers.get(sub.id), "choice": sub.choice,
-                    "likert": [r.likert for r in rated] or None, "flags": [r.flags for r in rated] or None,
-                    "output_notes": [r.notes for r in rated] or None, "notes": sub.notes,
-                    "demonstration": demos.get(sub.id), "skip_reason": sub.skip_reason,
-                })
-            return out
+    def gold_answers(self, project: str) -> list[dict]:
+        """The answers on gold items, each with the known ranking as `gold` (quality control)."""
+        return self._read(lambda s: self._submission_rows(s, self._project(s, project), gold=True))
 
-        return self._read(work)
+    def _submission_rows(self, s: Session, p: Project, *, gold: bool) -> list[dict]:
+        rows = s.execute(
+            select(Submission, Item, User.name, Assignment.shown)
+            .join(Item, Item.id == Submission.item_id).join(User, User.id == Submission.user_id)
+            .join(Assignment, Assignment.id == Submission.assignment_id)
+            .where(Item.project_id == p.id, Item.is_gold == (true() if gold else false()))
+            .order_by(Item.position, Submission.id)).all()
+        sub_ids = [r[0].id for r in rows]
+        item_ids = {r[1].id for r in rows}
+        cands: dict[int, list[Candidate]] = {}
+        for c in s.scalars(select(Candidate).where(Candidate.item_id.in_(item_ids)).order_by(Candidate.idx)):
+            cands.setdefault(c.item_id, []).append(c)
+        tiers: dict[int, dict[int, int]] = {}
+        for r in s.scalars(select(RankEntry).where(RankEntry.submission_id.in_(sub_ids))):
+            tiers.setdefault(r.submission_id, {})[r.candidate_idx] = r.tier
+        ratings: dict[int, list[Rating]] = {}
+        for r in s.scalars(select(Rating).where(Rating.submission_id.in_(sub_ids)).order_by(Rating.candidate_idx)):
+            ratings.setdefault(r.submission_id, []).append(r)
+        demos = dict(s.execute(select(Demonstration.submission_id, Demonstration.text)
+                               .where(Demonstration.submission_id.in_(sub_ids))).all())
+        reviews = {}
+        for rv, by in s.execute(select(Review, User.name).join(User, User.id == Review.reviewer_id)
+                                .where(Review.submission_id.in_(sub_ids)).order_by(Review.id)):
+            reviews[rv.submission_id] = {"action": rv.action, "comment": rv.comment, "by": by,
+                                         "version": rv.version, "at": rv.created_at,
+                                         "open": rv.action == "send_back" and rv.resolved_at is None}
+        out = []
+        for sub, item, labeler, shown in rows:
+            rated = ratings.get(sub.id, [])
+            out.append({
+                "id": item.ext_id, "prompt": item.messages if item.messages is not None else item.prompt,
+                "mode": p.mode, "kind": sub.kind,
+                "labeler": labeler, "client_id": sub.client_id, "submitted_at": sub.created_at,
+                "elapsed_ms": sub.elapsed_ms, "shown_order": shown,
+                "completions": [{"text": c.text, "source": c.source, "finished": c.finished}
+                                for c in cands.get(item.id, [])],
+                "tiers": tiers.get(sub.id), "choice": sub.choice,
+                "likert": [r.likert for r in rated] or None, "flags": [r.flags for r in rated] or None,
+                "output_notes": [r.notes for r in rated] or None, "notes": sub.notes,
+                "demonstration": demos.get(sub.id), "skip_reason": sub.skip_reason,
+                "submission_id": sub.id, "version": sub.version, "edited_at": sub.edited_at,
+                "item_locked": item.locked_at is not None or p.locked_at is not None,
+                "review": reviews.get(sub.id),
+            })
+            if gold:
+                out[-1]["gold"] = item.gold_ranking
+        return out
 
     def progress(self, project: str) -> dict:
         """Items, how many are complete (k answers), answers per kind, live leases, labelers."""
@@ -585,7 +855,10 @@ class Store:
             items = len(counts)
             complete = sum(answers >= p.overlap for _, answers, _ in counts)  # k answers: the item is done
             kinds = dict(s.execute(select(Submission.kind, func.count()).join(Item, Item.id == Submission.item_id)
-                                   .where(Item.project_id == p.id).group_by(Submission.kind)).all())
+                                   .where(Item.project_id == p.id, Item.is_gold == false())
+                                   .group_by(Submission.kind)).all())
+            gold_items = s.scalar(select(func.count()).select_from(Item).where(Item.project_id == p.id,
+                                                                               Item.is_gold == true()))
             live = s.scalar(select(func.count()).select_from(Assignment).join(Item, Item.id == Assignment.item_id)
                             .where(Item.project_id == p.id, Assignment.state == "leased",
                                    ~assign.is_expired(Assignment.expires_at, self.clock())))
@@ -593,7 +866,9 @@ class Store:
                                .where(User.project_id == p.id).order_by(User.name)).all()
             return {"project": p.name, "mode": p.mode, "overlap": p.overlap, "items": items,
                     "complete": complete, "answers": {k: kinds.get(k, 0) for k in KINDS},
-                    "live_leases": live, "people": [{"name": n, "role": r, "active": bool(a)} for n, r, a in people]}
+                    "live_leases": live, "people": [{"name": n, "role": r, "active": bool(a)} for n, r, a in people],
+                    "locked": p.locked_at is not None, "gold_items": gold_items, "gold_rate": p.gold_rate,
+                    "qc_threshold": p.qc_threshold}
 
         return self._read(work)
 
@@ -606,4 +881,5 @@ class Store:
         return [tuple(row) for row in s.execute(
             select(Item.ext_id, func.count(Submission.id), func.count(func.distinct(Submission.user_id)))
             .outerjoin(Submission, and_(Submission.item_id == Item.id, Submission.kind != "skip"))
-            .where(Item.project_id == p.id).group_by(Item.id, Item.ext_id).order_by(Item.ext_id))]
+            .where(Item.project_id == p.id, Item.is_gold == false())
+            .group_by(Item.id, Item.ext_id).order_by(Item.ext_id))]

@@ -27,8 +27,9 @@ EXPIRY_CHOICES = {"1d": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0, "never"
 
 
 def dashboard(store: Store, person: Who) -> dict:
-    rows = store.submissions(person.project)
-    return {"who": person, "stats": project_stats(store.progress(person.project), rows), "formats": export.FORMATS,
+    stats = project_stats(store.progress(person.project), store.submissions(person.project),
+                          store.gold_answers(person.project))
+    return {"who": person, "stats": stats, "formats": export.FORMATS,
             "guidelines": store.guidelines(person.project), "expiry_choices": EXPIRY_CHOICES}
 
 

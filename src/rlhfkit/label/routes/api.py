@@ -89,7 +89,8 @@ def api_submit(response: Response, store: StoreDep, person: CurrentUser, body: S
 @admin.get("/stats", summary="Progress, throughput, agreement", response_model=Stats,
            response_model_exclude_unset=True)  # win_rates only where there are some (pairwise)
 def api_stats(store: StoreDep, person: ProjectAdmin):
-    return project_stats(store.progress(person.project), store.submissions(person.project))
+    return project_stats(store.progress(person.project), store.submissions(person.project),
+                         store.gold_answers(person.project))
 
 
 @admin.get("/export", summary="Export as JSON Lines (docs/design.md §2)", response_class=Response,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from rlhfkit.label.answers import form_to_body, parse_answer
@@ -67,6 +67,8 @@ def task_page(request: Request, store: Store, person: Who) -> HTMLResponse:
 def task(request: Request, store: StoreDep, person: CurrentUser):
     if store.guidelines_unread(person):  # before the first item, and again after the admin changes them
         return render(request, "guidelines.html", who=person, guidelines=store.guidelines(person.project))
+    if (back := store.sent_back(person)) is not None:  # an answer an admin sent back comes first
+        return RedirectResponse(f"/history/{back['submission_id']}/edit", status_code=303)
     return task_page(request, store, person)
 
 
@@ -86,6 +88,8 @@ def answer(request: Request, store: StoreDep, person: CurrentUser, assignment_id
     k = store.output_count(person, assignment_id)
     store.submit(person, assignment_id, parse_answer(form_to_body(form, k), person.mode, k))
     if request.headers.get("HX-Request"):
+        if (back := store.sent_back(person)) is not None:  # htmx follows HX-Redirect with a full page load
+            return Response(status_code=200, headers={"HX-Redirect": f"/history/{back['submission_id']}/edit"})
         return task_page(request, store, person)
     return RedirectResponse("/task", status_code=303)
 

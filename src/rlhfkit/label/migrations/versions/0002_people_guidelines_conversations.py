@@ -16,7 +16,9 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('labeler') as batch:
         batch.add_column(sa.Column('invite_expires_at', sa.Float(), nullable=True))
-        batch.add_column(sa.Column('invite_single_use', sa.Boolean(), nullable=False, server_default=sa.false()))
+        # A constant default ('0', not sa.false()): SQLite adds such a column with ALTER TABLE; an expression
+        # default makes batch mode rebuild the table, and dropping `labeler` fails on the rows that point at it.
+        batch.add_column(sa.Column('invite_single_use', sa.Boolean(), nullable=False, server_default='0'))
         batch.add_column(sa.Column('revoked_at', sa.Float(), nullable=True))
         batch.add_column(sa.Column('guidelines_seen_at', sa.Float(), nullable=True))
     with op.batch_alter_table('project') as batch:

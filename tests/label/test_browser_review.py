@@ -1,0 +1,190 @@
+"""Browser tests for issue 19's review and quality control (Chromium through Playwright, as test_browser.py):
+edit an answer from the history, an admin sends one back and the labeler corrects it, gold items look like
+any other item. Screenshots go to test-artifacts/ (label-history, label-edit, label-review)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import pytest
+
+from rlhfkit.label.answers import parse_answer
+from rlhfkit.label.commands import open_store, read_items
+from tests.label.conftest import ARTIFACTS, XSS_TEXT, LiveServer, write_candidates
+
+playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
+expect, sync_playwright = playwright.expect, playwright.sync_playwright
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                 reason="Debian's chromium is not installed (apt-get install chromium, "
+                                        "or sh scripts/system-deps.sh)")]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+def answer(store, token: str, ranking_by_position) -> int:
+    """`token`'s labeler answers their next item: outputs by shown position into tie groups; its id."""
+    who = store.who(store.login(token))
+    task = store.next_task(who)
+    idx = [i for i, _ in task.outputs]
+    body = {"client_id": str(uuid.uuid4()), "ranking": [[idx[p] for p in g] for g in ranking_by_position],
+            "likert": [4] * len(idx)}
+    return store.submit(who, task.assignment_id, parse_answer(body, "rank", len(idx))).submission_id
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser-review")
+    db = str(tmp / "labels.db")
+    store = open_store(db, migrate=True)
+    store.import_items("rv", "rank", 2, read_items(str(write_candidates(tmp / "r.jsonl", 4, 3)), "rank"))
+    store.import_items("gq", "rank", 1, read_items(str(write_candidates(tmp / "g.jsonl", 2, 3)), "rank"))
+    store.import_gold("gq", [{"id": "gold-1", "prompt": "Which is longest?", "completions": ["a", "bb b", "c"],
+                              "ranking": [[1], [0, 2]]}])
+    store.set_quality("gq", gold_rate=1.0)
+    tokens = {"ed": store.invite("rv", "ed"), "lu": store.invite("rv", "lu"), "cy": store.invite("rv", "cy"),
+              "rae": store.invite("rv", "rae", "admin"), "gil": store.invite("gq", "gil"),
+              "gadmin": store.invite("gq", "gus", "admin")}
+    # cy and lu answer the same item in opposite orders: the most disputed one in the queue
+    disputed = (answer(store, tokens["cy"], [[0], [1], [2]]), answer(store, tokens["lu"], [[2], [1], [0]]))
+    store.engine.dispose()
+    server = LiveServer(db).start()
+    yield server, tokens, db, disputed
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    pg = context.new_page()
+    pg.dialogs = []
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
+    yield pg
+    context.close()
+
+
+def shot(pg, name: str) -> None:
+    pg.screenshot(path=str(ARTIFACTS / f"label-{name}.png"), full_page=True)
+
+
+def tiers(pg) -> dict[str, str]:
+    """Output number (as shown) -> its tier select's value."""
+    return pg.eval_on_selector_all("article.output", "els => Object.fromEntries(els.map(e => "
+                                   "[e.dataset.n, e.querySelector('select.tier-select').value]))")
+
+
+def stored(db: str, labeler: str, project: str = "rv") -> list[dict]:
+    store = open_store(db)
+    try:
+        return [r for r in store.submissions(project) if r["labeler"] == labeler]
+    finally:
+        store.engine.dispose()
+
+
+def test_edit_an_answer_from_the_history_with_the_keys(world, page):
+    server, tokens, db, _ = world
+    page.goto(f"{server.url}/invite/{tokens['ed']}")
+    page.wait_for_selector("#task[data-mode=rank]")
+    for n in (1, 2, 3):  # output n -> tier n
+        if n > 1:
+            page.keyboard.press("j")
+        page.keyboard.press(str(n))
+        page.keyboard.press("Shift+Digit5")
+    page.keyboard.press("Enter")
+    expect(page.locator("#page-n")).to_have_text("2")
+    page.click("nav a[href='/history']")
+    page.wait_for_selector("#history")
+    shot(page, "history")
+    page.click("#history a.edit")
+    page.wait_for_selector("#task[data-mode=rank]")
+    assert tiers(page) == {"1": "1", "2": "2", "3": "3"}  # the answer, filled in
+    assert [c.strip() for c in page.locator(".tier[data-tier='1'] .chips").all_inner_texts()] == ["Output 1"]
+    assert page.locator("#skip").count() == 0  # an edit is not skipped
+    page.locator("#output-1").focus()
+    page.keyboard.press("3")  # output 1 -> tier 3, output 3 -> tier 1
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    page.keyboard.press("1")
+    shot(page, "edit")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{server.url}/history")
+    assert page.locator("#history tbody tr").first.locator("td").nth(2).inner_text() == "3 > 2 > 1"
+    (row,) = [r for r in stored(db, "ed") if r["kind"] == "rank"]
+    assert row["version"] == 2
+    shown = row["shown_order"]
+    assert row["tiers"] == {shown[0]: 2, shown[1]: 1, shown[2]: 0}
+    assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('rlhfkit-draft:'))") == []
+
+
+def test_send_back_with_a_comment_then_the_labeler_corrects_it(world, browser, page):
+    server, tokens, db, (cy_answer, lu_answer) = world
+    boss = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+    boss.goto(f"{server.url}/invite/{tokens['rae']}")
+    boss.goto(f"{server.url}/admin/review")
+    first = boss.locator("section.review-item").first
+    assert "disagreement 100%" in first.inner_text()
+    row = boss.locator(f"#answer-{lu_answer}")
+    row.locator("input[name=comment]").fill("Longest first, please. " + XSS_TEXT)
+    row.locator("button.send-back").click()
+    boss.wait_for_selector(f"#answer-{lu_answer} .review-state")
+    assert "sent back by rae" in boss.locator(f"#answer-{lu_answer} .review-state").inner_text()
+    boss.locator(f"#answer-{cy_answer} button.accept").click()
+    boss.wait_for_selector(f"#answer-{cy_answer} .review-state")
+    shot(boss, "review")
+    assert boss.evaluate("window.__xss") is None
+    # the labeler's next item is the correction, with the comment and their answer filled in
+    page.goto(f"{server.url}/invite/{tokens['lu']}")
+    page.wait_for_selector("#task[data-mode=rank]")
+    assert page.url.endswith(f"/history/{lu_answer}/edit")
+    assert "Longest first, please. <script>" in page.inner_text("#review-comment")
+    assert page.evaluate("window.__xss") is None and page.dialogs == []
+    assert tiers(page) == {"1": "3", "2": "2", "3": "1"}
+    page.locator("#output-1").focus()
+    for key in ("1", "j", "2", "j", "3"):
+        page.keyboard.press(key)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{server.url}/history")
+    assert "(corrected)" in page.inner_text(f"#answer-{lu_answer}")
+    page.goto(f"{server.url}/task")
+    page.wait_for_selector("#task[data-mode=rank]")
+    assert "/history/" not in page.url  # back to new items
+    boss.reload()
+    assert "(corrected)" in boss.inner_text(f"#answer-{lu_answer}") and "disagreement 0%" in boss.inner_text(
+        "section.review-item >> nth=0")  # cy and lu now agree: no longer the most disputed
+    boss.context.close()
+
+
+def test_a_gold_item_looks_like_any_other_and_counts_on_the_stats_page(world, browser, page):
+    server, tokens, db, _ = world
+    page.goto(f"{server.url}/invite/{tokens['gil']}")
+    page.wait_for_selector("#task[data-mode=rank]")
+    assert "Which is longest?" in page.inner_text("#prompt")  # rate 1: the gold item comes first
+    html = page.content()
+    assert "gold" not in html.lower() and "gold" not in page.title().lower()
+    assert "gold" not in json.dumps(page.evaluate("Object.assign({}, document.querySelector('#task').dataset)"))
+    for n in (1, 2, 3):
+        if n > 1:
+            page.keyboard.press("j")
+        page.keyboard.press(str(n))
+        page.keyboard.press("Shift+Digit4")
+    page.keyboard.press("Enter")
+    expect(page.locator("#page-n")).to_have_text("2")
+    assert "gold" not in page.goto(f"{server.url}/history").text().lower()
+    boss = browser.new_context().new_page()
+    boss.goto(f"{server.url}/invite/{tokens['gadmin']}")
+    quality = boss.inner_text("#quality")
+    assert "1 gold items" in quality and "gil\t1\t–\t–" in quality  # one gold answer: too few for a rate
+    assert stored(db, "gil", "gq") == []  # the gold answer is no training data
+    boss.context.close()
