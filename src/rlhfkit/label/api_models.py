@@ -181,6 +181,19 @@ class WinRates(BaseModel):
     head_to_head: list[HeadToHead]
 
 
+class BlindEval(BaseModel):
+    """`blind.win_rate_b_over_a`: the people's win rate of policy B over policy A (`import --eval`)."""
+
+    a: list[str] = Field(description="policy A's sources")
+    b: list[str] = Field(description="policy B's sources")
+    b_wins: float = Field(description="a tie counts half")
+    ties: int
+    n: int = Field(description="answers (one per labeler per item)")
+    rate: float | None = Field(description="b_wins / n; null before the first answer")
+    ci_low: float | None = Field(description="95% Wilson score interval")
+    ci_high: float | None
+
+
 class Stats(BaseModel):
     """`stats.project_stats`: progress, throughput, agreement; win rates for a pairwise project."""
 
@@ -195,3 +208,4 @@ class Stats(BaseModel):
     throughput: dict[str, Throughput]
     agreement: Agreement
     win_rates: WinRates | None = Field(None, description="pairwise projects only (blind A/B evaluation)")
+    blind_eval: BlindEval | None = Field(None, description="projects imported with --eval only")

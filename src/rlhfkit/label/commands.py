@@ -14,7 +14,7 @@ from rlhfkit.data.formats import read_candidates
 from rlhfkit.data.jsonl import check_writable, write_jsonl
 from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError, at
-from rlhfkit.label import assign
+from rlhfkit.label import assign, blind
 from rlhfkit.label.app import DEFAULT_PUBLIC_URL, create_app
 from rlhfkit.label.db import MODES, ROLES, is_disk_full, normalize_url, open_engine, upgrade
 from rlhfkit.label.export import FORMATS, records
@@ -80,6 +80,9 @@ class ImportConfig(DataOptions):
     project: str | None = required("project name (created on first import)")
     mode: str = option("rank", "rank | pairwise | demo")
     overlap: int | None = option(None, "distinct labelers per item (default 3 for a new project)")
+    eval: str | None = option(None, "blind evaluation of two policies: policy A's outputs; the positional file "
+                                    "holds policy B's on the same prompts (`--mode pairwise --eval A.jsonl B.jsonl`)")
+    seed: int = option(0, "with --eval: the seed that draws, per item, whether A is shown as the first output")
 
     def check(self) -> None:
         normalize_url(self.db)
@@ -87,6 +90,8 @@ class ImportConfig(DataOptions):
             raise UserError("--project is empty")
         if self.mode not in MODES:
             raise UserError(f"--mode {self.mode!r}: expected one of {', '.join(MODES)}")
+        if self.eval is not None and self.mode != "pairwise":
+            raise UserError(f"--eval compares two policies side by side: it needs --mode pairwise, not {self.mode!r}")
         if self.overlap is not None and self.overlap < 1:
             raise UserError(f"--overlap {self.overlap}: each item needs at least one labeler")
 
@@ -115,12 +120,24 @@ def read_items(path: str, mode: str, opts=None) -> list[dict]:
 
 def import_items(cfg: ImportConfig) -> tuple[int, int]:
     cfg.check()
-    items = read_items(cfg.candidates, cfg.mode, cfg)  # validate the whole file before touching the database
+    if cfg.eval is not None:  # validate both files before touching the database
+        items = blind.pair_items(blind.read_arm(cfg.eval, cfg), blind.read_arm(cfg.candidates, cfg), cfg.seed,
+                                 cfg.eval, cfg.candidates)
+    else:
+        items = read_items(cfg.candidates, cfg.mode, cfg)  # validate the whole file before touching the database
     store = open_store(cfg.db, migrate=True)
     added, present = store.import_items(cfg.project, cfg.mode, cfg.overlap, items)
     p = store.project(cfg.project)
     print(f"project {p.name} ({p.mode}, overlap {p.overlap}): {added} items added, {present} already there")
+    if cfg.eval is not None:
+        print(f"blind evaluation: A = {cfg.eval}, B = {cfg.candidates}; which side A is on was drawn per item "
+              f"with seed {cfg.seed} and is not shown to labelers ({sum(arm_first(i) for i in items)} of "
+              f"{len(items)} items have A first)")
     return added, present
+
+
+def arm_first(item: dict) -> bool:
+    return blind.arm_of(item["completions"][0]["source"]) == "A"
 
 
 # ---------------------------------------------------------------------------------------------- invite
@@ -261,14 +278,32 @@ class StatsConfig:
     db: str | None = required("database: a SQLite file or a URL")
     project: str | None = required("project name")
     json: bool = option(False, "print JSON instead of a table")
+    report: str | None = option(None, "a JSON report with win rates by gold or RM (`rlhf eval winrate --json-out`, "
+                                      "`rlhf demo`'s report.json): shown next to the people's blind A/B win rate")
 
     def check(self) -> None:
         normalize_url(self.db)
 
 
+def read_report(path: str) -> dict:
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not a JSON report ({exc.__class__.__name__})") from None
+    found = blind.report_win_rates(report) if isinstance(report, dict) else {}
+    if not found:
+        raise UserError(f"{path}: no win rates in it (expected `rlhf eval winrate --json-out` or a demo report.json)")
+    return found
+
+
 def stats(cfg: StatsConfig) -> dict:
     cfg.check()
+    reference = read_report(cfg.report) if cfg.report else None
     store = open_store(cfg.db)
     st = project_stats(store.progress(cfg.project), store.submissions(cfg.project))
+    if reference is not None:
+        st["reference_win_rates"] = reference
     print(json.dumps(st, indent=2) if cfg.json else format_stats(st))
     return st
