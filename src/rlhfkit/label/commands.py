@@ -11,10 +11,11 @@ import uvicorn
 
 from rlhfkit.config import option, required
 from rlhfkit.data.formats import read_candidates
-from rlhfkit.data.jsonl import check_writable, write_jsonl
+from rlhfkit.data.jsonl import check_writable, read_jsonl, write_jsonl
 from rlhfkit.data.readers import DataOptions
+from rlhfkit.data.schemas import ranking_record
 from rlhfkit.errors import UserError, at
-from rlhfkit.label import assign, blind
+from rlhfkit.label import assign, blind, interop
 from rlhfkit.label.app import DEFAULT_PUBLIC_URL, create_app
 from rlhfkit.label.db import MODES, ROLES, is_disk_full, normalize_url, open_engine, upgrade
 from rlhfkit.label.export import FORMATS, records
@@ -254,20 +255,79 @@ class ExportConfig:
     db: str | None = required("database: a SQLite file or a URL")
     project: str | None = required("project name")
     format: str = option("rankings", "rankings | pairs | demos | raw")
-    out: str | None = required("output JSONL file")
+    out: str | None = required("output JSONL file (a JSON file with --to)")
+    to: str | None = option(None, "write the rankings for another tool instead: label-studio (tasks with "
+                                  "annotations, and the labeling config beside them) | argilla (Argilla 2 records)")
 
     def check(self) -> None:
         normalize_url(self.db)
         if self.format not in FORMATS:
             raise UserError(f"--format {self.format!r}: expected one of {', '.join(FORMATS)}")
+        check_tool(self.to)
+        if self.to is not None and self.format != "rankings":
+            raise UserError(f"--to {self.to} writes rankings; leave out --format {self.format}")
+
+
+def check_tool(tool: str | None) -> None:
+    if tool is not None and tool not in interop.TOOLS:
+        raise UserError(f"--to {tool!r}: expected one of {', '.join(interop.TOOLS)}")
 
 
 def export(cfg: ExportConfig) -> int:
     cfg.check()
     check_writable(cfg.out)
     rows = open_store(cfg.db).submissions(cfg.project)
+    if cfg.to is not None:
+        return write_foreign(records(rows, "rankings"), cfg.to, cfg.out)
     n = write_jsonl(cfg.out, records(rows, cfg.format))
     print(f"{n} {cfg.format} records from {len(rows)} submissions -> {cfg.out}")
+    return n
+
+
+def write_foreign(rankings: list[dict], tool: str, out: str) -> int:
+    """Rankings as a Label Studio tasks file (with its labeling config beside it) or Argilla 2 records."""
+    if tool == "label-studio":
+        tasks = interop.to_label_studio(rankings)
+        config = Path(out).with_suffix(".label-config.xml")
+        k = max((len(r["completions"]) for r in rankings), default=2)
+        interop.write_json(out, tasks)
+        config.write_text(interop.label_studio_config(k), encoding="utf-8")
+        print(f"{len(rankings)} rankings of {len(tasks)} items -> {out} (Label Studio tasks with annotations); "
+              f"labeling config: {config}")
+        return len(tasks)
+    records_, tied = interop.to_argilla(rankings)
+    interop.write_json(out, records_)
+    print(f"{len(rankings)} rankings of {len(records_)} items -> {out} (Argilla 2 records, RankingQuestion "
+          f"'{interop.ARGILLA_RANKING}')" + (f"; {tied} rankings had ties, which Argilla's ranking cannot hold: tied "
+                                             "outputs are listed in index order" if tied else ""))
+    return len(records_)
+
+
+# --------------------------------------------------------------------------------------------- convert
+
+@dataclass
+class ForeignConfig:
+    file: str | None = required("a Label Studio JSON export or an Argilla 2 records.json (with --to rankings), "
+                                "or a rankings JSONL (with --to label-studio|argilla)", positional=True)
+    out: str | None = required("the file to write")
+    to: str = option("rankings", "rankings | label-studio | argilla")
+    buckets: list[str] = option([], "Label Studio Ranker buckets, best first, comma-separated (default: their "
+                                    "order in the export)")
+    prompt_field: str = option("prompt", "the task data key (Label Studio) or record field (Argilla) of the prompt")
+
+    def check(self) -> None:
+        if self.to != "rankings":
+            check_tool(self.to)
+
+
+def foreign_convert(cfg: ForeignConfig) -> int:
+    cfg.check()
+    check_writable(cfg.out)
+    if cfg.to != "rankings":
+        return write_foreign(read_jsonl(cfg.file, ranking_record), cfg.to, cfg.out)
+    tool, rankings = interop.to_rankings(cfg.file, cfg.buckets or None, cfg.prompt_field)
+    n = write_jsonl(cfg.out, rankings)
+    print(f"{n} rankings of {len({r['id'] for r in rankings})} items from a {tool} export -> {cfg.out}")
     return n
 
 
