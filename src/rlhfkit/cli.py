@@ -52,6 +52,7 @@ from rlhfkit.eval.commands import (
 )
 from rlhfkit.label.commands import (
     ExportConfig,
+    ForeignConfig,
     GuidelinesConfig,
     ImportConfig,
     InviteConfig,
@@ -59,6 +60,7 @@ from rlhfkit.label.commands import (
     ServeConfig,
     StatsConfig,
     export,
+    foreign_convert,
     guidelines,
     import_items,
     invite,
@@ -102,6 +104,8 @@ COMMANDS: dict[str, Command] = {
     "label gold": Command(GoldConfig, gold, "add gold items (known answers) and set their rate and the QC threshold"),
     "label export": Command(ExportConfig, export, "write rankings, pairs, demos or raw answers as JSON Lines"),
     "label stats": Command(StatsConfig, stats, "progress, throughput, agreement and A/B win rates of a project"),
+    "label convert": Command(ForeignConfig, foreign_convert, "rankings from a Label Studio or Argilla 2 export, or "
+                             "rankings JSONL to files those tools import"),
     "data pairs": Command(PairsConfig, export_pairs,
                           "turn rankings into every strictly ordered (chosen, rejected) pair"),
     "data convert": Command(ConvertConfig, convert, "write rankings, pairs or prompts JSONL from any accepted "

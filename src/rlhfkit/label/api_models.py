@@ -193,6 +193,17 @@ class Quality(BaseModel):
     pairs_compared: int
     flagged: bool = Field(description="a rate is below the project's threshold")
     reasons: list[str]
+class BlindEval(BaseModel):
+    """`blind.win_rate_b_over_a`: the people's win rate of policy B over policy A (`import --eval`)."""
+
+    a: list[str] = Field(description="policy A's sources")
+    b: list[str] = Field(description="policy B's sources")
+    b_wins: float = Field(description="a tie counts half")
+    ties: int
+    n: int = Field(description="answers (one per labeler per item)")
+    rate: float | None = Field(description="b_wins / n; null before the first answer")
+    ci_low: float | None = Field(description="95% Wilson score interval")
+    ci_high: float | None
 
 
 class Stats(BaseModel):
@@ -214,6 +225,7 @@ class Stats(BaseModel):
     gold_rate: float = Field(0.0, description="the share of a labeler's items that are gold")
     qc_threshold: float = Field(0.7, description="labelers whose gold accuracy or agreement is below it are flagged")
     quality: dict[str, Quality] = Field(default_factory=dict, description="per labeler: quality control")
+    blind_eval: BlindEval | None = Field(None, description="projects imported with --eval only")
 
 
 # ------------------------------------------------------------------------------------ history, review

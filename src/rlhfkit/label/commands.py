@@ -11,10 +11,11 @@ import uvicorn
 
 from rlhfkit.config import option, required
 from rlhfkit.data.formats import read_candidates
-from rlhfkit.data.jsonl import check_writable, write_jsonl
+from rlhfkit.data.jsonl import check_writable, read_jsonl, write_jsonl
 from rlhfkit.data.readers import DataOptions
+from rlhfkit.data.schemas import ranking_record
 from rlhfkit.errors import UserError, at
-from rlhfkit.label import assign
+from rlhfkit.label import assign, blind, interop
 from rlhfkit.label.app import DEFAULT_PUBLIC_URL, create_app
 from rlhfkit.label.db import MODES, ROLES, is_disk_full, normalize_url, open_engine, upgrade
 from rlhfkit.label.export import FORMATS, records
@@ -80,6 +81,9 @@ class ImportConfig(DataOptions):
     project: str | None = required("project name (created on first import)")
     mode: str = option("rank", "rank | pairwise | demo")
     overlap: int | None = option(None, "distinct labelers per item (default 3 for a new project)")
+    eval: str | None = option(None, "blind evaluation of two policies: policy A's outputs; the positional file "
+                                    "holds policy B's on the same prompts (`--mode pairwise --eval A.jsonl B.jsonl`)")
+    seed: int = option(0, "with --eval: the seed that draws, per item, whether A is shown as the first output")
 
     def check(self) -> None:
         normalize_url(self.db)
@@ -87,6 +91,8 @@ class ImportConfig(DataOptions):
             raise UserError("--project is empty")
         if self.mode not in MODES:
             raise UserError(f"--mode {self.mode!r}: expected one of {', '.join(MODES)}")
+        if self.eval is not None and self.mode != "pairwise":
+            raise UserError(f"--eval compares two policies side by side: it needs --mode pairwise, not {self.mode!r}")
         if self.overlap is not None and self.overlap < 1:
             raise UserError(f"--overlap {self.overlap}: each item needs at least one labeler")
 
@@ -115,12 +121,24 @@ def read_items(path: str, mode: str, opts=None) -> list[dict]:
 
 def import_items(cfg: ImportConfig) -> tuple[int, int]:
     cfg.check()
-    items = read_items(cfg.candidates, cfg.mode, cfg)  # validate the whole file before touching the database
+    if cfg.eval is not None:  # validate both files before touching the database
+        items = blind.pair_items(blind.read_arm(cfg.eval, cfg), blind.read_arm(cfg.candidates, cfg), cfg.seed,
+                                 cfg.eval, cfg.candidates)
+    else:
+        items = read_items(cfg.candidates, cfg.mode, cfg)  # validate the whole file before touching the database
     store = open_store(cfg.db, migrate=True)
     added, present = store.import_items(cfg.project, cfg.mode, cfg.overlap, items)
     p = store.project(cfg.project)
     print(f"project {p.name} ({p.mode}, overlap {p.overlap}): {added} items added, {present} already there")
+    if cfg.eval is not None:
+        print(f"blind evaluation: A = {cfg.eval}, B = {cfg.candidates}; which side A is on was drawn per item "
+              f"with seed {cfg.seed} and is not shown to labelers ({sum(arm_first(i) for i in items)} of "
+              f"{len(items)} items have A first)")
     return added, present
+
+
+def arm_first(item: dict) -> bool:
+    return blind.arm_of(item["completions"][0]["source"]) == "A"
 
 
 # ---------------------------------------------------------------------------------------------- invite
@@ -237,20 +255,79 @@ class ExportConfig:
     db: str | None = required("database: a SQLite file or a URL")
     project: str | None = required("project name")
     format: str = option("rankings", "rankings | pairs | demos | raw")
-    out: str | None = required("output JSONL file")
+    out: str | None = required("output JSONL file (a JSON file with --to)")
+    to: str | None = option(None, "write the rankings for another tool instead: label-studio (tasks with "
+                                  "annotations, and the labeling config beside them) | argilla (Argilla 2 records)")
 
     def check(self) -> None:
         normalize_url(self.db)
         if self.format not in FORMATS:
             raise UserError(f"--format {self.format!r}: expected one of {', '.join(FORMATS)}")
+        check_tool(self.to)
+        if self.to is not None and self.format != "rankings":
+            raise UserError(f"--to {self.to} writes rankings; leave out --format {self.format}")
+
+
+def check_tool(tool: str | None) -> None:
+    if tool is not None and tool not in interop.TOOLS:
+        raise UserError(f"--to {tool!r}: expected one of {', '.join(interop.TOOLS)}")
 
 
 def export(cfg: ExportConfig) -> int:
     cfg.check()
     check_writable(cfg.out)
     rows = open_store(cfg.db).submissions(cfg.project)
+    if cfg.to is not None:
+        return write_foreign(records(rows, "rankings"), cfg.to, cfg.out)
     n = write_jsonl(cfg.out, records(rows, cfg.format))
     print(f"{n} {cfg.format} records from {len(rows)} submissions -> {cfg.out}")
+    return n
+
+
+def write_foreign(rankings: list[dict], tool: str, out: str) -> int:
+    """Rankings as a Label Studio tasks file (with its labeling config beside it) or Argilla 2 records."""
+    if tool == "label-studio":
+        tasks = interop.to_label_studio(rankings)
+        config = Path(out).with_suffix(".label-config.xml")
+        k = max((len(r["completions"]) for r in rankings), default=2)
+        interop.write_json(out, tasks)
+        config.write_text(interop.label_studio_config(k), encoding="utf-8")
+        print(f"{len(rankings)} rankings of {len(tasks)} items -> {out} (Label Studio tasks with annotations); "
+              f"labeling config: {config}")
+        return len(tasks)
+    records_, tied = interop.to_argilla(rankings)
+    interop.write_json(out, records_)
+    print(f"{len(rankings)} rankings of {len(records_)} items -> {out} (Argilla 2 records, RankingQuestion "
+          f"'{interop.ARGILLA_RANKING}')" + (f"; {tied} rankings had ties, which Argilla's ranking cannot hold: tied "
+                                             "outputs are listed in index order" if tied else ""))
+    return len(records_)
+
+
+# --------------------------------------------------------------------------------------------- convert
+
+@dataclass
+class ForeignConfig:
+    file: str | None = required("a Label Studio JSON export or an Argilla 2 records.json (with --to rankings), "
+                                "or a rankings JSONL (with --to label-studio|argilla)", positional=True)
+    out: str | None = required("the file to write")
+    to: str = option("rankings", "rankings | label-studio | argilla")
+    buckets: list[str] = option([], "Label Studio Ranker buckets, best first, comma-separated (default: their "
+                                    "order in the export)")
+    prompt_field: str = option("prompt", "the task data key (Label Studio) or record field (Argilla) of the prompt")
+
+    def check(self) -> None:
+        if self.to != "rankings":
+            check_tool(self.to)
+
+
+def foreign_convert(cfg: ForeignConfig) -> int:
+    cfg.check()
+    check_writable(cfg.out)
+    if cfg.to != "rankings":
+        return write_foreign(read_jsonl(cfg.file, ranking_record), cfg.to, cfg.out)
+    tool, rankings = interop.to_rankings(cfg.file, cfg.buckets or None, cfg.prompt_field)
+    n = write_jsonl(cfg.out, rankings)
+    print(f"{n} rankings of {len({r['id'] for r in rankings})} items from a {tool} export -> {cfg.out}")
     return n
 
 
@@ -261,14 +338,32 @@ class StatsConfig:
     db: str | None = required("database: a SQLite file or a URL")
     project: str | None = required("project name")
     json: bool = option(False, "print JSON instead of a table")
+    report: str | None = option(None, "a JSON report with win rates by gold or RM (`rlhf eval winrate --json-out`, "
+                                      "`rlhf demo`'s report.json): shown next to the people's blind A/B win rate")
 
     def check(self) -> None:
         normalize_url(self.db)
 
 
+def read_report(path: str) -> dict:
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not a JSON report ({exc.__class__.__name__})") from None
+    found = blind.report_win_rates(report) if isinstance(report, dict) else {}
+    if not found:
+        raise UserError(f"{path}: no win rates in it (expected `rlhf eval winrate --json-out` or a demo report.json)")
+    return found
+
+
 def stats(cfg: StatsConfig) -> dict:
     cfg.check()
+    reference = read_report(cfg.report) if cfg.report else None
     store = open_store(cfg.db)
     st = project_stats(store.progress(cfg.project), store.submissions(cfg.project), store.gold_answers(cfg.project))
+    if reference is not None:
+        st["reference_win_rates"] = reference
     print(json.dumps(st, indent=2) if cfg.json else format_stats(st))
     return st

@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from rlhfkit.label import agreement, review
+from rlhfkit.label import agreement, blind, review
 from rlhfkit.label.answers import tiers_to_ranking
 
 # A rate is shown only from enough data: one 1.3-second answer is not "2,742 per hour". Below either
@@ -81,6 +81,9 @@ def project_stats(progress: dict, rows: list[dict], gold_rows: list[dict] = ()) 
                                       stats["agreement"]["per_labeler"], progress.get("qc_threshold", 0.7))
     if progress["mode"] == "pairwise":
         stats["win_rates"] = win_rates(rows)
+        evaluation = blind.win_rate_b_over_a(rows)
+        if evaluation is not None:
+            stats["blind_eval"] = evaluation
     return stats
 
 
@@ -117,4 +120,21 @@ def format_stats(st: dict) -> str:
         lines += ["", "blind A/B win rates (equal = half a win):"]
         lines += [f"  {src:<24} {_fmt(w['win_rate'], True):>7} of {w['comparisons']}"
                   for src, w in st["win_rates"]["per_source"].items()]
+    if "blind_eval" in st:
+        lines += ["", *format_blind_eval(st["blind_eval"], st.get("reference_win_rates") or {})]
     return "\n".join(lines)
+
+
+def format_interval(w: dict) -> str:
+    return f"{w['rate']:.3f} (95% CI {w['ci_low']:.3f}-{w['ci_high']:.3f}, n={w.get('n', '?')})"
+
+
+def format_blind_eval(e: dict, reference: dict[str, dict]) -> list[str]:
+    """The people's win rate of B over A, and the reference win rates of a report beside it."""
+    lines = [f"blind evaluation, B = {', '.join(e['b'])} over A = {', '.join(e['a'])} (ties half):"]
+    if e["n"]:
+        lines.append(f"  people (Wilson)          {format_interval(e)}, {e['ties']} ties")
+    else:
+        lines.append("  people                   no answers yet")
+    lines += [f"  {name:<24} {format_interval(w)}" for name, w in reference.items()]
+    return lines

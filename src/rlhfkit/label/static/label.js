@@ -7,6 +7,7 @@
   let started = 0;
   let timerId = null;
   let pendingFlag = false; // "f" was pressed: the next digit toggles a flag
+  const SNIPPET_CHARS = 40;
 
   const $ = (sel, root) => (root || document).querySelector(sel);
   const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
@@ -65,11 +66,37 @@
       const chip = document.createElement("span");
       chip.className = "chip";
       chip.textContent = "Output " + card.dataset.n;
+      const snippet = document.createElement("span"); // the start of the output, so a tier reads at a glance
+      snippet.className = "snippet";
+      snippet.textContent = " · " + ($("pre.text", card).textContent || "").trim().slice(0, SNIPPET_CHARS);
+      chip.appendChild(snippet);
+      chip.title = ($("pre.text", card).textContent || "").trim().slice(0, 300);
       chip.draggable = true;
       chip.dataset.n = card.dataset.n;
       row.appendChild(chip);
       card.classList.toggle("placed", select.value !== "");
     });
+    countFlags();
+    measureBars();
+  }
+
+  // The flags sit behind a toggle per output; its summary counts the ones set, so a closed toggle still tells.
+  function countFlags() {
+    outputs().forEach((card) => {
+      const count = $(".flag-count", card);
+      const n = $$(".flags input:checked", card).length;
+      if (count) count.textContent = n ? "(" + n + ")" : "";
+    });
+  }
+
+  // Outputs scrolled to by j/k stop below the sticky task bar and ranking board (CSSOM, allowed by the CSP).
+  function measureBars() {
+    const bar = $(".task-bar");
+    const board = $("#board");
+    const root = document.documentElement.style;
+    if (bar) root.setProperty("--bar-h", bar.offsetHeight + "px");
+    const sticky = board && getComputedStyle(board).position === "sticky";
+    root.setProperty("--board-h", (sticky ? board.offsetHeight : 0) + "px");
   }
 
   function setTier(card, tier) {
@@ -187,6 +214,9 @@
       if (digit && flagging) {
         const box = $('input[data-flag="' + digit[1] + '"]', card);
         if (box) box.checked = !box.checked;
+        const toggle = $("details.flags-toggle", card);
+        if (box && toggle) toggle.open = true; // show the flag just set
+        countFlags();
         changed();
       } else if (digit && ev.shiftKey) {
         const radio = $('input[type="radio"][value="' + digit[1] + '"]', card);
@@ -205,14 +235,18 @@
       const pick = { a: "A", ArrowLeft: "A", b: "B", ArrowRight: "B", e: "equal", "=": "equal" }[ev.key];
       if (pick) {
         ev.preventDefault();
-        $('input[name="choice"][value="' + pick + '"]').checked = true;
-        $$("#task article.side").forEach((s) => s.classList.toggle("chosen", s.dataset.choice === pick));
-        changed();
+        choose(pick);
       } else if (ev.key === "n") {
         ev.preventDefault();
         $('textarea[name="notes"]').focus();
       }
     }
+  }
+
+  function choose(pick) {
+    $('input[name="choice"][value="' + pick + '"]').checked = true;
+    $$("#task article.side").forEach((s) => s.classList.toggle("chosen", s.dataset.choice === pick));
+    changed();
   }
 
   // ---------------------------------------------------------------------------------- drafts
@@ -287,6 +321,13 @@
       renderBoard();
       const first = outputs()[0];
       if (first) first.focus({ preventScroll: true });
+    } else if (mode() === "pairwise") {
+      // A click (or tap) on an output card chooses it, as the a/b keys do; selecting text inside does not.
+      $$("#task article.side").forEach((side) => side.addEventListener("click", () => {
+        const selection = window.getSelection && String(window.getSelection());
+        if (!selection) choose(side.dataset.choice);
+      }));
+      $$('input[name="choice"]').forEach((r) => r.addEventListener("change", () => choose(r.value)));
     } else if (mode() === "demo") {
       const box = $('textarea[name="text"]');
       if (box) box.focus({ preventScroll: true });
@@ -321,6 +362,7 @@
     }
   });
   document.addEventListener("keydown", onKey);
+  window.addEventListener("resize", () => { if (mode() === "rank") measureBars(); });
   document.addEventListener("DOMContentLoaded", init);
   // A message from the server (409/422/507, swapped into #form-error) is scrolled into view too.
   document.addEventListener("htmx:afterSwap", (ev) => {
