@@ -27,19 +27,23 @@ def test_two_rounds_then_resume_adds_a_third(micro_world, tmp_path, capsys):
 def test_labels_from_the_app_wait_for_the_export(micro_world, tmp_path, capsys):
     out, labels = tmp_path / "loop", tmp_path / "labels"
     args = ["loop", "--world", micro_world, "--preset", "micro", "--out", out, "--prompts-per-round", "8",
-            "--ppo-steps", "1", "--rounds", "1", "--labels-dir", labels]
-    code, stdout, _ = run_cli(args, capsys)
-    assert code == 0 and "waiting for labels" in stdout
-    assert not (out / "round-1" / "round.json").exists()
+            "--ppo-steps", "1", "--rounds", "1", "--labels-dir", labels, "--per-item", "3"]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 3 and "waiting for labels" in stdout and "waiting: round 1" in err  # 3: waiting, not done
+    assert "--overlap 3" in stdout  # the app project's overlap is --per-item
+    assert not (out / "round-1" / "round.json").exists() and not (out / "report.json").exists()
+    candidates = (out / "round-1" / "candidates.jsonl").read_text()
+    code, _, _ = run_cli(args, capsys)
+    assert code == 3 and (out / "round-1" / "candidates.jsonl").read_text() == candidates  # never re-sampled
     # a labeler team ranks the candidates in the app and exports them (here: written directly)
     labels.mkdir()
     rows = []
-    for line in (out / "round-1" / "candidates.jsonl").read_text().splitlines():
+    for labeler, line in [(name, line) for name in ("alice", "bob", "carol") for line in candidates.splitlines()]:
         item = json.loads(line)
         k = len(item["completions"])
         rows.append({"id": item["id"], "prompt": item["prompt"],
                      "completions": [c["text"] for c in item["completions"]],
-                     "ranking": [[i] for i in range(k)], "labeler": "alice"})
+                     "ranking": [[i] for i in range(k)], "labeler": labeler})
     (labels / "round-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
