@@ -44,7 +44,20 @@ def test_labels_from_the_app_wait_for_the_export(micro_world, tmp_path, capsys):
         rows.append({"id": item["id"], "prompt": item["prompt"],
                      "completions": [c["text"] for c in item["completions"]],
                      "ranking": [[i] for i in range(k)], "labeler": labeler})
-    (labels / "round-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    export = labels / "round-1.jsonl"
+    export.write_text("".join(json.dumps(r) + "\n" for r in rows[:-3]))  # carol has not finished
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "round-1.jsonl: 5 of 8 items have 3 rankings (62%)" in err and "--allow-partial" in err
+    assert not (out / "round-1" / "rankings.jsonl").exists()
+    export.write_text("".join(json.dumps(r) + "\n" for r in rows))
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
     assert json.loads((out / "round-1" / "round.json").read_text())["rankings"] == len(rows)
+    state = json.loads((out / "round-1" / "state.json").read_text())
+    assert set(state["stages"]) == {"samples", "labels", "rm", "ppo"}
+    assert state["stages"]["labels"]["coverage"] == {"items": 8, "complete": 8, "rankings": 24, "overlap": 3}
+    # a changed export after the round trained on it is reported, with the way to retrain from it
+    export.write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]))
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0 and "round 1: its labels changed since the round trained on them (24 rankings then, 23 " \
+                         "now); rerun with --redo-round 1" in stdout
