@@ -47,7 +47,7 @@ class Person(threading.Thread):
 
     def __init__(self, name: str, link: str, judge, think_s: float, log, stop: threading.Event):
         super().__init__(daemon=True)
-        self.name, self.link, self.judge, self.think_s, self.log, self.stop = link, judge, think_s, log, stop
+        self.name, self.link, self.judge, self.think_s, self.log, self.stop = name, link, judge, think_s, log, stop
         self.answered = 0
 
     def run(self) -> None:
@@ -96,27 +96,30 @@ def main() -> int:
     loop = subprocess.Popen(loop_cmd, stdout=subprocess.PIPE, stderr=loop_log, text=True, bufsize=1)
     links, server, people, stop = {}, None, [], threading.Event()
     people_log = (out / "people.log").open("w")
-    for line in loop.stdout:
-        loop_log.write(line)
-        loop_log.flush()
-        print(f"{time.time() - t0:7.1f}s | {line}", end="", flush=True)
-        if m := re.match(r"^ +(ann|bob): (http\S+/invite/\S+)$", line):
-            links[m.group(1)] = m.group(2)
-        if server is None and line.strip().startswith("4. The loop waits"):
-            server = subprocess.Popen(rlhf("label", "serve", "--db", out / "loop" / "labels.db", "--port", port),
-                                      stdout=(out / "serve.log").open("w"), stderr=subprocess.STDOUT)
-            wait_for_server(url)
-            world = World(out / "loop" / "world")
-            for name, judge in zip(("ann", "bob"), world.labelers(2, seed=0)):
-                people.append(Person(name, links[name], judge, args.think, people_log, stop))
-                people[-1].start()
-    code = loop.wait()
-    stop.set()
+    try:
+        for line in loop.stdout:
+            loop_log.write(line)
+            loop_log.flush()
+            print(f"{time.time() - t0:7.1f}s | {line}", end="", flush=True)
+            if m := re.match(r"^ +(ann|bob): (http\S+/invite/\S+)$", line):
+                links[m.group(1)] = m.group(2)
+            if server is None and line.strip().startswith("4. The loop waits"):
+                server = subprocess.Popen(rlhf("label", "serve", "--db", out / "loop" / "labels.db", "--port", port),
+                                          stdout=(out / "serve.log").open("w"), stderr=subprocess.STDOUT)
+                wait_for_server(url)
+                world = World(out / "loop" / "world")
+                for name, judge in zip(("ann", "bob"), world.labelers(2, seed=0)):
+                    people.append(Person(name, links[name], judge, args.think, people_log, stop))
+                    people[-1].start()
+        code = loop.wait()
+    finally:
+        stop.set()
+        for process in (loop, server):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(10)
     for p in people:
         p.join(10)
-    if server is not None:
-        server.terminate()
-        server.wait(10)
     answered = ", ".join(f"{p.name} {p.answered}" for p in people)
     print(f"{time.time() - t0:7.1f}s | loop exited with code {code}; rankings given: {answered}")
     return code

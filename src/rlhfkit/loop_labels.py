@@ -189,7 +189,9 @@ def app_runbook(app: LabelingApp, *, items: int, overlap: int, need: int, links:
         lines.append(f"     more people: {invite}")
     if ADMIN in links:
         lines.append(f"     admin (progress, agreement, guidelines, exports in the browser): {links[ADMIN]}")
-    lines += ["  3. Labelers open the link, read the guidelines, and for each item put the outputs in tiers",
+    lines += [f"  3. Labelers open the link (and first read the guidelines, if you set some: rlhf label guidelines "
+              f"FILE.md --db {db} --project {project}),",
+              "     and for each item put the outputs in tiers",
               "     (1 = best; outputs of equal quality share a tier) and give each a quality score of 1-7.",
               "     They can stop at any time; an item they skip waits for someone else. Each round's items",
               "     appear in the same queue on the same page as the loop adds them.",
