@@ -283,23 +283,23 @@ def run_loop(cfg: LoopConfig) -> dict:
     plan = PLANS[cfg.preset]
     out = Path(cfg.out)
     later = check_rerun(out, cfg)
+    world_dir = Path(cfg.world) if cfg.world else out / "world"
+    sft = Path(cfg.sft) if cfg.sft else out / "sft"
+    if cfg.world and not (world_dir / "world.json").exists():  # refused before OUT or its config.toml is written
+        raise UserError(f"{world_dir}: not a world directory (no world.json; run `rlhf world build`)")
+    if cfg.sft and not (sft / "config.json").exists():
+        raise UserError(f"{sft}: no such policy directory")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "config.toml", saved_config(cfg))
     rerun = f"rlhf loop --config {out / 'config.toml'}"
     say = stages.Progress()
     if later:
         say(f"changed since the last run: {', '.join(later)}: applies from the next round that has not started")
-    world_dir = Path(cfg.world) if cfg.world else out / "world"
     if not (world_dir / "world.json").exists():
-        if cfg.world:
-            raise UserError(f"{world_dir}: not a world directory (no world.json; run `rlhf world build`)")
         say(f"world: building the '{cfg.preset}' toy world")
         stages.quiet(build_world, WorldConfig(out=str(world_dir), preset=cfg.preset, seed=cfg.seed, overwrite=True))
     world = World(world_dir)
-    sft = Path(cfg.sft) if cfg.sft else out / "sft"
     if not (sft / "config.json").exists():
-        if cfg.sft:
-            raise UserError(f"{sft}: no such policy directory")
         say("SFT on the world's demonstrations")
         stages.sft(world, sft, epochs=plan.sft_epochs, lr=plan.sft_lr, seed=cfg.seed, threads=cfg.threads)
     if cfg.redo_round:
