@@ -123,6 +123,8 @@ def people_label_two_rounds(micro_world, out, tmp_path, capsys, server, links, c
             loop.kill()
     state = json.loads((out / "round-2" / "state.json").read_text())
     assert "rm" in state["stages"] and "ppo" not in state["stages"], log.read_text()
+    step = max(int(p.parent.name.removeprefix("step-")) for p in checkpoints.glob("step-*/state.pt"))
+    logged = (out / "round-2" / "ppo" / "metrics.jsonl").read_text().splitlines()[:step]
     assert "6 of 6 items have 2 rankings (100%), 12 rankings in all" in log.read_text()
 
     code, stdout, err = run_cli(loop_args(micro_world, out), capsys)
@@ -130,6 +132,9 @@ def people_label_two_rounds(micro_world, out, tmp_path, capsys, server, links, c
     assert ("round 2: 4. PPO from sft, 6 iterations (KL to the SFT policy), continuing from its last checkpoint"
             in stdout)
     assert "round 2: 1. sample" not in stdout and "round 2: 3. reward model" not in stdout  # kept, not redone
+    # the steps up to the checkpoint are kept as they were logged (a run started over would log them anew)
+    after = (out / "round-2" / "ppo" / "metrics.jsonl").read_text().splitlines()
+    assert 1 <= step < 6 and after[:step] == logged and len(after) == 6
     resumed = json.loads((out / "report.json").read_text())["rounds"]
     assert [r["rankings"] for r in resumed] == [12, 24]
 
