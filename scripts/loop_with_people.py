@@ -125,7 +125,7 @@ def main() -> int:
     return code
 
 
-def wait_for_server(url: str, timeout: float = 60) -> None:
+def wait_for_server(url: str, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

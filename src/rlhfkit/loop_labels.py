@@ -163,8 +163,9 @@ def wait_for(app: LabelingApp, r: int, ids: set[str], overlap: int, need: int, *
     while cov.complete < need:
         time.sleep(poll_seconds)
         cov = app.coverage(ids, overlap)
-        bar.n = min(cov.complete, need)
-        bar.refresh()
+        if min(cov.complete, need) != bar.n:  # redrawn when it moves (a log gets one line per change)
+            bar.n = min(cov.complete, need)
+            bar.refresh()
     bar.close()
     return cov
 
