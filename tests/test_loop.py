@@ -33,8 +33,10 @@ def test_labels_from_the_app_wait_for_the_export(micro_world, tmp_path, capsys):
     assert "--overlap 3" in stdout  # the app project's overlap is --per-item
     assert not (out / "round-1" / "round.json").exists() and not (out / "report.json").exists()
     candidates = (out / "round-1" / "candidates.jsonl").read_text()
-    code, _, _ = run_cli(args, capsys)
+    code, stdout, _ = run_cli(args + ["--prompts-per-round", "4"], capsys)  # applies from the next round on
     assert code == 3 and (out / "round-1" / "candidates.jsonl").read_text() == candidates  # never re-sampled
+    assert "prompts_per_round (8 -> 4): applies from the next round that has not started" in stdout
+    args[args.index("--prompts-per-round") + 1] = "4"
     # a labeler team ranks the candidates in the app and exports them (here: written directly)
     labels.mkdir()
     rows = []

@@ -12,7 +12,7 @@ from rlhfkit.data.jsonl import write_jsonl
 from rlhfkit.errors import UserError, Waiting
 from rlhfkit.label.answers import parse_answer
 from rlhfkit.loop import LoopConfig, RoundState, check_rerun, redo_from, saved_config
-from rlhfkit.loop_labels import LabelingApp, check_export, file_digest, sha256, wait_for
+from rlhfkit.loop_labels import LabelingApp, check_export, file_digest, jsonl_bytes, sha256, wait_for
 
 
 def candidates(r: int, n: int = 3, k: int = 3) -> list[dict]:
@@ -124,6 +124,7 @@ def test_one_project_serves_every_round_and_counts_each_rounds_coverage(tmp_path
         wait_for(app, 2, r2, 2, 3, wait=False, poll_seconds=0.01, rerun="rlhf loop --config x")
     assert wait_for(app, 2, r2, 2, 1, wait=False, poll_seconds=0.01, rerun="").complete == 1
     app.export(r2, tmp_path / "export.jsonl")
+    assert file_digest(tmp_path / "export.jsonl") == sha256(jsonl_bytes(app.records(r2)))  # what a rerun compares
     rankings, cov, _ = check_export(tmp_path / "export.jsonl", candidates(2), 2, overlap=2, min_coverage=0.3,
                                     allow_partial=False)
     assert len(rankings) == 4 and {r["id"] for r in rankings} <= r2 and cov.complete == 1
