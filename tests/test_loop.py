@@ -27,20 +27,39 @@ def test_two_rounds_then_resume_adds_a_third(micro_world, tmp_path, capsys):
 def test_labels_from_the_app_wait_for_the_export(micro_world, tmp_path, capsys):
     out, labels = tmp_path / "loop", tmp_path / "labels"
     args = ["loop", "--world", micro_world, "--preset", "micro", "--out", out, "--prompts-per-round", "8",
-            "--ppo-steps", "1", "--rounds", "1", "--labels-dir", labels]
-    code, stdout, _ = run_cli(args, capsys)
-    assert code == 0 and "waiting for labels" in stdout
-    assert not (out / "round-1" / "round.json").exists()
+            "--ppo-steps", "1", "--rounds", "1", "--labels-dir", labels, "--per-item", "3"]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 3 and "waiting for labels" in stdout and "waiting: round 1" in err  # 3: waiting, not done
+    assert "--overlap 3" in stdout  # the app project's overlap is --per-item
+    assert not (out / "round-1" / "round.json").exists() and not (out / "report.json").exists()
+    candidates = (out / "round-1" / "candidates.jsonl").read_text()
+    code, stdout, _ = run_cli(args + ["--prompts-per-round", "4"], capsys)  # applies from the next round on
+    assert code == 3 and (out / "round-1" / "candidates.jsonl").read_text() == candidates  # never re-sampled
+    assert "prompts_per_round (8 -> 4): applies from the next round that has not started" in stdout
+    args[args.index("--prompts-per-round") + 1] = "4"
     # a labeler team ranks the candidates in the app and exports them (here: written directly)
     labels.mkdir()
     rows = []
-    for line in (out / "round-1" / "candidates.jsonl").read_text().splitlines():
+    for labeler, line in [(name, line) for name in ("alice", "bob", "carol") for line in candidates.splitlines()]:
         item = json.loads(line)
         k = len(item["completions"])
         rows.append({"id": item["id"], "prompt": item["prompt"],
                      "completions": [c["text"] for c in item["completions"]],
-                     "ranking": [[i] for i in range(k)], "labeler": "alice"})
-    (labels / "round-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+                     "ranking": [[i] for i in range(k)], "labeler": labeler})
+    export = labels / "round-1.jsonl"
+    export.write_text("".join(json.dumps(r) + "\n" for r in rows[:-3]))  # carol has not finished
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "round-1.jsonl: 5 of 8 items have 3 rankings (62%)" in err and "--allow-partial" in err
+    assert not (out / "round-1" / "rankings.jsonl").exists()
+    export.write_text("".join(json.dumps(r) + "\n" for r in rows))
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
     assert json.loads((out / "round-1" / "round.json").read_text())["rankings"] == len(rows)
+    state = json.loads((out / "round-1" / "state.json").read_text())
+    assert set(state["stages"]) == {"samples", "labels", "rm", "ppo"}
+    assert state["stages"]["labels"]["coverage"] == {"items": 8, "complete": 8, "rankings": 24, "overlap": 3}
+    # a changed export after the round trained on it is reported, with the way to retrain from it
+    export.write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]))
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0 and "round 1: its labels changed since the round trained on them (24 rankings then, 23 " \
+                         "now); rerun with --redo-round 1" in stdout

@@ -39,7 +39,7 @@ from rlhfkit.config import add_arguments, from_args
 from rlhfkit.data.convert import ConvertConfig, convert
 from rlhfkit.data.pairs import PairsConfig, export_pairs
 from rlhfkit.demo import DemoConfig, run_demo
-from rlhfkit.errors import EXIT_USER_ERROR, UserError
+from rlhfkit.errors import EXIT_USER_ERROR, EXIT_WAITING, UserError, Waiting
 from rlhfkit.eval.commands import (
     EvalBoNConfig,
     EvalGoldConfig,
@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         sys.stderr.write(f"rlhf {name}: error: {exc}\n")
         return EXIT_USER_ERROR
+    except Waiting as exc:
+        sys.stderr.write(f"rlhf {name}: waiting: {exc}\n")
+        return EXIT_WAITING
     except KeyboardInterrupt:
         sys.stderr.write(f"rlhf {name}: interrupted\n")
         return 130

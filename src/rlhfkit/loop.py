@@ -2,40 +2,53 @@
 
     round r:  1. sample K outputs per prompt from the current policy and the initial (SFT) policy, at several
                  temperatures
-              2. labels: the toy world's simulated labelers, or — with --labels-dir — the labeling app's export
-                 `LABELS/round-r.jsonl` (the loop writes the candidates and stops until that file exists)
+              2. labels: the toy world's simulated labelers, or people in the labeling app (--labels app: the
+                 loop adds the round's items to its project and waits for them; --labels files: an export put
+                 at LABELS_DIR/round-r.jsonl), each export checked against the round's candidates
+                 (loop_labels.py)
               3. retrain the reward model from the SFT model on *all* comparisons so far
               4. PPO against the new RM, from the SFT policy (or, with --continue-policy, from the current one);
                  the KL penalty stays anchored to the SFT policy
               5. evaluate on held-out prompts by the gold reward
 
-Every finished round leaves `OUT/round-r/round.json`; running the command again continues after the last one.
+Running the same command again goes on where the last run stopped, inside a round too: OUT/round-r/state.json
+records the round's finished stages (samples, labels with their export's hash, RM, PPO) and the settings the
+round started with, and PPO writes checkpoints (--checkpoint-every), so a loop killed during PPO continues from
+the last one. A waiting round is never sampled again. OUT/config.toml is the loop's config (`rlhf loop --config
+OUT/config.toml` reruns it); a rerun that changes what finished rounds computed is refused with the difference,
+and the keys of RERUN_CHANGES apply from the next round that has not started. A finished round is
+OUT/round-r/round.json.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import time
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from rlhfkit import loop_labels as L
 from rlhfkit import pipeline as stages
-from rlhfkit.config import check_at_least, option, required
+from rlhfkit.config import check_at_least, load_toml, option, required, to_toml
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
-from rlhfkit.data.pairs import read_preference_records
 from rlhfkit.data.readers import DataOptions
-from rlhfkit.data.schemas import ranking_record
-from rlhfkit.errors import UserError
+from rlhfkit.data.schemas import candidate_record, ranking_record
+from rlhfkit.errors import UserError, Waiting
 from rlhfkit.eval import report as R
 from rlhfkit.eval.policy import load_policy
 from rlhfkit.eval.stats import win_rate
+from rlhfkit.label.app import DEFAULT_PUBLIC_URL
 from rlhfkit.pipeline import PLANS, check_preset
+from rlhfkit.storage import write_text_atomic
 from rlhfkit.world.build import World, WorldConfig, build_world
 
 
 @dataclass
 class LoopConfig(DataOptions):
-    out: str | None = required("loop directory (one folder per round, report.json, report.html)")
+    out: str | None = required("loop directory (config.toml, one folder per round, report.json, report.html)")
     rounds: int = option(3, "rounds of sample → label → RM → PPO")
     world: str | None = option(None, "toy world directory (default: build the preset's world into OUT/world)")
     preset: str = option("tiny", "world and stage sizes when the loop builds them (micro, tiny, small)")
@@ -43,11 +56,34 @@ class LoopConfig(DataOptions):
     prompts_per_round: int | None = option(None, "prompts sampled for labeling each round (default: the preset's)")
     k: int = option(4, "outputs per prompt")
     temperatures: list[float] = option([0.7, 1.0], "sampling temperatures, comma-separated")
+    labels: str | None = option(None, "where rankings come from: simulated (the toy world's labelers), app (people "
+                                      "in the labeling app: the loop adds each round's items to one project and "
+                                      "waits for them) or files (exports put into --labels-dir); default: "
+                                      "simulated, or files when --labels-dir is given")
+    labels_dir: str | None = option(None, "with --labels files: round r's rankings are LABELS_DIR/round-r.jsonl (an "
+                                    "export of `rlhf label export --format rankings`)")
     labelers: int = option(5, "simulated labelers in the pool")
-    per_item: int = option(2, "simulated labelers per item")
-    labels_dir: str | None = option(None, "take round r's rankings from LABELS_DIR/round-r.jsonl (an export of "
-                                    "`rlhf label export --format rankings`) instead of simulating them")
+    per_item: int = option(2, "rankings per item, by different labelers (simulated ones, or people: the app "
+                              "project's overlap)")
+    min_coverage: float = option(1.0, "share of a round's items that need --per-item rankings before the loop "
+                                      "trains on them")
+    allow_partial: bool = option(False, "train on an export below --min-coverage instead of refusing it")
+    db: str | None = option(None, "with --labels app: the app's database (default OUT/labels.db; or a "
+                                  "postgresql:// URL)")
+    project: str = option("loop", "with --labels app: the app project that holds every round's items")
+    invite: list[str] = option([], "with --labels app: names of the people to invite, comma-separated (one link "
+                                   "each, for every round)")
+    public_url: str = option(DEFAULT_PUBLIC_URL, "with --labels app: where people reach the app (serve's "
+                                                 "--public-url), for the printed links")
+    wait: bool = option(True, "with --labels app: wait for a round's labels, polling the database (--no-wait: "
+                              "exit with code 3 while a round waits)")
+    poll_seconds: float = option(10.0, "with --labels app: seconds between looks at the database")
+    redo_round: int | None = option(None, "redo round N from its labels on (after its export changed): read them "
+                                          "again and retrain its RM and PPO and every later round's (their "
+                                          "samples and labels stay)")
     ppo_steps: int | None = option(None, "PPO iterations per round (default: the preset's)")
+    checkpoint_every: int | None = option(None, "PPO checkpoint every N iterations, so a killed loop continues "
+                                                "from it (default: the preset's save_every)")
     kl_coef: float = option(0.05, "β of the KL penalty to the SFT policy")
     continue_policy: bool = option(False, "each round's PPO continues from the last round's policy (default: a "
                                    "fresh PPO run from the SFT policy against each new RM, so rounds differ only "
@@ -55,103 +91,278 @@ class LoopConfig(DataOptions):
     seed: int = option(0, "random seed")
     threads: int = option(0, "torch CPU threads (0: torch's default)")
 
+    @property
+    def source(self) -> str:
+        return self.labels or ("files" if self.labels_dir else "simulated")
+
     def check(self) -> None:
         check_preset(self.preset)
+        L.check_source(self.source)
+        if self.source == "files" and not self.labels_dir:
+            raise UserError("config key 'labels_dir': --labels files reads the exports from --labels-dir")
+        if self.labels_dir and self.source != "files":
+            raise UserError(f"config key 'labels_dir' is for --labels files, not --labels {self.source}")
         if self.rounds < 1 or self.k < 2:
             raise UserError("config keys: need rounds >= 1 and k >= 2")
         if not self.temperatures or any(t <= 0 for t in self.temperatures):
             raise UserError("config key 'temperatures' must be one or more values > 0")
-        if self.labelers < 1 or not 1 <= self.per_item <= self.labelers:
+        if self.per_item < 1 or (self.source == "simulated" and not 1 <= self.per_item <= self.labelers):
             raise UserError("config keys: need labelers >= 1 and 1 <= per_item <= labelers")
         if self.kl_coef < 0:
             raise UserError("config key 'kl_coef' must be >= 0")
-        check_at_least(self, 1, "prompts_per_round", "ppo_steps")
+        if not 0 < self.min_coverage <= 1:
+            raise UserError("config key 'min_coverage' must be above 0 and at most 1")
+        if not self.poll_seconds > 0:
+            raise UserError("config key 'poll_seconds' must be above 0")
+        if self.redo_round is not None and not 1 <= self.redo_round <= self.rounds:
+            raise UserError(f"config key 'redo_round' must be a round from 1 to {self.rounds}")
+        check_at_least(self, 1, "prompts_per_round", "ppo_steps", "checkpoint_every")
+
+
+# Keys a rerun may change at any time: how the loop runs and waits, not what a round computes.
+RERUN_ANY_TIME = ("rounds", "threads", "wait", "poll_seconds", "min_coverage", "allow_partial", "redo_round",
+                  "invite", "public_url", "checkpoint_every")
+# Keys a rerun may change from the next round on: a round keeps the settings it started with (its state.json).
+RERUN_CHANGES = ("prompts_per_round", "k", "temperatures", "ppo_steps", "kl_coef", "continue_policy")
+
+
+def saved_config(cfg: LoopConfig) -> str:
+    """config.toml of the loop: `--redo-round` is an action of one run, never repeated by a rerun."""
+    return to_toml(replace(cfg, redo_round=None))
+
+
+def check_rerun(out: Path, cfg: LoopConfig) -> list[str]:
+    """Refuse a rerun whose flags change what the loop computed (one line with the difference); the keys of
+    RERUN_CHANGES that changed (they apply from the next round that has not started)."""
+    path = out / "config.toml"
+    if not path.is_file():
+        return []
+    saved, now = load_toml(path), tomllib.loads(saved_config(cfg))
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RERUN_ANY_TIME)
+    refused = [k for k in changed if k not in RERUN_CHANGES]
+    if refused:
+        shown = ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in refused)
+        raise UserError(f"{path}: this loop ran with other settings: {shown}; rerun with its own (`rlhf loop "
+                        f"--config {path}`) or start another --out")
+    return [f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in changed]
+
+
+# -------------------------------------------------------------------------------------------- rounds
+
+class RoundState:
+    """OUT/round-r/state.json: the settings the round started with and its finished stages, written atomically
+    after each stage (a kill leaves the previous version or the new one)."""
+
+    def __init__(self, rd: Path):
+        self.path = rd / "state.json"
+        self.data = json.loads(self.path.read_text(encoding="utf-8")) if self.path.exists() else {"stages": {}}
+
+    def done(self, stage: str) -> bool:
+        return stage in self.data["stages"]
+
+    def get(self, stage: str) -> dict:
+        return self.data["stages"][stage]
+
+    def mark(self, stage: str, info: dict | None = None) -> None:
+        self.data["stages"][stage] = info or {}
+        self.save()
+
+    def forget(self, *names: str) -> None:
+        for name in names:
+            self.data["stages"].pop(name, None)
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.path, json.dumps(self.data, indent=2) + "\n")
 
 
 def _round_dir(out: Path, r: int) -> Path:
     return out / f"round-{r}"
 
 
-def labels_for_round(cfg: LoopConfig, r: int, world_dir: Path, candidates: Path, out: Path) -> bool:
-    """Write round r's rankings to `out`; False when they must come from the labeling app and are not there yet."""
-    if cfg.labels_dir is None:
-        stages.simulate(world_dir, candidates, out, labelers=cfg.labelers, per_item=cfg.per_item, seed=cfg.seed + r)
-        return True
-    export = Path(cfg.labels_dir) / f"round-{r}.jsonl"
-    if not export.exists():
-        print(f"round {r}: waiting for labels. Put the candidates into the labeling app and export the rankings:\n"
-              f"  rlhf label import --db labels.db --project round-{r} --mode rank --overlap 2 {candidates}\n"
-              f"  rlhf label export --db labels.db --project round-{r} --format rankings --out {export}\n"
-              f"then run the same `rlhf loop` command again.")
-        return False
-    kind, rankings = read_preference_records(export, cfg, command="loop")
-    if kind != "rankings":
-        raise UserError(f"{export}: holds pairs; the loop needs rankings (`rlhf label export --format rankings`)")
-    write_jsonl(out, rankings)
-    return True
+def round_settings(cfg: LoopConfig, plan, previous: dict | None) -> dict:
+    """What round r samples and trains with, fixed when it starts: the prompts after the previous round's."""
+    prompts = cfg.prompts_per_round or plan.label_prompts
+    offset = previous["offset"] + previous["prompts"] if previous else 0
+    return {"prompts": prompts, "offset": offset, "k": cfg.k, "temperatures": list(cfg.temperatures),
+            "ppo_steps": cfg.ppo_steps or plan.ppo_steps, "kl_coef": cfg.kl_coef,
+            "continue_policy": cfg.continue_policy}
+
+
+def redo_from(out: Path, n: int, rounds: int) -> None:
+    """--redo-round N: round N reads its labels again; it and every later round retrain their RM and PPO."""
+    for r in range(n, rounds + 1):
+        rd = _round_dir(out, r)
+        if not rd.exists():
+            break
+        RoundState(rd).forget(*(["labels"] if r == n else []), "rm", "ppo")
+        for name in ("round.json", "rm", "ppo") + (("rankings.jsonl",) if r == n else ()):
+            path = rd / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+class Labels:
+    """Round r's rankings from the configured source (loop_labels.py), checked, with their hash."""
+
+    def __init__(self, cfg: LoopConfig, out: Path, world_dir: Path, rerun: str):
+        self.cfg, self.out, self.world_dir, self.rerun = cfg, out, world_dir, rerun
+        self.app = L.LabelingApp(cfg.db or str(out / "labels.db"), cfg.project) if cfg.source == "app" else None
+
+    def export_path(self, r: int) -> Path:
+        if self.cfg.source == "files":
+            return Path(self.cfg.labels_dir) / f"round-{r}.jsonl"
+        return _round_dir(self.out, r) / "export.jsonl"
+
+    def offer(self, r: int, candidates: Path, state: RoundState) -> None:
+        """Make round r's items labelable: add them to the app's project (printing the runbook when the loop
+        creates it), or print what to do with the file."""
+        if self.app is None or state.done("offered"):
+            return
+        cfg, app = self.cfg, self.app
+        new_project = not app.exists()
+        added = app.add_round(candidates, cfg.per_item)
+        items = len(read_jsonl(candidates, candidate_record))
+        known = app.people()
+        links = {name: f"{cfg.public_url.rstrip('/')}/invite/{app.invite(name, role)}"
+                 for name, role in [(n, "labeler") for n in cfg.invite] + [(L.ADMIN, "admin")] if name not in known}
+        need = math.ceil(cfg.min_coverage * items - 1e-9)
+        if new_project:
+            print(L.app_runbook(app, items=items, overlap=cfg.per_item, need=need, links=links,
+                                public_url=cfg.public_url, rerun=self.rerun), flush=True)
+        else:
+            print(f"round {r}: {added} new items in project {cfg.project!r} of {app.db}; labelers keep their links "
+                  "and find them in the same queue (reload the page)", flush=True)
+            for name, link in links.items():
+                print(f"  new invite: {name}: {link}", flush=True)
+        state.mark("offered", {"items": items})
+
+    def rankings(self, r: int, candidates: Path, state: RoundState) -> tuple[list[dict], dict]:
+        """Round r's checked rankings and what state.json records of them; `Waiting` until they exist."""
+        cfg = self.cfg
+        if cfg.source == "simulated":
+            rankings = stages.simulate(self.world_dir, candidates, _round_dir(self.out, r) / "rankings.jsonl",
+                                       labelers=cfg.labelers, per_item=cfg.per_item, seed=cfg.seed + r)
+            return rankings, {"source": "simulated"}
+        items = read_jsonl(candidates, candidate_record)
+        export = self.export_path(r)
+        if self.app is not None:
+            ids = {c["id"] for c in items}
+            need = math.ceil(cfg.min_coverage * len(ids) - 1e-9)
+            L.wait_for(self.app, r, ids, cfg.per_item, need, wait=cfg.wait, poll_seconds=cfg.poll_seconds,
+                       rerun=self.rerun)
+            self.app.export(ids, export)
+        elif not export.exists():
+            print(L.files_runbook(candidates, export, r, overlap=cfg.per_item, rerun=self.rerun), flush=True)
+            raise Waiting(f"round {r}: no {export} yet")
+        rankings, cov, digest = L.check_export(export, items, r, overlap=cfg.per_item,
+                                               min_coverage=cfg.min_coverage, allow_partial=cfg.allow_partial)
+        return rankings, {"source": str(export), "sha256": digest, "coverage": L.coverage_dict(cov)}
+
+    def changed(self, r: int, state: RoundState) -> str | None:
+        """A note when round r's export is no longer the one it trained on."""
+        info = state.get("labels") if state.done("labels") else {}
+        if "sha256" not in info:
+            return None
+        if self.app is not None:
+            ids = {c["id"] for c in read_jsonl(_round_dir(self.out, r) / "candidates.jsonl", candidate_record)}
+            records = self.app.records(ids)
+            now, count = L.sha256(L.jsonl_bytes(records)), len(records)
+        else:
+            path = self.export_path(r)
+            now = L.file_digest(path)
+            count = len(path.read_text(encoding="utf-8").splitlines()) if now else 0
+        if now == info["sha256"]:
+            return None
+        return (f"round {r}: its labels changed since the round trained on them ({info['coverage']['rankings']} "
+                f"rankings then, {count} now); rerun with --redo-round {r} to retrain from round {r} on")
 
 
 def run_loop(cfg: LoopConfig) -> dict:
     cfg.check()
     plan = PLANS[cfg.preset]
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    say = stages.Progress()
+    later = check_rerun(out, cfg)
     world_dir = Path(cfg.world) if cfg.world else out / "world"
+    sft = Path(cfg.sft) if cfg.sft else out / "sft"
+    if cfg.world and not (world_dir / "world.json").exists():  # refused before OUT or its config.toml is written
+        raise UserError(f"{world_dir}: not a world directory (no world.json; run `rlhf world build`)")
+    if cfg.sft and not (sft / "config.json").exists():
+        raise UserError(f"{sft}: no such policy directory")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "config.toml", saved_config(cfg))
+    rerun = f"rlhf loop --config {out / 'config.toml'}"
+    say = stages.Progress()
+    if later:
+        say(f"changed since the last run: {', '.join(later)}: applies from the next round that has not started")
     if not (world_dir / "world.json").exists():
-        if cfg.world:
-            raise UserError(f"{world_dir}: not a world directory (no world.json; run `rlhf world build`)")
         say(f"world: building the '{cfg.preset}' toy world")
         stages.quiet(build_world, WorldConfig(out=str(world_dir), preset=cfg.preset, seed=cfg.seed, overwrite=True))
     world = World(world_dir)
-    sft = Path(cfg.sft) if cfg.sft else out / "sft"
     if not (sft / "config.json").exists():
-        if cfg.sft:
-            raise UserError(f"{sft}: no such policy directory")
         say("SFT on the world's demonstrations")
         stages.sft(world, sft, epochs=plan.sft_epochs, lr=plan.sft_lr, seed=cfg.seed, threads=cfg.threads)
+    if cfg.redo_round:
+        say(f"redo: round {cfg.redo_round} reads its labels again; it and later rounds retrain their RM and PPO")
+        redo_from(out, cfg.redo_round, cfg.rounds)
 
-    n_prompts = cfg.prompts_per_round or plan.label_prompts
+    labels = Labels(cfg, out, world_dir, rerun)
     prompts = world.prompts("heldout")[:plan.eval_prompts]
-    rows, policy = [], sft
+    rows, policy, previous = [], sft, None
     for r in range(1, cfg.rounds + 1):
-        rd = _round_dir(out, r)
+        rd, state = _round_dir(out, r), RoundState(_round_dir(out, r))
         if (rd / "round.json").exists():  # finished earlier
+            if (note := labels.changed(r, state)) is not None:
+                say(note)
             rows.append(json.loads((rd / "round.json").read_text()))
-            policy = rd / "ppo"
+            # a round finished before state.json existed sampled (r-1)·prompts_per_round prompts before its own
+            policy, previous = rd / "ppo", state.data.get("settings") or round_settings(cfg, plan, previous)
             continue
-        rd.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
-        sources = [policy] if policy == sft else [policy, sft]
-        say(f"round {r}: 1. sample K={cfg.k} for {n_prompts} prompts from {', '.join(p.name for p in sources)}")
-        stages.sample(sources, world.train_prompts_path, rd / "candidates.jsonl", k=cfg.k,
-                      temperatures=cfg.temperatures, limit=n_prompts, max_new_tokens=world.response_limit,
-                      seed=cfg.seed + r, offset=(r - 1) * n_prompts, id_prefix=f"r{r}-")
-        say(f"round {r}: 2. labels")
-        if not labels_for_round(cfg, r, world_dir, rd / "candidates.jsonl", rd / "rankings.jsonl"):
-            break
+        if "settings" not in state.data:
+            state.data["settings"] = round_settings(cfg, plan, previous)
+            state.save()
+        s = previous = state.data["settings"]
+        if not state.done("samples"):
+            sources = [policy] if policy == sft else [policy, sft]
+            say(f"round {r}: 1. sample K={s['k']} for {s['prompts']} prompts from "
+                f"{', '.join(p.name for p in sources)}")
+            stages.sample(sources, world.train_prompts_path, rd / "candidates.jsonl", k=s["k"],
+                          temperatures=s["temperatures"], limit=s["prompts"], max_new_tokens=world.response_limit,
+                          seed=cfg.seed + r, offset=s["offset"], id_prefix=f"r{r}-")
+            state.mark("samples", {"sources": [str(p) for p in sources]})
+        if not state.done("labels"):
+            labels.offer(r, rd / "candidates.jsonl", state)
+            say(f"round {r}: 2. labels ({cfg.source})")
+            rankings, info = labels.rankings(r, rd / "candidates.jsonl", state)
+            write_jsonl(rd / "rankings.jsonl", rankings)
+            state.mark("labels", info)
+            if "coverage" in info:
+                say(f"round {r}:    {L.Coverage(**info['coverage']).describe()}")
         all_rankings = [rec for k in range(1, r + 1) for rec in read_jsonl(_round_dir(out, k) / "rankings.jsonl",
                                                                            ranking_record)]
-        write_jsonl(rd / "all-rankings.jsonl", all_rankings)
-        say(f"round {r}: 3. reward model on all {len(all_rankings)} rankings so far")
-        rm = stages.reward_model(sft, rd / "all-rankings.jsonl", rd / "rm", world, lr=plan.rm_lr,
-                                 epochs=plan.rm_epochs, seed=cfg.seed, threads=cfg.threads)
-        steps = cfg.ppo_steps or plan.ppo_steps
-        start = policy if cfg.continue_policy else sft
-        say(f"round {r}: 4. PPO from {start.name}, {steps} iterations (KL to the SFT policy)")
-        stages.ppo(start, rd / "rm", world, rd / "ppo", steps=steps, batch=plan.ppo_batch,
-                   minibatch=plan.ppo_minibatch, lr=plan.ppo_lr, kl_coef=cfg.kl_coef, save_every=0,
-                   seed=cfg.seed + r, reference=sft, threads=cfg.threads)
+        if not state.done("rm"):
+            write_jsonl(rd / "all-rankings.jsonl", all_rankings)
+            say(f"round {r}: 3. reward model on all {len(all_rankings)} rankings so far")
+            rm = stages.reward_model(sft, rd / "all-rankings.jsonl", rd / "rm", world, lr=plan.rm_lr,
+                                     epochs=plan.rm_epochs, seed=cfg.seed, threads=cfg.threads)
+            state.mark("rm", {k: rm.get(k) for k in ("heldout_accuracy", "noise_ceiling", "n_pairs")})
+        rm = state.get("rm")
+        start = policy if s["continue_policy"] else sft
+        if not state.done("ppo"):
+            every = cfg.checkpoint_every or plan.save_every
+            resumed = (rd / "ppo" / "config.toml").exists()
+            say(f"round {r}: 4. PPO from {start.name}, {s['ppo_steps']} iterations (KL to the SFT policy)"
+                + (", continuing from its last checkpoint" if resumed else ""))
+            stages.ppo(start, rd / "rm", world, rd / "ppo", steps=s["ppo_steps"], batch=plan.ppo_batch,
+                       minibatch=plan.ppo_minibatch, lr=plan.ppo_lr, kl_coef=s["kl_coef"], save_every=0,
+                       seed=cfg.seed + r, reference=sft, threads=cfg.threads, checkpoint_every=every, resume=True)
+            state.mark("ppo")
         policy = rd / "ppo"
         say(f"round {r}: 5. evaluation on {len(prompts)} held-out prompts")
-        judge = stages.Judge.load(sft, rd / "rm", prompts, world.response_limit, cfg.seed)
-        base = judge.measure(judge.sft)
-        now = judge.measure(load_policy(policy)[0])
-        row = {"round": r, "rankings": len(all_rankings), "rm_heldout_accuracy": rm.get("heldout_accuracy"),
-               "rm_noise_ceiling": rm.get("noise_ceiling"), "gold": now.summary()["gold"],
-               "gold_sft": base.summary()["gold"], "win_vs_sft": win_rate(now.totals, base.totals, seed=cfg.seed),
-               "kl": now.summary()["kl"], "labeler_agreement": stages.agreement(rd / "rankings.jsonl"),
-               "wall_s": round(time.time() - t0, 1)}
+        row = evaluate_round(r, sft, rd, policy, prompts, world, cfg.seed, len(all_rankings), rm)
+        row["coverage"] = state.get("labels").get("coverage")
+        row["wall_s"] = round(time.time() - t0, 1)
         (rd / "round.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
         say(f"round {r}: gold {row['gold']:.3f} (SFT {row['gold_sft']:.3f}), win rate vs SFT "
             f"{row['win_vs_sft']['rate']:.3f}, KL {row['kl']:.2f}")
@@ -159,20 +370,45 @@ def run_loop(cfg: LoopConfig) -> dict:
     return write_loop_report(out, rows)
 
 
+def evaluate_round(r: int, sft: Path, rd: Path, policy: Path, prompts, world, seed: int, n_rankings: int,
+                   rm: dict) -> dict:
+    judge = stages.Judge.load(sft, rd / "rm", prompts, world.response_limit, seed)
+    base = judge.measure(judge.sft)
+    now = judge.measure(load_policy(policy)[0])
+    return {"round": r, "rankings": n_rankings, "rm_heldout_accuracy": rm.get("heldout_accuracy"),
+            "rm_noise_ceiling": rm.get("noise_ceiling"), "rm_heldout_pairs": rm.get("n_pairs"),
+            "gold": now.summary()["gold"], "gold_sft": base.summary()["gold"],
+            "win_vs_sft": win_rate(now.totals, base.totals, seed=seed), "kl": now.summary()["kl"],
+            "labeler_agreement": stages.agreement(rd / "rankings.jsonl")}
+
+
+# Below this many held-out comparisons the RM's accuracy and the noise ceiling are too noisy to compare: the
+# 95% interval of an accuracy near 0.5 is ±1.96·0.5/√n, ±0.1 at n = 96.
+FEW_HELDOUT_PAIRS = 100
+
+
 def write_loop_report(out: Path, rows: list[dict]) -> dict:
     report = {"rounds": rows}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     table = [{"round": r["round"], "rankings": r["rankings"], "RM accuracy": r["rm_heldout_accuracy"],
-              "noise ceiling": r["rm_noise_ceiling"], "gold": r["gold"], "gold SFT": r["gold_sft"],
-              "win vs SFT": r["win_vs_sft"]["rate"], "KL": r["kl"]} for r in rows]
+              "noise ceiling": r["rm_noise_ceiling"], "held-out comparisons": r.get("rm_heldout_pairs"),
+              "gold": r["gold"], "gold SFT": r["gold_sft"], "win vs SFT": r["win_vs_sft"]["rate"], "KL": r["kl"]}
+             for r in rows]
+    few = [t for t in table if (t["held-out comparisons"] or 0) < FEW_HELDOUT_PAIRS]
+    caveat = (f"RM accuracy and noise ceiling marked * rest on fewer than {FEW_HELDOUT_PAIRS} held-out comparisons "
+              f"(their 95% interval is wider than ±0.1): too few to tell them apart" if few else "")
     images = [R.plot_rounds(rows, out / "rounds.png")] if rows else []
-    R.write_html(out / "report.html", "rlhfkit online loop", [("One row per round (held-out prompts)", table)],
-                 images, report)
+    title = "One row per round (held-out prompts)" + (f". {caveat}." if caveat else "")
+    R.write_html(out / "report.html", "rlhfkit online loop", [(title, table)], images, report)
     if rows:
-        print("\n  round  rankings  RM acc  ceiling   gold  win vs SFT    KL")
+        print("\n  round  rankings  RM acc  ceiling  compared   gold  win vs SFT    KL")
         for t in table:
-            print(f"  {t['round']:>5}  {t['rankings']:>8}  {_num(t['RM accuracy']):>6}  {_num(t['noise ceiling']):>7}  "
-                  f"{t['gold']:>5.3f}  {t['win vs SFT']:>10.3f}  {t['KL']:>4.2f}")
+            mark = "*" if t in few else " "
+            print(f"  {t['round']:>5}  {t['rankings']:>8}  {_num(t['RM accuracy']):>6}{mark} "
+                  f"{_num(t['noise ceiling']):>6}{mark} {t['held-out comparisons'] or 0:>8}  {t['gold']:>5.3f}  "
+                  f"{t['win vs SFT']:>10.3f}  {t['KL']:>4.2f}")
+        if caveat:
+            print(f"  * {caveat}")
     print(f"\nreport: {out / 'report.json'}, {out / 'report.html'}")
     return report
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from rlhfkit.data.schemas import FLAGS
 from rlhfkit.label.answers import MAX_TEXT, SKIP_REASONS
@@ -56,6 +56,8 @@ class Message(BaseModel):
 class Output(BaseModel):
     index: int = Field(description="the candidate's index in the imported `completions`")
     text: str
+    finished: bool = Field(True, description="whether the output ended with EOS; false: the sampler cut it off at "
+                                             "its length limit (as imported from the candidates' `finished`)")
 
 
 class TaskOut(BaseModel):
@@ -73,7 +75,9 @@ class TaskOut(BaseModel):
     @classmethod
     def of(cls, lease: LeasedItem) -> TaskOut:
         return cls(assignment_id=lease.assignment_id, item_id=lease.item_id, mode=lease.mode, prompt=lease.prompt,
-                   outputs=[Output(index=i, text=t) for i, t in lease.outputs], lease_expires_at=lease.expires_at,
+                   outputs=[Output(index=i, text=t, finished=f)
+                            for (i, t), f in zip(lease.outputs, lease.finished or [True] * len(lease.outputs))],
+                   lease_expires_at=lease.expires_at,
                    page=lease.page, pages=lease.pages)
 
 
@@ -81,9 +85,19 @@ class NextOut(BaseModel):
     task: TaskOut | None = Field(description="null: nothing is left for this labeler")
 
 
+# What `answers.parse_answer` requires for each kind, stated in the schema (JSON Schema if/then): a client
+# generated from /openapi.json knows that a ranking needs its Likert scores.
+REQUIRED_BY_KIND = {"rank": ["ranking", "likert"], "pairwise": ["choice"], "demo": ["text"], "skip": ["reason"]}
+
+
 class SubmissionIn(BaseModel):
     """An answer to a leased item. Indices are `outputs[].index` of the task; the pairwise `choice`
-    names outputs as shown: A = outputs[0], B = outputs[1]."""
+    names outputs as shown: A = outputs[0], B = outputs[1]. Each kind has its required fields: rank needs
+    `ranking` and `likert`, pairwise `choice`, demo `text`, skip `reason`."""
+
+    model_config = ConfigDict(json_schema_extra={"allOf": [
+        {"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]}, "then": {"required": fields}}
+        for kind, fields in REQUIRED_BY_KIND.items()]})
 
     client_id: str = Field(max_length=64, description="UUID made by the client; a resend with the same id "
                                                       "is stored once")
@@ -91,7 +105,7 @@ class SubmissionIn(BaseModel):
     kind: Kind
     elapsed_ms: int = 0
     ranking: list[list[int]] | None = Field(None, description="rank: tie groups best first, e.g. [[2],[0,3],[1]]")
-    likert: list[int] | None = Field(None, description="rank: 1-7 per output, by output index")
+    likert: list[int] | None = Field(None, description="rank (required): 1-7 per output, by output index")
     flags: list[dict[str, bool]] | None = Field(None, description=f"rank: per output, any of {', '.join(FLAGS)}")
     notes: list[str] | str | None = Field(None, description="rank: one per output; pairwise/skip: one text")
     choice: Literal["A", "B", "equal"] | None = None

@@ -19,7 +19,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import and_, delete, exists, false, func, select, true, update
 from sqlalchemy.engine import Engine
@@ -125,6 +125,7 @@ class LeasedItem:
     expires_at: float
     page: int
     pages: int
+    finished: list[bool] = field(default_factory=list)  # each shown output ended with EOS (False: cut off)
 
 
 @dataclass
@@ -460,7 +461,9 @@ class Store:
 
     def _leased_item(self, s: Session, who: Who, a: Assignment) -> LeasedItem:
         item = s.get(Item, a.item_id)
-        texts = dict(s.execute(select(Candidate.idx, Candidate.text).where(Candidate.item_id == a.item_id)).all())
+        rows = s.execute(select(Candidate.idx, Candidate.text, Candidate.finished)
+                         .where(Candidate.item_id == a.item_id)).all()
+        texts, finished = {i: t for i, t, _ in rows}, {i: f for i, _, f in rows}
         overlap = s.scalar(select(Project.overlap).where(Project.id == who.project_id))
         answered = s.scalar(select(func.count()).select_from(Submission).where(Submission.user_id == who.user_id))
         seen = exists().where(Assignment.item_id == Item.id, Assignment.user_id == who.user_id)
@@ -469,7 +472,8 @@ class Store:
         page, pages = assign.page_numbers(answered, available)
         prompt = item.messages if item.messages is not None else item.prompt
         return LeasedItem(a.id, assign.shown_item_id(item.ext_id, item.id, item.is_gold), who.mode, prompt,
-                          [(i, texts[i]) for i in a.shown], a.expires_at, page, pages)
+                          [(i, texts[i]) for i in a.shown], a.expires_at, page, pages,
+                          [bool(finished[i]) for i in a.shown])
 
     # --------------------------------------------------------------------------------- submissions
 
