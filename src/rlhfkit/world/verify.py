@@ -22,6 +22,7 @@ from rlhfkit.world import vocab as V
 from rlhfkit.world.tasks import ITEM_CATEGORY, parse_prompt
 
 VERIFIABLE = ("sort", "count", "repeat", "list", "next")
+VERIFIER = "rlhfkit.world.verify:verify"  # its --reward-fn spec
 
 
 def expected_ok(family: str, args: tuple, words: list[str]) -> bool:
