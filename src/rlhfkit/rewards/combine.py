@@ -68,6 +68,22 @@ class Rewards:
                 total = total + weight * torch.nan_to_num(column, nan=0.0)
         return total, columns
 
+    def score_texts(self, prompts: list, texts: list[str], finished: list[bool], rows: list[dict],
+                    where: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The same sum for (prompt, response) texts (best-of-n): the RM's `score_texts`, the functions' values."""
+        total, columns = torch.zeros(len(texts)), {}
+        if self.model is not None:
+            columns["rm"] = self.model.score_texts(prompts, texts, finished).float()
+            total = total + self.model_weight * columns["rm"]
+        completions, fields = completions_of(prompts, texts), row_fields(rows, finished)
+        for f, weight in zip(self.functions, self.weights):
+            t0 = time.time()
+            values = call_reward_function(f, list(prompts), completions, fields, where)
+            self.function_s += time.time() - t0
+            columns[f.name] = torch.tensor([float("nan") if v is None else v for v in values])
+            total = total + weight * torch.nan_to_num(columns[f.name], nan=0.0)
+        return total, columns
+
     def take_time(self) -> float:
         """Seconds spent in reward functions since the last call."""
         seconds, self.function_s = self.function_s, 0.0
