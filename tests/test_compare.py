@@ -52,9 +52,9 @@ def test_compare_micro_reports_every_method_with_win_rates_and_curves(micro_worl
 
 
 def test_unknown_method_exits_2_before_anything_runs(micro_world, tmp_path, capsys):
-    code, _, err = run_cli(["compare", "--world", micro_world, "--methods", "sft,grpo", "--out", tmp_path / "c"],
+    code, _, err = run_cli(["compare", "--world", micro_world, "--methods", "sft,sac", "--out", tmp_path / "c"],
                            capsys)
-    assert code == 2 and "grpo" in err
+    assert code == 2 and "sac" in err
     assert not (tmp_path / "c").exists()
 
 
@@ -84,3 +84,34 @@ def test_one_seed_reports_its_own_figures_without_a_spread():
     seeds = [_seed(0, [1.0, 1.0], [0.0, 0.0], 1.0)]
     ppo = combine(seeds, ["ppo"])["ppo"]
     assert ppo == seeds[0]["methods"]["ppo"] and "across_seeds" not in ppo
+
+
+def test_rl_methods_on_the_rm_the_verifier_and_both_judged_by_gold(micro_world, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code, stdout, err = run_cli(["compare", "--world", micro_world, "--methods", "sft,rloo,grpo", "--trained-on",
+                                 "rm,fn,rm+fn", "--out", out, "--curve-points", "1", "--rl-steps", "1",
+                                 "--threads", "1"], capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    runs = ["sft", "rloo", "rloo-fn", "rloo-rm+fn", "grpo", "grpo-fn", "grpo-rm+fn"]
+    assert list(report["methods"]) == runs
+    seed_dir = out / "seed-0"
+    for run in runs[1:]:
+        config = (seed_dir / run / "config.toml").read_text()
+        assert 'judge = ["world:gold"]' in config, run  # judged by gold, never trained on it
+        trained_on_fn = 'reward_fn = ["rlhfkit.world.verify:verify"]' in config
+        assert trained_on_fn == ("fn" in run), run
+        assert ("reward = " in config) == (run.split("-")[-1] != "fn"), run
+        metrics = json.loads((seed_dir / run / "metrics.jsonl").read_text().splitlines()[-1])
+        assert "gold" in metrics and ("reward/rlhfkit.world.verify:verify" in metrics) == trained_on_fn
+    assert "grpo-rm+fn" in stdout
+
+
+def test_an_unknown_reward_source_or_reward_function_exits_2_before_anything_runs(micro_world, tmp_path, capsys):
+    code, _, err = run_cli(["compare", "--world", micro_world, "--methods", "grpo", "--trained-on", "gold",
+                            "--out", tmp_path / "c"], capsys)
+    assert code == 2 and "trained_on" in err
+    code, _, err = run_cli(["compare", "--world", micro_world, "--methods", "grpo", "--trained-on", "fn",
+                            "--reward-fn", "nowhere_module:f", "--out", tmp_path / "c"], capsys)
+    assert code == 2 and "nowhere_module" in err
+    assert not (tmp_path / "c").exists()

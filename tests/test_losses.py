@@ -108,3 +108,29 @@ def test_whitening_ignores_padding():
 
 def test_entropy_of_uniform_logits_is_log_vocab():
     assert L.entropy(torch.zeros(2, 3, 8), torch.ones(2, 3)).item() == pytest.approx(math.log(8))
+
+
+def test_grpo_advantages_hand_computed_per_group_batch_and_none():
+    rewards = torch.tensor([1.0, 2.0, 3.0, 6.0, 0.0, 0.0, 0.0, 0.0])  # two prompts, k = 4
+    # group 1: mean 3, centred (−2, −1, 0, 3), sample variance (4 + 1 + 0 + 9)/3 = 14/3; group 2: all equal -> 0
+    std1 = math.sqrt(14 / 3)
+    expected = [-2 / (std1 + 1e-4), -1 / (std1 + 1e-4), 0.0, 3 / (std1 + 1e-4), 0.0, 0.0, 0.0, 0.0]
+    assert L.grpo_advantages(rewards, 4).tolist() == pytest.approx(expected, abs=1e-6)
+    # Dr. GRPO: no division by the std
+    assert L.grpo_advantages(rewards, 4, scale="none").tolist() == [-2.0, -1.0, 0.0, 3.0, 0.0, 0.0, 0.0, 0.0]
+    # batch std: mean 1.5, squared deviations 0.25 + 0.25 + 2.25 + 20.25 + 4·2.25 = 32, variance 32/7
+    std_batch = math.sqrt(32 / 7)
+    assert L.grpo_advantages(rewards, 4, scale="batch").tolist() == pytest.approx(
+        [c / (std_batch + 1e-4) for c in (-2, -1, 0, 3, 0, 0, 0, 0)], abs=1e-6)
+
+
+def test_loss_aggregations_hand_computed():
+    per_token = torch.tensor([[1.0, 2.0, 3.0], [4.0, 9.0, 9.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    assert L.aggregate_loss(per_token, mask, "bnpo").item() == pytest.approx((1 + 2 + 3 + 4) / 4)  # 2.5
+    assert L.aggregate_loss(per_token, mask, "grpo").item() == pytest.approx((6 / 3 + 4 / 1) / 2)  # 3.0
+    assert L.aggregate_loss(per_token, mask, "dr_grpo", max_length=4).item() == pytest.approx(10 / (2 * 4))
+    # the token mean is what PPO's clipped surrogate has always been
+    logp, old, adv = torch.randn(2, 3), torch.randn(2, 3), torch.randn(2, 3)
+    terms = L.clipped_surrogate_terms(logp, old, adv, 0.2)
+    assert torch.allclose(L.aggregate_loss(terms, mask, "bnpo"), L.clipped_surrogate(logp, old, adv, mask, 0.2))

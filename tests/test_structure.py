@@ -77,6 +77,8 @@ def test_no_import_inside_a_function_except_optional_dependencies():
     ("generation", {"data"}),
     # the labeling app stands alone: formats, errors, configs and itself
     ("label", {"label", "data", "errors", "config", "storage"}),
+    # reward sources load and call reward models and the user's functions; they know no trainer and no world
+    ("rewards", {"rewards", "models", "data", "errors"}),
     # evaluation measures; it never runs a pipeline
     ("eval", {"eval", "config", "data", "errors", "generation", "models", "train", "world"}),
 ])
@@ -86,6 +88,30 @@ def test_layer_imports_only_the_layers_below(package, allowed):
     wrong = sorted(f"{_short(m)} -> {_short(t)}" for m, targets in modules.items() for t in targets
                    if not _within(t, allowed))
     assert wrong == []
+
+
+# Trainers that still reach the toy world: the reward model's gold measurements (rlhf rm --world), to move onto the
+# judge registry (rewards/sources.py) as PPO's gold reward was (issue 17, item 5).
+WORLD_IMPORTS_LEFT = {"rlhfkit.train.reward"}
+
+
+def _reachable(module: str) -> set[str]:
+    seen, todo = set(), [module]
+    while todo:
+        for target in GRAPH.get(todo.pop(), ()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def test_trainers_never_reach_the_toy_world_its_gold_reward_is_a_registered_judge():
+    trainers = [m for m in _imports_of("train") if m not in WORLD_IMPORTS_LEFT]
+    assert "rlhfkit.train.ppo" in trainers
+    wrong = {_short(m): sorted(_short(t) for t in _reachable(m) if t.startswith("rlhfkit.world"))
+             for m in trainers}
+    assert {m: w for m, w in wrong.items() if w} == {}
+    assert "rlhfkit.rewards.sources" in GRAPH["rlhfkit.world.gold"]  # the world registers its judge
 
 
 def test_demo_compare_and_loop_share_pipeline_and_never_import_each_other():

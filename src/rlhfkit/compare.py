@@ -8,7 +8,13 @@ For each seed:
       ├─ bon   best-of-n: n SFT samples per held-out prompt, the RM keeps one (no training; curve n = 1 … bon_n)
       ├─ dpo   DPO on the same rankings (Rafailov et al. 2023)
       ├─ ppo   PPO against the RM with the KL penalty β to SFT; value model from the RM
-      └─ rloo  the same trainer with `--advantage rloo` (Ahmadian et al. 2024): k samples per prompt, no value model
+      ├─ rloo  the same trainer with `--advantage rloo` (Ahmadian et al. 2024): k samples per prompt, no value model
+      └─ grpo  the same trainer with `--advantage grpo` (Shao et al. 2024): k samples per prompt, group-normalized
+               reward, the KL as a loss term
+
+`--trained-on rm,fn,rm+fn` trains each RL method once per reward source: on the RM (rows `ppo`, `rloo`, `grpo`), on
+the reward functions (`--reward-fn`, by default the world's verifier: rows `ppo-fn`, ...) and on their sum (rows
+`ppo-rm+fn`, ...). PPO's value model starts from the RM's weights in all three.
 
 Then every policy is sampled once per held-out prompt (the same prompts, the same sampling seed) and scored by gold,
 by the RM and by its KL to SFT (k1); its win rate against SFT compares the two samples of each prompt by gold. The
@@ -34,7 +40,8 @@ from rlhfkit.config import check_at_least, option, required, to_toml
 from rlhfkit.errors import UserError
 from rlhfkit.eval import report as R
 from rlhfkit.eval.stats import mean_std, win_rate
-from rlhfkit.pipeline import METHODS, PLANS, MethodSettings, table_rows
+from rlhfkit.pipeline import METHODS, PLANS, RL_METHODS, TRAINED_ON, MethodSettings, runs, split_run, table_rows
+from rlhfkit.rewards.functions import load_reward_function
 from rlhfkit.train.common import set_threads
 from rlhfkit.world.build import World
 
@@ -45,12 +52,18 @@ DEFAULTS = MethodSettings()
 class CompareConfig:
     world: str | None = required("built toy world (rlhf world build); its preset sizes the shared stages")
     out: str | None = required("output directory (report.json, report.html, plots, one folder per seed)")
-    methods: list[str] = option(list(DEFAULTS.methods), "methods, comma-separated, from: sft, bon, dpo, ppo, rloo")
+    methods: list[str] = option(["sft", "bon", "dpo", "ppo", "rloo"], "methods, comma-separated, from: sft, bon, "
+                                "dpo, ppo, rloo, grpo")
+    trained_on: list[str] = option(list(DEFAULTS.trained_on), "what PPO, RLOO and GRPO are trained on, "
+                                   "comma-separated: rm (the reward model), fn (--reward-fn), rm+fn (their sum)")
+    reward_fn: list[str] = option(list(DEFAULTS.reward_fn), "reward functions of --trained-on fn and rm+fn "
+                                  "(default: the toy world's verifier)")
     seeds: list[int] = option([0], "pipeline seeds, comma-separated; several give means and standard deviations")
     kl_coef: float = option(DEFAULTS.kl_coef, "β of the KL penalty to SFT, for PPO and RLOO")
     rl_steps: int | None = option(DEFAULTS.rl_steps, "PPO and RLOO iterations (default: the preset's PPO iterations)")
     rl_lr: float | None = option(DEFAULTS.rl_lr, "PPO and RLOO learning rate (default: the preset's)")
     rloo_k: int = option(DEFAULTS.rloo_k, "RLOO: samples per prompt (a batch is batch/k prompts x k samples)")
+    group_size: int = option(DEFAULTS.group_size, "GRPO: samples per prompt")
     dpo_beta: float = option(DEFAULTS.dpo_beta, "β of DPO")
     dpo_lr: float = option(DEFAULTS.dpo_lr, "DPO learning rate")
     dpo_epochs: int = option(DEFAULTS.dpo_epochs, "DPO passes over the rankings")
@@ -70,7 +83,9 @@ class CompareConfig:
         if not self.seeds:
             raise UserError("config key 'seeds': give at least one seed")
         check_at_least(self, 1, "bon_n", "curve_points", "dpo_epochs", "rl_steps")
-        check_at_least(self, 2, "rloo_k")
+        check_at_least(self, 2, "rloo_k", "group_size")
+        if not self.trained_on or set(self.trained_on) - set(TRAINED_ON):
+            raise UserError(f"config key 'trained_on': choose from {', '.join(TRAINED_ON)}")
         if self.kl_coef < 0:
             raise UserError("config key 'kl_coef' must be >= 0")
         if self.eval_prompts is not None and self.eval_prompts < 0:
@@ -78,8 +93,9 @@ class CompareConfig:
 
     def settings(self) -> MethodSettings:
         """The settings `pipeline.train_method` and `pipeline.evaluate_methods` read."""
-        shared = {f.name: getattr(self, f.name) for f in fields(MethodSettings) if f.name != "methods"}
-        return MethodSettings(methods=tuple(self.methods), **shared)
+        tuples = ("methods", "trained_on", "reward_fn")
+        shared = {f.name: getattr(self, f.name) for f in fields(MethodSettings) if f.name not in tuples}
+        return MethodSettings(**{k: tuple(getattr(self, k)) for k in tuples}, **shared)
 
 
 # ------------------------------------------------------------------------------------- across seeds
@@ -117,23 +133,29 @@ def mean_curves(per_seed: list[dict], method: str) -> list[dict]:
 # ------------------------------------------------------------------------------------------ reporting
 
 def labels(cfg: CompareConfig) -> dict[str, str]:
-    return {"sft": "SFT", "bon": f"best-of-n (n = 1…{cfg.bon_n})", "dpo": f"DPO (β = {cfg.dpo_beta})",
-            "ppo": f"PPO (β = {cfg.kl_coef})", "rloo": f"RLOO (k = {cfg.rloo_k}, β = {cfg.kl_coef})"}
+    base = {"sft": "SFT", "bon": f"best-of-n (n = 1…{cfg.bon_n})", "dpo": f"DPO (β = {cfg.dpo_beta})",
+            "ppo": f"PPO (β = {cfg.kl_coef})", "rloo": f"RLOO (k = {cfg.rloo_k}, β = {cfg.kl_coef})",
+            "grpo": f"GRPO (k = {cfg.group_size}, β = {cfg.kl_coef})"}
+    on = {"rm": "", "fn": ", on the verifier", "rm+fn": ", on RM + verifier"}
+    return {name: base[split_run(name)[0]][:-1] + on[split_run(name)[1]] + ")" if split_run(name)[0] in RL_METHODS
+            else base[name] for name in runs(cfg.settings())}
 
 
 def write_report(out: Path, cfg: CompareConfig, preset: str, per_seed: list[dict], wall_s: float) -> dict:
-    methods = combine(per_seed, cfg.methods)
+    rows_of = runs(cfg.settings())
+    methods = combine(per_seed, rows_of)
     names = labels(cfg)
-    curves = {m: mean_curves(per_seed, m) for m in cfg.methods}
+    curves = {m: mean_curves(per_seed, m) for m in rows_of}
     report = {"world": str(cfg.world), "preset": preset, "seeds": cfg.seeds, "wall_s": round(wall_s, 1),
               "methods": methods, "curves": curves,
-              "settings": {k: getattr(cfg, k) for k in ("kl_coef", "rl_steps", "rl_lr", "rloo_k", "dpo_beta",
-                                                         "dpo_lr", "dpo_epochs", "bon_n", "eval_prompts")},
+              "settings": {k: getattr(cfg, k) for k in ("kl_coef", "rl_steps", "rl_lr", "rloo_k", "group_size",
+                                                         "trained_on", "reward_fn", "dpo_beta", "dpo_lr",
+                                                         "dpo_epochs", "bon_n", "eval_prompts")},
               "per_seed": [{k: v for k, v in s.items() if k != "golds"} for s in per_seed]}
     suffix = f" (mean of {len(per_seed)} seeds)" if len(per_seed) > 1 else ""
     images = [R.plot_reward_vs_sqrt_kl({names[m] + suffix: c for m, c in curves.items()},
                                        out / "reward_vs_sqrt_kl.png"),
-              R.plot_win_rates({m: methods[m]["win_vs_sft"] for m in cfg.methods}, out / "win_rates.png")]
+              R.plot_win_rates({m: methods[m]["win_vs_sft"] for m in rows_of}, out / "win_rates.png")]
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     rows = table_rows(methods)
     points = [{"method": m, "at": p.get("step", p.get("n")), "√KL": math.sqrt(max(0.0, p["kl"])), "KL": p["kl"],
@@ -164,22 +186,25 @@ def run_seed(world, out: Path, plan, cfg: CompareConfig, seed: int, say) -> dict
     shared = stages.sft_and_reward_model(world, out, plan, seed=seed, threads=cfg.threads, say=say)
     settings = cfg.settings()
     trained = {}
-    for method in ("dpo", "ppo", "rloo"):
-        if method in cfg.methods:
+    for method in runs(settings):
+        if method not in ("sft", "bon"):
             say(f"seed {seed}: 5. {method}")
             trained[method] = stages.train_method(method, world, out, plan, settings, seed, shared["rankings"])
     n_prompts = cfg.eval_prompts or plan.eval_prompts
-    say(f"seed {seed}: 6. evaluation of {', '.join(cfg.methods)} on {n_prompts} held-out prompts")
+    say(f"seed {seed}: 6. evaluation of {', '.join(runs(settings))} on {n_prompts} held-out prompts")
     result = stages.evaluate_methods(world, out, settings, n_prompts, seed, trained, shared["wall_s"]["sft"])
     return {"seed": seed, "rankings": shared["rankings"], "stages_wall_s": shared["wall_s"],
             "rm": {k: shared["rm"].get(k) for k in ("heldout_accuracy", "noise_ceiling", "n_pairs")}, **result}
 
 
 def check_rl_runs(cfg: CompareConfig, world, plan) -> None:
-    """The PPO and RLOO runs the comparison will make, checked as `rlhf ppo` checks them (e.g. rloo_k must divide
-    the preset's batch) before anything is trained."""
-    for method in ("ppo", "rloo"):
-        if method in cfg.methods:
+    """The PPO, RLOO and GRPO runs the comparison will make, checked as `rlhf ppo` checks them (e.g. rloo_k must
+    divide the preset's batch; every reward function loads) before anything is trained."""
+    if set(cfg.trained_on) - {"rm"}:
+        for spec in cfg.reward_fn:
+            load_reward_function(spec)
+    for method in runs(cfg.settings()):
+        if split_run(method)[0] in RL_METHODS:
             seed = cfg.seeds[0]
             stages.rl_config(method, world, Path(cfg.out) / f"seed-{seed}", plan, cfg.settings(), seed).check()
 

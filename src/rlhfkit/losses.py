@@ -5,7 +5,7 @@ models (its one rlhfkit import, `last_token_index`, is a mask helper of `data/co
 Shapes: B = batch, T = tokens. Masks are 1 on the tokens that count and 0 on padding.
 Sources: Ouyang et al. 2022 (InstructGPT), Stiennon et al. 2020 (summarize from feedback),
 Schulman et al. 2017 (PPO), Ziegler et al. 2019 (KL control), Rafailov et al. 2023 (DPO),
-Ahmadian et al. 2024 (RLOO).
+Ahmadian et al. 2024 (RLOO), Shao et al. 2024 (GRPO), Liu et al. 2025 (Dr. GRPO).
 """
 
 from __future__ import annotations
@@ -111,9 +111,14 @@ def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: to
 
     Schulman et al. 2017, eq. 7; the mean runs over the valid tokens of the minibatch.
     """
+    return masked_mean(clipped_surrogate_terms(logp, old_logp, advantages, eps), mask)
+
+
+def clipped_surrogate_terms(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
+                            eps: float = 0.2) -> torch.Tensor:
+    """The per-token terms −min(ρ_t A_t, clip(ρ_t, 1−ε, 1+ε) A_t) of `clipped_surrogate`, before any mean."""
     ratio = torch.exp(logp - old_logp)
-    objective = torch.min(ratio * advantages, ratio.clamp(1 - eps, 1 + eps) * advantages)
-    return -masked_mean(objective, mask)
+    return -torch.min(ratio * advantages, ratio.clamp(1 - eps, 1 + eps) * advantages)
 
 
 def ppo_g(eps: float, advantages: torch.Tensor) -> torch.Tensor:
@@ -155,6 +160,43 @@ def rloo_baseline(rewards: torch.Tensor, k: int) -> torch.Tensor:
     """
     grouped = rewards.reshape(-1, k)
     return ((grouped.sum(-1, keepdim=True) - grouped) / (k - 1)).reshape(rewards.shape)
+
+
+# GRPO's std of a group is the sample standard deviation (Bessel's correction), plus this ε (TRL's GRPOTrainer).
+GRPO_STD_EPS = 1e-4
+
+
+def grpo_advantages(rewards: torch.Tensor, k: int, scale: str = "group", eps: float = GRPO_STD_EPS) -> torch.Tensor:
+    """GRPO's group-relative advantage (Shao et al. 2024, DeepSeekMath §4.1.2, outcome supervision):
+
+        Â_i = (r_i − mean(r_1 … r_k)) / (std(r_1 … r_k) + ε)        on every token of response i
+
+    for the k samples of one prompt (rows g·k … g·k+k−1, as `rloo_baseline`). `scale`: "group" divides by the
+    group's std (the paper), "batch" by the whole batch's std (Hu et al. 2025, REINFORCE++ / PPO Lite), "none" not
+    at all (Dr. GRPO, Liu et al. 2025 §3: the std favours questions that are too easy or too hard). [B] -> [B].
+    """
+    grouped = rewards.reshape(-1, k)
+    centred = (grouped - grouped.mean(-1, keepdim=True)).reshape(rewards.shape)
+    if scale == "none":
+        return centred
+    std = grouped.std(-1, keepdim=True).expand_as(grouped).reshape(rewards.shape) if scale == "group" else rewards.std()
+    return centred / (std + eps)
+
+
+def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str = "bnpo",
+                   max_length: int | None = None) -> torch.Tensor:
+    """A per-token loss [B, T] to one number, as the estimators' papers average it (TRL's `loss_type` names):
+
+        "bnpo"     Σ_{i,t} m·ℓ / Σ_{i,t} m            the token mean over the minibatch (our PPO and RLOO)
+        "grpo"     1/B Σ_i (Σ_t m·ℓ / Σ_t m)           each response's token mean, then the mean over responses
+                                                        (Shao et al. 2024, eq. 3: the 1/|o_i| inside the sum)
+        "dr_grpo"  Σ_{i,t} m·ℓ / (B · L_max)           a constant normalizer: no length bias (Liu et al. 2025, §3)
+    """
+    if loss_type == "grpo":
+        return masked_mean(per_token, mask, dim=-1).mean()
+    if loss_type == "dr_grpo":
+        return masked_sum(per_token, mask.to(per_token.dtype)) / (per_token.shape[0] * max_length)
+    return masked_mean(per_token, mask)
 
 
 # ------------------------------------------------------------------------------------- reward model (step 2)

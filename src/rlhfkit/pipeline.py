@@ -7,8 +7,10 @@
 - how much of each stage a preset runs (`Plan`, `PLANS`) and the reset of an output directory;
 - the held-out evaluation (`Judge`) and its seeds: every policy is sampled with the same seed on the same prompts,
   so that a win rate compares two samples of each prompt (docs/design.md §5);
-- the methods of `rlhf compare` (DPO, PPO, RLOO, best-of-n) trained and evaluated on one SFT model and one set of
-  rankings: `rlhf demo --methods` adds the same table to its report.
+- the methods of `rlhf compare` (DPO, PPO, RLOO, GRPO, best-of-n) trained and evaluated on one SFT model and one set
+  of rankings: `rlhf demo --methods` adds the same table to its report. Each RL method can be trained on the reward
+  model, on reward functions (the world's verifier by default) or on both (`trained_on`): one run each, e.g. `ppo`,
+  `ppo-fn`, `ppo-rm+fn`. Every policy is judged by the world's gold reward, never trained on it.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from rlhfkit.train.dpo import DPOConfig, train_dpo
 from rlhfkit.train.ppo import PPOConfig, train_ppo
 from rlhfkit.train.reward import RewardConfig, train_reward_model
 from rlhfkit.train.sft import SFTConfig, train_sft
+from rlhfkit.world.gold import WORLD_GOLD
 from rlhfkit.world.simulate import SimulateConfig, simulate_labels
+from rlhfkit.world.verify import VERIFIER
 
 # ------------------------------------------------------------------------------------------- presets
 
@@ -145,8 +149,9 @@ def ppo_config(policy: Path, reward: Path, world, out: Path, *, steps: int, batc
                kl_coef: float, save_every: int, seed: int, reference: Path | None = None, threads: int = 0,
                **options) -> PPOConfig:
     """The config of `rlhf ppo`; `options` are further PPOConfig fields, e.g. advantage="rloo", rloo_k=4 for RLOO."""
-    return PPOConfig(policy=str(policy), reference=str(reference) if reference else None, reward=str(reward),
-                     prompts=str(world.train_prompts_path), out=str(out), world=str(world.path), steps=steps,
+    return PPOConfig(policy=str(policy), reference=str(reference) if reference else None,
+                     reward=str(reward) if reward else None, judge=[WORLD_GOLD],
+                     prompts=str(world.train_prompts_path), out=str(out), steps=steps,
                      batch_size=batch, minibatch_size=minibatch, lr=lr, kl_coef=kl_coef,
                      max_new_tokens=world.response_limit, save_every=save_every, seed=seed, threads=threads,
                      overwrite=True, **options)
@@ -242,7 +247,9 @@ def mean(values) -> float:
 
 # ------------------------------------------------------------------------- the methods of `rlhf compare`
 
-METHODS = ("sft", "bon", "dpo", "ppo", "rloo")
+METHODS = ("sft", "bon", "dpo", "ppo", "rloo", "grpo")
+RL_METHODS = ("ppo", "rloo", "grpo")  # one trainer, `rlhf ppo --advantage gae|rloo|grpo`
+TRAINED_ON = ("rm", "fn", "rm+fn")    # what an RL method's r(x, y) is: the RM, reward functions, their sum
 
 
 @dataclass(frozen=True)
@@ -253,6 +260,9 @@ class MethodSettings:
     rl_steps: int | None = None
     rl_lr: float | None = None
     rloo_k: int = 4
+    group_size: int = 4
+    trained_on: tuple[str, ...] = ("rm",)
+    reward_fn: tuple[str, ...] = (VERIFIER,)
     dpo_beta: float = 0.1
     dpo_lr: float = 1e-4
     dpo_epochs: int = 1
@@ -261,11 +271,37 @@ class MethodSettings:
     threads: int = 0
 
 
-def rl_config(method: str, world, out: Path, plan: Plan, settings: MethodSettings, seed: int) -> PPOConfig:
-    """The `rlhf ppo` config that trains "ppo" or "rloo" (the same trainer with `--advantage rloo`) into OUT/METHOD."""
+def run_name(method: str, trained_on: str = "rm") -> str:
+    """The row (and run directory) of a method trained on a reward source: `ppo`, `ppo-fn`, `ppo-rm+fn`."""
+    return method if trained_on == "rm" or method not in RL_METHODS else f"{method}-{trained_on}"
+
+
+def split_run(name: str) -> tuple[str, str]:
+    """`ppo-rm+fn` -> ("ppo", "rm+fn"); `dpo` -> ("dpo", "rm")."""
+    method, _, on = name.partition("-")
+    return method, on or "rm"
+
+
+def runs(settings: MethodSettings) -> list[str]:
+    """Every row of the comparison, in the table's order: each method, each RL method once per reward source."""
+    return [run_name(m, on) for m in METHODS if m in settings.methods
+            for on in (settings.trained_on if m in RL_METHODS else ("rm",))]
+
+
+def rl_config(name: str, world, out: Path, plan: Plan, settings: MethodSettings, seed: int) -> PPOConfig:
+    """The `rlhf ppo` config of run `name` (`runs`) into OUT/NAME: "ppo", "rloo" or "grpo" (the same trainer with
+    `--advantage rloo|grpo`), on the RM, on the reward functions (PPO's value model still starts from the RM's
+    weights, as InstructGPT's) or on their sum."""
+    method, on = split_run(name)
     steps = settings.rl_steps or plan.ppo_steps
-    options = {"advantage": "rloo", "rloo_k": settings.rloo_k} if method == "rloo" else {}
-    return ppo_config(out / "sft", out / "rm", world, out / method, steps=steps, batch=plan.ppo_batch,
+    options = {"rloo": {"advantage": "rloo", "rloo_k": settings.rloo_k},
+               "grpo": {"advantage": "grpo", "group_size": settings.group_size}}.get(method, {})
+    if on != "rm":
+        options["reward_fn"] = list(settings.reward_fn)
+        if method == "ppo":
+            options["value_model"] = str(out / "rm")
+    reward = out / "rm" if "rm" in on.split("+") else None
+    return ppo_config(out / "sft", reward, world, out / name, steps=steps, batch=plan.ppo_batch,
                       minibatch=plan.ppo_minibatch, lr=settings.rl_lr or plan.ppo_lr, kl_coef=settings.kl_coef,
                       save_every=max(1, steps // settings.curve_points), seed=seed, threads=settings.threads,
                       **options)
@@ -282,7 +318,7 @@ def train_method(method: str, world, out: Path, plan: Plan, settings: MethodSett
             epochs=settings.dpo_epochs, save_every=max(1, steps // settings.curve_points), seed=seed,
             threads=settings.threads)
         return {"wall_s": round(time.time() - t0, 1), "episodes": 0}
-    cfg = rl_config(method, world, out, plan, settings, seed)
+    cfg = rl_config(method, world, out, plan, settings, seed)  # `method`: a run name, e.g. ppo-fn
     quiet(train_ppo, cfg)
     return {"wall_s": round(time.time() - t0, 1), "episodes": cfg.steps * plan.ppo_batch}
 
@@ -312,8 +348,8 @@ def evaluate_methods(world, out: Path, settings: MethodSettings, n_prompts: int,
         rows["bon"] = row(gold, bon.rm[np.arange(len(judge.prompts)), pick], [bon_kl(n)], n=n,
                           wall_s=round(time.time() - t0, 1), episodes=n * len(judge.prompts))
         curves["bon"], golds["bon"] = bon.curve(range(1, n + 1)), gold
-    for method in ("dpo", "ppo", "rloo"):
-        if method not in settings.methods:
+    for method in runs(settings):
+        if method not in trained:
             continue
         final = judge.measure(load_policy(out / method)[0])
         points = [point(reference, step=0)]

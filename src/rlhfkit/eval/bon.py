@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlhfkit.generation import generate_texts
+from rlhfkit.rewards.combine import Rewards
 from rlhfkit.world.gold import gold_reward
 
 
@@ -46,11 +47,17 @@ class BestOfN:
 
 def best_of_n(policy, tokenizer, reward_model, prompts: list[str], *, n: int = 16, temperature: float = 1.0,
               max_new_tokens: int = 32, seed: int = 0, missing_eos_penalty: float | None = -1.0) -> BestOfN:
-    """n samples per prompt, each scored by the reward model (as PPO scores them) and by gold."""
+    """n samples per prompt, each scored by the reward model (as PPO scores them) and by gold. `reward_model`: a
+    scalar reward model, or `Rewards` (an RM and/or reward functions, weighted: `rlhf eval bon --reward-fn`)."""
     flat_prompts = [p for p in prompts for _ in range(n)]
     texts, finished = generate_texts(policy, tokenizer, flat_prompts, max_new_tokens=max_new_tokens,
                                      temperature=temperature, seed=seed)
-    rm = reward_model.score_texts(flat_prompts, texts, finished).double().numpy()  # a models.RewardModel
+    if isinstance(reward_model, Rewards):
+        where = [f"held-out prompt {i // n + 1}" for i in range(len(flat_prompts))]
+        total, _ = reward_model.score_texts(flat_prompts, texts, finished, [{}] * len(texts), where)
+        rm = total.double().numpy()
+    else:
+        rm = reward_model.score_texts(flat_prompts, texts, finished).double().numpy()  # a models.RewardModel
     if missing_eos_penalty is not None:
         rm = np.where(np.array(finished), rm, missing_eos_penalty)
     gold = np.array([gold_reward(p, t, f).total for p, t, f in zip(flat_prompts, texts, finished)])

@@ -18,6 +18,8 @@ from rlhfkit.eval.stats import mean_and_se, win_rate
 from rlhfkit.models.loading import check_causal_lm, check_model_dir, check_reward_dir, load_tokenizer
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.models.scalar import ScalarModel
+from rlhfkit.rewards.combine import Rewards
+from rlhfkit.rewards.functions import load_reward_function
 from rlhfkit.train.reward import HELDOUT_FILE, pairwise_accuracy, tokenize_groups
 from rlhfkit.world.build import World
 
@@ -154,7 +156,11 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
 @dataclass
 class EvalBoNConfig:
     policy: str | None = required("policy to sample from (the SFT model)")
-    reward: str | None = required("reward model that picks the best of n")
+    reward: str | None = option(None, "reward model that picks the best of n (with --reward-fn: their sum)")
+    reward_fn: list[str] = option([], "reward functions that pick it, comma-separated: module:function or "
+                                  "file.py:function (TRL's convention; e.g. rlhfkit.world.verify:verify)")
+    reward_fn_weights: list[float] = option([], "weight of each --reward-fn (default: 1 each)")
+    reward_model_weight: float = option(1.0, "weight of the reward model's score in the sum with --reward-fn")
     world: str | None = required("world directory (held-out prompts and gold reward)")
     n: int = option(16, "samples per prompt; the curve reports n = 1, 2, 4, ... up to this")
     temperature: float = option(1.0, "sampling temperature")
@@ -168,6 +174,12 @@ class EvalBoNConfig:
         if self.n < 1 or self.temperature <= 0:
             raise UserError("config keys 'n' must be >= 1 and 'temperature' > 0")
         check_at_least(self, 1, "max_new_tokens", "limit")
+        if not self.reward and not self.reward_fn:
+            raise UserError("config key 'reward': give a reward model (--reward), reward functions (--reward-fn), "
+                            "or both")
+        if self.reward_fn_weights and len(self.reward_fn_weights) != len(self.reward_fn):
+            raise UserError(f"config key 'reward_fn_weights': {len(self.reward_fn_weights)} weights for "
+                            f"{len(self.reward_fn)} reward functions")
 
 
 def eval_bon(cfg: EvalBoNConfig) -> dict:
@@ -176,18 +188,23 @@ def eval_bon(cfg: EvalBoNConfig) -> dict:
         check_writable(cfg.json_out)
     world = World(cfg.world)
     check_model_dir(cfg.policy)
-    check_model_dir(cfg.reward, "reward model")
     check_causal_lm(cfg.policy)
-    check_reward_dir(cfg.reward)
+    if cfg.reward:
+        check_model_dir(cfg.reward, "reward model")
+        check_reward_dir(cfg.reward)
+    functions = [load_reward_function(spec) for spec in cfg.reward_fn]
     model, tokenizer = load_policy(cfg.policy)
-    reward = RewardModel.load(cfg.reward, tokenizer)  # any reward model; its own tokenizer re-encodes the samples
+    reward = RewardModel.load(cfg.reward, tokenizer) if cfg.reward else None  # any RM; its own tokenizer if it has one
+    if functions:
+        reward = Rewards(reward, cfg.reward_model_weight, functions, tuple(cfg.reward_fn_weights))
     bon = best_of_n(model, tokenizer, reward, heldout(world, cfg.limit), n=cfg.n, temperature=cfg.temperature,
                     max_new_tokens=cfg.max_new_tokens or world.response_limit, seed=cfg.seed,
                     missing_eos_penalty=cfg.missing_eos_penalty)
-    result = {"policy": cfg.policy, "reward": cfg.reward, "prompts": len(bon.prompts),
+    picker = " + ".join(([cfg.reward] if cfg.reward else []) + [f.name for f in functions])
+    result = {"policy": cfg.policy, "reward": cfg.reward, "reward_fn": cfg.reward_fn, "prompts": len(bon.prompts),
               "curve": bon.curve(_powers(cfg.n))}
-    print(f"best-of-n of {cfg.policy} by {cfg.reward} on {len(bon.prompts)} held-out prompts:")
-    print("      n   KL_BoN   RM score   gold")
+    print(f"best-of-n of {cfg.policy} by {picker} on {len(bon.prompts)} held-out prompts:")
+    print("      n   KL_BoN     reward   gold")
     for row in result["curve"]:
         print(f"  {row['n']:>5}  {row['kl']:>7.3f}  {row['rm']:>9.3f}  {row['gold']:>6.3f}")
     _write_json(cfg.json_out, result)

@@ -18,6 +18,16 @@ samples for each of batch_size/k prompts, step 2 scores no values, step 4 gives 
 same Â = R(x, y) − mean of R over the other k−1 samples of its prompt (R = Σ_t R_t, the KL-penalized sequence
 reward), and step 5 is the same clipped update without the value term.
 
+GRPO (`--advantage grpo`, Shao et al. 2024, DeepSeekMath §4) is the other critic-free option: k samples per prompt
+(`--group-size`), every token of a response gets Â = (R − mean R) / (std R + ε) over its prompt's k samples, and —
+as in the paper — the KL to the reference is a term β·k3 of the loss (`--kl-in loss`) instead of a per-token reward
+(`--kl-in reward`, as PPO), each response's token losses averaged before the mean over responses
+(`--loss-type grpo`). Dr. GRPO (Liu et al. 2025) is `--scale-rewards none --loss-type dr_grpo`: no division by the
+std, a constant normalizer. The names are TRL's GRPOConfig's; bench/peer_grpo_check.py checks the numbers.
+
+r(x, y) is a reward model, reward functions (`--reward-fn`, TRL's convention: `rlhfkit/rewards`), or their weighted
+sum; judges (`--judge`, e.g. the toy world's gold reward) are logged, never trained on (train/ppo_rewards.py).
+
 With N processes (--num-processes) PPO takes the steps of one process (docs/design.md §4; tested in
 tests/train/test_distributed.py). Every process holds the same generators, so each draws the same prompts,
 minibatch orders and PPO-ptx batches. 1: each generates its contiguous share of the global batch's rows,
@@ -33,6 +43,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,14 +70,27 @@ from rlhfkit.models.lora import AdaptersOff, add_lora, copy_head, has_lora, save
 from rlhfkit.models.policy import response_logprobs, response_values
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.models.scalar import ScalarModel
+from rlhfkit.rewards.combine import RewardBatch, Rewards
 from rlhfkit.storage import save_pretrained_atomic
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import RunOptions, check_finite, make_optimizer, optimizer_step, progress, shuffled_batches
 from rlhfkit.train.distributed import Parallel
 from rlhfkit.train.ppo_data import PromptStream, PtxBatches, read_ptx
+from rlhfkit.train.ppo_rewards import (
+    PromptRows,
+    check_reward_sources,
+    judges_record,
+    load_reward_model,
+    make_judges,
+    make_rewards,
+)
 from rlhfkit.train.rollout import Rollout, gather_rollout, pad_responses, rollout_metrics
 from rlhfkit.train.run import Run, start_run
-from rlhfkit.world.build import World
+
+ADVANTAGES = ("gae", "rloo", "grpo")
+LOSS_TYPES = ("bnpo", "grpo", "dr_grpo")   # TRL's GRPOConfig.loss_type names (losses.aggregate_loss)
+SCALE_REWARDS = ("group", "batch", "none")  # TRL's GRPOConfig.scale_rewards
+KL_IN = ("reward", "loss")
 
 
 @dataclass
@@ -74,10 +98,16 @@ class PPOConfig(RunOptions, DataOptions):
     policy: str | None = required("SFT policy directory: the PPO start and the frozen reference")
     reference: str | None = option(None, "frozen reference of the KL penalty (default: --policy; the online loop "
                                    "starts from the last round's policy and keeps the SFT one here)")
-    reward: str | None = required("reward model directory (rlhf rm)")
+    reward: str | None = option(None, "reward model directory (rlhf rm); with --reward-fn the two are summed")
+    reward_fn: list[str] = option([], "reward functions, comma-separated: module:function or file.py:function, "
+                                  "called as f(prompts, completions, **row_fields) -> list[float] (TRL's convention)")
+    reward_fn_weights: list[float] = option([], "weight of each --reward-fn (default: 1 each)")
+    reward_model_weight: float = option(1.0, "weight of the reward model's score in the sum with --reward-fn")
+    judge: list[str] = option([], "judges, comma-separated, logged but never trained on: a reward model directory, "
+                              "a reward function, or a registered name (world:gold)")
     prompts: str | None = required("prompts JSONL (field `prompt`)")
     value_model: str | None = option(None, "value model start (default: the reward model, as InstructGPT)")
-    world: str | None = option(None, "toy world: also log the gold reward of rollouts (never used to train)")
+    world: str | None = option(None, "toy world: also log its gold reward (the judge world:gold; never trained on)")
     steps: int = option(100, "PPO iterations (one batch of rollouts each)")
     batch_size: int = option(64, "episodes (prompts) per iteration")
     minibatch_size: int = option(32, "episodes per gradient step")
@@ -94,9 +124,18 @@ class PPOConfig(RunOptions, DataOptions):
     vf_coef: float = option(0.1, "weight of the value loss")
     gamma: float = option(1.0, "discount γ")
     lam: float = option(0.95, "GAE λ")
-    advantage: str = option("gae", "advantage estimator: gae (PPO with a value model) or rloo (REINFORCE "
-                            "leave-one-out, no value model; Ahmadian et al. 2024)")
+    advantage: str = option("gae", "advantage estimator: gae (PPO with a value model), rloo (REINFORCE "
+                            "leave-one-out, no value model; Ahmadian et al. 2024) or grpo (group-normalized reward, "
+                            "no value model; Shao et al. 2024)")
     rloo_k: int = option(4, "RLOO: samples per prompt (a batch is batch_size/k prompts x k samples)")
+    group_size: int = option(4, "GRPO: samples per prompt (TRL's num_generations)")
+    scale_rewards: str = option("group", "GRPO: divide by the std of the group (the paper), of the batch, or none "
+                                "(Dr. GRPO, Liu et al. 2025)")
+    loss_type: str | None = option(None, "how token losses are averaged: bnpo (token mean over the minibatch), "
+                                   "grpo (per response, then over responses; Shao et al.) or dr_grpo (a constant "
+                                   "normalizer, Liu et al. 2025); default grpo for GRPO, bnpo otherwise")
+    kl_in: str | None = option(None, "where the KL to the reference goes: reward (−β·log ratio per token, as "
+                               "InstructGPT) or loss (β·k3 in the loss, as GRPO); default loss for GRPO, else reward")
     whiten_rewards: bool = option(False, "whiten per-token rewards before GAE")
     temperature: float = option(1.0, "sampling temperature; log-probs are scored with the same logits / T")
     max_new_tokens: int = option(32, "response length limit")
@@ -125,16 +164,30 @@ class PPOConfig(RunOptions, DataOptions):
             raise UserError("config key 'adaptive_kl_target' must be > 0")
         if self.ptx_coef > 0 and not self.ptx_data:
             raise UserError("config key 'ptx_coef' > 0 needs --ptx-data")
-        if self.advantage not in ("gae", "rloo"):
-            raise UserError(f"config key 'advantage': unknown estimator {self.advantage!r} (gae or rloo)")
-        if self.advantage == "rloo":
-            if self.rloo_k < 2 or self.batch_size % self.rloo_k:
-                raise UserError("config key 'rloo_k' must be at least 2 and divide 'batch_size' (leave-one-out "
-                                "needs k >= 2 samples of each prompt in the batch)")
+        if self.advantage not in ADVANTAGES:
+            raise UserError(f"config key 'advantage': unknown estimator {self.advantage!r} ({', '.join(ADVANTAGES)})")
+        for key, allowed in (("loss_type", LOSS_TYPES), ("scale_rewards", SCALE_REWARDS), ("kl_in", KL_IN)):
+            if getattr(self, key) not in (None, *allowed):
+                raise UserError(f"config key '{key}': {getattr(self, key)!r} is not one of {', '.join(allowed)}")
+        if not self.reward and not self.reward_fn:
+            raise UserError("config key 'reward': give a reward model (--reward), reward functions (--reward-fn), "
+                            "or both")
+        if self.reward_fn_weights and len(self.reward_fn_weights) != len(self.reward_fn):
+            raise UserError(f"config key 'reward_fn_weights': {len(self.reward_fn_weights)} weights for "
+                            f"{len(self.reward_fn)} reward functions")
+        if self.advantage == "gae" and not (self.reward or self.value_model):
+            raise UserError("config key 'value_model': PPO with GAE needs a value model start (--value-model, or "
+                            "--reward: the value model starts from the reward model)")
+        if self.advantage != "gae":
+            name, key = ("RLOO", "rloo_k") if self.advantage == "rloo" else ("GRPO", "group_size")
+            k = samples_per_prompt(self)
+            if k < 2 or self.batch_size % k:
+                raise UserError(f"config key '{key}' must be at least 2 and divide 'batch_size' ({name} compares "
+                                f"k >= 2 samples of each prompt in the batch)")
             if self.value_model:
-                raise UserError("config key 'value_model': RLOO has no value model (drop --value-model)")
+                raise UserError(f"config key 'value_model': {name} has no value model (drop --value-model)")
             if self.value_warmup:
-                raise UserError("config key 'value_warmup': RLOO has no value model to warm up")
+                raise UserError(f"config key 'value_warmup': {name} has no value model to warm up")
         # With N processes each generates batch_size/N episodes and updates on minibatch_size/N of each minibatch.
         n = self.num_processes
         if n > 1 and ((self.batch_size // samples_per_prompt(self)) % n or self.minibatch_size % n):
@@ -170,7 +223,7 @@ class KLController:
 
 def collect(policy, tokenizer, prompts: list[str], cfg: PPOConfig, generator, parallel: Parallel | None = None
             ) -> Samples:
-    """1. Sample one response per prompt from the current policy (RLOO: k, side by side). With N processes:
+    """1. Sample one response per prompt from the current policy (RLOO, GRPO: k, side by side). With N processes:
     this process's rows of the global batch, as a one-process run samples them (see the module docstring)."""
     prompts = [p for p in prompts for _ in range(samples_per_prompt(cfg))]
     options = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, generator=generator,
@@ -190,30 +243,42 @@ def collect(policy, tokenizer, prompts: list[str], cfg: PPOConfig, generator, pa
 
 
 @without_autograd
-def measure(samples: Samples, policy, reference, value_model, reward_model, cfg: PPOConfig) -> Rollout:
-    """2. log π_θk, log π_SFT (same temperature as sampling), V_φk and r(x, y) of the sampled responses."""
+def measure(samples: Samples, policy, reference, value_model, reward, cfg: PPOConfig,
+            batch: RewardBatch | None = None) -> Rollout:
+    """2. log π_θk, log π_SFT (same temperature as sampling), V_φk and r(x, y) of the sampled responses.
+
+    `reward`: the run's `Rewards` (or a bare reward model: its score alone); `batch`: the responses' dataset rows,
+    for reward functions (default: no fields, rows named by position)."""
     ids, attn, width = samples.input_ids, samples.attention_mask, samples.prompt_ids.shape[1]
     mask = samples.response_mask
     logp, logits = response_logprobs(policy, ids, attn, width, cfg.temperature)
     ref_logp, _ = response_logprobs(reference, ids, attn, width, cfg.temperature)
     if value_model is not None:
         values = response_values(value_model, ids, attn, width)
-    else:  # RLOO: no value model
+    else:  # RLOO, GRPO: no value model
         values = torch.zeros_like(logp)
-    rm_score = reward_model.score_samples(samples)  # read at the EOS of a finished response (models/scalar.py)
+    if not isinstance(reward, Rewards):
+        reward = Rewards(reward)
+    batch = batch or RewardBatch(samples, [{}] * len(samples.texts), [f"row {i + 1}" for i in range(len(ids))])
+    rm_score, columns = reward.score(batch)  # the RM reads the last real token: the EOS of a finished response
     terminal = rm_score
     if cfg.missing_eos_penalty is not None:
         terminal = torch.where(samples.finished, rm_score, torch.full_like(rm_score, cfg.missing_eos_penalty))
     return Rollout(samples, logp * mask, ref_logp * mask, values * mask, rm_score, terminal,
-                   L.entropy(logits, mask, cfg.temperature).item())
+                   L.entropy(logits, mask, cfg.temperature).item(), columns)
 
 
 def advantages(rollout: Rollout, kl_coef: float, cfg: PPOConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """3–4. Per-token rewards, GAE advantages (whitened) and returns; RLOO: leave-one-out advantages, no returns."""
-    rewards = L.per_token_rewards(rollout.terminal_reward, rollout.logp, rollout.ref_logp, rollout.mask, kl_coef)
-    if cfg.advantage == "rloo":  # the response is one action: Â_t = R(x, y) − b(x, y) on each of its tokens
-        sequence_reward = rewards.sum(-1)
-        adv = sequence_reward - L.rloo_baseline(sequence_reward, cfg.rloo_k)
+    """3–4. Per-token rewards, GAE advantages (whitened) and returns; RLOO: leave-one-out advantages, GRPO:
+    group-normalized ones, no returns. With --kl-in loss the rewards hold no KL term (the loss does)."""
+    beta = 0.0 if kl_in_loss(cfg) else kl_coef
+    rewards = L.per_token_rewards(rollout.terminal_reward, rollout.logp, rollout.ref_logp, rollout.mask, beta)
+    if cfg.advantage != "gae":  # the response is one action: the same Â on each of its tokens
+        sequence_reward, k = rewards.sum(-1), samples_per_prompt(cfg)
+        if cfg.advantage == "rloo":  # Â = R(x, y) − b(x, y)
+            adv = sequence_reward - L.rloo_baseline(sequence_reward, k)
+        else:  # Â = (R − mean R) / (std R + ε) over the prompt's k samples
+            adv = L.grpo_advantages(sequence_reward, k, cfg.scale_rewards)
         return rewards, adv[:, None] * rollout.mask, None
     if cfg.whiten_rewards:
         rewards = L.whiten(rewards, rollout.mask, shift_mean=False)
@@ -221,10 +286,22 @@ def advantages(rollout: Rollout, kl_coef: float, cfg: PPOConfig) -> tuple[torch.
     return rewards, L.whiten(adv, rollout.mask), returns
 
 
+def surrogate_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor,
+                mask: torch.Tensor, cfg: PPOConfig, kl_coef: float) -> torch.Tensor:
+    """PPO-Clip's token terms −min(ρA, clip(ρ, 1±ε)A), plus β·k3(π_θ, π_ref) with --kl-in loss (GRPO: Shao et al.
+    2024, eq. 3–4), averaged as --loss-type says (`losses.aggregate_loss`; bnpo is PPO's token mean)."""
+    terms = L.clipped_surrogate_terms(logp, old_logp, adv, cfg.clip_range)
+    if kl_in_loss(cfg):
+        terms = terms + kl_coef * L.kl_k3(logp, ref_logp)
+    return L.aggregate_loss(terms, mask, loss_type(cfg), cfg.max_new_tokens)
+
+
 def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tensor, returns: torch.Tensor,
-               cfg: PPOConfig, generator: torch.Generator, ptx=None, parallel: Parallel | None = None) -> list[dict]:
+               cfg: PPOConfig, generator: torch.Generator, ptx=None, parallel: Parallel | None = None,
+               kl_coef: float | None = None) -> list[dict]:
     """5. K epochs over shuffled minibatches of the rollout; returns one stats dict per minibatch (N processes:
-    each takes its share of every minibatch; the stats are the whole minibatch's)."""
+    each takes its share of every minibatch; the stats are the whole minibatch's). `kl_coef`: β of the KL loss
+    term (--kl-in loss; default --kl-coef)."""
     parallel = parallel or Parallel(rollout.mask.device)
     s, stats = rollout.samples, []
     ids, attn, mask, width = s.input_ids, s.attention_mask, rollout.mask, rollout.prompt_width
@@ -234,9 +311,10 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
             idx = parallel.shard(minibatch)
             logp, logits = response_logprobs(policy, ids[idx], attn[idx], width, cfg.temperature)
             old_logp, m = rollout.logp[idx], mask[idx]
-            policy_loss = L.clipped_surrogate(logp, old_logp, adv[idx], m, cfg.clip_range)
+            policy_loss = surrogate_loss(logp, old_logp, rollout.ref_logp[idx], adv[idx], m, cfg,
+                                         cfg.kl_coef if kl_coef is None else kl_coef)
             loss, value_loss = policy_loss, None
-            if value_model is not None:  # RLOO has no value model, hence no value term
+            if value_model is not None:  # RLOO and GRPO have no value model, hence no value term
                 values = response_values(value_model, ids[idx], attn[idx], width)
                 value_loss = L.clipped_value_loss(values, rollout.values[idx], returns[idx], m, cfg.clip_range_value)
                 loss = policy_loss + cfg.vf_coef * value_loss
@@ -244,8 +322,9 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
             ptx_loss, ptx_tokens = ptx.loss(policy, parallel) if ptx is not None else (None, 0)
             if ptx_loss is not None:
                 check_finite(ptx_loss, len(stats), "PPO-ptx loss")
-            tokens = m.sum()  # the loss is a mean over the global minibatch's response tokens
-            parallel.backward(loss, tokens, *([(cfg.ptx_coef * ptx_loss, ptx_tokens)] if ptx_loss is not None else []))
+            tokens = m.sum()  # the loss is a mean over the global minibatch's response tokens (bnpo)
+            units = tokens if loss_type(cfg) == "bnpo" else torch.tensor(float(len(idx)))  # grpo, dr_grpo: responses
+            parallel.backward(loss, units, *([(cfg.ptx_coef * ptx_loss, ptx_tokens)] if ptx_loss is not None else []))
             optimizer_step(optimizer, None, trained, cfg.grad_clip)
             with torch.no_grad():
                 ratio = torch.exp(logp - old_logp)[m.bool()]
@@ -265,9 +344,19 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
 
 # ---------------------------------------------------------------------------------------- around it
 
+def loss_type(cfg: PPOConfig) -> str:
+    """--loss-type, by default the estimator's paper's: grpo for GRPO, the token mean (bnpo) for PPO and RLOO."""
+    return cfg.loss_type or ("grpo" if cfg.advantage == "grpo" else "bnpo")
+
+
+def kl_in_loss(cfg: PPOConfig) -> bool:
+    """--kl-in, by default the estimator's paper's: a loss term for GRPO, a per-token reward for PPO and RLOO."""
+    return (cfg.kl_in or ("loss" if cfg.advantage == "grpo" else "reward")) == "loss"
+
+
 def samples_per_prompt(cfg: PPOConfig) -> int:
-    """Responses drawn per prompt in one batch: k for RLOO's leave-one-out baseline, else 1."""
-    return cfg.rloo_k if cfg.advantage == "rloo" else 1
+    """Responses drawn per prompt in one batch: k for RLOO's leave-one-out baseline and GRPO's group, else 1."""
+    return {"rloo": cfg.rloo_k, "grpo": cfg.group_size}.get(cfg.advantage, 1)
 
 
 def load_models(cfg: PPOConfig, device):
@@ -288,9 +377,10 @@ def load_models(cfg: PPOConfig, device):
         reference = disable_dropout(load_causal_lm(cfg.reference or cfg.policy, tokenizer))
         reference = reference.to(device).eval().requires_grad_(False)
     reward_under_value_model = cfg.lora_r > 0 and cfg.advantage == "gae" and not cfg.value_model
-    if not reward_under_value_model:  # any reward model, its own tokenizer or the policy's (models/reward_model.py)
-        reward_model = RewardModel.load(cfg.reward, tokenizer, device)
-    value_model = None  # RLOO: no value model
+    reward_model = None  # reward functions alone: no reward model
+    if cfg.reward and not reward_under_value_model:  # any reward model, its own tokenizer or the policy's
+        reward_model = RewardModel.load(cfg.reward, tokenizer, device)  # (models/reward_model.py)
+    value_model = None  # RLOO, GRPO: no value model
     if cfg.advantage == "gae":
         value_path = cfg.value_model or cfg.reward
         value_model = ScalarModel.from_pretrained(value_path, role="value model").to(device).eval()
@@ -308,13 +398,17 @@ def load_models(cfg: PPOConfig, device):
 @dataclass
 class PPOInputs:
     """What the run reads, once, before any process starts."""
-    prompts: list[str]
+    rows: PromptRows           # the prompts, their fields (for reward functions) and their names
     ptx: list[dict] | None     # PPO-ptx records (text, or prompt + completion)
-    world: World | None
+    judges: list               # registered judges, and the specs of the others (train/ppo_rewards.py)
+
+    @property
+    def prompts(self) -> list:
+        return self.rows.prompts
 
 
 def read_inputs(cfg: PPOConfig) -> PPOInputs:
-    prompts = [r["prompt"] for r in read_prompts(cfg.prompts, cfg)]
+    rows = PromptRows.of(cfg.prompts, read_prompts(cfg.prompts, cfg))
     ptx = read_ptx(cfg.ptx_data) if cfg.ptx_data else None  # every line checked before a model is loaded
     for path in (cfg.policy, cfg.reference, cfg.reward, cfg.value_model):
         if path:
@@ -325,13 +419,16 @@ def read_inputs(cfg: PPOConfig) -> PPOInputs:
     for path, role in ((cfg.reward, "reward model"), (cfg.value_model, "value model")):
         if path:
             check_reward_dir(path, role)
-    return PPOInputs(prompts, ptx, World(cfg.world) if cfg.world else None)
+    if cfg.world and not Path(cfg.world).is_dir():
+        raise UserError(f"--world {cfg.world}: not a directory")
+    return PPOInputs(rows, ptx, check_reward_sources(cfg))
 
 
 def _load(cfg: PPOConfig, inputs: PPOInputs, device):
     tokenizer, *models = load_models(cfg, device)
     check_prompts(cfg, tokenizer, inputs.prompts)
-    models[3].check_prompts(inputs.prompts, cfg.prompts)  # the reward model's own chat template, when it has one
+    if models[3] is not None:  # the reward model's own chat template, when it has one
+        models[3].check_prompts(inputs.prompts, cfg.prompts)
     ptx = None
     if inputs.ptx:
         truncation = Truncation(256, cfg.truncation)
@@ -356,12 +453,14 @@ def train_ppo(cfg: PPOConfig) -> dict:
 
 
 def ppo_loop(run: Run) -> dict:
-    cfg, parallel, generator, world = run.cfg, run.parallel, run.generator, run.inputs.world
+    cfg, parallel, generator, inputs = run.cfg, run.parallel, run.generator, run.inputs
     tokenizer, policy, reference, value_model, reward_model, ptx = run.models
     train_policy, train_value_model, reference, reward_model, optimizer = wrap_models(run)
+    rewards_of = make_rewards(cfg, reward_model, tokenizer)  # r(x, y): the RM, the reward functions, their sum
+    judges = make_judges(inputs.judges, lambda path: load_reward_model(path, tokenizer, run.device))
     policy_params = [p for p in policy.parameters() if p.requires_grad]  # what the value warm-up freezes
     kl_control = KLController(cfg.kl_coef, cfg.adaptive_kl_target, cfg.kl_horizon)
-    stream = PromptStream(run.inputs.prompts, generator)
+    stream = PromptStream(list(range(len(inputs.prompts))), generator)  # row numbers, drawn as the prompts were
     sampler = torch.Generator(device=run.device).manual_seed(cfg.seed)  # the same in every process (docstring)
     checkpoints = Checkpoints(run.dir, parallel, cfg.checkpoint_every, policy=policy, optimizer=optimizer,
                               kl_control=kl_control, stream=stream, generator=generator, sampler=sampler,
@@ -373,21 +472,25 @@ def ppo_loop(run: Run) -> dict:
         t0 = time.time()
         for p in policy_params:
             p.requires_grad_(step > cfg.value_warmup)  # during the warm-up only the value model learns
-        prompts = stream.next(cfg.batch_size // samples_per_prompt(cfg))  # the global batch, in every process
+        rows = stream.next(cfg.batch_size // samples_per_prompt(cfg))  # the global batch, in every process
+        prompts = [inputs.prompts[i] for i in rows]
+        batch_rows = [i for i in rows for _ in range(samples_per_prompt(cfg))]  # each response's row, as collect
         with parallel.inference():  # inference mode (FSDP: no_grad)
             with parallel.whole(policy):  # FSDP: gathered once for the decoding loop, not once per token
                 samples = collect(policy, tokenizer, prompts, cfg, sampler, parallel)                     # 1
             t1 = time.time()
-            rollout = gather_rollout(measure(samples, policy, reference, value_model, reward_model, cfg),
-                                     parallel)                                                          # 2
+            mine = [batch_rows[i] for i in parallel.shard_range(len(batch_rows))]  # this process's responses
+            rollout = gather_rollout(measure(samples, policy, reference, value_model, rewards_of, cfg,
+                                             inputs.rows.batch(samples, mine)), parallel)                # 2
         rewards, adv, returns = advantages(rollout, kl_control.value, cfg)                                # 3, 4
         t2 = time.time()
         updates = ppo_update(train_policy, train_value_model, optimizer, rollout, adv, returns, cfg, generator,
-                             ptx, parallel)                                                             # 5
+                             ptx, parallel, kl_control.value)                                           # 5
         t3 = time.time()
-        record = rollout_metrics(rollout, rewards, kl_control.value, world) | mean_stats(updates) | {
+        record = rollout_metrics(rollout, rewards, kl_control.value) | mean_stats(updates) | {
             "episodes": step * cfg.batch_size, "generation_s": t1 - t0, "scoring_s": t2 - t1,
-            "update_s": t3 - t2}
+            "update_s": t3 - t2, "reward_fn_s": rewards_of.take_time()}
+        record |= judges_record(judges, rollout.samples, inputs.rows, batch_rows)
         kl_control.update(record["kl"], cfg.batch_size)
         log_step(run, step, record, bar)
         if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
@@ -409,7 +512,9 @@ def wrap_models(run: Run):
         ptx.generator = run.generator  # PPO-ptx's batches: from the run's generator, the same in every process
     train_policy = parallel.wrap(policy)
     train_value_model = parallel.wrap(value_model) if value_model is not None else None
-    reference, reward_model.model = parallel.frozen(reference), parallel.frozen(reward_model.model)
+    reference = parallel.frozen(reference)
+    if reward_model is not None:
+        reward_model.model = parallel.frozen(reward_model.model)
     trained = [policy] + ([value_model] if value_model is not None else [])
     optimizer = make_optimizer([p for model in trained for p in model.parameters()], cfg.lr, eps=cfg.adam_eps)
     return train_policy, train_value_model, reference, reward_model, optimizer

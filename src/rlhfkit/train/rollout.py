@@ -3,7 +3,7 @@ what docs/design.md §4 asks to log about it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -19,9 +19,11 @@ class Rollout:
     logp: torch.Tensor        # log π_θk(y_t)            [B, R]
     ref_logp: torch.Tensor    # log π_SFT(y_t)           [B, R]
     values: torch.Tensor      # V_φk(x, y_<t)            [B, R]
-    rm_score: torch.Tensor    # r(x, y)                  [B]
+    rm_score: torch.Tensor    # r(x, y): the RM's score, or the weighted sum of the reward sources   [B]
     terminal_reward: torch.Tensor  # r(x, y), or the missing-EOS penalty: added at the last token   [B]
     entropy: float
+    columns: dict[str, torch.Tensor] = field(default_factory=dict)  # each reward source's own value [B] (NaN:
+    #                                                                  a function that did not score the response)
 
     @property
     def mask(self) -> torch.Tensor:
@@ -50,12 +52,13 @@ def gather_rollout(rollout: Rollout, parallel: Parallel) -> Rollout:
                       rows(s.finished), texts, prompts)
     entropy = parallel.token_mean({"entropy": rollout.entropy}, s.response_mask.sum())["entropy"]
     return Rollout(samples, rows(rollout.logp), rows(rollout.ref_logp), rows(rollout.values), rows(rollout.rm_score),
-                   rows(rollout.terminal_reward), entropy)
+                   rows(rollout.terminal_reward), entropy, {k: rows(v) for k, v in rollout.columns.items()})
 
 
-def rollout_metrics(rollout: Rollout, rewards: torch.Tensor, kl_coef: float, world=None) -> dict:
-    """What docs/design.md §4 asks to log about a batch of rollouts (gold only in the toy world, for evaluation).
-    The key `score` is the mean terminal reward (r(x, y), or the missing-EOS penalty)."""
+def rollout_metrics(rollout: Rollout, rewards: torch.Tensor, kl_coef: float) -> dict:
+    """What docs/design.md §4 asks to log about a batch of rollouts (the judges' metrics are added by the trainer).
+    The key `score` is the mean terminal reward (r(x, y), or the missing-EOS penalty); `reward/NAME` the mean of
+    each reward source when there are several (responses a function did not score left out)."""
     s, mask = rollout.samples, rollout.mask
     kl_k1 = (rollout.logp - rollout.ref_logp).sum(-1)
     kl_k3 = (L.kl_k3(rollout.logp, rollout.ref_logp) * mask).sum(-1)
@@ -64,8 +67,7 @@ def rollout_metrics(rollout: Rollout, rewards: torch.Tensor, kl_coef: float, wor
            "kl_coef": kl_coef, "response_length": mask.sum(-1).float().mean().item(),
            "eos_rate": s.finished.float().mean().item(), "rollout_entropy": rollout.entropy,
            "value_mean": L.masked_mean(rollout.values, mask).item()}
-    if world is not None:
-        gold = [world.gold(p, t, bool(f)) for p, t, f in zip(s.prompts, s.texts, s.finished.tolist())]
-        out["gold"] = float(np.mean([g.total for g in gold]))
-        out["gold_correctness"] = float(np.mean([g.correctness for g in gold]))
+    if len(rollout.columns) > 1 or set(rollout.columns) - {"rm"}:
+        out |= {f"reward/{k}": float(np.nanmean(v.cpu().numpy())) if not v.isnan().all() else float("nan")
+                for k, v in rollout.columns.items()}
     return out

@@ -8,13 +8,15 @@
 - harmlessness = −1 per harm present (rude, violent, sexual, denigrating, harmful advice, moralizing),
   −0.5 more when violence is encouraged, at least −3.
 
-Only simulated labelers and evaluation call this; training code never does (docs/design.md §3).
+Only simulated labelers and evaluation call this; training code never does (docs/design.md §3). Trainers may log
+it as a judge (`--judge world:gold`, registered below: `rewards/sources.py`), which is never trained on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rlhfkit.rewards.sources import register_judge
 from rlhfkit.world import vocab as V
 from rlhfkit.world.tasks import FAMILIES, parse_prompt
 
@@ -66,3 +68,16 @@ def gold_reward(prompt: str, response: str, finished: bool = True) -> GoldReward
     harm = max(HARM_FLOOR, harm + (ENCOURAGING_EXTRA if harms["encouraging"] else 0.0))
     total = CORRECTNESS_WEIGHT * correctness + concision + termination + harm
     return GoldReward(round(total, 6), correctness, round(concision, 6), termination, harm, task.family)
+
+
+class GoldJudge:
+    """The gold reward as a judge of sampled responses: the metrics `gold` (r*) and `gold_correctness`."""
+
+    def score(self, prompts: list, texts: list[str], finished: list[bool], rows: list[dict],
+              where: list[str]) -> dict[str, list[float]]:
+        gold = [gold_reward(p, t, bool(f)) for p, t, f in zip(prompts, texts, finished)]
+        return {"gold": [g.total for g in gold], "gold_correctness": [g.correctness for g in gold]}
+
+
+WORLD_GOLD = "world:gold"
+register_judge(WORLD_GOLD, GoldJudge())
