@@ -243,23 +243,6 @@ def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch
     return tokenizer.batch_decode(rows, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
-def generate_texts(model, tokenizer, prompts: list, *, batch_size: int = 128, seed: int | None = None,
-                   **kwargs) -> tuple[list[str], list[bool]]:
-    """Texts and finished flags for many prompts, in chunks of similar length (order preserved)."""
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    order = sorted(range(len(prompts)), key=lambda i: prompt_size(prompts[i]))
-    texts: list[str] = [""] * len(prompts)
-    finished: list[bool] = [False] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        s = generate(model, tokenizer, [prompts[i] for i in idx], generator=generator, **kwargs)
-        for j, i in enumerate(idx):
-            texts[i], finished[i] = s.texts[j], bool(s.finished[j])
-    return texts, finished
-
-
 def prompt_size(prompt) -> int:
     """Words in a prompt (a conversation's: in all its messages), to batch prompts of similar length."""
     if is_conversation(prompt):

@@ -17,14 +17,27 @@ from the engine.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from rlhfkit.config import option
 from rlhfkit.engines.hf import HFEngine
 from rlhfkit.engines.vllm_engine import VLLMEngine
 from rlhfkit.errors import UserError
 from rlhfkit.generation import prompt_size
 
 ENGINES = ("hf", "hf-static", "vllm")
+
+
+@dataclass
+class EngineOptions:
+    """The engine options of every command that samples (each config's check() calls `check_engine`)."""
+    rollout_engine: str = option("hf", "what samples: hf (the model itself, eager: CPU and tiny models), hf-static "
+                                 "(static KV cache, CUDA graphs on a GPU) or vllm (vLLM in this process; README "
+                                 "'Rollout engines')")
+    vllm_gpu_memory: float = option(0.5, "--rollout-engine vllm on a GPU: the fraction of GPU memory vLLM takes "
+                                    "(weights + KV cache; it sleeps while PPO updates)")
 
 
 def check_engine(name: str, gpu_memory: float = 0.5) -> None:

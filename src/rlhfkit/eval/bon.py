@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlhfkit.generation import generate_texts
+from rlhfkit.engines import HFEngine, generate_texts
 from rlhfkit.models.scalar import score_texts
 from rlhfkit.world.gold import gold_reward
 
@@ -46,10 +46,12 @@ class BestOfN:
 
 
 def best_of_n(policy, tokenizer, reward_model, prompts: list[str], *, n: int = 16, temperature: float = 1.0,
-              max_new_tokens: int = 32, seed: int = 0, missing_eos_penalty: float | None = -1.0) -> BestOfN:
-    """n samples per prompt, each scored by the reward model (as PPO scores them) and by gold."""
+              max_new_tokens: int = 32, seed: int = 0, missing_eos_penalty: float | None = -1.0,
+              engine=None) -> BestOfN:
+    """n samples per prompt, each scored by the reward model (as PPO scores them) and by gold; sampled by
+    `engine` (`engines/`; default: hf on `policy`)."""
     flat_prompts = [p for p in prompts for _ in range(n)]
-    texts, finished = generate_texts(policy, tokenizer, flat_prompts, max_new_tokens=max_new_tokens,
+    texts, finished = generate_texts(engine or HFEngine(policy, tokenizer), flat_prompts, max_new_tokens=max_new_tokens,
                                      temperature=temperature, seed=seed)
     rm = np.array(score_texts(reward_model, tokenizer, flat_prompts, texts, finished), dtype=float)
     if missing_eos_penalty is not None:
