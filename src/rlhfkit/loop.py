@@ -25,6 +25,7 @@ from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.data.pairs import read_preference_records
 from rlhfkit.data.readers import DataOptions
 from rlhfkit.data.schemas import ranking_record
+from rlhfkit.engines import check_engine
 from rlhfkit.errors import UserError
 from rlhfkit.eval import report as R
 from rlhfkit.eval.policy import load_policy
@@ -54,9 +55,12 @@ class LoopConfig(DataOptions):
                                    "in their reward model's data)")
     seed: int = option(0, "random seed")
     threads: int = option(0, "torch CPU threads (0: torch's default)")
+    rollout_engine: str = option("hf", "what samples the candidates and PPO's rollouts: hf, hf-static or vllm "
+                                 "(README 'Rollout engines'; the evaluation samples with hf)")
 
     def check(self) -> None:
         check_preset(self.preset)
+        check_engine(self.rollout_engine)
         if self.rounds < 1 or self.k < 2:
             raise UserError("config keys: need rounds >= 1 and k >= 2")
         if not self.temperatures or any(t <= 0 for t in self.temperatures):
@@ -126,7 +130,8 @@ def run_loop(cfg: LoopConfig) -> dict:
         say(f"round {r}: 1. sample K={cfg.k} for {n_prompts} prompts from {', '.join(p.name for p in sources)}")
         stages.sample(sources, world.train_prompts_path, rd / "candidates.jsonl", k=cfg.k,
                       temperatures=cfg.temperatures, limit=n_prompts, max_new_tokens=world.response_limit,
-                      seed=cfg.seed + r, offset=(r - 1) * n_prompts, id_prefix=f"r{r}-")
+                      seed=cfg.seed + r, offset=(r - 1) * n_prompts, id_prefix=f"r{r}-",
+                      rollout_engine=cfg.rollout_engine)
         say(f"round {r}: 2. labels")
         if not labels_for_round(cfg, r, world_dir, rd / "candidates.jsonl", rd / "rankings.jsonl"):
             break
@@ -141,7 +146,7 @@ def run_loop(cfg: LoopConfig) -> dict:
         say(f"round {r}: 4. PPO from {start.name}, {steps} iterations (KL to the SFT policy)")
         stages.ppo(start, rd / "rm", world, rd / "ppo", steps=steps, batch=plan.ppo_batch,
                    minibatch=plan.ppo_minibatch, lr=plan.ppo_lr, kl_coef=cfg.kl_coef, save_every=0,
-                   seed=cfg.seed + r, reference=sft, threads=cfg.threads)
+                   seed=cfg.seed + r, reference=sft, threads=cfg.threads, rollout_engine=cfg.rollout_engine)
         policy = rd / "ppo"
         say(f"round {r}: 5. evaluation on {len(prompts)} held-out prompts")
         judge = stages.Judge.load(sft, rd / "rm", prompts, world.response_limit, cfg.seed)

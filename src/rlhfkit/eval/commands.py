@@ -10,19 +10,20 @@ from rlhfkit.config import check_at_least, option, required
 from rlhfkit.data.jsonl import check_writable
 from rlhfkit.data.pairs import preference_groups, read_preference_records
 from rlhfkit.data.readers import DataOptions
+from rlhfkit.engines import EngineOptions, check_engine, make_engine
 from rlhfkit.errors import UserError
 from rlhfkit.eval.bon import best_of_n
 from rlhfkit.eval.policy import load_policy, sample_and_score
 from rlhfkit.eval.rm import gold_measurements, labeler_agreement
 from rlhfkit.eval.stats import mean_and_se, win_rate
-from rlhfkit.models.loading import check_model_dir, load_tokenizer
+from rlhfkit.models.loading import check_model_dir, load_tokenizer, position_limit
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.train.reward import HELDOUT_FILE, pairwise_accuracy, tokenize_groups
 from rlhfkit.world.build import World
 
 
 @dataclass
-class SamplingOptions:
+class SamplingOptions(EngineOptions):
     temperature: float = option(1.0, "sampling temperature (0: greedy)")
     top_p: float = option(1.0, "nucleus sampling threshold")
     max_new_tokens: int | None = option(None, "response length limit (default: the world's limit)")
@@ -36,6 +37,7 @@ class SamplingOptions:
         if not 0 < self.top_p <= 1:
             raise UserError("config key 'top_p' must be in (0, 1]")
         check_at_least(self, 1, "max_new_tokens", "limit")
+        check_engine(self.rollout_engine, self.vllm_gpu_memory)
 
 
 @dataclass
@@ -56,10 +58,20 @@ def heldout(world: World, limit: int | None) -> list[str]:
     return prompts[:limit] if limit else prompts
 
 
-def score_policy(path, world: World, cfg: SamplingOptions, prompts: list[str]):
+def policy_engine(path, cfg: EngineOptions, seed: int):
+    """The policy at `path`, its tokenizer and the rollout engine that samples it (vllm serves `path` as it is)."""
     model, tokenizer = load_policy(path)
-    return sample_and_score(model, tokenizer, prompts, temperature=cfg.temperature, top_p=cfg.top_p,
-                            max_new_tokens=cfg.max_new_tokens or world.response_limit, seed=cfg.seed)
+    engine = make_engine(cfg.rollout_engine, model, tokenizer, max_len=position_limit(model) or 4096, served=path,
+                         gpu_memory=cfg.vllm_gpu_memory, seed=seed)
+    return model, tokenizer, engine
+
+
+def score_policy(path, world: World, cfg: SamplingOptions, prompts: list[str]):
+    model, tokenizer, engine = policy_engine(path, cfg, cfg.seed)
+    scored = sample_and_score(model, tokenizer, prompts, temperature=cfg.temperature, top_p=cfg.top_p,
+                              max_new_tokens=cfg.max_new_tokens or world.response_limit, seed=cfg.seed, engine=engine)
+    engine.close()
+    return scored
 
 
 def _write_json(path: str | None, result: dict) -> None:
@@ -150,7 +162,7 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
 
 
 @dataclass
-class EvalBoNConfig:
+class EvalBoNConfig(EngineOptions):
     policy: str | None = required("policy to sample from (the SFT model)")
     reward: str | None = required("reward model that picks the best of n")
     world: str | None = required("world directory (held-out prompts and gold reward)")
@@ -166,6 +178,7 @@ class EvalBoNConfig:
         if self.n < 1 or self.temperature <= 0:
             raise UserError("config keys 'n' must be >= 1 and 'temperature' > 0")
         check_at_least(self, 1, "max_new_tokens", "limit")
+        check_engine(self.rollout_engine, self.vllm_gpu_memory)
 
 
 def eval_bon(cfg: EvalBoNConfig) -> dict:
@@ -175,11 +188,12 @@ def eval_bon(cfg: EvalBoNConfig) -> dict:
     world = World(cfg.world)
     check_model_dir(cfg.policy)
     check_model_dir(cfg.reward, "reward model")
-    model, tokenizer = load_policy(cfg.policy)
+    model, tokenizer, engine = policy_engine(cfg.policy, cfg, cfg.seed)
     reward = ScalarModel.from_pretrained(cfg.reward).eval()
     bon = best_of_n(model, tokenizer, reward, heldout(world, cfg.limit), n=cfg.n, temperature=cfg.temperature,
                     max_new_tokens=cfg.max_new_tokens or world.response_limit, seed=cfg.seed,
-                    missing_eos_penalty=cfg.missing_eos_penalty)
+                    missing_eos_penalty=cfg.missing_eos_penalty, engine=engine)
+    engine.close()
     result = {"policy": cfg.policy, "reward": cfg.reward, "prompts": len(bon.prompts),
               "curve": bon.curve(_powers(cfg.n))}
     print(f"best-of-n of {cfg.policy} by {cfg.reward} on {len(bon.prompts)} held-out prompts:")
