@@ -113,7 +113,7 @@ def generate(model, tokenizer, prompts: list, *, max_new_tokens: int, temperatur
              top_p: float = 1.0, greedy: bool = False, generator: torch.Generator | None = None,
              ignore_eos: bool = False, max_prompt_length: int | None = None, prompt_width: int | None = None,
              rows: tuple[int, int] | None = None, agree_steps=None, stops: set[int] | None = None,
-             static: bool = False, forward=None) -> Samples:
+             static: bool = False, forward=None, caches: dict | None = None) -> Samples:
     """Generate one response per prompt in one batch (KV cache; stops when every row has ended).
 
     A row ends at its first stop id (`stops`; default `data/chat.stop_ids` of the model, with the template's
@@ -125,7 +125,8 @@ def generate(model, tokenizer, prompts: list, *, max_new_tokens: int, temperatur
     the generator stays where a one-process run leaves it.
 
     `static`: decode with a static KV cache (`StaticDecoder`), calling `forward` (default: the model itself; the
-    `hf-static` engine passes the model's forward compiled into CUDA graphs).
+    `hf-static` engine passes the model's forward compiled into CUDA graphs) and keeping one cache per shape in
+    `caches` across calls (a captured graph reads and writes the same cache tensors every time).
     """
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
@@ -140,7 +141,10 @@ def generate(model, tokenizer, prompts: list, *, max_new_tokens: int, temperatur
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     batch = prompt_ids.shape[0]
 
-    decoder = (StaticDecoder if static else DynamicDecoder)(model, prompt_mask, max_new_tokens, forward)
+    if static:
+        decoder = StaticDecoder(model, prompt_mask, max_new_tokens, forward, caches)
+    else:
+        decoder = DynamicDecoder(model, prompt_mask, max_new_tokens, forward)
     logits = decoder.prefill(prompt_ids)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     tokens, real = [], []
@@ -195,11 +199,15 @@ class StaticDecoder:
     has the same shapes, so a compiled step is captured once and replayed (CUDA graphs). A padded query position
     sees at least itself (no all-masked row: its NaN would reach the cached values)."""
 
-    def __init__(self, model, prompt_mask: torch.Tensor, max_new_tokens: int, forward=None):
+    def __init__(self, model, prompt_mask: torch.Tensor, max_new_tokens: int, forward=None, caches=None):
         self.forward = forward or model
         self.width, self.dtype = prompt_mask.shape[1], next(model.parameters()).dtype
         self.keys = torch.nn.functional.pad(prompt_mask, (0, max_new_tokens))  # [B, P + R] 1 on real tokens
-        self.cache = StaticCache(config=model.config, max_cache_len=self.keys.shape[1])
+        caches = {} if caches is None else caches
+        if self.keys.shape not in caches:
+            caches[self.keys.shape] = StaticCache(config=model.config, max_cache_len=self.keys.shape[1])
+        self.cache = caches[self.keys.shape]
+        self.cache.reset()
 
     def additive(self, allowed: torch.Tensor) -> torch.Tensor:
         return torch.zeros(allowed.shape, dtype=self.dtype, device=allowed.device).masked_fill(

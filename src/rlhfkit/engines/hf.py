@@ -15,7 +15,7 @@ class HFEngine:
     def __init__(self, model, tokenizer, *, static: bool = False, max_len: int | None = None):
         self.model, self.tokenizer, self.static, self.max_len = model, tokenizer, static, max_len
         self.name = "hf-static" if static else "hf"
-        self.forward = None
+        self.forward, self.caches = None, {}
         if static and self.device.type == "cuda":
             self.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=False)
 
@@ -26,7 +26,7 @@ class HFEngine:
     def generate(self, prompts: list, **options) -> Samples:
         if self.static:
             options.setdefault("prompt_width", self.max_len - options["max_new_tokens"] if self.max_len else None)
-            options.update(static=True, forward=self.forward)
+            options.update(static=True, forward=self.forward, caches=self.caches)
         return generate(self.model, self.tokenizer, prompts, **options)
 
     def sync(self, model) -> float:
