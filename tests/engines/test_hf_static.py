@@ -19,12 +19,11 @@ def _engines(path, device="cpu"):
 @pytest.mark.parametrize("fixture", ["tiny_gpt2", "tiny_llama"])
 def test_static_cache_greedy_equals_dynamic_cache(fixture, request):
     hf, static = _engines(request.getfixturevalue(fixture))
-    a = hf.generate(PROMPTS, max_new_tokens=16, greedy=True, ignore_eos=True)
     for prompts in (PROMPTS, PROMPTS[::-1]):  # the second call reuses (resets) the first one's cache
+        a = hf.generate(prompts, max_new_tokens=16, greedy=True, ignore_eos=True)
         b = static.generate(prompts, max_new_tokens=16, greedy=True, ignore_eos=True)
         assert b.prompt_ids.shape[1] == 64 - 16  # prompts left-padded to the engine's fixed width
-        order = slice(None) if prompts == PROMPTS else slice(None, None, -1)
-        assert torch.equal(a.response_ids[order], b.response_ids) and a.texts[order] == b.texts
+        assert torch.equal(a.response_ids, b.response_ids) and a.texts == b.texts
     assert len(static.caches) == 1
 
 
