@@ -33,6 +33,14 @@ def test_bench_ppo_prints_throughput_and_phase_seconds(capsys):
     # update = 3 (fwd + bwd) x 2 epochs x (policy with head + value backbone); scoring = 2 with head + 2 backbones
     assert result["update_gflop"] == pytest.approx(3 * 2 / 2 * result["scoring_gflop"], rel=0.01)
     assert result["episodes"] == 8 and result["resp"] == 3
+    assert result["rollout_engine"] == "hf" and result["gen_tokens_per_s"] > 0 and result["sync_s"] == 0
+
+
+def test_bench_ppo_with_the_static_cache_engine(capsys):
+    code, out, err = run_cli(["bench", "ppo", *TINY, "--prompt", "4", "--resp", "3", "--batch", "4",
+                              "--episodes", "4", "--epochs", "1", "--rollout-engine", "hf-static"], capsys)
+    assert code == 0, err
+    assert _json_line(out)["rollout_engine"] == "hf-static"
 
 
 @pytest.mark.parametrize("args", [["rm"], ["rm", "--k", "3"], ["sft"], ["sft", "--bf16"]])

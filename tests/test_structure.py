@@ -75,12 +75,14 @@ def test_no_import_inside_a_function_except_optional_dependencies():
     # models load and call networks; they do not train, evaluate or know the toy world
     ("models", {"models", "data", "losses", "errors", "storage"}),
     ("generation", {"data"}),
+    # rollout engines sample (generation) from models; they never train
+    ("engines", {"engines", "generation", "models", "data", "config", "errors", "storage"}),
     # the labeling app stands alone: formats, errors, configs and itself
     ("label", {"label", "data", "errors", "config", "storage"}),
     # reward sources load and call reward models and the user's functions; they know no trainer and no world
     ("rewards", {"rewards", "models", "data", "errors"}),
     # evaluation measures; it never runs a pipeline
-    ("eval", {"eval", "config", "data", "errors", "generation", "models", "train", "world"}),
+    ("eval", {"eval", "config", "data", "engines", "errors", "generation", "models", "train", "world"}),
 ])
 def test_layer_imports_only_the_layers_below(package, allowed):
     modules = _imports_of(package)

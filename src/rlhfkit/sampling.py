@@ -17,13 +17,20 @@ from rlhfkit.data.chat import is_conversation, require_template
 from rlhfkit.data.formats import read_prompts
 from rlhfkit.data.jsonl import check_writable, write_jsonl
 from rlhfkit.data.readers import DataOptions
+from rlhfkit.engines import EngineOptions, check_engine, generate_texts, make_engine
 from rlhfkit.errors import UserError
-from rlhfkit.generation import generate_texts
-from rlhfkit.models.loading import check_lengths, check_model_dir, load_causal_lm, load_tokenizer, pick_device
+from rlhfkit.models.loading import (
+    check_lengths,
+    check_model_dir,
+    load_causal_lm,
+    load_tokenizer,
+    pick_device,
+    position_limit,
+)
 
 
 @dataclass
-class SampleConfig(DataOptions):
+class SampleConfig(DataOptions, EngineOptions):
     models: list[str] = option([], "policy directories, comma-separated (e.g. the current and the initial one)",
                                required=True)
     prompts: str | None = required("prompts JSONL (field `prompt`)")
@@ -46,6 +53,7 @@ class SampleConfig(DataOptions):
         if not 0 < self.top_p <= 1:
             raise UserError("config key 'top_p' must be in (0, 1]")
         check_at_least(self, 1, "max_new_tokens", "limit")
+        check_engine(self.rollout_engine, self.vllm_gpu_memory)
 
 
 def source_name(model: str, temperature: float) -> str:
@@ -80,9 +88,12 @@ def sample_candidates(cfg: SampleConfig) -> list[dict]:
         if any(is_conversation(r["prompt"]) for r in records):
             require_template(tokenizer)
         wanted = [(i, j) for i, row in enumerate(slots) for j, src in enumerate(row) if src == s]
-        texts, finished = generate_texts(model, tokenizer, [records[i]["prompt"] for i, _ in wanted],
+        engine = make_engine(cfg.rollout_engine, model, tokenizer, max_len=position_limit(model) or 4096,
+                             served=path, gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed)
+        texts, finished = generate_texts(engine, [records[i]["prompt"] for i, _ in wanted],
                                          max_new_tokens=cfg.max_new_tokens, temperature=temperature,
                                          top_p=cfg.top_p, seed=cfg.seed * 1000 + s)
+        engine.close()
         results.update({key: (t, f) for key, t, f in zip(wanted, texts, finished)})
     candidates = []
     for i, r in enumerate(records):

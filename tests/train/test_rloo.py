@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from rlhfkit.engines import HFEngine
 from rlhfkit.losses import rloo_baseline
 from rlhfkit.train.common import make_optimizer
 from rlhfkit.train.ppo import PPOConfig, advantages, collect, load_models, measure, ppo_update
@@ -45,7 +46,7 @@ def rloo(tmp_path, tiny_gpt2):
                     prompts="unused", batch_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=8, lr=1e-3,
                     advantage="rloo", rloo_k=K, missing_eos_penalty=None)  # a random model rarely ends: use the RM
     tokenizer, policy, reference, value, reward = load_models(cfg, torch.device("cpu"))
-    samples = collect(policy, tokenizer, PROMPTS[:2], cfg, torch.Generator().manual_seed(0))
+    samples = collect(HFEngine(policy, tokenizer), tokenizer, PROMPTS[:2], cfg, torch.Generator().manual_seed(0))
     return cfg, tokenizer, policy, reference, value, reward, samples
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlhfkit.generation import generate_texts
+from rlhfkit.engines import HFEngine, generate_texts
 from rlhfkit.rewards.combine import Rewards
 from rlhfkit.world.gold import gold_reward
 
@@ -46,11 +46,13 @@ class BestOfN:
 
 
 def best_of_n(policy, tokenizer, reward_model, prompts: list[str], *, n: int = 16, temperature: float = 1.0,
-              max_new_tokens: int = 32, seed: int = 0, missing_eos_penalty: float | None = -1.0) -> BestOfN:
+              max_new_tokens: int = 32, seed: int = 0, missing_eos_penalty: float | None = -1.0,
+              engine=None) -> BestOfN:
     """n samples per prompt, each scored by the reward model (as PPO scores them) and by gold. `reward_model`: a
-    scalar reward model, or `Rewards` (an RM and/or reward functions, weighted: `rlhf eval bon --reward-fn`)."""
+    reward model, or `Rewards` (an RM and/or reward functions, weighted: `rlhf eval bon --reward-fn`); sampled by
+    `engine` (`engines/`; default: hf on `policy`)."""
     flat_prompts = [p for p in prompts for _ in range(n)]
-    texts, finished = generate_texts(policy, tokenizer, flat_prompts, max_new_tokens=max_new_tokens,
+    texts, finished = generate_texts(engine or HFEngine(policy, tokenizer), flat_prompts, max_new_tokens=max_new_tokens,
                                      temperature=temperature, seed=seed)
     if isinstance(reward_model, Rewards):
         where = [f"held-out prompt {i // n + 1}" for i in range(len(flat_prompts))]

@@ -10,12 +10,13 @@ from rlhfkit.config import check_at_least, option, required
 from rlhfkit.data.jsonl import check_writable
 from rlhfkit.data.pairs import preference_groups, read_preference_records
 from rlhfkit.data.readers import DataOptions
+from rlhfkit.engines import EngineOptions, check_engine, make_engine
 from rlhfkit.errors import UserError
 from rlhfkit.eval.bon import best_of_n
 from rlhfkit.eval.policy import load_policy, sample_and_score
 from rlhfkit.eval.rm import gold_measurements, labeler_agreement
 from rlhfkit.eval.stats import mean_and_se, win_rate
-from rlhfkit.models.loading import check_causal_lm, check_model_dir, check_reward_dir, load_tokenizer
+from rlhfkit.models.loading import check_causal_lm, check_model_dir, check_reward_dir, load_tokenizer, position_limit
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.rewards.combine import Rewards
@@ -25,7 +26,7 @@ from rlhfkit.world.build import World
 
 
 @dataclass
-class SamplingOptions:
+class SamplingOptions(EngineOptions):
     temperature: float = option(1.0, "sampling temperature (0: greedy)")
     top_p: float = option(1.0, "nucleus sampling threshold")
     max_new_tokens: int | None = option(None, "response length limit (default: the world's limit)")
@@ -39,6 +40,7 @@ class SamplingOptions:
         if not 0 < self.top_p <= 1:
             raise UserError("config key 'top_p' must be in (0, 1]")
         check_at_least(self, 1, "max_new_tokens", "limit")
+        check_engine(self.rollout_engine, self.vllm_gpu_memory)
 
 
 @dataclass
@@ -59,10 +61,20 @@ def heldout(world: World, limit: int | None) -> list[str]:
     return prompts[:limit] if limit else prompts
 
 
-def score_policy(path, world: World, cfg: SamplingOptions, prompts: list[str]):
+def policy_engine(path, cfg: EngineOptions, seed: int):
+    """The policy at `path`, its tokenizer and the rollout engine that samples it (vllm serves `path` as it is)."""
     model, tokenizer = load_policy(path)
-    return sample_and_score(model, tokenizer, prompts, temperature=cfg.temperature, top_p=cfg.top_p,
-                            max_new_tokens=cfg.max_new_tokens or world.response_limit, seed=cfg.seed)
+    engine = make_engine(cfg.rollout_engine, model, tokenizer, max_len=position_limit(model) or 4096, served=path,
+                         gpu_memory=cfg.vllm_gpu_memory, seed=seed)
+    return model, tokenizer, engine
+
+
+def score_policy(path, world: World, cfg: SamplingOptions, prompts: list[str]):
+    model, tokenizer, engine = policy_engine(path, cfg, cfg.seed)
+    scored = sample_and_score(model, tokenizer, prompts, temperature=cfg.temperature, top_p=cfg.top_p,
+                              max_new_tokens=cfg.max_new_tokens or world.response_limit, seed=cfg.seed, engine=engine)
+    engine.close()
+    return scored
 
 
 def _write_json(path: str | None, result: dict) -> None:
@@ -154,7 +166,7 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
 
 
 @dataclass
-class EvalBoNConfig:
+class EvalBoNConfig(EngineOptions):
     policy: str | None = required("policy to sample from (the SFT model)")
     reward: str | None = option(None, "reward model that picks the best of n (with --reward-fn: their sum)")
     reward_fn: list[str] = option([], "reward functions that pick it, comma-separated: module:function or "
@@ -180,6 +192,7 @@ class EvalBoNConfig:
         if self.reward_fn_weights and len(self.reward_fn_weights) != len(self.reward_fn):
             raise UserError(f"config key 'reward_fn_weights': {len(self.reward_fn_weights)} weights for "
                             f"{len(self.reward_fn)} reward functions")
+        check_engine(self.rollout_engine, self.vllm_gpu_memory)
 
 
 def eval_bon(cfg: EvalBoNConfig) -> dict:
@@ -193,13 +206,14 @@ def eval_bon(cfg: EvalBoNConfig) -> dict:
         check_model_dir(cfg.reward, "reward model")
         check_reward_dir(cfg.reward)
     functions = [load_reward_function(spec) for spec in cfg.reward_fn]
-    model, tokenizer = load_policy(cfg.policy)
+    model, tokenizer, engine = policy_engine(cfg.policy, cfg, cfg.seed)
     reward = RewardModel.load(cfg.reward, tokenizer) if cfg.reward else None  # any RM; its own tokenizer if it has one
     if functions:
         reward = Rewards(reward, cfg.reward_model_weight, functions, tuple(cfg.reward_fn_weights))
     bon = best_of_n(model, tokenizer, reward, heldout(world, cfg.limit), n=cfg.n, temperature=cfg.temperature,
                     max_new_tokens=cfg.max_new_tokens or world.response_limit, seed=cfg.seed,
-                    missing_eos_penalty=cfg.missing_eos_penalty)
+                    missing_eos_penalty=cfg.missing_eos_penalty, engine=engine)
+    engine.close()
     picker = " + ".join(([cfg.reward] if cfg.reward else []) + [f.name for f in functions])
     result = {"policy": cfg.policy, "reward": cfg.reward, "reward_fn": cfg.reward_fn, "prompts": len(bon.prompts),
               "curve": bon.curve(_powers(cfg.n))}

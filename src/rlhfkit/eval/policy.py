@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlhfkit.generation import generate, generate_texts
+from rlhfkit.engines import HFEngine, generate_texts
+from rlhfkit.generation import generate
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
-from rlhfkit.models.policy import response_logprobs
+from rlhfkit.models.policy import scored_responses
 from rlhfkit.world.gold import GoldReward, gold_reward
 
 COMPONENTS = ("total", "correctness", "concision", "termination", "harmlessness")
@@ -49,8 +50,10 @@ def load_policy(path, device="cpu"):
 
 
 def sample_and_score(model, tokenizer, prompts: list[str], *, temperature: float, max_new_tokens: int,
-                     seed: int, top_p: float = 1.0, batch_size: int = 128) -> Scored:
-    texts, finished = generate_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                     seed: int, top_p: float = 1.0, batch_size: int = 128, engine=None) -> Scored:
+    """engine: the rollout engine that samples (`engines/`; default: hf on `model`)."""
+    engine = engine or HFEngine(model, tokenizer)
+    texts, finished = generate_texts(engine, prompts, max_new_tokens=max_new_tokens,
                                      temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size,
                                      greedy=temperature == 0)
     gold = [gold_reward(p, t, f) for p, t, f in zip(prompts, texts, finished)]
@@ -79,8 +82,8 @@ def evaluate_policy(model, reference, reward_model, tokenizer, prompts: list[str
                      temperature=temperature, generator=generator)
         width = s.prompt_ids.shape[1]
         with torch.inference_mode():
-            logp, _ = response_logprobs(model, s.input_ids, s.attention_mask, width, temperature)
-            ref, _ = response_logprobs(reference, s.input_ids, s.attention_mask, width, temperature)
+            logp, _ = scored_responses(model, s.input_ids, s.attention_mask, width, temperature)
+            ref, _ = scored_responses(reference, s.input_ids, s.attention_mask, width, temperature)
             score = reward_model.score_samples(s)  # a models.RewardModel
         if missing_eos_penalty is not None:
             score = torch.where(s.finished, score, torch.full_like(score, missing_eos_penalty))

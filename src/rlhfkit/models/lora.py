@@ -92,6 +92,22 @@ def merged(model: torch.nn.Module) -> torch.nn.Module:
     return model.merge_and_unload() if has_lora(model) else model
 
 
+def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights of `model` as a plain transformers model's state dict: for a LoRA model, each adapted weight
+    is W + ΔW (peft's `get_delta_weight`: (α/r)·BA, transposed where the layer stores W transposed) and the adapter
+    tensors are left out. The model itself is not touched (peft's merge_adapter would rewrite W in place, and W
+    is the reference policy of a LoRA run)."""
+    if not has_lora(model):
+        return model.state_dict()
+    base = model.get_base_model()
+    state = {k.replace(".base_layer", ""): v for k, v in base.state_dict().items() if ".lora_" not in k}
+    for name, module in base.named_modules():
+        if hasattr(module, "base_layer") and hasattr(module, "get_delta_weight"):
+            for adapter in module.active_adapters:
+                state[f"{name}.weight"] = state[f"{name}.weight"] + module.get_delta_weight(adapter)
+    return state
+
+
 def save_model(out: str | os.PathLike, model: torch.nn.Module, tokenizer, how: str = "merged",
                dtype: torch.dtype | None = None) -> None:
     """Save a causal LM (atomically, with its tokenizer): merged, or — for a LoRA model and how='adapter' —

@@ -9,7 +9,11 @@ from __future__ import annotations
 import torch
 
 from rlhfkit.data.collate import position_ids
-from rlhfkit.losses import token_logprobs
+from rlhfkit.losses import token_entropy, token_logprobs
+
+# Logits held at once by `scored_responses`, in elements: 2^28 float32 values, 1 GiB. A whole batch's can be far
+# more: 128 rows × 256 response tokens × 151,936 (Qwen2.5's vocabulary) = 5·10^9 values, 20 GB.
+LOGITS_BUDGET = 2**28
 
 
 def response_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int) -> torch.Tensor:
@@ -25,6 +29,24 @@ def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     """(log π(y_t | x, y_<t) under softmax(logits / T) [B, R], the logits [B, R, V])."""
     logits = response_logits(model, input_ids, attention_mask, prompt_width)
     return token_logprobs(logits, input_ids[:, prompt_width:], temperature), logits
+
+
+def scored_responses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
+                     temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log π(y_t | x, y_<t), the entropy of π(· | x, y_<t)) [B, R] each, under softmax(logits / T), for scoring
+    without gradients: the rows go through the model in chunks whose logits fit LOGITS_BUDGET, so no [B, R, V]
+    tensor of the whole batch is ever held."""
+    response_width = input_ids.shape[1] - prompt_width
+    vocab = getattr(model, "module", model).config.vocab_size  # (DDP wraps the model in .module)
+    rows = max(1, LOGITS_BUDGET // max(1, (response_width + 1) * vocab))
+    logp, entropy = [], []
+    for start in range(0, len(input_ids), rows):
+        chunk = slice(start, start + rows)
+        logits = response_logits(model, input_ids[chunk], attention_mask[chunk], prompt_width)
+        logp.append(token_logprobs(logits, input_ids[chunk, prompt_width:], temperature))
+        entropy.append(token_entropy(logits, temperature))
+        del logits
+    return torch.cat(logp), torch.cat(entropy)
 
 
 def response_values(value_model, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -3,7 +3,8 @@
     maximize  E_{x~D, y~π_θ(·|x)} [ r(x, y) − β·log(π_θ(y|x) / π_SFT(y|x)) ]  (+ γ·E_{x~D_pretrain}[log π_θ(x)])
 
 One iteration is PPO-Clip's Algorithm 1 (Schulman et al. 2017; the lecture of docs/design.md §0):
-  1. collect     y ~ π_θk(·|x) for a batch of prompts (KV-cached sampling at temperature T; stop at EOS)
+  1. collect     y ~ π_θk(·|x) for a batch of prompts (KV-cached sampling at temperature T; stop at EOS), by the
+                 rollout engine (`engines/`: the policy itself, or vLLM holding a copy synced after every update)
   2. measure     log π_θk(y_t), log π_SFT(y_t), V_φk(x, y_<t), r(x, y): one forward pass per model
   3. rewards     R_t = −β·(log π_θk − log π_SFT) on every response token, + r(x, y) on the last one
   4. advantages  Â_t by GAE (γ = 1, λ = 0.95), returns Ĝ_t = Â_t + V_t, Â whitened over valid tokens
@@ -53,8 +54,9 @@ from rlhfkit.config import check_at_least, check_positive, option, required
 from rlhfkit.data.chat import Truncation, is_conversation, prompt_ids, require_template
 from rlhfkit.data.formats import read_prompts
 from rlhfkit.data.readers import DataOptions
+from rlhfkit.engines import EngineOptions, check_engine, make_engine
 from rlhfkit.errors import UserError
-from rlhfkit.generation import Samples, encode_prompts, generate, without_autograd
+from rlhfkit.generation import Samples, encode_prompts, without_autograd
 from rlhfkit.models.loading import (
     check_causal_lm,
     check_lengths,
@@ -67,7 +69,7 @@ from rlhfkit.models.loading import (
     save_dtype,
 )
 from rlhfkit.models.lora import AdaptersOff, add_lora, copy_head, has_lora, save_model, save_scalar_model
-from rlhfkit.models.policy import response_logprobs, response_values
+from rlhfkit.models.policy import response_logprobs, response_values, scored_responses
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.rewards.combine import RewardBatch, Rewards
@@ -94,7 +96,7 @@ KL_IN = ("reward", "loss")
 
 
 @dataclass
-class PPOConfig(RunOptions, DataOptions):
+class PPOConfig(RunOptions, DataOptions, EngineOptions):
     policy: str | None = required("SFT policy directory: the PPO start and the frozen reference")
     reference: str | None = option(None, "frozen reference of the KL penalty (default: --policy; the online loop "
                                    "starts from the last round's policy and keeps the SFT one here)")
@@ -193,6 +195,10 @@ class PPOConfig(RunOptions, DataOptions):
         if n > 1 and ((self.batch_size // samples_per_prompt(self)) % n or self.minibatch_size % n):
             raise UserError(f"config keys 'batch_size' (in prompts) and 'minibatch_size' must be multiples of "
                             f"--num-processes {n}")
+        check_engine(self.rollout_engine, self.vllm_gpu_memory)
+        if n > 1 and self.rollout_engine == "vllm":
+            raise UserError("--rollout-engine vllm runs with one process (--num-processes 1): with several, each "
+                            "would hold its own vLLM copy of the policy, not supported yet")
         if n > 1 and self.value_warmup:
             raise UserError("config key 'value_warmup' is not supported with several processes (DDP needs every "
                             "trained parameter in every backward pass)")
@@ -221,15 +227,16 @@ class KLController:
 
 # -------------------------------------------------------------------------------------- the algorithm
 
-def collect(policy, tokenizer, prompts: list[str], cfg: PPOConfig, generator, parallel: Parallel | None = None
+def collect(engine, tokenizer, prompts: list[str], cfg: PPOConfig, generator, parallel: Parallel | None = None
             ) -> Samples:
-    """1. Sample one response per prompt from the current policy (RLOO, GRPO: k, side by side). With N processes:
-    this process's rows of the global batch, as a one-process run samples them (see the module docstring)."""
+    """1. Sample one response per prompt from the current policy by the rollout engine (RLOO, GRPO: k, side by
+    side). With N processes (hf engines): this process's rows of the global batch, as a one-process run samples
+    them (see the module docstring)."""
     prompts = [p for p in prompts for _ in range(samples_per_prompt(cfg))]
     options = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, generator=generator,
                    max_prompt_length=cfg.max_prompt_length)
     if parallel is None or parallel.world_size == 1:
-        return generate(policy, tokenizer, prompts, **options)
+        return engine.generate(prompts, **options)
     rows, steps = parallel.shard_range(len(prompts)), []
     width = encode_prompts(tokenizer, prompts, cfg.max_prompt_length)[0].shape[1]
 
@@ -237,7 +244,7 @@ def collect(policy, tokenizer, prompts: list[str], cfg: PPOConfig, generator, pa
         steps.append(int(parallel.highest({"steps": mine})["steps"]))
         return steps[0]
 
-    samples = generate(policy, tokenizer, [prompts[i] for i in rows], prompt_width=width,
+    samples = engine.generate([prompts[i] for i in rows], prompt_width=width,
                        rows=(rows.start, len(prompts)), agree_steps=agree_steps, **options)
     return pad_responses(samples, steps[0], tokenizer.pad_token_id)
 
@@ -251,8 +258,8 @@ def measure(samples: Samples, policy, reference, value_model, reward, cfg: PPOCo
     for reward functions (default: no fields, rows named by position)."""
     ids, attn, width = samples.input_ids, samples.attention_mask, samples.prompt_ids.shape[1]
     mask = samples.response_mask
-    logp, logits = response_logprobs(policy, ids, attn, width, cfg.temperature)
-    ref_logp, _ = response_logprobs(reference, ids, attn, width, cfg.temperature)
+    logp, entropy = scored_responses(policy, ids, attn, width, cfg.temperature)  # in chunks: no [B, R, V] held
+    ref_logp, _ = scored_responses(reference, ids, attn, width, cfg.temperature)
     if value_model is not None:
         values = response_values(value_model, ids, attn, width)
     else:  # RLOO, GRPO: no value model
@@ -265,7 +272,7 @@ def measure(samples: Samples, policy, reference, value_model, reward, cfg: PPOCo
     if cfg.missing_eos_penalty is not None:
         terminal = torch.where(samples.finished, rm_score, torch.full_like(rm_score, cfg.missing_eos_penalty))
     return Rollout(samples, logp * mask, ref_logp * mask, values * mask, rm_score, terminal,
-                   L.entropy(logits, mask, cfg.temperature).item(), columns)
+                   L.masked_mean(entropy, mask).item(), columns)
 
 
 def advantages(rollout: Rollout, kl_coef: float, cfg: PPOConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -466,6 +473,8 @@ def ppo_loop(run: Run) -> dict:
                               kl_control=kl_control, stream=stream, generator=generator, sampler=sampler,
                               **({"value_model": value_model} if value_model is not None else {}))
     first = checkpoints.restore() if cfg.resume else 0
+    engine = make_engine(cfg.rollout_engine, policy, tokenizer, max_len=cfg.max_prompt_length + cfg.max_new_tokens,
+                         gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed)  # after restore: it serves those weights
     bar, record = progress(cfg.steps, "ppo"), {}
     bar.update(first)
     for step in range(first + 1, cfg.steps + 1):
@@ -477,7 +486,7 @@ def ppo_loop(run: Run) -> dict:
         batch_rows = [i for i in rows for _ in range(samples_per_prompt(cfg))]  # each response's row, as collect
         with parallel.inference():  # inference mode (FSDP: no_grad)
             with parallel.whole(policy):  # FSDP: gathered once for the decoding loop, not once per token
-                samples = collect(policy, tokenizer, prompts, cfg, sampler, parallel)                     # 1
+                samples = collect(engine, tokenizer, prompts, cfg, sampler, parallel)                     # 1
             t1 = time.time()
             mine = [batch_rows[i] for i in parallel.shard_range(len(batch_rows))]  # this process's responses
             rollout = gather_rollout(measure(samples, policy, reference, value_model, rewards_of, cfg,
@@ -487,9 +496,11 @@ def ppo_loop(run: Run) -> dict:
         updates = ppo_update(train_policy, train_value_model, optimizer, rollout, adv, returns, cfg, generator,
                              ptx, parallel, kl_control.value)                                           # 5
         t3 = time.time()
+        sync_s = engine.sync(policy)  # the updated weights into the engine (vllm; hf samples the policy itself)
         record = rollout_metrics(rollout, rewards, kl_control.value) | mean_stats(updates) | {
             "episodes": step * cfg.batch_size, "generation_s": t1 - t0, "scoring_s": t2 - t1,
-            "update_s": t3 - t2, "reward_fn_s": rewards_of.take_time()}
+            "update_s": t3 - t2, "reward_fn_s": rewards_of.take_time(),
+            **({"sync_s": sync_s} if engine.name == "vllm" else {})}
         record |= judges_record(judges, rollout.samples, inputs.rows, batch_rows)
         kl_control.update(record["kl"], cfg.batch_size)
         log_step(run, step, record, bar)
@@ -500,6 +511,7 @@ def ppo_loop(run: Run) -> dict:
         if step < cfg.steps:  # the last step's state is the saved model
             checkpoints.maybe_save(step)
     bar.close()
+    engine.close()  # (an error before this: the served copy is removed at exit, TemporaryDirectory)
     return finish(run, parallel.gather(policy), parallel.gather(value_model) if value_model is not None else None,
                   record)
 
