@@ -17,9 +17,10 @@ PROMPTS = "".join(json.dumps({"prompt": f"list two fruits {i} ."}) + "\n" for i 
 
 
 @pytest.fixture
-def files(tmp_path):
+def files(tmp_path, tiny_gpt2_rm):
     for name, text in (("demos.jsonl", DEMOS), ("pairs.jsonl", PAIRS), ("prompts.jsonl", PROMPTS)):
         (tmp_path / name).write_text(text, encoding="utf-8")
+    (tmp_path / "rm").symlink_to(tiny_gpt2_rm, target_is_directory=True)  # PPO's reward model
     return tmp_path
 
 
@@ -30,12 +31,13 @@ def _one_line(err: str) -> str:
 
 
 def _commands(model, t) -> dict[str, list]:
-    """A complete, valid command line of each trainer (the tiny GPT-2 stands in for every model)."""
+    """A complete, valid command line of each trainer (the tiny GPT-2 stands in for every model; PPO's reward
+    model is the tiny GPT-2 as a sequence classifier, `files`' rm)."""
     return {
         "sft": ["sft", "--model", model, "--data", t / "demos.jsonl", "--out", t / "run"],
         "rm": ["rm", "--model", model, "--data", t / "pairs.jsonl", "--out", t / "run"],
         "dpo": ["dpo", "--policy", model, "--data", t / "pairs.jsonl", "--out", t / "run"],
-        "ppo": ["ppo", "--policy", model, "--reward", model, "--prompts", t / "prompts.jsonl", "--out", t / "run"],
+        "ppo": ["ppo", "--policy", model, "--reward", t / "rm", "--prompts", t / "prompts.jsonl", "--out", t / "run"],
     }
 
 
