@@ -44,8 +44,10 @@ def test_precision_line_names_the_mode_and_the_reason():
     zen1 = bf16_support("cpu", cpuinfo=ZEN1)
     assert precision_line(False, zen1) == ("precision: float32 (bf16 not native on this CPU: no avx512_bf16/amx_bf16 "
                                            "(x86) or bf16 (Arm) flag)")
-    assert precision_line(True, bf16_support("cpu", cpuinfo=ZEN4)).startswith("precision: bfloat16 autocast (bf16 "
-                                                                              "native on this CPU (avx512_bf16))")
+    zen4 = bf16_support("cpu", cpuinfo=ZEN4)
+    assert precision_line(True, zen4) == "precision: bfloat16 autocast (bf16 native on this CPU (avx512_bf16))"
+    assert precision_line(False, zen4) == ("precision: float32 (bf16 native on this CPU (avx512_bf16); --bf16 yes to "
+                                           "use it)")
 
 
 def test_warning_only_when_bf16_is_asked_for_where_it_is_emulated(capsys):

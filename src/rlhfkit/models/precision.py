@@ -64,7 +64,9 @@ def bf16_support(device: torch.device | str = "cpu", cpuinfo: str | None = None)
 
 def precision_line(bf16: bool, support: BF16Support) -> str:
     """What a run prints in its header: the precision it uses and why."""
-    return f"precision: {'bfloat16 autocast' if bf16 else 'float32'} ({support.reason})"
+    if bf16:
+        return f"precision: bfloat16 autocast ({support.reason})"
+    return f"precision: float32 ({support.reason}{'; --bf16 yes to use it' if support.native else ''})"
 
 
 def warn_if_emulated(bf16: bool, device: torch.device | str = "cpu", support: BF16Support | None = None) -> None:
