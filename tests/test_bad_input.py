@@ -3,11 +3,13 @@ no run directory left behind, so the same command can be rerun once the input is
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
 
 import rlhfkit.train.sft as sft_module
+from rlhfkit.models.scalar import ScalarModel
 from tests.conftest import run_cli
 
 DEMOS = "".join(json.dumps({"prompt": f"list two fruits {i} .", "completion": "apple pear"}) + "\n" for i in range(8))
@@ -30,13 +32,23 @@ def _one_line(err: str) -> str:
 
 
 def _commands(model, t) -> dict[str, list]:
-    """A complete, valid command line of each trainer (the tiny GPT-2 stands in for every model)."""
+    """A complete, valid command line of each trainer (the tiny GPT-2 stands in for every model; PPO's reward
+    model is its transformer with a scalar head, `_reward_of`)."""
     return {
         "sft": ["sft", "--model", model, "--data", t / "demos.jsonl", "--out", t / "run"],
         "rm": ["rm", "--model", model, "--data", t / "pairs.jsonl", "--out", t / "run"],
         "dpo": ["dpo", "--policy", model, "--data", t / "pairs.jsonl", "--out", t / "run"],
-        "ppo": ["ppo", "--policy", model, "--reward", model, "--prompts", t / "prompts.jsonl", "--out", t / "run"],
+        "ppo": ["ppo", "--policy", model, "--reward", _reward_of(model), "--prompts", t / "prompts.jsonl",
+                "--out", t / "run"],
     }
+
+
+def _reward_of(model: Path) -> Path:
+    """A reward model on `model`'s transformer, written once beside it."""
+    out = Path(model).parent / f"{Path(model).name}-rm"
+    if not out.exists():
+        ScalarModel.from_backbone(model).save_pretrained(out)
+    return out
 
 
 # ------------------------------------------------------------------------------------ sizes and counts
