@@ -13,7 +13,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
 
 from rlhfkit.cli import main as cli_main  # noqa: E402
 from rlhfkit.world.build import world_words  # noqa: E402
@@ -54,18 +54,6 @@ def save_tiny_model(path: Path, tokenizer, arch: str = "gpt2", seed: int = 0) ->
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory, world_tokenizer) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("gpt2") / "model", world_tokenizer, "gpt2")
-
-
-@pytest.fixture(scope="session")
-def tiny_gpt2_rm(tmp_path_factory, world_tokenizer) -> Path:
-    """The tiny GPT-2 as a reward model: a sequence classifier with one output, as `rlhf rm` saves one."""
-    torch.manual_seed(0)
-    config = base_config("gpt2", world_tokenizer, 32, 2, 2, n_positions=128)
-    config.num_labels, config.pad_token_id = 1, world_tokenizer.pad_token_id
-    path = tmp_path_factory.mktemp("gpt2rm") / "model"
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(path)
-    world_tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="session")

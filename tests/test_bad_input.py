@@ -3,11 +3,13 @@ no run directory left behind, so the same command can be rerun once the input is
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
 
 import rlhfkit.train.sft as sft_module
+from rlhfkit.models.scalar import ScalarModel
 from tests.conftest import run_cli
 
 DEMOS = "".join(json.dumps({"prompt": f"list two fruits {i} .", "completion": "apple pear"}) + "\n" for i in range(8))
@@ -17,10 +19,9 @@ PROMPTS = "".join(json.dumps({"prompt": f"list two fruits {i} ."}) + "\n" for i 
 
 
 @pytest.fixture
-def files(tmp_path, tiny_gpt2_rm):
+def files(tmp_path):
     for name, text in (("demos.jsonl", DEMOS), ("pairs.jsonl", PAIRS), ("prompts.jsonl", PROMPTS)):
         (tmp_path / name).write_text(text, encoding="utf-8")
-    (tmp_path / "rm").symlink_to(tiny_gpt2_rm, target_is_directory=True)  # PPO's reward model
     return tmp_path
 
 
@@ -32,13 +33,22 @@ def _one_line(err: str) -> str:
 
 def _commands(model, t) -> dict[str, list]:
     """A complete, valid command line of each trainer (the tiny GPT-2 stands in for every model; PPO's reward
-    model is the tiny GPT-2 as a sequence classifier, `files`' rm)."""
+    model is its transformer with a scalar head, `_reward_of`)."""
     return {
         "sft": ["sft", "--model", model, "--data", t / "demos.jsonl", "--out", t / "run"],
         "rm": ["rm", "--model", model, "--data", t / "pairs.jsonl", "--out", t / "run"],
         "dpo": ["dpo", "--policy", model, "--data", t / "pairs.jsonl", "--out", t / "run"],
-        "ppo": ["ppo", "--policy", model, "--reward", t / "rm", "--prompts", t / "prompts.jsonl", "--out", t / "run"],
+        "ppo": ["ppo", "--policy", model, "--reward", _reward_of(model), "--prompts", t / "prompts.jsonl",
+                "--out", t / "run"],
     }
+
+
+def _reward_of(model: Path) -> Path:
+    """A reward model on `model`'s transformer, written once beside it."""
+    out = Path(model).parent / f"{Path(model).name}-rm"
+    if not out.exists():
+        ScalarModel.from_backbone(model).save_pretrained(out)
+    return out
 
 
 # ------------------------------------------------------------------------------------ sizes and counts

@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-from rlhfkit.models.loading import load_tokenizer
 from rlhfkit.models.scalar import ScalarModel
 from tests.conftest import run_cli
 from tests.tokenizers_zoo import save_tiny_model
@@ -50,10 +49,8 @@ def test_max_length_beyond_the_position_limit_is_refused(command, model_dir, tmp
 def test_ppo_prompt_plus_new_tokens_beyond_the_limit_is_refused(model_dir, tmp_path, capsys):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": "The cat?"}) + "\n")
-    rm = tmp_path / "rm"  # the model as a reward model (a sequence classifier), as `rlhf rm` saves one
-    ScalarModel.from_backbone(model_dir).save_pretrained(rm)
-    load_tokenizer(model_dir).save_pretrained(rm)
-    code, _, err = run_cli(["ppo", "--policy", model_dir, "--reward", rm, "--prompts", prompts,
+    ScalarModel.from_backbone(model_dir).save_pretrained(tmp_path / "rm")  # a reward model on the same transformer
+    code, _, err = run_cli(["ppo", "--policy", model_dir, "--reward", tmp_path / "rm", "--prompts", prompts,
                             "--out", tmp_path / "run", "--max-prompt-length", "64", "--max-new-tokens", "100"],
                            capsys)
     line = one_line(err)

@@ -232,7 +232,7 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
                         batch_size=cfg.batch, minibatch_size=cfg.batch, ppo_epochs=cfg.epochs,
                         max_new_tokens=cfg.resp, max_prompt_length=cfg.prompt, temperature=1.0)
         tokenizer, policy, reference, value_model, reward_model = load_models(ppo, device)
-    for model in (policy, reference, value_model, reward_model):
+    for model in (policy, reference, value_model, reward_model.model):
         parallel.autocast(model)  # a no-op without --bf16, as in `rlhf ppo`
     optimizer = make_optimizer(list(policy.parameters()) + list(value_model.parameters()), ppo.lr, eps=ppo.adam_eps)
     engine = make_engine(cfg.rollout_engine, policy, tokenizer, max_len=cfg.prompt + cfg.resp,

@@ -305,7 +305,7 @@ def convert_rm(cfg: ConvertRMConfig) -> None:
                         "(a sequence-classifier directory needs no conversion)")
     out = Path(cfg.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out}: exists and is not an empty directory; choose a new --out")
+        raise UserError(f"{out}: exists and is not an empty directory; choose another output directory")
     tokenizer = load_tokenizer(source)
     model = ScalarModel.from_pretrained(source)
     model.pad_token_id = reading_pad(tokenizer)
