@@ -347,3 +347,29 @@ def test_gold_errors_are_one_line(tmp_path, capsys, argv, message):
     code, _, err = run(capsys, "label", "gold", "--db", db_, "--project", project, *rest)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert store.progress("p")["gold_items"] == 0
+
+
+@pytest.mark.parametrize("mode, k", [("pairwise", 2), ("demo", 2)])
+def test_pairwise_and_demonstration_answers_are_edited_too(tmp_path, mode, k):
+    store = open_store(str(tmp_path / "l.db"), migrate=True)
+    store.import_items("p", mode, 1, read_items(str(write_candidates(tmp_path / "c.jsonl", 1, k)), mode))
+    ann = Person(create_app(store), store.invite("p", "ann"))
+    task = ann.api("POST", "/api/next").json()["task"]
+    body = stand_in_answer(task) | ({"choice": "A", "notes": "first"} if mode == "pairwise" else {})
+    sid = ann.api("POST", "/api/submissions", json=body).json()["submission_id"]
+    new = {"client_id": str(uuid.uuid4()), "kind": mode} | (
+        {"choice": "B", "notes": "second"} if mode == "pairwise" else {"text": "A better demonstration."})
+    assert ann.api("PUT", f"/api/history/{sid}", json=new).status_code == 200
+    entry = ann.api("GET", f"/api/history/{sid}").json()
+    (row,) = store.submissions("p")
+    if mode == "pairwise":
+        a, b = [o["index"] for o in task["outputs"]]
+        assert row["tiers"] == {b: 0, a: 1} and row["notes"] == "second" and row["choice"] == "B"
+        assert entry["versions"][0]["answer"]["choice"] == "A" and entry["versions"][0]["answer"]["notes"] == "first"
+        assert records(store.submissions("p"), "rankings")[0]["ranking"] == [[b], [a]]
+    else:
+        assert row["demonstration"] == "A better demonstration." and entry["version"] == 2
+        assert entry["versions"][0]["answer"]["text"].startswith("An ideal answer to")
+        assert records(store.submissions("p"), "demos")[0]["completion"] == "A better demonstration."
+    wrong = {"client_id": str(uuid.uuid4()), "kind": "skip", "reason": "unclear"}
+    assert ann.api("PUT", f"/api/history/{sid}", json=wrong).status_code == 422  # an answer stays an answer

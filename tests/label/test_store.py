@@ -1,5 +1,6 @@
 """Store: leases, overlap, expiry, idempotent answers — on SQLite (and PostgreSQL with -m postgres)."""
 
+import threading
 import uuid
 from pathlib import Path
 
@@ -212,3 +213,36 @@ def test_a_database_of_revision_0002_with_answers_is_upgraded_in_place(db_url):
     assert entry["version"] == 2 and entry["answer"]["tiers"] == {"0": 1, "1": 0}
     assert entry["versions"][0]["answer"]["output_notes"] == ["good", ""]
     engine.dispose()
+
+
+def test_edits_at_the_same_time_lose_no_version(store):
+    """Eight edits of one answer at once: each is stored as its own version or refused (409), never lost;
+    the versions are 1..n with no gap and the rows hold the last stored one."""
+    store.import_items("p", "rank", 1, items(1))
+    (ann,) = people(store, 1)
+    task = store.next_task(ann)
+    sid = store.submit(ann, task.assignment_id, rank(task)).submission_id
+    results = []
+
+    def edit(n):
+        ranking = [[n % 3], [(n + 1) % 3], [(n + 2) % 3]]
+        try:
+            ans = parse_answer({"client_id": str(uuid.uuid4()), "ranking": ranking, "likert": [4] * 3,
+                                "notes": [f"edit {n}", "", ""]}, "rank", 3)
+            store.edit(ann, sid, ans)
+            results.append(n)
+        except Conflict:
+            results.append(None)
+
+    threads = [threading.Thread(target=edit, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stored = [n for n in results if n is not None]
+    entry = store.history_entry(ann, sid)
+    assert len(results) == 8 and stored and entry["version"] == 1 + len(stored)
+    assert [v["version"] for v in entry["versions"]] == list(range(1, len(stored) + 1))
+    # every stored edit is exactly one version (the newest in the rows), after the original answer
+    notes = [v["answer"]["output_notes"][0] for v in entry["versions"]] + [entry["answer"]["output_notes"][0]]
+    assert notes[0] == "" and sorted(notes[1:]) == sorted(f"edit {n}" for n in stored)

@@ -20,6 +20,7 @@ from rlhfkit.label import review
 from rlhfkit.label.answers import form_to_body, parse_answer
 from rlhfkit.label.api_models import (
     EditIn,
+    Error,
     HistoryEntry,
     HistoryOut,
     ReceiptOut,
@@ -47,7 +48,7 @@ pages = APIRouter(include_in_schema=False, dependencies=[Depends(current_user)])
 admin_pages = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depends(admin_user)])
 api = APIRouter(prefix="/api", responses=ERRORS)
 REVIEW_PAGE_ITEMS = 50  # items on one review page, most disputed first
-NOT_FOUND = {404: {"model": ERRORS[401]["model"], "description": "no such answer of mine (or of this project)"}}
+NOT_FOUND = {404: {"model": Error, "description": "no such answer of mine (or of this project)"}}
 SubmissionId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
@@ -130,7 +131,7 @@ def api_history_entry(store: StoreDep, person: CurrentUser, submission_id: Submi
 
 @api.put("/history/{submission_id}", tags=["labeling"], dependencies=[Depends(current_user), Depends(header_csrf)],
          summary="Edit one of my answers: a new version (resending the same client_id stores it once)",
-         responses={**NOT_FOUND, 409: {"model": ERRORS[401]["model"],
+         responses={**NOT_FOUND, 409: {"model": Error,
                                        "description": "locked, a skip, or edited elsewhere at the same time"}})
 def api_edit(store: StoreDep, person: CurrentUser, submission_id: SubmissionId, body: EditIn) -> ReceiptOut:
     k = store.edit_outputs(person, submission_id)
