@@ -133,6 +133,7 @@ def test_keyboard_flags_open_the_toggle_and_rank_a_tie_without_the_mouse(world, 
             "Output 2")
         page.keyboard.press("Enter")
         expect(page.locator("#page-n")).to_have_text("2")
+        expect(page.locator("#task")).to_have_attribute("data-ready", "1")  # the new item's set-up has run
         assert page.evaluate("window.scrollY") == 0
         box = page.locator("#prompt").bounding_box()
         assert 0 <= box["y"] < WIDE["height"]  # the next item's prompt is in view
