@@ -2,14 +2,17 @@
 the Wilson interval against numbers worked by hand, and the win rate through the CLI and the labeler's view."""
 
 import json
+import re
 import uuid
 
 import pytest
+from fastapi.testclient import TestClient
 
 from rlhfkit.cli import main
 from rlhfkit.label import blind
 from rlhfkit.label.answers import parse_answer
 from rlhfkit.label.api_models import TaskOut
+from rlhfkit.label.app import create_app
 from rlhfkit.label.commands import open_store
 
 # z = 1.959964, z² = 3.841459 throughout.
@@ -127,3 +130,36 @@ def test_blind_eval_through_the_cli(tmp_path, capsys):
     report.write_text("{}")
     assert main(["label", "stats", "--db", db, "--project", "e", "--report", str(report)]) == 2
     assert "no win rates in it" in capsys.readouterr().err
+
+
+def test_the_admin_page_and_api_show_the_win_rate_escaped_and_labelers_see_no_arm(tmp_path):
+    xss_policy = "<img src=x onerror=alert(1)>"
+    arms = {}
+    for arm, policy in (("A", xss_policy), ("B", "ppo")):
+        path = tmp_path / f"{arm}.jsonl"
+        path.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"Question {i}?", "completions": [
+            {"text": f"{arm} answer {i}", "source": policy}, {"text": "x", "source": policy}]}) + "\n"
+            for i in range(3)))
+        arms[arm] = blind.read_arm(str(path))
+    store = open_store(str(tmp_path / "l.db"), migrate=True)
+    store.import_items("ab", "pairwise", 1, blind.pair_items(arms["A"], arms["B"], seed=0))
+    app = create_app(store)
+    ann = TestClient(app, base_url="http://127.0.0.1")
+    assert ann.get(f"/invite/{store.invite('ab', 'ann')}", follow_redirects=False).status_code == 303
+    page = ann.get("/task").text
+    assert "eval-" not in page and "onerror" not in page and "ppo" not in page  # which side is which: hidden
+    assert ann.get("/admin").status_code == 403 and ann.get("/api/projects/ab/stats").status_code == 403
+    csrf = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page).group(1)
+    task = re.search(r'action="/task/(\d+)"', page).group(1)
+    a_first = "A answer" in page.split('id="output-A"')[1].split("</article>")[0]
+    assert ann.post(f"/task/{task}", data={"csrf_token": csrf, "client_id": str(uuid.uuid4()), "kind": "pairwise",
+                                           "elapsed_ms": "900", "choice": "B" if a_first else "A"}).status_code == 200
+    boss = TestClient(app, base_url="http://127.0.0.1")
+    assert boss.get(f"/invite/{store.invite('ab', 'boss', 'admin')}", follow_redirects=False).status_code == 303
+    admin_page = boss.get("/admin").text
+    section = admin_page.split('id="blind-eval"')[1].split("</section>")[0]
+    assert "100.0%" in section and "&lt;img src=x onerror=alert(1)&gt;" in section and "<img" not in section
+    e = boss.get("/api/projects/ab/stats").json()["blind_eval"]
+    low, high = blind.wilson_interval(1, 1)
+    assert (e["rate"], e["n"], e["a"], e["ci_low"], e["ci_high"]) == (1.0, 1, [xss_policy], round(low, 4),
+                                                                      round(high, 4))

@@ -33,6 +33,7 @@ MIN_TAP_PX = 44  # WCAG 2.5.5 target size; Apple's HIG minimum
 DOCS = ARTIFACTS.parent / "docs"
 # Page heights of a 4-output rank item measured on the layout before this one (one output per row, the eight
 # flags open under each): the new layout must be clearly shorter.
+ANSWERS = {"sft": "Red ({i}).", "ppo": "Blue ({i}), the colour of a clear sky at noon."}  # what each policy writes
 OLD_HEIGHT = {"wide": 1981, "phone": 2772}  # /tmp measure: main at 8922d42, Chromium, this fixture's texts
 
 
@@ -46,7 +47,7 @@ def world(tmp_path_factory):
     for arm, policy in (("A", "sft"), ("B", "ppo")):
         path = tmp / f"{policy}.jsonl"
         path.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"Question {i}: name a colour.",
-                                            "completions": [{"text": f"{policy} says colour {i}", "source": policy},
+                                            "completions": [{"text": ANSWERS[policy].format(i=i), "source": policy},
                                                             {"text": "unused", "source": policy}]}) + "\n"
                                 for i in range(4)))
         arms[arm] = blind.read_arm(str(path))
@@ -133,6 +134,7 @@ def test_keyboard_flags_open_the_toggle_and_rank_a_tie_without_the_mouse(world, 
             "Output 2")
         page.keyboard.press("Enter")
         expect(page.locator("#page-n")).to_have_text("2")
+        expect(page.locator("#task")).to_have_attribute("data-ready", "1")  # the new item's set-up has run
         assert page.evaluate("window.scrollY") == 0
         box = page.locator("#prompt").bounding_box()
         assert 0 <= box["y"] < WIDE["height"]  # the next item's prompt is in view
@@ -181,8 +183,9 @@ def test_blind_ab_hides_the_policy_and_a_click_on_a_card_chooses_it(world, brows
         context, page = open_page(browser, world, who, "pairwise", phone=phone)
         try:
             text = page.inner_text("#task")
-            assert "sft says" in text and "ppo says" in text
-            assert "eval-" not in page.content() and "source" not in page.content()  # nothing says which is which
+            assert "Red (" in text and "Blue (" in text
+            content = page.content()  # nothing says which is which
+            assert "eval-" not in content and "source" not in content and "sft" not in content and "ppo" not in content
             b_text = page.inner_text("#output-B pre.text")
             if phone:
                 page.locator("#output-B").tap()

@@ -1,4 +1,4 @@
-"""`rlhf label serve|import|invite|revoke|guidelines|export|stats`: one config dataclass and one function each."""
+"""`rlhf label serve|import|invite|revoke|guidelines|export|stats|convert`: a config dataclass and a function each."""
 
 from __future__ import annotations
 
