@@ -173,9 +173,6 @@ class EvalBoNConfig:
         if self.n < 1 or self.temperature <= 0:
             raise UserError("config keys 'n' must be >= 1 and 'temperature' > 0")
         check_at_least(self, 1, "max_new_tokens", "limit")
-        if not self.reward and not self.reward_fn:
-            raise UserError("config key 'reward': give a reward model (--reward), reward functions (--reward-fn), "
-                            "or both")
         if self.reward_fn_weights and len(self.reward_fn_weights) != len(self.reward_fn):
             raise UserError(f"config key 'reward_fn_weights': {len(self.reward_fn_weights)} weights for "
                             f"{len(self.reward_fn)} reward functions")
@@ -183,6 +180,8 @@ class EvalBoNConfig:
 
 def eval_bon(cfg: EvalBoNConfig) -> dict:
     cfg.check()
+    if not cfg.reward and not cfg.reward_fn:
+        raise UserError("config key 'reward': give a reward model (--reward), reward functions (--reward-fn), or both")
     if cfg.json_out:
         check_writable(cfg.json_out)
     world = World(cfg.world)
