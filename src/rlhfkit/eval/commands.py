@@ -11,7 +11,7 @@ from rlhfkit.data.jsonl import check_writable
 from rlhfkit.data.pairs import preference_groups, read_preference_records
 from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError
-from rlhfkit.eval.bon import best_of_n
+from rlhfkit.eval.bon import best_of_n, judge_chosen
 from rlhfkit.eval.policy import load_policy, sample_and_score
 from rlhfkit.eval.rm import gold_measurements, labeler_agreement
 from rlhfkit.eval.stats import mean_and_se, win_rate
@@ -20,6 +20,7 @@ from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.rewards.combine import Rewards
 from rlhfkit.rewards.functions import load_reward_function
 from rlhfkit.rewards.model import ScalarRewardModel
+from rlhfkit.rewards.sources import load_judge
 from rlhfkit.train.reward import HELDOUT_FILE, pairwise_accuracy, tokenize_groups
 from rlhfkit.world.build import World
 
@@ -160,6 +161,8 @@ class EvalBoNConfig:
                                   "file.py:function (TRL's convention; e.g. rlhfkit.world.verify:verify)")
     reward_fn_weights: list[float] = option([], "weight of each --reward-fn (default: 1 each)")
     reward_model_weight: float = option(1.0, "weight of the reward model's score in the sum with --reward-fn")
+    judge: list[str] = option([], "judges of the kept samples, comma-separated, reported beside gold (never used "
+                              "to pick): a reward model directory, a reward function, or a registered name")
     world: str | None = required("world directory (held-out prompts and gold reward)")
     n: int = option(16, "samples per prompt; the curve reports n = 1, 2, 4, ... up to this")
     temperature: float = option(1.0, "sampling temperature")
@@ -189,7 +192,10 @@ def eval_bon(cfg: EvalBoNConfig) -> dict:
     if cfg.reward:
         check_model_dir(cfg.reward, "reward model")
     functions = [load_reward_function(spec) for spec in cfg.reward_fn]
+    judges = [load_judge(spec, load_model=lambda path: path) for spec in cfg.judge]  # each loads (one line if not)
     model, tokenizer = load_policy(cfg.policy)
+    judges = [load_judge(spec, load_model=lambda path: ScalarRewardModel(ScalarModel.from_pretrained(path).eval(),
+                                                                         tokenizer)) for spec in cfg.judge]
     reward = ScalarModel.from_pretrained(cfg.reward).eval() if cfg.reward else None
     if functions:
         reward = Rewards(ScalarRewardModel(reward, tokenizer) if reward is not None else None,
@@ -204,6 +210,12 @@ def eval_bon(cfg: EvalBoNConfig) -> dict:
     print("      n   KL_BoN     reward   gold")
     for row in result["curve"]:
         print(f"  {row['n']:>5}  {row['kl']:>7.3f}  {row['rm']:>9.3f}  {row['gold']:>6.3f}")
+    if judges:
+        result["judges"] = {}
+        for spec, judge in zip(cfg.judge, judges):
+            result["judges"][spec] = judge_chosen(bon, cfg.n, judge)
+            print(f"  judge {spec} of the n = {cfg.n} picks: " +
+                  ", ".join(f"{k} {v:.3f}" for k, v in result["judges"][spec].items()))
     _write_json(cfg.json_out, result)
     return result
 
