@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlhfkit.errors import UserError
+from rlhfkit.models.loading import check_model_dir
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.rewards.combine import RewardBatch, Rewards
 from rlhfkit.rewards.functions import load_reward_function
@@ -51,7 +52,7 @@ def check_reward_sources(cfg) -> list:
     for spec in judge_specs(cfg):
         if spec == WORLD_JUDGE and spec not in JUDGES:
             raise UserError("--world: the toy world's gold judge is not registered (import rlhfkit.world.gold)")
-        judge = load_judge(spec, load_model=lambda path: path)
+        judge = load_judge(spec, load_model=lambda path: check_model_dir(path, "judge") or path)
         judges.append(judge if spec in JUDGES else spec)
     return judges
 
