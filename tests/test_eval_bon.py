@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from rlhfkit.eval.bon import best_of_n
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
@@ -32,8 +33,11 @@ def test_eval_bon_by_the_world_verifier_alone(micro_world, tmp_path, capsys):
     out = tmp_path / "bon.json"
     code, stdout, err = run_cli(["eval", "bon", "--policy", micro_world / "base", "--world", micro_world,
                                  "--reward-fn", "rlhfkit.world.verify:verify", "--n", "2", "--limit", "4",
-                                 "--json-out", out], capsys)
+                                 "--judge", "world:gold,rlhfkit.world.verify:verify", "--json-out", out], capsys)
     assert code == 0, err
     result = json.loads(out.read_text())
     assert result["reward"] is None and result["reward_fn"] == ["rlhfkit.world.verify:verify"]
     assert [row["n"] for row in result["curve"]] == [1, 2] and "verify" in stdout
+    # the judges report on the kept samples: world:gold's mean is the curve's gold at n = 2
+    assert result["judges"]["world:gold"]["gold"] == pytest.approx(result["curve"][-1]["gold"], abs=1e-4)
+    assert set(result["judges"]["rlhfkit.world.verify:verify"]) == {"judge/rlhfkit.world.verify:verify"}

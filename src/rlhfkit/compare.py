@@ -52,8 +52,8 @@ DEFAULTS = MethodSettings()
 class CompareConfig:
     world: str | None = required("built toy world (rlhf world build); its preset sizes the shared stages")
     out: str | None = required("output directory (report.json, report.html, plots, one folder per seed)")
-    methods: list[str] = option(["sft", "bon", "dpo", "ppo", "rloo"], "methods, comma-separated, from: sft, bon, "
-                                "dpo, ppo, rloo, grpo")
+    methods: list[str] = option(list(DEFAULTS.methods), "methods, comma-separated, from: sft, bon, dpo, ppo, rloo, "
+                                "grpo")
     trained_on: list[str] = option(list(DEFAULTS.trained_on), "what PPO, RLOO and GRPO are trained on, "
                                    "comma-separated: rm (the reward model), fn (--reward-fn), rm+fn (their sum)")
     reward_fn: list[str] = option(list(DEFAULTS.reward_fn), "reward functions of --trained-on fn and rm+fn "

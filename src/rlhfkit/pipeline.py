@@ -249,6 +249,7 @@ def mean(values) -> float:
 # ------------------------------------------------------------------------- the methods of `rlhf compare`
 
 METHODS = ("sft", "bon", "dpo", "ppo", "rloo", "grpo")
+DEFAULT_METHODS = ("sft", "bon", "dpo", "ppo", "rloo")  # what `rlhf compare` runs unless --methods says
 RL_METHODS = ("ppo", "rloo", "grpo")  # one trainer, `rlhf ppo --advantage gae|rloo|grpo`
 TRAINED_ON = ("rm", "fn", "rm+fn")    # what an RL method's r(x, y) is: the RM, reward functions, their sum
 
@@ -256,7 +257,7 @@ TRAINED_ON = ("rm", "fn", "rm+fn")    # what an RL method's r(x, y) is: the RM, 
 @dataclass(frozen=True)
 class MethodSettings:
     """The settings of the methods of `rlhf compare` (its CompareConfig takes its defaults from here)."""
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     kl_coef: float = 0.05
     rl_steps: int | None = None
     rl_lr: float | None = None

@@ -86,10 +86,10 @@ def test_grpo_on_a_reward_function_alone_logs_it_its_time_and_the_gold_judge(mic
     code, _, err = run_cli(["ppo", "--policy", micro_world / "base", "--reward-fn", f"{tmp_path}/rf.py:picky",
                             "--prompts", _prompts(tmp_path / "p.jsonl"), "--out", out, "--advantage", "grpo",
                             "--group-size", "4", "--steps", "2", "--batch-size", "8", "--minibatch-size", "4",
-                            "--judge", "world:gold"], capsys)
+                            "--judge", f"world:gold,{_reward_dir(tmp_path, micro_world / 'base')}"], capsys)
     assert code == 0, err
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    for key in ("reward/rf:picky", "reward_fn_s", "gold", "gold_correctness", "policy_loss", "kl"):
+    for key in ("reward/rf:picky", "reward_fn_s", "gold", "gold_correctness", "judge_rm", "policy_loss", "kl"):
         assert key in rows[-1], key
     assert "value_loss" not in rows[-1] and not (out / "value").exists()
 

@@ -7,12 +7,13 @@ KL_BoN(n) = log n − (n − 1)/n (Stiennon et al. 2020, App. G.3; Gao et al. 20
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from rlhfkit.engines import HFEngine, generate_texts
 from rlhfkit.rewards.combine import Rewards
+from rlhfkit.rewards.sources import judge_metrics
 from rlhfkit.world.gold import gold_reward
 
 
@@ -26,6 +27,7 @@ class BestOfN:
     texts: list[list[str]]      # [prompt][sample]
     rm: np.ndarray              # [prompt, sample] RM score (missing-EOS penalty applied)
     gold: np.ndarray            # [prompt, sample] gold reward
+    finished: np.ndarray = field(default=None)  # [prompt, sample] the response ended with EOS
 
     def chosen(self, n: int) -> np.ndarray:
         """Index of the RM's favourite among the first n samples of each prompt."""
@@ -65,4 +67,14 @@ def best_of_n(policy, tokenizer, reward_model, prompts: list[str], *, n: int = 1
     gold = np.array([gold_reward(p, t, f).total for p, t, f in zip(flat_prompts, texts, finished)])
     shape = (len(prompts), n)
     grouped = [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
-    return BestOfN(list(prompts), grouped, rm.reshape(shape), gold.reshape(shape))
+    return BestOfN(list(prompts), grouped, rm.reshape(shape), gold.reshape(shape), np.array(finished).reshape(shape))
+
+
+def judge_chosen(bon: BestOfN, n: int, judge) -> dict[str, float]:
+    """A judge's metrics (rewards/sources.py) of the samples best-of-n keeps: logged, never used to pick."""
+    pick = bon.chosen(n)
+    idx = range(len(bon.prompts))
+    texts = [bon.texts[i][pick[i]] for i in idx]
+    finished = [bool(bon.finished[i, pick[i]]) for i in idx]
+    where = [f"held-out prompt {i + 1}" for i in idx]
+    return judge_metrics(judge, list(bon.prompts), texts, finished, [{} for _ in idx], where)

@@ -12,7 +12,7 @@ from rlhfkit.data.pairs import preference_groups, read_preference_records
 from rlhfkit.data.readers import DataOptions
 from rlhfkit.engines import EngineOptions, check_engine, make_engine
 from rlhfkit.errors import UserError
-from rlhfkit.eval.bon import best_of_n
+from rlhfkit.eval.bon import best_of_n, judge_chosen
 from rlhfkit.eval.policy import load_policy, sample_and_score
 from rlhfkit.eval.rm import gold_measurements, labeler_agreement
 from rlhfkit.eval.stats import mean_and_se, win_rate
@@ -21,6 +21,7 @@ from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.rewards.combine import Rewards
 from rlhfkit.rewards.functions import load_reward_function
+from rlhfkit.rewards.sources import load_judge
 from rlhfkit.train.reward import HELDOUT_FILE, pairwise_accuracy, tokenize_groups
 from rlhfkit.world.build import World
 
@@ -173,6 +174,8 @@ class EvalBoNConfig(EngineOptions):
                                   "file.py:function (TRL's convention; e.g. rlhfkit.world.verify:verify)")
     reward_fn_weights: list[float] = option([], "weight of each --reward-fn (default: 1 each)")
     reward_model_weight: float = option(1.0, "weight of the reward model's score in the sum with --reward-fn")
+    judge: list[str] = option([], "judges of the kept samples, comma-separated, reported beside gold (never used "
+                              "to pick): a reward model directory, a reward function, or a registered name")
     world: str | None = required("world directory (held-out prompts and gold reward)")
     n: int = option(16, "samples per prompt; the curve reports n = 1, 2, 4, ... up to this")
     temperature: float = option(1.0, "sampling temperature")
@@ -186,9 +189,6 @@ class EvalBoNConfig(EngineOptions):
         if self.n < 1 or self.temperature <= 0:
             raise UserError("config keys 'n' must be >= 1 and 'temperature' > 0")
         check_at_least(self, 1, "max_new_tokens", "limit")
-        if not self.reward and not self.reward_fn:
-            raise UserError("config key 'reward': give a reward model (--reward), reward functions (--reward-fn), "
-                            "or both")
         if self.reward_fn_weights and len(self.reward_fn_weights) != len(self.reward_fn):
             raise UserError(f"config key 'reward_fn_weights': {len(self.reward_fn_weights)} weights for "
                             f"{len(self.reward_fn)} reward functions")
@@ -197,6 +197,8 @@ class EvalBoNConfig(EngineOptions):
 
 def eval_bon(cfg: EvalBoNConfig) -> dict:
     cfg.check()
+    if not cfg.reward and not cfg.reward_fn:
+        raise UserError("config key 'reward': give a reward model (--reward), reward functions (--reward-fn), or both")
     if cfg.json_out:
         check_writable(cfg.json_out)
     world = World(cfg.world)
@@ -206,7 +208,9 @@ def eval_bon(cfg: EvalBoNConfig) -> dict:
         check_model_dir(cfg.reward, "reward model")
         check_reward_dir(cfg.reward)
     functions = [load_reward_function(spec) for spec in cfg.reward_fn]
+    judges = [load_judge(spec, load_model=lambda path: path) for spec in cfg.judge]  # each loads (one line if not)
     model, tokenizer, engine = policy_engine(cfg.policy, cfg, cfg.seed)
+    judges = [load_judge(spec, load_model=lambda path: RewardModel.load(path, tokenizer)) for spec in cfg.judge]
     reward = RewardModel.load(cfg.reward, tokenizer) if cfg.reward else None  # any RM; its own tokenizer if it has one
     if functions:
         reward = Rewards(reward, cfg.reward_model_weight, functions, tuple(cfg.reward_fn_weights))
@@ -221,6 +225,12 @@ def eval_bon(cfg: EvalBoNConfig) -> dict:
     print("      n   KL_BoN     reward   gold")
     for row in result["curve"]:
         print(f"  {row['n']:>5}  {row['kl']:>7.3f}  {row['rm']:>9.3f}  {row['gold']:>6.3f}")
+    if judges:
+        result["judges"] = {}
+        for spec, judge in zip(cfg.judge, judges):
+            result["judges"][spec] = judge_chosen(bon, cfg.n, judge)
+            print(f"  judge {spec} of the n = {cfg.n} picks: " +
+                  ", ".join(f"{k} {v:.3f}" for k, v in result["judges"][spec].items()))
     _write_json(cfg.json_out, result)
     return result
 

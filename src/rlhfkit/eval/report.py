@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 PPO_CURVES = [("rm_score", "RM score"), ("gold", "gold reward"), ("kl", "KL(π‖π_SFT) per episode"),
@@ -42,9 +43,11 @@ def plot_reward_vs_sqrt_kl(curves: dict[str, list[dict]], path: Path, groups: di
     fig = Figure(figsize=(12, 4.5))
     ax_gold, ax_rm = fig.subplots(1, 2)
     colours: dict[str, str] = {}
+    n_groups = len({(groups or {}).get(label, label) for label in curves})
+    palette = [f"C{i}" for i in range(10)] if n_groups <= 10 else list(colormaps["tab20"].colors)  # > 10: no repeats
     for label, points in curves.items():
         group = (groups or {}).get(label, label)
-        colour = colours.setdefault(group, f"C{len(colours) % 10}")
+        colour = colours.setdefault(group, palette[len(colours) % len(palette)])
         x = [math.sqrt(max(0.0, p["kl"])) for p in points]
         style = dict(linestyle="--" if "best-of" in label else "-", marker="o", markersize=4, color=colour,
                      label=label)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlhfkit.errors import UserError
+from rlhfkit.models.loading import check_model_dir, check_reward_dir
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.rewards.combine import RewardBatch, Rewards
 from rlhfkit.rewards.functions import load_reward_function
@@ -40,6 +41,13 @@ def judge_specs(cfg) -> list[str]:
     return list(cfg.judge) + ([WORLD_JUDGE] if cfg.world and WORLD_JUDGE not in cfg.judge else [])
 
 
+def checked_judge_dir(path: str) -> str:
+    """A reward model directory named as a judge, checked (one line if it is not one) but not loaded yet."""
+    check_model_dir(path, "judge")
+    check_reward_dir(path, "judge")
+    return path
+
+
 def check_reward_sources(cfg) -> list:
     """Every --reward-fn and --judge loads (one line if not), before the run directory exists; returns the
     registered judges as objects (a worker process may not have imported the package that registered them) and
@@ -50,7 +58,7 @@ def check_reward_sources(cfg) -> list:
     for spec in judge_specs(cfg):
         if spec == WORLD_JUDGE and spec not in JUDGES:
             raise UserError("--world: the toy world's gold judge is not registered (import rlhfkit.world.gold)")
-        judge = load_judge(spec, load_model=lambda path: path)
+        judge = load_judge(spec, load_model=checked_judge_dir)
         judges.append(judge if spec in JUDGES else spec)
     return judges
 
