@@ -157,7 +157,9 @@ def test_chi2_helper_on_a_hand_computed_case():
 @pytest.mark.parametrize("advantage", ["gae", "rloo"])
 def test_ppo_on_the_micro_world_follows_the_same_trend_with_either_engine(micro_world, tmp_path, capsys, advantage):
     """`rlhf ppo` on the micro world, once per engine: both raise the RM score from the same start and drift from
-    the reference alike; the per-step curves agree within their noise."""
+    the reference alike; the per-step curves agree within their noise. (The reward model is the base LM with a
+    random head; without the missing-EOS penalty the terminal reward is its score alone, a signal 16 iterations
+    of lr 3e-4 raise from about −0.4 to about 0.2.)"""
     rm = tmp_path / "rm"
     ScalarModel.from_backbone(micro_world / "base", seed=3).save_pretrained(rm)
     load_tokenizer(micro_world / "base").save_pretrained(rm)
@@ -166,7 +168,8 @@ def test_ppo_on_the_micro_world_follows_the_same_trend_with_either_engine(micro_
         out = tmp_path / engine
         code, _, err = run_cli(["ppo", "--policy", micro_world / "base", "--reward", rm, "--prompts",
                                 micro_world / "prompts/train.jsonl", "--out", out, "--steps", "16", "--batch-size",
-                                "16", "--minibatch-size", "8", "--lr", "1e-3", "--advantage", advantage,
+                                "16", "--minibatch-size", "8", "--lr", "3e-4", "--advantage", advantage,
+                                "--missing-eos-penalty", "none",
                                 "--rollout-engine", engine, "--seed", "0"], capsys)
         assert code == 0, err
         curves[engine] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
