@@ -32,7 +32,7 @@ def test_bench_ppo_qwen2_shape_with_the_static_cache_engine_and_minibatches(caps
     """The layout of bench/gpu_rollout.sh's 0.5B run (Qwen2, grouped KV heads, tied head), tiny."""
     code, out, err = run_cli(["bench", "ppo", "--arch", "qwen2", "--layers", "2", "--dim", "32", "--heads", "4",
                               "--kv-heads", "2", "--prompt", "4", "--resp", "3", "--batch", "4", "--minibatch", "2",
-                              "--episodes", "4", "--epochs", "1", "--rollout-engine", "hf-static"], capsys)
+                              "--episodes", "4", "--epochs", "1", "--rollout-engine", "hf-static", "--json"], capsys)
     assert code == 0, err
     result = _json_line(out)
     assert result["rollout_engine"] == "hf-static" and result["arch"] == "qwen2" and result["minibatch"] == 2
