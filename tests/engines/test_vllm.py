@@ -12,7 +12,8 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
 
 from rlhfkit.engines import make_engine
-from rlhfkit.models.loading import load_tokenizer
+from rlhfkit.models.loading import load_causal_lm, load_tokenizer
+from rlhfkit.models.lora import add_lora
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.train.common import make_optimizer
 from rlhfkit.train.ppo import PPOConfig, advantages, collect, load_models, measure, ppo_update
@@ -183,3 +184,25 @@ def test_ppo_on_the_micro_world_follows_the_same_trend_with_either_engine(micro_
         noise = torch.tensor([a - b for a, b in zip(hf[1:], hf[:-1])]).std().item()  # step-to-step noise
         gap = abs(sum(hf[-4:]) - sum(vllm[-4:])) / 4
         assert gap < 3 * noise + 1e-3, (key, hf, vllm)
+
+
+def test_lora_policy_is_served_merged(tmp_path, world_tokenizer):
+    """A LoRA policy: vLLM serves W + ΔW (models/lora.merged_state_dict), before and after the adapter changes."""
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(_config("llama", world_tokenizer)).save_pretrained(tmp_path / "policy")
+    world_tokenizer.save_pretrained(tmp_path / "policy")
+    lora = type("Cfg", (), {"lora_r": 4, "lora_alpha": None, "lora_targets": []})()
+    policy = add_lora(load_causal_lm(tmp_path / "policy", world_tokenizer), lora).eval()
+    hf = make_engine("hf", policy, world_tokenizer, max_len=128)
+    engine = make_engine("vllm", policy, world_tokenizer, max_len=128, seed=0)
+    before = _greedy(hf)
+    _assert_same(before, _greedy(engine))
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.3)
+    engine.sync(policy)
+    after = _greedy(hf)
+    assert after.response_ids.tolist() != before.response_ids.tolist()
+    _assert_same(after, _greedy(engine))
+    engine.close()
