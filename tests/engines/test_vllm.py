@@ -206,3 +206,22 @@ def test_lora_policy_is_served_merged(tmp_path, world_tokenizer):
     assert after.response_ids.tolist() != before.response_ids.tolist()
     _assert_same(after, _greedy(engine))
     engine.close()
+
+
+def test_eval_gold_greedy_and_sample_run_through_vllm(micro_world, tmp_path, capsys):
+    """`rlhf eval gold` at temperature 0 scores vLLM's greedy responses as the hf engine's; `rlhf sample` writes
+    K candidates per prompt from vLLM."""
+    results = {}
+    for engine in ("hf", "vllm"):
+        code, _, err = run_cli(["eval", "gold", "--model", micro_world / "base", "--world", micro_world, "--limit",
+                                "16", "--temperature", "0", "--rollout-engine", engine, "--json-out",
+                                tmp_path / f"{engine}.json"], capsys)
+        assert code == 0, err
+        results[engine] = json.loads((tmp_path / f"{engine}.json").read_text())
+    assert results["hf"]["gold"] == results["vllm"]["gold"] and results["hf"]["length"] == results["vllm"]["length"]
+    code, _, err = run_cli(["sample", "--models", micro_world / "base", "--prompts",
+                            micro_world / "prompts/train.jsonl", "--out", tmp_path / "c.jsonl", "--limit", "4", "--k",
+                            "3", "--rollout-engine", "vllm"], capsys)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "c.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(len(r["completions"]) == 3 for r in rows)
