@@ -51,6 +51,16 @@ def gpt2_config(args, tok, n_positions: int, **extra):
                       pad_token_id=tok.pad_token_id, **extra)
 
 
+def qwen2_config(args, tok, n_positions: int, **extra):
+    """`rlhf bench ppo --arch qwen2`'s layout: grouped KV heads, biases on q/k/v, tied head, Qwen2.5's MLP ratio."""
+    from transformers import Qwen2Config
+    return Qwen2Config(hidden_size=args.dim, intermediate_size=args.dim * 4864 // 896, num_hidden_layers=args.layers,
+                       num_attention_heads=args.heads, num_key_value_heads=args.kv_heads or args.heads,
+                       max_position_embeddings=n_positions, tie_word_embeddings=True, use_sliding_window=False,
+                       vocab_size=len(tok), bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+                       pad_token_id=tok.pad_token_id, **extra)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

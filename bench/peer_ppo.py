@@ -24,6 +24,7 @@ from peer_common import (
     emit,
     gpt2_config,
     peak_rss_mb,
+    qwen2_config,
     setup_threads,
     shape_arguments,
     tokenizer,
@@ -36,6 +37,11 @@ def main() -> None:
     for name, default in (("prompt", 16), ("resp", 32), ("batch", 64), ("episodes", 256), ("epochs", 4),
                           ("warmup", 1)):
         parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--minibatch", type=int, default=0, help="episodes per gradient step (0: the whole batch)")
+    parser.add_argument("--forward-batch", type=int, default=0,
+                        help="TRL's local_rollout_forward_batch_size: rows per generation / scoring chunk (0: batch)")
+    parser.add_argument("--arch", choices=("gpt2", "qwen2"), default="gpt2")
+    parser.add_argument("--kv-heads", type=int, default=0, help="qwen2: key/value heads (0: as many as --heads)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--bf16", action="store_true", help="TRL's bf16 mixed precision (as `rlhf bench ppo --bf16`)")
     args = parser.parse_args()
@@ -44,17 +50,18 @@ def main() -> None:
     setup_threads(args.threads)
 
     from datasets import Dataset
-    from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from trl.experimental.ppo import PPOConfig, PPOTrainer
     from trl.experimental.ppo import ppo_trainer as trl_ppo
 
     tok = tokenizer(args.vocab)
     n_positions = args.prompt + args.resp
     torch.manual_seed(args.seed)
-    policy = GPT2LMHeadModel(gpt2_config(args, tok, n_positions))
+    config = qwen2_config if args.arch == "qwen2" else gpt2_config
+    policy = AutoModelForCausalLM.from_config(config(args, tok, n_positions))
     reference = copy.deepcopy(policy)
     torch.manual_seed(args.seed + 1)
-    reward = GPT2ForSequenceClassification(gpt2_config(args, tok, n_positions, num_labels=1))
+    reward = AutoModelForSequenceClassification.from_config(config(args, tok, n_positions, num_labels=1))
     value = copy.deepcopy(reward)
     rng = random.Random(args.seed)
     n_batches = args.warmup + args.episodes // args.batch
@@ -81,8 +88,10 @@ def main() -> None:
     clock = StepClock()
     with tempfile.TemporaryDirectory(prefix="trl-ppo-") as out:
         config = PPOConfig(output_dir=out, per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
-                           num_mini_batches=1, num_ppo_epochs=args.epochs, total_episodes=n_batches * args.batch,
-                           local_rollout_forward_batch_size=args.batch, response_length=args.resp, temperature=1.0,
+                           num_mini_batches=args.batch // (args.minibatch or args.batch),
+                           num_ppo_epochs=args.epochs, total_episodes=n_batches * args.batch,
+                           local_rollout_forward_batch_size=args.forward_batch or args.batch,
+                           response_length=args.resp, temperature=1.0,
                            stop_token=None, kl_coef=0.05, learning_rate=3e-5, num_sample_generations=0,
                            bf16=args.bf16, fp16=False, gradient_checkpointing=False, use_cpu=args.device == "cpu",
                            report_to="none",
@@ -96,14 +105,15 @@ def main() -> None:
     (wall0, cpu0), (wall1, cpu1) = clock.ends[args.warmup - 1], clock.ends[-1]
     total = wall1 - wall0
     episodes = (len(clock.ends) - args.warmup) * args.batch
-    emit({"bench": "ppo", "impl": f"trl-{trl_version()}", "layers": args.layers, "dim": args.dim,
+    emit({"bench": "ppo", "impl": f"trl-{trl_version()}", "arch": args.arch, "layers": args.layers, "dim": args.dim,
           "heads": args.heads, "vocab": args.vocab, "prompt": args.prompt, "resp": args.resp, "batch": args.batch,
           "episodes": episodes, "epochs": args.epochs, "threads": torch.get_num_threads(),
           "episodes_per_s": round(episodes / total, 3), "resp_tokens_per_s": round(episodes * args.resp / total, 1),
           "device": args.device, "bf16": args.bf16, "peak_rss_mb": round(peak_rss_mb(), 1),
           **({"peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)} if args.device == "cuda" else {}),
           "total_s": round(total, 3), "cpu_s": round(cpu1 - cpu0, 3),
-          "generation_s_all_iterations": round(generation["seconds"], 3)})
+          "generation_s_all_iterations": round(generation["seconds"], 3),
+          "gen_tokens_per_s": round(len(clock.ends) * args.batch * args.resp / max(generation["seconds"], 1e-9), 1)})
 
 
 if __name__ == "__main__":

@@ -36,11 +36,14 @@ def test_bench_ppo_prints_throughput_and_phase_seconds(capsys):
     assert result["rollout_engine"] == "hf" and result["gen_tokens_per_s"] > 0 and result["sync_s"] == 0
 
 
-def test_bench_ppo_with_the_static_cache_engine(capsys):
-    code, out, err = run_cli(["bench", "ppo", *TINY, "--prompt", "4", "--resp", "3", "--batch", "4",
-                              "--episodes", "4", "--epochs", "1", "--rollout-engine", "hf-static"], capsys)
+def test_bench_ppo_qwen2_shape_with_the_static_cache_engine_and_minibatches(capsys):
+    """The layout of bench/gpu_rollout.sh's 0.5B run (Qwen2, grouped KV heads, tied head), tiny."""
+    code, out, err = run_cli(["bench", "ppo", "--arch", "qwen2", "--layers", "2", "--dim", "32", "--heads", "4",
+                              "--kv-heads", "2", "--prompt", "4", "--resp", "3", "--batch", "4", "--minibatch", "2",
+                              "--episodes", "4", "--epochs", "1", "--rollout-engine", "hf-static", "--json"], capsys)
     assert code == 0, err
-    assert _json_line(out)["rollout_engine"] == "hf-static"
+    result = _json_line(out)
+    assert result["rollout_engine"] == "hf-static" and result["arch"] == "qwen2" and result["minibatch"] == 2
 
 
 @pytest.mark.parametrize("args", [["rm"], ["rm", "--k", "3"], ["sft"], ["sft", "--bf16"]])

