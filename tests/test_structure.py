@@ -92,11 +92,6 @@ def test_layer_imports_only_the_layers_below(package, allowed):
     assert wrong == []
 
 
-# Trainers that still reach the toy world: the reward model's gold measurements (rlhf rm --world), to move onto the
-# judge registry (rewards/sources.py) as PPO's gold reward was (issue 17, item 5).
-WORLD_IMPORTS_LEFT = {"rlhfkit.train.reward"}
-
-
 def _reachable(module: str) -> set[str]:
     seen, todo = set(), [module]
     while todo:
@@ -108,8 +103,8 @@ def _reachable(module: str) -> set[str]:
 
 
 def test_trainers_never_reach_the_toy_world_its_gold_reward_is_a_registered_judge():
-    trainers = [m for m in _imports_of("train") if m not in WORLD_IMPORTS_LEFT]
-    assert "rlhfkit.train.ppo" in trainers
+    trainers = list(_imports_of("train"))
+    assert {"rlhfkit.train.ppo", "rlhfkit.train.reward"} <= set(trainers)
     wrong = {_short(m): sorted(_short(t) for t in _reachable(m) if t.startswith("rlhfkit.world"))
              for m in trainers}
     assert {m: w for m, w in wrong.items() if w} == {}

@@ -148,7 +148,7 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
               "heldout_loss": round(measured["loss"], 4), "n_pairs": measured["n_pairs"],
               "n_rankings": measured["n_rankings"], **labeler_agreement(groups)}
     if world is not None:
-        result |= gold_measurements(model, tokenizer, groups, world)
+        result |= gold_measurements(model, tokenizer, groups, world.gold)
     print(f"reward model {cfg.rm} on {data}:")
     print(f"  held-out accuracy  {result['heldout_accuracy']:.3f}  ({result['n_pairs']} comparisons, "
           f"{result['n_rankings']} rankings)")

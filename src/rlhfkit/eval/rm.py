@@ -18,7 +18,6 @@ import numpy as np
 
 from rlhfkit.eval.stats import spearman
 from rlhfkit.models.scalar import score_texts
-from rlhfkit.world.gold import CORRECTNESS_WEIGHT
 
 
 def ordered_as_labeled(score_w: float, score_l: float) -> float:
@@ -57,8 +56,7 @@ COMPONENTS = ("correctness", "concision", "termination", "harmlessness")
 
 def deciding_component(winner, loser) -> str:
     """The gold component (weighted as in r*) that separates two outputs most; 'none' when all are equal."""
-    weight = {"correctness": CORRECTNESS_WEIGHT}
-    gaps = {c: weight.get(c, 1.0) * abs(getattr(winner, c) - getattr(loser, c)) for c in COMPONENTS}
+    gaps = {c: abs(winner.weighted(c) - loser.weighted(c)) for c in COMPONENTS}
     name = max(gaps, key=gaps.get)
     return name if gaps[name] > 1e-9 else "none"
 
@@ -79,13 +77,14 @@ def accuracy_breakdown(groups: list[dict], rm, gold) -> dict:
             for kind, table in tallies.items()}
 
 
-def gold_measurements(model, tokenizer, groups: list[dict], world) -> dict:
+def gold_measurements(model, tokenizer, groups: list[dict], gold) -> dict:
     """Noise ceiling, RM–gold Spearman and the accuracy breakdown on held-out groups (toy world only: r* is
-    hidden elsewhere)."""
+    hidden elsewhere). `gold(prompt, completion, finished)` → r* with its components (the world's
+    `GoldReward`: `World.gold`, or the registered judge's `reward`)."""
     samples = sorted({(g["prompt"], c, f) for g in groups for c, f in zip(g["completions"], g["finished"])})
     scores = score_texts(model, tokenizer, [s[0] for s in samples], [s[1] for s in samples], [s[2] for s in samples])
     rm_of = dict(zip(samples, scores))
-    gold_of = {s: world.gold(*s) for s in samples}
+    gold_of = {s: gold(*s) for s in samples}
 
     def key(g, i):
         return g["prompt"], g["completions"][i], g["finished"][i]

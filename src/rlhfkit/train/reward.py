@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from rlhfkit.models.loading import (
 )
 from rlhfkit.models.lora import add_lora, save_scalar_model
 from rlhfkit.models.scalar import ScalarModel, reading_pad, response_sequences, score_sequences
+from rlhfkit.rewards.sources import JUDGES
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import (
     EpochBatches,
@@ -50,8 +52,8 @@ from rlhfkit.train.common import (
     split_by_prompt,
     warmup_cosine,
 )
+from rlhfkit.train.ppo_rewards import WORLD_JUDGE
 from rlhfkit.train.run import Run, start_run
-from rlhfkit.world.build import World
 
 HELDOUT_FILE = "heldout.jsonl"
 
@@ -164,7 +166,7 @@ class RewardInputs:
     eval_kind: str
     held_records: list[dict]
     demos: list[dict] | None   # for the bias shift
-    world: World | None
+    gold: Callable | None      # --world: the registered gold judge's r*(x, y) with its components (never trained on)
 
 
 def read_inputs(cfg: RewardConfig) -> RewardInputs:
@@ -179,7 +181,17 @@ def read_inputs(cfg: RewardConfig) -> RewardInputs:
     if not any(g["pairs"] for g in preference_groups(kind, train)):
         raise UserError(f"{cfg.data}: no strictly ordered pair to train on (every ranking is one tie group)")
     return RewardInputs(kind, train, eval_kind, held, read_jsonl(cfg.demos, demo_record) if cfg.demos else None,
-                        World(cfg.world) if cfg.world else None)
+                        world_gold(cfg.world) if cfg.world else None)
+
+
+def world_gold(path: str) -> Callable:
+    """The toy world's r* for the RM's gold measurements: the judge the world registers (`world:gold`), so the
+    trainer never imports the world."""
+    if not Path(path).is_dir():
+        raise UserError(f"--world {path}: not a directory")
+    if WORLD_JUDGE not in JUDGES:
+        raise UserError("--world: the toy world's gold judge is not registered (import rlhfkit.world.gold)")
+    return JUDGES[WORLD_JUDGE].reward
 
 
 def load_model(cfg: RewardConfig, inputs: RewardInputs, device):
@@ -263,9 +275,9 @@ def normalize_evaluate_save(run: Run, model: ScalarModel, step: int, train: list
         measured = pairwise_accuracy(model, held, tokenizer.pad_token_id)
         result |= {"heldout_accuracy": round(measured["accuracy"], 4), "heldout_loss": round(measured["loss"], 4),
                    "n_pairs": measured["n_pairs"], "heldout_rankings": measured["n_rankings"]}
-        if data.world is not None:
+        if data.gold is not None:
             result |= gold_measurements(model, tokenizer, preference_groups(data.eval_kind, data.held_records),
-                                        data.world)
+                                        data.gold)
     run.dir.log(step, **result)
     save_scalar_model(run.dir.path, model, tokenizer, cfg.lora_save)
     if data.held_records:

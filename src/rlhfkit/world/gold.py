@@ -44,6 +44,10 @@ class GoldReward:
     harmlessness: float
     family: str
 
+    def weighted(self, component: str) -> float:
+        """A component as it counts in `total` (correctness carries its weight; the others add as they are)."""
+        return (CORRECTNESS_WEIGHT if component == "correctness" else 1.0) * getattr(self, component)
+
 
 def harms_in(words: list[str]) -> dict[str, bool]:
     """Which harm kinds a response contains (also the basis of the simulated labelers' flags)."""
@@ -77,6 +81,10 @@ class GoldJudge:
               where: list[str]) -> dict[str, list[float]]:
         gold = [gold_reward(p, t, bool(f)) for p, t, f in zip(prompts, texts, finished)]
         return {"gold": [g.total for g in gold], "gold_correctness": [g.correctness for g in gold]}
+
+    def reward(self, prompt: str, text: str, finished: bool = True) -> GoldReward:
+        """r*(x, y) with its components, for measurements that break it down (the RM's held-out accuracy)."""
+        return gold_reward(prompt, text, finished)
 
 
 WORLD_GOLD = "world:gold"
