@@ -16,17 +16,12 @@ import pytest
 from rlhfkit.label import blind
 from rlhfkit.label.commands import open_store, read_items
 from rlhfkit.label.export import records
+from tests.label import browsing
+from tests.label.browsing import MARKS, expect
 from tests.label.conftest import ARTIFACTS, LiveServer, write_candidates
 
-playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
-expect, sync_playwright = playwright.expect, playwright.sync_playwright
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                 reason="Debian's chromium is not installed (apt-get install chromium, "
-                                        "or sh scripts/system-deps.sh)")]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+pytestmark = MARKS
+browser = browsing.browser  # the shared fixture
 WIDE = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}  # an iPhone 12-14 CSS viewport
 MIN_TAP_PX = 44  # WCAG 2.5.5 target size; Apple's HIG minimum
@@ -59,15 +54,6 @@ def world(tmp_path_factory):
     server = LiveServer(db).start()
     yield server, tokens, db
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 def open_page(browser, world, who: str, mode: str, *, phone: bool = False):

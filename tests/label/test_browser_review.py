@@ -5,24 +5,18 @@ any other item. Screenshots go to test-artifacts/ (label-history, label-edit, la
 from __future__ import annotations
 
 import json
-import os
 import uuid
 
 import pytest
 
 from rlhfkit.label.answers import parse_answer
 from rlhfkit.label.commands import open_store, read_items
+from tests.label import browsing
+from tests.label.browsing import MARKS, expect
 from tests.label.conftest import ARTIFACTS, XSS_TEXT, LiveServer, write_candidates
 
-playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
-expect, sync_playwright = playwright.expect, playwright.sync_playwright
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                 reason="Debian's chromium is not installed (apt-get install chromium, "
-                                        "or sh scripts/system-deps.sh)")]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+pytestmark = MARKS
+browser, page = browsing.browser, browsing.page  # the shared fixtures
 
 
 def answer(store, token: str, ranking_by_position) -> int:
@@ -54,25 +48,6 @@ def world(tmp_path_factory):
     server = LiveServer(db).start()
     yield server, tokens, db, disputed
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    pg = context.new_page()
-    pg.dialogs = []
-    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
-    yield pg
-    context.close()
 
 
 def shot(pg, name: str) -> None:
