@@ -22,6 +22,7 @@ from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.rewards.combine import Rewards
 from rlhfkit.rewards.functions import load_reward_function
 from rlhfkit.rewards.sources import load_judge
+from rlhfkit.train.ppo_rewards import RewardOptions
 from rlhfkit.train.reward import HELDOUT_FILE, pairwise_accuracy, tokenize_groups
 from rlhfkit.world.build import World
 
@@ -167,13 +168,8 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
 
 
 @dataclass
-class EvalBoNConfig(EngineOptions):
+class EvalBoNConfig(EngineOptions, RewardOptions):  # the best of n by the reward (the picker)
     policy: str | None = required("policy to sample from (the SFT model)")
-    reward: str | None = option(None, "reward model that picks the best of n (with --reward-fn: their sum)")
-    reward_fn: list[str] = option([], "reward functions that pick it, comma-separated: module:function or "
-                                  "file.py:function (TRL's convention; e.g. rlhfkit.world.verify:verify)")
-    reward_fn_weights: list[float] = option([], "weight of each --reward-fn (default: 1 each)")
-    reward_model_weight: float = option(1.0, "weight of the reward model's score in the sum with --reward-fn")
     judge: list[str] = option([], "judges of the kept samples, comma-separated, reported beside gold (never used "
                               "to pick): a reward model directory, a reward function, or a registered name")
     world: str | None = required("world directory (held-out prompts and gold reward)")
@@ -189,16 +185,12 @@ class EvalBoNConfig(EngineOptions):
         if self.n < 1 or self.temperature <= 0:
             raise UserError("config keys 'n' must be >= 1 and 'temperature' > 0")
         check_at_least(self, 1, "max_new_tokens", "limit")
-        if self.reward_fn_weights and len(self.reward_fn_weights) != len(self.reward_fn):
-            raise UserError(f"config key 'reward_fn_weights': {len(self.reward_fn_weights)} weights for "
-                            f"{len(self.reward_fn)} reward functions")
         check_engine(self.rollout_engine, self.vllm_gpu_memory)
 
 
 def eval_bon(cfg: EvalBoNConfig) -> dict:
     cfg.check()
-    if not cfg.reward and not cfg.reward_fn:
-        raise UserError("config key 'reward': give a reward model (--reward), reward functions (--reward-fn), or both")
+    cfg.check_rewards()  # not in check(): a config of defaults passes check(), as every command's does
     if cfg.json_out:
         check_writable(cfg.json_out)
     world = World(cfg.world)

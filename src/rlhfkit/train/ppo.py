@@ -81,6 +81,7 @@ from rlhfkit.train.distributed import Parallel
 from rlhfkit.train.ppo_data import PromptStream, PtxBatches, read_ptx
 from rlhfkit.train.ppo_rewards import (
     PromptRows,
+    RewardOptions,
     check_reward_sources,
     judges_record,
     load_reward_model,
@@ -97,15 +98,10 @@ KL_IN = ("reward", "loss")
 
 
 @dataclass
-class PPOConfig(RunOptions, DataOptions, EngineOptions):
+class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
     policy: str | None = required("SFT policy directory: the PPO start and the frozen reference")
     reference: str | None = option(None, "frozen reference of the KL penalty (default: --policy; the online loop "
                                    "starts from the last round's policy and keeps the SFT one here)")
-    reward: str | None = option(None, "reward model directory (rlhf rm); with --reward-fn the two are summed")
-    reward_fn: list[str] = option([], "reward functions, comma-separated: module:function or file.py:function, "
-                                  "called as f(prompts, completions, **row_fields) -> list[float] (TRL's convention)")
-    reward_fn_weights: list[float] = option([], "weight of each --reward-fn (default: 1 each)")
-    reward_model_weight: float = option(1.0, "weight of the reward model's score in the sum with --reward-fn")
     judge: list[str] = option([], "judges, comma-separated, logged but never trained on: a reward model directory, "
                               "a reward function, or a registered name (world:gold)")
     prompts: str | None = required("prompts JSONL (field `prompt`)")
@@ -172,12 +168,7 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions):
         for key, allowed in (("loss_type", LOSS_TYPES), ("scale_rewards", SCALE_REWARDS), ("kl_in", KL_IN)):
             if getattr(self, key) not in (None, *allowed):
                 raise UserError(f"config key '{key}': {getattr(self, key)!r} is not one of {', '.join(allowed)}")
-        if not self.reward and not self.reward_fn:
-            raise UserError("config key 'reward': give a reward model (--reward), reward functions (--reward-fn), "
-                            "or both")
-        if self.reward_fn_weights and len(self.reward_fn_weights) != len(self.reward_fn):
-            raise UserError(f"config key 'reward_fn_weights': {len(self.reward_fn_weights)} weights for "
-                            f"{len(self.reward_fn)} reward functions")
+        self.check_rewards()
         if self.advantage == "gae" and not (self.reward or self.value_model):
             raise UserError("config key 'value_model': PPO with GAE needs a value model start (--value-model, or "
                             "--reward: the value model starts from the reward model)")
