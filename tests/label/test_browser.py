@@ -1,12 +1,9 @@
 """Browser tests: Playwright drives Debian's Chromium through every page type, keyboard first.
 
-Screenshots of each page go to test-artifacts/ (one is committed as docs/labeling-rank.png).
+Screenshots of each page go to test-artifacts/ (README's come from test_browser_layout.py).
 """
 
 from __future__ import annotations
-
-import os
-import shutil
 
 import pytest
 
@@ -270,11 +267,3 @@ def test_guidelines_before_the_first_item_and_in_a_panel(world, page):
     page.click("#guidelines-panel summary")
     assert "Prefer short answers." in page.inner_text("#guidelines-panel")
     assert "Gives harmful advice" in page.inner_text("#guidelines-panel .flag-help")
-
-
-def test_publish_the_readme_screenshot():
-    """Copies the rank page screenshot to docs/ when LABEL_UPDATE_DOCS=1 (a manual step)."""
-    src = ARTIFACTS / "label-rank-top.png"
-    if os.environ.get("LABEL_UPDATE_DOCS") != "1" or not src.exists():
-        pytest.skip("set LABEL_UPDATE_DOCS=1 to refresh docs/labeling-rank.png")
-    shutil.copy(src, ARTIFACTS.parent / "docs" / "labeling-rank.png")
