@@ -45,7 +45,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -87,6 +86,7 @@ from rlhfkit.train.ppo_rewards import (
     load_reward_model,
     make_judges,
     make_rewards,
+    world_judge,
 )
 from rlhfkit.train.rollout import Rollout, gather_rollout, pad_responses, rollout_metrics
 from rlhfkit.train.run import Run, start_run
@@ -418,8 +418,8 @@ def read_inputs(cfg: PPOConfig) -> PPOInputs:
     for path, role in ((cfg.reward, "reward model"), (cfg.value_model, "value model")):
         if path:
             check_reward_dir(path, role)
-    if cfg.world and not Path(cfg.world).is_dir():
-        raise UserError(f"--world {cfg.world}: not a directory")
+    if cfg.world:
+        world_judge(cfg.world)
     return PPOInputs(rows, ptx, check_reward_sources(cfg))
 
 

@@ -9,6 +9,7 @@ Each sampled response carries its dataset row: the fields a reward function rece
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from rlhfkit.config import option
 from rlhfkit.errors import UserError
@@ -67,6 +68,16 @@ def checked_judge_dir(path: str) -> str:
     check_model_dir(path, "judge")
     check_reward_dir(path, "judge")
     return path
+
+
+def world_judge(path: str):
+    """`--world DIR`: the toy world's gold reward as the judge the world registers (`world:gold`), checked before
+    any model loads; the trainers never import the world."""
+    if not Path(path).is_dir():
+        raise UserError(f"--world {path}: not a directory")
+    if WORLD_JUDGE not in JUDGES:
+        raise UserError("--world: the toy world's gold judge is not registered (import rlhfkit.world.gold)")
+    return JUDGES[WORLD_JUDGE]
 
 
 def check_reward_sources(cfg) -> list:

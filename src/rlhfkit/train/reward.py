@@ -40,7 +40,6 @@ from rlhfkit.models.loading import (
 )
 from rlhfkit.models.lora import add_lora, save_scalar_model
 from rlhfkit.models.scalar import ScalarModel, reading_pad, response_sequences, score_sequences
-from rlhfkit.rewards.sources import JUDGES
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import (
     EpochBatches,
@@ -52,7 +51,7 @@ from rlhfkit.train.common import (
     split_by_prompt,
     warmup_cosine,
 )
-from rlhfkit.train.ppo_rewards import WORLD_JUDGE
+from rlhfkit.train.ppo_rewards import world_judge
 from rlhfkit.train.run import Run, start_run
 
 HELDOUT_FILE = "heldout.jsonl"
@@ -181,17 +180,7 @@ def read_inputs(cfg: RewardConfig) -> RewardInputs:
     if not any(g["pairs"] for g in preference_groups(kind, train)):
         raise UserError(f"{cfg.data}: no strictly ordered pair to train on (every ranking is one tie group)")
     return RewardInputs(kind, train, eval_kind, held, read_jsonl(cfg.demos, demo_record) if cfg.demos else None,
-                        world_gold(cfg.world) if cfg.world else None)
-
-
-def world_gold(path: str) -> Callable:
-    """The toy world's r* for the RM's gold measurements: the judge the world registers (`world:gold`), so the
-    trainer never imports the world."""
-    if not Path(path).is_dir():
-        raise UserError(f"--world {path}: not a directory")
-    if WORLD_JUDGE not in JUDGES:
-        raise UserError("--world: the toy world's gold judge is not registered (import rlhfkit.world.gold)")
-    return JUDGES[WORLD_JUDGE].reward
+                        world_judge(cfg.world).reward if cfg.world else None)
 
 
 def load_model(cfg: RewardConfig, inputs: RewardInputs, device):
