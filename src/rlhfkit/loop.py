@@ -27,7 +27,7 @@ import math
 import shutil
 import time
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from rlhfkit import loop_labels as L
@@ -262,7 +262,7 @@ class Labels:
             raise Waiting(f"round {r}: no {export} yet")
         rankings, cov, digest = L.check_export(export, items, r, overlap=cfg.per_item,
                                                min_coverage=cfg.min_coverage, allow_partial=cfg.allow_partial)
-        return rankings, {"source": str(export), "sha256": digest, "coverage": L.coverage_dict(cov)}
+        return rankings, {"source": str(export), "sha256": digest, "coverage": asdict(cov)}
 
     def changed(self, r: int, state: RoundState) -> str | None:
         """A note when round r's export is no longer the one it trained on."""

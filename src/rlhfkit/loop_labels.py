@@ -18,17 +18,16 @@ so an export that changes after its round trained on it is reported, with `--red
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import shlex
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from rlhfkit.data.jsonl import iter_jsonl, json_type, write_jsonl
+from rlhfkit.data.jsonl import iter_jsonl, json_type, jsonl_line, write_jsonl
 from rlhfkit.data.schemas import ranking_record
 from rlhfkit.errors import UserError, Waiting, at
 from rlhfkit.label.commands import open_store, read_items
@@ -62,7 +61,7 @@ def sha256(data: bytes) -> str:
 
 def jsonl_bytes(records: list[dict]) -> bytes:
     """The bytes `write_jsonl` writes for these records (what an export's hash is taken of)."""
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    return "".join(map(jsonl_line, records)).encode("utf-8")
 
 
 def export_format(obj: dict) -> str | None:
@@ -217,10 +216,6 @@ def files_runbook(candidates: Path, export: Path, r: int, *, overlap: int, rerun
 def _port(url: str) -> int:
     host = url.split("://", 1)[-1].split("/", 1)[0]
     return int(host.rsplit(":", 1)[1]) if ":" in host and host.rsplit(":", 1)[1].isdigit() else 8000
-
-
-def coverage_dict(cov: Coverage) -> dict:
-    return asdict(cov)
 
 
 def check_source(source: str) -> None:

@@ -75,13 +75,18 @@ def read_jsonl(path: str | Path, validate: Validator | None = None, *, allow_emp
     return records
 
 
+def jsonl_line(record: dict) -> str:
+    """One record as a line of our JSONL files (non-ASCII characters written as they are, not escaped)."""
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
     """Write records atomically (temp file + fsync + rename); returns how many were written. On a full disk:
     one line (`storage.no_space`), the temporary file removed and the previous file, if any, intact."""
     count = 0
     with atomic_file(path, "w") as handle:
         for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.write(jsonl_line(record))
             count += 1
     return count
 
@@ -89,7 +94,7 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
 def append_jsonl(path: str | Path, record: dict) -> None:
     """Append one record (metrics logs), straight to the file so a killed run keeps every line it acknowledged;
     on a full disk the log keeps its whole lines and the error is one line."""
-    append_text(path, json.dumps(record, ensure_ascii=False) + "\n")
+    append_text(path, jsonl_line(record))
 
 
 def _json_type(value) -> str:
