@@ -65,3 +65,19 @@ def test_temperature_divides_logits():
     cold = sum(int(next_token(logits, 0.1, 1.0, False, g)) for _ in range(500))
     hot = sum(int(next_token(logits, 10.0, 1.0, False, g)) for _ in range(500))
     assert cold < 5 and 150 < hot < 350  # p(1) = 2e-9 at T=0.1, 0.45 at T=10
+
+
+def test_bf16_decoding_casts_each_weight_once_not_at_every_token(tiny_gpt2):
+    """--bf16: one autocast region around the decoding loop (`precision.cast_once`) keeps each weight's bf16 copy
+    for the whole loop; under inference_mode, or with a region per forward pass, every token re-cast them all."""
+    from torch.profiler import profile
+
+    from rlhfkit.train.distributed import Parallel
+    tokenizer = load_tokenizer(tiny_gpt2)
+    model = Parallel(torch.device("cpu"), bf16=True).autocast(load_causal_lm(tiny_gpt2, tokenizer).eval())
+    weight = model.transformer.h[0].mlp.c_fc.weight  # GPT-2's Conv1D: [d, 4d], a shape no activation has
+    with profile(record_shapes=True) as prof:
+        s = generate(model, tokenizer, PROMPTS, max_new_tokens=8, ignore_eos=True, generator=torch.Generator())
+    assert s.response_ids.shape[1] == 8  # eight forward passes: the prompt's, then seven tokens'
+    casts = [e for e in prof.events() if e.name == "aten::_to_copy" and e.input_shapes[:1] == [list(weight.shape)]]
+    assert len(casts) == len(model.transformer.h)  # each layer's c_fc weight, once

