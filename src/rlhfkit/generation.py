@@ -14,7 +14,6 @@ samples, so the first PPO ratio is exactly 1 (docs/design.md §4).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from dataclasses import dataclass
 
