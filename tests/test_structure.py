@@ -72,9 +72,11 @@ def test_no_import_inside_a_function_except_optional_dependencies():
     ("storage", {"errors"}),
     # formats know nothing of what consumes them
     ("data", {"data", "config", "errors", "storage"}),
-    # models load and call networks; they do not train, evaluate or know the toy world
-    ("models", {"models", "data", "losses", "errors", "storage"}),
-    ("generation", {"data"}),
+    # models load and call networks (and declare the option of their precision); they do not train, evaluate or
+    # know the toy world
+    ("models", {"models", "data", "losses", "errors", "storage", "config"}),
+    # sampling calls a model, in the model's precision
+    ("generation", {"data", "models"}),
     # rollout engines sample (generation) from models; they never train
     ("engines", {"engines", "generation", "models", "data", "config", "errors", "storage"}),
     # the labeling app stands alone: formats, errors, configs and itself

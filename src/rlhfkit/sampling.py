@@ -27,10 +27,11 @@ from rlhfkit.models.loading import (
     pick_device,
     position_limit,
 )
+from rlhfkit.models.precision import PrecisionOptions, run_in_bf16
 
 
 @dataclass
-class SampleConfig(DataOptions, EngineOptions):
+class SampleConfig(DataOptions, EngineOptions, PrecisionOptions):
     models: list[str] = option([], "policy directories, comma-separated (e.g. the current and the initial one)",
                                required=True)
     prompts: str | None = required("prompts JSONL (field `prompt`)")
@@ -84,6 +85,7 @@ def sample_candidates(cfg: SampleConfig) -> list[dict]:
     for s, (path, temperature) in enumerate(sources):
         tokenizer = load_tokenizer(path, cfg.chat_template)
         model = load_causal_lm(path, tokenizer).to(device).eval()
+        run_in_bf16(cfg.bf16, model)
         check_lengths(path, model.config, max_new_tokens=cfg.max_new_tokens)
         if any(is_conversation(r["prompt"]) for r in records):
             require_template(tokenizer)

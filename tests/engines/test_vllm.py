@@ -225,3 +225,27 @@ def test_eval_gold_greedy_and_sample_run_through_vllm(micro_world, tmp_path, cap
     assert code == 0, err
     rows = [json.loads(line) for line in (tmp_path / "c.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(len(r["completions"]) == 3 for r in rows)
+
+
+def test_bf16_policy_is_served_in_bf16_without_a_warning_per_weight(tmp_path, world_tokenizer, capfd):
+    """--bf16: vLLM serves the float32 policy's weights in bf16, at the start and after a sync, and its loader's
+    warning for each narrowed weight (what --bf16 asked for) is not printed."""
+    from rlhfkit.models.precision import run_in_bf16
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(_config("gpt2", world_tokenizer)).save_pretrained(tmp_path / "policy")
+    world_tokenizer.save_pretrained(tmp_path / "policy")
+    policy = load_causal_lm(tmp_path / "policy", world_tokenizer).eval()
+    run_in_bf16(True, policy)
+    engine = make_engine("vllm", policy, world_tokenizer, max_len=128, seed=0)
+    served = engine.llm.collective_rpc(lambda worker: str(next(worker.get_model().parameters()).dtype))
+    assert served == ["torch.bfloat16"] and next(policy.parameters()).dtype == torch.float32
+    before = _greedy(engine)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    engine.sync(policy)
+    after = _greedy(engine)
+    engine.close()
+    assert after.response_ids.tolist() != before.response_ids.tolist()  # the sync reached the bf16 copy
+    printed = capfd.readouterr()
+    assert "Attempted to load weight" not in printed.out + printed.err  # vLLM's own handler prints to the fds

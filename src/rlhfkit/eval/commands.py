@@ -17,6 +17,7 @@ from rlhfkit.eval.policy import load_policy, sample_and_score
 from rlhfkit.eval.rm import gold_measurements, labeler_agreement
 from rlhfkit.eval.stats import mean_and_se, win_rate
 from rlhfkit.models.loading import check_causal_lm, check_model_dir, check_reward_dir, load_tokenizer, position_limit
+from rlhfkit.models.precision import PrecisionOptions, run_in_bf16
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.rewards.combine import Rewards
@@ -28,7 +29,7 @@ from rlhfkit.world.build import World
 
 
 @dataclass
-class SamplingOptions(EngineOptions):
+class SamplingOptions(EngineOptions, PrecisionOptions):
     temperature: float = option(1.0, "sampling temperature (0: greedy)")
     top_p: float = option(1.0, "nucleus sampling threshold")
     max_new_tokens: int | None = option(None, "response length limit (default: the world's limit)")
@@ -63,9 +64,11 @@ def heldout(world: World, limit: int | None) -> list[str]:
     return prompts[:limit] if limit else prompts
 
 
-def policy_engine(path, cfg: EngineOptions, seed: int):
-    """The policy at `path`, its tokenizer and the rollout engine that samples it (vllm serves `path` as it is)."""
+def policy_engine(path, cfg: SamplingOptions | EvalBoNConfig, seed: int):
+    """The policy at `path` (under bf16 autocast with --bf16), its tokenizer and the rollout engine that samples it
+    (vllm serves `path` as it is)."""
     model, tokenizer = load_policy(path)
+    run_in_bf16(cfg.bf16, model)
     engine = make_engine(cfg.rollout_engine, model, tokenizer, max_len=position_limit(model) or 4096, served=path,
                          gpu_memory=cfg.vllm_gpu_memory, seed=seed)
     return model, tokenizer, engine
@@ -123,7 +126,7 @@ def eval_winrate(cfg: EvalWinrateConfig) -> dict:
 
 
 @dataclass
-class EvalRMConfig(DataOptions):
+class EvalRMConfig(DataOptions, PrecisionOptions):
     rm: str | None = required("reward model directory (rlhf rm)")
     data: str | None = option(None, "held-out rankings or pairs (default: the RM's own RM/heldout.jsonl)")
     world: str | None = option(None, "toy world: also the noise ceiling and Spearman with the gold reward")
@@ -144,6 +147,7 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
     world = World(cfg.world) if cfg.world else None
     tokenizer = load_tokenizer(cfg.rm)  # any reward model with its tokenizer (models/scalar.py)
     model = ScalarModel.from_pretrained(cfg.rm).eval()
+    run_in_bf16(cfg.bf16, model)
     measured = pairwise_accuracy(model, tokenize_groups(tokenizer, groups, 256), tokenizer.pad_token_id)
     result = {"rm": cfg.rm, "data": data, "heldout_accuracy": round(measured["accuracy"], 4),
               "heldout_loss": round(measured["loss"], 4), "n_pairs": measured["n_pairs"],
@@ -168,7 +172,7 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
 
 
 @dataclass
-class EvalBoNConfig(EngineOptions, RewardOptions):  # the best of n by the reward (the picker)
+class EvalBoNConfig(EngineOptions, RewardOptions, PrecisionOptions):  # the best of n by the reward (the picker)
     policy: str | None = required("policy to sample from (the SFT model)")
     judge: list[str] = option([], "judges of the kept samples, comma-separated, reported beside gold (never used "
                               "to pick): a reward model directory, a reward function, or a registered name")
@@ -202,8 +206,13 @@ def eval_bon(cfg: EvalBoNConfig) -> dict:
     functions = [load_reward_function(spec) for spec in cfg.reward_fn]
     judges = [load_judge(spec, load_model=lambda path: path) for spec in cfg.judge]  # each loads (one line if not)
     model, tokenizer, engine = policy_engine(cfg.policy, cfg, cfg.seed)
-    judges = [load_judge(spec, load_model=lambda path: RewardModel.load(path, tokenizer)) for spec in cfg.judge]
-    reward = RewardModel.load(cfg.reward, tokenizer) if cfg.reward else None  # any RM; its own tokenizer if it has one
+
+    def load_rm(path: str) -> RewardModel:  # any RM; its own tokenizer if it has one
+        rm = RewardModel.load(path, tokenizer)
+        run_in_bf16(cfg.bf16, rm.model)
+        return rm
+    judges = [load_judge(spec, load_model=load_rm) for spec in cfg.judge]
+    reward = load_rm(cfg.reward) if cfg.reward else None
     if functions:
         reward = Rewards(reward, cfg.reward_model_weight, functions, tuple(cfg.reward_fn_weights))
     bon = best_of_n(model, tokenizer, reward, heldout(world, cfg.limit), n=cfg.n, temperature=cfg.temperature,

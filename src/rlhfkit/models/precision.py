@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from rlhfkit.config import option
+
 # set on a model whose forward runs under bf16 autocast (train/distributed.py: Parallel.autocast)
 AUTOCAST_MARK = "_rlhfkit_autocast"
 
@@ -36,6 +38,24 @@ class BF16Support:
     def precision(self) -> str:
         """The precision a run should use when it may choose (`auto`): bfloat16 only where native."""
         return "bfloat16" if self.native else "float32"
+
+
+@dataclass
+class PrecisionOptions:
+    """--bf16 of the commands that only run models (`rlhf sample`, `rlhf eval ...`); the trainers have their own."""
+    bf16: bool = option(False, "bfloat16 autocast for the models' forward passes: sampling and scoring (GPUs, and "
+                        "CPUs with AVX512-BF16, AMX or Arm BF16); --rollout-engine vllm then serves bf16 weights")
+
+
+def run_in_bf16(bf16: bool, *models: torch.nn.Module) -> None:
+    """--bf16 of `PrecisionOptions`: each model's forward under bf16 autocast (`autocast_model`), with one warning
+    where bf16 is emulated. Without it: nothing."""
+    if not bf16 or not models:
+        return
+    device = next(models[0].parameters()).device
+    warn_if_emulated(True, device)
+    for model in models:
+        autocast_model(model, device.type)
 
 
 def cpu_bf16_flags(cpuinfo: str) -> list[str]:
@@ -91,3 +111,38 @@ def cast_once(model) -> contextlib.AbstractContextManager:
     if not (getattr(model, AUTOCAST_MARK, False) or getattr(inner, AUTOCAST_MARK, False)):
         return contextlib.nullcontext()
     return torch.autocast(device_type=next(model.parameters()).device.type, dtype=torch.bfloat16)
+
+
+def autocast_model(model: torch.nn.Module, device_type: str) -> torch.nn.Module:
+    """`model` with its forward under bfloat16 autocast, returning float32 tensors; marked, so a second call does
+    nothing. A model with `autocast_root` (a scalar model) has that part alone autocast: its transformer, while
+    its head reads float32. On a CPU attention switches to eager matmuls: torch's fused CPU attention kernel is
+    ~3x slower backwards in bf16 (bench/attention_bf16.py)."""
+    if getattr(model, AUTOCAST_MARK, False):
+        return model
+    target = model.autocast_root() if hasattr(model, "autocast_root") else model
+    if device_type == "cpu" and hasattr(target, "set_attn_implementation"):
+        target.set_attn_implementation("eager")
+    target.forward = _autocast_forward(target.forward, device_type)
+    setattr(target, AUTOCAST_MARK, True)
+    setattr(model, AUTOCAST_MARK, True)
+    return model
+
+
+def _autocast_forward(forward, device_type: str):
+    def run(*args, **kwargs):
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
+            out = forward(*args, **kwargs)
+        return _to_float32(out)
+    return run
+
+
+def _to_float32(out):
+    """Floating tensors of a model output back to float32 (caches and integer tensors untouched)."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, dict):  # transformers' ModelOutput is an ordered dict
+        for key, value in list(out.items()):
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                out[key] = value.float()
+    return out

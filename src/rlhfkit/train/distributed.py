@@ -56,7 +56,7 @@ from transformers import AutoModelForCausalLM
 
 from rlhfkit.errors import UserError
 from rlhfkit.models.loading import pick_device
-from rlhfkit.models.precision import AUTOCAST_MARK
+from rlhfkit.models.precision import autocast_model
 
 
 def should_launch(cfg) -> bool:
@@ -192,16 +192,9 @@ class Parallel:
         yield model
 
     def autocast(self, model: torch.nn.Module) -> torch.nn.Module:
-        """With --bf16, the model's forward runs under bfloat16 autocast and returns float32 tensors (a model
-        with `autocast_root`, e.g. a scalar model: that part alone — its transformer; the head reads float32)."""
-        if self.bf16 and not getattr(model, AUTOCAST_MARK, False):
-            target = model.autocast_root() if hasattr(model, "autocast_root") else model
-            if self.device.type == "cpu" and hasattr(target, "set_attn_implementation"):
-                target.set_attn_implementation("eager")  # the fused SDPA kernel is slow in bf16 on CPUs
-            target.forward = _autocast_forward(target.forward, self.device.type)
-            setattr(target, AUTOCAST_MARK, True)
-            setattr(model, AUTOCAST_MARK, True)
-        return model
+        """With --bf16, the model's forward runs under bfloat16 autocast and returns float32 tensors
+        (`precision.autocast_model`); without it, the model as it is."""
+        return autocast_model(model, self.device.type) if self.bf16 else model
 
     def backward(self, loss: torch.Tensor, units=None, *more: tuple[torch.Tensor, object]) -> torch.Tensor:
         """Backward pass of `loss` (a mean over `units` items of this process's share) plus any further
@@ -384,22 +377,3 @@ def whole_tensors():
 def _roots(model) -> dict[str, torch.nn.Module]:
     """The modules that must each be a DDP/FSDP root: the parts a model names, or the model itself."""
     return model.parallel_roots() if hasattr(model, "parallel_roots") else {"model": model}
-
-
-def _autocast_forward(forward, device_type: str):
-    def run(*args, **kwargs):
-        with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
-            out = forward(*args, **kwargs)
-        return _to_float32(out)
-    return run
-
-
-def _to_float32(out):
-    """Floating tensors of a model output back to float32 (caches and integer tensors untouched)."""
-    if isinstance(out, torch.Tensor):
-        return out.float() if out.is_floating_point() else out
-    if isinstance(out, dict):  # transformers' ModelOutput is an ordered dict
-        for key, value in list(out.items()):
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
-                out[key] = value.float()
-    return out
