@@ -1,4 +1,5 @@
-"""Does this machine multiply bfloat16 matrices in hardware? (`--bf16` on a CPU, docs/design.md §7)
+"""Does this machine multiply bfloat16 matrices in hardware (`bf16_support`), and running a model under bf16
+autocast (`autocast_model`, `cast_once`, `run_in_bf16`). `--bf16` on a CPU: docs/design.md §7.
 
 `--bf16` runs forward passes under bfloat16 autocast; the weights, the optimizer and the losses (log-softmax
 included) stay float32. On a GPU that is the usual mixed precision. On a CPU it pays only where the cores have
@@ -19,7 +20,7 @@ import torch
 
 from rlhfkit.config import option
 
-# set on a model whose forward runs under bf16 autocast (train/distributed.py: Parallel.autocast)
+# set on a model whose forward runs under bf16 autocast (`autocast_model`; trainers: Parallel.autocast)
 AUTOCAST_MARK = "_rlhfkit_autocast"
 
 # /proc/cpuinfo flags of bf16 dot products: x86 (Cooper Lake, Sapphire Rapids, Zen 4 and later), Arm (v8.6 BF16).
