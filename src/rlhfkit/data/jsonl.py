@@ -54,6 +54,17 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, object]]:
             raise at(path, lineno + 1, f"cannot read: {exc}") from None
 
 
+def read_json(path: str | Path, what: str) -> object:
+    """One JSON document (`what` names it in the error): a missing or unreadable file, or bad JSON, is one line
+    naming the file."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not {what} ({str(exc).splitlines()[0]})") from None
+
+
 def _has_lone_surrogate(obj) -> bool:
     try:
         json.dumps(obj, ensure_ascii=False).encode("utf-8")

@@ -11,7 +11,7 @@ import uvicorn
 
 from rlhfkit.config import option, required
 from rlhfkit.data.formats import read_candidates
-from rlhfkit.data.jsonl import check_writable, read_jsonl, write_jsonl
+from rlhfkit.data.jsonl import check_writable, read_json, read_jsonl, write_jsonl
 from rlhfkit.data.readers import DataOptions
 from rlhfkit.data.schemas import ranking_record
 from rlhfkit.errors import UserError, at
@@ -346,12 +346,7 @@ class StatsConfig:
 
 
 def read_report(path: str) -> dict:
-    try:
-        report = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not a JSON report ({exc.__class__.__name__})") from None
+    report = read_json(path, "a JSON report")
     found = blind.report_win_rates(report) if isinstance(report, dict) else {}
     if not found:
         raise UserError(f"{path}: no win rates in it (expected `rlhf eval winrate --json-out` or a demo report.json)")

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from pathlib import Path
 
+from rlhfkit.data.jsonl import read_json
 from rlhfkit.data.schemas import ranking_record
 from rlhfkit.errors import UserError, at
 from rlhfkit.storage import atomic_file
@@ -40,12 +40,7 @@ ARGILLA_RANKING = "ranking"
 # ------------------------------------------------------------------------------------------------ reading
 
 def read_json_array(path: str) -> list[dict]:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not a JSON file ({str(exc).splitlines()[0]})") from None
+    data = read_json(path, "a JSON file")
     if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
         raise UserError(f"{path}: expected a JSON array of objects (a Label Studio or Argilla export)")
     return data
