@@ -81,3 +81,71 @@ def test_bf16_decoding_casts_each_weight_once_not_at_every_token(tiny_gpt2):
     assert s.response_ids.shape[1] == 8  # eight forward passes: the prompt's, then seven tokens'
     casts = [e for e in prof.events() if e.name == "aten::_to_copy" and e.input_shapes[:1] == [list(weight.shape)]]
     assert len(casts) == len(model.transformer.h)  # each layer's c_fc weight, once
+
+
+def likely_eos_model(path):
+    """The tiny model with p(EOS) ≈ 1/4 per step: rows stop at different steps, lanes after different loops."""
+    tokenizer = load_tokenizer(path)
+    model = load_causal_lm(path, tokenizer).eval()
+    eos = tokenizer.eos_token_id
+
+    def likely_eos(module, inputs, output):
+        output[..., eos] += 5.0
+        return output
+    model.lm_head.register_forward_hook(likely_eos)
+    return model, tokenizer
+
+
+@pytest.mark.parametrize("lanes", [2, 3])
+def test_lanes_decode_the_tokens_of_one_loop_and_leave_the_generator_where_it_does(tiny_gpt2, lanes):
+    model, tokenizer = likely_eos_model(tiny_gpt2)
+    prompts = PROMPTS * 6
+    one_g, lanes_g = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    one = generate(model, tokenizer, prompts, max_new_tokens=20, generator=one_g, lanes=1)
+    split = generate(model, tokenizer, prompts, max_new_tokens=20, generator=lanes_g, lanes=lanes)
+    assert len(set(one.response_mask.sum(1).tolist())) > 1  # rows (and so lanes) stopped at different steps
+    assert torch.equal(one.response_ids, split.response_ids)
+    assert torch.equal(one.response_mask, split.response_mask)
+    assert torch.equal(one.finished, split.finished) and one.texts == split.texts
+    assert torch.equal(torch.rand(4, generator=one_g), torch.rand(4, generator=lanes_g))
+
+
+def test_lanes_use_the_default_generator_as_one_loop_does(tiny_gpt2):
+    model, tokenizer = likely_eos_model(tiny_gpt2)
+    torch.manual_seed(5)
+    one = generate(model, tokenizer, PROMPTS * 4, max_new_tokens=12, lanes=1)
+    after_one = torch.rand(3)
+    torch.manual_seed(5)
+    split = generate(model, tokenizer, PROMPTS * 4, max_new_tokens=12, lanes=2)
+    assert torch.equal(one.response_ids, split.response_ids) and torch.equal(torch.rand(3), after_one)
+
+
+def test_a_failing_lane_raises_its_error_and_restores_the_thread_count(tiny_gpt2):
+    model, tokenizer = likely_eos_model(tiny_gpt2)
+    threads = torch.get_num_threads()
+
+    def fail_in_second_lane(module, inputs, output):  # 9 rows in 2 lanes: 4 and 5; the lane of 5 fails
+        if output.shape[0] == 5:
+            raise RuntimeError("lane failed")
+        return output
+    model.lm_head.register_forward_hook(fail_in_second_lane)
+    with pytest.raises(RuntimeError, match="lane failed"):  # not the other lane's broken meeting, nor a hang
+        generate(model, tokenizer, PROMPTS * 3, max_new_tokens=6, generator=torch.Generator().manual_seed(0),
+                 lanes=2)
+    assert torch.get_num_threads() == threads
+
+
+def test_decoding_lanes_follow_the_threads_for_a_small_model_on_a_cpu():
+    from rlhfkit.generation import LANE_ROWS, LANE_WEIGHTS, decoding_lanes
+    small, large = torch.nn.Linear(16, 16), torch.nn.Embedding(LANE_WEIGHTS // 4 + 1, 1)  # float32: 4 bytes each
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert decoding_lanes(small, torch.device("cpu"), 64) == 2
+        assert decoding_lanes(small, torch.device("cpu"), 2 * LANE_ROWS - 1) == 1  # too few rows to split
+        assert decoding_lanes(small, torch.device("cuda"), 64) == 1
+        assert decoding_lanes(large, torch.device("cpu"), 64) == 1  # its weights would be streamed once per lane
+        torch.set_num_threads(1)
+        assert decoding_lanes(small, torch.device("cpu"), 64) == 1
+    finally:
+        torch.set_num_threads(threads)
