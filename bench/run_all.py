@@ -10,7 +10,7 @@
    shape and on `--dim 256 --resp 64`; episodes/s, ratio, peak RSS, and each phase's share of the matmul rate of
    its dtype and shape. With bf16 (`--bf16 auto`, the default: where native) the `--dim 256 --resp 64` pair runs
    again with bf16 autocast on both sides (ours `--bf16`, TRL `bf16=True`), so like is compared with like, and
-   ours in bf16 is set beside ours and TRL's in fp32;
+   ours in bf16 is set beside ours and TRL's in fp32, with what bounds that ratio here (`bf16_limits`);
 3. reward-model training vs the latest TRL's `RewardTrainer`, SFT vs its `SFTTrainer` (bench/peer_train.py; TRL
    1.16.0, the newest release when this was written, which no longer has PPOTrainer): tokens/s on the
    same JSONL file and the same random GPT-2 directory; for the RM also rankings of K=4 (pairs/s: rlhfkit puts
@@ -113,6 +113,27 @@ def phase_fractions(result: dict, matmul: dict) -> dict:
             for phase, rate in (("generation", small), ("scoring", large), ("update", large))}
 
 
+def matmul_seconds(result: dict, matmul: dict) -> float:
+    """The seconds a PPO run's matmuls take at the measured rates of its dtype and rows (`phase_fractions`)."""
+    dtype = "bfloat16" if result["bf16"] else "float32"
+    small, large = (r[dtype]["gflops"] for r in matmul["rates"])
+    return result["generation_gflop"] / small + (result["scoring_gflop"] + result["update_gflop"]) / large
+
+
+def bf16_limits(fp32: dict, half: dict, trl_fp32: dict, matmul: dict) -> dict:
+    """What bounds ours bf16 ÷ ours fp32 on this CPU (Amdahl): each run's timed seconds split into its matmuls at
+    the measured rates and the rest (norms, GELU, casts, attention's small ops, sampling, Python). bf16 speeds up
+    the first part only, so matmul_fp32 / matmul_bf16 is the ratio's ceiling, reached were the rest zero; and the
+    seconds of the rest a bf16 run may keep to be 2× ours fp32, or 3× TRL's fp32, at the same episodes."""
+    m32, m16 = matmul_seconds(fp32, matmul), matmul_seconds(half, matmul)
+    episodes = half["episodes"]
+    return {"matmul_s_fp32": round(m32, 2), "matmul_s_bf16": round(m16, 2),
+            "rest_s_fp32": round(fp32["total_s"] - m32, 2), "rest_s_bf16": round(half["total_s"] - m16, 2),
+            "ceiling_vs_ours_fp32": round(m32 / m16, 2),
+            "rest_s_bf16_allowed_for_2x_ours_fp32": round(episodes / (2 * fp32["episodes_per_s"]) - m16, 2),
+            "rest_s_bf16_allowed_for_3x_trl_fp32": round(episodes / (3 * trl_fp32["episodes_per_s"]) - m16, 2)}
+
+
 def best_of(results: list[dict], key: str) -> dict:
     return max(results, key=lambda r: r[key])
 
@@ -169,6 +190,13 @@ def print_report(summary: dict) -> None:
               f"ours bf16 ÷ TRL fp32 {x['ours_bf16_vs_trl_fp32']}x, TRL bf16 ÷ TRL fp32 {x['trl_bf16_vs_trl_fp32']}x "
               f"(CPU-seconds: {x['cpu_ours_fp32_vs_ours_bf16']}x, {x['cpu_trl_fp32_vs_ours_bf16']}x, "
               f"{x['cpu_trl_fp32_vs_trl_bf16']}x)")
+    if "bf16_limits" in summary:
+        x = summary["bf16_limits"]
+        print(f"  bounds: matmuls at the measured rates take {x['matmul_s_fp32']} s in fp32 and {x['matmul_s_bf16']} s "
+              f"in bf16 (ceiling of bf16 ÷ fp32: {x['ceiling_vs_ours_fp32']}x, were nothing else left); the rest "
+              f"takes {x['rest_s_fp32']} s and {x['rest_s_bf16']} s. 2x ours fp32 allows the bf16 run "
+              f"{x['rest_s_bf16_allowed_for_2x_ours_fp32']} s of the rest, 3x TRL fp32 "
+              f"{x['rest_s_bf16_allowed_for_3x_trl_fp32']} s")
     if summary.get("table"):
         widths = sorted({r["dim"] for r in summary["table"]})
         print("\nrlhfkit PPO episodes/s (rows: response length, columns: width d; 4 layers, batch 64)")
@@ -226,6 +254,8 @@ def main() -> int:
             "cpu_ours_fp32_vs_ours_bf16": round(fp32["ours"]["cpu_s"] / half["ours"]["cpu_s"], 2),
             "cpu_trl_fp32_vs_ours_bf16": round(fp32["trl"]["cpu_s"] / half["ours"]["cpu_s"], 2),
             "cpu_trl_fp32_vs_trl_bf16": round(fp32["trl"]["cpu_s"] / half["trl"]["cpu_s"], 2)}
+        summary["bf16_limits"] = bf16_limits(fp32["ours"], half["ours"], fp32["trl"],
+                                             summary["matmul"][ppo_shapes[1][0]])
 
     with tempfile.TemporaryDirectory(prefix="rlhf-bench-data-") as tmp:
         tmp = Path(tmp)

@@ -111,6 +111,16 @@ def test_make_bench_reads_each_phase_against_the_rate_of_its_dtype_and_rows():
     assert run_all.phase_fractions(ours | {"bf16": False}, matmul)["update"] == {"wall": 0.05, "cpu": 0.05,
                                                                                  "dtype": "float32"}
 
+    # matmul seconds: fp32 gen 50/100 + (200 + 800)/1000 = 1.5 s; bf16 50/20 + 1000/100 = 12.5 s
+    gflop = {"generation_gflop": 50, "scoring_gflop": 200, "update_gflop": 800, "episodes": 128}
+    fp32 = gflop | {"bf16": False, "total_s": 4.0, "episodes_per_s": 32.0}
+    half = gflop | {"bf16": True, "total_s": 16.0, "episodes_per_s": 8.0}
+    assert run_all.bf16_limits(fp32, half, {"episodes_per_s": 16.0}, matmul) == {
+        "matmul_s_fp32": 1.5, "matmul_s_bf16": 12.5, "rest_s_fp32": 2.5, "rest_s_bf16": 3.5,
+        "ceiling_vs_ours_fp32": 0.12,  # 1.5 / 12.5
+        "rest_s_bf16_allowed_for_2x_ours_fp32": -10.5,  # 128 / 64 − 12.5: out of reach
+        "rest_s_bf16_allowed_for_3x_trl_fp32": -9.83}  # 128 / 48 − 12.5
+
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_bench_ppo_on_cuda_without_cuda_is_a_one_line_error(capsys):
