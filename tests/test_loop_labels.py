@@ -167,3 +167,11 @@ def test_redo_round_forgets_its_labels_and_every_later_rounds_training(tmp_path)
     assert (tmp_path / "round-1" / "round.json").exists() and not (tmp_path / "round-3" / "round.json").exists()
     assert not (tmp_path / "round-2" / "rankings.jsonl").exists() and (tmp_path / "round-3" / "rankings.jsonl").exists()
     assert not (tmp_path / "round-3" / "rm").exists()
+
+
+@pytest.mark.parametrize("url, port", [("http://127.0.0.1:8123", 8123), ("http://[::1]:9001/labels", 9001),
+                                       ("https://labels.example.org", 8000),  # a proxy's URL: serve's default
+                                       ("https://labels.example.org/a:9", 8000)])
+def test_the_runbook_serves_on_the_public_urls_port_or_serves_default(url, port):
+    from rlhfkit.loop_labels import _port
+    assert _port(url) == port

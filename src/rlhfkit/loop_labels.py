@@ -24,13 +24,14 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
 from rlhfkit.data.jsonl import iter_jsonl, json_type, jsonl_line, write_jsonl
 from rlhfkit.data.schemas import ranking_record
 from rlhfkit.errors import UserError, Waiting, at
-from rlhfkit.label.commands import open_store, read_items
+from rlhfkit.label.commands import ServeConfig, open_store, read_items
 from rlhfkit.label.export import ranking_records
 
 SOURCES = ("simulated", "files", "app")
@@ -214,8 +215,12 @@ def files_runbook(candidates: Path, export: Path, r: int, *, overlap: int, rerun
 
 
 def _port(url: str) -> int:
-    host = url.split("://", 1)[-1].split("/", 1)[0]
-    return int(host.rsplit(":", 1)[1]) if ":" in host and host.rsplit(":", 1)[1].isdigit() else 8000
+    """The port `rlhf label serve` listens on for this public URL: the URL's own, else serve's default (the URL
+    is then a proxy's, which forwards to it)."""
+    try:
+        return urlsplit(url).port or ServeConfig.port
+    except ValueError:  # no valid port in the URL
+        return ServeConfig.port
 
 
 def check_source(source: str) -> None:
