@@ -110,7 +110,9 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60) -> "LiveServer":
+    def start(self, timeout: float = 180) -> "LiveServer":
+        """Start and wait until /healthz answers. The timeout is generous: under a loaded CI machine the server's
+        imports alone have taken most of a minute."""
         cmd = [sys.executable, "-m", "rlhfkit.cli", "label", "serve", "--db", self.db, "--host", "127.0.0.1",
                "--port", str(self.port), "--lease-seconds", str(self.lease_seconds)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -119,11 +121,12 @@ class LiveServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.proc.stdout.read()}")
             try:
-                if httpx.get(self.url + "/openapi.json", timeout=2).status_code == 200:
+                if httpx.get(self.url + "/healthz", timeout=5).status_code == 200:
                     return self
             except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start in time")
+                time.sleep(0.2)
+        self.kill()
+        raise RuntimeError(f"server did not answer /healthz within {timeout:.0f} s: {self.proc.stdout.read()}")
 
     def kill(self) -> None:
         """SIGKILL: no shutdown handlers, no flushing — what a crash looks like."""

@@ -1,6 +1,7 @@
 """The web app through its routes (in-process): login, CSRF, roles, escaping, the form and the API."""
 
 import re
+import sqlite3
 import threading
 import urllib.parse
 import uuid
@@ -311,3 +312,17 @@ def test_export_of_a_project_with_any_name(tmp_path, name):
                                       disposition).groups()
         assert '"' not in fallback and "\\" not in fallback and fallback.endswith("-raw.jsonl")
         assert urllib.parse.unquote(star) == f"{name}-raw.jsonl"
+
+
+def test_healthz_answers_without_a_session_and_503_when_the_database_does_not(setup, monkeypatch):
+    app, _ = setup
+    r = client(app).get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    store = app.state.store
+    store.engine.dispose()  # no pooled connection left: the next request must connect
+
+    def refuse(*args, **kwargs):
+        raise sqlite3.OperationalError("unable to open database file")
+    monkeypatch.setattr(store.engine.dialect, "connect", refuse)
+    r = client(app).get("/healthz")
+    assert r.status_code == 503 and r.json() == {"status": "database unreachable"}

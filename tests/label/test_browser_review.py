@@ -86,7 +86,8 @@ def test_edit_an_answer_from_the_history_with_the_keys(world, page):
     page.wait_for_selector("#task[data-mode=rank]")
     assert tiers(page) == {"1": "1", "2": "2", "3": "3"}  # the answer, filled in
     assert [c.get_attribute("data-n") for c in page.locator(".tier[data-tier='1'] .chip").all()] == ["1"]
-    assert page.locator("#skip").count() == 0  # an edit is not skipped
+    assert page.locator("#skip").count() == 0  # an edit is not skipped: no form, no key in the help line
+    assert "skip" not in page.locator("#help").inner_text()
     page.locator("#output-1").focus()
     page.keyboard.press("3")  # output 1 -> tier 3, output 3 -> tier 1
     page.keyboard.press("j")

@@ -3,7 +3,8 @@
 Pages (server-rendered Jinja2, htmx for swapping in the next item, `routes/pages.py`): `/invite/{token}`
 logs a person in, `/task` shows their next item; `/admin` is the project's dashboard (`routes/admin.py`).
 The JSON API under `/api` (`routes/api.py`) does the same for scripts and simulated labelers; its
-OpenAPI schema is at `/openapi.json`, rendered at `/docs`. Who may do what is in `deps.py`.
+OpenAPI schema is at `/openapi.json`, rendered at `/docs`. `/healthz` says whether the database answers.
+Who may do what is in `deps.py`.
 
 Security: the session cookie is HttpOnly and SameSite=Lax, its value stored only as a hash. Every
 mutation needs the CSRF token (a form field, or the `X-CSRF-Token` header on the API), an HMAC of the
@@ -19,6 +20,8 @@ from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from rlhfkit.errors import UserError
 from rlhfkit.label.answers import BadAnswer
@@ -54,10 +57,22 @@ def create_app(store: Store, *, secure_cookie: bool = False, public_url: str = D
     app.include_router(review.pages)
     app.include_router(review.admin_pages)
     app.include_router(review.api)
+    app.get("/healthz", include_in_schema=False)(healthz)
     app.add_exception_handler(UserError, user_error)
     app.add_exception_handler(RequestValidationError, bad_request)
     app.middleware("http")(security_headers)
     return app
+
+
+def healthz(request: Request) -> JSONResponse:
+    """For a load balancer, an orchestrator or a test waiting on start-up: 200 when the database answers, else 503
+    (no session needed; nothing about the projects is told)."""
+    try:
+        with request.app.state.store.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        return JSONResponse({"status": "database unreachable"}, status_code=503)
+    return JSONResponse({"status": "ok"})
 
 
 def is_api(request: Request) -> bool:

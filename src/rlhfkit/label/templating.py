@@ -26,6 +26,7 @@ def render(request: Request, name: str, status_code: int = 200, **context) -> HT
     meanings, the skip reasons."""
     token = request.cookies.get(COOKIE)
     context.setdefault("who", None)
+    context.setdefault("editing", False)  # the edit page: a stored answer in the task form, no skip
     return templates.TemplateResponse(request, name, {"csrf": csrf_token(token) if token else "",
                                                       "htmx": HTMX_FILE, "flags": FLAGS,
                                                       "flag_help": FLAG_HELP,

@@ -72,7 +72,7 @@ def edit_page(request: Request, store: StoreDep, person: CurrentUser, submission
     task = LeasedItem(entry["assignment_id"], entry["item_id"], entry["mode"], entry["prompt"], entry["outputs"],
                       0.0, page, len(answered))
     return render(request, "edit.html", who=person, task=task, entry=entry, client_id=str(uuid.uuid4()),
-                  form_action=f"/history/{submission_id}", guidelines=store.guidelines(person.project),
+                  editing=True, form_action=f"/history/{submission_id}", guidelines=store.guidelines(person.project),
                   prefill=review.prefill_fields(entry["mode"], entry["answer"]))
 
 

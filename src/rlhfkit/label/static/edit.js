@@ -1,12 +1,10 @@
 // The edit page (/history/ID/edit): fills the task form with the stored answer (the JSON in #prefill,
-// in the drafts' format of label.js) unless a draft of this edit is kept, and leaves the skip form out
-// (an answer is edited, not skipped). Values go in through .value and .checked only.
+// in the drafts' format of label.js) unless a draft of this edit is kept (the page has no skip form: an
+// answer is edited, not skipped). Values go in through .value and .checked only.
 (function () {
   "use strict";
 
   function fill() {
-    const skip = document.getElementById("skip");
-    if (skip) skip.remove();
     const data = document.getElementById("prefill");
     const task = document.getElementById("task");
     const form = document.getElementById("answer");
