@@ -5,7 +5,7 @@ random word-level vocabulary, so it needs no world, no download and no training 
 
 - `bench ppo`   one PPO iteration is `generate` (every response to full length) → `measure` + `advantages`
                 → `ppo_update`, with separate policy, reference, value and reward models loaded by
-                `train.ppo.load_models`; one minibatch per batch. Reports episodes/s and the seconds spent in
+                `train.ppo_setup.load_models`; one minibatch per batch. Reports episodes/s and the seconds spent in
                 generation, scoring and update. `--rollout-engine hf-static|vllm` generates with that engine
                 (`engines/`; vllm: the weights pushed after every update, its seconds as `sync_s`);
                 `gen_tokens_per_s` is response tokens per second of generation. `--device cuda` runs it on a GPU
@@ -53,7 +53,8 @@ from rlhfkit.models.precision import bf16_support, warn_if_emulated
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.train.common import make_optimizer, seed_everything, set_threads
 from rlhfkit.train.distributed import Parallel
-from rlhfkit.train.ppo import PPOConfig, advantages, load_models, mean_stats, measure, ppo_update
+from rlhfkit.train.ppo import PPOConfig, advantages, mean_stats, measure, ppo_update
+from rlhfkit.train.ppo_setup import load_models
 from rlhfkit.train.reward import RewardConfig, train_reward_model
 from rlhfkit.train.rollout import rollout_metrics
 from rlhfkit.train.sft import SFTConfig, train_sft

@@ -51,43 +51,29 @@ import torch
 
 from rlhfkit import losses as L
 from rlhfkit.config import check_at_least, check_positive, option, required
-from rlhfkit.data.chat import Truncation, is_conversation, prompt_ids, require_template
-from rlhfkit.data.formats import read_prompts
 from rlhfkit.data.readers import DataOptions
 from rlhfkit.engines import EngineOptions, check_engine, make_engine
 from rlhfkit.errors import UserError
 from rlhfkit.generation import Samples, encode_prompts, without_autograd
 from rlhfkit.models.loading import (
-    check_causal_lm,
-    check_lengths,
-    check_model_dir,
-    check_reward_dir,
-    disable_dropout,
-    load_causal_lm,
-    load_tokenizer,
-    resolve_length,
     save_dtype,
 )
-from rlhfkit.models.lora import AdaptersOff, add_lora, copy_head, has_lora, save_model, save_scalar_model
+from rlhfkit.models.lora import save_model, save_scalar_model
 from rlhfkit.models.policy import response_logprobs, response_values, scored_responses
-from rlhfkit.models.reward_model import RewardModel
-from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.rewards.combine import RewardBatch, Rewards
 from rlhfkit.storage import save_pretrained_atomic
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import RunOptions, check_finite, make_optimizer, optimizer_step, progress, shuffled_batches
 from rlhfkit.train.distributed import Parallel
-from rlhfkit.train.ppo_data import PromptStream, PtxBatches, read_ptx
+from rlhfkit.train.ppo_data import PromptStream
 from rlhfkit.train.ppo_rewards import (
-    PromptRows,
     RewardOptions,
-    check_reward_sources,
     judges_record,
     load_reward_model,
     make_judges,
     make_rewards,
-    world_judge,
 )
+from rlhfkit.train.ppo_setup import load, read_inputs
 from rlhfkit.train.rollout import Rollout, gather_rollout, pad_responses, rollout_metrics
 from rlhfkit.train.run import Run, start_run
 
@@ -358,97 +344,8 @@ def samples_per_prompt(cfg: PPOConfig) -> int:
     return {"rloo": cfg.rloo_k, "grpo": cfg.group_size}.get(cfg.advantage, 1)
 
 
-def load_models(cfg: PPOConfig, device):
-    """The four roles: policy (trained), reference (frozen SFT), value model (trained, from the RM), reward model
-    (frozen).
-
-    With LoRA (--lora-r) the policy and the value model train adapters; the reference is the policy's own weights
-    with the adapters off, and the reward model the value model's start with the adapters off: no second copies.
-    """
-    tokenizer = load_tokenizer(cfg.policy, cfg.chat_template)
-    policy = add_lora(disable_dropout(load_causal_lm(cfg.policy, tokenizer)), cfg, cfg.policy).to(device)
-    limit = check_lengths(cfg.policy, policy.config, max_prompt_length=cfg.max_prompt_length,
-                          max_new_tokens=cfg.max_new_tokens)
-    cfg.max_prompt_length = resolve_length(cfg.max_prompt_length, 128, limit, cfg.max_new_tokens)
-    if has_lora(policy) and not cfg.reference:
-        reference = AdaptersOff(policy)  # π_SFT: the weights the adapters sit on
-    else:
-        reference = disable_dropout(load_causal_lm(cfg.reference or cfg.policy, tokenizer))
-        reference = reference.to(device).eval().requires_grad_(False)
-    reward_under_value_model = cfg.lora_r > 0 and cfg.advantage == "gae" and not cfg.value_model
-    reward_model = None  # reward functions alone: no reward model
-    if cfg.reward and not reward_under_value_model:  # any reward model, its own tokenizer or the policy's
-        reward_model = RewardModel.load(cfg.reward, tokenizer, device)  # (models/reward_model.py)
-    value_model = None  # RLOO, GRPO: no value model
-    if cfg.advantage == "gae":
-        value_path = cfg.value_model or cfg.reward
-        value_model = ScalarModel.from_pretrained(value_path, role="value model").to(device).eval()
-        if not RewardModel.around(value_model, value_path, tokenizer).same:  # V(x, y_<t) on the policy's tokens
-            raise UserError(f"{value_path}: the value model's tokenizer is not the policy's; a value model reads "
-                            "the policy's tokens (pass --value-model with one that shares the policy's tokenizer)")
-        value_model.backbone = add_lora(value_model.backbone, cfg, value_path)
-    if reward_under_value_model:  # r(x, y): the value model's transformer, adapters off, and a frozen head copy
-        reward_model = RewardModel.around(ScalarModel(AdaptersOff(value_model.backbone), copy_head(value_model.head),
-                                                      value_model.pad_token_id).eval(), cfg.reward, tokenizer)
-    policy.eval()  # no dropout anywhere (and eval() keeps it that way); gradients still flow
-    return tokenizer, policy, reference, value_model, reward_model
-
-
-@dataclass
-class PPOInputs:
-    """What the run reads, once, before any process starts."""
-    rows: PromptRows           # the prompts, their fields (for reward functions) and their names
-    ptx: list[dict] | None     # PPO-ptx records (text, or prompt + completion)
-    judges: list               # registered judges, and the specs of the others (train/ppo_rewards.py)
-
-    @property
-    def prompts(self) -> list:
-        return self.rows.prompts
-
-
-def read_inputs(cfg: PPOConfig) -> PPOInputs:
-    rows = PromptRows.of(cfg.prompts, read_prompts(cfg.prompts, cfg))
-    ptx = read_ptx(cfg.ptx_data) if cfg.ptx_data else None  # every line checked before a model is loaded
-    for path in (cfg.policy, cfg.reference, cfg.reward, cfg.value_model):
-        if path:
-            check_model_dir(path)
-    for path, role in ((cfg.policy, "policy"), (cfg.reference, "reference")):
-        if path:
-            check_causal_lm(path, role)
-    for path, role in ((cfg.reward, "reward model"), (cfg.value_model, "value model")):
-        if path:
-            check_reward_dir(path, role)
-    if cfg.world:
-        world_judge(cfg.world)
-    return PPOInputs(rows, ptx, check_reward_sources(cfg))
-
-
-def _load(cfg: PPOConfig, inputs: PPOInputs, device):
-    tokenizer, *models = load_models(cfg, device)
-    check_prompts(cfg, tokenizer, inputs.prompts)
-    if models[3] is not None:  # the reward model's own chat template, when it has one
-        models[3].check_prompts(inputs.prompts, cfg.prompts)
-    ptx = None
-    if inputs.ptx:
-        truncation = Truncation(256, cfg.truncation)
-        ptx = PtxBatches(inputs.ptx, tokenizer, cfg.ptx_batch_size, None, truncation=truncation)
-        truncation.report("ppo (ptx data)")
-    return tokenizer, *models, ptx
-
-
-def check_prompts(cfg: PPOConfig, tokenizer, prompts: list) -> None:
-    """Every prompt renders (a conversation needs a chat template) and fits --max-prompt-length, or is cut (the
-    count logged once) or refused (--truncation error) — before the run directory exists."""
-    if any(is_conversation(p) for p in prompts):
-        require_template(tokenizer)
-    truncation = Truncation(cfg.max_prompt_length, cfg.truncation, "max_prompt_length")
-    for i, prompt in enumerate(prompts):
-        truncation.prompt(prompt_ids(tokenizer, prompt), tokenizer.bos_token_id, f"{cfg.prompts}: prompt {i + 1}")
-    truncation.report("ppo")
-
-
 def train_ppo(cfg: PPOConfig) -> dict:
-    return start_run(cfg, read_inputs, _load, ppo_loop)
+    return start_run(cfg, read_inputs, load, ppo_loop)
 
 
 def ppo_loop(run: Run) -> dict:
