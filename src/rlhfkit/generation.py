@@ -167,7 +167,7 @@ def decoding_lanes(model, device: torch.device, batch: int) -> int:
 
     A decoding step of a small model is many small ops (a [B, 1] token through every layer), too small for torch
     to split across threads well (at d=256, 4 layers, 64 rows, bf16: a 2-thread loop was slower than a 1-thread
-    one). Two lanes of 32 rows, on one thread each, cut `rlhf bench ppo --dim 256 --resp 64`'s generation to 0.76×
+    one). Two lanes of 32 rows, on one thread each, cut `rlhf bench ppo --dim 256 --resp 64`'s generation to 0.67×
     (fp32) and 0.73× (bf16) of one 2-thread loop. A large model's step instead streams its weights from memory,
     once per lane: at d=1024 (8 layers, 400 MB) two lanes gained nothing.
     """
