@@ -175,6 +175,8 @@ def decoding_lanes(model, device: torch.device, batch: int) -> int:
     """
     if device.type != "cpu":
         return 1
+    if torch.set_num_threads is not torch._C.set_num_threads:  # vLLM's CPU worker, in this process, bound its
+        return 1  # threads to cores and made set_num_threads a no-op: lanes would each run on all threads
     if sum(p.numel() * p.element_size() for p in model.parameters()) > LANE_WEIGHTS:
         return 1
     return max(1, min(torch.get_num_threads(), batch // LANE_ROWS))
