@@ -24,7 +24,14 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoModelForCausalLM, GenerationConfig, GPT2Config, LlamaConfig, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    GPT2Config,
+    LlamaConfig,
+    PreTrainedTokenizerFast,
+)
 
 SETUPS = ("llama3", "chatml", "mistral", "neox")
 
@@ -168,6 +175,12 @@ def save_tiny_model(path: Path, setup: str, arch: str = "gpt2", *, config=None, 
         config.vocab_size = max(getattr(config, "vocab_size", 0) or 0, len(tok))
         config.bos_token_id, config.eos_token_id, config.pad_token_id = (
             tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
+    # AutoTokenizer may load the saved vocabulary into the architecture's own class, which can add its defaults
+    # (Qwen2's pad <|endoftext|>): the embeddings cover what it loads, as in a real checkpoint.
+    path.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(path)
+    tok.save_pretrained(path)
+    config.vocab_size = max(config.vocab_size, len(AutoTokenizer.from_pretrained(path)))
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     if dtype is not None:
