@@ -123,8 +123,9 @@ def matmul_seconds(result: dict, matmul: dict) -> float:
 def bf16_limits(fp32: dict, half: dict, trl_fp32: dict, matmul: dict) -> dict:
     """What bounds ours bf16 ÷ ours fp32 on this CPU (Amdahl): each run's timed seconds split into its matmuls at
     the measured rates and the rest (norms, GELU, casts, attention's small ops, sampling, Python). bf16 speeds up
-    the first part only, so matmul_fp32 / matmul_bf16 is the ratio's ceiling, reached were the rest zero; and the
-    seconds of the rest a bf16 run may keep to be 2× ours fp32, or 3× TRL's fp32, at the same episodes."""
+    the first part only and the rest is the same work in both modes, so matmul_fp32 / matmul_bf16 is the ratio's
+    ceiling, reached were the rest gone from both; and the seconds of the rest a bf16 run may keep to be 2× ours
+    fp32 as measured, or 3× TRL's fp32, at the same episodes."""
     m32, m16 = matmul_seconds(fp32, matmul), matmul_seconds(half, matmul)
     episodes = half["episodes"]
     return {"matmul_s_fp32": round(m32, 2), "matmul_s_bf16": round(m16, 2),
@@ -193,7 +194,7 @@ def print_report(summary: dict) -> None:
     if "bf16_limits" in summary:
         x = summary["bf16_limits"]
         print(f"  bounds: matmuls at the measured rates take {x['matmul_s_fp32']} s in fp32 and {x['matmul_s_bf16']} s "
-              f"in bf16 (ceiling of bf16 ÷ fp32: {x['ceiling_vs_ours_fp32']}x, were nothing else left); the rest "
+              f"in bf16 (ceiling of bf16 ÷ fp32: {x['ceiling_vs_ours_fp32']}x, were the rest gone from both); the rest "
               f"takes {x['rest_s_fp32']} s and {x['rest_s_bf16']} s. 2x ours fp32 allows the bf16 run "
               f"{x['rest_s_bf16_allowed_for_2x_ours_fp32']} s of the rest, 3x TRL fp32 "
               f"{x['rest_s_bf16_allowed_for_3x_trl_fp32']} s")
