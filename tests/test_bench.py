@@ -92,10 +92,16 @@ def test_bench_matmul_reports_both_dtypes_at_each_row_count(capsys):
     assert set(dtype_matmul_gflops([(2, 3, 4)], torch.bfloat16, 0.001)) == {"gflops", "gflop_per_cpu_s"}
 
 
+def bench_script(name: str):
+    """A script of bench/ as a module."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_make_bench_reads_each_phase_against_the_rate_of_its_dtype_and_rows():
-    spec = importlib.util.spec_from_file_location("run_all", Path(__file__).parents[1] / "bench" / "run_all.py")
-    run_all = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_all)
+    run_all = bench_script("run_all")
     matmul = {"rates": [{"rows": 64, "float32": {"gflops": 100, "gflop_per_cpu_s": 200},
                          "bfloat16": {"gflops": 20, "gflop_per_cpu_s": 40}},
                         {"rows": 5120, "float32": {"gflops": 1000, "gflop_per_cpu_s": 2000},
@@ -126,6 +132,18 @@ def test_make_bench_reads_each_phase_against_the_rate_of_its_dtype_and_rows():
 def test_bench_ppo_on_cuda_without_cuda_is_a_one_line_error(capsys):
     code, _, err = run_cli(["bench", "ppo", *TINY, "--device", "cuda"], capsys)
     assert code == 2 and "CUDA is not available" in err
+
+
+def test_cpu_levers_sigmoid_gelu_is_the_tanh_gelu_and_its_gradient():
+    """bench/cpu_levers.py times x·σ(u) against torch's tanh GELU: the same function, value and derivative."""
+    levers = bench_script("cpu_levers")
+    x = torch.linspace(-8, 8, 4001, dtype=torch.float64, requires_grad=True)
+    ours = levers.SigmoidGELU.apply(x)
+    (ours_grad,) = torch.autograd.grad(ours.sum(), x)
+    theirs = torch.nn.functional.gelu(x, approximate="tanh")
+    (theirs_grad,) = torch.autograd.grad(theirs.sum(), x)
+    assert torch.allclose(ours, theirs, atol=1e-12) and torch.allclose(ours_grad, theirs_grad, atol=1e-12)
+    assert torch.autograd.gradcheck(levers.SigmoidGELU.apply, (x[::200].detach().clone().requires_grad_(),))
 
 
 def test_bench_rejects_episodes_that_are_not_whole_batches(capsys):
