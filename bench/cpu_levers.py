@@ -24,6 +24,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from rlhfkit.bench import ModelShape, bench_tokenizer, gpt2_config
+from rlhfkit.models.loading import fuse_activations
 from rlhfkit.models.policy import response_logprobs
 from rlhfkit.models.precision import autocast_model
 
@@ -108,7 +109,8 @@ def compile_update(batch: int = 64, prompt: int = 16, resp: int = 64) -> None:
           f"{prompt + resp} tokens): s eager, compiled, the compile")
     for bf16 in (False, True):
         torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(gpt2_config(ModelShape(dim=256), tokenizer, prompt + resp))
+        config = gpt2_config(ModelShape(dim=256), tokenizer, prompt + resp)
+        model = fuse_activations(AutoModelForCausalLM.from_config(config))  # as models/loading.py loads it
         if bf16:
             autocast_model(model, "cpu")
         compiled = torch.compile(model)
