@@ -23,7 +23,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM
 
-from rlhfkit.bench import ModelShape, bench_tokenizer, gpt2_config
+from rlhfkit.bench import ModelShape, bench_tokenizer, dtype_matmul_gflops, gpt2_config
 from rlhfkit.models.loading import fuse_activations
 from rlhfkit.models.policy import response_logprobs
 from rlhfkit.models.precision import autocast_model
@@ -49,17 +49,9 @@ def best_seconds(calls: list, repeats: int = 7) -> list[float]:
 def square(sizes=(256, 512, 1024, 2048)) -> None:
     print(f"square matmuls, {torch.get_num_threads()} thread(s): GFLOP/s fp32, bf16, bf16 ÷ fp32")
     for n in sizes:
-        rounds = max(1, int(2e9 // (2 * n**3)))
-        pairs = [(torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype))
-                 for dtype in (torch.float32, torch.bfloat16)]
-        seconds = best_seconds([(matmuls, a, b, rounds) for a, b in pairs])
-        rates = [2 * n**3 * rounds / s / 1e9 for s in seconds]
-        print(f"  n = {n:<5}{rates[0]:8.1f}{rates[1]:8.1f}{rates[1] / rates[0]:8.2f}")
-
-
-def matmuls(a: torch.Tensor, b: torch.Tensor, rounds: int) -> None:
-    for _ in range(rounds):
-        a @ b
+        fp32, bf16 = (dtype_matmul_gflops([(n, n, n)], dtype, 0.4)["gflops"]
+                      for dtype in (torch.float32, torch.bfloat16))  # `rlhf bench matmul`'s timing
+        print(f"  n = {n:<5}{fp32:8.1f}{bf16:8.1f}{bf16 / fp32:8.2f}")
 
 
 class SigmoidGELU(torch.autograd.Function):
