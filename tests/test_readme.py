@@ -166,6 +166,17 @@ def flags_of(text: str) -> set[str]:
     return set(re.findall(r"(?<![\w-])--[a-z0-9][a-z0-9-]*", text))
 
 
+def group_words() -> set[str]:
+    """First words of the two-word commands shown (`label` of `rlhf label serve`): the command groups."""
+    words = set()
+    for path in [README, *sorted(DOCS.glob("*.md"))]:
+        for command in shown_commands(path):
+            parts = command.text.split()
+            if parts[0] == "rlhf" and len(parts) > 2 and re.fullmatch(r"[a-z][a-z-]*", parts[2]):
+                words.add(parts[1])
+    return words
+
+
 def short_jobs(names: set[str], scratch_root: Path) -> tuple[list[Shown], list[dict]]:
     """The README's short commands, as jobs: each code block's in its own scratch directory with FIXTURES."""
     ran, jobs = [], []
@@ -189,9 +200,14 @@ def short_jobs(names: set[str], scratch_root: Path) -> tuple[list[Shown], list[d
 def cli(tmp_path_factory) -> dict:
     """`rlhf --help`, every command's `--help`, and the README's short commands run, all from the entry point."""
     tmp = tmp_path_factory.mktemp("readme")
-    top = run_rlhf([{"argv": ["--help"]}], tmp)[0]
+    groups = sorted(group_words())
+    top, *group_helps = run_rlhf([{"argv": ["--help"]}] + [{"argv": [g, "--help"]} for g in groups], tmp)
     assert top["rc"] == 0, top["stderr"]
     names = command_names(top["stdout"])
+    for group, result in zip(groups, group_helps, strict=True):  # `rlhf label --help` may list its subcommands
+        if result["rc"] == 0:
+            names |= {name if name.startswith(f"{group} ") else f"{group} {name}"
+                      for name in command_names(result["stdout"]) if " " not in name or name.startswith(group)}
     assert {"sft", "rm", "ppo", "label serve"} <= names, top["stdout"]
     ran, jobs = short_jobs(names, tmp / "scratch")
     results = run_rlhf([{"argv": [*name.split(), "--help"]} for name in sorted(names)] + jobs, tmp)
