@@ -237,10 +237,24 @@ def _relative_links(path: Path) -> list[str]:
     return [t for t in targets if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
 
 
+def anchors(path: Path) -> set[str]:
+    """GitHub's anchors for a page's headings: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
 @pytest.mark.parametrize("path", MARKDOWN, ids=[str(p.relative_to(ROOT)) for p in MARKDOWN])
-def test_every_relative_link_points_at_an_existing_file(path):
-    missing = [t for t in _relative_links(path) if not (path.parent / t.split("#")[0]).exists()]
+def test_every_relative_link_points_at_an_existing_file_and_heading(path):
+    text = path.read_text()
+    links = _relative_links(path) + re.findall(r"\]\((#[^)\s]+)\)", text)
+    missing = [t for t in links if not (path.parent / t.split("#")[0]).exists()]
     assert not missing, f"{path.relative_to(ROOT)} links to missing files: {missing}"
+    for link in links:
+        target, _, anchor = link.partition("#")
+        target_path = path if not target else path.parent / target
+        if anchor and target_path.suffix == ".md":
+            assert anchor in anchors(target_path), f"{path.relative_to(ROOT)}: no heading for {link}"
 
 
 def test_every_image_in_docs_is_shown_by_a_page():
