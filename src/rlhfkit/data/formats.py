@@ -17,6 +17,8 @@ string or a Conversation (a list of {role, content}), a completion C a string or
 | unpaired preference | `prompt`, `completion`, `label` | refused by rm and dpo (below) |
 
 Every format with a prompt also serves as prompts (`read_prompts`; repeated prompts of pairs or rankings once).
+Any conversational row may carry `tools` (TRL's column: the tool schemas, a list of objects or a JSON string of one):
+every chat-template render of its conversation passes them (data/schemas.py `Conversation`).
 
 The implicit prompt (HH-RLHF: `"\\n\\nHuman: ... \\n\\nAssistant: ..."` in both texts): for strings, the longest
 common prefix, moved back to a word boundary (never inside a word), with the space before the first differing
@@ -51,6 +53,8 @@ from rlhfkit.data.schemas import (
     prompt_record,
     prompt_value,
     ranking_record,
+    tools_of,
+    with_tools,
 )
 from rlhfkit.errors import UserError, at
 
@@ -133,11 +137,11 @@ def _sft_record(fmt: str, row: dict, error) -> dict:
         text = row["text"]
         if not isinstance(text, str) or not text.strip():
             raise error(f"field 'text' must be a non-empty string, got {json_type(text)}")
-        return {"text": text}
+        return {"text": with_tools(text, row, error, "text")}
     messages = conversation(row["messages"], "messages", error)
     if not any(m["role"] == "assistant" for m in messages):
         raise error("field 'messages' has no assistant turn to train on")
-    return {"messages": messages}
+    return {"messages": with_tools(messages, row, error, "messages")}
 
 
 # ---------------------------------------------------------------------------------------- preferences
@@ -157,7 +161,8 @@ def read_preferences(path, opts=None, *, command: str = "rm") -> tuple[str, list
         raise at(path, None, f"a {fmt} file; {command} needs preferences: {PREFERENCE} (prompt, chosen, "
                              f"rejected), {IMPLICIT} (chosen, rejected), {SCORED} (prompt, completions, scores) "
                              f"or {RANKINGS}")
-    pairs = [pair_record(split_implicit(row, error) if fmt == IMPLICIT else row, error) for _, row, error in rows]
+    pairs = [pair_record(split_implicit(row, error) if fmt == IMPLICIT else row, error)
+             for _, row, error in rows]
     kept = [p for p in pairs if p["chosen"] != p["rejected"]]
     if not kept:
         raise at(path, None, f"no usable pair: in all {len(pairs)} pairs chosen equals rejected")
@@ -250,13 +255,14 @@ def read_prompts(path, opts=None) -> list[dict]:
             prompt = messages[:_last_assistant(messages, "messages", error)]
             if not prompt:
                 raise error("field 'messages' starts with its assistant turn: no prompt")
+            prompt = with_tools(prompt, row, error, "messages")
         elif fmt == IMPLICIT:
             if row["chosen"] == row["rejected"]:
                 continue  # no prompt to find where nothing differs
-            prompt = split_implicit(row, error)["prompt"]
+            prompt = with_tools(split_implicit(row, error)["prompt"], row, error)
         else:
             prompt = prompt_value(row, error)
-        key = json.dumps(prompt, ensure_ascii=False, sort_keys=True)
+        key = json.dumps([prompt, tools_of(prompt)], ensure_ascii=False, sort_keys=True)
         if key in seen:
             continue
         seen.add(key)
