@@ -95,4 +95,4 @@ def test_one_prompt_holds_out_nothing_and_says_so(capsys):
     records = [{"prompt": "the only one", "completion": str(i)} for i in range(5)]
     assert split_by_prompt(records, 0.9, seed=0, salt="sft-eval", command="sft") == (records, [])
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("sft: every record has the same prompt: none held out")
+    assert err.count("\n") == 1 and err.startswith("sft: all 5 records have the same prompt: none held out")

@@ -180,8 +180,8 @@ def split_by_prompt(records: list[dict], fraction: float, seed: int, salt: str, 
     A prompt is held out when its hash (of `salt`, `seed` and the prompt) falls in the first `fraction` of its
     range, whatever the file's order or length. Where that holds out none of a small file's prompts (5% of 48
     conversations can give none), the prompt whose hash is lowest is held out; where it would hold out all of
-    them, the highest stays in training: with two distinct prompts or more, each side gets at least one. With one
-    prompt nothing can be held out, and one line on stderr says so."""
+    them, the highest stays in training: with two distinct prompts or more, each side gets at least one. When
+    several records share one prompt nothing can be held out, and one line on stderr says so."""
     def position(prompt) -> int:
         digest = hashlib.md5(f"{salt}|{seed}|{prompt}".encode()).hexdigest()
         return int(digest[:8], 16) % 10_000
@@ -190,8 +190,9 @@ def split_by_prompt(records: list[dict], fraction: float, seed: int, salt: str, 
     positions = {k: position(k) for k in positions}
     held = {k for k, v in positions.items() if v < fraction * 10_000}
     if fraction > 0 and len(positions) < 2:
-        print(f"{command}: every record has the same prompt: none held out for evaluation (give --eval-data)",
-              file=sys.stderr)
+        if len(records) > 1:
+            print(f"{command}: all {len(records)} records have the same prompt: none held out for evaluation "
+                  "(give --eval-data)", file=sys.stderr)
         return records, []
     if fraction > 0 and not held:
         held = {min(positions, key=positions.get)}
