@@ -173,15 +173,32 @@ def _plain(value):
     return value
 
 
-def split_by_prompt(records: list[dict], fraction: float, seed: int, salt: str) -> tuple[list[dict], list[dict]]:
-    """(train, held out): whole prompts are held out (all their records), never single samples or pairs."""
-    def held(prompt: str) -> bool:
+def split_by_prompt(records: list[dict], fraction: float, seed: int, salt: str, command: str = "train"
+                    ) -> tuple[list[dict], list[dict]]:
+    """(train, held out): whole prompts are held out (all their records), never single samples or pairs.
+
+    A prompt is held out when its hash (of `salt`, `seed` and the prompt) falls in the first `fraction` of its
+    range, whatever the file's order or length. Where that holds out none of a small file's prompts (5% of 48
+    conversations can give none), the prompt whose hash is lowest is held out; where it would hold out all of
+    them, the highest stays in training: with two distinct prompts or more, each side gets at least one. When
+    several records share one prompt nothing can be held out, and one line on stderr says so."""
+    def position(prompt) -> int:
         digest = hashlib.md5(f"{salt}|{seed}|{prompt}".encode()).hexdigest()
-        return int(digest[:8], 16) % 10_000 < fraction * 10_000
-    key = lambda r: r["prompt"] if "prompt" in r else r.get("text", r.get("messages"))  # noqa: E731 - SFT text/messages
-    train = [r for r in records if not held(key(r))]
-    held_out = [r for r in records if held(key(r))]
-    return (train, held_out) if train else (records, [])
+        return int(digest[:8], 16) % 10_000
+    key = lambda r: str(r["prompt"] if "prompt" in r else r.get("text", r.get("messages")))  # noqa: E731 - SFT text/messages
+    positions = {key(r): 0 for r in records}
+    positions = {k: position(k) for k in positions}
+    held = {k for k, v in positions.items() if v < fraction * 10_000}
+    if fraction > 0 and len(positions) < 2:
+        if len(records) > 1:
+            print(f"{command}: all {len(records)} records have the same prompt: none held out for evaluation "
+                  "(give --eval-data)", file=sys.stderr)
+        return records, []
+    if fraction > 0 and not held:
+        held = {min(positions, key=positions.get)}
+    elif held and len(held) == len(positions):
+        held.remove(max(positions, key=positions.get))
+    return [r for r in records if key(r) not in held], [r for r in records if key(r) in held]
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -183,7 +183,7 @@ def read_groups(cfg: DPOConfig) -> tuple[list[dict], list[dict]]:
         train = preference_groups(kind, records)
         held = preference_groups(*read_preference_records(cfg.eval_data, cfg, command="dpo"))
     else:
-        train, held = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "rm-eval")  # the reward model's split
+        train, held = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "rm-eval", "dpo")  # the RM's split
         train, held = preference_groups(kind, train), preference_groups(kind, held)
     if not any(g["pairs"] for g in train):
         raise UserError(f"{cfg.data}: no strictly ordered pair to train on (every ranking is one tie group)")

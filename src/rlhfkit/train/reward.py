@@ -176,7 +176,7 @@ def read_inputs(cfg: RewardConfig) -> RewardInputs:
     if cfg.eval_data:
         (train, (eval_kind, held)) = records, read_preference_records(cfg.eval_data, cfg, command="rm")
     else:
-        (train, held), eval_kind = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "rm-eval"), kind
+        (train, held), eval_kind = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "rm-eval", "rm"), kind
     if not any(g["pairs"] for g in preference_groups(kind, train)):
         raise UserError(f"{cfg.data}: no strictly ordered pair to train on (every ranking is one tie group)")
     return RewardInputs(kind, train, eval_kind, held, read_jsonl(cfg.demos, demo_record) if cfg.demos else None,
