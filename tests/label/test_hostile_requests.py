@@ -31,9 +31,19 @@ PATH_IDS = ["99999999999999999999", str(2**63), str(-(2**63) - 1), str(2**31)]
 
 @pytest.fixture
 def site(tmp_path):
+    return make_site(str(tmp_path / "labels.db"), tmp_path)
+
+
+@pytest.fixture
+def any_site(db_url, tmp_path):
+    """`site` on SQLite and on PostgreSQL (whose INTEGER ids end at 2³¹ − 1, SQLite's at 2⁶³ − 1)."""
+    return make_site(db_url, tmp_path)
+
+
+def make_site(db: str, tmp_path):
     """Project `rank` (3 items of 3 outputs); ann (a labeler) has answered one item and leases the next, boss
     is the admin. Clients are logged in through the API (the same cookie serves the pages)."""
-    store = open_store(str(tmp_path / "labels.db"), migrate=True)
+    store = open_store(db, migrate=True)
     store.import_items("rank", "rank", 2, read_items(str(write_candidates(tmp_path / "c.jsonl", 3, 3)), "rank"))
     invites = {"ann": store.invite("rank", "ann"), "boss": store.invite("rank", "boss", "admin"),
                "cy": store.invite("rank", "cy")}
@@ -125,7 +135,8 @@ def json_routes(site) -> list[tuple[str, str, str]]:
 
 # ------------------------------------------------------------------------------------------ JSON bodies
 
-def test_every_json_body_answers_a_lone_surrogate_or_a_huge_integer_with_422_naming_the_field(site):
+def test_every_json_body_answers_a_lone_surrogate_or_a_huge_integer_with_422_naming_the_field(any_site):
+    site = any_site
     routes = json_routes(site)
     bases = json_bases(site)
     assert {model for _, _, model in routes} == set(bases), "a JSON route without a base body here"
@@ -171,7 +182,8 @@ def test_the_api_takes_json_types_as_sent(site, field, value):
 
 # ------------------------------------------------------------------------------------------- path ids
 
-def test_every_id_in_a_path_past_the_database_is_404_or_422_naming_it(site):
+def test_every_id_in_a_path_past_the_database_is_404_or_422_naming_it(any_site):
+    site = any_site
     swept = 0
     for method, path, _ in operations(site["app"]):
         for name in re.findall(r"{(\w+_id)}", path):
