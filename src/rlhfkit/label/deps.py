@@ -24,12 +24,12 @@ from fastapi import Cookie, Depends, Header, Path, Request
 from starlette.datastructures import FormData
 
 from rlhfkit.errors import UserError
+from rlhfkit.label.inputs import MAX_NAME, check_form
 from rlhfkit.label.store import Forbidden, Store, Who
 
 COOKIE = "rlhf_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
-MAX_NAME = 200  # the `project.name` and `labeler.name` columns (String(200))
 
 
 class Unauthorized(UserError):
@@ -42,7 +42,9 @@ def csrf_token(session_token: str) -> str:
 
 
 def verify_csrf(session_token: str | None, sent: str | None) -> None:
-    if not sent or not hmac.compare_digest(str(sent), csrf_token(session_token or "")):
+    # compare_digest takes bytes or ASCII-only strings; a header may be any Latin-1, a form field any text
+    given = str(sent or "").encode("utf-8", "backslashreplace")
+    if not given or not hmac.compare_digest(given, csrf_token(session_token or "").encode()):
         raise Forbidden("missing or wrong CSRF token; reload the page")
 
 
@@ -102,10 +104,12 @@ ProjectAdmin = Annotated[Who, Depends(project_admin)]
 # ------------------------------------------------------------------------------------------- CSRF
 
 async def read_form(request: Request) -> FormData:
-    """The posted form, read on the event loop (Starlette keeps it for the request). Routes take it as a
-    dependency so that they can be plain `def`s: FastAPI runs those in its thread pool, and their
-    database calls never block the loop."""
-    return await request.form()
+    """The posted form, read on the event loop (Starlette keeps it for the request), every field Unicode text
+    (`inputs.check_form`; 422 naming the field). Routes take it as a dependency so that they can be plain
+    `def`s: FastAPI runs those in its thread pool, and their database calls never block the loop."""
+    form = await request.form()
+    check_form(form)
+    return form
 
 
 PostedForm = Annotated[FormData, Depends(read_form)]

@@ -49,6 +49,7 @@ from rlhfkit.label.db import (
     User,
     is_disk_full,
 )
+from rlhfkit.label.inputs import BadInput, name_key, person_name, unicode_problem
 
 SESSION_SECONDS = 14 * 24 * 3600
 MAX_GUIDELINES = 100_000  # characters of Markdown
@@ -89,8 +90,9 @@ def conversation_text(messages: list[dict]) -> str:
 
 
 def digest(token: str) -> str:
-    """Tokens (invites, sessions) are stored as their SHA-256 only."""
-    return hashlib.sha256(token.encode()).hexdigest()
+    """Tokens (invites, sessions) are stored as their SHA-256 only. Whatever a client sends hashes (a lone
+    surrogate as its escape): it simply matches no token."""
+    return hashlib.sha256(token.encode("utf-8", "backslashreplace")).hexdigest()
 
 
 def new_token() -> str:
@@ -248,14 +250,15 @@ class Store:
                expires_in: float | None = None, single_use: bool = False) -> str:
         """Create a person (or give a revoked one a new link); returns the invite token.
 
+        The name is stored as `inputs.person_name` makes it (NFKC, no invisible characters) and may not
+        collide with another person's of the project (`name_key`: case and width ignored).
         A person who has a live link is only re-invited with `replace` (their old link and sessions end).
         `expires_in` seconds: the link stops working then (None: never); `single_use`: it logs in once.
         The project's last admin cannot be made a labeler.
         """
         if role not in ROLES:
             raise UserError(f"--role {role!r}: expected one of {', '.join(ROLES)}")
-        if not name.strip():
-            raise UserError("--name is empty")
+        name = person_name(name)
         if expires_in is not None and not expires_in > 0:
             raise UserError(f"--expires must be above 0 seconds, got {expires_in}")
         token = new_token()
@@ -264,6 +267,10 @@ class Store:
             p = self._project(s, project)
             now = self.clock()
             user = s.scalar(select(User).where(User.project_id == p.id, User.name == name))
+            if user is None and (same := self._person_named(s, p, name)) is not None:
+                raise Conflict(f"{name!r} would look like {same.name!r}, who is in project {p.name!r} already "
+                               f"(names are compared ignoring case and width); re-invite {same.name!r} or pick "
+                               "another name")
             if user is None:
                 user = User(project_id=p.id, name=name, role=role, invite_hash=digest(token), created_at=now)
                 s.add(user)
@@ -285,11 +292,16 @@ class Store:
         return token
 
     def revoke(self, project: str, name: str) -> None:
-        """End a person's link and sessions and return their live lease; their answers stay."""
+        """End a person's link and sessions and return their live lease; their answers stay. `name` is theirs
+        as stored, or one that reads the same (`inputs.name_key`)."""
+        if (problem := unicode_problem(name)) is not None:
+            raise BadInput(f"name {name!r} {problem}")
 
         def work(s: Session):
             p = self._project(s, project)
             user = s.scalar(select(User).where(User.project_id == p.id, User.name == name))
+            if user is None:
+                user = self._person_named(s, p, name)
             if user is None:
                 raise NotFound(f"nobody called {name!r} in project {p.name!r}")
             if user.revoked_at is not None:
@@ -307,6 +319,12 @@ class Store:
             self._event(s, "revoke", p.id, user.id, name=name, leases_returned=len(leases))
 
         self._write(work)
+
+    def _person_named(self, s: Session, p: Project, name: str) -> User | None:
+        """The person of project `p` whose name reads as `name` (`inputs.name_key`), if any."""
+        key = name_key(name)
+        return next((u for u in s.scalars(select(User).where(User.project_id == p.id)) if name_key(u.name) == key),
+                    None)
 
     def _keep_an_admin(self, s: Session, p: Project, user: User, what: str) -> None:
         admins = s.scalar(select(func.count()).select_from(User).where(

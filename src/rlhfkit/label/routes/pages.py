@@ -24,6 +24,7 @@ from rlhfkit.label.deps import (
     form_csrf,
     optional_user,
 )
+from rlhfkit.label.inputs import RowId
 from rlhfkit.label.responses import set_session
 from rlhfkit.label.store import NotFound, Store, Who
 from rlhfkit.label.templating import render
@@ -84,7 +85,8 @@ def guidelines_read(store: StoreDep, person: CurrentUser):
 
 
 @router.post("/task/{assignment_id}", dependencies=[Depends(current_user), Depends(form_csrf)])
-def answer(request: Request, store: StoreDep, person: CurrentUser, assignment_id: int, form: PostedForm):
+def answer(request: Request, store: StoreDep, person: CurrentUser, assignment_id: Annotated[RowId, Path()],
+           form: PostedForm):
     k = store.output_count(person, assignment_id)
     store.submit(person, assignment_id, parse_answer(form_to_body(form, k), person.mode, k))
     if request.headers.get("HX-Request"):
