@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from rlhfkit.config import check_at_least, option, required, to_toml
@@ -31,6 +30,7 @@ from rlhfkit.models.lora import check_lora_options
 from rlhfkit.storage import write_text_atomic
 from rlhfkit.train.checkpoint import DEFAULT_KEEP, check_keep
 from rlhfkit.train.distributed import is_main_process
+from rlhfkit.train.trackers import Trackers, check_report_to
 
 
 @dataclass
@@ -39,7 +39,11 @@ class RunOptions:
     out: str | None = required("run directory (config.toml, metrics.jsonl, the saved model)")
     seed: int = option(0, "random seed; the same seed gives the same run on CPU")
     overwrite: bool = option(False, "replace an existing, non-empty run directory")
-    tensorboard: bool = option(False, "also log metrics to TensorBoard (in OUT/tensorboard)")
+    tensorboard: bool = option(False, "also log metrics to TensorBoard (in OUT/tensorboard); the same as "
+                               "--report-to tensorboard")
+    report_to: list[str] = option([], "also log metrics to these trackers: tensorboard, wandb, trackio "
+                                  "(comma-separated; none: OUT/metrics.jsonl only), under TRL's names "
+                                  "(train/trackers/__init__.py)")
     device: str = option("auto", "cpu, cuda, cuda:N or auto")
     threads: int = option(0, "torch CPU threads (0: leave torch's default)")
     # crash safety (train/checkpoint.py)
@@ -72,6 +76,7 @@ class RunOptions:
     def check(self) -> None:
         """The shared fields' values (a subclass's `check` calls this first); nothing is read from disk."""
         check_at_least(self, 0, "threads", "checkpoint_every")
+        check_report_to(self.report_to)
         check_at_least(self, 1, "num_processes")
         if self.fsdp and self.num_processes < 2 and int(os.environ.get("WORLD_SIZE", "1")) < 2:
             raise UserError("config key 'fsdp' shards models across processes: it needs --num-processes 2 or more")
@@ -106,17 +111,18 @@ def prepare_out_dir(out: str | os.PathLike, overwrite: bool, resume: bool = Fals
 
 
 class RunDir:
-    """config.toml + metrics.jsonl (+ TensorBoard) of one run."""
+    """config.toml + metrics.jsonl (+ the trackers of --report-to) of one run."""
 
-    def __init__(self, out: str | os.PathLike, config, overwrite: bool = False, tensorboard: bool = False, *,
+    def __init__(self, out: str | os.PathLike, config, overwrite: bool = False, report_to: list[str] = (), *,
                  resume: bool = False, main: bool = True):
-        """`resume`: keep the directory of an interrupted run (its config must match, see `check_same_config`);
-        `main`: False in processes other than process 0 of a multi-process run, which write nothing."""
+        """`report_to`: trackers also fed each record (train/trackers); `resume`: keep the directory of an
+        interrupted run (its config must match, see `check_same_config`); `main`: False in processes other than
+        process 0 of a multi-process run, which write nothing."""
         self.path, self.main = Path(out), main
         self.metrics_path = self.path / "metrics.jsonl"
         self.keep_checkpoints = getattr(config, "keep_checkpoints", DEFAULT_KEEP)  # checked by RunOptions.check()
         self.start = time.time()
-        self._tb = None
+        self._trackers = None
         if not main:
             return
         self.path = prepare_out_dir(out, overwrite, resume)
@@ -126,8 +132,8 @@ class RunDir:
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.path / "config.toml", to_toml(config))  # a full disk keeps the previous one
-        if tensorboard:
-            self._tb = SummaryWriter(str(self.path / "tensorboard"))
+        if report_to:
+            self._trackers = Trackers(report_to, self.path, config, resume)
 
     def log(self, step: int, **metrics) -> dict:
         record = {"step": step, "time_s": round(time.time() - self.start, 3)}
@@ -135,19 +141,17 @@ class RunDir:
         if not self.main:
             return record
         append_jsonl(self.metrics_path, record)
-        if self._tb is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step",):
-                    self._tb.add_scalar(key, value, step)
+        if self._trackers is not None:
+            self._trackers.log(record)
         return record
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        if self._trackers is not None:
+            self._trackers.close()
 
 
 # Keys that may change between an interrupted run and its --resume (they change no number of the run).
-RESUMABLE_CHANGES = ("out", "overwrite", "resume", "tensorboard", "device", "threads", "checkpoint_every",
+RESUMABLE_CHANGES = ("out", "overwrite", "resume", "tensorboard", "report_to", "device", "threads", "checkpoint_every",
                      "keep_checkpoints")
 
 
