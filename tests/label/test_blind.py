@@ -14,6 +14,7 @@ from rlhfkit.label.answers import parse_answer
 from rlhfkit.label.api_models import TaskOut
 from rlhfkit.label.app import create_app
 from rlhfkit.label.commands import open_store
+from tests.label.conftest import invite_login
 
 # z = 1.959964, z² = 3.841459 throughout.
 
@@ -145,7 +146,7 @@ def test_the_admin_page_and_api_show_the_win_rate_escaped_and_labelers_see_no_ar
     store.import_items("ab", "pairwise", 1, blind.pair_items(arms["A"], arms["B"], seed=0))
     app = create_app(store)
     ann = TestClient(app, base_url="http://127.0.0.1")
-    assert ann.get(f"/invite/{store.invite('ab', 'ann')}", follow_redirects=False).status_code == 303
+    assert invite_login(ann, store.invite('ab', 'ann')).status_code == 303
     page = ann.get("/task").text
     assert "eval-" not in page and "onerror" not in page and "ppo" not in page  # which side is which: hidden
     assert ann.get("/admin").status_code == 403 and ann.get("/api/projects/ab/stats").status_code == 403
@@ -155,7 +156,7 @@ def test_the_admin_page_and_api_show_the_win_rate_escaped_and_labelers_see_no_ar
     assert ann.post(f"/task/{task}", data={"csrf_token": csrf, "client_id": str(uuid.uuid4()), "kind": "pairwise",
                                            "elapsed_ms": "900", "choice": "B" if a_first else "A"}).status_code == 200
     boss = TestClient(app, base_url="http://127.0.0.1")
-    assert boss.get(f"/invite/{store.invite('ab', 'boss', 'admin')}", follow_redirects=False).status_code == 303
+    assert invite_login(boss, store.invite('ab', 'boss', 'admin')).status_code == 303
     admin_page = boss.get("/admin").text
     section = admin_page.split('id="blind-eval"')[1].split("</section>")[0]
     assert "100.0%" in section and "&lt;img src=x onerror=alert(1)&gt;" in section and "<img" not in section

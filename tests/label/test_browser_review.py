@@ -12,7 +12,7 @@ import pytest
 from rlhfkit.label.answers import parse_answer
 from rlhfkit.label.commands import open_store, read_items
 from tests.label import browsing
-from tests.label.browsing import MARKS, expect
+from tests.label.browsing import MARKS, expect, log_in
 from tests.label.conftest import ARTIFACTS, XSS_TEXT, LiveServer, write_candidates
 
 pytestmark = MARKS
@@ -70,7 +70,7 @@ def stored(db: str, labeler: str, project: str = "rv") -> list[dict]:
 
 def test_edit_an_answer_from_the_history_with_the_keys(world, page):
     server, tokens, db, _ = world
-    page.goto(f"{server.url}/invite/{tokens['ed']}")
+    log_in(page, server.url, tokens["ed"])
     page.wait_for_selector("#task[data-mode=rank]")
     for n in (1, 2, 3):  # output n -> tier n
         if n > 1:
@@ -107,7 +107,7 @@ def test_edit_an_answer_from_the_history_with_the_keys(world, page):
 def test_send_back_with_a_comment_then_the_labeler_corrects_it(world, browser, page):
     server, tokens, db, (cy_answer, lu_answer) = world
     boss = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
-    boss.goto(f"{server.url}/invite/{tokens['rae']}")
+    log_in(boss, server.url, tokens["rae"])
     boss.goto(f"{server.url}/admin/review")
     first = boss.locator("section.review-item").first
     assert "disagreement 100%" in first.inner_text()
@@ -121,7 +121,7 @@ def test_send_back_with_a_comment_then_the_labeler_corrects_it(world, browser, p
     shot(boss, "review")
     assert boss.evaluate("window.__xss") is None
     # the labeler's next item is the correction, with the comment and their answer filled in
-    page.goto(f"{server.url}/invite/{tokens['lu']}")
+    log_in(page, server.url, tokens["lu"])
     page.wait_for_selector("#task[data-mode=rank]")
     assert page.url.endswith(f"/history/{lu_answer}/edit")
     assert "Longest first, please. <script>" in page.inner_text("#review-comment")
@@ -144,7 +144,7 @@ def test_send_back_with_a_comment_then_the_labeler_corrects_it(world, browser, p
 
 def test_a_gold_item_looks_like_any_other_and_counts_on_the_stats_page(world, browser, page):
     server, tokens, db, _ = world
-    page.goto(f"{server.url}/invite/{tokens['gil']}")
+    log_in(page, server.url, tokens["gil"])
     page.wait_for_selector("#task[data-mode=rank]")
     assert "Which is longest?" in page.inner_text("#prompt")  # rate 1: the gold item comes first
     html = page.content()
@@ -159,7 +159,7 @@ def test_a_gold_item_looks_like_any_other_and_counts_on_the_stats_page(world, br
     expect(page.locator("#page-n")).to_have_text("2")
     assert "gold" not in page.goto(f"{server.url}/history").text().lower()
     boss = browser.new_context().new_page()
-    boss.goto(f"{server.url}/invite/{tokens['gadmin']}")
+    log_in(boss, server.url, tokens["gadmin"])
     quality = boss.inner_text("#quality")
     assert "1 gold items" in quality and "gil\t1\t–\t–" in quality  # one gold answer: too few for a rate
     assert stored(db, "gil", "gq") == []  # the gold answer is no training data

@@ -17,7 +17,7 @@ from rlhfkit.models.scalar import ScalarModel, score_texts
 from rlhfkit.world.build import World
 from rlhfkit.world.corpus import expert_response, web_response
 from rlhfkit.world.tasks import parse_prompt
-from tests.label.conftest import ApiLabeler, stand_in_answer, write_candidates
+from tests.label.conftest import ApiLabeler, invite_login, stand_in_answer, write_candidates
 
 
 def label_over_http(tmp_path, live_server, mode="rank", k=4, items=6, overlap=3, labelers=4):
@@ -45,7 +45,7 @@ def test_import_label_over_http_export_validates(tmp_path, live_server):
     rankings = read_jsonl(out, ranking_record)
     assert len(rankings) == 6 * 3 and all(len(r["likert"]) == 4 and len(r["flags"]) == 4 for r in rankings)
     with httpx.Client(base_url=server.url) as boss:
-        boss.get(f"/invite/{admin}")
+        assert invite_login(boss, admin).status_code == 303
         pairs = [line for line in boss.get("/api/projects/e2e/export?format=pairs").text.splitlines() if line]
         stats = boss.get("/api/projects/e2e/stats").json()
     assert len(pairs) == 18 * 5  # K=4 with one tie: 5 ordered pairs per ranking

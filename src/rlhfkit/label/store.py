@@ -318,6 +318,23 @@ class Store:
     def _end_sessions(self, s: Session, user: User) -> None:
         s.execute(update(LoginSession).where(LoginSession.user_id == user.id).values(expires_at=0))
 
+    def invitee(self, invite_token: str) -> dict:
+        """Whom an invite link logs in: {name, role, project}. Read-only: opening the link's page (a chat preview
+        fetches it too) changes nothing; `login` does. `NotFound` when the link is unknown, replaced or revoked,
+        `InviteGone` when it expired or, single-use, was used."""
+
+        def work(s: Session):
+            row = s.execute(select(User, Project.name).join(Project, Project.id == User.project_id)
+                            .where(User.invite_hash == digest(invite_token), User.revoked_at.is_(None))).first()
+            if row is None:
+                raise NotFound("this invite link is unknown or was replaced by a newer one; ask your admin")
+            user, project = row
+            if user.invite_expires_at is not None and user.invite_expires_at <= self.clock():
+                raise InviteGone("this invite link has expired or was already used; ask your admin for a new one")
+            return {"name": user.name, "role": user.role, "project": project}
+
+        return self._read(work)
+
     def login(self, invite_token: str) -> str | None:
         """An invite token -> a new session token (None when the invite is unknown or revoked;
         `InviteGone` when it expired or, single-use, was used)."""
