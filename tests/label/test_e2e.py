@@ -7,6 +7,7 @@ import uuid
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from rlhfkit.cli import main
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
@@ -111,19 +112,21 @@ def test_rlhf_rm_trains_on_the_export(micro_world, tmp_path, live_server):
     store = open_store(db)
     labelers = world.labelers(LABELERS, seed=0)
     tokens = {lab.name: store.invite("world", lab.name) for lab in labelers}
+    with store.engine.connect() as conn:  # labelers see an item's public id; the export has the imported one
+        imported = dict(conn.execute(text("SELECT public_id, ext_id FROM item")).all())
     store.engine.dispose()
     server = live_server(db)
-    sent = {}  # (item id, labeler) -> the record the labeler meant
+    sent = {}  # (imported item id, labeler) -> the record the labeler meant
     for labeler in labelers:  # one after another: deterministic
         client = ApiLabeler(server.url, tokens[labeler.name])
         client.login()
         while (task := client.next()) is not None:
-            item = items[task["item_id"]]
+            item = items[imported[task["item_id"]]]
             assert task["prompt"] == item["prompt"]
             assert sorted(o["text"] for o in task["outputs"]) == sorted(c["text"] for c in item["completions"])
             record, body = world_answer(labeler, task, item)
             assert client.submit(body).status_code == 201
-            sent[(task["item_id"], labeler.name)] = record
+            sent[(item["id"], labeler.name)] = record
         client.close()
     assert len(sent) == ITEMS * OVERLAP
 

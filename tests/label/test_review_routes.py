@@ -88,7 +88,8 @@ def test_history_newest_first_and_an_edit_is_a_new_version_that_exports_take(wor
     assert v1["version"] == 1 and v1["answer"]["tiers"] == {str(i): t for t, g in enumerate(first["body"]["ranking"])
                                                             for i in g}
     assert ann.api("GET", "/api/history").json()["answers"][0]["submission_id"] == sid  # edited: newest now
-    rows = [r for r in records(store.submissions("rank"), "rankings") if r["id"] == task["item_id"]]
+    imported = {r["public_id"]: r["id"] for r in store.submissions("rank")}  # labelers see the public id
+    rows = [r for r in records(store.submissions("rank"), "rankings") if r["id"] == imported[task["item_id"]]]
     assert [r["ranking"] for r in rows] == [[[2], [1], [0]]]  # one record, the latest version
     raw = [r for r in store.submissions("rank") if r["submission_id"] == sid][0]
     assert raw["version"] == 2 and raw["elapsed_ms"] == 1234 + 5000
@@ -215,13 +216,13 @@ def test_review_queue_by_disagreement_then_send_back_returns_the_item_with_the_c
     assert bob.api("PUT", f"/api/history/{b2['receipt']['submission_id']}",
                    json=edit_body(b2["task"], by_index)).status_code == 200
     q = boss.api("GET", "/api/projects/rank/review").json()["items"]
-    assert q[0]["id"] == a2["task"]["item_id"] and q[0]["disagreement"] == 1
-    assert q[1]["id"] == a1["task"]["item_id"] and q[1]["disagreement"] == 0
+    assert q[0]["public_id"] == a2["task"]["item_id"] and q[0]["disagreement"] == 1
+    assert q[1]["public_id"] == a1["task"]["item_id"] and q[1]["disagreement"] == 0
     first = {a["labeler"]: a for a in q[1]["answers"]}
     assert first["ann"]["output_notes"][0] == "n0"  # notes go by output index
     assert first["ann"]["elapsed_ms"] == 1234 and first[EVIL_NAME]["version"] == 1
     code, out, _ = run(capsys, "label", "review", "--db", db, "--project", "rank")
-    assert code == 0 and out.index(a2["task"]["item_id"] + ": disagreement 100%") < out.index(a1["task"]["item_id"])
+    assert code == 0 and out.index(a2["task"]["item_id"] + "): disagreement 100%") < out.index(a1["task"]["item_id"])
     # send back needs a comment; then ann's next /task is the correction, with the comment and her answer
     sid = a2["receipt"]["submission_id"]
     r = boss.c.post(f"/admin/review/{sid}", data={"csrf_token": boss.csrf, "action": "send_back", "comment": " "})

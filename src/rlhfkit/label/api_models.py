@@ -64,7 +64,8 @@ class TaskOut(BaseModel):
     """A leased item: outputs in the order shown (a fixed shuffle), without their sources."""
 
     assignment_id: int
-    item_id: str = Field(description="the `id` of the imported record")
+    item_id: str = Field(description="this item's public id: opaque, the same for every labeler (admins see it "
+                                     "beside the imported id in the review queue)")
     mode: Mode
     prompt: str | list[Message] = Field(description="a text, or a conversation: its turns in order")
     outputs: list[Output]
@@ -335,6 +336,7 @@ class ReviewAnswer(BaseModel):
 
 class ReviewItem(BaseModel):
     id: str
+    public_id: str | None = Field(None, description="the id labelers see for this item (in their tasks and history)")
     prompt: str | list[Message]
     completions: list[dict]
     locked: bool

@@ -51,7 +51,8 @@ def review_queue(rows: list[dict]) -> list[dict]:
     disagreement}]; `rows` in file order (as `Store.submissions` gives them)."""
     items: dict[str, dict] = {}
     for r in rows:
-        item = items.setdefault(r["id"], {"id": r["id"], "prompt": r["prompt"], "completions": r["completions"],
+        item = items.setdefault(r["id"], {"id": r["id"], "public_id": r.get("public_id"), "prompt": r["prompt"],
+                                          "completions": r["completions"],
                                           "locked": r.get("item_locked", False), "answers": []})
         item["answers"].append(r)
     out = []

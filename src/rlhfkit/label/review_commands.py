@@ -35,7 +35,8 @@ def format_queue(items: list[dict], limit: int) -> str:
     for item in items[:limit]:
         d = item["disagreement"]
         tau = item["agreement"]["kendall_tau_b"]
-        lines.append(f"\n{item['id']}: disagreement {'-' if d is None else f'{100 * d:.0f}%'}"
+        lines.append(f"\n{item['id']} (labelers see {item['public_id']}): "
+                     f"disagreement {'-' if d is None else f'{100 * d:.0f}%'}"
                      + ("" if tau is None else f", tau-b {tau:.2f}") + (" (locked)" if item["locked"] else ""))
         for a in item["answers"]:
             what = (f"skip ({a['skip_reason']})" if a["kind"] == "skip" else "demonstration" if a["kind"] == "demo"

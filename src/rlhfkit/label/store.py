@@ -481,14 +481,20 @@ class Store:
         rows = s.execute(select(Candidate.idx, Candidate.text, Candidate.finished)
                          .where(Candidate.item_id == a.item_id)).all()
         texts, finished = {i: t for i, t, _ in rows}, {i: f for i, _, f in rows}
-        overlap = s.scalar(select(Project.overlap).where(Project.id == who.project_id))
+        overlap, gold_rate = s.execute(select(Project.overlap, Project.gold_rate)
+                                       .where(Project.id == who.project_id)).one()
         answered = s.scalar(select(func.count()).select_from(Submission).where(Submission.user_id == who.user_id))
         seen = exists().where(Assignment.item_id == Item.id, Assignment.user_id == who.user_id)
+        # N counts every item still open to this labeler, gold ones too (while gold is mixed in): whichever kind
+        # is on screen, it is counted once, in n, so N does not tell them apart (issue 31, item 13).
+        open_to_me = (Item.taken < overlap) & (Item.is_gold == false())
+        if gold_rate > 0:
+            open_to_me = open_to_me | (Item.is_gold == true())
         available = s.scalar(select(func.count()).select_from(Item).where(
-            Item.project_id == who.project_id, Item.taken < overlap, ~seen, Item.is_gold == false()))
+            Item.project_id == who.project_id, ~seen, open_to_me))
         page, pages = assign.page_numbers(answered, available)
         prompt = item.messages if item.messages is not None else item.prompt
-        return LeasedItem(a.id, assign.shown_item_id(item.ext_id, item.id, item.is_gold), who.mode, prompt,
+        return LeasedItem(a.id, item.public_id, who.mode, prompt,
                           [(i, texts[i]) for i in a.shown], a.expires_at, page, pages,
                           [bool(finished[i]) for i in a.shown])
 
@@ -523,8 +529,7 @@ class Store:
         sub, item = row
         if sub.user_id != who.user_id:
             raise Conflict("client_id was already used by someone else; generate a new UUID per answer")
-        return Receipt(sub.id, sub.client_id, sub.assignment_id, assign.shown_item_id(item.ext_id, item.id,
-                                                                                      item.is_gold),
+        return Receipt(sub.id, sub.client_id, sub.assignment_id, item.public_id,
                        sub.kind, duplicate=True)
 
     def _submit(self, s: Session, who: Who, assignment_id: int, ans: Answer) -> Receipt:
@@ -547,9 +552,10 @@ class Store:
             if a.state != "expired":
                 raise Conflict("this item was already answered (a different client_id); fetch the next one")
             if ans.kind != "skip":
-                # A late answer on an expired lease is kept if the item still has a free slot.
+                # A late answer on an expired lease is kept if the item still has a free slot (a gold item always
+                # has one, as when it is leased: refusing it would tell gold apart).
                 overlap = s.scalar(select(Project.overlap).where(Project.id == who.project_id))
-                took = s.execute(update(Item).where(Item.id == item.id, Item.taken < overlap)
+                took = s.execute(update(Item).where(Item.id == item.id, Item.is_gold | (Item.taken < overlap))
                                  .values(taken=Item.taken + 1)).rowcount
                 if not took:
                     raise Conflict("your lease on this item expired and other labelers have taken it")
@@ -562,7 +568,7 @@ class Store:
         self._add_answer_rows(s, sub.id, a.shown, ans)
         self._event(s, "submit", who.project_id, who.user_id, assignment=a.id, answer=ans.kind,
                     client_id=ans.client_id)
-        return Receipt(sub.id, sub.client_id, a.id, assign.shown_item_id(item.ext_id, item.id, item.is_gold), ans.kind)
+        return Receipt(sub.id, sub.client_id, a.id, item.public_id, ans.kind)
 
     def _add_answer_rows(self, s: Session, sub_id: int, shown: list[int], ans: Answer) -> None:
         """The rows of an answer: tiers (a pairwise choice becomes two), ratings, the demonstration."""
@@ -603,7 +609,7 @@ class Store:
         rv = s.scalar(select(Review).where(Review.submission_id == sub.id).order_by(Review.id.desc()).limit(1))
         locked = item.locked_at is not None or p.locked_at is not None
         return {"submission_id": sub.id, "assignment_id": sub.assignment_id,
-                "item_id": assign.shown_item_id(item.ext_id, item.id, item.is_gold), "mode": p.mode,
+                "item_id": item.public_id, "mode": p.mode,
                 "prompt": item.messages if item.messages is not None else item.prompt,
                 "outputs": [(i, texts[i]) for i in shown], "submitted_at": sub.created_at,
                 "edited_at": sub.edited_at, "version": sub.version, "answer": self._answer_of(s, sub),
@@ -647,7 +653,7 @@ class Store:
                              ).scalar()
             sub, item, p, shown = self._own_submission(s, who, submission_id if done is None else done)
             receipt = Receipt(sub.id, ans.client_id, sub.assignment_id,
-                              assign.shown_item_id(item.ext_id, item.id, item.is_gold), sub.kind)
+                              item.public_id, sub.kind)
             if done is not None:
                 receipt.duplicate = True
                 return receipt
@@ -735,7 +741,8 @@ class Store:
         return self._write(work)
 
     def lock(self, project: str, item: str | None = None, *, unlock: bool = False) -> int:
-        """Close a project (or one item, by its imported id) for edits, or open it again; how many changed."""
+        """Close a project (or one item, by its imported id or the id labelers see) for edits, or open it again;
+        how many changed."""
 
         def work(s: Session):
             p = self._project(s, project)
@@ -744,7 +751,8 @@ class Store:
                 changed = int((p.locked_at is None) != unlock)
                 p.locked_at = value
             else:
-                row = s.scalar(select(Item).where(Item.project_id == p.id, Item.ext_id == item))
+                row = s.scalar(select(Item).where(Item.project_id == p.id,
+                                                  (Item.ext_id == item) | (Item.public_id == item)))
                 if row is None:
                     raise NotFound(f"project {p.name!r} has no item {item!r}")
                 changed = int((row.locked_at is None) != unlock)
@@ -784,7 +792,8 @@ class Store:
                             taken=0, is_gold=True, gold_ranking=r["ranking"])
                 s.add(gold)
                 s.flush()
-                s.add_all(Candidate(item_id=gold.id, idx=i, text=text, source="gold", finished=True)
+                finished = r.get("finished") or [True] * len(r["completions"])  # as imported, like any item's
+                s.add_all(Candidate(item_id=gold.id, idx=i, text=text, source="gold", finished=finished[i])
                           for i, text in enumerate(r["completions"]))
                 have[r["id"]] = True
                 added += 1
@@ -849,7 +858,8 @@ class Store:
         for sub, item, labeler, shown in rows:
             rated = ratings.get(sub.id, [])
             out.append({
-                "id": item.ext_id, "prompt": item.messages if item.messages is not None else item.prompt,
+                "id": item.ext_id, "public_id": item.public_id,
+                "prompt": item.messages if item.messages is not None else item.prompt,
                 "mode": p.mode, "kind": sub.kind,
                 "labeler": labeler, "client_id": sub.client_id, "submitted_at": sub.created_at,
                 "elapsed_ms": sub.elapsed_ms, "shown_order": shown,
