@@ -374,3 +374,65 @@ def test_pairwise_and_demonstration_answers_are_edited_too(tmp_path, mode, k):
         assert records(store.submissions("p"), "demos")[0]["completion"] == "A better demonstration."
     wrong = {"client_id": str(uuid.uuid4()), "kind": "skip", "reason": "unclear"}
     assert ann.api("PUT", f"/api/history/{sid}", json=wrong).status_code == 422  # an answer stays an answer
+
+
+# -------------------------------------------------------------------------------------------- issue 31
+
+def output_html(page: str, name: str) -> str:
+    """The HTML of the task page's Output `name` (1, 2, ... or A, B)."""
+    return re.search(rf'id="output-{name}".*?</article>', page, re.S).group(0)
+
+
+@pytest.fixture
+def shuffled(tmp_path):
+    """Project `r` (1 item of 4 outputs, the odd ones imported with finished=false, overlap 2): ann and bob open it
+    on the page and rank it by shown position, ann best first, bob worst first; boss is its admin. Project `ab`
+    (1 pair, the second output cut off): cy has it open."""
+    db = str(tmp_path / "labels.db")
+    store = open_store(db, migrate=True)
+    store.import_items("r", "rank", 2, [{"id": "x", "prompt": "Say it.", "completions": [
+        {"text": f"output text {j}", "source": "s", "finished": j % 2 == 0} for j in range(4)]}])
+    store.import_items("ab", "pairwise", 1, [{"id": "y", "prompt": "Pick.", "completions": [
+        {"text": "left text", "source": "s"}, {"text": "right text", "source": "s", "finished": False}]}])
+    app = create_app(store)
+    ann, bob = Person(app, store.invite("r", "ann")), Person(app, store.invite("r", "bob"))
+    boss, cy = Person(app, store.invite("r", "boss", "admin")), Person(app, store.invite("ab", "cy"))
+    pages = {who: (who.c.get("/task").text, who.api("POST", "/api/next").json()["task"]) for who in (ann, bob, cy)}
+    a, b = ann.answer(ranking=[[0], [1], [2], [3]]), bob.answer(ranking=[[3], [2], [1], [0]])
+    shown = {"ann": [o["index"] for o in a["task"]["outputs"]], "bob": [o["index"] for o in b["task"]["outputs"]]}
+    assert shown["ann"] != shown["bob"] and shown["ann"] != [0, 1, 2, 3]  # two shuffles, neither the imported order
+    return {"db": db, "ann": ann, "boss": boss, "pages": pages, "answers": {"ann": a, "bob": b}, "shown": shown}
+
+
+def test_cut_off_outputs_are_marked_on_every_page_that_shows_outputs(shuffled):
+    """Issue 31, item 18: an output imported with finished=false looked like the others (only the API had the flag);
+    it is marked "cut off" on the rank and A/B pages, the edit page and the review queue."""
+    for page, task in shuffled["pages"].values():
+        for n, o in enumerate(task["outputs"], start=1):  # the page's Output n is the task's outputs[n - 1]
+            name = "AB"[n - 1] if task["mode"] == "pairwise" else n
+            assert ("cut off" in output_html(page, name)) == (not o["finished"]) == (o["index"] % 2 == 1)
+    ann, shown = shuffled["ann"], shuffled["shown"]["ann"]
+    edit = ann.c.get(f"/history/{shuffled['answers']['ann']['receipt']['submission_id']}/edit").text
+    assert ["cut off" in output_html(edit, n) for n in (1, 2, 3, 4)] == [i % 2 == 1 for i in shown]
+    hist = ann.api("GET", "/api/history").json()["answers"][0]
+    assert [o["finished"] for o in hist["outputs"]] == [i % 2 == 0 for i in shown]
+    review_page = shuffled["boss"].c.get("/admin/review").text
+    assert review_page.count('<span class="cut-off"') == 2 * 2  # two cut-off outputs in each of two answers
+
+
+def test_answers_are_reviewed_in_their_labelers_numbering(shuffled, capsys):
+    """Issue 31, item 17: the review queue numbered outputs in imported order, the labeler's page as shown (each
+    labeler's own shuffle), so "Output 4 is cut off" pointed at another output; now each answer is shown in its
+    labeler's numbering (ranking, Likert, flags, notes, the outputs themselves), and the API gives the mapping."""
+    boss, shown = shuffled["boss"], shuffled["shown"]
+    review_page = boss.c.get("/admin/review").text
+    for who, ranking in (("ann", "1 &gt; 2 &gt; 3 &gt; 4"), ("bob", "4 &gt; 3 &gt; 2 &gt; 1")):
+        sid = shuffled["answers"][who]["receipt"]["submission_id"]
+        row = re.search(rf'id="answer-{sid}".*?</tr>', review_page, re.S).group(0)
+        assert f'<span class="ranking">{ranking}</span>' in row  # as the labeler ranked what they saw
+        outs = re.findall(r'<b>Output (\d)</b>.*?<pre class="text">(.*?)</pre>', row, re.S)
+        assert outs == [(str(n), f"output text {i}") for n, i in enumerate(shown[who], start=1)]
+    (item,) = boss.api("GET", "/api/projects/r/review").json()["items"]
+    assert {x["labeler"]: x["shown_order"] for x in item["answers"]} == shown
+    code, out, _ = run(capsys, "label", "review", "--db", shuffled["db"], "--project", "r")
+    assert code == 0 and "1 > 2 > 3 > 4" in out and "4 > 3 > 2 > 1" in out

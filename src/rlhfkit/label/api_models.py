@@ -290,7 +290,8 @@ class HistoryEntry(BaseModel):
 
     @classmethod
     def of(cls, e: dict) -> HistoryEntry:
-        return cls(**{**e, "outputs": [Output(index=i, text=t) for i, t in e["outputs"]]})
+        return cls(**{**e, "outputs": [Output(index=i, text=t, finished=f)
+                                       for (i, t), f in zip(e["outputs"], e["finished"])]})
 
 
 class HistoryOut(BaseModel):
@@ -321,6 +322,8 @@ class ReviewAnswer(BaseModel):
     submission_id: int
     labeler: str
     kind: Kind
+    shown_order: list[int] = Field(description="candidate indices in the order this labeler saw them: their Output n "
+                                               "(A, B for pairwise) is completions[shown_order[n - 1]]")
     version: int
     elapsed_ms: int
     tiers: dict[int, int] | None

@@ -605,13 +605,16 @@ class Store:
         return tuple(row)
 
     def _history_entry(self, s: Session, sub: Submission, item: Item, p: Project, shown: list[int]) -> dict:
-        texts = dict(s.execute(select(Candidate.idx, Candidate.text).where(Candidate.item_id == item.id)).all())
+        rows = s.execute(select(Candidate.idx, Candidate.text, Candidate.finished)
+                         .where(Candidate.item_id == item.id)).all()
+        texts, finished = {i: t for i, t, _ in rows}, {i: bool(f) for i, _, f in rows}
         rv = s.scalar(select(Review).where(Review.submission_id == sub.id).order_by(Review.id.desc()).limit(1))
         locked = item.locked_at is not None or p.locked_at is not None
         return {"submission_id": sub.id, "assignment_id": sub.assignment_id,
                 "item_id": item.public_id, "mode": p.mode,
                 "prompt": item.messages if item.messages is not None else item.prompt,
-                "outputs": [(i, texts[i]) for i in shown], "submitted_at": sub.created_at,
+                "outputs": [(i, texts[i]) for i in shown], "finished": [finished[i] for i in shown],
+                "submitted_at": sub.created_at,
                 "edited_at": sub.edited_at, "version": sub.version, "answer": self._answer_of(s, sub),
                 "locked": locked, "editable": sub.kind != "skip" and not locked,
                 "review": None if rv is None else {"action": rv.action, "comment": rv.comment,
