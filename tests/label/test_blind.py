@@ -97,6 +97,25 @@ def test_unmatched_files_are_refused_before_anything_is_written(tmp_path, capsys
     assert "--eval compares two policies side by side: it needs --mode pairwise" in capsys.readouterr().err
 
 
+def test_one_output_per_prompt_arm_files_are_taken(tmp_path, capsys):
+    """Issue 31, item 19: `rlhf sample -n 1` writes one completion per prompt, and --eval refused such a file
+    ("needs at least 2 outputs to compare"): an arm holds one policy's output, the pair is made here."""
+    db = str(tmp_path / "l.db")
+    files = []
+    for policy in ("sft", "ppo"):
+        path = tmp_path / f"{policy}.jsonl"
+        path.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"Question {i}?", "completions": [
+            {"text": f"{policy} answer {i}", "source": policy, "finished": i != 1}]}) + "\n" for i in range(3)))
+        files.append(str(path))
+    assert main(["label", "import", "--db", db, "--project", "e", "--mode", "pairwise", "--eval", *files]) == 0
+    assert "3 items added" in capsys.readouterr().out
+    assert open_store(db).progress("e")["items"] == 3
+    items = blind.pair_items(blind.read_arm(files[0]), blind.read_arm(files[1]), seed=0)
+    assert [sorted(c["text"] for c in i["completions"]) for i in items] == [
+        [f"ppo answer {i}", f"sft answer {i}"] for i in range(3)]
+    assert [c["finished"] for c in items[1]["completions"]] == [False, False]
+
+
 def test_blind_eval_through_the_cli(tmp_path, capsys):
     db = str(tmp_path / "l.db")
     a, b = arm_file(tmp_path / "sft.jsonl", "sft", 12), arm_file(tmp_path / "ppo.jsonl", "ppo", 12)

@@ -436,3 +436,19 @@ def test_answers_are_reviewed_in_their_labelers_numbering(shuffled, capsys):
     assert {x["labeler"]: x["shown_order"] for x in item["answers"]} == shown
     code, out, _ = run(capsys, "label", "review", "--db", shuffled["db"], "--project", "r")
     assert code == 0 and "1 > 2 > 3 > 4" in out and "4 > 3 > 2 > 1" in out
+
+
+def test_api_next_hands_back_a_sent_back_answer_before_a_new_item(world):
+    """Issue 31, item 19: after a send-back the pages show the correction first, but /api/next leased API labelers a
+    new item; now it answers with the sent-back answer (and no task) until it is edited."""
+    _, app, inv, _ = world
+    ann, boss = Person(app, inv["ann"]), Person(app, inv["boss"])
+    done = ann.answer()
+    sid = done["receipt"]["submission_id"]
+    r = boss.api("POST", f"/api/projects/rank/review/{sid}", json={"action": "send_back", "comment": "Tie 1 and 2?"})
+    assert r.status_code == 200
+    nxt = ann.api("POST", "/api/next").json()
+    assert nxt == {"task": None, "sent_back": {"submission_id": sid, "comment": "Tie 1 and 2?"}}
+    assert ann.api("PUT", f"/api/history/{sid}", json=edit_body(done["task"], [[0, 1], [2]])).status_code == 200
+    nxt = ann.api("POST", "/api/next").json()
+    assert nxt["sent_back"] is None and nxt["task"]["item_id"] != done["task"]["item_id"]

@@ -82,8 +82,15 @@ class TaskOut(BaseModel):
                    page=lease.page, pages=lease.pages)
 
 
+class SentBackOut(BaseModel):
+    submission_id: int = Field(description="correct it with PUT /api/history/{submission_id}")
+    comment: str = Field(description="what the admin asks to change")
+
+
 class NextOut(BaseModel):
-    task: TaskOut | None = Field(description="null: nothing is left for this labeler")
+    task: TaskOut | None = Field(description="null: nothing is left for this labeler, or an answer was sent back")
+    sent_back: SentBackOut | None = Field(None, description="an answer of mine an admin sent back: it comes before "
+                                                            "any new item (as on the pages); `task` is null")
 
 
 # What `answers.parse_answer` requires for each kind, stated in the schema (JSON Schema if/then): a client
