@@ -144,10 +144,41 @@ def test_revoke_ends_link_and_sessions_and_returns_the_lease(world):
     assert ann.get("/task").status_code == 401
     assert client(app).get(f"/invite/{inv['ann']}").status_code == 404
     assert store.progress("rank")["live_leases"] == before - 1
-    assert {"name": "ann", "role": "labeler", "active": False} in store.progress("rank")["people"]
+    (row,) = [p for p in store.progress("rank")["people"] if p["name"] == "ann"]
+    assert (row["role"], row["active"], row["status"]) == ("labeler", False, "revoked")
     assert "revoked" in boss.get("/admin").text
     again = store.invite("rank", "ann")  # a revoked person is re-invited without --replace
     assert store.login(again) is not None
+
+
+def person_row(page: str, name: str) -> str:
+    return re.search(rf'<tr class="person" data-name="{re.escape(name)}">(.*?)</tr>', page, re.S).group(1)
+
+
+def test_the_people_table_tells_invited_from_active_shows_the_link_and_no_revoke_on_the_last_admin(world):
+    """Issue 31, item 19: the People table said "active" for someone who never logged in, showed no link expiry or
+    single use, and offered Revoke on the last admin (which then answered 409)."""
+    store, app, inv, _ = world
+    once = store.invite("rank", "una", single_use=True, expires_in=86400)
+    store.invite("rank", "nel", expires_in=None)
+    boss = client(app, inv["boss"])
+    page = boss.get("/admin").text
+    una = person_row(page, "una")
+    assert "invited, not logged in yet" in una and "expires 1970-01-13 13:46 UTC" in una and "single use" in una
+    assert "never expires" in person_row(page, "nel") and "invited, not logged in yet" in person_row(page, "ann")
+    assert "Revoke" not in person_row(page, "boss") and "last admin" in person_row(page, "boss")
+    assert "Revoke" in person_row(page, "ann")
+    store.clock.now += 60
+    assert invite_login(client(app), once).status_code == 303
+    page = boss.get("/admin").text
+    assert "active, last login 1970-01-12 13:47 UTC" in person_row(page, "una") and "used" in person_row(page, "una")
+    assert "active, last login" in person_row(page, "boss")
+    store.invite("rank", "deputy", "admin")
+    assert "Revoke" in person_row(boss.get("/admin").text, "boss")  # another admin: either may go
+    stats = boss.get("/api/projects/rank/stats").json()["people"]
+    una = next(p for p in stats if p["name"] == "una")
+    assert (una["status"], una["link"], una["single_use"], una["last_login_at"]) == ("active", "used", True,
+                                                                                     store.clock.now)
 
 
 def test_the_last_admin_cannot_be_demoted_or_revoked(world):

@@ -204,7 +204,8 @@ def test_a_database_of_the_first_schema_is_upgraded_in_place(tmp_path):
     upgrade(engine)
     store = Store(engine)
     assert store.guidelines("p") == ""
-    assert store.progress("p")["people"] == [{"name": "ann", "role": "labeler", "active": True}]
+    (ann,) = store.progress("p")["people"]
+    assert (ann["name"], ann["role"], ann["active"], ann["status"]) == ("ann", "labeler", True, "active")  # a session
     with pytest.raises(Conflict, match="--replace"):
         store.invite("p", "ann")
     engine.dispose()

@@ -154,6 +154,13 @@ class Person(BaseModel):
     name: str
     role: str
     active: bool = Field(True, description="false: revoked (no link or session works; their answers stay)")
+    status: Literal["invited", "active", "revoked"] = Field("active", description="invited: has not logged in with "
+                                                            "their current link yet")
+    last_login_at: float | None = Field(None, description="UNIX seconds, since their current link was made")
+    link: Literal["live", "expired", "used", "revoked"] = Field("live", description="used: a single-use link that "
+                                                                "logged in once")
+    link_expires_at: float | None = Field(None, description="UNIX seconds; null: the link never expires")
+    single_use: bool = False
 
 
 class Throughput(BaseModel):

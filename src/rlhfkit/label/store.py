@@ -276,7 +276,7 @@ class Store:
                 user.invite_hash, user.role, user.revoked_at = digest(token), role, None
                 self._end_sessions(s, user)
             user.invite_expires_at = now + expires_in if expires_in is not None else None
-            user.invite_single_use = single_use
+            user.invite_single_use, user.invited_at = single_use, now
             s.flush()
             self._event(s, "invite", p.id, user.id, name=name, role=role, expires_in=expires_in,
                         single_use=single_use)
@@ -896,15 +896,29 @@ class Store:
             live = s.scalar(select(func.count()).select_from(Assignment).join(Item, Item.id == Assignment.item_id)
                             .where(Item.project_id == p.id, Assignment.state == "leased",
                                    ~assign.is_expired(Assignment.expires_at, self.clock())))
-            people = s.execute(select(User.name, User.role, User.revoked_at.is_(None))
-                               .where(User.project_id == p.id).order_by(User.name)).all()
+            last_login = (select(func.max(LoginSession.created_at)).where(LoginSession.user_id == User.id)
+                          .scalar_subquery())
+            people = [self._person(u, at) for u, at in s.execute(
+                select(User, last_login).where(User.project_id == p.id).order_by(User.name))]
             return {"project": p.name, "mode": p.mode, "overlap": p.overlap, "items": items,
                     "complete": complete, "answers": {k: kinds.get(k, 0) for k in KINDS},
-                    "live_leases": live, "people": [{"name": n, "role": r, "active": bool(a)} for n, r, a in people],
+                    "live_leases": live, "people": people,
                     "locked": p.locked_at is not None, "gold_items": gold_items, "gold_rate": p.gold_rate,
                     "qc_threshold": p.qc_threshold}
 
         return self._read(work)
+
+    def _person(self, user: User, last_login: float | None) -> dict:
+        """A row of the People table: whether the person logged in since their link was made, and the link's state."""
+        invited = user.invited_at if user.invited_at is not None else user.created_at
+        logged_in = last_login is not None and last_login >= invited
+        used_up = user.invite_expires_at is not None and user.invite_expires_at <= self.clock()
+        status = "revoked" if user.revoked_at is not None else "active" if logged_in else "invited"
+        link = "revoked" if user.revoked_at is not None else (
+            ("used" if user.invite_single_use and logged_in else "expired") if used_up else "live")
+        return {"name": user.name, "role": user.role, "active": user.revoked_at is None, "status": status,
+                "last_login_at": last_login if logged_in else None, "link": link,
+                "link_expires_at": user.invite_expires_at, "single_use": user.invite_single_use}
 
     def item_answer_counts(self, project: str) -> list[tuple[str, int, int]]:
         """(item id, answers, distinct labelers) per item, skips not counted: what `progress` counts as
