@@ -65,10 +65,9 @@ def history(request: Request, store: StoreDep, person: CurrentUser):
 @pages.get("/history/{submission_id}/edit")
 def edit_page(request: Request, store: StoreDep, person: CurrentUser, submission_id: SubmissionId):
     entry = store.history_entry(person, submission_id)
-    answered = [e["submission_id"] for e in reversed(store.history(person))]
-    page = answered.index(submission_id) + 1 if submission_id in answered else len(answered)
+    # no "Item n of N" (an edit is not the queue's next item); the timer goes on from the answer's stored time
     task = LeasedItem(entry["assignment_id"], entry["item_id"], entry["mode"], entry["prompt"], entry["outputs"],
-                      0.0, page, len(answered), entry["finished"])
+                      0.0, 0, 0, entry["finished"])
     return render(request, "edit.html", who=person, task=task, entry=entry, client_id=str(uuid.uuid4()),
                   editing=True, form_action=f"/history/{submission_id}", guidelines=store.guidelines(person.project),
                   prefill=review.prefill_fields(entry["mode"], entry["answer"]))
