@@ -494,9 +494,8 @@ class Store:
             Item.project_id == who.project_id, ~seen, open_to_me))
         page, pages = assign.page_numbers(answered, available)
         prompt = item.messages if item.messages is not None else item.prompt
-        return LeasedItem(a.id, item.public_id, who.mode, prompt,
-                          [(i, texts[i]) for i in a.shown], a.expires_at, page, pages,
-                          [bool(finished[i]) for i in a.shown])
+        return LeasedItem(a.id, item.public_id, who.mode, prompt, [(i, texts[i]) for i in a.shown], a.expires_at,
+                          page, pages, [bool(finished[i]) for i in a.shown])
 
     # --------------------------------------------------------------------------------- submissions
 
@@ -529,8 +528,7 @@ class Store:
         sub, item = row
         if sub.user_id != who.user_id:
             raise Conflict("client_id was already used by someone else; generate a new UUID per answer")
-        return Receipt(sub.id, sub.client_id, sub.assignment_id, item.public_id,
-                       sub.kind, duplicate=True)
+        return Receipt(sub.id, sub.client_id, sub.assignment_id, item.public_id, sub.kind, duplicate=True)
 
     def _submit(self, s: Session, who: Who, assignment_id: int, ans: Answer) -> Receipt:
         if (dup := self._duplicate(s, who, ans.client_id)) is not None:
@@ -655,8 +653,7 @@ class Store:
             done = s.execute(select(AnswerVersion.submission_id).where(AnswerVersion.edit_client_id == ans.client_id)
                              ).scalar()
             sub, item, p, shown = self._own_submission(s, who, submission_id if done is None else done)
-            receipt = Receipt(sub.id, ans.client_id, sub.assignment_id,
-                              item.public_id, sub.kind)
+            receipt = Receipt(sub.id, ans.client_id, sub.assignment_id, item.public_id, sub.kind)
             if done is not None:
                 receipt.duplicate = True
                 return receipt
