@@ -182,12 +182,14 @@ def demo_record(obj: dict, error) -> dict:
                                                              nonempty=True)}
 
 
-def candidate_record(obj: dict, error) -> dict:
+def candidate_record(obj: dict, error, min_completions: int = 2) -> dict:
+    """A candidates row: id, prompt, completions [{text, source, finished}] (at least `min_completions`: 2 to
+    compare; one policy's arm of a blind evaluation holds 1)."""
     rid = _record_id(obj, error)
     prompt = prompt_value(obj, error)
     items = _field(obj, "completions", list, error)
-    if len(items) < 2:
-        raise error(f"field 'completions' needs at least 2 outputs to compare, got {len(items)}")
+    if len(items) < min_completions:
+        raise error(f"field 'completions' needs at least {min_completions} outputs to compare, got {len(items)}")
     completions = []
     for i, item in enumerate(items):
         if isinstance(item, (str, list)):

@@ -74,7 +74,8 @@ class TaskOut(BaseModel):
     """A leased item: outputs in the order shown (a fixed shuffle), without their sources."""
 
     assignment_id: int
-    item_id: str = Field(description="the `id` of the imported record")
+    item_id: str = Field(description="this item's public id: opaque, the same for every labeler (admins see it "
+                                     "beside the imported id in the review queue)")
     mode: Mode
     prompt: str | list[Message] = Field(description="a text, or a conversation: its turns in order")
     outputs: list[Output]
@@ -91,8 +92,15 @@ class TaskOut(BaseModel):
                    page=lease.page, pages=lease.pages)
 
 
+class SentBackOut(BaseModel):
+    submission_id: int = Field(description="correct it with PUT /api/history/{submission_id}")
+    comment: str = Field(description="what the admin asks to change")
+
+
 class NextOut(BaseModel):
-    task: TaskOut | None = Field(description="null: nothing is left for this labeler")
+    task: TaskOut | None = Field(description="null: nothing is left for this labeler, or an answer was sent back")
+    sent_back: SentBackOut | None = Field(None, description="an answer of mine an admin sent back: it comes before "
+                                                            "any new item (as on the pages); `task` is null")
 
 
 # What `answers.parse_answer` requires for each kind, stated in the schema (JSON Schema if/then): a client
@@ -156,6 +164,13 @@ class Person(BaseModel):
     name: str
     role: str
     active: bool = Field(True, description="false: revoked (no link or session works; their answers stay)")
+    status: Literal["invited", "active", "revoked"] = Field("active", description="invited: has not logged in with "
+                                                            "their current link yet")
+    last_login_at: float | None = Field(None, description="UNIX seconds, since their current link was made")
+    link: Literal["live", "expired", "used", "revoked"] = Field("live", description="used: a single-use link that "
+                                                                "logged in once")
+    link_expires_at: float | None = Field(None, description="UNIX seconds; null: the link never expires")
+    single_use: bool = False
 
 
 class Throughput(BaseModel):
@@ -299,7 +314,8 @@ class HistoryEntry(BaseModel):
 
     @classmethod
     def of(cls, e: dict) -> HistoryEntry:
-        return cls(**{**e, "outputs": [Output(index=i, text=t) for i, t in e["outputs"]]})
+        return cls(**{**e, "outputs": [Output(index=i, text=t, finished=f)
+                                       for (i, t), f in zip(e["outputs"], e["finished"])]})
 
 
 class HistoryOut(BaseModel):
@@ -330,6 +346,8 @@ class ReviewAnswer(BaseModel):
     submission_id: int
     labeler: str
     kind: Kind
+    shown_order: list[int] = Field(description="candidate indices in the order this labeler saw them: their Output n "
+                                               "(A, B for pairwise) is completions[shown_order[n - 1]]")
     version: int
     elapsed_ms: int
     tiers: dict[int, int] | None
@@ -345,6 +363,7 @@ class ReviewAnswer(BaseModel):
 
 class ReviewItem(BaseModel):
     id: str
+    public_id: str | None = Field(None, description="the id labelers see for this item (in their tasks and history)")
     prompt: str | list[Message]
     completions: list[dict]
     locked: bool

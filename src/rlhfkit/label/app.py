@@ -1,7 +1,8 @@
 """The labeling web app: `create_app` assembles the routers over a `Store`.
 
 Pages (server-rendered Jinja2, htmx for swapping in the next item, `routes/pages.py`): `/invite/{token}`
-logs a person in, `/task` shows their next item; `/admin` is the project's dashboard (`routes/admin.py`).
+shows whom the link logs in and its button posts the login, `/task` shows their next item; `/admin` is the
+project's dashboard (`routes/admin.py`).
 The JSON API under `/api` (`routes/api.py`) does the same for scripts and simulated labelers; its
 OpenAPI schema is at `/openapi.json`, rendered at `/docs`. `/healthz` says whether the database answers.
 Who may do what is in `deps.py`.

@@ -11,7 +11,9 @@ The checks that touch no database are `async def`s: FastAPI runs them on the eve
 sending each through the thread pool; `optional_user` (a database read) is a plain `def` and runs there.
 
 CSRF: every mutation carries a token, an HMAC of the (secret, HttpOnly) session cookie, which another
-site cannot read: a form field `csrf_token` on the pages, the `X-CSRF-Token` header on the API.
+site cannot read: a form field `csrf_token` on the pages, the `X-CSRF-Token` header on the API. Logging in
+is a mutation too (login CSRF: a forged login puts the victim's browser in someone else's session): the
+invite page sets a random login cookie (HttpOnly, SameSite=Strict) and its form carries that cookie's HMAC.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from rlhfkit.label.inputs import MAX_NAME, check_form
 from rlhfkit.label.store import Forbidden, Store, Who
 
 COOKIE = "rlhf_session"
+LOGIN_COOKIE = "rlhf_login"  # the invite page's anti-CSRF cookie (before there is a session)
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 
@@ -118,6 +121,19 @@ PostedForm = Annotated[FormData, Depends(read_form)]
 async def form_csrf(token: SessionCookie, form: PostedForm) -> None:
     """A page's form must carry the session's CSRF token in its `csrf_token` field."""
     verify_csrf(token, form.get(CSRF_FIELD))
+
+
+async def login_cookie(
+        rlhf_login: Annotated[str | None, Cookie(alias=LOGIN_COOKIE, include_in_schema=False)] = None) -> str | None:
+    return rlhf_login
+
+
+async def login_csrf(cookie: Annotated[str | None, Depends(login_cookie)], form: PostedForm) -> None:
+    """The invite page's form must carry the HMAC of this browser's login cookie: another site can neither
+    read that cookie nor (SameSite=Strict) have it sent with a POST it forges."""
+    if not cookie:
+        raise Forbidden("open your invite link again: this browser has not shown its page yet")
+    verify_csrf(cookie, form.get(CSRF_FIELD))
 
 
 async def header_csrf(token: SessionCookie,
