@@ -82,7 +82,7 @@ def test_no_import_inside_a_function_except_optional_dependencies():
     # the labeling app stands alone: formats, errors, configs and itself
     ("label", {"label", "data", "errors", "config", "storage"}),
     # reward sources load and call reward models and the user's functions; they know no trainer and no world
-    ("rewards", {"rewards", "models", "data", "errors"}),
+    ("rewards", {"rewards", "models", "data", "errors", "config"}),
     # evaluation measures; it never runs a pipeline
     ("eval", {"eval", "config", "data", "engines", "errors", "generation", "models", "rewards", "train", "world"}),
 ])

@@ -46,7 +46,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 from rlhfkit.config import option
-from rlhfkit.engines import EngineOptions, check_engine, make_engine
+from rlhfkit.engines.core import make_engine
+from rlhfkit.engines.options import EngineOptions, check_engine
 from rlhfkit.errors import UserError
 from rlhfkit.models.loading import pick_device
 from rlhfkit.models.precision import bf16_support, warn_if_emulated

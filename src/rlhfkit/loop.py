@@ -34,9 +34,9 @@ from rlhfkit import loop_labels as L
 from rlhfkit import pipeline as stages
 from rlhfkit.config import check_at_least, load_toml, option, required, to_toml
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
-from rlhfkit.data.readers import DataOptions
+from rlhfkit.data.options import DataOptions
 from rlhfkit.data.schemas import candidate_record, ranking_record
-from rlhfkit.engines import check_engine
+from rlhfkit.engines.options import check_engine
 from rlhfkit.errors import UserError, Waiting
 from rlhfkit.eval import report as R
 from rlhfkit.eval.policy import load_policy

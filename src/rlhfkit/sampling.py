@@ -16,8 +16,9 @@ from rlhfkit.config import check_at_least, option, required
 from rlhfkit.data.chat import is_conversation, require_template
 from rlhfkit.data.formats import read_prompts
 from rlhfkit.data.jsonl import check_writable, write_jsonl
-from rlhfkit.data.readers import DataOptions
-from rlhfkit.engines import EngineOptions, check_engine, generate_texts, make_engine
+from rlhfkit.data.options import DataOptions
+from rlhfkit.engines.core import generate_texts, make_engine
+from rlhfkit.engines.options import EngineOptions, check_engine
 from rlhfkit.errors import UserError
 from rlhfkit.models.loading import (
     check_lengths,
@@ -27,7 +28,8 @@ from rlhfkit.models.loading import (
     pick_device,
     position_limit,
 )
-from rlhfkit.models.precision import PrecisionOptions, run_in_bf16
+from rlhfkit.models.options import PrecisionOptions
+from rlhfkit.models.precision import run_in_bf16
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
 
-from rlhfkit.engines import make_engine
+from rlhfkit.engines.core import make_engine
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.lora import add_lora
 from rlhfkit.models.scalar import ScalarModel

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from rlhfkit.engines import HFEngine
+from rlhfkit.engines.core import HFEngine
 from rlhfkit.losses import rloo_baseline
 from rlhfkit.train.common import make_optimizer
 from rlhfkit.train.ppo import PPOConfig, advantages, collect, measure, ppo_update

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from rlhfkit.config import required
 from rlhfkit.data.formats import read_format, read_preferences, read_prompts
 from rlhfkit.data.jsonl import check_writable, write_jsonl
+from rlhfkit.data.options import DataOptions
 from rlhfkit.data.pairs import rankings_to_pair_records
-from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError
 
 TARGETS = ("rankings", "pairs", "prompts")

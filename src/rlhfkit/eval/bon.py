@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rlhfkit.engines import HFEngine, generate_texts
+from rlhfkit.engines.core import HFEngine, generate_texts
 from rlhfkit.rewards.combine import Rewards
 from rlhfkit.rewards.sources import judge_metrics
 from rlhfkit.world.gold import gold_reward

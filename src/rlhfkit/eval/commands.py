@@ -8,22 +8,24 @@ from pathlib import Path
 
 from rlhfkit.config import check_at_least, option, required
 from rlhfkit.data.jsonl import check_writable
+from rlhfkit.data.options import DataOptions
 from rlhfkit.data.pairs import preference_groups, read_preference_records
-from rlhfkit.data.readers import DataOptions
-from rlhfkit.engines import EngineOptions, check_engine, make_engine
+from rlhfkit.engines.core import make_engine
+from rlhfkit.engines.options import EngineOptions, check_engine
 from rlhfkit.errors import UserError
 from rlhfkit.eval.bon import best_of_n, judge_chosen
 from rlhfkit.eval.policy import load_policy, sample_and_score
 from rlhfkit.eval.rm import gold_measurements, labeler_agreement
 from rlhfkit.eval.stats import mean_and_se, win_rate
 from rlhfkit.models.loading import check_causal_lm, check_model_dir, check_reward_dir, load_tokenizer, position_limit
-from rlhfkit.models.precision import PrecisionOptions, run_in_bf16
+from rlhfkit.models.options import PrecisionOptions
+from rlhfkit.models.precision import run_in_bf16
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.rewards.combine import Rewards
 from rlhfkit.rewards.functions import load_reward_function
+from rlhfkit.rewards.options import RewardOptions
 from rlhfkit.rewards.sources import load_judge
-from rlhfkit.train.ppo_rewards import RewardOptions
 from rlhfkit.train.reward import HELDOUT_FILE, pairwise_accuracy, tokenize_groups
 from rlhfkit.world.build import World
 

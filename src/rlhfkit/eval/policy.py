@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlhfkit.engines import HFEngine, generate_texts
+from rlhfkit.engines.core import HFEngine, generate_texts
 from rlhfkit.generation import generate
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.policy import scored_responses

@@ -12,7 +12,7 @@ import uvicorn
 from rlhfkit.config import option, required
 from rlhfkit.data.formats import read_candidates
 from rlhfkit.data.jsonl import check_writable, read_json, read_jsonl, write_jsonl
-from rlhfkit.data.readers import DataOptions
+from rlhfkit.data.options import DataOptions
 from rlhfkit.data.schemas import ranking_record
 from rlhfkit.errors import UserError, at
 from rlhfkit.label import assign, blind, interop

@@ -23,8 +23,8 @@ import torch
 from rlhfkit.config import check_at_least, check_positive, option, required
 from rlhfkit.data.chat import Truncation, completion_ids, is_conversation, prompt_ids, require_template, stop_ids
 from rlhfkit.data.collate import pad_right
+from rlhfkit.data.options import DataOptions
 from rlhfkit.data.pairs import pair_weight, preference_groups, read_preference_records
-from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError
 from rlhfkit.losses import dpo_loss, dpo_margin, masked_sum, token_logprobs
 from rlhfkit.models.loading import (
@@ -36,11 +36,11 @@ from rlhfkit.models.loading import (
     save_dtype,
 )
 from rlhfkit.models.lora import AdaptersOff, add_lora, has_lora, save_model
+from rlhfkit.runtime.options import RunOptions
 from rlhfkit.storage import save_pretrained_atomic
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import (
     EpochBatches,
-    RunOptions,
     check_finite,
     make_optimizer,
     optimizer_step,

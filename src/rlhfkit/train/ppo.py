@@ -51,8 +51,9 @@ import torch
 
 from rlhfkit import losses as L
 from rlhfkit.config import check_at_least, check_positive, option, required
-from rlhfkit.data.readers import DataOptions
-from rlhfkit.engines import EngineOptions, check_engine, make_engine
+from rlhfkit.data.options import DataOptions
+from rlhfkit.engines.core import make_engine
+from rlhfkit.engines.options import EngineOptions, check_engine
 from rlhfkit.errors import UserError
 from rlhfkit.generation import Samples, encode_prompts, without_autograd
 from rlhfkit.models.loading import (
@@ -61,18 +62,14 @@ from rlhfkit.models.loading import (
 from rlhfkit.models.lora import save_model, save_scalar_model
 from rlhfkit.models.policy import response_logprobs, response_values, scored_responses
 from rlhfkit.rewards.combine import RewardBatch, Rewards
+from rlhfkit.rewards.options import RewardOptions
+from rlhfkit.runtime.options import RunOptions
 from rlhfkit.storage import save_pretrained_atomic
 from rlhfkit.train.checkpoint import Checkpoints
-from rlhfkit.train.common import RunOptions, check_finite, make_optimizer, optimizer_step, progress, shuffled_batches
+from rlhfkit.train.common import check_finite, make_optimizer, optimizer_step, progress, shuffled_batches
 from rlhfkit.train.distributed import Parallel
 from rlhfkit.train.ppo_data import PromptStream
-from rlhfkit.train.ppo_rewards import (
-    RewardOptions,
-    judges_record,
-    load_reward_model,
-    make_judges,
-    make_rewards,
-)
+from rlhfkit.train.ppo_rewards import judges_record, load_reward_model, make_judges, make_rewards
 from rlhfkit.train.ppo_setup import load, read_inputs
 from rlhfkit.train.rollout import Rollout, gather_rollout, pad_responses, rollout_metrics
 from rlhfkit.train.run import Run, start_run

@@ -24,8 +24,8 @@ from rlhfkit.config import check_at_least, check_positive, option, required
 from rlhfkit.data.chat import Truncation, is_conversation, require_template
 from rlhfkit.data.collate import pad_right
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+from rlhfkit.data.options import DataOptions
 from rlhfkit.data.pairs import pair_weight, preference_groups, read_preference_records
-from rlhfkit.data.readers import DataOptions
 from rlhfkit.data.schemas import demo_record
 from rlhfkit.errors import UserError
 from rlhfkit.eval.rm import gold_measurements
@@ -40,10 +40,10 @@ from rlhfkit.models.loading import (
 )
 from rlhfkit.models.lora import add_lora, save_scalar_model
 from rlhfkit.models.scalar import ScalarModel, reading_pad, response_sequences, score_sequences
+from rlhfkit.runtime.options import RunOptions
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import (
     EpochBatches,
-    RunOptions,
     check_finite,
     make_optimizer,
     optimizer_step,

@@ -15,15 +15,15 @@ from rlhfkit.config import check_at_least, check_positive, option, required
 from rlhfkit.data.chat import Truncation, example_ids, is_conversation, require_template, stop_ids
 from rlhfkit.data.collate import pad_right
 from rlhfkit.data.formats import read_sft
-from rlhfkit.data.readers import DataOptions
+from rlhfkit.data.options import DataOptions
 from rlhfkit.errors import UserError
 from rlhfkit.losses import lm_loss
 from rlhfkit.models.loading import check_lengths, load_causal_lm, load_tokenizer, resolve_length, save_dtype
 from rlhfkit.models.lora import add_lora, save_model
+from rlhfkit.runtime.options import RunOptions
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import (
     EpochBatches,
-    RunOptions,
     check_finite,
     make_optimizer,
     optimizer_step,
