@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from rlhfkit.cli import COMMANDS
-from rlhfkit.train.ppo import PPOConfig, train_ppo
+from rlhfkit.train.configs import PPOConfig
+from rlhfkit.train.ppo import train_ppo
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"

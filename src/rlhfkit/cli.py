@@ -25,58 +25,50 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the toolkit never downloads at r
 # workers made PPO about 3x slower in `rlhf bench ppo` (docs/design.md §7).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from rlhfkit.bench import (
-    BenchMatmulConfig,
-    BenchPPOConfig,
-    BenchTrainConfig,
-    bench_matmul,
-    bench_ppo,
-    bench_rm,
-    bench_sft,
-)
-from rlhfkit.compare import CompareConfig, run_compare
+from rlhfkit.bench import bench_matmul, bench_ppo, bench_rm, bench_sft
+from rlhfkit.compare import run_compare
 from rlhfkit.config import add_arguments, from_args
-from rlhfkit.data.convert import ConvertConfig, convert
-from rlhfkit.data.pairs import PairsConfig, export_pairs
-from rlhfkit.demo import DemoConfig, run_demo
+from rlhfkit.data.configs import ConvertConfig, PairsConfig
+from rlhfkit.data.convert import convert
+from rlhfkit.data.pairs import export_pairs
+from rlhfkit.demo import run_demo
 from rlhfkit.errors import EXIT_USER_ERROR, EXIT_WAITING, UserError, Waiting
-from rlhfkit.eval.commands import (
-    EvalBoNConfig,
-    EvalGoldConfig,
-    EvalRMConfig,
-    EvalWinrateConfig,
-    eval_bon,
-    eval_gold,
-    eval_rm,
-    eval_winrate,
-)
-from rlhfkit.label.commands import (
+from rlhfkit.eval.commands import eval_bon, eval_gold, eval_rm, eval_winrate
+from rlhfkit.eval.configs import EvalBoNConfig, EvalGoldConfig, EvalRMConfig, EvalWinrateConfig
+from rlhfkit.label.commands import export, foreign_convert, guidelines, import_items, invite, revoke, serve, stats
+from rlhfkit.label.configs import (
     ExportConfig,
     ForeignConfig,
+    GoldConfig,
     GuidelinesConfig,
     ImportConfig,
     InviteConfig,
+    LockConfig,
+    ReviewConfig,
     RevokeConfig,
     ServeConfig,
     StatsConfig,
-    export,
-    foreign_convert,
-    guidelines,
-    import_items,
-    invite,
-    revoke,
-    serve,
-    stats,
 )
-from rlhfkit.label.review_commands import GoldConfig, LockConfig, ReviewConfig, gold, lock, review_queue
-from rlhfkit.loop import LoopConfig, run_loop
-from rlhfkit.sampling import SampleConfig, sample_candidates
-from rlhfkit.train.dpo import DPOConfig, train_dpo
-from rlhfkit.train.ppo import PPOConfig, train_ppo
-from rlhfkit.train.reward import ConvertRMConfig, RewardConfig, convert_rm, train_reward_model
-from rlhfkit.train.sft import SFTConfig, train_sft
-from rlhfkit.world.build import WorldConfig, build_world
-from rlhfkit.world.simulate import SimulateConfig, simulate_labels
+from rlhfkit.label.review_commands import gold, lock, review_queue
+from rlhfkit.loop import run_loop
+from rlhfkit.recipe_configs import (
+    BenchMatmulConfig,
+    BenchPPOConfig,
+    BenchTrainConfig,
+    CompareConfig,
+    DemoConfig,
+    LoopConfig,
+    SampleConfig,
+)
+from rlhfkit.sampling import sample_candidates
+from rlhfkit.train.configs import ConvertRMConfig, DPOConfig, PPOConfig, RewardConfig, SFTConfig
+from rlhfkit.train.dpo import train_dpo
+from rlhfkit.train.ppo import train_ppo
+from rlhfkit.train.reward import convert_rm, train_reward_model
+from rlhfkit.train.sft import train_sft
+from rlhfkit.world.build import build_world
+from rlhfkit.world.configs import SimulateConfig, WorldConfig
+from rlhfkit.world.simulate import simulate_labels
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,9 @@ ranked pairs"). Pairs inside a tie group carry no preference and are dropped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from math import comb
 
-from rlhfkit.config import required
+from rlhfkit.data.configs import PairsConfig
 from rlhfkit.data.formats import read_preferences as read_any_preferences
 from rlhfkit.data.jsonl import check_writable, read_jsonl, write_jsonl
 from rlhfkit.data.schemas import ranking_record
@@ -83,15 +82,6 @@ def preference_groups(kind: str, records: list[dict]) -> list[dict]:
 def read_preferences(path, opts=None) -> list[dict]:
     """Rankings or pairs from a file, as groups (see `preference_groups`)."""
     return preference_groups(*read_preference_records(path, opts))
-
-
-@dataclass
-class PairsConfig:
-    rankings: str | None = required("rankings JSONL to expand", positional=True)
-    out: str | None = required("output pairs JSONL")
-
-    def check(self) -> None:
-        """Nothing to check without reading files: both fields are paths (their presence: `check_required`)."""
 
 
 def export_pairs(cfg: PairsConfig) -> int:

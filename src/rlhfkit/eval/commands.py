@@ -3,62 +3,25 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
-from rlhfkit.config import check_at_least, option, required
 from rlhfkit.data.jsonl import check_writable
-from rlhfkit.data.options import DataOptions
 from rlhfkit.data.pairs import preference_groups, read_preference_records
 from rlhfkit.engines.core import make_engine
-from rlhfkit.engines.options import EngineOptions, check_engine
-from rlhfkit.errors import UserError
 from rlhfkit.eval.bon import best_of_n, judge_chosen
+from rlhfkit.eval.configs import EvalBoNConfig, EvalGoldConfig, EvalRMConfig, EvalWinrateConfig, SamplingOptions
 from rlhfkit.eval.policy import load_policy, sample_and_score
 from rlhfkit.eval.rm import gold_measurements, labeler_agreement
 from rlhfkit.eval.stats import mean_and_se, win_rate
 from rlhfkit.models.loading import check_causal_lm, check_model_dir, check_reward_dir, load_tokenizer, position_limit
-from rlhfkit.models.options import PrecisionOptions
 from rlhfkit.models.precision import run_in_bf16
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.rewards.combine import Rewards
 from rlhfkit.rewards.functions import load_reward_function
-from rlhfkit.rewards.options import RewardOptions
 from rlhfkit.rewards.sources import load_judge
 from rlhfkit.train.reward import HELDOUT_FILE, pairwise_accuracy, tokenize_groups
 from rlhfkit.world.build import World
-
-
-@dataclass
-class SamplingOptions(EngineOptions, PrecisionOptions):
-    temperature: float = option(1.0, "sampling temperature (0: greedy)")
-    top_p: float = option(1.0, "nucleus sampling threshold")
-    max_new_tokens: int | None = option(None, "response length limit (default: the world's limit)")
-    seed: int = option(0, "sampling seed")
-    limit: int | None = option(None, "use only the first N held-out prompts")
-    json_out: str | None = option(None, "also write the result as JSON to this file")
-
-    def check(self) -> None:
-        if self.temperature < 0:
-            raise UserError("config key 'temperature' must be >= 0")
-        if not 0 < self.top_p <= 1:
-            raise UserError("config key 'top_p' must be in (0, 1]")
-        check_at_least(self, 1, "max_new_tokens", "limit")
-        check_engine(self.rollout_engine, self.vllm_gpu_memory)
-
-
-@dataclass
-class EvalGoldConfig(SamplingOptions):
-    model: str | None = required("policy directory")
-    world: str | None = required("world directory (held-out prompts and gold reward)")
-
-
-@dataclass
-class EvalWinrateConfig(SamplingOptions):
-    a: str | None = required("policy A directory")
-    b: str | None = required("policy B directory")
-    world: str | None = required("world directory (held-out prompts and gold reward)")
 
 
 def heldout(world: World, limit: int | None) -> list[str]:
@@ -127,17 +90,6 @@ def eval_winrate(cfg: EvalWinrateConfig) -> dict:
     return result
 
 
-@dataclass
-class EvalRMConfig(DataOptions, PrecisionOptions):
-    rm: str | None = required("reward model directory (rlhf rm)")
-    data: str | None = option(None, "held-out rankings or pairs (default: the RM's own RM/heldout.jsonl)")
-    world: str | None = option(None, "toy world: also the noise ceiling and Spearman with the gold reward")
-    json_out: str | None = option(None, "also write the result as JSON to this file")
-
-    def check(self) -> None:
-        """Nothing to check without reading files: every field is a path."""
-
-
 def eval_rm(cfg: EvalRMConfig) -> dict:
     cfg.check()
     data = cfg.data or str(Path(cfg.rm) / HELDOUT_FILE)
@@ -171,27 +123,6 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
               f"{result['agreement_items']} items ranked twice)")
     _write_json(cfg.json_out, result)
     return result
-
-
-@dataclass
-class EvalBoNConfig(EngineOptions, RewardOptions, PrecisionOptions):  # the best of n by the reward (the picker)
-    policy: str | None = required("policy to sample from (the SFT model)")
-    judge: list[str] = option([], "judges of the kept samples, comma-separated, reported beside gold (never used "
-                              "to pick): a reward model directory, a reward function, or a registered name")
-    world: str | None = required("world directory (held-out prompts and gold reward)")
-    n: int = option(16, "samples per prompt; the curve reports n = 1, 2, 4, ... up to this")
-    temperature: float = option(1.0, "sampling temperature")
-    max_new_tokens: int | None = option(None, "response length limit (default: the world's limit)")
-    missing_eos_penalty: float | None = option(-1.0, "RM score of a response with no EOS (as in PPO)")
-    seed: int = option(0, "sampling seed")
-    limit: int | None = option(None, "use only the first N held-out prompts")
-    json_out: str | None = option(None, "also write the result as JSON to this file")
-
-    def check(self) -> None:
-        if self.n < 1 or self.temperature <= 0:
-            raise UserError("config keys 'n' must be >= 1 and 'temperature' > 0")
-        check_at_least(self, 1, "max_new_tokens", "limit")
-        check_engine(self.rollout_engine, self.vllm_gpu_memory)
 
 
 def eval_bon(cfg: EvalBoNConfig) -> dict:

@@ -3,7 +3,7 @@
 `read_inputs` reads and checks everything a user passes — the prompts, PPO-ptx data, the model directories'
 kinds, the judges — before any process starts or any model loads; `load` then builds the four roles
 (`load_models`) and checks the prompts against the policy's tokenizer, before the run directory exists.
-`cfg` is the run's `train.ppo.PPOConfig`.
+`cfg` is the run's `train.configs.PPOConfig`.
 """
 
 from __future__ import annotations

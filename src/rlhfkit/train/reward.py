@@ -20,11 +20,9 @@ from pathlib import Path
 
 import torch
 
-from rlhfkit.config import check_at_least, check_positive, option, required
 from rlhfkit.data.chat import Truncation, is_conversation, require_template
 from rlhfkit.data.collate import pad_right
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
-from rlhfkit.data.options import DataOptions
 from rlhfkit.data.pairs import pair_weight, preference_groups, read_preference_records
 from rlhfkit.data.schemas import demo_record
 from rlhfkit.errors import UserError
@@ -40,7 +38,6 @@ from rlhfkit.models.loading import (
 )
 from rlhfkit.models.lora import add_lora, save_scalar_model
 from rlhfkit.models.scalar import ScalarModel, reading_pad, response_sequences, score_sequences
-from rlhfkit.runtime.options import RunOptions
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import (
     EpochBatches,
@@ -51,37 +48,11 @@ from rlhfkit.train.common import (
     split_by_prompt,
     warmup_cosine,
 )
+from rlhfkit.train.configs import ConvertRMConfig, RewardConfig
 from rlhfkit.train.ppo_rewards import world_judge
 from rlhfkit.train.run import Run, start_run
 
 HELDOUT_FILE = "heldout.jsonl"
-
-
-@dataclass
-class RewardConfig(RunOptions, DataOptions):
-    model: str | None = required("SFT policy directory: the RM's backbone (its LM head is replaced by a scalar)")
-    data: str | None = required("rankings or pairs JSONL (docs/design.md §2)")
-    eval_data: str | None = option(None, "held-out rankings/pairs (default: hold out eval_fraction of prompts)")
-    eval_fraction: float = option(0.1, "share of distinct prompts held out when eval_data is not given")
-    demos: str | None = option(None, "demonstrations JSONL: the bias is shifted so they score 0 on average "
-                               "(default: the training outputs)")
-    world: str | None = option(None, "toy world: also report the noise ceiling and Spearman with gold")
-    epochs: int = option(1, "passes over the rankings (InstructGPT: 1; more overfits)")
-    batch_size: int = option(16, "rankings per optimizer step (all pairs of a ranking in one batch)")
-    lr: float = option(1e-4, "peak learning rate")
-    weight_decay: float = option(0.0, "AdamW weight decay")
-    warmup_ratio: float = option(0.05, "share of steps spent warming the learning rate up")
-    max_length: int | None = option(None, "tokens per prompt + response (prompt cut on the left, the response on "
-                                    "the right; default 256, or the model's position limit when lower)")
-    grad_clip: float = option(1.0, "gradient norm clipping")
-    log_every: int = option(10, "log every N steps")
-
-    def check(self) -> None:
-        super().check()
-        check_at_least(self, 1, "epochs", "batch_size", "max_length", "log_every")
-        check_positive(self, "lr")
-        if not 0 <= self.eval_fraction < 1:
-            raise UserError("config key 'eval_fraction' must be in [0, 1)")
 
 
 # ------------------------------------------------------------------------------------------- batches
@@ -285,17 +256,6 @@ def normalize_evaluate_save(run: Run, model: ScalarModel, step: int, train: list
 
 
 # ------------------------------------------------------------------------------- rlhf data convert-rm
-
-@dataclass
-class ConvertRMConfig:
-    source: str | None = required("an rlhfkit reward/value model directory of the older layout (backbone + "
-                                  "scalar_head.safetensors)", positional=True)
-    out: str | None = required("directory to write the standard format to (XForSequenceClassification, "
-                               "num_labels=1)", positional=True)
-
-    def check(self) -> None:
-        """Nothing to check without reading files: both fields are paths."""
-
 
 def convert_rm(cfg: ConvertRMConfig) -> None:
     """Rewrite an older rlhfkit RM (or value model) in the standard format (`models/scalar.py`), with the same
