@@ -185,7 +185,7 @@ def test_other_commands_answer_a_binary_file_with_one_line(command, tmp_path, ca
 def _config_classes():
     found = {}
     for name, cmd in COMMANDS.items():
-        found.setdefault(cmd.config, name)
+        found.setdefault(cmd.load_config(), name)
     return sorted(found.items(), key=lambda kv: kv[1])
 
 

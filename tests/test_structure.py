@@ -4,12 +4,16 @@ DAG, imports sit at the top of their module, and each layer imports only the lay
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from rlhfkit.cli import COMMANDS
+from rlhfkit.cli import COMMANDS, main
 from rlhfkit.train.configs import PPOConfig
 from rlhfkit.train.ppo import train_ppo
 
@@ -120,11 +124,75 @@ def test_demo_compare_and_loop_share_pipeline_and_never_import_each_other():
         assert "rlhfkit.pipeline" in GRAPH[module]
         assert not GRAPH[module] & commands, f"{module} imports {GRAPH[module] & commands}"
     importers = {m for m, targets in GRAPH.items() if targets & commands}
-    assert importers == {"rlhfkit.cli"}
+    assert importers == set()  # the CLI names them by string (`COMMANDS`), resolved when one runs
 
 
-def test_cli_names_each_command_by_its_config_and_function():
-    """COMMANDS holds the classes and functions themselves (go-to-definition works), no module strings."""
-    assert COMMANDS["ppo"].config is PPOConfig and COMMANDS["ppo"].function is train_ppo
+HEAVY = ("torch", "transformers", "datasets", "pyarrow", "fastapi", "sqlalchemy", "alembic", "matplotlib",
+         "tensorboard", "accelerate", "peft")
+
+
+def _loaded_after(code: str) -> list[str]:
+    """The heavy top-level packages in `sys.modules` after `code` ran in a fresh interpreter (not timed)."""
+    probe = f"import sys\n{code}\nprint('\\nloaded:', *(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_clean_env(), check=True)
+    return done.stdout.rpartition("loaded:")[2].split()
+
+
+def _clean_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in CLI_ENV}
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
+    return env
+
+
+LABEL_DB = {"sqlalchemy", "alembic"}  # label/db.py, read by the label configs' --db check
+CLI_ENV = ("TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_HUB_OFFLINE", "OMP_WAIT_POLICY")
+
+
+def test_importing_the_cli_imports_no_heavy_library():
+    """`python -X importtime -c "import rlhfkit.cli"`: every module imported, none of them heavy."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import rlhfkit.cli"], capture_output=True,
+                          text=True, env=_clean_env(), check=True)
+    imported = {line.rpartition("|")[2].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "rlhfkit.cli" in imported  # the reader sees the import it measures
+    assert sorted(m for m in imported if m.split(".")[0] in HEAVY) == []
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["label", "--help"], ["label"], ["ppo", "--help"],
+                                  ["eval", "bon", "--help"], ["label", "serve", "--help"], ["loop", "--help"]])
+def test_help_imports_no_heavy_library(argv):
+    """`rlhf --help`, group help and a command's --help read only the light config modules (sqlalchemy: the label
+    configs check a --db URL with `label/db.py`'s `normalize_url`, so `rlhf label CMD --help` and the loop's config
+    load it and alembic; never torch)."""
+    loaded = _loaded_after(f"from rlhfkit.cli import main\nmain({argv!r})")
+    allowed = LABEL_DB if argv in (["label", "serve", "--help"], ["loop", "--help"]) else set()
+    assert sorted(set(loaded) - allowed) == []
+
+
+def test_every_config_loads_without_torch_and_every_command_resolves():
+    """The table names each command's config class and function as strings; each config's module is light, each
+    entry resolves to a dataclass and a function."""
+    loaded = _loaded_after("from rlhfkit.cli import COMMANDS\nfor c in COMMANDS.values(): c.load_config()")
+    assert sorted(set(loaded) - LABEL_DB) == []
+    assert COMMANDS["ppo"].load_config() is PPOConfig and COMMANDS["ppo"].load_function() is train_ppo
     for name, cmd in COMMANDS.items():
-        assert isinstance(cmd.config, type) and callable(cmd.function), name
+        assert dataclasses.is_dataclass(cmd.load_config()) and callable(cmd.load_function()), name
+
+
+def test_the_cli_sets_its_environment_before_any_command_module_imports_torch():
+    """TRANSFORMERS_VERBOSITY, HF_HUB_*, OMP_WAIT_POLICY are read when torch/transformers are first imported: they are
+    set once `rlhfkit.cli` is imported, and torch is not imported yet then."""
+    code = ("import os, sys\nimport rlhfkit.cli\n"
+            f"assert all(k in os.environ for k in {CLI_ENV!r}), os.environ\n"
+            "assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], env=_clean_env(), check=True)
+
+
+def test_group_help_lists_the_group(capsys):
+    """`rlhf label --help` (0) and `rlhf label` alone (2, as bare `rlhf`) list the label commands, not an error."""
+    assert main(["label", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "label serve" in out and "label export" in out and "ppo" not in out
+    assert main(["label"]) == 2
+    assert "label import" in capsys.readouterr().out
+    assert main(["label", "nope"]) == 2
+    assert "unknown command 'label nope'" in capsys.readouterr().err
