@@ -42,7 +42,7 @@ from rlhfkit.eval.stats import mean_std, win_rate
 from rlhfkit.pipeline import runs, split_run, table_rows
 from rlhfkit.recipe_configs import METHODS, PLANS, RL_METHODS, CompareConfig
 from rlhfkit.rewards.functions import load_reward_function
-from rlhfkit.train.common import set_threads
+from rlhfkit.runtime.optim import set_threads
 from rlhfkit.world.build import World
 
 # ------------------------------------------------------------------------------------- across seeds

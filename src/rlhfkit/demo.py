@@ -24,7 +24,7 @@ from rlhfkit.models.loading import pick_device
 from rlhfkit.models.precision import bf16_support, precision_line
 from rlhfkit.pipeline import Judge, Progress, mean, point
 from rlhfkit.recipe_configs import METHODS, PLANS, DemoConfig, MethodSettings, Plan
-from rlhfkit.train.common import set_threads
+from rlhfkit.runtime.optim import set_threads
 from rlhfkit.world.build import World, build_world
 from rlhfkit.world.configs import WorldConfig
 

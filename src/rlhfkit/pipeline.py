@@ -34,8 +34,8 @@ from rlhfkit.eval.rm import labeler_agreement
 from rlhfkit.eval.stats import win_rate
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.recipe_configs import METHODS, RL_METHODS, MethodSettings, Plan, SampleConfig
+from rlhfkit.runtime.directory import prepare_out_dir
 from rlhfkit.sampling import sample_candidates
-from rlhfkit.train.common import prepare_out_dir
 from rlhfkit.train.configs import DPOConfig, PPOConfig, RewardConfig, SFTConfig
 from rlhfkit.train.dpo import train_dpo
 from rlhfkit.train.ppo import train_ppo

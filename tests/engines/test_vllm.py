@@ -15,7 +15,7 @@ from rlhfkit.engines.core import make_engine
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.lora import add_lora
 from rlhfkit.models.scalar import ScalarModel
-from rlhfkit.train.common import make_optimizer
+from rlhfkit.runtime.optim import make_optimizer
 from rlhfkit.train.configs import PPOConfig
 from rlhfkit.train.ppo import advantages, collect, measure, ppo_update
 from rlhfkit.train.ppo_setup import load_models

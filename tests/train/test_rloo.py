@@ -7,7 +7,7 @@ import torch
 
 from rlhfkit.engines.core import HFEngine
 from rlhfkit.losses import rloo_baseline
-from rlhfkit.train.common import make_optimizer
+from rlhfkit.runtime.optim import make_optimizer
 from rlhfkit.train.configs import PPOConfig
 from rlhfkit.train.ppo import advantages, collect, measure, ppo_update
 from rlhfkit.train.ppo_setup import load_models

@@ -1,122 +1,12 @@
-"""What every training loop shares: the run directory, seeding, the optimizer and schedule, batching.
-
-A run directory holds the resolved `config.toml`, a `metrics.jsonl` (one JSON object per logged step)
-and the run's outputs. Inputs are validated before the directory is created, so a bad input leaves
-nothing behind.
-"""
+"""What the trainers share beyond the run helpers (`runtime/`): batching, the held-out split, the finite-loss check."""
 
 from __future__ import annotations
 
 import hashlib
-import math
-import os
-import random
-import shutil
-import sys
-import time
-import tomllib
-from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
-from tqdm.auto import tqdm
 
-from rlhfkit.config import to_toml
-from rlhfkit.data.jsonl import append_jsonl
 from rlhfkit.errors import UserError
-from rlhfkit.runtime.options import DEFAULT_KEEP
-from rlhfkit.storage import write_text_atomic
-from rlhfkit.train.distributed import is_main_process
-
-
-def prepare_out_dir(out: str | os.PathLike, overwrite: bool, resume: bool = False) -> Path:
-    """Check the output directory can be (re)used; does not create it (see RunDir).
-
-    With `resume` a non-empty directory must be a run directory (it has a config.toml). Only the main process
-    checks: in a multi-process run the others may find the directory that process 0 has just made.
-    """
-    out = Path(out)
-    if not is_main_process():
-        return out
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
-    if resume and out.exists() and any(out.iterdir()):
-        if not (out / "config.toml").is_file():
-            raise UserError(f"{out}: cannot resume: not a run directory (no config.toml)")
-        return out
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out}: directory exists and is not empty (pass --overwrite to replace it, or --resume "
-                        "to continue its run)")
-    return out
-
-
-class RunDir:
-    """config.toml + metrics.jsonl (+ TensorBoard) of one run."""
-
-    def __init__(self, out: str | os.PathLike, config, overwrite: bool = False, tensorboard: bool = False, *,
-                 resume: bool = False, main: bool = True):
-        """`resume`: keep the directory of an interrupted run (its config must match, see `check_same_config`);
-        `main`: False in processes other than process 0 of a multi-process run, which write nothing."""
-        self.path, self.main = Path(out), main
-        self.metrics_path = self.path / "metrics.jsonl"
-        self.keep_checkpoints = getattr(config, "keep_checkpoints", DEFAULT_KEEP)  # checked by RunOptions.check()
-        self.start = time.time()
-        self._tb = None
-        if not main:
-            return
-        self.path = prepare_out_dir(out, overwrite, resume)
-        if resume and (self.path / "config.toml").exists():
-            check_same_config(self.path / "config.toml", config)
-        elif self.path.exists() and overwrite:
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.path / "config.toml", to_toml(config))  # a full disk keeps the previous one
-        if tensorboard:
-            self._tb = SummaryWriter(str(self.path / "tensorboard"))
-
-    def log(self, step: int, **metrics) -> dict:
-        record = {"step": step, "time_s": round(time.time() - self.start, 3)}
-        record.update({k: _plain(v) for k, v in metrics.items()})
-        if not self.main:
-            return record
-        append_jsonl(self.metrics_path, record)
-        if self._tb is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step",):
-                    self._tb.add_scalar(key, value, step)
-        return record
-
-    def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-
-
-# Keys that may change between an interrupted run and its --resume (they change no number of the run).
-RESUMABLE_CHANGES = ("out", "overwrite", "resume", "tensorboard", "device", "threads", "checkpoint_every",
-                     "keep_checkpoints")
-
-
-def check_same_config(saved_path: Path, config) -> None:
-    """--resume continues the same run: a changed key (other than bookkeeping) is a user error."""
-    try:
-        saved = tomllib.loads(saved_path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise UserError(f"{saved_path}: cannot resume: unreadable config ({exc})") from None
-    now = tomllib.loads(to_toml(config))
-    changed = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
-    if changed:
-        shown = ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in changed[:3])
-        raise UserError(f"{saved_path.parent}: cannot resume with a different config: {shown} "
-                        "(resume with the flags of the interrupted run)")
-
-
-def _plain(value):
-    if isinstance(value, torch.Tensor):
-        value = value.item()
-    if isinstance(value, float):
-        return round(value, 6) if math.isfinite(value) else str(value)
-    return value
 
 
 def split_by_prompt(records: list[dict], fraction: float, seed: int, salt: str) -> tuple[list[dict], list[dict]]:
@@ -128,43 +18,6 @@ def split_by_prompt(records: list[dict], fraction: float, seed: int, salt: str) 
     train = [r for r in records if not held(key(r))]
     held_out = [r for r in records if held(key(r))]
     return (train, held_out) if train else (records, [])
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def set_threads(threads: int) -> None:
-    if threads > 0:
-        torch.set_num_threads(threads)
-
-
-def make_optimizer(params, lr: float, weight_decay: float = 0.0, eps: float = 1e-8) -> torch.optim.Optimizer:
-    params = [p for p in params if p.requires_grad]
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, eps=eps, betas=(0.9, 0.95))
-
-
-def optimizer_step(optimizer, schedule, parameters, grad_clip: float) -> None:
-    """After the backward pass: clip the gradient norm, step the optimizer and the schedule (None: a constant
-    learning rate, as PPO's), clear the gradients."""
-    torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
-    optimizer.step()
-    if schedule is not None:
-        schedule.step()
-    optimizer.zero_grad(set_to_none=True)
-
-
-def warmup_cosine(optimizer, total_steps: int, warmup_steps: int, final_fraction: float = 0.1):
-    """Linear warm-up, then cosine decay to `final_fraction` of the peak learning rate."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, drop_last: bool = False):
@@ -204,12 +57,6 @@ class EpochBatches:
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.index, self.order = state["epoch"], state["index"], state["order"]
-
-
-def progress(total: int, desc: str):
-    """A tqdm bar on stderr (hidden when stderr is not a terminal, and in processes other than process 0)."""
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None if is_main_process() else True,
-                file=sys.stderr)
 
 
 def check_finite(loss: torch.Tensor, step: int, what: str = "loss") -> None:

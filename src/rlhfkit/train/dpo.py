@@ -34,17 +34,10 @@ from rlhfkit.models.loading import (
     save_dtype,
 )
 from rlhfkit.models.lora import AdaptersOff, add_lora, has_lora, save_model
+from rlhfkit.runtime.optim import make_optimizer, optimizer_step, progress, warmup_cosine
 from rlhfkit.storage import save_pretrained_atomic
 from rlhfkit.train.checkpoint import Checkpoints
-from rlhfkit.train.common import (
-    EpochBatches,
-    check_finite,
-    make_optimizer,
-    optimizer_step,
-    progress,
-    split_by_prompt,
-    warmup_cosine,
-)
+from rlhfkit.train.common import EpochBatches, check_finite, split_by_prompt
 from rlhfkit.train.configs import DPOConfig
 from rlhfkit.train.run import Run, start_run
 

@@ -56,9 +56,10 @@ from rlhfkit.models.loading import (
 from rlhfkit.models.lora import save_model, save_scalar_model
 from rlhfkit.models.policy import response_logprobs, response_values, scored_responses
 from rlhfkit.rewards.combine import RewardBatch, Rewards
+from rlhfkit.runtime.optim import make_optimizer, optimizer_step, progress
 from rlhfkit.storage import save_pretrained_atomic
 from rlhfkit.train.checkpoint import Checkpoints
-from rlhfkit.train.common import check_finite, make_optimizer, optimizer_step, progress, shuffled_batches
+from rlhfkit.train.common import check_finite, shuffled_batches
 from rlhfkit.train.configs import PPOConfig, samples_per_prompt
 from rlhfkit.train.distributed import Parallel
 from rlhfkit.train.ppo_data import PromptStream

@@ -38,16 +38,9 @@ from rlhfkit.models.loading import (
 )
 from rlhfkit.models.lora import add_lora, save_scalar_model
 from rlhfkit.models.scalar import ScalarModel, reading_pad, response_sequences, score_sequences
+from rlhfkit.runtime.optim import make_optimizer, optimizer_step, progress, warmup_cosine
 from rlhfkit.train.checkpoint import Checkpoints
-from rlhfkit.train.common import (
-    EpochBatches,
-    check_finite,
-    make_optimizer,
-    optimizer_step,
-    progress,
-    split_by_prompt,
-    warmup_cosine,
-)
+from rlhfkit.train.common import EpochBatches, check_finite, split_by_prompt
 from rlhfkit.train.configs import ConvertRMConfig, RewardConfig
 from rlhfkit.train.ppo_rewards import world_judge
 from rlhfkit.train.run import Run, start_run

@@ -15,16 +15,9 @@ from rlhfkit.data.formats import read_sft
 from rlhfkit.losses import lm_loss
 from rlhfkit.models.loading import check_lengths, load_causal_lm, load_tokenizer, resolve_length, save_dtype
 from rlhfkit.models.lora import add_lora, save_model
+from rlhfkit.runtime.optim import make_optimizer, optimizer_step, progress, warmup_cosine
 from rlhfkit.train.checkpoint import Checkpoints
-from rlhfkit.train.common import (
-    EpochBatches,
-    check_finite,
-    make_optimizer,
-    optimizer_step,
-    progress,
-    split_by_prompt,
-    warmup_cosine,
-)
+from rlhfkit.train.common import EpochBatches, check_finite, split_by_prompt
 from rlhfkit.train.configs import SFTConfig
 from rlhfkit.train.run import Run, before_seed, start_run
 

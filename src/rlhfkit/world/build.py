@@ -23,7 +23,7 @@ from pathlib import Path
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.data.schemas import demo_record, prompt_record
 from rlhfkit.errors import UserError
-from rlhfkit.train.common import RunDir, prepare_out_dir
+from rlhfkit.runtime.directory import RunDir, prepare_out_dir
 from rlhfkit.world import vocab as V
 from rlhfkit.world.configs import PRESETS, WorldConfig
 from rlhfkit.world.corpus import (
