@@ -38,11 +38,11 @@ from rlhfkit import pipeline as stages
 from rlhfkit.config import to_toml
 from rlhfkit.errors import UserError
 from rlhfkit.eval import report as R
-from rlhfkit.eval.stats import mean_std, win_rate
 from rlhfkit.pipeline import runs, split_run, table_rows
 from rlhfkit.recipe_configs import METHODS, PLANS, RL_METHODS, CompareConfig
 from rlhfkit.rewards.functions import load_reward_function
 from rlhfkit.runtime.optim import set_threads
+from rlhfkit.stats import mean_std, win_rate
 from rlhfkit.world.build import World
 
 # ------------------------------------------------------------------------------------- across seeds

@@ -19,12 +19,12 @@ import numpy as np
 from rlhfkit import pipeline as stages
 from rlhfkit.eval import report as R
 from rlhfkit.eval.policy import load_policy, run_checkpoints
-from rlhfkit.eval.stats import win_rate
 from rlhfkit.models.loading import pick_device
 from rlhfkit.models.precision import bf16_support, precision_line
 from rlhfkit.pipeline import Judge, Progress, mean, point
 from rlhfkit.recipe_configs import METHODS, PLANS, DemoConfig, MethodSettings, Plan
 from rlhfkit.runtime.optim import set_threads
+from rlhfkit.stats import win_rate
 from rlhfkit.world.build import World, build_world
 from rlhfkit.world.configs import WorldConfig
 

@@ -38,8 +38,8 @@ from rlhfkit.data.schemas import candidate_record, ranking_record
 from rlhfkit.errors import UserError, Waiting
 from rlhfkit.eval import report as R
 from rlhfkit.eval.policy import load_policy
-from rlhfkit.eval.stats import win_rate
 from rlhfkit.recipe_configs import PLANS, LoopConfig
+from rlhfkit.stats import win_rate
 from rlhfkit.storage import write_text_atomic
 from rlhfkit.world.build import World, build_world
 from rlhfkit.world.configs import WorldConfig

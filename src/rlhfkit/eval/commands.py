@@ -11,16 +11,21 @@ from rlhfkit.engines.core import make_engine
 from rlhfkit.eval.bon import best_of_n, judge_chosen
 from rlhfkit.eval.configs import EvalBoNConfig, EvalGoldConfig, EvalRMConfig, EvalWinrateConfig, SamplingOptions
 from rlhfkit.eval.policy import load_policy, sample_and_score
-from rlhfkit.eval.rm import gold_measurements, labeler_agreement
-from rlhfkit.eval.stats import mean_and_se, win_rate
 from rlhfkit.models.loading import check_causal_lm, check_model_dir, check_reward_dir, load_tokenizer, position_limit
 from rlhfkit.models.precision import run_in_bf16
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.models.scalar import ScalarModel
+from rlhfkit.rewards.accuracy import (
+    HELDOUT_FILE,
+    gold_measurements,
+    labeler_agreement,
+    pairwise_accuracy,
+    tokenize_groups,
+)
 from rlhfkit.rewards.combine import Rewards
 from rlhfkit.rewards.functions import load_reward_function
 from rlhfkit.rewards.sources import load_judge
-from rlhfkit.train.reward import HELDOUT_FILE, pairwise_accuracy, tokenize_groups
+from rlhfkit.stats import mean_and_se, win_rate
 from rlhfkit.world.build import World
 
 

@@ -12,7 +12,7 @@ import random
 from rlhfkit.data.jsonl import check_writable, read_jsonl, write_jsonl
 from rlhfkit.data.pairs import preference_groups
 from rlhfkit.data.schemas import candidate_record
-from rlhfkit.eval.rm import labeler_agreement
+from rlhfkit.rewards.accuracy import labeler_agreement
 from rlhfkit.world.build import World
 from rlhfkit.world.configs import SimulateConfig
 from rlhfkit.world.tasks import parse_prompt
