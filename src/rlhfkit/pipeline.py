@@ -33,6 +33,7 @@ from rlhfkit.eval.policy import PolicyEval, evaluate_policy, load_policy, run_ch
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.recipe_configs import METHODS, RL_METHODS, MethodSettings, Plan, SampleConfig
 from rlhfkit.rewards.accuracy import labeler_agreement
+from rlhfkit.rewards.sources import WORLD_JUDGE
 from rlhfkit.runtime.directory import prepare_out_dir
 from rlhfkit.sampling import sample_candidates
 from rlhfkit.stats import win_rate
@@ -42,7 +43,7 @@ from rlhfkit.train.ppo import train_ppo
 from rlhfkit.train.reward import train_reward_model
 from rlhfkit.train.sft import train_sft
 from rlhfkit.world.configs import SimulateConfig
-from rlhfkit.world.gold import WORLD_GOLD
+from rlhfkit.world.gold import gold_reward
 from rlhfkit.world.simulate import simulate_labels
 
 # ------------------------------------------------------------------------------------------- presets
@@ -113,7 +114,7 @@ def ppo_config(policy: Path, reward: Path, world, out: Path, *, steps: int, batc
                **options) -> PPOConfig:
     """The config of `rlhf ppo`; `options` are further PPOConfig fields, e.g. advantage="rloo", rloo_k=4 for RLOO."""
     return PPOConfig(policy=str(policy), reference=str(reference) if reference else None,
-                     reward=str(reward) if reward else None, judge=[WORLD_GOLD],
+                     reward=str(reward) if reward else None, judge=[WORLD_JUDGE],
                      prompts=str(world.train_prompts_path), out=str(out), steps=steps,
                      batch_size=batch, minibatch_size=minibatch, lr=lr, kl_coef=kl_coef,
                      max_new_tokens=world.response_limit, save_every=save_every, seed=seed, threads=threads,
@@ -191,11 +192,11 @@ class Judge:
     def measure(self, model, offset: int = 0) -> PolicyEval:
         """`offset` > 0 draws an independent sample (a second SFT sample is what "no difference" looks like)."""
         return evaluate_policy(model, self.sft, self.reward, self.tokenizer, self.prompts, temperature=1.0,
-                               max_new_tokens=self.max_new_tokens, seed=self.seed + offset)
+                               max_new_tokens=self.max_new_tokens, seed=self.seed + offset, gold=gold_reward)
 
     def best_of_n(self, n: int) -> BestOfN:
         return best_of_n(self.sft, self.tokenizer, self.reward, self.prompts, n=n,
-                         max_new_tokens=self.max_new_tokens, seed=self.seed + 1)
+                         max_new_tokens=self.max_new_tokens, seed=self.seed + 1, gold=gold_reward)
 
 
 def point(e: PolicyEval, **where) -> dict:

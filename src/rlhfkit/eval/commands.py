@@ -1,4 +1,7 @@
-"""`rlhf eval ...`: measurements on held-out prompts of the toy world."""
+"""`rlhf eval ...`: measurements on held-out prompts of the toy world, and of a reward model on any labels.
+
+Evaluation never imports the toy world: its gold reward comes as the judge `world:gold` and its directory reader
+as `WORLD`, both loaded by name through the reward functions' loader (`rewards/functions.load_object`)."""
 
 from __future__ import annotations
 
@@ -23,13 +26,20 @@ from rlhfkit.rewards.accuracy import (
     tokenize_groups,
 )
 from rlhfkit.rewards.combine import Rewards
-from rlhfkit.rewards.functions import load_reward_function
-from rlhfkit.rewards.sources import load_judge
+from rlhfkit.rewards.functions import load_object, load_reward_function
+from rlhfkit.rewards.sources import load_judge, world_judge
 from rlhfkit.stats import mean_and_se, win_rate
-from rlhfkit.world.build import World
+
+WORLD = "rlhfkit.world.build:World"  # the toy world's directory: held-out prompts, response limit
 
 
-def heldout(world: World, limit: int | None) -> list[str]:
+def open_world(path: str):
+    """`--world DIR`: the built toy world (one line if DIR is not one), with its gold judge's `reward` as `gold`."""
+    world = load_object(WORLD, "--world")(path)
+    return world, world_judge(path).reward
+
+
+def heldout(world, limit: int | None) -> list[str]:
     prompts = world.prompts("heldout")
     return prompts[:limit] if limit else prompts
 
@@ -44,10 +54,11 @@ def policy_engine(path, cfg: SamplingOptions | EvalBoNConfig, seed: int):
     return model, tokenizer, engine
 
 
-def score_policy(path, world: World, cfg: SamplingOptions, prompts: list[str]):
+def score_policy(path, world, gold, cfg: SamplingOptions, prompts: list[str]):
     model, tokenizer, engine = policy_engine(path, cfg, cfg.seed)
     scored = sample_and_score(model, tokenizer, prompts, temperature=cfg.temperature, top_p=cfg.top_p,
-                              max_new_tokens=cfg.max_new_tokens or world.response_limit, seed=cfg.seed, engine=engine)
+                              max_new_tokens=cfg.max_new_tokens or world.response_limit, seed=cfg.seed, engine=engine,
+                              gold=gold)
     engine.close()
     return scored
 
@@ -62,9 +73,9 @@ def eval_gold(cfg: EvalGoldConfig) -> dict:
     cfg.check()
     if cfg.json_out:
         check_writable(cfg.json_out)
-    world = World(cfg.world)
+    world, gold = open_world(cfg.world)
     check_model_dir(cfg.model)
-    scored = score_policy(cfg.model, world, cfg, heldout(world, cfg.limit))
+    scored = score_policy(cfg.model, world, gold, cfg, heldout(world, cfg.limit))
     mean, se = mean_and_se(scored.totals)
     result = {"model": cfg.model, **scored.summary(), "gold_se": round(se, 4), "by_family": scored.by_family()}
     print(f"gold reward of {cfg.model} on {result['n']} held-out prompts: {mean:.3f} ± {se:.3f}")
@@ -80,12 +91,12 @@ def eval_winrate(cfg: EvalWinrateConfig) -> dict:
     cfg.check()
     if cfg.json_out:
         check_writable(cfg.json_out)
-    world = World(cfg.world)
+    world, gold = open_world(cfg.world)
     check_model_dir(cfg.a)
     check_model_dir(cfg.b)
     prompts = heldout(world, cfg.limit)
-    a = score_policy(cfg.a, world, cfg, prompts)
-    b = score_policy(cfg.b, world, cfg, prompts)
+    a = score_policy(cfg.a, world, gold, cfg, prompts)
+    b = score_policy(cfg.b, world, gold, cfg, prompts)
     result = {"a": cfg.a, "b": cfg.b, **win_rate(a.totals, b.totals, seed=cfg.seed),
               "gold_a": a.summary()["gold"], "gold_b": b.summary()["gold"]}
     print(f"win rate of A over B by gold reward: {result['rate']:.3f} "
@@ -103,7 +114,7 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
     check_model_dir(cfg.rm, "reward model")
     check_reward_dir(cfg.rm)
     groups = preference_groups(*read_preference_records(data, cfg, command="eval rm"))
-    world = World(cfg.world) if cfg.world else None
+    world, gold = open_world(cfg.world) if cfg.world else (None, None)
     tokenizer = load_tokenizer(cfg.rm)  # any reward model with its tokenizer (models/scalar.py)
     model = ScalarModel.from_pretrained(cfg.rm).eval()
     run_in_bf16(cfg.bf16, model)
@@ -112,7 +123,7 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
               "heldout_loss": round(measured["loss"], 4), "n_pairs": measured["n_pairs"],
               "n_rankings": measured["n_rankings"], **labeler_agreement(groups)}
     if world is not None:
-        result |= gold_measurements(model, tokenizer, groups, world.gold)
+        result |= gold_measurements(model, tokenizer, groups, gold)
     print(f"reward model {cfg.rm} on {data}:")
     print(f"  held-out accuracy  {result['heldout_accuracy']:.3f}  ({result['n_pairs']} comparisons, "
           f"{result['n_rankings']} rankings)")
@@ -135,7 +146,7 @@ def eval_bon(cfg: EvalBoNConfig) -> dict:
     cfg.check_rewards()  # not in check(): a config of defaults passes check(), as every command's does
     if cfg.json_out:
         check_writable(cfg.json_out)
-    world = World(cfg.world)
+    world, gold = open_world(cfg.world)
     check_model_dir(cfg.policy)
     check_causal_lm(cfg.policy)
     if cfg.reward:
@@ -154,7 +165,7 @@ def eval_bon(cfg: EvalBoNConfig) -> dict:
     if functions:
         reward = Rewards(reward, cfg.reward_model_weight, functions, tuple(cfg.reward_fn_weights))
     bon = best_of_n(model, tokenizer, reward, heldout(world, cfg.limit), n=cfg.n, temperature=cfg.temperature,
-                    max_new_tokens=cfg.max_new_tokens or world.response_limit, seed=cfg.seed,
+                    max_new_tokens=cfg.max_new_tokens or world.response_limit, seed=cfg.seed, gold=gold,
                     missing_eos_penalty=cfg.missing_eos_penalty, engine=engine)
     engine.close()
     picker = " + ".join(([cfg.reward] if cfg.reward else []) + [f.name for f in functions])

@@ -1,6 +1,6 @@
 """PPO's reward sources and judges (`rlhfkit.rewards`), set up from its config: what r(x, y) is trained on — the
 reward model, reward functions, or their weighted sum — and what is only logged (`--judge`; `--world DIR` is the
-judge `world:gold`). The trainer never imports the toy world: its gold reward is a judge the world registers.
+judge `world:gold`). The trainer never imports the toy world: its gold reward is a judge loaded by name.
 
 Each sampled response carries its dataset row: the fields a reward function receives, and the name an error gives
 ("prompts.jsonl: prompt 17 (id r17)").
@@ -9,16 +9,12 @@ Each sampled response carries its dataset row: the fields a reward function rece
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from rlhfkit.errors import UserError
 from rlhfkit.models.loading import check_model_dir, check_reward_dir
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.rewards.combine import RewardBatch, Rewards
 from rlhfkit.rewards.functions import load_reward_function
-from rlhfkit.rewards.sources import JUDGES, judge_metrics, load_judge
-
-WORLD_JUDGE = "world:gold"  # what --world names: the toy world's gold reward (registered by rlhfkit.world.gold)
+from rlhfkit.rewards.sources import JUDGES, WORLD_JUDGE, judge_metrics, load_judge
 
 
 @dataclass
@@ -49,26 +45,14 @@ def checked_judge_dir(path: str) -> str:
     return path
 
 
-def world_judge(path: str):
-    """`--world DIR`: the toy world's gold reward as the judge the world registers (`world:gold`), checked before
-    any model loads; the trainers never import the world."""
-    if not Path(path).is_dir():
-        raise UserError(f"--world {path}: not a directory")
-    if WORLD_JUDGE not in JUDGES:
-        raise UserError("--world: the toy world's gold judge is not registered (import rlhfkit.world.gold)")
-    return JUDGES[WORLD_JUDGE]
-
-
 def check_reward_sources(cfg) -> list:
     """Every --reward-fn and --judge loads (one line if not), before the run directory exists; returns the
-    registered judges as objects (a worker process may not have imported the package that registered them) and
+    named judges as objects (loaded here once, passed to every process) and
     the other judges as their specs (loaded again in each process: a function from a file does not pickle)."""
     for spec in cfg.reward_fn:
         load_reward_function(spec)
     judges = []
     for spec in judge_specs(cfg):
-        if spec == WORLD_JUDGE and spec not in JUDGES:
-            raise UserError("--world: the toy world's gold judge is not registered (import rlhfkit.world.gold)")
         judge = load_judge(spec, load_model=checked_judge_dir)
         judges.append(judge if spec in JUDGES else spec)
     return judges

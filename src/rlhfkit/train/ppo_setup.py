@@ -26,8 +26,9 @@ from rlhfkit.models.loading import (
 from rlhfkit.models.lora import AdaptersOff, add_lora, copy_head, has_lora
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.models.scalar import ScalarModel
+from rlhfkit.rewards.sources import world_judge
 from rlhfkit.train.ppo_data import PtxBatches, read_ptx
-from rlhfkit.train.ppo_rewards import PromptRows, check_reward_sources, world_judge
+from rlhfkit.train.ppo_rewards import PromptRows, check_reward_sources
 
 
 def load_models(cfg, device):

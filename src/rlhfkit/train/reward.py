@@ -41,11 +41,11 @@ from rlhfkit.rewards.accuracy import (
     pairwise_accuracy,
     tokenize_groups,
 )
+from rlhfkit.rewards.sources import world_judge
 from rlhfkit.runtime.optim import make_optimizer, optimizer_step, progress, warmup_cosine
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import EpochBatches, check_finite, split_by_prompt
 from rlhfkit.train.configs import ConvertRMConfig, RewardConfig
-from rlhfkit.train.ppo_rewards import world_judge
 from rlhfkit.train.run import Run, start_run
 
 # ------------------------------------------------------------------------------------------- batches
