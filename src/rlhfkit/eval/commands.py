@@ -8,13 +8,29 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rlhfkit.data.formats import read_prompts
 from rlhfkit.data.jsonl import check_writable
 from rlhfkit.data.pairs import preference_groups, read_preference_records
 from rlhfkit.engines.core import make_engine
+from rlhfkit.errors import UserError
 from rlhfkit.eval.bon import best_of_n, judge_chosen
-from rlhfkit.eval.configs import EvalBoNConfig, EvalGoldConfig, EvalRMConfig, EvalWinrateConfig, SamplingOptions
+from rlhfkit.eval.configs import (
+    BON_NEW_TOKENS,
+    EvalBoNConfig,
+    EvalGoldConfig,
+    EvalRMConfig,
+    EvalWinrateConfig,
+    SamplingOptions,
+)
 from rlhfkit.eval.policy import load_policy, sample_and_score
-from rlhfkit.models.loading import check_causal_lm, check_model_dir, check_reward_dir, load_tokenizer, position_limit
+from rlhfkit.models.loading import (
+    check_causal_lm,
+    check_model_dir,
+    check_reward_dir,
+    load_tokenizer,
+    pick_device,
+    position_limit,
+)
 from rlhfkit.models.precision import run_in_bf16
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.models.scalar import ScalarModel
@@ -28,6 +44,7 @@ from rlhfkit.rewards.accuracy import (
 from rlhfkit.rewards.combine import Rewards
 from rlhfkit.rewards.functions import load_object, load_reward_function
 from rlhfkit.rewards.sources import load_judge, world_judge
+from rlhfkit.runtime.optim import set_threads
 from rlhfkit.stats import mean_and_se, win_rate
 
 WORLD = "rlhfkit.world.build:World"  # the toy world's directory: held-out prompts, response limit
@@ -44,10 +61,10 @@ def heldout(world, limit: int | None) -> list[str]:
     return prompts[:limit] if limit else prompts
 
 
-def policy_engine(path, cfg: SamplingOptions | EvalBoNConfig, seed: int):
-    """The policy at `path` (under bf16 autocast with --bf16), its tokenizer and the rollout engine that samples it
-    (vllm serves `path` as it is)."""
-    model, tokenizer = load_policy(path)
+def policy_engine(path, cfg: SamplingOptions | EvalBoNConfig, seed: int, device="cpu"):
+    """The policy at `path` on `device` (under bf16 autocast with --bf16), its tokenizer and the rollout engine that
+    samples it (vllm serves `path` as it is)."""
+    model, tokenizer = load_policy(path, device)
     run_in_bf16(cfg.bf16, model)
     engine = make_engine(cfg.rollout_engine, model, tokenizer, max_len=position_limit(model) or 4096, served=path,
                          gpu_memory=cfg.vllm_gpu_memory, seed=seed)
@@ -108,6 +125,8 @@ def eval_winrate(cfg: EvalWinrateConfig) -> dict:
 
 def eval_rm(cfg: EvalRMConfig) -> dict:
     cfg.check()
+    device = pick_device(cfg.device)
+    set_threads(cfg.threads)
     data = cfg.data or str(Path(cfg.rm) / HELDOUT_FILE)
     if cfg.json_out:
         check_writable(cfg.json_out)
@@ -116,7 +135,7 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
     groups = preference_groups(*read_preference_records(data, cfg, command="eval rm"))
     world, gold = open_world(cfg.world) if cfg.world else (None, None)
     tokenizer = load_tokenizer(cfg.rm)  # any reward model with its tokenizer (models/scalar.py)
-    model = ScalarModel.from_pretrained(cfg.rm).eval()
+    model = ScalarModel.from_pretrained(cfg.rm).eval().to(device)
     run_in_bf16(cfg.bf16, model)
     measured = pairwise_accuracy(model, tokenize_groups(tokenizer, groups, 256), tokenizer.pad_token_id)
     result = {"rm": cfg.rm, "data": data, "heldout_accuracy": round(measured["accuracy"], 4),
@@ -144,9 +163,18 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
 def eval_bon(cfg: EvalBoNConfig) -> dict:
     cfg.check()
     cfg.check_rewards()  # not in check(): a config of defaults passes check(), as every command's does
+    if not cfg.world and not cfg.prompts:
+        raise UserError("give --world (its held-out prompts, picks scored by gold too) or --prompts (your prompts, "
+                        "picks scored by the reward alone)")
     if cfg.json_out:
         check_writable(cfg.json_out)
-    world, gold = open_world(cfg.world)
+    device = pick_device(cfg.device)
+    set_threads(cfg.threads)
+    world, gold = open_world(cfg.world) if cfg.world else (None, None)
+    if cfg.prompts:
+        prompts, source = [r["prompt"] for r in read_prompts(cfg.prompts)][:cfg.limit], cfg.prompts
+    else:
+        prompts, source = heldout(world, cfg.limit), "held-out prompts"
     check_model_dir(cfg.policy)
     check_causal_lm(cfg.policy)
     if cfg.reward:
@@ -154,27 +182,27 @@ def eval_bon(cfg: EvalBoNConfig) -> dict:
         check_reward_dir(cfg.reward)
     functions = [load_reward_function(spec) for spec in cfg.reward_fn]
     judges = [load_judge(spec, load_model=lambda path: path) for spec in cfg.judge]  # each loads (one line if not)
-    model, tokenizer, engine = policy_engine(cfg.policy, cfg, cfg.seed)
+    model, tokenizer, engine = policy_engine(cfg.policy, cfg, cfg.seed, device)
 
     def load_rm(path: str) -> RewardModel:  # any RM; its own tokenizer if it has one
-        rm = RewardModel.load(path, tokenizer)
+        rm = RewardModel.load(path, tokenizer, device)
         run_in_bf16(cfg.bf16, rm.model)
         return rm
     judges = [load_judge(spec, load_model=load_rm) for spec in cfg.judge]
     reward = load_rm(cfg.reward) if cfg.reward else None
     if functions:
         reward = Rewards(reward, cfg.reward_model_weight, functions, tuple(cfg.reward_fn_weights))
-    bon = best_of_n(model, tokenizer, reward, heldout(world, cfg.limit), n=cfg.n, temperature=cfg.temperature,
-                    max_new_tokens=cfg.max_new_tokens or world.response_limit, seed=cfg.seed, gold=gold,
-                    missing_eos_penalty=cfg.missing_eos_penalty, engine=engine)
+    limit = cfg.max_new_tokens or (world.response_limit if world is not None else BON_NEW_TOKENS)
+    bon = best_of_n(model, tokenizer, reward, prompts, n=cfg.n, temperature=cfg.temperature, max_new_tokens=limit,
+                    seed=cfg.seed, gold=gold, missing_eos_penalty=cfg.missing_eos_penalty, engine=engine)
     engine.close()
     picker = " + ".join(([cfg.reward] if cfg.reward else []) + [f.name for f in functions])
     result = {"policy": cfg.policy, "reward": cfg.reward, "reward_fn": cfg.reward_fn, "prompts": len(bon.prompts),
               "curve": bon.curve(_powers(cfg.n))}
-    print(f"best-of-n of {cfg.policy} by {picker} on {len(bon.prompts)} held-out prompts:")
-    print("      n   KL_BoN     reward   gold")
+    print(f"best-of-n of {cfg.policy} by {picker} on {len(bon.prompts)} {source}:")
+    print("      n   KL_BoN     reward" + ("   gold" if gold else ""))
     for row in result["curve"]:
-        print(f"  {row['n']:>5}  {row['kl']:>7.3f}  {row['rm']:>9.3f}  {row['gold']:>6.3f}")
+        print(f"  {row['n']:>5}  {row['kl']:>7.3f}  {row['rm']:>9.3f}" + (f"  {row['gold']:>6.3f}" if gold else ""))
     if judges:
         result["judges"] = {}
         for spec, judge in zip(cfg.judge, judges):
