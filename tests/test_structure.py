@@ -172,7 +172,7 @@ def _clean_env() -> dict:
     return env
 
 
-LABEL_DB = {"sqlalchemy", "alembic"}  # label/db.py, read by the label configs' --db check
+LABEL_DB = {"sqlalchemy"}  # label/names.py: the label configs check --db with its URL parser
 CLI_ENV = ("TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_HUB_OFFLINE", "OMP_WAIT_POLICY")
 
 
@@ -189,8 +189,8 @@ def test_importing_the_cli_imports_no_heavy_library():
                                   ["eval", "bon", "--help"], ["label", "serve", "--help"], ["loop", "--help"]])
 def test_help_imports_no_heavy_library(argv):
     """`rlhf --help`, group help and a command's --help read only the light config modules (sqlalchemy: the label
-    configs check a --db URL with `label/db.py`'s `normalize_url`, so `rlhf label CMD --help` and the loop's config
-    load it and alembic; never torch)."""
+    configs check a --db URL with `label/names.py`'s `normalize_url`, so `rlhf label CMD --help` and the loop's
+    config load it; never alembic, the ORM or torch)."""
     loaded = _loaded_after(f"from rlhfkit.cli import main\nmain({argv!r})")
     allowed = LABEL_DB if argv in (["label", "serve", "--help"], ["loop", "--help"]) else set()
     assert sorted(set(loaded) - allowed) == []

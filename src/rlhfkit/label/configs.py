@@ -10,7 +10,7 @@ from rlhfkit.config import option, required
 from rlhfkit.data.options import DataOptions
 from rlhfkit.errors import UserError
 from rlhfkit.label import assign, interop
-from rlhfkit.label.db import MODES, ROLES, normalize_url
+from rlhfkit.label.names import MODES, ROLES, normalize_url
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 

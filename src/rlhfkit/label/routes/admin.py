@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse
 
 from rlhfkit.label.configs import FORMATS, Format
-from rlhfkit.label.db import Role
 from rlhfkit.label.deps import MAX_NAME, AdminUser, SessionCookie, StoreDep, admin_user, form_csrf
+from rlhfkit.label.names import Role
 from rlhfkit.label.responses import jsonl_response
 from rlhfkit.label.stats import project_stats
 from rlhfkit.label.store import MAX_GUIDELINES, AlreadyInvited, Store, Who, digest
