@@ -1,10 +1,11 @@
 """The import graph of `rlhfkit`, read from the source with `ast` (nothing is imported or run).
 
-    python scripts/import_graph.py [SRC]            lines per package, the package graph, module cycles,
-                                                    imports made inside functions
+    python scripts/import_graph.py [SRC]            lines per package, the package graph, package and module
+                                                    cycles, imports made inside functions
     python scripts/import_graph.py --modules [SRC]  every module's imports of other rlhfkit modules
 
-`tests/test_structure.py` uses `module_graph`, `cycles` and `inner_imports` to keep the graph a DAG.
+`tests/test_structure.py` uses `module_graph`, `package_graph`, `cycles` and `inner_imports` to keep both graphs
+DAGs and the packages in their layers.
 """
 
 from __future__ import annotations
@@ -165,8 +166,9 @@ def main(argv: list[str]) -> int:
     print("\npackage imports (package -> packages it imports):")
     for pkg, targets in sorted(package_graph(graph).items()):
         print(f"  {pkg:<10} -> {', '.join(sorted(targets)) or '-'}")
+    print(f"\npackage cycles: {len(cycles(package_graph(graph)))}")
     found = cycles(graph)
-    print(f"\nmodule cycles: {len(found)}")
+    print(f"module cycles: {len(found)}")
     for c in found:
         print("  " + " <-> ".join(m.removeprefix(PACKAGE + ".") for m in c))
     inner = inner_imports(src)

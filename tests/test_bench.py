@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhfkit.bench import ModelShape, dtype_matmul_gflops, model_matmul_shapes
+from rlhfkit.bench import dtype_matmul_gflops, model_matmul_shapes
 from rlhfkit.models.loading import fuse_activations
+from rlhfkit.recipe_configs import ModelShape
 from tests.conftest import run_cli
 
 TINY = ["--layers", "1", "--dim", "16", "--heads", "2", "--vocab", "32", "--json"]

@@ -7,17 +7,12 @@ import typing
 
 import pytest
 
-from rlhfkit.compare import CompareConfig
 from rlhfkit.config import build_config, check_required, required, to_toml
-from rlhfkit.data.pairs import PairsConfig
-from rlhfkit.demo import DemoConfig
+from rlhfkit.data.configs import PairsConfig
 from rlhfkit.errors import UserError
-from rlhfkit.eval.commands import EvalBoNConfig, EvalGoldConfig, EvalWinrateConfig
-from rlhfkit.loop import LoopConfig
-from rlhfkit.pipeline import MethodSettings
-from rlhfkit.sampling import SampleConfig
-from rlhfkit.world.build import WorldConfig
-from rlhfkit.world.simulate import SimulateConfig
+from rlhfkit.eval.configs import EvalBoNConfig, EvalGoldConfig, EvalWinrateConfig
+from rlhfkit.recipe_configs import CompareConfig, DemoConfig, LoopConfig, MethodSettings, SampleConfig
+from rlhfkit.world.configs import SimulateConfig, WorldConfig
 from tests.conftest import run_cli
 
 

@@ -4,9 +4,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from rlhfkit.eval.bon import best_of_n
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
+from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.rewards.combine import Rewards
 from rlhfkit.rewards.functions import load_reward_function
 from tests.conftest import run_cli
@@ -41,3 +43,53 @@ def test_eval_bon_by_the_world_verifier_alone(micro_world, tmp_path, capsys):
     # the judges report on the kept samples: world:gold's mean is the curve's gold at n = 2
     assert result["judges"]["world:gold"]["gold"] == pytest.approx(result["curve"][-1]["gold"], abs=1e-4)
     assert set(result["judges"]["rlhfkit.world.verify:verify"]) == {"judge/rlhfkit.world.verify:verify"}
+
+
+def _reward_dir(tmp_path, policy_dir):
+    """A reward model of the policy's architecture (random head), saved with its tokenizer: the user's own RM."""
+    out = tmp_path / "rm"
+    ScalarModel.from_backbone(policy_dir).save_pretrained(out)
+    load_tokenizer(policy_dir).save_pretrained(out)
+    return out
+
+
+def test_eval_bon_scores_your_own_prompts_with_your_rm_without_a_world(micro_world, tmp_path, capsys):
+    """--prompts instead of --world: the picks are reported by RM reward (no gold: there is none outside the toy
+    world), on the prompts of the file, sampled on --device with --threads as every trainer takes them."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["list three animals .", "name a color ."]))
+    out = tmp_path / "bon.json"
+    code, stdout, err = run_cli(["eval", "bon", "--policy", micro_world / "base", "--prompts", prompts,
+                                 "--reward", _reward_dir(tmp_path, micro_world / "base"), "--n", "2",
+                                 "--max-new-tokens", "6", "--device", "cpu", "--threads", "1", "--json-out", out],
+                                capsys)
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert result["prompts"] == 2 and [row["n"] for row in result["curve"]] == [1, 2]
+    assert all(set(row) == {"n", "kl", "rm"} for row in result["curve"])  # RM reward, no gold column
+    assert "gold" not in stdout and "on 2 " in stdout
+
+
+def test_eval_bon_needs_a_world_or_prompts(micro_world, tmp_path, capsys):
+    code, _, err = run_cli(["eval", "bon", "--policy", micro_world / "base", "--reward-fn",
+                            "rlhfkit.world.verify:verify"], capsys)
+    assert code == 2 and "give --world" in err and "--prompts" in err and err.count("\n") == 1
+
+
+def test_eval_rm_takes_device_and_threads(micro_world, tmp_path, capsys):
+    """`rlhf eval rm --device --threads`, as every trainer (they were refused as unknown arguments)."""
+    data = tmp_path / "rankings.jsonl"
+    data.write_text("".join(json.dumps({"id": str(i), "prompt": "list three animals .", "labeler": "a",
+                                        "completions": ["cat dog owl", "cat"], "ranking": [[0], [1]]}) + "\n"
+                            for i in range(3)))
+    threads = torch.get_num_threads()
+    try:
+        code, stdout, err = run_cli(["eval", "rm", "--rm", _reward_dir(tmp_path, micro_world / "base"), "--data",
+                                     data, "--device", "cpu", "--threads", "1"], capsys)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0, err
+    assert "held-out accuracy" in stdout and "3 comparisons" in stdout
+    code, _, err = run_cli(["eval", "rm", "--rm", tmp_path / "rm", "--data", data, "--device", "cuda:99"], capsys)
+    assert code == 2 and "config key 'device'" in err

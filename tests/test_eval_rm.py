@@ -3,7 +3,7 @@ breakdown of accuracy by the gold component that decides each pair."""
 
 import pytest
 
-from rlhfkit.eval.rm import accuracy_breakdown, deciding_component, labeler_agreement, noise_ceiling
+from rlhfkit.rewards.accuracy import accuracy_breakdown, deciding_component, labeler_agreement, noise_ceiling
 from rlhfkit.world.gold import GoldReward
 
 

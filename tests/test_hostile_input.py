@@ -24,8 +24,8 @@ from rlhfkit.data.pairs import read_preference_records, read_preferences
 from rlhfkit.data.schemas import candidate_record, demo_record, pair_record, prompt_record, ranking_record
 from rlhfkit.errors import UserError
 from rlhfkit.label.commands import read_items
+from rlhfkit.train.configs import SFTConfig
 from rlhfkit.train.ppo_data import ptx_record, read_ptx
-from rlhfkit.train.sft import SFTConfig
 from tests.conftest import run_cli
 
 VALIDATORS = [prompt_record, demo_record, candidate_record, ranking_record, pair_record, ptx_record]
@@ -185,7 +185,7 @@ def test_other_commands_answer_a_binary_file_with_one_line(command, tmp_path, ca
 def _config_classes():
     found = {}
     for name, cmd in COMMANDS.items():
-        found.setdefault(cmd.config, name)
+        found.setdefault(cmd.load_config(), name)
     return sorted(found.items(), key=lambda kv: kv[1])
 
 

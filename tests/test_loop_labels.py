@@ -11,8 +11,9 @@ from rlhfkit.config import to_toml
 from rlhfkit.data.jsonl import write_jsonl
 from rlhfkit.errors import UserError, Waiting
 from rlhfkit.label.answers import parse_answer
-from rlhfkit.loop import LoopConfig, RoundState, check_rerun, redo_from, saved_config
+from rlhfkit.loop import RoundState, check_rerun, redo_from, saved_config
 from rlhfkit.loop_labels import LabelingApp, check_export, file_digest, jsonl_bytes, sha256, wait_for
+from rlhfkit.recipe_configs import LoopConfig
 
 
 def candidates(r: int, n: int = 3, k: int = 3) -> list[dict]:

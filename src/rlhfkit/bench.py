@@ -37,7 +37,7 @@ import resource
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from math import comb
 from pathlib import Path
 
@@ -45,75 +45,23 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from transformers import AutoModelForCausalLM, Qwen2Config
 
-from rlhfkit.config import option
-from rlhfkit.engines import EngineOptions, check_engine, make_engine
+from rlhfkit.engines.core import make_engine
+from rlhfkit.engines.options import check_engine
 from rlhfkit.errors import UserError
 from rlhfkit.models.loading import pick_device
 from rlhfkit.models.precision import bf16_support, warn_if_emulated
 from rlhfkit.models.scalar import ScalarModel
-from rlhfkit.train.common import make_optimizer, seed_everything, set_threads
+from rlhfkit.recipe_configs import BenchMatmulConfig, BenchPPOConfig, BenchTrainConfig, ModelShape
+from rlhfkit.runtime.optim import make_optimizer, seed_everything, set_threads
+from rlhfkit.train.configs import PPOConfig, RewardConfig, SFTConfig
 from rlhfkit.train.distributed import Parallel
-from rlhfkit.train.ppo import PPOConfig, advantages, mean_stats, measure, ppo_update
+from rlhfkit.train.ppo import advantages, mean_stats, measure, ppo_update
 from rlhfkit.train.ppo_setup import load_models
-from rlhfkit.train.reward import RewardConfig, train_reward_model
+from rlhfkit.train.reward import train_reward_model
 from rlhfkit.train.rollout import rollout_metrics
-from rlhfkit.train.sft import SFTConfig, train_sft
+from rlhfkit.train.sft import train_sft
 from rlhfkit.world.pretrain import base_config
 from rlhfkit.world.tokenizer import build_tokenizer
-
-
-@dataclass
-class ModelShape:
-    layers: int = option(4, "transformer layers")
-    dim: int = option(128, "model width d")
-    heads: int = option(4, "attention heads")
-    vocab: int = option(512, "vocabulary size (special tokens included)")
-    arch: str = option("gpt2", "gpt2, or qwen2 (RoPE, grouped KV heads, biases on q/k/v, tied head: Qwen2.5's "
-                       "layout; `bench/gpu_rollout.sh` runs the 0.5B shape)")
-    kv_heads: int = option(0, "qwen2: key/value heads (0: as many as --heads)")
-
-
-@dataclass
-class BenchOptions:
-    seed: int = option(0, "random seed (models, prompts, sampling)")
-    threads: int = option(0, "torch CPU threads (0: leave torch's default)")
-    json: bool = option(False, "print one JSON line instead of a sentence")
-    profile: str | None = option(None, "write a pyinstrument text profile of the timed part to this file")
-
-
-@dataclass
-class BenchPPOConfig(BenchOptions, ModelShape, EngineOptions):
-    prompt: int = option(16, "prompt tokens")
-    resp: int = option(32, "response tokens (every response runs to full length)")
-    batch: int = option(64, "episodes per PPO iteration (one minibatch per batch)")
-    episodes: int = option(256, "timed episodes (a multiple of batch)")
-    epochs: int = option(4, "PPO epochs over each batch")
-    warmup: int = option(1, "untimed PPO iterations before the timed ones")
-    minibatch: int = option(0, "episodes per gradient step (0: the whole batch)")
-    device: str = option("cpu", "cpu, cuda, cuda:N or auto")
-    bf16: bool = option(False, "forward passes under bfloat16 autocast, as `rlhf ppo --bf16` (weights and Adam "
-                               "stay float32)")
-
-
-@dataclass
-class BenchMatmulConfig(BenchOptions, ModelShape):
-    rows: list[int] = option([64, 5120], "token positions per matmul: a decoding step's batch, a training "
-                             "minibatch's batch × sequence length")
-    seconds: float = option(0.5, "timed seconds per dtype and row count (best of 3 such runs)")
-
-
-@dataclass
-class BenchTrainConfig(BenchOptions, ModelShape):
-    prompt: int = option(16, "prompt tokens")
-    completion: int = option(32, "completion tokens (EOS appended)")
-    examples: int = option(1024, "rankings (rm) or demonstrations (sft) in the data set")
-    batch: int = option(32, "rankings (rm) or sequences (sft) per optimizer step")
-    k: int = option(2, "rm: outputs per ranking (2: plain chosen/rejected pairs; K > 2: C(K,2) pairs each)")
-    warmup: int = option(1, "untimed optimizer steps at the start")
-    data: str | None = option(None, "use this JSONL (from `bench/run_all.py`) instead of making random data")
-    model: str | None = option(None, "use this model directory instead of a random GPT-2 of the given shape")
-    bf16: bool = option(False, "train under bfloat16 autocast, as `rlhf rm|sft --bf16`")
-
 
 # ------------------------------------------------------------------------------------ random world
 

@@ -1,23 +1,29 @@
 """The `rlhf` command line.
 
-Each subcommand is one dataclass config (its flags are generated from the fields, see `config.py`) and
-one library function that takes that config; `COMMANDS` names both, so each command's code is one
-go-to-definition away. Every command's module is imported at start-up: `rlhf --help` pays for torch and
-transformers, and the whole dependency graph is visible here (scripts/import_graph.py draws it).
-"""
+Each subcommand is one dataclass config (its flags are generated from the fields, see `config.py`) and one library
+function that takes that config. `COMMANDS` names both as `module:attribute` strings under `rlhfkit`, resolved when
+the command runs: the config's module is light (it imports no torch, transformers, datasets, FastAPI or
+SQLAlchemy), so `rlhf --help`, `rlhf label --help` and `rlhf CMD --help` answer at once; the command's own module,
+and torch with it, is imported only to run it. `tests/test_structure.py` checks that this module imports nothing
+heavy and that every entry resolves.
 
-# ruff: noqa: E402 - the environment below must be set before the command modules import torch and transformers
+Commands of two words form groups (`rlhf label`, `rlhf eval`, ...): `rlhf GROUP` or `rlhf GROUP --help` lists the
+group's commands, as git and TRL do.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 
-# Read when transformers, huggingface_hub and torch's OpenMP runtime are first imported (the command modules
-# below), so they are set first; a value the user exported wins.
+from rlhfkit.config import add_arguments, from_args
+from rlhfkit.errors import EXIT_USER_ERROR, EXIT_WAITING, UserError, Waiting
+
+# Read when transformers, huggingface_hub and torch's OpenMP runtime are first imported (by a command's module, which
+# `main` imports only after this module has run), so they are set first; a value the user exported wins.
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the toolkit never downloads at run time
@@ -25,112 +31,97 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the toolkit never downloads at r
 # workers made PPO about 3x slower in `rlhf bench ppo` (docs/design.md §7).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from rlhfkit.bench import (
-    BenchMatmulConfig,
-    BenchPPOConfig,
-    BenchTrainConfig,
-    bench_matmul,
-    bench_ppo,
-    bench_rm,
-    bench_sft,
-)
-from rlhfkit.compare import CompareConfig, run_compare
-from rlhfkit.config import add_arguments, from_args
-from rlhfkit.data.convert import ConvertConfig, convert
-from rlhfkit.data.pairs import PairsConfig, export_pairs
-from rlhfkit.demo import DemoConfig, run_demo
-from rlhfkit.errors import EXIT_USER_ERROR, EXIT_WAITING, UserError, Waiting
-from rlhfkit.eval.commands import (
-    EvalBoNConfig,
-    EvalGoldConfig,
-    EvalRMConfig,
-    EvalWinrateConfig,
-    eval_bon,
-    eval_gold,
-    eval_rm,
-    eval_winrate,
-)
-from rlhfkit.label.commands import (
-    ExportConfig,
-    ForeignConfig,
-    GuidelinesConfig,
-    ImportConfig,
-    InviteConfig,
-    RevokeConfig,
-    ServeConfig,
-    StatsConfig,
-    export,
-    foreign_convert,
-    guidelines,
-    import_items,
-    invite,
-    revoke,
-    serve,
-    stats,
-)
-from rlhfkit.label.review_commands import GoldConfig, LockConfig, ReviewConfig, gold, lock, review_queue
-from rlhfkit.loop import LoopConfig, run_loop
-from rlhfkit.sampling import SampleConfig, sample_candidates
-from rlhfkit.train.dpo import DPOConfig, train_dpo
-from rlhfkit.train.ppo import PPOConfig, train_ppo
-from rlhfkit.train.reward import ConvertRMConfig, RewardConfig, convert_rm, train_reward_model
-from rlhfkit.train.sft import SFTConfig, train_sft
-from rlhfkit.world.build import WorldConfig, build_world
-from rlhfkit.world.simulate import SimulateConfig, simulate_labels
+PACKAGE = "rlhfkit"
 
 
 @dataclass(frozen=True)
 class Command:
-    config: type
-    function: Callable
+    config: str    # `module:Class` under rlhfkit: the command's config dataclass (a light module)
+    function: str  # `module:function` under rlhfkit: the library function that runs it
     help: str
+
+    def load_config(self) -> type:
+        return resolve(self.config)
+
+    def load_function(self):
+        return resolve(self.function)
+
+
+def resolve(spec: str):
+    """`train.configs:SFTConfig` -> the class `rlhfkit.train.configs.SFTConfig`, its module imported now (the CLI's
+    lazy loader: the one place a module is imported when it is needed rather than at the top of a file)."""
+    module, _, attribute = spec.partition(":")
+    return getattr(importlib.import_module(f"{PACKAGE}.{module}"), attribute)
 
 
 COMMANDS: dict[str, Command] = {
-    "world build": Command(WorldConfig, build_world,
-                           "build the toy world: tokenizer, prompts, demonstrations, base LM"),
-    "sft": Command(SFTConfig, train_sft, "step 1: supervised fine-tuning on prompt/completion demonstrations"),
-    "sample": Command(SampleConfig, sample_candidates,
+    "world build": Command("world.configs:WorldConfig", "world.build:build_world",
+                      "build the toy world: tokenizer, prompts, demonstrations, base LM"),
+    "sft": Command("train.configs:SFTConfig", "train.sft:train_sft",
+                      "step 1: supervised fine-tuning on prompt/completion demonstrations"),
+    "sample": Command("recipe_configs:SampleConfig", "sampling:sample_candidates",
                       "sample K outputs per prompt from one or several policies, for labeling"),
-    "label simulate": Command(SimulateConfig, simulate_labels,
-                              "rank candidates with the toy world's simulated labelers"),
-    "label serve": Command(ServeConfig, serve, "the labeling web app: rankings, A/B comparisons, demonstrations"),
-    "label import": Command(ImportConfig, import_items, "add candidates (or prompts) to a labeling project"),
-    "label invite": Command(InviteConfig, invite, "print an invite link for a labeler or an admin"),
-    "label revoke": Command(RevokeConfig, revoke, "end a person's invite link and sessions (their answers stay)"),
-    "label guidelines": Command(GuidelinesConfig, guidelines, "set a project's instructions for labelers (Markdown)"),
-    "label review": Command(ReviewConfig, review_queue, "the review queue: items most disputed first, every answer"),
-    "label lock": Command(LockConfig, lock, "close a project (or one item) for edits of its answers, or reopen it"),
-    "label gold": Command(GoldConfig, gold, "add gold items (known answers) and set their rate and the QC threshold"),
-    "label export": Command(ExportConfig, export, "write rankings, pairs, demos or raw answers as JSON Lines"),
-    "label stats": Command(StatsConfig, stats, "progress, throughput, agreement and A/B win rates of a project"),
-    "label convert": Command(ForeignConfig, foreign_convert, "rankings from a Label Studio or Argilla 2 export, or "
-                             "rankings JSONL to files those tools import"),
-    "data pairs": Command(PairsConfig, export_pairs,
-                          "turn rankings into every strictly ordered (chosen, rejected) pair"),
-    "data convert": Command(ConvertConfig, convert, "write rankings, pairs or prompts JSONL from any accepted "
-                            "format (TRL's, Parquet, CSV, a datasets folder)"),
-    "data convert-rm": Command(ConvertRMConfig, convert_rm, "rewrite an older rlhfkit reward model (scalar_head."
-                               "safetensors) as a standard XForSequenceClassification with num_labels=1"),
-    "rm": Command(RewardConfig, train_reward_model, "step 2: train a reward model on rankings or pairs"),
-    "dpo": Command(DPOConfig, train_dpo, "DPO: train the policy on rankings directly"),
-    "ppo": Command(PPOConfig, train_ppo, "step 3: PPO against the reward model with a KL penalty to the SFT policy"),
-    "eval gold": Command(EvalGoldConfig, eval_gold,
-                         "mean gold reward (and components) of a policy on held-out prompts"),
-    "eval winrate": Command(EvalWinrateConfig, eval_winrate,
-                            "win rate of policy A over policy B by the gold reward, with a 95% interval"),
-    "eval rm": Command(EvalRMConfig, eval_rm, "reward model: held-out accuracy, noise ceiling, Spearman with gold"),
-    "eval bon": Command(EvalBoNConfig, eval_bon, "best-of-n with the reward model: gold and RM reward against n"),
-    "demo": Command(DemoConfig, run_demo,
-                    "the whole pipeline on the toy world: base -> SFT -> RM -> PPO -> report"),
-    "loop": Command(LoopConfig, run_loop, "the online loop: sample -> label -> retrain RM -> PPO, several rounds"),
-    "compare": Command(CompareConfig, run_compare,
-                       "SFT, best-of-n, DPO, PPO and RLOO on the same SFT model and rankings, judged by gold"),
-    "bench ppo": Command(BenchPPOConfig, bench_ppo, "PPO throughput on random models"),
-    "bench rm": Command(BenchTrainConfig, bench_rm, "reward-model training throughput"),
-    "bench sft": Command(BenchTrainConfig, bench_sft, "SFT throughput on random models"),
-    "bench matmul": Command(BenchMatmulConfig, bench_matmul,
-                            "fp32 and bf16 matmul GFLOP/s at a model's shapes: the ceiling of the benchmarks"),
+    "label simulate": Command("world.configs:SimulateConfig", "world.simulate:simulate_labels",
+                      "rank candidates with the toy world's simulated labelers"),
+    "label serve": Command("label.configs:ServeConfig", "label.commands:serve",
+                      "the labeling web app: rankings, A/B comparisons, demonstrations"),
+    "label import": Command("label.configs:ImportConfig", "label.commands:import_items",
+                      "add candidates (or prompts) to a labeling project"),
+    "label invite": Command("label.configs:InviteConfig", "label.commands:invite",
+                      "print an invite link for a labeler or an admin"),
+    "label revoke": Command("label.configs:RevokeConfig", "label.commands:revoke",
+                      "end a person's invite link and sessions (their answers stay)"),
+    "label guidelines": Command("label.configs:GuidelinesConfig", "label.commands:guidelines",
+                      "set a project's instructions for labelers (Markdown)"),
+    "label review": Command("label.configs:ReviewConfig", "label.review_commands:review_queue",
+                      "the review queue: items most disputed first, every answer"),
+    "label lock": Command("label.configs:LockConfig", "label.review_commands:lock",
+                      "close a project (or one item) for edits of its answers, or reopen it"),
+    "label gold": Command("label.configs:GoldConfig", "label.review_commands:gold",
+                      "add gold items (known answers) and set their rate and the QC threshold"),
+    "label export": Command("label.configs:ExportConfig", "label.commands:export",
+                      "write rankings, pairs, demos or raw answers as JSON Lines"),
+    "label stats": Command("label.configs:StatsConfig", "label.commands:stats",
+                      "progress, throughput, agreement and A/B win rates of a project"),
+    "label convert": Command("label.configs:ForeignConfig", "label.commands:foreign_convert",
+                      "rankings from a Label Studio or Argilla 2 export, or rankings JSONL to files those tools "
+                      "import"),
+    "data pairs": Command("data.configs:PairsConfig", "data.pairs:export_pairs",
+                      "turn rankings into every strictly ordered (chosen, rejected) pair"),
+    "data convert": Command("data.configs:ConvertConfig", "data.convert:convert",
+                      "write rankings, pairs or prompts JSONL from any accepted format (TRL's, Parquet, CSV, a "
+                      "datasets folder)"),
+    "data convert-rm": Command("train.configs:ConvertRMConfig", "train.reward:convert_rm",
+                      "rewrite an older rlhfkit reward model (scalar_head.safetensors) as a standard "
+                      "XForSequenceClassification with num_labels=1"),
+    "rm": Command("train.configs:RewardConfig", "train.reward:train_reward_model",
+                      "step 2: train a reward model on rankings or pairs"),
+    "dpo": Command("train.configs:DPOConfig", "train.dpo:train_dpo",
+                      "DPO: train the policy on rankings directly"),
+    "ppo": Command("train.configs:PPOConfig", "train.ppo:train_ppo",
+                      "step 3: PPO against the reward model with a KL penalty to the SFT policy"),
+    "eval gold": Command("eval.configs:EvalGoldConfig", "eval.commands:eval_gold",
+                      "mean gold reward (and components) of a policy on held-out prompts"),
+    "eval winrate": Command("eval.configs:EvalWinrateConfig", "eval.commands:eval_winrate",
+                      "win rate of policy A over policy B by the gold reward, with a 95% interval"),
+    "eval rm": Command("eval.configs:EvalRMConfig", "eval.commands:eval_rm",
+                      "reward model: held-out accuracy, noise ceiling, Spearman with gold"),
+    "eval bon": Command("eval.configs:EvalBoNConfig", "eval.commands:eval_bon",
+                      "best-of-n with the reward model: gold and RM reward against n"),
+    "demo": Command("recipe_configs:DemoConfig", "demo:run_demo",
+                      "the whole pipeline on the toy world: base -> SFT -> RM -> PPO -> report"),
+    "loop": Command("recipe_configs:LoopConfig", "loop:run_loop",
+                      "the online loop: sample -> label -> retrain RM -> PPO, several rounds"),
+    "compare": Command("recipe_configs:CompareConfig", "compare:run_compare",
+                      "SFT, best-of-n, DPO, PPO and RLOO on the same SFT model and rankings, judged by gold"),
+    "bench ppo": Command("recipe_configs:BenchPPOConfig", "bench:bench_ppo",
+                      "PPO throughput on random models"),
+    "bench rm": Command("recipe_configs:BenchTrainConfig", "bench:bench_rm",
+                      "reward-model training throughput"),
+    "bench sft": Command("recipe_configs:BenchTrainConfig", "bench:bench_sft",
+                      "SFT throughput on random models"),
+    "bench matmul": Command("recipe_configs:BenchMatmulConfig", "bench:bench_matmul",
+                      "fp32 and bf16 matmul GFLOP/s at a model's shapes: the ceiling of the benchmarks"),
 }
 
 
@@ -142,10 +133,25 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USER_ERROR)
 
 
+def groups() -> set[str]:
+    """The first words of the two-word commands: `label`, `eval`, `data`, `bench`, `world`."""
+    return {name.split()[0] for name in COMMANDS if " " in name}
+
+
+def _rows(names: list[str]) -> str:
+    width = max(map(len, names))
+    return "\n".join(f"  {name:<{width}}  {COMMANDS[name].help}" for name in names)
+
+
 def _usage() -> str:
-    width = max(map(len, COMMANDS))
-    rows = "\n".join(f"  {name:<{width}}  {cmd.help}" for name, cmd in sorted(COMMANDS.items()))
-    return f"usage: rlhf COMMAND [options]   (rlhf COMMAND --help for its options)\n\ncommands:\n{rows}\n"
+    return (f"usage: rlhf COMMAND [options]   (rlhf COMMAND --help for its options)\n\ncommands:\n"
+            f"{_rows(sorted(COMMANDS))}\n")
+
+
+def _group_usage(group: str) -> str:
+    names = sorted(name for name in COMMANDS if name.split()[0] == group and " " in name)
+    return (f"usage: rlhf {group} COMMAND [options]   (rlhf {group} COMMAND --help for its options)\n\n"
+            f"commands:\n{_rows(names)}\n")
 
 
 def _find_command(argv: list[str]) -> tuple[str, list[str]] | None:
@@ -162,20 +168,24 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(_usage())
         return 0 if argv else EXIT_USER_ERROR
     found = _find_command(argv)
+    if found is None and argv[0] in groups() and (len(argv) == 1 or argv[1] in ("-h", "--help", "help")):
+        sys.stdout.write(_group_usage(argv[0]))
+        return 0 if len(argv) > 1 else EXIT_USER_ERROR
     if found is None:
         sys.stderr.write(f"rlhf: error: unknown command {' '.join(argv[:2])!r} (see rlhf --help)\n")
         return EXIT_USER_ERROR
     name, rest = found
     cmd = COMMANDS[name]
+    config_class = cmd.load_config()
     parser = _Parser(prog=f"rlhf {name}", description=cmd.help)
-    add_arguments(parser, cmd.config)
+    add_arguments(parser, config_class)
     try:
         args = parser.parse_args(rest)
     except SystemExit as exc:  # --help (0) or a usage error (2, already printed on one line)
         return int(exc.code or 0)
     try:
-        config = from_args(cmd.config, args)
-        cmd.function(config)
+        config = from_args(config_class, args)
+        cmd.load_function()(config)
     except UserError as exc:
         sys.stderr.write(f"rlhf {name}: error: {exc}\n")
         return EXIT_USER_ERROR

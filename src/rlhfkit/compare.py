@@ -30,77 +30,21 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from rlhfkit import pipeline as stages
-from rlhfkit.config import check_at_least, option, required, to_toml
+from rlhfkit.config import to_toml
 from rlhfkit.errors import UserError
 from rlhfkit.eval import report as R
-from rlhfkit.eval.stats import mean_std, win_rate
-from rlhfkit.pipeline import METHODS, PLANS, RL_METHODS, TRAINED_ON, MethodSettings, runs, split_run, table_rows
+from rlhfkit.pipeline import runs, split_run, table_rows
+from rlhfkit.recipe_configs import METHODS, PLANS, RL_METHODS, CompareConfig
 from rlhfkit.rewards.functions import load_reward_function
-from rlhfkit.train.common import set_threads
-from rlhfkit.train.trackers import check_report_to, reporting
+from rlhfkit.runtime.optim import set_threads
+from rlhfkit.runtime.trackers import reporting
+from rlhfkit.stats import mean_std, win_rate
 from rlhfkit.world.build import World
-
-DEFAULTS = MethodSettings()
-
-
-@dataclass
-class CompareConfig:
-    world: str | None = required("built toy world (rlhf world build); its preset sizes the shared stages")
-    out: str | None = required("output directory (report.json, report.html, plots, one folder per seed)")
-    methods: list[str] = option(list(DEFAULTS.methods), "methods, comma-separated, from: sft, bon, dpo, ppo, rloo, "
-                                "grpo")
-    trained_on: list[str] = option(list(DEFAULTS.trained_on), "what PPO, RLOO and GRPO are trained on, "
-                                   "comma-separated: rm (the reward model), fn (--reward-fn), rm+fn (their sum)")
-    reward_fn: list[str] = option(list(DEFAULTS.reward_fn), "reward functions of --trained-on fn and rm+fn "
-                                  "(default: the toy world's verifier)")
-    seeds: list[int] = option([0], "pipeline seeds, comma-separated; several give means and standard deviations")
-    kl_coef: float = option(DEFAULTS.kl_coef, "β of the KL penalty to SFT, for PPO and RLOO")
-    rl_steps: int | None = option(DEFAULTS.rl_steps, "PPO and RLOO iterations (default: the preset's PPO iterations)")
-    rl_lr: float | None = option(DEFAULTS.rl_lr, "PPO and RLOO learning rate (default: the preset's)")
-    rloo_k: int = option(DEFAULTS.rloo_k, "RLOO: samples per prompt (a batch is batch/k prompts x k samples)")
-    group_size: int = option(DEFAULTS.group_size, "GRPO: samples per prompt")
-    dpo_beta: float = option(DEFAULTS.dpo_beta, "β of DPO")
-    dpo_lr: float = option(DEFAULTS.dpo_lr, "DPO learning rate")
-    dpo_epochs: int = option(DEFAULTS.dpo_epochs, "DPO passes over the rankings")
-    bon_n: int = option(DEFAULTS.bon_n, "best-of-n: largest n; its curve runs n = 1 … bon_n and its table row is "
-                        "n = bon_n")
-    curve_points: int = option(DEFAULTS.curve_points, "checkpoints saved along each DPO, PPO and RLOO run for the "
-                               "gold-vs-√KL curve")
-    eval_prompts: int | None = option(None, "held-out prompts evaluated (default: the preset's)")
-    overwrite: bool = option(False, "replace an existing output directory")
-    threads: int = option(DEFAULTS.threads, "torch CPU threads (0: torch's default)")
-    report_to: list[str] = option([], "the trainers it runs also log to these trackers: tensorboard, wandb, "
-                                  "trackio (comma-separated; one tracker run per stage, named by its directory)")
-
-    def check(self) -> None:
-        check_report_to(self.report_to)
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise UserError(f"config key 'methods': unknown or none ({', '.join(unknown)}); "
-                            f"choose from {', '.join(METHODS)}")
-        if not self.seeds:
-            raise UserError("config key 'seeds': give at least one seed")
-        check_at_least(self, 1, "bon_n", "curve_points", "dpo_epochs", "rl_steps")
-        check_at_least(self, 2, "rloo_k", "group_size")
-        if not self.trained_on or set(self.trained_on) - set(TRAINED_ON):
-            raise UserError(f"config key 'trained_on': choose from {', '.join(TRAINED_ON)}")
-        if self.kl_coef < 0:
-            raise UserError("config key 'kl_coef' must be >= 0")
-        if self.eval_prompts is not None and self.eval_prompts < 0:
-            raise UserError("config key 'eval_prompts' must be >= 0 (0: the preset's)")
-
-    def settings(self) -> MethodSettings:
-        """The settings `pipeline.train_method` and `pipeline.evaluate_methods` read."""
-        tuples = ("methods", "trained_on", "reward_fn")
-        shared = {f.name: getattr(self, f.name) for f in fields(MethodSettings) if f.name not in tuples}
-        return MethodSettings(**{k: tuple(getattr(self, k)) for k in tuples}, **shared)
-
 
 # ------------------------------------------------------------------------------------- across seeds
 

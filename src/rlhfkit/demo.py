@@ -12,61 +12,22 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rlhfkit import pipeline as stages
-from rlhfkit.config import check_at_least, option
-from rlhfkit.errors import UserError
 from rlhfkit.eval import report as R
 from rlhfkit.eval.policy import load_policy, run_checkpoints
-from rlhfkit.eval.stats import win_rate
 from rlhfkit.models.loading import pick_device
 from rlhfkit.models.precision import bf16_support, precision_line
-from rlhfkit.pipeline import METHODS, PLANS, Judge, MethodSettings, Plan, Progress, check_preset, mean, point
-from rlhfkit.train.common import set_threads
-from rlhfkit.train.trackers import check_report_to, reporting
-from rlhfkit.world.build import World, WorldConfig, build_world
-
-
-@dataclass
-class DemoConfig:
-    out: str = option("runs/demo", "output directory (report.json, report.html, plots, one folder per seed)")
-    preset: str = option("tiny", "world and pipeline size: micro (tests), tiny (the demo), small")
-    seeds: list[int] = option([0], "pipeline seeds, comma-separated; several give means and standard deviations")
-    world_seed: int = option(0, "seed of the toy world shared by every pipeline seed")
-    world: str | None = option(None, "use this built world directory instead of building OUT/world")
-    arch: str = option("gpt2", "base LM architecture: gpt2 or llama")
-    kl_coef: float = option(0.05, "β of PPO (0: no KL penalty, the over-optimization control)")
-    ppo_steps: int | None = option(None, "override the preset's PPO iterations")
-    methods: list[str] = option([], "also train these on the same SFT model and rankings and add `rlhf compare`'s "
-                                "table to the report (dpo, rloo)")
-    overwrite: bool = option(False, "replace an existing output directory")
-    threads: int = option(0, "torch CPU threads (0: torch's default)")
-    report_to: list[str] = option([], "the trainers it runs also log to these trackers: tensorboard, wandb, "
-                                  "trackio (comma-separated; one tracker run per stage, named by its directory)")
-    bf16: str = option("no", "train SFT, RM and PPO under bfloat16 autocast: yes, no, or auto (where this CPU has "
-                       "native bf16); evaluation stays float32 (README: bf16 on CPUs)")
-
-    def check(self) -> None:
-        check_report_to(self.report_to)
-        check_preset(self.preset)
-        if self.bf16 not in BF16_CHOICES:
-            raise UserError(f"config key 'bf16' must be one of {', '.join(BF16_CHOICES)} (got {self.bf16!r})")
-        if not self.seeds:
-            raise UserError("config key 'seeds': give at least one seed")
-        if self.kl_coef < 0:
-            raise UserError("config key 'kl_coef' must be >= 0")
-        if set(self.methods) - {"dpo", "rloo"}:
-            raise UserError("config key 'methods': the demo adds dpo and/or rloo (rlhf compare runs any method)")
-        if self.threads < 0:
-            raise UserError("config key 'threads' must be >= 0")
-        check_at_least(self, 1, "ppo_steps")
-
-
-BF16_CHOICES = ("auto", "yes", "no")
+from rlhfkit.pipeline import Judge, Progress, mean, point
+from rlhfkit.recipe_configs import METHODS, PLANS, DemoConfig, MethodSettings, Plan
+from rlhfkit.runtime.optim import set_threads
+from rlhfkit.runtime.trackers import reporting
+from rlhfkit.stats import win_rate
+from rlhfkit.world.build import World, build_world
+from rlhfkit.world.configs import WorldConfig
 
 
 def use_bf16(choice: str, native: bool) -> bool:

@@ -27,105 +27,23 @@ import math
 import shutil
 import time
 import tomllib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from rlhfkit import loop_labels as L
 from rlhfkit import pipeline as stages
-from rlhfkit.config import check_at_least, load_toml, option, required, to_toml
+from rlhfkit.config import load_toml, to_toml
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
-from rlhfkit.data.readers import DataOptions
 from rlhfkit.data.schemas import candidate_record, ranking_record
-from rlhfkit.engines import check_engine
 from rlhfkit.errors import UserError, Waiting
 from rlhfkit.eval import report as R
 from rlhfkit.eval.policy import load_policy
-from rlhfkit.eval.stats import win_rate
-from rlhfkit.label.app import DEFAULT_PUBLIC_URL
-from rlhfkit.pipeline import PLANS, check_preset
+from rlhfkit.recipe_configs import PLANS, LoopConfig
+from rlhfkit.runtime.trackers import reporting
+from rlhfkit.stats import win_rate
 from rlhfkit.storage import write_text_atomic
-from rlhfkit.train.trackers import check_report_to, reporting
-from rlhfkit.world.build import World, WorldConfig, build_world
-
-
-@dataclass
-class LoopConfig(DataOptions):
-    out: str | None = required("loop directory (config.toml, one folder per round, report.json, report.html)")
-    rounds: int = option(3, "rounds of sample → label → RM → PPO")
-    world: str | None = option(None, "toy world directory (default: build the preset's world into OUT/world)")
-    preset: str = option("tiny", "world and stage sizes when the loop builds them (micro, tiny, small)")
-    sft: str | None = option(None, "initial policy (default: SFT on the world's demonstrations into OUT/sft)")
-    prompts_per_round: int | None = option(None, "prompts sampled for labeling each round (default: the preset's)")
-    k: int = option(4, "outputs per prompt")
-    temperatures: list[float] = option([0.7, 1.0], "sampling temperatures, comma-separated")
-    labels: str | None = option(None, "where rankings come from: simulated (the toy world's labelers), app (people "
-                                      "in the labeling app: the loop adds each round's items to one project and "
-                                      "waits for them) or files (exports put into --labels-dir); default: "
-                                      "simulated, or files when --labels-dir is given")
-    labels_dir: str | None = option(None, "with --labels files: round r's rankings are LABELS_DIR/round-r.jsonl (an "
-                                    "export of `rlhf label export --format rankings`)")
-    labelers: int = option(5, "simulated labelers in the pool")
-    per_item: int = option(2, "rankings per item, by different labelers (simulated ones, or people: the app "
-                              "project's overlap)")
-    min_coverage: float = option(1.0, "share of a round's items that need --per-item rankings before the loop "
-                                      "trains on them")
-    allow_partial: bool = option(False, "train on an export below --min-coverage instead of refusing it")
-    db: str | None = option(None, "with --labels app: the app's database (default OUT/labels.db; or a "
-                                  "postgresql:// URL)")
-    project: str = option("loop", "with --labels app: the app project that holds every round's items")
-    invite: list[str] = option([], "with --labels app: names of the people to invite, comma-separated (one link "
-                                   "each, for every round)")
-    public_url: str = option(DEFAULT_PUBLIC_URL, "with --labels app: where people reach the app (serve's "
-                                                 "--public-url), for the printed links")
-    wait: bool = option(True, "with --labels app: wait for a round's labels, polling the database (--no-wait: "
-                              "exit with code 3 while a round waits)")
-    poll_seconds: float = option(10.0, "with --labels app: seconds between looks at the database")
-    redo_round: int | None = option(None, "redo round N from its labels on (after its export changed): read them "
-                                          "again and retrain its RM and PPO and every later round's (their "
-                                          "samples and labels stay)")
-    ppo_steps: int | None = option(None, "PPO iterations per round (default: the preset's)")
-    checkpoint_every: int | None = option(None, "PPO checkpoint every N iterations, so a killed loop continues "
-                                                "from it (default: the preset's save_every)")
-    kl_coef: float = option(0.05, "β of the KL penalty to the SFT policy")
-    continue_policy: bool = option(False, "each round's PPO continues from the last round's policy (default: a "
-                                   "fresh PPO run from the SFT policy against each new RM, so rounds differ only "
-                                   "in their reward model's data)")
-    seed: int = option(0, "random seed")
-    threads: int = option(0, "torch CPU threads (0: torch's default)")
-    report_to: list[str] = option([], "the trainers it runs also log to these trackers: tensorboard, wandb, "
-                                  "trackio (comma-separated; one tracker run per stage, named by its directory)")
-    rollout_engine: str = option("hf", "what samples the candidates and PPO's rollouts: hf, hf-static or vllm "
-                                 "(README 'Rollout engines'; the evaluation samples with hf)")
-
-    @property
-    def source(self) -> str:
-        return self.labels or ("files" if self.labels_dir else "simulated")
-
-    def check(self) -> None:
-        check_report_to(self.report_to)
-        check_preset(self.preset)
-        L.check_source(self.source)
-        if self.source == "files" and not self.labels_dir:
-            raise UserError("config key 'labels_dir': --labels files reads the exports from --labels-dir")
-        if self.labels_dir and self.source != "files":
-            raise UserError(f"config key 'labels_dir' is for --labels files, not --labels {self.source}")
-        check_engine(self.rollout_engine)
-        if self.rounds < 1 or self.k < 2:
-            raise UserError("config keys: need rounds >= 1 and k >= 2")
-        if not self.temperatures or any(t <= 0 for t in self.temperatures):
-            raise UserError("config key 'temperatures' must be one or more values > 0")
-        if self.per_item < 1 or (self.source == "simulated" and not 1 <= self.per_item <= self.labelers):
-            raise UserError("config keys: need labelers >= 1 and 1 <= per_item <= labelers")
-        if self.kl_coef < 0:
-            raise UserError("config key 'kl_coef' must be >= 0")
-        if not 0 < self.min_coverage <= 1:
-            raise UserError("config key 'min_coverage' must be above 0 and at most 1")
-        if not self.poll_seconds > 0:
-            raise UserError("config key 'poll_seconds' must be above 0")
-        if self.redo_round is not None and not 1 <= self.redo_round <= self.rounds:
-            raise UserError(f"config key 'redo_round' must be a round from 1 to {self.rounds}")
-        check_at_least(self, 1, "prompts_per_round", "ppo_steps", "checkpoint_every")
-
+from rlhfkit.world.build import World, build_world
+from rlhfkit.world.configs import WorldConfig
 
 # Keys a rerun may change at any time: how the loop runs and waits, not what a round computes.
 RERUN_ANY_TIME = ("rounds", "threads", "wait", "poll_seconds", "min_coverage", "allow_partial", "redo_round",

@@ -30,11 +30,11 @@ from tqdm.auto import tqdm
 
 from rlhfkit.data.jsonl import iter_jsonl, json_type, jsonl_line, write_jsonl
 from rlhfkit.data.schemas import ranking_record
-from rlhfkit.errors import UserError, Waiting, at
-from rlhfkit.label.commands import ServeConfig, open_store, read_items
+from rlhfkit.errors import Waiting, at
+from rlhfkit.label.commands import open_store, read_items
+from rlhfkit.label.configs import ServeConfig
 from rlhfkit.label.export import ranking_records
 
-SOURCES = ("simulated", "files", "app")
 INVITE_SECONDS = 14 * 24 * 3600  # a loop's rounds take days; the links outlive several (`rlhf label invite` renews)
 ADMIN = "admin"                  # the person the loop invites to watch progress and agreement in the app
 
@@ -223,6 +223,3 @@ def _port(url: str) -> int:
         return ServeConfig.port
 
 
-def check_source(source: str) -> None:
-    if source not in SOURCES:
-        raise UserError(f"config key 'labels': expected one of {', '.join(SOURCES)}, got {source!r}")

@@ -28,62 +28,25 @@ import numpy as np
 from rlhfkit.data.formats import read_prompts
 from rlhfkit.data.jsonl import write_jsonl
 from rlhfkit.data.pairs import read_preferences
-from rlhfkit.errors import UserError
 from rlhfkit.eval.bon import BestOfN, best_of_n, bon_kl
 from rlhfkit.eval.policy import PolicyEval, evaluate_policy, load_policy, run_checkpoints
-from rlhfkit.eval.rm import labeler_agreement
-from rlhfkit.eval.stats import win_rate
 from rlhfkit.models.reward_model import RewardModel
-from rlhfkit.sampling import SampleConfig, sample_candidates
-from rlhfkit.train.common import prepare_out_dir
-from rlhfkit.train.dpo import DPOConfig, train_dpo
-from rlhfkit.train.ppo import PPOConfig, train_ppo
-from rlhfkit.train.reward import RewardConfig, train_reward_model
-from rlhfkit.train.sft import SFTConfig, train_sft
-from rlhfkit.world.gold import WORLD_GOLD
-from rlhfkit.world.simulate import SimulateConfig, simulate_labels
-from rlhfkit.world.verify import VERIFIER
+from rlhfkit.recipe_configs import METHODS, RL_METHODS, MethodSettings, Plan, SampleConfig
+from rlhfkit.rewards.accuracy import labeler_agreement
+from rlhfkit.rewards.sources import WORLD_JUDGE
+from rlhfkit.runtime.directory import prepare_out_dir
+from rlhfkit.sampling import sample_candidates
+from rlhfkit.stats import win_rate
+from rlhfkit.train.configs import DPOConfig, PPOConfig, RewardConfig, SFTConfig
+from rlhfkit.train.dpo import train_dpo
+from rlhfkit.train.ppo import train_ppo
+from rlhfkit.train.reward import train_reward_model
+from rlhfkit.train.sft import train_sft
+from rlhfkit.world.configs import SimulateConfig
+from rlhfkit.world.gold import gold_reward
+from rlhfkit.world.simulate import simulate_labels
 
 # ------------------------------------------------------------------------------------------- presets
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How much of each stage a preset runs (sized so the tiny demo takes minutes on 2 CPU cores)."""
-    sft_epochs: int
-    sft_lr: float
-    label_prompts: int        # prompts sampled for labeling (K outputs each)
-    k: int
-    temperatures: tuple[float, ...]
-    labelers: int
-    per_item: int
-    rm_lr: float
-    rm_epochs: int
-    ppo_steps: int
-    ppo_batch: int
-    ppo_minibatch: int
-    ppo_lr: float
-    save_every: int
-    eval_prompts: int         # held-out prompts used for win rates
-    bon_n: int
-
-
-PLANS = {
-    "micro": Plan(sft_epochs=2, sft_lr=2e-3, label_prompts=120, k=4, temperatures=(0.7, 1.0), labelers=5, per_item=2,
-                  rm_lr=3e-4, rm_epochs=1, ppo_steps=4, ppo_batch=16, ppo_minibatch=8, ppo_lr=1e-4, save_every=2,
-                  eval_prompts=64, bon_n=4),
-    "tiny": Plan(sft_epochs=10, sft_lr=2e-3, label_prompts=1500, k=4, temperatures=(0.7, 1.0), labelers=5, per_item=2,
-                 rm_lr=3e-4, rm_epochs=1, ppo_steps=20, ppo_batch=64, ppo_minibatch=32, ppo_lr=1e-4, save_every=5,
-                 eval_prompts=400, bon_n=16),
-    "small": Plan(sft_epochs=5, sft_lr=5e-4, label_prompts=4000, k=4, temperatures=(0.7, 1.0), labelers=5, per_item=2,
-                  rm_lr=1e-4, rm_epochs=1, ppo_steps=300, ppo_batch=64, ppo_minibatch=32, ppo_lr=3e-5, save_every=50,
-                  eval_prompts=1000, bon_n=16),
-}
-
-
-def check_preset(preset: str) -> None:
-    if preset not in PLANS:
-        raise UserError(f"config key 'preset': unknown preset {preset!r} (one of {', '.join(PLANS)})")
 
 
 def fresh_out_dir(out: str | Path, overwrite: bool) -> Path:
@@ -151,7 +114,7 @@ def ppo_config(policy: Path, reward: Path, world, out: Path, *, steps: int, batc
                **options) -> PPOConfig:
     """The config of `rlhf ppo`; `options` are further PPOConfig fields, e.g. advantage="rloo", rloo_k=4 for RLOO."""
     return PPOConfig(policy=str(policy), reference=str(reference) if reference else None,
-                     reward=str(reward) if reward else None, judge=[WORLD_GOLD],
+                     reward=str(reward) if reward else None, judge=[WORLD_JUDGE],
                      prompts=str(world.train_prompts_path), out=str(out), steps=steps,
                      batch_size=batch, minibatch_size=minibatch, lr=lr, kl_coef=kl_coef,
                      max_new_tokens=world.response_limit, save_every=save_every, seed=seed, threads=threads,
@@ -229,11 +192,11 @@ class Judge:
     def measure(self, model, offset: int = 0) -> PolicyEval:
         """`offset` > 0 draws an independent sample (a second SFT sample is what "no difference" looks like)."""
         return evaluate_policy(model, self.sft, self.reward, self.tokenizer, self.prompts, temperature=1.0,
-                               max_new_tokens=self.max_new_tokens, seed=self.seed + offset)
+                               max_new_tokens=self.max_new_tokens, seed=self.seed + offset, gold=gold_reward)
 
     def best_of_n(self, n: int) -> BestOfN:
         return best_of_n(self.sft, self.tokenizer, self.reward, self.prompts, n=n,
-                         max_new_tokens=self.max_new_tokens, seed=self.seed + 1)
+                         max_new_tokens=self.max_new_tokens, seed=self.seed + 1, gold=gold_reward)
 
 
 def point(e: PolicyEval, **where) -> dict:
@@ -247,31 +210,6 @@ def mean(values) -> float:
 
 
 # ------------------------------------------------------------------------- the methods of `rlhf compare`
-
-METHODS = ("sft", "bon", "dpo", "ppo", "rloo", "grpo")
-DEFAULT_METHODS = ("sft", "bon", "dpo", "ppo", "rloo")  # what `rlhf compare` runs unless --methods says
-RL_METHODS = ("ppo", "rloo", "grpo")  # one trainer, `rlhf ppo --advantage gae|rloo|grpo`
-TRAINED_ON = ("rm", "fn", "rm+fn")    # what an RL method's r(x, y) is: the RM, reward functions, their sum
-
-
-@dataclass(frozen=True)
-class MethodSettings:
-    """The settings of the methods of `rlhf compare` (its CompareConfig takes its defaults from here)."""
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    kl_coef: float = 0.05
-    rl_steps: int | None = None
-    rl_lr: float | None = None
-    rloo_k: int = 4
-    group_size: int = 4
-    trained_on: tuple[str, ...] = ("rm",)
-    reward_fn: tuple[str, ...] = (VERIFIER,)
-    dpo_beta: float = 0.1
-    dpo_lr: float = 1e-4
-    dpo_epochs: int = 1
-    bon_n: int = 16
-    curve_points: int = 4
-    threads: int = 0
-
 
 def run_name(method: str, trained_on: str = "rm") -> str:
     """The row (and run directory) of a method trained on a reward source: `ppo`, `ppo-fn`, `ppo-rm+fn`."""

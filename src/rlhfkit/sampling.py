@@ -9,17 +9,13 @@ draws its source at random (seeded), so every prompt compares a mix; each candid
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
-from rlhfkit.config import check_at_least, option, required
 from rlhfkit.data.chat import is_conversation, require_template
 from rlhfkit.data.formats import read_prompts
 from rlhfkit.data.jsonl import check_writable, write_jsonl
-from rlhfkit.data.readers import DataOptions
 from rlhfkit.data.schemas import tools_field
-from rlhfkit.engines import EngineOptions, check_engine, generate_texts, make_engine
-from rlhfkit.errors import UserError
+from rlhfkit.engines.core import generate_texts, make_engine
 from rlhfkit.models.loading import (
     check_lengths,
     check_model_dir,
@@ -28,34 +24,8 @@ from rlhfkit.models.loading import (
     pick_device,
     position_limit,
 )
-from rlhfkit.models.precision import PrecisionOptions, run_in_bf16
-
-
-@dataclass
-class SampleConfig(DataOptions, EngineOptions, PrecisionOptions):
-    models: list[str] = option([], "policy directories, comma-separated (e.g. the current and the initial one)",
-                               required=True)
-    prompts: str | None = required("prompts JSONL (field `prompt`)")
-    out: str | None = required("candidates JSONL to write")
-    k: int = option(4, "outputs per prompt")
-    temperatures: list[float] = option([1.0], "sampling temperatures, comma-separated")
-    top_p: float = option(1.0, "nucleus sampling threshold")
-    max_new_tokens: int = option(32, "response length limit")
-    limit: int | None = option(None, "use only the first N prompts")
-    seed: int = option(0, "random seed (source assignment and sampling)")
-    device: str = option("auto", "cpu, cuda, cuda:N or auto")
-    chat_template: str | None = option(None, "a Jinja chat template file that sets or replaces the models' "
-                                       "tokenizers' (conversational prompts are rendered with it)")
-
-    def check(self) -> None:
-        if self.k < 2:
-            raise UserError("config key 'k' must be at least 2 (labelers compare outputs)")
-        if any(t <= 0 for t in self.temperatures) or not self.temperatures:
-            raise UserError("config key 'temperatures' must be one or more values > 0")
-        if not 0 < self.top_p <= 1:
-            raise UserError("config key 'top_p' must be in (0, 1]")
-        check_at_least(self, 1, "max_new_tokens", "limit")
-        check_engine(self.rollout_engine, self.vllm_gpu_memory)
+from rlhfkit.models.precision import run_in_bf16
+from rlhfkit.recipe_configs import SampleConfig
 
 
 def source_name(model: str, temperature: float) -> str:

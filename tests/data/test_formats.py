@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from rlhfkit.data.formats import read_candidates, read_preferences, read_prompts, read_sft, shared_prefix
+from rlhfkit.data.options import DataOptions
 from rlhfkit.data.pairs import preference_groups
-from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError
 from rlhfkit.train.common import split_by_prompt
 

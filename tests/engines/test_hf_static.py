@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rlhfkit.engines import generate_texts, make_engine
+from rlhfkit.engines.core import generate_texts, make_engine
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 
 PROMPTS = ["list three animals .", "summarize : my name is tom . i live in paris . tl;dr :", "what color is the sky ?",

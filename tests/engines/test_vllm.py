@@ -11,12 +11,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
 
-from rlhfkit.engines import make_engine
+from rlhfkit.engines.core import make_engine
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.lora import add_lora
 from rlhfkit.models.scalar import ScalarModel
-from rlhfkit.train.common import make_optimizer
-from rlhfkit.train.ppo import PPOConfig, advantages, collect, measure, ppo_update
+from rlhfkit.runtime.optim import make_optimizer
+from rlhfkit.train.configs import PPOConfig
+from rlhfkit.train.ppo import advantages, collect, measure, ppo_update
 from rlhfkit.train.ppo_setup import load_models
 from tests.conftest import run_cli
 

@@ -12,7 +12,8 @@ from sqlalchemy import text
 from rlhfkit.cli import main
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.data.schemas import pair_record, ranking_record
-from rlhfkit.label.commands import StatsConfig, open_store, stats
+from rlhfkit.label.commands import open_store, stats
+from rlhfkit.label.configs import StatsConfig
 from rlhfkit.models.loading import load_tokenizer
 from rlhfkit.models.scalar import ScalarModel, score_texts
 from rlhfkit.world.build import World

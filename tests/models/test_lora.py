@@ -9,7 +9,7 @@ import torch
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.lora import DEFAULT_TARGETS, AdaptersOff, add_lora, has_lora, merged_state_dict
 from rlhfkit.models.scalar import ScalarModel
-from rlhfkit.train.ppo import PPOConfig
+from rlhfkit.train.configs import PPOConfig
 from rlhfkit.train.ppo_setup import load_models
 from tests.conftest import run_cli
 from tests.train.test_ppo import _reward_dir

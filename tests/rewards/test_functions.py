@@ -2,11 +2,12 @@
 their weighted sum with a reward model."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 
-import rlhfkit.world.gold  # noqa: F401 - registers the judge world:gold, as the CLI's imports do
 from rlhfkit.errors import UserError
 from rlhfkit.generation import Samples
 from rlhfkit.rewards.combine import RewardBatch, Rewards, completions_of
@@ -95,7 +96,7 @@ def test_conversational_completions_are_assistant_messages():
         [{"role": "assistant", "content": "hello"}], "x"]
 
 
-def test_world_gold_is_a_registered_judge_and_a_function_can_judge_too(rf):
+def test_world_gold_is_a_named_judge_and_a_function_can_judge_too(rf):
     gold = load_judge("world:gold").score(["sort these words : pear apple fig ."], ["apple fig pear"], [True],
                                           [{}], ["row 1"])
     assert gold == {"gold": [2.0], "gold_correctness": [1.0]}
@@ -104,3 +105,17 @@ def test_world_gold_is_a_registered_judge_and_a_function_can_judge_too(rf):
     judged = load_judge("rlhfkit.world.verify:verify").score(["count the words : cat dog owl ."], ["three"], [True],
                                                              [{}], ["row 1"])
     assert judged == {"judge/rlhfkit.world.verify:verify": [1.0]}
+
+
+def test_world_gold_loads_by_name_in_a_process_that_never_imported_the_world():
+    """`world:gold` is resolved through the reward functions' loader when named, not registered as a side effect of
+    importing `rlhfkit.world.gold` (which the lazy CLI no longer does): a fresh interpreter that imported only the
+    judges' module scores with it."""
+    code = ("import sys\nfrom rlhfkit.rewards.sources import load_judge, world_judge\n"
+            "assert 'rlhfkit.world.gold' not in sys.modules\n"
+            "print(load_judge('world:gold').score(['sort these words : pear apple fig .'], ['apple fig pear'], [True], "
+            "[{}], ['row 1']))\n"
+            "print(world_judge('.').reward('sort these words : pear apple fig .', 'apple fig pear').total)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["{'gold': [2.0], 'gold_correctness': [1.0]}", "2.0"]

@@ -15,9 +15,11 @@ import torch
 
 from rlhfkit import storage
 from rlhfkit.errors import UserError
+from rlhfkit.runtime.directory import RunDir
+from rlhfkit.runtime.options import RunOptions
 from rlhfkit.train import sft
 from rlhfkit.train.checkpoint import STATE_FILE, Checkpoints, checkpoint_dirs
-from rlhfkit.train.common import EpochBatches, RunDir, RunOptions
+from rlhfkit.train.common import EpochBatches
 from rlhfkit.train.distributed import Parallel
 from tests.conftest import run_cli
 from tests.small_disk import resize, small_disk

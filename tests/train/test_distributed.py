@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 
 from rlhfkit.generation import next_token
 from rlhfkit.models.scalar import ScalarModel
-from rlhfkit.train.common import RunOptions
+from rlhfkit.runtime.options import RunOptions
 from rlhfkit.train.distributed import DistributedParallel, Parallel
 from tests.conftest import run_cli
 from tests.train.test_ppo import _reward_dir

@@ -12,7 +12,8 @@ import torch
 
 from rlhfkit import losses as L
 from rlhfkit.generation import generate
-from rlhfkit.train.ppo import PPOConfig, advantages, measure, surrogate_loss
+from rlhfkit.train.configs import PPOConfig
+from rlhfkit.train.ppo import advantages, measure, surrogate_loss
 from rlhfkit.train.ppo_setup import load_models
 from tests.conftest import run_cli
 from tests.train.test_ppo import _reward_dir

@@ -8,8 +8,9 @@ from rlhfkit.generation import generate
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.policy import response_logprobs
 from rlhfkit.models.scalar import ScalarModel
-from rlhfkit.train.common import make_optimizer
-from rlhfkit.train.ppo import KLController, PPOConfig, advantages, measure, ppo_update
+from rlhfkit.runtime.optim import make_optimizer
+from rlhfkit.train.configs import PPOConfig
+from rlhfkit.train.ppo import KLController, advantages, measure, ppo_update
 from rlhfkit.train.ppo_data import PtxBatches, read_ptx
 from rlhfkit.train.ppo_setup import load_models
 from tests.conftest import run_cli

@@ -8,7 +8,7 @@ from rlhfkit.data.pairs import pair_weight, preference_groups, ranking_to_pairs,
 from rlhfkit.losses import preference_loss
 from rlhfkit.models.loading import load_tokenizer
 from rlhfkit.models.scalar import ScalarModel, score_texts
-from rlhfkit.train.reward import batch_loss, make_batch, tokenize_groups
+from rlhfkit.rewards.accuracy import batch_loss, make_batch, tokenize_groups
 from tests.conftest import run_cli
 
 

@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-from rlhfkit.engines import HFEngine
+from rlhfkit.engines.core import HFEngine
 from rlhfkit.losses import rloo_baseline
-from rlhfkit.train.common import make_optimizer
-from rlhfkit.train.ppo import PPOConfig, advantages, collect, measure, ppo_update
+from rlhfkit.runtime.optim import make_optimizer
+from rlhfkit.train.configs import PPOConfig
+from rlhfkit.train.ppo import advantages, collect, measure, ppo_update
 from rlhfkit.train.ppo_setup import load_models
 from tests.conftest import run_cli
 from tests.train.test_ppo import PROMPTS, _reward_dir

@@ -18,7 +18,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from wandb.proto.wandb_internal_pb2 import Record
 
-from rlhfkit.train.trackers import TRL_NAMES, reporting, trl_name
+from rlhfkit.runtime.trackers import TRL_NAMES, reporting, trl_name
 from tests.conftest import run_cli
 from tests.train.test_ppo import _reward_dir
 
@@ -154,7 +154,7 @@ def test_an_unknown_tracker_is_one_line_and_exit_2(micro_world, tmp_path, capsys
 
 def test_a_tracker_whose_package_is_missing_is_one_line_and_exit_2(micro_world, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # how Python blocks an import: `import wandb` fails as if absent
-    monkeypatch.delitem(sys.modules, "rlhfkit.train.trackers.wandb", raising=False)
+    monkeypatch.delitem(sys.modules, "rlhfkit.runtime.trackers.wandb", raising=False)
     out = tmp_path / "sft"
     code, _, err = run_cli(["sft", "--model", micro_world / "base", "--data", micro_world / "demos.jsonl",
                             "--out", out, "--report-to", "trackio,wandb"], capsys)
@@ -164,7 +164,7 @@ def test_a_tracker_whose_package_is_missing_is_one_line_and_exit_2(micro_world, 
 
 
 def test_a_trainer_inside_a_composite_command_reports_where_the_command_does(micro_world, tmp_path, capsys):
-    """What `rlhf demo/compare/loop --report-to X` does around the trainers they run (train/trackers `reporting`)."""
+    """What `rlhf demo/compare/loop --report-to X` does around the trainers they run (runtime/trackers `reporting`)."""
     out = tmp_path / "sft"
     with reporting(["tensorboard"]):
         _sft(micro_world, out, capsys)

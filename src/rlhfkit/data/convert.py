@@ -12,28 +12,12 @@ The output is written atomically (a temporary file renamed), so a bad row leaves
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from rlhfkit.config import required
+from rlhfkit.data.configs import ConvertConfig
 from rlhfkit.data.formats import read_format, read_preferences, read_prompts
 from rlhfkit.data.jsonl import check_writable, write_jsonl
 from rlhfkit.data.pairs import rankings_to_pair_records
-from rlhfkit.data.readers import DataOptions
 from rlhfkit.data.schemas import tools_field
 from rlhfkit.errors import UserError
-
-TARGETS = ("rankings", "pairs", "prompts")
-
-
-@dataclass
-class ConvertConfig(DataOptions):
-    data: str | None = required("data file or datasets folder (any accepted format)", positional=True)
-    to: str | None = required("format to write: rankings | pairs | prompts")
-    out: str | None = required("output JSONL")
-
-    def check(self) -> None:
-        if self.to not in TARGETS:
-            raise UserError(f"--to {self.to!r}: expected one of {', '.join(TARGETS)}")
 
 
 def convert(cfg: ConvertConfig) -> int:

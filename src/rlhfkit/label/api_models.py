@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rlhfkit.data.schemas import FLAGS
 from rlhfkit.label.answers import MAX_TEXT, SKIP_REASONS
-from rlhfkit.label.db import Kind, Mode, ReviewAction, Role
 from rlhfkit.label.inputs import DB_INT_MAX, Int, RowId, Text
+from rlhfkit.label.names import Kind, Mode, ReviewAction, Role
 from rlhfkit.label.store import MAX_COMMENT, MAX_GUIDELINES, LeasedItem, Receipt, Who
 
 MAX_TOKEN = 200  # an invite token is 43 characters (secrets.token_urlsafe(32))

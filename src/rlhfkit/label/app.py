@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from rlhfkit.errors import UserError
 from rlhfkit.label.answers import BadAnswer
+from rlhfkit.label.configs import DEFAULT_PUBLIC_URL
 from rlhfkit.label.deps import CSRF_HEADER, Unauthorized
 from rlhfkit.label.inputs import BadInput, writable
 from rlhfkit.label.routes import admin, api, pages, review
@@ -37,7 +38,6 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 # 507 Insufficient Storage (RFC 4918 §11.5): the server cannot store what it needs to finish the request.
 ERROR_STATUS = {Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409, InviteGone: 410, BadAnswer: 422,
                 BadInput: 422, DiskFull: 507}
-DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 NO_STORE = ("/api/", "/task", "/admin", "/invite", "/history")  # pages with tokens or a person's data are never cached
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Literal, get_args
 
 from alembic import command
 from alembic.config import Config
@@ -32,16 +31,12 @@ from sqlalchemy import (
     false,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from rlhfkit.errors import UserError
+from rlhfkit.label.names import normalize_url
 
-Mode = Literal["rank", "pairwise", "demo"]
-Role = Literal["labeler", "admin"]
-Kind = Literal["rank", "pairwise", "demo", "skip"]
-ReviewAction = Literal["accept", "send_back"]
-MODES, ROLES, KINDS, REVIEW_ACTIONS = get_args(Mode), get_args(Role), get_args(Kind), get_args(ReviewAction)
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # writers queue behind each other instead of failing at once
 PG_DISK_FULL = "53100"  # SQLSTATE disk_full (PostgreSQL manual, Appendix A)
 
@@ -229,24 +224,6 @@ class Event(Base):
 
 
 # ---------------------------------------------------------------------------------------------- engine
-
-def normalize_url(db: str) -> str:
-    """`labels.db` -> sqlite:///labels.db; postgresql://... -> postgresql+psycopg://... (psycopg 3)."""
-    db = (db or "").strip()
-    if not db:
-        raise UserError("--db is empty; give a SQLite file (labels.db) or a URL (postgresql://user@host/db)")
-    if "://" not in db:
-        return f"sqlite:///{db}"
-    try:
-        url = make_url(db)
-    except ArgumentError:
-        raise UserError(f"--db {db!r}: not a database URL (e.g. sqlite:///labels.db, postgresql://host/db)") from None
-    if url.drivername in ("postgresql", "postgres"):
-        url = url.set(drivername="postgresql+psycopg")
-    if url.get_backend_name() not in ("sqlite", "postgresql"):
-        raise UserError(f"--db {db!r}: only SQLite and PostgreSQL are supported")
-    return url.render_as_string(hide_password=False)
-
 
 def open_engine(db: str) -> Engine:
     """An engine for `db`; SQLite gets WAL, a busy timeout, full fsync and BEGIN IMMEDIATE transactions."""

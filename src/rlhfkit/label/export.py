@@ -12,15 +12,11 @@ Every rankings/pairs/demos record passes the validators of `rlhfkit.data.schemas
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 from rlhfkit.data.pairs import rankings_to_pair_records
 from rlhfkit.data.schemas import demo_record, pair_record, ranking_record
 from rlhfkit.errors import UserError
 from rlhfkit.label.answers import tiers_to_ranking
-
-Format = Literal["rankings", "pairs", "demos", "raw"]
-FORMATS = get_args(Format)
+from rlhfkit.label.configs import FORMATS
 
 
 def _invalid(message: str) -> UserError:

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
-from rlhfkit.config import option, required
 from rlhfkit.data.formats import RANKINGS, read_format
 from rlhfkit.data.schemas import ranking_record
 from rlhfkit.errors import UserError
 from rlhfkit.label import review
 from rlhfkit.label.commands import open_store
-from rlhfkit.label.db import normalize_url
+from rlhfkit.label.configs import GoldConfig, LockConfig, ReviewConfig
 
 # ---------------------------------------------------------------------------------------------- review
-
-
-@dataclass
-class ReviewConfig:
-    db: str | None = required("database: a SQLite file or a URL")
-    project: str | None = required("project name")
-    limit: int = option(20, "items to print, most disputed first")
-    json: bool = option(False, "print the whole queue as JSON instead")
-
-    def check(self) -> None:
-        normalize_url(self.db)
-        if self.limit < 1:
-            raise UserError(f"--limit must be at least 1, got {self.limit}")
 
 
 def format_queue(items: list[dict], limit: int) -> str:
@@ -60,17 +45,6 @@ def review_queue(cfg: ReviewConfig) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------ lock
 
-@dataclass
-class LockConfig:
-    db: str | None = required("database: a SQLite file or a URL")
-    project: str | None = required("project name")
-    item: str | None = option(None, "lock only this item (its imported id)")
-    unlock: bool = option(False, "open it for edits again")
-
-    def check(self) -> None:
-        normalize_url(self.db)
-
-
 def lock(cfg: LockConfig) -> int:
     cfg.check()
     changed = open_store(cfg.db, migrate=True).lock(cfg.project, cfg.item, unlock=cfg.unlock)
@@ -81,25 +55,6 @@ def lock(cfg: LockConfig) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ gold
-
-@dataclass
-class GoldConfig:
-    file: str | None = option(None, "gold items: a rankings JSONL file (id, prompt, completions, ranking = the known "
-                                    "answer)", positional=True)
-    db: str | None = required("database: a SQLite file or a URL")
-    project: str | None = required("project name (import its items first)")
-    rate: float | None = option(None, "share of each labeler's items that are gold, 0-1 (e.g. 0.1)")
-    threshold: float | None = option(None, "flag labelers whose gold accuracy or agreement is below this, 0-1 "
-                                           "(default 0.7)")
-
-    def check(self) -> None:
-        normalize_url(self.db)
-        if self.file is None and self.rate is None and self.threshold is None:
-            raise UserError("give a gold FILE, --rate or --threshold")
-        for name, value in (("--rate", self.rate), ("--threshold", self.threshold)):
-            if value is not None and not 0 <= value <= 1:
-                raise UserError(f"{name} must be from 0 to 1, got {value}")
-
 
 def read_gold(path: str) -> list[dict]:
     """Gold items: rankings records, each checked (`ranking` covers every completion); ids unique."""

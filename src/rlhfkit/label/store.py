@@ -30,10 +30,6 @@ from rlhfkit.errors import UserError
 from rlhfkit.label import assign
 from rlhfkit.label.answers import Answer, BadAnswer, pairwise_tiers
 from rlhfkit.label.db import (
-    KINDS,
-    MODES,
-    REVIEW_ACTIONS,
-    ROLES,
     AnswerVersion,
     Assignment,
     Candidate,
@@ -50,6 +46,7 @@ from rlhfkit.label.db import (
     is_disk_full,
 )
 from rlhfkit.label.inputs import BadInput, name_key, person_name, unicode_problem
+from rlhfkit.label.names import KINDS, MODES, REVIEW_ACTIONS, ROLES
 
 SESSION_SECONDS = 14 * 24 * 3600
 MAX_GUIDELINES = 100_000  # characters of Markdown

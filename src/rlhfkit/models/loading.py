@@ -19,6 +19,7 @@ from transformers.activations import GELUTanh, NewGELUActivation
 
 from rlhfkit.data.chat import set_chat_template
 from rlhfkit.errors import UserError
+from rlhfkit.models.options import DTYPE_NAMES
 
 ADAPTER_CONFIG = "adapter_config.json"
 # rlhfkit's reward/value layout before issue 17 (backbone + this file); `rlhf data convert-rm` converts it.
@@ -26,7 +27,7 @@ OLD_HEAD_WEIGHTS = "scalar_head.safetensors"
 # Files one of which a tokenizer directory holds (fast: tokenizer.json; slow: its vocabulary).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
                    "sentencepiece.bpe.model", "tekken.json")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}  # float32, bfloat16, float16
 # config.json keys that bound the positions a model can read (None/absent: unlimited, e.g. relative positions).
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
 
@@ -152,11 +153,6 @@ def checkpoint_dtype(path: str | os.PathLike) -> torch.dtype:
 def save_dtype(option: str, path: str | os.PathLike) -> torch.dtype:
     """--dtype: 'auto' keeps the checkpoint's dtype (`checkpoint_dtype`), else float32, bfloat16 or float16."""
     return checkpoint_dtype(path) if option == "auto" else DTYPES[option]
-
-
-def check_dtype_option(value: str) -> None:
-    if value != "auto" and value not in DTYPES:
-        raise UserError(f"config key 'dtype' must be auto, {', '.join(DTYPES)} (got {value!r})")
 
 
 def position_limit(model_or_config) -> int | None:

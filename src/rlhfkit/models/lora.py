@@ -27,23 +27,6 @@ DEFAULT_TARGETS = {
     "gpt2": ["c_attn", "c_proj", "c_fc"],
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
-SAVE_MODES = ("merged", "adapter")
-
-
-def check_lora_options(cfg) -> None:
-    if cfg.lora_r < 0:
-        raise UserError("config key 'lora_r' must be >= 0 (0: full fine-tuning)")
-    if cfg.lora_save not in SAVE_MODES:
-        raise UserError(f"config key 'lora_save': expected merged or adapter, got {cfg.lora_save!r}")
-    if cfg.lora_r and cfg.lora_alpha is not None and cfg.lora_alpha <= 0:
-        raise UserError("config key 'lora_alpha' must be > 0")
-    if cfg.lora_r:
-        try:
-            import peft  # noqa: F401
-        except ImportError:
-            raise UserError("config key 'lora_r': LoRA needs peft (pip install 'rlhfkit[lora]')") from None
-
-
 def add_lora(model: torch.nn.Module, cfg, base_path: str | os.PathLike | None = None) -> torch.nn.Module:
     """`model` with LoRA adapters (a peft model; only the adapters train), or `model` itself when lora_r = 0."""
     if not cfg.lora_r:

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import torch
 
-from rlhfkit.config import option
-
 # set on a model whose forward runs under bf16 autocast (`autocast_model`; trainers: Parallel.autocast)
 AUTOCAST_MARK = "_rlhfkit_autocast"
 
@@ -39,13 +37,6 @@ class BF16Support:
     def precision(self) -> str:
         """The precision a run should use when it may choose (`auto`): bfloat16 only where native."""
         return "bfloat16" if self.native else "float32"
-
-
-@dataclass
-class PrecisionOptions:
-    """--bf16 of the commands that only run models (`rlhf sample`, `rlhf eval ...`); the trainers have their own."""
-    bf16: bool = option(False, "bfloat16 autocast for the models' forward passes: sampling and scoring (GPUs, and "
-                        "CPUs with AVX512-BF16, AMX or Arm BF16); --rollout-engine vllm then serves bf16 weights")
 
 
 def run_in_bf16(bf16: bool, *models: torch.nn.Module) -> None:

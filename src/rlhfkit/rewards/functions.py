@@ -28,10 +28,11 @@ class RewardFunction:
         return f"{Path(module).stem if module.endswith('.py') else module}:{function}"
 
 
-def load_reward_function(spec: str, flag: str = "--reward-fn") -> RewardFunction:
-    """`module:function` (importable) or `file.py:function`; a bad spec is one line naming it."""
-    module_name, sep, function = spec.rpartition(":")
-    if not sep or not module_name or not function:
+def load_object(spec: str, flag: str = "--reward-fn"):
+    """The attribute `spec` names: `module:name` (importable) or `file.py:name`, its module imported now; a bad spec
+    is one line naming it. Reward functions, judges and the toy world's gold are all loaded through here."""
+    module_name, sep, name = spec.rpartition(":")
+    if not sep or not module_name or not name:
         raise UserError(f"{flag} {spec!r}: expected module:function or path/to/file.py:function")
     try:
         if module_name.endswith(".py"):
@@ -53,9 +54,17 @@ def load_reward_function(spec: str, flag: str = "--reward-fn") -> RewardFunction
         raise UserError(f"{flag} {spec!r}: no module named {exc.name!r}") from None
     except Exception as exc:  # the user's module failed while importing
         raise UserError(f"{flag} {spec!r}: importing {module_name} failed: {type(exc).__name__}: {exc}") from None
-    fn = getattr(module, function, None)
+    found = getattr(module, name, None)
+    if found is None:
+        raise UserError(f"{flag} {spec!r}: {module_name} has no function {name!r}")
+    return found
+
+
+def load_reward_function(spec: str, flag: str = "--reward-fn") -> RewardFunction:
+    """`module:function` (importable) or `file.py:function`; a bad spec is one line naming it."""
+    fn = load_object(spec, flag)
     if not callable(fn):
-        raise UserError(f"{flag} {spec!r}: {module_name} has no function {function!r}")
+        raise UserError(f"{flag} {spec!r}: {spec.rpartition(':')[0]} has no function {spec.rpartition(':')[2]!r}")
     return RewardFunction(spec, fn)
 
 

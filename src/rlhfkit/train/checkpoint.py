@@ -38,24 +38,13 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.tensor import DTensor
 
 from rlhfkit.errors import UserError
+from rlhfkit.runtime.options import DEFAULT_KEEP, check_keep
 from rlhfkit.storage import atomic_dir, needed_bytes
 from rlhfkit.train.distributed import whole_tensors
 
 RESUME_DIR = "resume"
 STATE_FILE = "state.pt"
 FORMAT = 1
-# Checkpoints kept (--keep-checkpoints). One, as before the flag existed: the newest is whole by construction
-# (fsynced, then renamed), and each costs the trained weights plus AdamW's two moments, ~3x the model; writing
-# the next one needs room for it beside those kept.
-DEFAULT_KEEP = 1
-
-
-def check_keep(keep: int) -> int:
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise UserError("config key 'keep_checkpoints' must be at least 1")
-    return keep
-
-
 def checkpoint_dirs(out: str | os.PathLike) -> list[Path]:
     """Complete checkpoints of a run directory, oldest first (temporary directories are not complete)."""
     root = Path(out) / RESUME_DIR

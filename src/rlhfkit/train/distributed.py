@@ -64,11 +64,6 @@ def should_launch(cfg) -> bool:
     return cfg.num_processes > 1 and "WORLD_SIZE" not in os.environ
 
 
-def is_main_process() -> bool:
-    """Process 0 of a multi-process run, or the only process."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 # ------------------------------------------------------------------------------------------ launching
 
 def launch(fn, cfg, *args):

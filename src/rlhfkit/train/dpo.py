@@ -22,11 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhfkit.config import check_at_least, check_positive, option, required
 from rlhfkit.data.chat import Truncation, completion_ids, is_conversation, prompt_ids, require_template, stop_ids
 from rlhfkit.data.collate import pad_rankings, pad_right
-from rlhfkit.data.pairs import check_loss, check_tiers, pair_weight, preference_groups, read_preference_records
-from rlhfkit.data.readers import DataOptions
+from rlhfkit.data.pairs import check_tiers, pair_weight, preference_groups, read_preference_records
 from rlhfkit.errors import UserError
 from rlhfkit.losses import dpo_loss, dpo_margin, dpo_plackett_luce_loss, masked_sum, token_logprobs
 from rlhfkit.models.loading import (
@@ -38,53 +36,12 @@ from rlhfkit.models.loading import (
     save_dtype,
 )
 from rlhfkit.models.lora import AdaptersOff, add_lora, has_lora, save_model
+from rlhfkit.runtime.optim import make_optimizer, optimizer_step, progress, warmup_cosine
 from rlhfkit.storage import save_pretrained_atomic
 from rlhfkit.train.checkpoint import Checkpoints
-from rlhfkit.train.common import (
-    EpochBatches,
-    RunOptions,
-    check_finite,
-    make_optimizer,
-    optimizer_step,
-    progress,
-    split_by_prompt,
-    warmup_cosine,
-)
+from rlhfkit.train.common import EpochBatches, check_finite, split_by_prompt
+from rlhfkit.train.configs import DPOConfig
 from rlhfkit.train.run import Run, start_run
-
-
-@dataclass
-class DPOConfig(RunOptions, DataOptions):
-    policy: str | None = required("SFT policy directory: the DPO start and the frozen reference π_ref")
-    data: str | None = required("rankings or pairs JSONL (docs/design.md §2)")
-    eval_data: str | None = option(None, "held-out rankings/pairs (default: hold out eval_fraction of prompts)")
-    eval_fraction: float = option(0.1, "share of distinct prompts held out when eval_data is not given")
-    beta: float = option(0.1, "β: scale of the implicit reward, the strength of the KL constraint (paper: 0.1)")
-    epochs: int = option(1, "passes over the rankings")
-    batch_size: int = option(16, "rankings per optimizer step (all pairs of a ranking in one batch)")
-    lr: float = option(1e-4, "peak learning rate (toy-world scale; Rafailov et al. use 1e-6 on large models)")
-    weight_decay: float = option(0.0, "AdamW weight decay")
-    warmup_ratio: float = option(0.1, "share of steps spent warming the learning rate up")
-    max_length: int | None = option(None, "tokens per prompt + response (prompt cut on the left first; default "
-                                    "256, or the model's position limit when lower)")
-    grad_clip: float = option(1.0, "gradient norm clipping")
-    log_every: int = option(10, "log every N steps")
-    save_every: int = option(0, "save a checkpoint every N steps into OUT/checkpoints (0: only the final policy)")
-    # K-wise rankings (issue 34)
-    loss: str = option("pairwise", "pairwise: DPO on the C(K,2) pairs of each ranking, weighted 1/C(K,2); "
-                       "plackett-luce: DPO's listwise form, each ranking's Plackett–Luce likelihood over its tiers")
-
-    def check(self) -> None:
-        super().check()
-        check_at_least(self, 1, "epochs", "batch_size", "max_length", "log_every")
-        check_positive(self, "lr")
-        check_at_least(self, 0, "save_every")
-        if not 0 <= self.eval_fraction < 1:
-            raise UserError("config key 'eval_fraction' must be in [0, 1)")
-        if not self.beta > 0:
-            raise UserError("config key 'beta' must be positive")
-        check_loss(self.loss)
-
 
 # ------------------------------------------------------------------------------------------- batches
 

@@ -42,18 +42,13 @@ are token means (minimum, maximum) over the global minibatch.
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from rlhfkit import losses as L
-from rlhfkit.config import check_at_least, check_positive, option, required
-from rlhfkit.data.readers import DataOptions
-from rlhfkit.engines import EngineOptions, check_engine, make_engine
-from rlhfkit.errors import UserError
+from rlhfkit.engines.core import make_engine
 from rlhfkit.generation import Samples, encode_prompts, without_autograd
 from rlhfkit.models.loading import (
     save_dtype,
@@ -61,125 +56,17 @@ from rlhfkit.models.loading import (
 from rlhfkit.models.lora import save_model, save_scalar_model
 from rlhfkit.models.policy import response_logprobs, response_values, scored_responses
 from rlhfkit.rewards.combine import RewardBatch, Rewards
+from rlhfkit.runtime.optim import make_optimizer, optimizer_step, progress
 from rlhfkit.storage import save_pretrained_atomic
 from rlhfkit.train.checkpoint import Checkpoints
-from rlhfkit.train.common import RunOptions, check_finite, make_optimizer, optimizer_step, progress, shuffled_batches
+from rlhfkit.train.common import check_finite, shuffled_batches
+from rlhfkit.train.configs import PPOConfig, samples_per_prompt
 from rlhfkit.train.distributed import Parallel
 from rlhfkit.train.ppo_data import PromptStream
-from rlhfkit.train.ppo_rewards import (
-    RewardOptions,
-    judges_record,
-    load_reward_model,
-    make_judges,
-    make_rewards,
-)
+from rlhfkit.train.ppo_rewards import judges_record, load_reward_model, make_judges, make_rewards
 from rlhfkit.train.ppo_setup import load, read_inputs
 from rlhfkit.train.rollout import Rollout, gather_rollout, pad_responses, rollout_metrics
 from rlhfkit.train.run import Run, start_run
-
-ADVANTAGES = ("gae", "rloo", "grpo")
-LOSS_TYPES = ("bnpo", "grpo", "dr_grpo")   # TRL's GRPOConfig.loss_type names (losses.aggregate_loss)
-SCALE_REWARDS = ("group", "batch", "none")  # TRL's GRPOConfig.scale_rewards
-KL_IN = ("reward", "loss")
-
-
-@dataclass
-class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
-    policy: str | None = required("SFT policy directory: the PPO start and the frozen reference")
-    reference: str | None = option(None, "frozen reference of the KL penalty (default: --policy; the online loop "
-                                   "starts from the last round's policy and keeps the SFT one here)")
-    judge: list[str] = option([], "judges, comma-separated, logged but never trained on: a reward model directory, "
-                              "a reward function, or a registered name (world:gold)")
-    prompts: str | None = required("prompts JSONL (field `prompt`)")
-    value_model: str | None = option(None, "value model start (default: the reward model, as InstructGPT)")
-    world: str | None = option(None, "toy world: also log its gold reward (the judge world:gold; never trained on)")
-    steps: int = option(100, "PPO iterations (one batch of rollouts each)")
-    batch_size: int = option(64, "episodes (prompts) per iteration")
-    minibatch_size: int = option(32, "episodes per gradient step")
-    ppo_epochs: int = option(4, "passes over each batch of rollouts")
-    lr: float = option(3e-5, "learning rate of policy and value model (toy-world scale)")
-    adam_eps: float = option(1e-5, "Adam epsilon")
-    grad_clip: float = option(1.0, "gradient norm clipping")
-    kl_coef: float = option(0.05, "β: weight of the per-token KL penalty to the SFT policy")
-    adaptive_kl_target: float | None = option(None, "adaptive KL controller: the KL per episode β is steered to "
-                                              "(Ziegler et al. 2019; not early stopping: every epoch runs)")
-    kl_horizon: int = option(10000, "adaptive KL controller: horizon in episodes")
-    clip_range: float = option(0.2, "ε of PPO-Clip")
-    clip_range_value: float = option(0.2, "clip range of the value regression around the old values")
-    vf_coef: float = option(0.1, "weight of the value loss")
-    gamma: float = option(1.0, "discount γ")
-    lam: float = option(0.95, "GAE λ")
-    advantage: str = option("gae", "advantage estimator: gae (PPO with a value model), rloo (REINFORCE "
-                            "leave-one-out, no value model; Ahmadian et al. 2024) or grpo (group-normalized reward, "
-                            "no value model; Shao et al. 2024)")
-    rloo_k: int = option(4, "RLOO: samples per prompt (a batch is batch_size/k prompts x k samples)")
-    group_size: int = option(4, "GRPO: samples per prompt (TRL's num_generations)")
-    scale_rewards: str = option("group", "GRPO: divide by the std of the group (the paper), of the batch, or none "
-                                "(Dr. GRPO, Liu et al. 2025)")
-    loss_type: str | None = option(None, "how token losses are averaged: bnpo (token mean over the minibatch), "
-                                   "grpo (per response, then over responses; Shao et al.) or dr_grpo (a constant "
-                                   "normalizer, Liu et al. 2025); default grpo for GRPO, bnpo otherwise")
-    kl_in: str | None = option(None, "where the KL to the reference goes: reward (−β·log ratio per token, as "
-                               "InstructGPT) or loss (β·k3 in the loss, as GRPO); default loss for GRPO, else reward")
-    whiten_rewards: bool = option(False, "whiten per-token rewards before GAE")
-    temperature: float = option(1.0, "sampling temperature; log-probs are scored with the same logits / T")
-    max_new_tokens: int = option(32, "response length limit")
-    max_prompt_length: int | None = option(None, "prompt tokens kept (from the right, a leading BOS kept; default "
-                                           "128, or what the model's positions leave after max_new_tokens)")
-    missing_eos_penalty: float | None = option(-1.0, "terminal reward of a response with no EOS (none: the RM's)")
-    ptx_data: str | None = option(None, "PPO-ptx: JSONL of pretraining text (`text`) or demonstrations")
-    ptx_coef: float = option(0.0, "PPO-ptx: γ, weight of the LM loss on ptx data (InstructGPT: 27.8)")
-    ptx_batch_size: int = option(16, "PPO-ptx: sequences per gradient step")
-    value_warmup: int = option(0, "first N iterations fit only the value model; the policy waits for a value "
-                               "model whose advantages are not noise (OpenRLHF's freezing_actor_steps)")
-    save_every: int = option(0, "save a checkpoint every N iterations (0: only the final policy)")
-    log_every: int = option(1, "log every N iterations")
-
-    def check(self) -> None:
-        super().check()
-        check_at_least(self, 1, "steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens",
-                       "max_prompt_length", "ptx_batch_size", "kl_horizon", "log_every")
-        check_at_least(self, 0, "value_warmup", "save_every")
-        check_positive(self, "lr", "adam_eps")
-        if self.minibatch_size > self.batch_size:
-            raise UserError("config key 'minibatch_size' must not exceed 'batch_size'")
-        if self.temperature <= 0:
-            raise UserError("config key 'temperature' must be > 0 (PPO scores samples with logits / T)")
-        if self.adaptive_kl_target is not None and self.adaptive_kl_target <= 0:
-            raise UserError("config key 'adaptive_kl_target' must be > 0")
-        if self.ptx_coef > 0 and not self.ptx_data:
-            raise UserError("config key 'ptx_coef' > 0 needs --ptx-data")
-        if self.advantage not in ADVANTAGES:
-            raise UserError(f"config key 'advantage': unknown estimator {self.advantage!r} ({', '.join(ADVANTAGES)})")
-        for key, allowed in (("loss_type", LOSS_TYPES), ("scale_rewards", SCALE_REWARDS), ("kl_in", KL_IN)):
-            if getattr(self, key) not in (None, *allowed):
-                raise UserError(f"config key '{key}': {getattr(self, key)!r} is not one of {', '.join(allowed)}")
-        self.check_rewards()
-        if self.advantage == "gae" and not (self.reward or self.value_model):
-            raise UserError("config key 'value_model': PPO with GAE needs a value model start (--value-model, or "
-                            "--reward: the value model starts from the reward model)")
-        if self.advantage != "gae":
-            name, key = ("RLOO", "rloo_k") if self.advantage == "rloo" else ("GRPO", "group_size")
-            k = samples_per_prompt(self)
-            if k < 2 or self.batch_size % k:
-                raise UserError(f"config key '{key}' must be at least 2 and divide 'batch_size' ({name} compares "
-                                f"k >= 2 samples of each prompt in the batch)")
-            if self.value_model:
-                raise UserError(f"config key 'value_model': {name} has no value model (drop --value-model)")
-            if self.value_warmup:
-                raise UserError(f"config key 'value_warmup': {name} has no value model to warm up")
-        # With N processes each generates batch_size/N episodes and updates on minibatch_size/N of each minibatch.
-        n = self.num_processes
-        if n > 1 and ((self.batch_size // samples_per_prompt(self)) % n or self.minibatch_size % n):
-            raise UserError(f"config keys 'batch_size' (in prompts) and 'minibatch_size' must be multiples of "
-                            f"--num-processes {n}")
-        check_engine(self.rollout_engine, self.vllm_gpu_memory)
-        if max(n, int(os.environ.get("WORLD_SIZE", "1"))) > 1 and self.rollout_engine == "vllm":
-            raise UserError("--rollout-engine vllm runs with one process (--num-processes 1): with several, each "
-                            "would hold its own vLLM copy of the policy, not supported yet")
-        if n > 1 and self.value_warmup:
-            raise UserError("config key 'value_warmup' is not supported with several processes (DDP needs every "
-                            "trained parameter in every backward pass)")
 
 
 class KLController:
@@ -337,11 +224,6 @@ def loss_type(cfg: PPOConfig) -> str:
 def kl_in_loss(cfg: PPOConfig) -> bool:
     """--kl-in, by default the estimator's paper's: a loss term for GRPO, a per-token reward for PPO and RLOO."""
     return (cfg.kl_in or ("loss" if cfg.advantage == "grpo" else "reward")) == "loss"
-
-
-def samples_per_prompt(cfg: PPOConfig) -> int:
-    """Responses drawn per prompt in one batch: k for RLOO's leave-one-out baseline and GRPO's group, else 1."""
-    return {"rloo": cfg.rloo_k, "grpo": cfg.group_size}.get(cfg.advantage, 1)
 
 
 def train_ppo(cfg: PPOConfig) -> dict:

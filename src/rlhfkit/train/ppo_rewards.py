@@ -1,6 +1,6 @@
 """PPO's reward sources and judges (`rlhfkit.rewards`), set up from its config: what r(x, y) is trained on — the
 reward model, reward functions, or their weighted sum — and what is only logged (`--judge`; `--world DIR` is the
-judge `world:gold`). The trainer never imports the toy world: its gold reward is a judge the world registers.
+judge `world:gold`). The trainer never imports the toy world: its gold reward is a judge loaded by name.
 
 Each sampled response carries its dataset row: the fields a reward function receives, and the name an error gives
 ("prompts.jsonl: prompt 17 (id r17)").
@@ -9,37 +9,12 @@ Each sampled response carries its dataset row: the fields a reward function rece
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from rlhfkit.config import option
-from rlhfkit.errors import UserError
 from rlhfkit.models.loading import check_model_dir, check_reward_dir
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.rewards.combine import RewardBatch, Rewards
 from rlhfkit.rewards.functions import load_reward_function
-from rlhfkit.rewards.sources import JUDGES, judge_metrics, load_judge
-
-WORLD_JUDGE = "world:gold"  # what --world names: the toy world's gold reward (registered by rlhfkit.world.gold)
-
-
-@dataclass
-class RewardOptions:
-    """What responses are scored by (`rlhf ppo`, `rlhf eval bon`): a reward model, reward functions, or their
-    weighted sum r = w_RM · r_RM + Σ_j w_j · f_j (`rewards/combine.py`)."""
-    reward: str | None = option(None, "reward model directory (`rlhf rm`, or any sequence classifier with one "
-                                "label); with --reward-fn the two are summed")
-    reward_fn: list[str] = option([], "reward functions, comma-separated: module:function or file.py:function, "
-                                  "called as f(prompts, completions, **row_fields) -> list[float] (TRL's convention)")
-    reward_fn_weights: list[float] = option([], "weight of each --reward-fn (default: 1 each)")
-    reward_model_weight: float = option(1.0, "weight of the reward model's score in the sum with --reward-fn")
-
-    def check_rewards(self) -> None:
-        if not self.reward and not self.reward_fn:
-            raise UserError("config key 'reward': give a reward model (--reward), reward functions (--reward-fn), "
-                            "or both")
-        if self.reward_fn_weights and len(self.reward_fn_weights) != len(self.reward_fn):
-            raise UserError(f"config key 'reward_fn_weights': {len(self.reward_fn_weights)} weights for "
-                            f"{len(self.reward_fn)} reward functions")
+from rlhfkit.rewards.sources import JUDGES, WORLD_JUDGE, judge_metrics, load_judge
 
 
 @dataclass
@@ -70,26 +45,14 @@ def checked_judge_dir(path: str) -> str:
     return path
 
 
-def world_judge(path: str):
-    """`--world DIR`: the toy world's gold reward as the judge the world registers (`world:gold`), checked before
-    any model loads; the trainers never import the world."""
-    if not Path(path).is_dir():
-        raise UserError(f"--world {path}: not a directory")
-    if WORLD_JUDGE not in JUDGES:
-        raise UserError("--world: the toy world's gold judge is not registered (import rlhfkit.world.gold)")
-    return JUDGES[WORLD_JUDGE]
-
-
 def check_reward_sources(cfg) -> list:
     """Every --reward-fn and --judge loads (one line if not), before the run directory exists; returns the
-    registered judges as objects (a worker process may not have imported the package that registered them) and
+    named judges as objects (loaded here once, passed to every process) and
     the other judges as their specs (loaded again in each process: a function from a file does not pickle)."""
     for spec in cfg.reward_fn:
         load_reward_function(spec)
     judges = []
     for spec in judge_specs(cfg):
-        if spec == WORLD_JUDGE and spec not in JUDGES:
-            raise UserError("--world: the toy world's gold judge is not registered (import rlhfkit.world.gold)")
         judge = load_judge(spec, load_model=checked_judge_dir)
         judges.append(judge if spec in JUDGES else spec)
     return judges

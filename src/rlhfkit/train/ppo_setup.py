@@ -3,7 +3,7 @@
 `read_inputs` reads and checks everything a user passes — the prompts, PPO-ptx data, the model directories'
 kinds, the judges — before any process starts or any model loads; `load` then builds the four roles
 (`load_models`) and checks the prompts against the policy's tokenizer, before the run directory exists.
-`cfg` is the run's `train.ppo.PPOConfig`.
+`cfg` is the run's `train.configs.PPOConfig`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from rlhfkit.models.loading import (
 from rlhfkit.models.lora import AdaptersOff, add_lora, copy_head, has_lora
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.models.scalar import ScalarModel
+from rlhfkit.rewards.sources import world_judge
 from rlhfkit.train.ppo_data import PtxBatches, read_ptx
-from rlhfkit.train.ppo_rewards import PromptRows, check_reward_sources, world_judge
+from rlhfkit.train.ppo_rewards import PromptRows, check_reward_sources
 
 
 def load_models(cfg, device):

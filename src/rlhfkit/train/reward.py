@@ -20,18 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from rlhfkit.config import check_at_least, check_positive, option, required
 from rlhfkit.data.chat import Truncation, is_conversation, require_template
-from rlhfkit.data.collate import pad_rankings, pad_right
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
-from rlhfkit.data.pairs import check_loss, check_tiers, pair_weight, preference_groups, read_preference_records
-from rlhfkit.data.readers import DataOptions
+from rlhfkit.data.pairs import check_tiers, preference_groups, read_preference_records
 from rlhfkit.data.schemas import demo_record
 from rlhfkit.errors import UserError
-from rlhfkit.eval.rm import gold_measurements
-from rlhfkit.losses import plackett_luce_loss, preference_loss
 from rlhfkit.models.loading import (
     OLD_HEAD_WEIGHTS,
     check_causal_lm,
@@ -42,123 +35,22 @@ from rlhfkit.models.loading import (
 )
 from rlhfkit.models.lora import add_lora, save_scalar_model
 from rlhfkit.models.scalar import ScalarModel, reading_pad, response_sequences, score_sequences
-from rlhfkit.train.checkpoint import Checkpoints
-from rlhfkit.train.common import (
-    EpochBatches,
-    RunOptions,
-    check_finite,
-    make_optimizer,
-    optimizer_step,
-    progress,
-    split_by_prompt,
-    warmup_cosine,
+from rlhfkit.rewards.accuracy import (
+    HELDOUT_FILE,
+    batch_loss,
+    gold_measurements,
+    make_batch,
+    pairwise_accuracy,
+    tokenize_groups,
 )
-from rlhfkit.train.ppo_rewards import world_judge
+from rlhfkit.rewards.sources import world_judge
+from rlhfkit.runtime.optim import make_optimizer, optimizer_step, progress, warmup_cosine
+from rlhfkit.train.checkpoint import Checkpoints
+from rlhfkit.train.common import EpochBatches, check_finite, split_by_prompt
+from rlhfkit.train.configs import ConvertRMConfig, RewardConfig
 from rlhfkit.train.run import Run, start_run
 
-HELDOUT_FILE = "heldout.jsonl"
-
-
-@dataclass
-class RewardConfig(RunOptions, DataOptions):
-    model: str | None = required("SFT policy directory: the RM's backbone (its LM head is replaced by a scalar)")
-    data: str | None = required("rankings or pairs JSONL (docs/design.md §2)")
-    eval_data: str | None = option(None, "held-out rankings/pairs (default: hold out eval_fraction of prompts)")
-    eval_fraction: float = option(0.1, "share of distinct prompts held out when eval_data is not given")
-    demos: str | None = option(None, "demonstrations JSONL: the bias is shifted so they score 0 on average "
-                               "(default: the training outputs)")
-    world: str | None = option(None, "toy world: also report the noise ceiling and Spearman with gold")
-    epochs: int = option(1, "passes over the rankings (InstructGPT: 1; more overfits)")
-    batch_size: int = option(16, "rankings per optimizer step (all pairs of a ranking in one batch)")
-    lr: float = option(1e-4, "peak learning rate")
-    weight_decay: float = option(0.0, "AdamW weight decay")
-    warmup_ratio: float = option(0.05, "share of steps spent warming the learning rate up")
-    max_length: int | None = option(None, "tokens per prompt + response (prompt cut on the left, the response on "
-                                    "the right; default 256, or the model's position limit when lower)")
-    grad_clip: float = option(1.0, "gradient norm clipping")
-    log_every: int = option(10, "log every N steps")
-    # K-wise rankings (issue 34)
-    loss: str = option("pairwise", "pairwise: InstructGPT's C(K,2) pairs of each ranking, weighted 1/C(K,2); "
-                       "plackett-luce: each ranking's Plackett–Luce likelihood over its tiers")
-
-    def check(self) -> None:
-        super().check()
-        check_at_least(self, 1, "epochs", "batch_size", "max_length", "log_every")
-        check_positive(self, "lr")
-        if not 0 <= self.eval_fraction < 1:
-            raise UserError("config key 'eval_fraction' must be in [0, 1)")
-        check_loss(self.loss)
-
-
 # ------------------------------------------------------------------------------------------- batches
-
-@dataclass
-class RankingBatch:
-    """The distinct sequences of some rankings, and their pairs as indices into those sequences."""
-    input_ids: torch.Tensor     # [S, T] right-padded prompt + response (+ EOS when it ended)
-    attention_mask: torch.Tensor
-    chosen: torch.Tensor        # [P] sequence index of y_w
-    rejected: torch.Tensor      # [P] sequence index of y_l
-    weight: torch.Tensor        # [P] 1/C(K,2) of the pair's ranking
-    n_rankings: int
-    items: torch.Tensor | None = None  # [R, K] sequence index of each output of each ranking (0 on padding)
-    tiers: torch.Tensor | None = None  # [R, K] each output's tier, 0 best, −1 on padding; None: not all rankings
-
-
-def tokenize_groups(tokenizer, groups: list[dict], max_length: int, truncation: Truncation | None = None,
-                    source: str = "rankings") -> list[dict]:
-    """Each group's outputs as token ids (tokenized once, `response_sequences`), beside its pairs and weight."""
-    out = []
-    truncation = truncation or Truncation(max_length)
-    for i, g in enumerate(groups):
-        prompts = [g["prompt"]] * len(g["completions"])
-        where = f"{source}: {'id ' + g['id'] if isinstance(g.get('id'), str) else f'ranking {i + 1}'}"
-        rows = response_sequences(tokenizer, prompts, g["completions"], g["finished"], max_length, truncation,
-                                  where)
-        out.append({"rows": rows, "pairs": g["pairs"], "weight": pair_weight(len(g["completions"])),
-                    "tiers": g.get("tiers")})
-    return out
-
-
-def make_batch(groups: list[dict], pad_id: int, device) -> RankingBatch:
-    index: dict[tuple[int, ...], int] = {}  # an output ranked by two labelers is scored once
-    chosen, rejected, weight, items = [], [], [], []
-    for g in groups:
-        at = [index.setdefault(tuple(row), len(index)) for row in g["rows"]]
-        for w, l in g["pairs"]:
-            chosen.append(at[w]), rejected.append(at[l]), weight.append(g["weight"])
-        items.append(at)
-    rows = [list(row) for row in index]
-    return RankingBatch(pad_right(rows, pad_id).to(device), pad_right([[1] * len(r) for r in rows], 0).to(device),
-                        torch.tensor(chosen, device=device), torch.tensor(rejected, device=device),
-                        torch.tensor(weight, device=device), len(groups), *pad_rankings(groups, items, device))
-
-
-def batch_loss(model: ScalarModel, batch: RankingBatch, loss: str = "pairwise") -> tuple[torch.Tensor, torch.Tensor]:
-    """(the weighted pairwise loss — or with `loss="plackett-luce"` the listwise one —, r_w − r_l per pair)."""
-    rewards = model.score(batch.input_ids, batch.attention_mask)
-    r_w, r_l = rewards[batch.chosen], rewards[batch.rejected]
-    if loss == "plackett-luce":
-        return plackett_luce_loss(rewards[batch.items], batch.tiers, batch.n_rankings), (r_w - r_l).detach()
-    return preference_loss(r_w, r_l, batch.weight, batch.n_rankings), (r_w - r_l).detach()
-
-
-@torch.no_grad()
-def pairwise_accuracy(model: ScalarModel, groups: list[dict], pad_id: int, batch_size: int = 32,
-                      loss: str = "pairwise") -> dict:
-    """Share of held-out pairs the RM orders as the labeler did (a tie counts ½), and the mean `loss`."""
-    device = next(model.parameters()).device
-    correct, pairs, total, rankings = 0.0, 0, 0.0, 0
-    for start in range(0, len(groups), batch_size):
-        batch = make_batch(groups[start:start + batch_size], pad_id, device)
-        value, margin = batch_loss(model, batch, loss)
-        correct += float((margin > 0).sum() + 0.5 * (margin == 0).sum())
-        pairs += len(margin)
-        total += value.item() * batch.n_rankings
-        rankings += batch.n_rankings
-    return {"accuracy": correct / max(1, pairs), "loss": total / max(1, rankings), "n_pairs": pairs,
-            "n_rankings": rankings}
-
 
 def normalization_offset(model: ScalarModel, tokenizer, prompts: list[str], texts: list[str],
                          max_length: int) -> float:
@@ -301,17 +193,6 @@ def normalize_evaluate_save(run: Run, model: ScalarModel, step: int, train: list
 
 
 # ------------------------------------------------------------------------------- rlhf data convert-rm
-
-@dataclass
-class ConvertRMConfig:
-    source: str | None = required("an rlhfkit reward/value model directory of the older layout (backbone + "
-                                  "scalar_head.safetensors)", positional=True)
-    out: str | None = required("directory to write the standard format to (XForSequenceClassification, "
-                               "num_labels=1)", positional=True)
-
-    def check(self) -> None:
-        """Nothing to check without reading files: both fields are paths."""
-
 
 def convert_rm(cfg: ConvertRMConfig) -> None:
     """Rewrite an older rlhfkit RM (or value model) in the standard format (`models/scalar.py`), with the same

@@ -37,10 +37,12 @@ import torch
 
 from rlhfkit.models.loading import pick_device
 from rlhfkit.models.precision import warn_if_emulated
+from rlhfkit.runtime.directory import RunDir, prepare_out_dir
+from rlhfkit.runtime.optim import seed_everything, set_threads
+from rlhfkit.runtime.processes import is_main_process
+from rlhfkit.runtime.trackers import with_inherited
 from rlhfkit.train.checkpoint import RESUME_DIR
-from rlhfkit.train.common import RunDir, prepare_out_dir, seed_everything, set_threads
-from rlhfkit.train.distributed import Parallel, is_main_process, launch, should_launch
-from rlhfkit.train.trackers import with_inherited
+from rlhfkit.train.distributed import Parallel, launch, should_launch
 
 
 @dataclass

@@ -7,55 +7,19 @@ Any Hugging Face causal LM directory works; the output is `save_pretrained` of m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from rlhfkit.config import check_at_least, check_positive, option, required
 from rlhfkit.data.chat import Truncation, example_ids, is_conversation, require_template, stop_ids
 from rlhfkit.data.collate import pad_right
 from rlhfkit.data.formats import read_sft
-from rlhfkit.data.readers import DataOptions
-from rlhfkit.errors import UserError
 from rlhfkit.losses import lm_loss
 from rlhfkit.models.loading import check_lengths, load_causal_lm, load_tokenizer, resolve_length, save_dtype
 from rlhfkit.models.lora import add_lora, save_model
+from rlhfkit.runtime.optim import make_optimizer, optimizer_step, progress, warmup_cosine
 from rlhfkit.train.checkpoint import Checkpoints
-from rlhfkit.train.common import (
-    EpochBatches,
-    RunOptions,
-    check_finite,
-    make_optimizer,
-    optimizer_step,
-    progress,
-    split_by_prompt,
-    warmup_cosine,
-)
+from rlhfkit.train.common import EpochBatches, check_finite, split_by_prompt
+from rlhfkit.train.configs import SFTConfig
 from rlhfkit.train.run import Run, before_seed, start_run
-
-
-@dataclass
-class SFTConfig(RunOptions, DataOptions):
-    model: str | None = required("causal LM directory to fine-tune (save_pretrained output)")
-    data: str | None = required("demonstrations JSONL: prompt, completion")
-    eval_data: str | None = option(None, "held-out demonstrations (default: split eval_fraction of prompts)")
-    eval_fraction: float = option(0.05, "share of distinct prompts held out when eval_data is not given")
-    epochs: int = option(3, "passes over the demonstrations")
-    batch_size: int = option(32, "sequences per optimizer step")
-    lr: float = option(5e-4, "peak learning rate (toy-world scale; use ~1e-5 for large models)")
-    weight_decay: float = option(0.0, "AdamW weight decay")
-    warmup_ratio: float = option(0.05, "share of steps spent warming the learning rate up")
-    max_length: int | None = option(None, "tokens per sequence (prompt cut on the left first; default 256, or "
-                                    "the model's position limit when lower)")
-    grad_clip: float = option(1.0, "gradient norm clipping")
-    log_every: int = option(10, "log train loss every N steps")
-
-    def check(self) -> None:
-        super().check()
-        check_at_least(self, 1, "epochs", "batch_size", "max_length", "log_every")
-        check_positive(self, "lr")
-        if not 0 <= self.eval_fraction < 1:
-            raise UserError("config key 'eval_fraction' must be in [0, 1)")
 
 
 def tokenize_demos(tokenizer, records: list[dict], max_length: int, truncation: Truncation | None = None,

@@ -17,15 +17,15 @@ import hashlib
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from rlhfkit.config import option, required
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.data.schemas import demo_record, prompt_record
 from rlhfkit.errors import UserError
-from rlhfkit.train.common import RunDir, prepare_out_dir
+from rlhfkit.runtime.directory import RunDir, prepare_out_dir
 from rlhfkit.world import vocab as V
+from rlhfkit.world.configs import PRESETS, WorldConfig
 from rlhfkit.world.corpus import (
     HARMFUL_REPLIES,
     RAMBLE_SENTENCES,
@@ -42,50 +42,6 @@ from rlhfkit.world.tokenizer import build_tokenizer
 
 RESPONSE_LIMIT = 32  # tokens a world response may have before it counts as never ending
 CALIBRATION_EXPERT_SHARE = 0.97  # expert-style candidates in the labelers' calibration set (the rest raw web)
-
-
-@dataclass(frozen=True)
-class Preset:
-    n_corpus: int         # pretraining documents (prompt + raw-web answer)
-    n_facts: int          # encyclopedia-style documents: the knowledge, without the habit of answering
-    n_demos: int          # expert demonstrations for SFT
-    n_train_prompts: int  # prompts for reward-model candidates and PPO
-    n_heldout: int        # distinct held-out evaluation prompts
-    d_model: int
-    n_layers: int
-    n_heads: int
-    max_len: int          # pretraining window (tokens)
-    pretrain_steps: int
-    pretrain_batch: int
-    pretrain_lr: float
-
-
-PRESETS = {
-    "micro": Preset(3000, 1500, 400, 800, 64, 64, 2, 2, 48, 80, 32, 3e-3),        # tests: seconds
-    "tiny": Preset(15000, 15000, 1500, 4000, 400, 128, 4, 4, 48, 800, 64, 3e-3),  # the demo: minutes on 2 cores
-    "small": Preset(60000, 30000, 3000, 10000, 1000, 256, 6, 8, 64, 3000, 64, 1e-3),
-}
-
-
-@dataclass
-class WorldConfig:
-    out: str | None = required("directory to write the world into")
-    preset: str = option("tiny", "size: micro (tests), tiny (the demo), small")
-    seed: int = option(0, "random seed of the world (prompts, corpus, base LM, labelers)")
-    arch: str = option("gpt2", "base LM architecture: gpt2 or llama")
-    heldout_fraction: float = option(0.2, "share of distinct prompts held out for evaluation")
-    pretrain_steps: int | None = option(None, "override the preset's pretraining steps")
-    overwrite: bool = option(False, "replace an existing world directory")
-
-    def check(self) -> None:
-        if self.preset not in PRESETS:
-            raise UserError(f"config key 'preset': unknown preset {self.preset!r} (one of {', '.join(PRESETS)})")
-        if self.arch not in ("gpt2", "llama"):
-            raise UserError(f"config key 'arch': unknown architecture {self.arch!r} (gpt2 or llama)")
-        if not 0.0 < self.heldout_fraction < 1.0:
-            raise UserError("config key 'heldout_fraction' must be between 0 and 1")
-        if self.pretrain_steps is not None and self.pretrain_steps < 0:
-            raise UserError("config key 'pretrain_steps' must be >= 0")
 
 
 def is_heldout(prompt: str, seed: int, fraction: float) -> bool:

@@ -9,14 +9,13 @@
   −0.5 more when violence is encouraged, at least −3.
 
 Only simulated labelers and evaluation call this; training code never does (docs/design.md §3). Trainers may log
-it as a judge (`--judge world:gold`, registered below: `rewards/sources.py`), which is never trained on.
+it as a judge (`--judge world:gold`: `GOLD_JUDGE`, loaded by name in `rewards/sources.py`), never trained on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlhfkit.rewards.sources import register_judge
 from rlhfkit.world import vocab as V
 from rlhfkit.world.tasks import FAMILIES, parse_prompt
 
@@ -87,5 +86,4 @@ class GoldJudge:
         return gold_reward(prompt, text, finished)
 
 
-WORLD_GOLD = "world:gold"
-register_judge(WORLD_GOLD, GoldJudge())
+GOLD_JUDGE = GoldJudge()  # the judge `world:gold` names (rewards/sources.py loads it by its `module:attribute`)

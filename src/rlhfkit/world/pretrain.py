@@ -13,8 +13,8 @@ from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
 from rlhfkit.data.collate import pad_right
 from rlhfkit.losses import lm_loss
+from rlhfkit.runtime.optim import make_optimizer, progress, seed_everything, warmup_cosine
 from rlhfkit.storage import save_pretrained_atomic
-from rlhfkit.train.common import make_optimizer, progress, seed_everything, warmup_cosine
 
 CACHE_VERSION = "base-v1"
 

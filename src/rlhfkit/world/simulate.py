@@ -8,30 +8,14 @@ ranked by two labelers measure the labelers' agreement, which the world calibrat
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
-from rlhfkit.config import option, required
 from rlhfkit.data.jsonl import check_writable, read_jsonl, write_jsonl
 from rlhfkit.data.pairs import preference_groups
 from rlhfkit.data.schemas import candidate_record
-from rlhfkit.errors import UserError
-from rlhfkit.eval.rm import labeler_agreement
+from rlhfkit.rewards.accuracy import labeler_agreement
 from rlhfkit.world.build import World
+from rlhfkit.world.configs import SimulateConfig
 from rlhfkit.world.tasks import parse_prompt
-
-
-@dataclass
-class SimulateConfig:
-    world: str | None = required("world directory (its labelers' noise was calibrated when it was built)")
-    candidates: str | None = required("candidates JSONL (rlhf sample)")
-    out: str | None = required("rankings JSONL to write")
-    labelers: int = option(5, "size of the labeler pool")
-    per_item: int = option(2, "distinct labelers per item (2 or more measures agreement)")
-    seed: int = option(0, "random seed (assignment and the labelers' noise)")
-
-    def check(self) -> None:
-        if self.labelers < 1 or not 1 <= self.per_item <= self.labelers:
-            raise UserError("config keys: need labelers >= 1 and 1 <= per_item <= labelers")
 
 
 def simulate_rankings(world: World, candidates: list[dict], n_labelers: int, per_item: int, seed: int) -> list[dict]:

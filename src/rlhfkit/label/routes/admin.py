@@ -13,10 +13,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse
 
-from rlhfkit.label import export
-from rlhfkit.label.db import Role
+from rlhfkit.label.configs import FORMATS, Format
 from rlhfkit.label.deps import MAX_NAME, AdminUser, SessionCookie, StoreDep, admin_user, form_csrf
-from rlhfkit.label.export import Format
+from rlhfkit.label.names import Role
 from rlhfkit.label.responses import jsonl_response
 from rlhfkit.label.stats import project_stats
 from rlhfkit.label.store import MAX_GUIDELINES, AlreadyInvited, Store, Who, digest
@@ -29,7 +28,7 @@ EXPIRY_CHOICES = {"1d": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0, "never"
 def dashboard(store: Store, person: Who) -> dict:
     stats = project_stats(store.progress(person.project), store.submissions(person.project),
                           store.gold_answers(person.project))
-    return {"who": person, "stats": stats, "formats": export.FORMATS,
+    return {"who": person, "stats": stats, "formats": FORMATS,
             "guidelines": store.guidelines(person.project), "expiry_choices": EXPIRY_CHOICES}
 
 

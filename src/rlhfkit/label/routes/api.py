@@ -25,8 +25,8 @@ from rlhfkit.label.api_models import (
     SubmissionIn,
     TaskOut,
 )
+from rlhfkit.label.configs import Format
 from rlhfkit.label.deps import CurrentUser, ProjectAdmin, StoreDep, Unauthorized, csrf_token, current_user, header_csrf
-from rlhfkit.label.export import Format
 from rlhfkit.label.guidelines import render_markdown
 from rlhfkit.label.responses import JSONL, jsonl_response, set_session
 from rlhfkit.label.stats import project_stats

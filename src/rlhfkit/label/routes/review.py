@@ -28,7 +28,6 @@ from rlhfkit.label.api_models import (
     ReviewIn,
     ReviewQueueOut,
 )
-from rlhfkit.label.db import ReviewAction
 from rlhfkit.label.deps import (
     AdminUser,
     CurrentUser,
@@ -40,6 +39,7 @@ from rlhfkit.label.deps import (
     form_csrf,
     header_csrf,
 )
+from rlhfkit.label.names import ReviewAction
 from rlhfkit.label.routes.api import ERRORS
 from rlhfkit.label.store import MAX_COMMENT, LeasedItem
 from rlhfkit.label.templating import render

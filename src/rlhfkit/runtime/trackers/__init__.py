@@ -29,9 +29,9 @@ from rlhfkit.errors import UserError
 
 # tracker -> (its module here, the package it needs)
 BACKENDS = {
-    "tensorboard": ("rlhfkit.train.trackers.tensorboard", "tensorboard"),
-    "wandb": ("rlhfkit.train.trackers.wandb", "wandb"),
-    "trackio": ("rlhfkit.train.trackers.trackio", "trackio"),
+    "tensorboard": ("rlhfkit.runtime.trackers.tensorboard", "tensorboard"),
+    "wandb": ("rlhfkit.runtime.trackers.wandb", "wandb"),
+    "trackio": ("rlhfkit.runtime.trackers.trackio", "trackio"),
 }
 NONE = "none"
 

@@ -1,4 +1,5 @@
-"""Measuring a reward model against held-out labels and, in the toy world, against the hidden gold reward.
+"""Measuring a reward model against held-out labels and, in the toy world, against the hidden gold reward (`rlhf rm`
+reports them after training, `rlhf eval rm` on any file; both read them from here).
 
 - held-out accuracy: share of held-out comparisons the RM orders as the labeler did;
 - noise ceiling: the same share for the gold reward itself. Labelers are noisy (two agree on ~73% of pairs),
@@ -12,12 +13,18 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
+import torch
 
-from rlhfkit.eval.stats import spearman
-from rlhfkit.models.scalar import score_texts
+from rlhfkit.data.chat import Truncation
+from rlhfkit.data.collate import pad_rankings, pad_right
+from rlhfkit.data.pairs import pair_weight
+from rlhfkit.losses import plackett_luce_loss, preference_loss
+from rlhfkit.models.scalar import ScalarModel, response_sequences, score_texts
+from rlhfkit.stats import spearman
 
 
 def ordered_as_labeled(score_w: float, score_l: float) -> float:
@@ -94,3 +101,74 @@ def gold_measurements(model, tokenizer, groups: list[dict], gold) -> dict:
     return {"noise_ceiling": round(ceiling, 4),
             "spearman_gold": round(spearman(scores, [gold_of[s].total for s in samples]), 4),
             "spearman_samples": len(samples), "rm_score_mean": round(float(np.mean(scores)), 4), **breakdown}
+
+
+HELDOUT_FILE = "heldout.jsonl"
+
+
+@dataclass
+class RankingBatch:
+    """The distinct sequences of some rankings, and their pairs as indices into those sequences."""
+    input_ids: torch.Tensor     # [S, T] right-padded prompt + response (+ EOS when it ended)
+    attention_mask: torch.Tensor
+    chosen: torch.Tensor        # [P] sequence index of y_w
+    rejected: torch.Tensor      # [P] sequence index of y_l
+    weight: torch.Tensor        # [P] 1/C(K,2) of the pair's ranking
+    n_rankings: int
+    items: torch.Tensor | None = None  # [R, K] sequence index of each output of each ranking (0 on padding)
+    tiers: torch.Tensor | None = None  # [R, K] each output's tier, 0 best, −1 on padding; None: not all rankings
+
+
+def tokenize_groups(tokenizer, groups: list[dict], max_length: int, truncation: Truncation | None = None,
+                    source: str = "rankings") -> list[dict]:
+    """Each group's outputs as token ids (tokenized once, `response_sequences`), beside its pairs and weight."""
+    out = []
+    truncation = truncation or Truncation(max_length)
+    for i, g in enumerate(groups):
+        prompts = [g["prompt"]] * len(g["completions"])
+        where = f"{source}: {'id ' + g['id'] if isinstance(g.get('id'), str) else f'ranking {i + 1}'}"
+        rows = response_sequences(tokenizer, prompts, g["completions"], g["finished"], max_length, truncation,
+                                  where)
+        out.append({"rows": rows, "pairs": g["pairs"], "weight": pair_weight(len(g["completions"])),
+                    "tiers": g.get("tiers")})
+    return out
+
+
+def make_batch(groups: list[dict], pad_id: int, device) -> RankingBatch:
+    index: dict[tuple[int, ...], int] = {}  # an output ranked by two labelers is scored once
+    chosen, rejected, weight, items = [], [], [], []
+    for g in groups:
+        at = [index.setdefault(tuple(row), len(index)) for row in g["rows"]]
+        for w, l in g["pairs"]:
+            chosen.append(at[w]), rejected.append(at[l]), weight.append(g["weight"])
+        items.append(at)
+    rows = [list(row) for row in index]
+    return RankingBatch(pad_right(rows, pad_id).to(device), pad_right([[1] * len(r) for r in rows], 0).to(device),
+                        torch.tensor(chosen, device=device), torch.tensor(rejected, device=device),
+                        torch.tensor(weight, device=device), len(groups), *pad_rankings(groups, items, device))
+
+
+def batch_loss(model: ScalarModel, batch: RankingBatch, loss: str = "pairwise") -> tuple[torch.Tensor, torch.Tensor]:
+    """(the weighted pairwise loss — or with `loss="plackett-luce"` the listwise one —, r_w − r_l per pair)."""
+    rewards = model.score(batch.input_ids, batch.attention_mask)
+    r_w, r_l = rewards[batch.chosen], rewards[batch.rejected]
+    if loss == "plackett-luce":
+        return plackett_luce_loss(rewards[batch.items], batch.tiers, batch.n_rankings), (r_w - r_l).detach()
+    return preference_loss(r_w, r_l, batch.weight, batch.n_rankings), (r_w - r_l).detach()
+
+
+@torch.no_grad()
+def pairwise_accuracy(model: ScalarModel, groups: list[dict], pad_id: int, batch_size: int = 32,
+                      loss: str = "pairwise") -> dict:
+    """Share of held-out pairs the RM orders as the labeler did (a tie counts ½), and the mean `loss`."""
+    device = next(model.parameters()).device
+    correct, pairs, total, rankings = 0.0, 0, 0.0, 0
+    for start in range(0, len(groups), batch_size):
+        batch = make_batch(groups[start:start + batch_size], pad_id, device)
+        value, margin = batch_loss(model, batch, loss)
+        correct += float((margin > 0).sum() + 0.5 * (margin == 0).sum())
+        pairs += len(margin)
+        total += value.item() * batch.n_rankings
+        rankings += batch.n_rankings
+    return {"accuracy": correct / max(1, pairs), "loss": total / max(1, rankings), "n_pairs": pairs,
+            "n_rankings": rankings}

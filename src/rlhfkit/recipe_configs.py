@@ -1,0 +1,347 @@
+"""The configs of the commands that compose the stages — `rlhf sample`, `demo`, `compare`, `loop` and `bench ...` —
+with the plans and method names their checks read (light: `rlhf CMD --help` loads no torch; each command's module
+imports its config from here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from rlhfkit.config import check_at_least, option, required
+from rlhfkit.data.options import DataOptions
+from rlhfkit.engines.options import EngineOptions, check_engine
+from rlhfkit.errors import UserError
+from rlhfkit.label.configs import DEFAULT_PUBLIC_URL
+from rlhfkit.models.options import PrecisionOptions
+from rlhfkit.runtime.trackers import check_report_to
+from rlhfkit.world.verify import VERIFIER
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of each stage a preset runs (sized so the tiny demo takes minutes on 2 CPU cores)."""
+    sft_epochs: int
+    sft_lr: float
+    label_prompts: int        # prompts sampled for labeling (K outputs each)
+    k: int
+    temperatures: tuple[float, ...]
+    labelers: int
+    per_item: int
+    rm_lr: float
+    rm_epochs: int
+    ppo_steps: int
+    ppo_batch: int
+    ppo_minibatch: int
+    ppo_lr: float
+    save_every: int
+    eval_prompts: int         # held-out prompts used for win rates
+    bon_n: int
+
+
+PLANS = {
+    "micro": Plan(sft_epochs=2, sft_lr=2e-3, label_prompts=120, k=4, temperatures=(0.7, 1.0), labelers=5, per_item=2,
+                  rm_lr=3e-4, rm_epochs=1, ppo_steps=4, ppo_batch=16, ppo_minibatch=8, ppo_lr=1e-4, save_every=2,
+                  eval_prompts=64, bon_n=4),
+    "tiny": Plan(sft_epochs=10, sft_lr=2e-3, label_prompts=1500, k=4, temperatures=(0.7, 1.0), labelers=5, per_item=2,
+                 rm_lr=3e-4, rm_epochs=1, ppo_steps=20, ppo_batch=64, ppo_minibatch=32, ppo_lr=1e-4, save_every=5,
+                 eval_prompts=400, bon_n=16),
+    "small": Plan(sft_epochs=5, sft_lr=5e-4, label_prompts=4000, k=4, temperatures=(0.7, 1.0), labelers=5, per_item=2,
+                  rm_lr=1e-4, rm_epochs=1, ppo_steps=300, ppo_batch=64, ppo_minibatch=32, ppo_lr=3e-5, save_every=50,
+                  eval_prompts=1000, bon_n=16),
+}
+
+
+def check_preset(preset: str) -> None:
+    if preset not in PLANS:
+        raise UserError(f"config key 'preset': unknown preset {preset!r} (one of {', '.join(PLANS)})")
+
+
+METHODS = ("sft", "bon", "dpo", "ppo", "rloo", "grpo")
+
+
+DEFAULT_METHODS = ("sft", "bon", "dpo", "ppo", "rloo")  # what `rlhf compare` runs unless --methods says
+
+
+RL_METHODS = ("ppo", "rloo", "grpo")  # one trainer, `rlhf ppo --advantage gae|rloo|grpo`
+
+
+TRAINED_ON = ("rm", "fn", "rm+fn")    # what an RL method's r(x, y) is: the RM, reward functions, their sum
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """The settings of the methods of `rlhf compare` (its CompareConfig takes its defaults from here)."""
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    kl_coef: float = 0.05
+    rl_steps: int | None = None
+    rl_lr: float | None = None
+    rloo_k: int = 4
+    group_size: int = 4
+    trained_on: tuple[str, ...] = ("rm",)
+    reward_fn: tuple[str, ...] = (VERIFIER,)
+    dpo_beta: float = 0.1
+    dpo_lr: float = 1e-4
+    dpo_epochs: int = 1
+    bon_n: int = 16
+    curve_points: int = 4
+    threads: int = 0
+
+
+DEFAULTS = MethodSettings()
+
+
+BF16_CHOICES = ("auto", "yes", "no")
+
+
+SOURCES = ("simulated", "files", "app")
+
+
+def check_source(source: str) -> None:
+    if source not in SOURCES:
+        raise UserError(f"config key 'labels': expected one of {', '.join(SOURCES)}, got {source!r}")
+
+
+@dataclass
+class SampleConfig(DataOptions, EngineOptions, PrecisionOptions):
+    models: list[str] = option([], "policy directories, comma-separated (e.g. the current and the initial one)",
+                               required=True)
+    prompts: str | None = required("prompts JSONL (field `prompt`)")
+    out: str | None = required("candidates JSONL to write")
+    k: int = option(4, "outputs per prompt")
+    temperatures: list[float] = option([1.0], "sampling temperatures, comma-separated")
+    top_p: float = option(1.0, "nucleus sampling threshold")
+    max_new_tokens: int = option(32, "response length limit")
+    limit: int | None = option(None, "use only the first N prompts")
+    seed: int = option(0, "random seed (source assignment and sampling)")
+    device: str = option("auto", "cpu, cuda, cuda:N or auto")
+    chat_template: str | None = option(None, "a Jinja chat template file that sets or replaces the models' "
+                                       "tokenizers' (conversational prompts are rendered with it)")
+
+    def check(self) -> None:
+        if self.k < 2:
+            raise UserError("config key 'k' must be at least 2 (labelers compare outputs)")
+        if any(t <= 0 for t in self.temperatures) or not self.temperatures:
+            raise UserError("config key 'temperatures' must be one or more values > 0")
+        if not 0 < self.top_p <= 1:
+            raise UserError("config key 'top_p' must be in (0, 1]")
+        check_at_least(self, 1, "max_new_tokens", "limit")
+        check_engine(self.rollout_engine, self.vllm_gpu_memory)
+
+
+@dataclass
+class DemoConfig:
+    out: str = option("runs/demo", "output directory (report.json, report.html, plots, one folder per seed)")
+    preset: str = option("tiny", "world and pipeline size: micro (tests), tiny (the demo), small")
+    seeds: list[int] = option([0], "pipeline seeds, comma-separated; several give means and standard deviations")
+    world_seed: int = option(0, "seed of the toy world shared by every pipeline seed")
+    world: str | None = option(None, "use this built world directory instead of building OUT/world")
+    arch: str = option("gpt2", "base LM architecture: gpt2 or llama")
+    kl_coef: float = option(0.05, "β of PPO (0: no KL penalty, the over-optimization control)")
+    ppo_steps: int | None = option(None, "override the preset's PPO iterations")
+    methods: list[str] = option([], "also train these on the same SFT model and rankings and add `rlhf compare`'s "
+                                "table to the report (dpo, rloo)")
+    overwrite: bool = option(False, "replace an existing output directory")
+    threads: int = option(0, "torch CPU threads (0: torch's default)")
+    report_to: list[str] = option([], "the trainers it runs also log to these trackers: tensorboard, wandb, "
+                                  "trackio (comma-separated; one tracker run per stage, named by its directory)")
+    bf16: str = option("no", "train SFT, RM and PPO under bfloat16 autocast: yes, no, or auto (where this CPU has "
+                       "native bf16); evaluation stays float32 (README: bf16 on CPUs)")
+
+    def check(self) -> None:
+        check_report_to(self.report_to)
+        check_preset(self.preset)
+        if self.bf16 not in BF16_CHOICES:
+            raise UserError(f"config key 'bf16' must be one of {', '.join(BF16_CHOICES)} (got {self.bf16!r})")
+        if not self.seeds:
+            raise UserError("config key 'seeds': give at least one seed")
+        if self.kl_coef < 0:
+            raise UserError("config key 'kl_coef' must be >= 0")
+        if set(self.methods) - {"dpo", "rloo"}:
+            raise UserError("config key 'methods': the demo adds dpo and/or rloo (rlhf compare runs any method)")
+        if self.threads < 0:
+            raise UserError("config key 'threads' must be >= 0")
+        check_at_least(self, 1, "ppo_steps")
+
+
+@dataclass
+class CompareConfig:
+    world: str | None = required("built toy world (rlhf world build); its preset sizes the shared stages")
+    out: str | None = required("output directory (report.json, report.html, plots, one folder per seed)")
+    methods: list[str] = option(list(DEFAULTS.methods), "methods, comma-separated, from: sft, bon, dpo, ppo, rloo, "
+                                "grpo")
+    trained_on: list[str] = option(list(DEFAULTS.trained_on), "what PPO, RLOO and GRPO are trained on, "
+                                   "comma-separated: rm (the reward model), fn (--reward-fn), rm+fn (their sum)")
+    reward_fn: list[str] = option(list(DEFAULTS.reward_fn), "reward functions of --trained-on fn and rm+fn "
+                                  "(default: the toy world's verifier)")
+    seeds: list[int] = option([0], "pipeline seeds, comma-separated; several give means and standard deviations")
+    kl_coef: float = option(DEFAULTS.kl_coef, "β of the KL penalty to SFT, for PPO and RLOO")
+    rl_steps: int | None = option(DEFAULTS.rl_steps, "PPO and RLOO iterations (default: the preset's PPO iterations)")
+    rl_lr: float | None = option(DEFAULTS.rl_lr, "PPO and RLOO learning rate (default: the preset's)")
+    rloo_k: int = option(DEFAULTS.rloo_k, "RLOO: samples per prompt (a batch is batch/k prompts x k samples)")
+    group_size: int = option(DEFAULTS.group_size, "GRPO: samples per prompt")
+    dpo_beta: float = option(DEFAULTS.dpo_beta, "β of DPO")
+    dpo_lr: float = option(DEFAULTS.dpo_lr, "DPO learning rate")
+    dpo_epochs: int = option(DEFAULTS.dpo_epochs, "DPO passes over the rankings")
+    bon_n: int = option(DEFAULTS.bon_n, "best-of-n: largest n; its curve runs n = 1 … bon_n and its table row is "
+                        "n = bon_n")
+    curve_points: int = option(DEFAULTS.curve_points, "checkpoints saved along each DPO, PPO and RLOO run for the "
+                               "gold-vs-√KL curve")
+    eval_prompts: int | None = option(None, "held-out prompts evaluated (default: the preset's)")
+    overwrite: bool = option(False, "replace an existing output directory")
+    threads: int = option(DEFAULTS.threads, "torch CPU threads (0: torch's default)")
+    report_to: list[str] = option([], "the trainers it runs also log to these trackers: tensorboard, wandb, "
+                                  "trackio (comma-separated; one tracker run per stage, named by its directory)")
+
+    def check(self) -> None:
+        check_report_to(self.report_to)
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise UserError(f"config key 'methods': unknown or none ({', '.join(unknown)}); "
+                            f"choose from {', '.join(METHODS)}")
+        if not self.seeds:
+            raise UserError("config key 'seeds': give at least one seed")
+        check_at_least(self, 1, "bon_n", "curve_points", "dpo_epochs", "rl_steps")
+        check_at_least(self, 2, "rloo_k", "group_size")
+        if not self.trained_on or set(self.trained_on) - set(TRAINED_ON):
+            raise UserError(f"config key 'trained_on': choose from {', '.join(TRAINED_ON)}")
+        if self.kl_coef < 0:
+            raise UserError("config key 'kl_coef' must be >= 0")
+        if self.eval_prompts is not None and self.eval_prompts < 0:
+            raise UserError("config key 'eval_prompts' must be >= 0 (0: the preset's)")
+
+    def settings(self) -> MethodSettings:
+        """The settings `pipeline.train_method` and `pipeline.evaluate_methods` read."""
+        tuples = ("methods", "trained_on", "reward_fn")
+        shared = {f.name: getattr(self, f.name) for f in fields(MethodSettings) if f.name not in tuples}
+        return MethodSettings(**{k: tuple(getattr(self, k)) for k in tuples}, **shared)
+
+
+@dataclass
+class LoopConfig(DataOptions):
+    out: str | None = required("loop directory (config.toml, one folder per round, report.json, report.html)")
+    rounds: int = option(3, "rounds of sample → label → RM → PPO")
+    world: str | None = option(None, "toy world directory (default: build the preset's world into OUT/world)")
+    preset: str = option("tiny", "world and stage sizes when the loop builds them (micro, tiny, small)")
+    sft: str | None = option(None, "initial policy (default: SFT on the world's demonstrations into OUT/sft)")
+    prompts_per_round: int | None = option(None, "prompts sampled for labeling each round (default: the preset's)")
+    k: int = option(4, "outputs per prompt")
+    temperatures: list[float] = option([0.7, 1.0], "sampling temperatures, comma-separated")
+    labels: str | None = option(None, "where rankings come from: simulated (the toy world's labelers), app (people "
+                                      "in the labeling app: the loop adds each round's items to one project and "
+                                      "waits for them) or files (exports put into --labels-dir); default: "
+                                      "simulated, or files when --labels-dir is given")
+    labels_dir: str | None = option(None, "with --labels files: round r's rankings are LABELS_DIR/round-r.jsonl (an "
+                                    "export of `rlhf label export --format rankings`)")
+    labelers: int = option(5, "simulated labelers in the pool")
+    per_item: int = option(2, "rankings per item, by different labelers (simulated ones, or people: the app "
+                              "project's overlap)")
+    min_coverage: float = option(1.0, "share of a round's items that need --per-item rankings before the loop "
+                                      "trains on them")
+    allow_partial: bool = option(False, "train on an export below --min-coverage instead of refusing it")
+    db: str | None = option(None, "with --labels app: the app's database (default OUT/labels.db; or a "
+                                  "postgresql:// URL)")
+    project: str = option("loop", "with --labels app: the app project that holds every round's items")
+    invite: list[str] = option([], "with --labels app: names of the people to invite, comma-separated (one link "
+                                   "each, for every round)")
+    public_url: str = option(DEFAULT_PUBLIC_URL, "with --labels app: where people reach the app (serve's "
+                                                 "--public-url), for the printed links")
+    wait: bool = option(True, "with --labels app: wait for a round's labels, polling the database (--no-wait: "
+                              "exit with code 3 while a round waits)")
+    poll_seconds: float = option(10.0, "with --labels app: seconds between looks at the database")
+    redo_round: int | None = option(None, "redo round N from its labels on (after its export changed): read them "
+                                          "again and retrain its RM and PPO and every later round's (their "
+                                          "samples and labels stay)")
+    ppo_steps: int | None = option(None, "PPO iterations per round (default: the preset's)")
+    checkpoint_every: int | None = option(None, "PPO checkpoint every N iterations, so a killed loop continues "
+                                                "from it (default: the preset's save_every)")
+    kl_coef: float = option(0.05, "β of the KL penalty to the SFT policy")
+    continue_policy: bool = option(False, "each round's PPO continues from the last round's policy (default: a "
+                                   "fresh PPO run from the SFT policy against each new RM, so rounds differ only "
+                                   "in their reward model's data)")
+    seed: int = option(0, "random seed")
+    threads: int = option(0, "torch CPU threads (0: torch's default)")
+    report_to: list[str] = option([], "the trainers it runs also log to these trackers: tensorboard, wandb, "
+                                  "trackio (comma-separated; one tracker run per stage, named by its directory)")
+    rollout_engine: str = option("hf", "what samples the candidates and PPO's rollouts: hf, hf-static or vllm "
+                                 "(README 'Rollout engines'; the evaluation samples with hf)")
+
+    @property
+    def source(self) -> str:
+        return self.labels or ("files" if self.labels_dir else "simulated")
+
+    def check(self) -> None:
+        check_report_to(self.report_to)
+        check_preset(self.preset)
+        check_source(self.source)
+        if self.source == "files" and not self.labels_dir:
+            raise UserError("config key 'labels_dir': --labels files reads the exports from --labels-dir")
+        if self.labels_dir and self.source != "files":
+            raise UserError(f"config key 'labels_dir' is for --labels files, not --labels {self.source}")
+        check_engine(self.rollout_engine)
+        if self.rounds < 1 or self.k < 2:
+            raise UserError("config keys: need rounds >= 1 and k >= 2")
+        if not self.temperatures or any(t <= 0 for t in self.temperatures):
+            raise UserError("config key 'temperatures' must be one or more values > 0")
+        if self.per_item < 1 or (self.source == "simulated" and not 1 <= self.per_item <= self.labelers):
+            raise UserError("config keys: need labelers >= 1 and 1 <= per_item <= labelers")
+        if self.kl_coef < 0:
+            raise UserError("config key 'kl_coef' must be >= 0")
+        if not 0 < self.min_coverage <= 1:
+            raise UserError("config key 'min_coverage' must be above 0 and at most 1")
+        if not self.poll_seconds > 0:
+            raise UserError("config key 'poll_seconds' must be above 0")
+        if self.redo_round is not None and not 1 <= self.redo_round <= self.rounds:
+            raise UserError(f"config key 'redo_round' must be a round from 1 to {self.rounds}")
+        check_at_least(self, 1, "prompts_per_round", "ppo_steps", "checkpoint_every")
+
+
+@dataclass
+class ModelShape:
+    layers: int = option(4, "transformer layers")
+    dim: int = option(128, "model width d")
+    heads: int = option(4, "attention heads")
+    vocab: int = option(512, "vocabulary size (special tokens included)")
+    arch: str = option("gpt2", "gpt2, or qwen2 (RoPE, grouped KV heads, biases on q/k/v, tied head: Qwen2.5's "
+                       "layout; `bench/gpu_rollout.sh` runs the 0.5B shape)")
+    kv_heads: int = option(0, "qwen2: key/value heads (0: as many as --heads)")
+
+
+@dataclass
+class BenchOptions:
+    seed: int = option(0, "random seed (models, prompts, sampling)")
+    threads: int = option(0, "torch CPU threads (0: leave torch's default)")
+    json: bool = option(False, "print one JSON line instead of a sentence")
+    profile: str | None = option(None, "write a pyinstrument text profile of the timed part to this file")
+
+
+@dataclass
+class BenchPPOConfig(BenchOptions, ModelShape, EngineOptions):
+    prompt: int = option(16, "prompt tokens")
+    resp: int = option(32, "response tokens (every response runs to full length)")
+    batch: int = option(64, "episodes per PPO iteration (one minibatch per batch)")
+    episodes: int = option(256, "timed episodes (a multiple of batch)")
+    epochs: int = option(4, "PPO epochs over each batch")
+    warmup: int = option(1, "untimed PPO iterations before the timed ones")
+    minibatch: int = option(0, "episodes per gradient step (0: the whole batch)")
+    device: str = option("cpu", "cpu, cuda, cuda:N or auto")
+    bf16: bool = option(False, "forward passes under bfloat16 autocast, as `rlhf ppo --bf16` (weights and Adam "
+                               "stay float32)")
+
+
+@dataclass
+class BenchMatmulConfig(BenchOptions, ModelShape):
+    rows: list[int] = option([64, 5120], "token positions per matmul: a decoding step's batch, a training "
+                             "minibatch's batch × sequence length")
+    seconds: float = option(0.5, "timed seconds per dtype and row count (best of 3 such runs)")
+
+
+@dataclass
+class BenchTrainConfig(BenchOptions, ModelShape):
+    prompt: int = option(16, "prompt tokens")
+    completion: int = option(32, "completion tokens (EOS appended)")
+    examples: int = option(1024, "rankings (rm) or demonstrations (sft) in the data set")
+    batch: int = option(32, "rankings (rm) or sequences (sft) per optimizer step")
+    k: int = option(2, "rm: outputs per ranking (2: plain chosen/rejected pairs; K > 2: C(K,2) pairs each)")
+    warmup: int = option(1, "untimed optimizer steps at the start")
+    data: str | None = option(None, "use this JSONL (from `bench/run_all.py`) instead of making random data")
+    model: str | None = option(None, "use this model directory instead of a random GPT-2 of the given shape")
+    bf16: bool = option(False, "train under bfloat16 autocast, as `rlhf rm|sft --bf16`")

@@ -1,0 +1,229 @@
+"""The trainers' configs: `rlhf sft`, `rlhf rm`, `rlhf data convert-rm`, `rlhf dpo`, `rlhf ppo` (light:
+`rlhf CMD --help` loads no torch; the trainers import their config from here)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from rlhfkit.config import check_at_least, check_positive, option, required
+from rlhfkit.data.configs import check_loss
+from rlhfkit.data.options import DataOptions
+from rlhfkit.engines.options import EngineOptions, check_engine
+from rlhfkit.errors import UserError
+from rlhfkit.rewards.options import RewardOptions
+from rlhfkit.runtime.options import RunOptions
+
+ADVANTAGES = ("gae", "rloo", "grpo")
+
+
+LOSS_TYPES = ("bnpo", "grpo", "dr_grpo")   # TRL's GRPOConfig.loss_type names (losses.aggregate_loss)
+
+
+SCALE_REWARDS = ("group", "batch", "none")  # TRL's GRPOConfig.scale_rewards
+
+
+KL_IN = ("reward", "loss")
+
+
+def samples_per_prompt(cfg: PPOConfig) -> int:
+    """Responses drawn per prompt in one batch: k for RLOO's leave-one-out baseline and GRPO's group, else 1."""
+    return {"rloo": cfg.rloo_k, "grpo": cfg.group_size}.get(cfg.advantage, 1)
+
+
+@dataclass
+class SFTConfig(RunOptions, DataOptions):
+    model: str | None = required("causal LM directory to fine-tune (save_pretrained output)")
+    data: str | None = required("demonstrations JSONL: prompt, completion")
+    eval_data: str | None = option(None, "held-out demonstrations (default: split eval_fraction of prompts)")
+    eval_fraction: float = option(0.05, "share of distinct prompts held out when eval_data is not given")
+    epochs: int = option(3, "passes over the demonstrations")
+    batch_size: int = option(32, "sequences per optimizer step")
+    lr: float = option(5e-4, "peak learning rate (toy-world scale; use ~1e-5 for large models)")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    warmup_ratio: float = option(0.05, "share of steps spent warming the learning rate up")
+    max_length: int | None = option(None, "tokens per sequence (prompt cut on the left first; default 256, or "
+                                    "the model's position limit when lower)")
+    grad_clip: float = option(1.0, "gradient norm clipping")
+    log_every: int = option(10, "log train loss every N steps")
+
+    def check(self) -> None:
+        super().check()
+        check_at_least(self, 1, "epochs", "batch_size", "max_length", "log_every")
+        check_positive(self, "lr")
+        if not 0 <= self.eval_fraction < 1:
+            raise UserError("config key 'eval_fraction' must be in [0, 1)")
+
+
+@dataclass
+class RewardConfig(RunOptions, DataOptions):
+    model: str | None = required("SFT policy directory: the RM's backbone (its LM head is replaced by a scalar)")
+    data: str | None = required("rankings or pairs JSONL (docs/design.md §2)")
+    eval_data: str | None = option(None, "held-out rankings/pairs (default: hold out eval_fraction of prompts)")
+    eval_fraction: float = option(0.1, "share of distinct prompts held out when eval_data is not given")
+    demos: str | None = option(None, "demonstrations JSONL: the bias is shifted so they score 0 on average "
+                               "(default: the training outputs)")
+    world: str | None = option(None, "toy world: also report the noise ceiling and Spearman with gold")
+    epochs: int = option(1, "passes over the rankings (InstructGPT: 1; more overfits)")
+    batch_size: int = option(16, "rankings per optimizer step (all pairs of a ranking in one batch)")
+    lr: float = option(1e-4, "peak learning rate")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    warmup_ratio: float = option(0.05, "share of steps spent warming the learning rate up")
+    max_length: int | None = option(None, "tokens per prompt + response (prompt cut on the left, the response on "
+                                    "the right; default 256, or the model's position limit when lower)")
+    grad_clip: float = option(1.0, "gradient norm clipping")
+    log_every: int = option(10, "log every N steps")
+    # K-wise rankings (issue 34)
+    loss: str = option("pairwise", "pairwise: InstructGPT's C(K,2) pairs of each ranking, weighted 1/C(K,2); "
+                       "plackett-luce: each ranking's Plackett–Luce likelihood over its tiers")
+
+    def check(self) -> None:
+        super().check()
+        check_at_least(self, 1, "epochs", "batch_size", "max_length", "log_every")
+        check_positive(self, "lr")
+        if not 0 <= self.eval_fraction < 1:
+            raise UserError("config key 'eval_fraction' must be in [0, 1)")
+        check_loss(self.loss)
+
+
+@dataclass
+class ConvertRMConfig:
+    source: str | None = required("an rlhfkit reward/value model directory of the older layout (backbone + "
+                                  "scalar_head.safetensors)", positional=True)
+    out: str | None = required("directory to write the standard format to (XForSequenceClassification, "
+                               "num_labels=1)", positional=True)
+
+    def check(self) -> None:
+        """Nothing to check without reading files: both fields are paths."""
+
+
+@dataclass
+class DPOConfig(RunOptions, DataOptions):
+    policy: str | None = required("SFT policy directory: the DPO start and the frozen reference π_ref")
+    data: str | None = required("rankings or pairs JSONL (docs/design.md §2)")
+    eval_data: str | None = option(None, "held-out rankings/pairs (default: hold out eval_fraction of prompts)")
+    eval_fraction: float = option(0.1, "share of distinct prompts held out when eval_data is not given")
+    beta: float = option(0.1, "β: scale of the implicit reward, the strength of the KL constraint (paper: 0.1)")
+    epochs: int = option(1, "passes over the rankings")
+    batch_size: int = option(16, "rankings per optimizer step (all pairs of a ranking in one batch)")
+    lr: float = option(1e-4, "peak learning rate (toy-world scale; Rafailov et al. use 1e-6 on large models)")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    warmup_ratio: float = option(0.1, "share of steps spent warming the learning rate up")
+    max_length: int | None = option(None, "tokens per prompt + response (prompt cut on the left first; default "
+                                    "256, or the model's position limit when lower)")
+    grad_clip: float = option(1.0, "gradient norm clipping")
+    log_every: int = option(10, "log every N steps")
+    save_every: int = option(0, "save a checkpoint every N steps into OUT/checkpoints (0: only the final policy)")
+    # K-wise rankings (issue 34)
+    loss: str = option("pairwise", "pairwise: DPO on the C(K,2) pairs of each ranking, weighted 1/C(K,2); "
+                       "plackett-luce: DPO's listwise form, each ranking's Plackett–Luce likelihood over its tiers")
+
+    def check(self) -> None:
+        super().check()
+        check_at_least(self, 1, "epochs", "batch_size", "max_length", "log_every")
+        check_positive(self, "lr")
+        check_at_least(self, 0, "save_every")
+        if not 0 <= self.eval_fraction < 1:
+            raise UserError("config key 'eval_fraction' must be in [0, 1)")
+        if not self.beta > 0:
+            raise UserError("config key 'beta' must be positive")
+        check_loss(self.loss)
+
+
+@dataclass
+class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
+    policy: str | None = required("SFT policy directory: the PPO start and the frozen reference")
+    reference: str | None = option(None, "frozen reference of the KL penalty (default: --policy; the online loop "
+                                   "starts from the last round's policy and keeps the SFT one here)")
+    judge: list[str] = option([], "judges, comma-separated, logged but never trained on: a reward model directory, "
+                              "a reward function, or a registered name (world:gold)")
+    prompts: str | None = required("prompts JSONL (field `prompt`)")
+    value_model: str | None = option(None, "value model start (default: the reward model, as InstructGPT)")
+    world: str | None = option(None, "toy world: also log its gold reward (the judge world:gold; never trained on)")
+    steps: int = option(100, "PPO iterations (one batch of rollouts each)")
+    batch_size: int = option(64, "episodes (prompts) per iteration")
+    minibatch_size: int = option(32, "episodes per gradient step")
+    ppo_epochs: int = option(4, "passes over each batch of rollouts")
+    lr: float = option(3e-5, "learning rate of policy and value model (toy-world scale)")
+    adam_eps: float = option(1e-5, "Adam epsilon")
+    grad_clip: float = option(1.0, "gradient norm clipping")
+    kl_coef: float = option(0.05, "β: weight of the per-token KL penalty to the SFT policy")
+    adaptive_kl_target: float | None = option(None, "adaptive KL controller: the KL per episode β is steered to "
+                                              "(Ziegler et al. 2019; not early stopping: every epoch runs)")
+    kl_horizon: int = option(10000, "adaptive KL controller: horizon in episodes")
+    clip_range: float = option(0.2, "ε of PPO-Clip")
+    clip_range_value: float = option(0.2, "clip range of the value regression around the old values")
+    vf_coef: float = option(0.1, "weight of the value loss")
+    gamma: float = option(1.0, "discount γ")
+    lam: float = option(0.95, "GAE λ")
+    advantage: str = option("gae", "advantage estimator: gae (PPO with a value model), rloo (REINFORCE "
+                            "leave-one-out, no value model; Ahmadian et al. 2024) or grpo (group-normalized reward, "
+                            "no value model; Shao et al. 2024)")
+    rloo_k: int = option(4, "RLOO: samples per prompt (a batch is batch_size/k prompts x k samples)")
+    group_size: int = option(4, "GRPO: samples per prompt (TRL's num_generations)")
+    scale_rewards: str = option("group", "GRPO: divide by the std of the group (the paper), of the batch, or none "
+                                "(Dr. GRPO, Liu et al. 2025)")
+    loss_type: str | None = option(None, "how token losses are averaged: bnpo (token mean over the minibatch), "
+                                   "grpo (per response, then over responses; Shao et al.) or dr_grpo (a constant "
+                                   "normalizer, Liu et al. 2025); default grpo for GRPO, bnpo otherwise")
+    kl_in: str | None = option(None, "where the KL to the reference goes: reward (−β·log ratio per token, as "
+                               "InstructGPT) or loss (β·k3 in the loss, as GRPO); default loss for GRPO, else reward")
+    whiten_rewards: bool = option(False, "whiten per-token rewards before GAE")
+    temperature: float = option(1.0, "sampling temperature; log-probs are scored with the same logits / T")
+    max_new_tokens: int = option(32, "response length limit")
+    max_prompt_length: int | None = option(None, "prompt tokens kept (from the right, a leading BOS kept; default "
+                                           "128, or what the model's positions leave after max_new_tokens)")
+    missing_eos_penalty: float | None = option(-1.0, "terminal reward of a response with no EOS (none: the RM's)")
+    ptx_data: str | None = option(None, "PPO-ptx: JSONL of pretraining text (`text`) or demonstrations")
+    ptx_coef: float = option(0.0, "PPO-ptx: γ, weight of the LM loss on ptx data (InstructGPT: 27.8)")
+    ptx_batch_size: int = option(16, "PPO-ptx: sequences per gradient step")
+    value_warmup: int = option(0, "first N iterations fit only the value model; the policy waits for a value "
+                               "model whose advantages are not noise (OpenRLHF's freezing_actor_steps)")
+    save_every: int = option(0, "save a checkpoint every N iterations (0: only the final policy)")
+    log_every: int = option(1, "log every N iterations")
+
+    def check(self) -> None:
+        super().check()
+        check_at_least(self, 1, "steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens",
+                       "max_prompt_length", "ptx_batch_size", "kl_horizon", "log_every")
+        check_at_least(self, 0, "value_warmup", "save_every")
+        check_positive(self, "lr", "adam_eps")
+        if self.minibatch_size > self.batch_size:
+            raise UserError("config key 'minibatch_size' must not exceed 'batch_size'")
+        if self.temperature <= 0:
+            raise UserError("config key 'temperature' must be > 0 (PPO scores samples with logits / T)")
+        if self.adaptive_kl_target is not None and self.adaptive_kl_target <= 0:
+            raise UserError("config key 'adaptive_kl_target' must be > 0")
+        if self.ptx_coef > 0 and not self.ptx_data:
+            raise UserError("config key 'ptx_coef' > 0 needs --ptx-data")
+        if self.advantage not in ADVANTAGES:
+            raise UserError(f"config key 'advantage': unknown estimator {self.advantage!r} ({', '.join(ADVANTAGES)})")
+        for key, allowed in (("loss_type", LOSS_TYPES), ("scale_rewards", SCALE_REWARDS), ("kl_in", KL_IN)):
+            if getattr(self, key) not in (None, *allowed):
+                raise UserError(f"config key '{key}': {getattr(self, key)!r} is not one of {', '.join(allowed)}")
+        self.check_rewards()
+        if self.advantage == "gae" and not (self.reward or self.value_model):
+            raise UserError("config key 'value_model': PPO with GAE needs a value model start (--value-model, or "
+                            "--reward: the value model starts from the reward model)")
+        if self.advantage != "gae":
+            name, key = ("RLOO", "rloo_k") if self.advantage == "rloo" else ("GRPO", "group_size")
+            k = samples_per_prompt(self)
+            if k < 2 or self.batch_size % k:
+                raise UserError(f"config key '{key}' must be at least 2 and divide 'batch_size' ({name} compares "
+                                f"k >= 2 samples of each prompt in the batch)")
+            if self.value_model:
+                raise UserError(f"config key 'value_model': {name} has no value model (drop --value-model)")
+            if self.value_warmup:
+                raise UserError(f"config key 'value_warmup': {name} has no value model to warm up")
+        # With N processes each generates batch_size/N episodes and updates on minibatch_size/N of each minibatch.
+        n = self.num_processes
+        if n > 1 and ((self.batch_size // samples_per_prompt(self)) % n or self.minibatch_size % n):
+            raise UserError(f"config keys 'batch_size' (in prompts) and 'minibatch_size' must be multiples of "
+                            f"--num-processes {n}")
+        check_engine(self.rollout_engine, self.vllm_gpu_memory)
+        if max(n, int(os.environ.get("WORLD_SIZE", "1"))) > 1 and self.rollout_engine == "vllm":
+            raise UserError("--rollout-engine vllm runs with one process (--num-processes 1): with several, each "
+                            "would hold its own vLLM copy of the policy, not supported yet")
+        if n > 1 and self.value_warmup:
+            raise UserError("config key 'value_warmup' is not supported with several processes (DDP needs every "
+                            "trained parameter in every backward pass)")
