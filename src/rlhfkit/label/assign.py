@@ -1,6 +1,6 @@
 """Assignment policy: which item a labeler gets next, how long a lease lasts, how outputs are shown.
 
-Pure Python; `store.py` applies it inside transactions. The rules (docs/design.md §6):
+Pure Python; `store/leases.py` applies it inside transactions. The rules (docs/design.md §6):
 
 - each item goes to `overlap` (k) distinct labelers; an item has a free slot while
   submitted answers + live leases < k (a skip gives its slot back);

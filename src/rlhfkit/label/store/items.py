@@ -1,0 +1,63 @@
+"""Importing items: a project is created by its first import, and later imports add the records it lacks."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from rlhfkit.errors import UserError
+from rlhfkit.label.db import Candidate, Item, Project
+from rlhfkit.label.names import MODES
+from rlhfkit.label.store.core import StoreCore
+
+
+def conversation_text(messages: list[dict]) -> str:
+    """A conversation as plain text, one "role: content" block a turn (the `item.prompt` of a chat item)."""
+    return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+class ItemsStore(StoreCore):
+    def import_items(self, name: str, mode: str, overlap: int | None, records: list[dict]) -> tuple[int, int]:
+        """Create the project if needed and add the records it does not hold yet: (added, already there).
+
+        One transaction: a failure leaves the database as it was.
+        """
+        if mode not in MODES:
+            raise UserError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+        if overlap is not None and overlap < 1:
+            raise UserError(f"--overlap {overlap}: each item needs at least one labeler")
+
+        def work(s: Session):
+            now = self.clock()
+            project = s.scalar(select(Project).where(Project.name == name))
+            if project is None:
+                project = Project(name=name, mode=mode, overlap=overlap or 3, created_at=now)
+                s.add(project)
+                s.flush()
+            elif project.mode != mode:
+                raise UserError(f"project {name!r} collects {project.mode!r} labels, not {mode!r}")
+            elif overlap is not None and overlap != project.overlap:
+                project.overlap = overlap
+            existing = set(s.scalars(select(Item.ext_id).where(Item.project_id == project.id)))
+            start = s.scalar(select(func.coalesce(func.max(Item.position), -1)).where(
+                Item.project_id == project.id)) + 1
+            added = 0
+            for record in records:
+                if record["id"] in existing:
+                    continue
+                existing.add(record["id"])
+                prompt, messages = record["prompt"], None
+                if isinstance(prompt, list):  # a conversation: kept as turns, its text for reading and search
+                    messages, prompt = prompt, conversation_text(prompt)
+                item = Item(project_id=project.id, ext_id=record["id"], prompt=prompt, messages=messages,
+                            position=start + added, taken=0)
+                s.add(item)
+                s.flush()
+                s.add_all(Candidate(item_id=item.id, idx=i, text=c["text"], source=c.get("source", "unknown"),
+                                    finished=c.get("finished", True))
+                          for i, c in enumerate(record.get("completions", [])))
+                added += 1
+            self._event(s, "import", project.id, None, added=added, present=len(records) - added)
+            return added, len(records) - added
+
+        return self._write(work)
