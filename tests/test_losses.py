@@ -55,6 +55,19 @@ def test_k1_and_k3_estimators():
     assert (L.kl_k3(a, b) >= 0).all()
 
 
+def test_k3_with_a_mask_is_zero_on_padding_whatever_its_log_probs():
+    # A fresh forward pass at a low temperature gives padding log π far below −88 while the rollout stores 0 there:
+    # unmasked, exp(0 − (−200)) overflows float32 and the masked sum's 0·inf is NaN.
+    logp = torch.tensor([[math.log(0.5), -200.0]], requires_grad=True)
+    ref, mask = torch.tensor([[math.log(0.25), 0.0]]), torch.tensor([[1, 0]])
+    assert torch.isinf(L.kl_k3(logp, ref)[0, 1])  # what the mask prevents
+    k3 = L.kl_k3(logp, ref, mask)
+    assert k3[0].tolist() == pytest.approx([-0.5 + math.log(2), 0.0])  # ρ = 0.5 on the valid token, 0 on padding
+    L.masked_mean(k3, mask).backward()
+    # d k3 / d log π = 1 − ρ = 0.5 on the valid token; nothing reaches the padding
+    assert logp.grad[0].tolist() == pytest.approx([0.5, 0.0])
+
+
 def test_k2_is_half_the_squared_log_ratio():
     # log π = log 0.5, log π_old = log 0.25: log ratio = log 2 = 0.693147 -> k2 = ½·0.693147² = 0.240227
     logp, old = torch.tensor([math.log(0.5), -1.0]), torch.tensor([math.log(0.25), -1.0])

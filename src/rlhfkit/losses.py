@@ -50,9 +50,16 @@ def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return logp - ref_logp
 
 
-def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """k3 = (ρ − 1) − log ρ with ρ = π_SFT/π: unbiased for KL(π‖π_SFT) and never negative (Schulman 2020)."""
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """k3 = (ρ − 1) − log ρ with ρ = π_SFT/π: unbiased for KL(π‖π_SFT) and never negative (Schulman 2020).
+
+    With `mask`, log ρ is 0 on padding before the exponential, so k3 is 0 there whatever the log-probs say: a
+    fresh forward pass gives padding log π far below −88 at a low temperature while the stored π_SFT is 0 there,
+    and exp(88.7) overflows float32; the masked sum's 0·inf would then be NaN (and its gradient too).
+    """
     log_ratio = ref_logp - logp
+    if mask is not None:
+        log_ratio = torch.where(mask.bool(), log_ratio, torch.zeros_like(log_ratio))
     return torch.expm1(log_ratio) - log_ratio
 
 

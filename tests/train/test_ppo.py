@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from rlhfkit import losses as L
+from rlhfkit.errors import UserError
 from rlhfkit.generation import generate
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.policy import response_logprobs
@@ -54,6 +55,25 @@ def test_first_minibatch_ratio_is_one_and_clipfrac_zero(setup, temperature):
     assert stats[0]["ratio_min"] == 1.0 and stats[0]["ratio_max"] == 1.0
     assert stats[0]["clipfrac"] == 0.0 and stats[0]["approx_kl"] == 0.0
     assert stats[-1]["ratio_max"] != 1.0  # ... and later minibatches see the updated policy
+
+
+def test_a_loss_that_is_not_finite_is_named_with_its_place_and_input(setup):
+    """Before any update a non-finite loss comes from the rollout, not from the learning rate: the one line says which
+    loss, which minibatch of which iteration, and which of its inputs are not finite."""
+    cfg, tokenizer, policy, reference, value, reward = setup
+    _, rollout = _rollout(setup)
+    _, adv, returns = advantages(rollout, cfg.kl_coef, cfg)
+    optimizer = make_optimizer(list(policy.parameters()) + list(value.parameters()), cfg.lr)
+    with pytest.raises(UserError) as error:
+        ppo_update(policy, value, optimizer, rollout, adv * float("nan"), returns, cfg, torch.Generator())
+    assert str(error.value) == ("iteration 1, epoch 1, minibatch 1: the policy loss is not finite (nan); not finite "
+                                "among its inputs: the advantages; stopping (before any update: the data or the "
+                                "model give it, not the training)")
+    returns[0, 0] = float("inf")  # a later iteration, and the value loss of the minibatch that holds row 0
+    with pytest.raises(UserError, match=r"^iteration 3, epoch \d, minibatch \d: the value loss is not finite "
+                                        r"\(inf\); not finite among its inputs: the returns; stopping \(lower the "
+                                        r"learning rate"):
+        ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, torch.Generator(), iteration=3)
 
 
 def test_logged_approx_kl_estimates_the_exact_kl_after_a_real_update_step(setup):

@@ -35,9 +35,11 @@ minibatch orders and PPO-ptx batches. 1: each generates its contiguous share of 
 left-padded to the global prompt width, with the sampling noise of the whole global batch drawn from the same
 sampler (generation.py `next_token`); the processes agree on the decoding steps afterwards, so the samplers stay
 aligned. 2: each measures its rows; the rollout is then gathered to every process, so 3–4 (whitening, GAE, RLOO)
-see the global batch. 5: each global minibatch is split with `Parallel.shard`, and the loss of each share is
-weighted by its valid tokens (PPO-ptx's term by its text tokens) in `Parallel.backward`; the update statistics
-are token means (minimum, maximum) over the global minibatch.
+see the global batch. 5: each global minibatch is split with `Parallel.shard`, and each term of a share's loss is
+weighted in `Parallel.backward` by what it is a mean over: the policy term by its response tokens (bnpo) or its
+responses (grpo, dr_grpo), the value term by its response tokens, PPO-ptx's by its text tokens; each logged loss
+is reduced over processes by the same weights, the other statistics are token means (minimum, maximum) over the
+global minibatch.
 """
 
 from __future__ import annotations
@@ -274,47 +276,59 @@ def advantages(rollout: Rollout, kl_coef: float, cfg: PPOConfig) -> tuple[torch.
 def surrogate_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor,
                 mask: torch.Tensor, cfg: PPOConfig, kl_coef: float) -> torch.Tensor:
     """PPO-Clip's token terms −min(ρA, clip(ρ, 1±ε)A), plus β·k3(π_θ, π_ref) with --kl-in loss (GRPO: Shao et al.
-    2024, eq. 3–4), averaged as --loss-type says (`losses.aggregate_loss`; bnpo is PPO's token mean)."""
+    2024, eq. 3–4; none at β = 0), averaged as --loss-type says (`losses.aggregate_loss`; bnpo is PPO's token
+    mean). k3 is 0 on padding, masked before its exponential (the rollout's log-probs are stored masked, the fresh
+    ones are not)."""
     terms = L.clipped_surrogate_terms(logp, old_logp, adv, cfg.clip_range)
-    if kl_in_loss(cfg):
-        terms = terms + kl_coef * L.kl_k3(logp, ref_logp)
+    if kl_in_loss(cfg) and kl_coef != 0:
+        terms = terms + kl_coef * L.kl_k3(logp, ref_logp, mask)
     return L.aggregate_loss(terms, mask, loss_type(cfg), cfg.max_new_tokens)
 
 
 def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tensor, returns: torch.Tensor,
                cfg: PPOConfig, generator: torch.Generator, ptx=None, parallel: Parallel | None = None,
-               kl_coef: float | None = None) -> list[dict]:
+               kl_coef: float | None = None, iteration: int = 1) -> list[dict]:
     """5. K epochs over shuffled minibatches of the rollout; returns one stats dict per minibatch (N processes:
     each takes its share of every minibatch; the stats are the whole minibatch's). `kl_coef`: β of the KL loss
-    term (--kl-in loss; default --kl-coef)."""
+    term (--kl-in loss; default --kl-coef); `iteration`: the run's iteration (1 = the first), for errors.
+
+    Each term of the loss is weighted across processes by what it is a mean over (`Parallel.backward`): the
+    policy loss by the minibatch's response tokens (bnpo) or responses (grpo, dr_grpo), the value loss by its
+    response tokens, PPO-ptx's by its text tokens; each logged loss is reduced the same way."""
     parallel = parallel or Parallel(rollout.mask.device)
     s, stats = rollout.samples, []
     ids, attn, mask, width = s.input_ids, s.attention_mask, rollout.mask, rollout.prompt_width
     trained = [p for g in optimizer.param_groups for p in g["params"]]
-    for _ in range(cfg.ppo_epochs):
-        for minibatch in shuffled_batches(len(ids), cfg.minibatch_size, generator):
+    for epoch in range(cfg.ppo_epochs):
+        for n, minibatch in enumerate(shuffled_batches(len(ids), cfg.minibatch_size, generator)):
             idx = parallel.shard(minibatch)
             logp, logits = response_logprobs(policy, ids[idx], attn[idx], width, cfg.temperature)
-            old_logp, m = rollout.logp[idx], mask[idx]
-            policy_loss = surrogate_loss(logp, old_logp, rollout.ref_logp[idx], adv[idx], m, cfg,
+            old_logp, ref_logp, a, m = rollout.logp[idx], rollout.ref_logp[idx], adv[idx], mask[idx]
+            policy_loss = surrogate_loss(logp, old_logp, ref_logp, a, m, cfg,
                                          cfg.kl_coef if kl_coef is None else kl_coef)
-            loss, value_loss = policy_loss, None
+            updates = (iteration - 1) * cfg.ppo_epochs * -(-len(ids) // cfg.minibatch_size) + len(stats)
+            where = f"iteration {iteration}, epoch {epoch + 1}, minibatch {n + 1}"
+            check_finite(policy_loss, updates, "the policy loss", where,
+                         {"log π_θ": logp, "log π_θk": old_logp, "log π_ref": ref_logp, "the advantages": a}, m)
+            terms, value_loss = [], None
+            tokens = m.sum()  # response tokens of this process's share
             if value_model is not None:  # RLOO and GRPO have no value model, hence no value term
                 values = response_values(value_model, ids[idx], attn[idx], width)
                 value_loss = L.clipped_value_loss(values, rollout.values[idx], returns[idx], m, cfg.clip_range_value)
-                loss = policy_loss + cfg.vf_coef * value_loss
-            check_finite(loss, len(stats), "PPO loss")
+                check_finite(value_loss, updates, "the value loss", where,
+                             {"V_φ": values, "V_φk": rollout.values[idx], "the returns": returns[idx]}, m)
+                terms.append((cfg.vf_coef * value_loss, tokens))  # a token mean
             ptx_loss, ptx_tokens = ptx.loss(policy, parallel) if ptx is not None else (None, 0)
             if ptx_loss is not None:
-                check_finite(ptx_loss, len(stats), "PPO-ptx loss")
-            tokens = m.sum()  # the loss is a mean over the global minibatch's response tokens (bnpo)
+                check_finite(ptx_loss, updates, "the PPO-ptx loss", where)
+                terms.append((cfg.ptx_coef * ptx_loss, ptx_tokens))
             units = tokens if loss_type(cfg) == "bnpo" else torch.tensor(float(len(idx)))  # grpo, dr_grpo: responses
-            parallel.backward(loss, units, *([(cfg.ptx_coef * ptx_loss, ptx_tokens)] if ptx_loss is not None else []))
+            parallel.backward(policy_loss, units, *terms)
             optimizer_step(optimizer, None, trained, cfg.grad_clip)
             with torch.no_grad():
                 ratio = torch.exp(logp - old_logp)[m.bool()]
-                stat = parallel.token_mean({
-                    "policy_loss": policy_loss.item(),
+                stat = parallel.token_mean({"policy_loss": policy_loss.item()}, units)
+                stat |= parallel.token_mean({
                     **({"value_loss": value_loss.item()} if value_loss is not None else {}),
                     "clipfrac": L.clip_fraction(logp, old_logp, m, cfg.clip_range).item(),
                     "approx_kl": L.masked_mean(L.kl_k2(logp, old_logp), m).item(),
@@ -383,7 +397,7 @@ def ppo_loop(run: Run) -> dict:
         rewards, adv, returns = advantages(rollout, kl_control.value, cfg)                                # 3, 4
         t2 = time.time()
         updates = ppo_update(train_policy, train_value_model, optimizer, rollout, adv, returns, cfg, generator,
-                             ptx, parallel, kl_control.value)                                           # 5
+                             ptx, parallel, kl_control.value, step)                                           # 5
         t3 = time.time()
         sync_s = engine.sync(policy)  # the updated weights into the engine (vllm; hf samples the policy itself)
         record = rollout_metrics(rollout, rewards, kl_control.value) | mean_stats(updates) | {
