@@ -218,7 +218,10 @@ def preference_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, weight: to
     """InstructGPT eq. 1: loss(θ) = −1/C(K,2) · E_{(x, y_w, y_l)}[log σ(r_θ(x, y_w) − r_θ(x, y_l))].
 
     `weight` is 1/C(K,2) for each pair of a ranking of K outputs, so that each ranking counts once however many
-    pairs it gives; the sum runs over the pairs of `n_rankings` rankings and is averaged over rankings.
+    pairs it gives; the sum runs over the pairs of `n_rankings` rankings and is averaged over rankings. The
+    rankings counted are those that give at least one strictly ordered pair (data/pairs.py `ordered_groups`): a
+    ranking that is one tie group is in neither the sum nor n_rankings, whether read as rankings or as pairs
+    (ties inside a ranking with other groups only drop its tied pairs: its C(K,2) stays the normalizer).
     (The lecture's slide, docs/design.md §0, writes loss = log σ(r_j − r_k) without the minus sign: that would be
     maximized.)
     """

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rlhfkit.config import check_at_least, option, required
 from rlhfkit.data.jsonl import check_writable
-from rlhfkit.data.pairs import preference_groups, read_preference_records
+from rlhfkit.data.pairs import ordered_groups, preference_groups, read_preference_records
 from rlhfkit.data.readers import DataOptions
 from rlhfkit.engines import EngineOptions, check_engine, make_engine
 from rlhfkit.errors import UserError
@@ -148,7 +148,8 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
     tokenizer = load_tokenizer(cfg.rm)  # any reward model with its tokenizer (models/scalar.py)
     model = ScalarModel.from_pretrained(cfg.rm).eval()
     run_in_bf16(cfg.bf16, model)
-    measured = pairwise_accuracy(model, tokenize_groups(tokenizer, groups, 256), tokenizer.pad_token_id)
+    measured = pairwise_accuracy(model, tokenize_groups(tokenizer, ordered_groups(groups), 256),
+                                 tokenizer.pad_token_id)
     result = {"rm": cfg.rm, "data": data, "heldout_accuracy": round(measured["accuracy"], 4),
               "heldout_loss": round(measured["loss"], 4), "n_pairs": measured["n_pairs"],
               "n_rankings": measured["n_rankings"], **labeler_agreement(groups)}

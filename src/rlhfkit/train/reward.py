@@ -7,7 +7,8 @@
 - every ranking of K outputs gives its C(K,2) ordered pairs (ties dropped); all pairs of one ranking sit in
   one batch, each weighted 1/C(K,2), so a ranking counts once (InstructGPT §3.5: training on each pair as a
   separate example overfits in one epoch). Each distinct output is scored once per batch, however many
-  pairs it is in;
+  pairs it is in. A ranking that is one tie group gives no pair and is left out, whether the file holds
+  rankings or the pairs `rlhf data pairs` made of them (`losses.preference_loss`);
 - one epoch by default; held-out rankings are split by prompt;
 - after training the head's bias is shifted so that demonstrations score 0 on average (InstructGPT §3.5).
 """
@@ -24,7 +25,7 @@ from rlhfkit.config import check_at_least, check_positive, option, required
 from rlhfkit.data.chat import Truncation, is_conversation, require_template
 from rlhfkit.data.collate import pad_right
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
-from rlhfkit.data.pairs import pair_weight, preference_groups, read_preference_records
+from rlhfkit.data.pairs import ordered_groups, pair_weight, preference_groups, read_preference_records
 from rlhfkit.data.readers import DataOptions
 from rlhfkit.data.schemas import demo_record
 from rlhfkit.errors import UserError
@@ -121,7 +122,7 @@ def make_batch(groups: list[dict], pad_id: int, device) -> RankingBatch:
     rows = [list(row) for row in index]
     return RankingBatch(pad_right(rows, pad_id).to(device), pad_right([[1] * len(r) for r in rows], 0).to(device),
                         torch.tensor(chosen, device=device), torch.tensor(rejected, device=device),
-                        torch.tensor(weight, device=device), len(groups))
+                        torch.tensor(weight, device=device), len(ordered_groups(groups)))
 
 
 def batch_loss(model: ScalarModel, batch: RankingBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,7 +203,8 @@ def check_rankings(cfg: RewardConfig, tokenizer, inputs: RewardInputs) -> list[l
     if any(is_conversation(r.get("prompt")) for _, records, _ in sets for r in records):
         require_template(tokenizer)
     truncation = Truncation(cfg.max_length, cfg.truncation)
-    groups = [tokenize_groups(tokenizer, preference_groups(kind, records), cfg.max_length, truncation, source)
+    groups = [tokenize_groups(tokenizer, ordered_groups(preference_groups(kind, records)), cfg.max_length,
+                              truncation, source)
               for kind, records, source in sets]
     truncation.report("rm")
     return groups
@@ -252,7 +254,7 @@ def normalize_evaluate_save(run: Run, model: ScalarModel, step: int, train: list
     if data.demos:
         prompts, texts, source = [d["prompt"] for d in data.demos], [d["completion"] for d in data.demos], cfg.demos
     else:
-        groups = preference_groups(data.kind, data.train_records)
+        groups = ordered_groups(preference_groups(data.kind, data.train_records))  # the outputs trained on
         prompts = [g["prompt"] for g in groups for _ in g["completions"]]
         texts = [c for g in groups for c in g["completions"]]
         source = "training outputs"
