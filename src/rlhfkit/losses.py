@@ -112,29 +112,12 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: fl
     return out * mask
 
 
-def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                      eps: float = 0.2) -> torch.Tensor:
-    """PPO-Clip policy loss: −E_t[min(ρ_t A_t, clip(ρ_t, 1−ε, 1+ε) A_t)], ρ_t = π_θ(y_t)/π_θk(y_t).
-
-    Schulman et al. 2017, eq. 7; the mean runs over the valid tokens of the minibatch.
-    """
-    return masked_mean(clipped_surrogate_terms(logp, old_logp, advantages, eps), mask)
-
-
 def clipped_surrogate_terms(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
                             eps: float = 0.2) -> torch.Tensor:
-    """The per-token terms −min(ρ_t A_t, clip(ρ_t, 1−ε, 1+ε) A_t) of `clipped_surrogate`, before any mean."""
+    """PPO-Clip's per-token terms −min(ρ_t A_t, clip(ρ_t, 1−ε, 1+ε) A_t), ρ_t = π_θ(y_t)/π_θk(y_t) (Schulman et al.
+    2017, eq. 7), before any mean: the loss is `aggregate_loss` of them (PPO: the token mean over the minibatch)."""
     ratio = torch.exp(logp - old_logp)
     return -torch.min(ratio * advantages, ratio.clamp(1 - eps, 1 + eps) * advantages)
-
-
-def ppo_g(eps: float, advantages: torch.Tensor) -> torch.Tensor:
-    """The lecture's (docs/design.md §0) g(ε, A) = (1+ε)A if A ≥ 0 else (1−ε)A, so that L = min(ρA, g(ε, A)).
-
-    Not called by the trainer, which uses `clipped_surrogate`: kept as the lecture's form of the same objective,
-    and tests/test_losses.py checks that min(ρA, g(ε, A)) equals the clipped surrogate term by term.
-    """
-    return torch.where(advantages >= 0, (1 + eps) * advantages, (1 - eps) * advantages)
 
 
 def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
