@@ -47,6 +47,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -207,14 +208,14 @@ class KLController:
 
 # -------------------------------------------------------------------------------------- the algorithm
 
-def collect(engine, tokenizer, prompts: list[str], cfg: PPOConfig, generator, parallel: Parallel | None = None
-            ) -> Samples:
+def collect(engine, tokenizer, prompts: list[str], cfg: PPOConfig, generator, parallel: Parallel | None = None,
+            ignore_eos: bool = False) -> Samples:
     """1. Sample one response per prompt from the current policy by the rollout engine (RLOO, GRPO: k, side by
     side). With N processes (hf engines): this process's rows of the global batch, as a one-process run samples
-    them (see the module docstring)."""
+    them (see the module docstring). `ignore_eos`: every response to full length (`rlhf bench ppo`)."""
     prompts = [p for p in prompts for _ in range(samples_per_prompt(cfg))]
     options = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, generator=generator,
-                   max_prompt_length=cfg.max_prompt_length)
+                   max_prompt_length=cfg.max_prompt_length, **({"ignore_eos": True} if ignore_eos else {}))
     if parallel is None or parallel.world_size == 1:
         return engine.generate(prompts, **options)
     rows, steps = parallel.shard_range(len(prompts)), []
@@ -286,11 +287,11 @@ def surrogate_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.T
 
 
 def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tensor, returns: torch.Tensor,
-               cfg: PPOConfig, generator: torch.Generator, ptx=None, parallel: Parallel | None = None,
-               kl_coef: float | None = None, iteration: int = 1) -> list[dict]:
+               cfg: PPOConfig, kl_coef: float, generator: torch.Generator, ptx=None, parallel: Parallel | None = None,
+               iteration: int = 1) -> list[dict]:
     """5. K epochs over shuffled minibatches of the rollout; returns one stats dict per minibatch (N processes:
     each takes its share of every minibatch; the stats are the whole minibatch's). `kl_coef`: β of the KL loss
-    term (--kl-in loss; default --kl-coef); `iteration`: the run's iteration (1 = the first), for errors.
+    term (--kl-in loss), the KL controller's value; `iteration`: the run's iteration (1 = the first), for errors.
 
     Each term of the loss is weighted across processes by what it is a mean over (`Parallel.backward`): the
     policy loss by the minibatch's response tokens (bnpo) or responses (grpo, dr_grpo), the value loss by its
@@ -304,8 +305,7 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
             idx = parallel.shard(minibatch)
             logp, logits = response_logprobs(policy, ids[idx], attn[idx], width, cfg.temperature)
             old_logp, ref_logp, a, m = rollout.logp[idx], rollout.ref_logp[idx], adv[idx], mask[idx]
-            policy_loss = surrogate_loss(logp, old_logp, ref_logp, a, m, cfg,
-                                         cfg.kl_coef if kl_coef is None else kl_coef)
+            policy_loss = surrogate_loss(logp, old_logp, ref_logp, a, m, cfg, kl_coef)
             updates = (iteration - 1) * cfg.ppo_epochs * -(-len(ids) // cfg.minibatch_size) + len(stats)
             where = f"iteration {iteration}, epoch {epoch + 1}, minibatch {n + 1}"
             check_finite(policy_loss, updates, "the policy loss", where,
@@ -339,6 +339,45 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
                     stat |= parallel.token_mean({"ptx_loss": ptx_loss.item()}, ptx_tokens)
             stats.append(stat)
     return stats
+
+
+@dataclass
+class PPOModels:
+    """What an iteration runs: the policy as sampled and scored, and as trained (`train_policy`: DDP-wrapped with N
+    processes, else the same), the frozen reference, the value model likewise (None: RLOO, GRPO), the reward
+    sources (`Rewards`, or a bare reward model), one optimizer, the rollout engine and PPO-ptx's batches."""
+    tokenizer: object
+    policy: torch.nn.Module
+    train_policy: torch.nn.Module
+    reference: torch.nn.Module
+    value_model: torch.nn.Module | None
+    train_value_model: torch.nn.Module | None
+    rewards: object
+    optimizer: torch.optim.Optimizer
+    engine: object
+    ptx: object = None
+
+
+def ppo_iteration(m: PPOModels, prompts: list[str], cfg: PPOConfig, kl_coef: float, generator: torch.Generator,
+                  sampler: torch.Generator, parallel: Parallel, step: int = 1, rows_of=None, mark=None,
+                  ignore_eos: bool = False) -> tuple[Rollout, torch.Tensor, list[dict], float]:
+    """One iteration, 1–5 of the module docstring, with β = `kl_coef` (the KL controller's value): (the rollout, its
+    per-token rewards, the update's stats per minibatch, the engine's sync seconds). `rows_of(samples)`: the
+    responses' dataset rows, for reward functions; `mark()` is called after generation, scoring and the update,
+    for the caller's clocks. `rlhf ppo` and `rlhf bench ppo` both run this."""
+    mark = mark or (lambda: None)
+    with parallel.inference():  # inference mode (FSDP: no_grad)
+        with parallel.whole(m.policy):  # FSDP: gathered once for the decoding loop, not once per token
+            samples = collect(m.engine, m.tokenizer, prompts, cfg, sampler, parallel, ignore_eos)           # 1
+        mark()
+        rollout = gather_rollout(measure(samples, m.policy, m.reference, m.value_model, m.rewards, cfg,
+                                         rows_of(samples) if rows_of else None), parallel)                  # 2
+    rewards, adv, returns = advantages(rollout, kl_coef, cfg)                                                # 3, 4
+    mark()
+    stats = ppo_update(m.train_policy, m.train_value_model, m.optimizer, rollout, adv, returns, cfg, kl_coef,
+                       generator, m.ptx, parallel, step)                                                     # 5
+    mark()
+    return rollout, rewards, stats, m.engine.sync(m.policy)  # the updated weights into the engine (vllm)
 
 
 # ---------------------------------------------------------------------------------------- around it
@@ -380,26 +419,21 @@ def ppo_loop(run: Run) -> dict:
                          gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed)  # after restore: it serves those weights
     bar, record = progress(cfg.steps, "ppo"), {}
     bar.update(first)
+    models = PPOModels(tokenizer, policy, train_policy, reference, value_model, train_value_model, rewards_of,
+                       optimizer, engine, ptx)
+    times: list[float] = []
     for step in range(first + 1, cfg.steps + 1):
-        t0 = time.time()
+        times[:] = [time.time()]
         for p in policy_params:
             p.requires_grad_(step > cfg.value_warmup)  # during the warm-up only the value model learns
         rows = stream.next(cfg.batch_size // samples_per_prompt(cfg))  # the global batch, in every process
         prompts = [inputs.prompts[i] for i in rows]
         batch_rows = [i for i in rows for _ in range(samples_per_prompt(cfg))]  # each response's row, as collect
-        with parallel.inference():  # inference mode (FSDP: no_grad)
-            with parallel.whole(policy):  # FSDP: gathered once for the decoding loop, not once per token
-                samples = collect(engine, tokenizer, prompts, cfg, sampler, parallel)                     # 1
-            t1 = time.time()
-            mine = [batch_rows[i] for i in parallel.shard_range(len(batch_rows))]  # this process's responses
-            rollout = gather_rollout(measure(samples, policy, reference, value_model, rewards_of, cfg,
-                                             inputs.rows.batch(samples, mine)), parallel)                # 2
-        rewards, adv, returns = advantages(rollout, kl_control.value, cfg)                                # 3, 4
-        t2 = time.time()
-        updates = ppo_update(train_policy, train_value_model, optimizer, rollout, adv, returns, cfg, generator,
-                             ptx, parallel, kl_control.value, step)                                           # 5
-        t3 = time.time()
-        sync_s = engine.sync(policy)  # the updated weights into the engine (vllm; hf samples the policy itself)
+        mine = [batch_rows[i] for i in parallel.shard_range(len(batch_rows))]  # this process's responses
+        rollout, rewards, updates, sync_s = ppo_iteration(models, prompts, cfg, kl_control.value, generator, sampler,
+                                                          parallel, step, partial(inputs.rows.batch, rows=mine),
+                                                          lambda: times.append(time.time()))
+        t0, t1, t2, t3 = times
         record = rollout_metrics(rollout, rewards, kl_control.value) | mean_stats(updates) | {
             "episodes": step * cfg.batch_size, "generation_s": t1 - t0, "scoring_s": t2 - t1,
             "update_s": t3 - t2, "reward_fn_s": rewards_of.take_time(),
