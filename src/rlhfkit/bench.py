@@ -53,10 +53,10 @@ from rlhfkit.models.precision import bf16_support, warn_if_emulated
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.train.common import make_optimizer, seed_everything, set_threads
 from rlhfkit.train.distributed import Parallel
-from rlhfkit.train.ppo import PPOConfig, PPOModels, mean_stats, ppo_iteration
-from rlhfkit.train.ppo_setup import load_models
+from rlhfkit.train.ppo import PPOConfig, ppo_iteration
+from rlhfkit.train.ppo_setup import PPOModels, load_models
 from rlhfkit.train.reward import RewardConfig, train_reward_model
-from rlhfkit.train.rollout import rollout_metrics
+from rlhfkit.train.rollout import mean_stats, rollout_metrics
 from rlhfkit.train.sft import SFTConfig, train_sft
 from rlhfkit.world.pretrain import base_config
 from rlhfkit.world.tokenizer import build_tokenizer

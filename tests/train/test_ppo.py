@@ -11,7 +11,7 @@ from rlhfkit.models.policy import response_logprobs
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.train import ppo as ppo_module
 from rlhfkit.train.common import make_optimizer
-from rlhfkit.train.ppo import KLController, PPOConfig, advantages, measure, ppo_update
+from rlhfkit.train.ppo import PPOConfig, advantages, measure, ppo_update
 from rlhfkit.train.ppo_data import PtxBatches, read_ptx
 from rlhfkit.train.ppo_setup import load_models
 from tests.conftest import run_cli
@@ -143,18 +143,6 @@ def test_rollout_is_masked_after_the_first_eos(setup):
         assert eos not in ids[:n - 1]
         assert (ids[n - 1] == eos) == bool(done)
     assert (rollout.logp * (1 - rollout.mask) == 0).all() and (rollout.values * (1 - rollout.mask) == 0).all()
-
-
-def test_adaptive_controller_raises_beta_above_target_and_lowers_it_below():
-    high = KLController(0.1, target=6.0, horizon=10000)
-    high.update(kl=12.0, n_episodes=64)          # error clipped to +0.2
-    assert high.value == pytest.approx(0.1 * (1 + 0.2 * 64 / 10000))
-    low = KLController(0.1, target=6.0, horizon=10000)
-    low.update(kl=3.0, n_episodes=64)            # error = 3/6 − 1 = −0.5, clipped to −0.2
-    assert low.value == pytest.approx(0.1 * (1 - 0.2 * 64 / 10000))
-    fixed = KLController(0.1)
-    fixed.update(kl=100.0, n_episodes=64)
-    assert fixed.value == 0.1
 
 
 def _grads(setup, ptx):

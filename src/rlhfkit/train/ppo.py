@@ -49,7 +49,6 @@ import time
 from dataclasses import dataclass
 from functools import partial
 
-import numpy as np
 import torch
 
 from rlhfkit import losses as L
@@ -57,17 +56,13 @@ from rlhfkit.config import check_at_least, check_positive, option, required
 from rlhfkit.data.readers import DataOptions
 from rlhfkit.engines import EngineOptions, check_engine, make_engine
 from rlhfkit.errors import UserError
-from rlhfkit.generation import Samples, encode_prompts, without_autograd
-from rlhfkit.models.loading import (
-    save_dtype,
-)
-from rlhfkit.models.lora import save_model, save_scalar_model
+from rlhfkit.generation import Samples, without_autograd
 from rlhfkit.models.policy import response_logprobs, response_values, scored_responses
 from rlhfkit.rewards.combine import RewardBatch, Rewards
-from rlhfkit.storage import save_pretrained_atomic
 from rlhfkit.train.checkpoint import Checkpoints
-from rlhfkit.train.common import RunOptions, check_finite, make_optimizer, optimizer_step, progress, shuffled_batches
+from rlhfkit.train.common import RunOptions, check_finite, optimizer_step, progress, shuffled_batches
 from rlhfkit.train.distributed import Parallel
+from rlhfkit.train.kl_control import KLController
 from rlhfkit.train.ppo_data import PromptStream
 from rlhfkit.train.ppo_rewards import (
     RewardOptions,
@@ -76,8 +71,8 @@ from rlhfkit.train.ppo_rewards import (
     make_judges,
     make_rewards,
 )
-from rlhfkit.train.ppo_setup import load, read_inputs
-from rlhfkit.train.rollout import Rollout, gather_rollout, pad_responses, rollout_metrics
+from rlhfkit.train.ppo_setup import PPOModels, finish, load, log_step, read_inputs, save_snapshot, wrap_models
+from rlhfkit.train.rollout import Rollout, gather_rollout, generate_share, mean_stats, rollout_metrics
 from rlhfkit.train.run import Run, start_run
 
 ADVANTAGES = ("gae", "rloo", "grpo")
@@ -185,27 +180,6 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
                             "trained parameter in every backward pass)")
 
 
-class KLController:
-    """β, fixed or adaptive. Adaptive (Ziegler et al. 2019, §2.2), with e = clip(KL/KL_target − 1, −0.2, 0.2):
-
-        β ← β · (1 + e · n_episodes / horizon)
-    """
-
-    def __init__(self, kl_coef: float, target: float | None = None, horizon: int = 10000):
-        self.value, self.target, self.horizon = kl_coef, target, horizon
-
-    def update(self, kl: float, n_episodes: int) -> None:
-        if self.target is not None:
-            error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
-            self.value *= 1.0 + error * n_episodes / self.horizon
-
-    def state_dict(self) -> dict:
-        return {"value": self.value}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.value = state["value"]
-
-
 # -------------------------------------------------------------------------------------- the algorithm
 
 def collect(engine, tokenizer, prompts: list[str], cfg: PPOConfig, generator, parallel: Parallel | None = None,
@@ -218,16 +192,7 @@ def collect(engine, tokenizer, prompts: list[str], cfg: PPOConfig, generator, pa
                    max_prompt_length=cfg.max_prompt_length, **({"ignore_eos": True} if ignore_eos else {}))
     if parallel is None or parallel.world_size == 1:
         return engine.generate(prompts, **options)
-    rows, steps = parallel.shard_range(len(prompts)), []
-    width = encode_prompts(tokenizer, prompts, cfg.max_prompt_length)[0].shape[1]
-
-    def agree_steps(mine: int) -> int:  # the longest decoding loop of all processes
-        steps.append(int(parallel.highest({"steps": mine})["steps"]))
-        return steps[0]
-
-    samples = engine.generate([prompts[i] for i in rows], prompt_width=width,
-                       rows=(rows.start, len(prompts)), agree_steps=agree_steps, **options)
-    return pad_responses(samples, steps[0], tokenizer.pad_token_id)
+    return generate_share(engine, tokenizer, prompts, parallel, **options)
 
 
 @without_autograd
@@ -341,23 +306,6 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
     return stats
 
 
-@dataclass
-class PPOModels:
-    """What an iteration runs: the policy as sampled and scored, and as trained (`train_policy`: DDP-wrapped with N
-    processes, else the same), the frozen reference, the value model likewise (None: RLOO, GRPO), the reward
-    sources (`Rewards`, or a bare reward model), one optimizer, the rollout engine and PPO-ptx's batches."""
-    tokenizer: object
-    policy: torch.nn.Module
-    train_policy: torch.nn.Module
-    reference: torch.nn.Module
-    value_model: torch.nn.Module | None
-    train_value_model: torch.nn.Module | None
-    rewards: object
-    optimizer: torch.optim.Optimizer
-    engine: object
-    ptx: object = None
-
-
 def ppo_iteration(m: PPOModels, prompts: list[str], cfg: PPOConfig, kl_coef: float, generator: torch.Generator,
                   sampler: torch.Generator, parallel: Parallel, step: int = 1, rows_of=None, mark=None,
                   ignore_eos: bool = False) -> tuple[Rollout, torch.Tensor, list[dict], float]:
@@ -442,63 +390,10 @@ def ppo_loop(run: Run) -> dict:
         kl_control.update(record["kl"], cfg.batch_size)
         log_step(run, step, record, bar)
         if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
-            snapshot = parallel.gather(policy)  # FSDP: the full weights, in process 0
-            if parallel.is_main:
-                save_pretrained_atomic(run.dir.path / "checkpoints" / f"step-{step}", snapshot, tokenizer)
+            save_snapshot(run, policy, step)
         if step < cfg.steps:  # the last step's state is the saved model
             checkpoints.maybe_save(step)
     bar.close()
     engine.close()  # (an error before this: the served copy is removed at exit, TemporaryDirectory)
     return finish(run, parallel.gather(policy), parallel.gather(value_model) if value_model is not None else None,
                   record)
-
-
-def wrap_models(run: Run):
-    """The trained models as the update calls them (DDP-wrapped with N processes; FSDP shards every model in
-    place), the frozen ones as sampling and scoring call them, and one optimizer of policy and value model."""
-    cfg, parallel, (_, policy, reference, value_model, reward_model, ptx) = run.cfg, run.parallel, run.models
-    if ptx is not None:
-        ptx.generator = run.generator  # PPO-ptx's batches: from the run's generator, the same in every process
-    train_policy = parallel.wrap(policy)
-    train_value_model = parallel.wrap(value_model) if value_model is not None else None
-    reference = parallel.frozen(reference)
-    if reward_model is not None:
-        reward_model.model = parallel.frozen(reward_model.model)
-    trained = [policy] + ([value_model] if value_model is not None else [])
-    optimizer = make_optimizer([p for model in trained for p in model.parameters()], cfg.lr, eps=cfg.adam_eps)
-    return train_policy, train_value_model, reference, reward_model, optimizer
-
-
-def log_step(run: Run, step: int, record: dict, bar) -> None:
-    if step % run.cfg.log_every == 0 or step == run.cfg.steps:
-        run.dir.log(step, **record)
-    bar.update(1)
-    bar.set_postfix(rm=f"{record['rm_score']:.2f}", kl=f"{record['kl']:.2f}",
-                    **({"gold": f"{record['gold']:.2f}"} if "gold" in record else {}))
-
-
-def finish(run: Run, policy, value_model, record: dict) -> dict:
-    """Process 0 saves the policy and the value model (FSDP: gathered whole) and reports."""
-    if not run.parallel.is_main:
-        return record
-    cfg, tokenizer, path = run.cfg, run.models[0], run.dir.path
-    save_model(path, policy, tokenizer, cfg.lora_save, save_dtype(cfg.dtype, cfg.policy))
-    if value_model is not None:
-        save_scalar_model(path / "value", value_model, None, cfg.lora_save)
-    run.dir.close()
-    gold = f", gold {record['gold']:.3f}" if "gold" in record else ""
-    print(f"ppo: {cfg.steps} iterations, {cfg.steps * cfg.batch_size} episodes; last batch: RM score "
-          f"{record['rm_score']:.3f}, KL {record['kl']:.3f}{gold} -> {path}")
-    return record
-
-
-# How each update statistic is reduced over the minibatches of an iteration: these by their extreme, every other
-# one by its mean.
-OVER_MINIBATCHES = {"ratio_min": min, "ratio_max": max}
-
-
-def mean_stats(stats: list[dict]) -> dict:
-    keys = stats[0].keys()
-    out = {k: float(np.mean([s[k] for s in stats])) for k in keys if k not in OVER_MINIBATCHES}
-    out |= {k: reduce(s[k] for s in stats) for k, reduce in OVER_MINIBATCHES.items() if k in keys}
-    return out
