@@ -30,14 +30,14 @@ r(x, y) is a reward model, reward functions (`--reward-fn`, TRL's convention: `r
 sum; judges (`--judge`, e.g. the toy world's gold reward) are logged, never trained on (train/ppo_rewards.py).
 
 With N processes (--num-processes) PPO takes the steps of one process (docs/design.md §4; tested in
-tests/train/test_distributed.py). Every process holds the same generators, so each draws the same prompts,
-minibatch orders and PPO-ptx batches. 1: each generates its contiguous share of the global batch's rows,
-left-padded to the global prompt width, with the sampling noise of the whole global batch drawn from the same
-sampler (generation.py `next_token`); the processes agree on the decoding steps afterwards, so the samplers stay
-aligned. 2: each measures its rows; the rollout is then gathered to every process, so 3–4 (whitening, GAE, RLOO)
-see the global batch. 5: each global minibatch is split with `Parallel.shard`, and each term of a share's loss is
-weighted in `Parallel.backward` by what it is a mean over: the policy term by its response tokens (bnpo) or its
-responses (grpo, dr_grpo), the value term by its response tokens, PPO-ptx's by its text tokens; each logged loss
+tests/train/test_distributed.py). Every process holds the same generators, so each draws the same prompts, minibatch
+orders and PPO-ptx batches. 1: each generates its contiguous share of the global batch's rows
+(`rollout.generate_share`), left-padded to the global prompt width, with the sampling noise of the whole global
+batch drawn from the same sampler (generation.py `next_token`); the processes agree on the decoding steps, so the
+samplers stay aligned. 2: each measures its rows; the rollout is then gathered to every process, so 3–4 (whitening,
+GAE, RLOO) see the global batch. 5: each global minibatch is split with `Parallel.shard`, and each term of a share's
+loss is weighted in `Parallel.backward` by what it is a mean over: the policy term by its response tokens (bnpo) or
+its responses (grpo, dr_grpo), the value term by its response tokens, PPO-ptx's by its text tokens; each logged loss
 is reduced over processes by the same weights, the other statistics are token means (minimum, maximum) over the
 global minibatch.
 """
