@@ -49,7 +49,20 @@ def _ultrafeedback_jsonl(path):
     path.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
 
 
-WRITERS = {"prefs.parquet": _conversational_parquet, "hh.jsonl": _hh_jsonl, "ultrafeedback.jsonl": _ultrafeedback_jsonl}
+def _ultrafeedback_binarized_parquet(path):
+    """HuggingFaceH4/ultrafeedback_binarized's layout (issue 31, item 7): a string prompt; chosen and rejected are
+    the whole conversation, repeating it; plus the scores, `messages` and `prompt_id`."""
+    rows = []
+    for i, q, good, bad in _rows():
+        user = {"role": "user", "content": q}
+        chosen, rejected = [user, {"role": "assistant", "content": good}], [user, {"role": "assistant", "content": bad}]
+        rows.append({"prompt": q, "prompt_id": f"{i:064x}", "chosen": chosen, "rejected": rejected,
+                     "messages": chosen, "score_chosen": 8.0, "score_rejected": 3.5})
+    pd.DataFrame(rows).to_parquet(path)
+
+
+WRITERS = {"prefs.parquet": _conversational_parquet, "hh.jsonl": _hh_jsonl, "ultrafeedback.jsonl": _ultrafeedback_jsonl,
+           "ultrafeedback_binarized.parquet": _ultrafeedback_binarized_parquet}
 TINY = ["--epochs", "1", "--batch-size", "8", "--eval-fraction", "0.2", "--threads", "1"]
 
 

@@ -5,10 +5,12 @@ during round 2's PPO that resumes from its checkpoint to the same final metrics 
 import json
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,13 @@ class Person:
             assert self.api.submit(body).status_code == 201
             done.append(task["item_id"])
         return done
+
+
+def imported_ids(db: Path, shown: list[str]) -> list[str]:
+    """The imported ids of items labelers saw under their public ids (issue 31, item 13)."""
+    with closing(sqlite3.connect(db)) as conn:
+        imported = dict(conn.execute("SELECT public_id, ext_id FROM item").fetchall())
+    return [imported[i] for i in shown]
 
 
 def metrics(row: dict) -> dict:
@@ -108,8 +117,8 @@ def people_label_two_rounds(micro_world, out, tmp_path, capsys, server, links, c
     loop = start_loop(loop_args(micro_world, out), log)
     try:
         assert len(ann.label(ITEMS)) == 3 and len(bob.label(ITEMS)) == 3
-        assert sorted(ann.label(ITEMS, wait_s=300)) == sorted(json.loads(line)["id"] for line in
-                                                              (out / "round-2" / "candidates.jsonl").open())
+        assert sorted(imported_ids(out / "labels.db", ann.label(ITEMS, wait_s=300))) == sorted(
+            json.loads(line)["id"] for line in (out / "round-2" / "candidates.jsonl").open())
         assert len(bob.label(ITEMS, wait_s=30)) == ITEMS  # round 2 in the queue of the links of round 1
         checkpoints = out / "round-2" / "ppo" / "resume"
         deadline = time.monotonic() + 600

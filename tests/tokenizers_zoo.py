@@ -10,9 +10,12 @@ GPT-NeoX use) on a few hundred sentences, then given one setup's special tokens,
 - ``neox``: bos == eos == ``<|endoftext|>``, no pad, no template in the tokenizer: `NEOX_TEMPLATE` is the Jinja
   file users pass with ``--chat-template`` (`write_neox_template`).
 
-`build_tokenizer(setup)` returns a fresh `PreTrainedTokenizerFast`; `save_tiny_model(path, setup, arch)` writes a
-tiny random causal LM beside it with the setup's ids in config.json and generation_config.json, for the tests that
-go through the CLI (tests/conftest.py's `save_tiny_model` does the same for the toy world's tokenizer).
+`build_tokenizer(setup)` returns a fresh `PreTrainedTokenizerFast`; with ``paragraphs=True`` it is also trained on
+texts ending in "\\n\\n", so that, as in GPT-2's own vocabulary (``ĊĊ``, id 628), "\\n\\n" at the end of a text is one
+token and "\\n\\n" before a word two (GPT-2's pre-tokenizer rule `\\s+(?!\\S)`, which ByteLevel applies).
+`save_tiny_model(path, setup, arch)` writes a tiny random causal LM beside it with the setup's ids in config.json and
+generation_config.json, for the tests that go through the CLI (tests/conftest.py's `save_tiny_model` does the same
+for the toy world's tokenizer). `real_template(name)` reads a real model's chat template (tests/fixtures/).
 """
 
 from __future__ import annotations
@@ -97,22 +100,22 @@ def sentences() -> list[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def _trained(specials: tuple[str, ...], vocab_size: int) -> str:
+def _trained(specials: tuple[str, ...], vocab_size: int, paragraphs: bool = False) -> str:
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    core.train_from_iterator(sentences(), trainer)
+    core.train_from_iterator(sentences() + ([s + "\n\n" for s in sentences()] if paragraphs else []), trainer)
     return core.to_str()
 
 
-def build_tokenizer(setup: str, vocab_size: int = 600) -> PreTrainedTokenizerFast:
-    """A fresh byte-level BPE tokenizer in `setup` (one of SETUPS)."""
+def build_tokenizer(setup: str, vocab_size: int = 600, paragraphs: bool = False) -> PreTrainedTokenizerFast:
+    """A fresh byte-level BPE tokenizer in `setup` (one of SETUPS); `paragraphs`: with a "\n\n" token (above)."""
     spec = SPECIALS[setup]
     specials = [t for t in (spec["bos"], spec["eos"], spec["pad"], spec.get("unk")) if t]
     specials = list(dict.fromkeys(specials + spec["extra"]))
-    core = Tokenizer.from_str(_trained(tuple(specials), vocab_size))
+    core = Tokenizer.from_str(_trained(tuple(specials), vocab_size, paragraphs))
     if setup in ("llama3", "mistral"):  # BOS added by the post-processor, as these models' tokenizers do
         bos = spec["bos"]
         core.post_processor = processors.TemplateProcessing(
@@ -136,6 +139,16 @@ def generation_eos(setup: str, tok) -> int | list[int]:
 
 def end_of_turn(setup: str, tok) -> int:
     return tok.convert_tokens_to_ids(END_OF_TURN[setup])
+
+
+TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"
+
+
+def real_template(name: str) -> str:
+    """A real model's chat template, as its tokenizer_config.json ships it: "qwen2_5" (Qwen2.5-Instruct, with its
+    tools branch) or "llama3_2" (Llama-3.2-Instruct: tools, a dated system turn, a generation prompt ending in
+    "\n\n")."""
+    return (TEMPLATES / f"{name}.jinja").read_text(encoding="utf-8")
 
 
 def write_neox_template(path: Path) -> Path:

@@ -43,6 +43,7 @@ from rlhfkit.eval.stats import mean_std, win_rate
 from rlhfkit.pipeline import METHODS, PLANS, RL_METHODS, TRAINED_ON, MethodSettings, runs, split_run, table_rows
 from rlhfkit.rewards.functions import load_reward_function
 from rlhfkit.train.common import set_threads
+from rlhfkit.train.trackers import check_report_to, reporting
 from rlhfkit.world.build import World
 
 DEFAULTS = MethodSettings()
@@ -74,8 +75,11 @@ class CompareConfig:
     eval_prompts: int | None = option(None, "held-out prompts evaluated (default: the preset's)")
     overwrite: bool = option(False, "replace an existing output directory")
     threads: int = option(DEFAULTS.threads, "torch CPU threads (0: torch's default)")
+    report_to: list[str] = option([], "the trainers it runs also log to these trackers: tensorboard, wandb, "
+                                  "trackio (comma-separated; one tracker run per stage, named by its directory)")
 
     def check(self) -> None:
+        check_report_to(self.report_to)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise UserError(f"config key 'methods': unknown or none ({', '.join(unknown)}); "
@@ -210,6 +214,11 @@ def check_rl_runs(cfg: CompareConfig, world, plan) -> None:
 
 
 def run_compare(cfg: CompareConfig) -> dict:
+    with reporting(cfg.report_to):  # the trainers it runs report there too
+        return _run_compare(cfg)
+
+
+def _run_compare(cfg: CompareConfig) -> dict:
     cfg.check()
     world = World(cfg.world)
     preset = world.meta.get("preset")

@@ -27,6 +27,7 @@ from rlhfkit.models.loading import pick_device
 from rlhfkit.models.precision import bf16_support, precision_line
 from rlhfkit.pipeline import METHODS, PLANS, Judge, MethodSettings, Plan, Progress, check_preset, mean, point
 from rlhfkit.train.common import set_threads
+from rlhfkit.train.trackers import check_report_to, reporting
 from rlhfkit.world.build import World, WorldConfig, build_world
 
 
@@ -44,10 +45,13 @@ class DemoConfig:
                                 "table to the report (dpo, rloo)")
     overwrite: bool = option(False, "replace an existing output directory")
     threads: int = option(0, "torch CPU threads (0: torch's default)")
+    report_to: list[str] = option([], "the trainers it runs also log to these trackers: tensorboard, wandb, "
+                                  "trackio (comma-separated; one tracker run per stage, named by its directory)")
     bf16: str = option("no", "train SFT, RM and PPO under bfloat16 autocast: yes, no, or auto (where this CPU has "
                        "native bf16); evaluation stays float32 (README: bf16 on CPUs)")
 
     def check(self) -> None:
+        check_report_to(self.report_to)
         check_preset(self.preset)
         if self.bf16 not in BF16_CHOICES:
             raise UserError(f"config key 'bf16' must be one of {', '.join(BF16_CHOICES)} (got {self.bf16!r})")
@@ -235,6 +239,11 @@ def print_table(report: dict, reports: list[dict]) -> None:
 
 
 def run_demo(cfg: DemoConfig) -> dict:
+    with reporting(cfg.report_to):  # the trainers it runs report there too
+        return _run_demo(cfg)
+
+
+def _run_demo(cfg: DemoConfig) -> dict:
     cfg.check()
     if cfg.world:
         World(cfg.world)  # a user error if it is not a world

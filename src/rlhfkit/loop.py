@@ -44,6 +44,7 @@ from rlhfkit.eval.stats import win_rate
 from rlhfkit.label.app import DEFAULT_PUBLIC_URL
 from rlhfkit.pipeline import PLANS, check_preset
 from rlhfkit.storage import write_text_atomic
+from rlhfkit.train.trackers import check_report_to, reporting
 from rlhfkit.world.build import World, WorldConfig, build_world
 
 
@@ -91,6 +92,8 @@ class LoopConfig(DataOptions):
                                    "in their reward model's data)")
     seed: int = option(0, "random seed")
     threads: int = option(0, "torch CPU threads (0: torch's default)")
+    report_to: list[str] = option([], "the trainers it runs also log to these trackers: tensorboard, wandb, "
+                                  "trackio (comma-separated; one tracker run per stage, named by its directory)")
     rollout_engine: str = option("hf", "what samples the candidates and PPO's rollouts: hf, hf-static or vllm "
                                  "(README 'Rollout engines'; the evaluation samples with hf)")
 
@@ -99,6 +102,7 @@ class LoopConfig(DataOptions):
         return self.labels or ("files" if self.labels_dir else "simulated")
 
     def check(self) -> None:
+        check_report_to(self.report_to)
         check_preset(self.preset)
         L.check_source(self.source)
         if self.source == "files" and not self.labels_dir:
@@ -125,7 +129,7 @@ class LoopConfig(DataOptions):
 
 # Keys a rerun may change at any time: how the loop runs and waits, not what a round computes.
 RERUN_ANY_TIME = ("rounds", "threads", "wait", "poll_seconds", "min_coverage", "allow_partial", "redo_round",
-                  "invite", "public_url", "checkpoint_every")
+                  "invite", "public_url", "checkpoint_every", "report_to")
 # Keys a rerun may change from the next round on: a round keeps the settings it started with (its state.json).
 RERUN_CHANGES = ("prompts_per_round", "k", "temperatures", "ppo_steps", "kl_coef", "continue_policy",
                  "rollout_engine")  # the engine samples the same distribution: any round may change it
@@ -284,6 +288,11 @@ class Labels:
 
 
 def run_loop(cfg: LoopConfig) -> dict:
+    with reporting(cfg.report_to):  # the trainers it runs report there too
+        return _run_loop(cfg)
+
+
+def _run_loop(cfg: LoopConfig) -> dict:
     cfg.check()
     plan = PLANS[cfg.preset]
     out = Path(cfg.out)

@@ -234,3 +234,49 @@ def dpo_loss(logp_chosen: torch.Tensor, logp_rejected: torch.Tensor, ref_chosen:
     """
     margin = dpo_margin(logp_chosen, logp_rejected, ref_chosen, ref_rejected, beta)
     return (weight * -F.logsigmoid(margin)).sum() / max(1, n_rankings)
+
+
+# ------------------------------------------------------------------- K-wise rankings: Plackett–Luce (step 2)
+
+def plackett_luce_loss(rewards: torch.Tensor, tiers: torch.Tensor, n_rankings: int) -> torch.Tensor:
+    """Plackett–Luce negative log-likelihood of rankings in tiers (Luce 1959; Plackett 1975; for RLHF's K-wise
+    comparisons, Zhu, Jordan & Jiao 2023, "Principled RLHF from pairwise or K-wise comparisons", §4).
+
+    A ranking y_τ1 ≻ … ≻ y_τK is K−1 successive choices, each from the outputs not yet chosen:
+
+        P(τ | x) = Π_{k=1}^{K−1} exp(r(x, y_τk)) / Σ_{j=k}^{K} exp(r(x, y_τj))
+
+    Ties (tiers T_1 ≻ T_2 ≻ … ≻ T_m, best first): each member of a tier is chosen against every output not above
+    its tier, its tie-mates included — the tier is an unordered set (Breslow 1974's rule for tied event times):
+
+        L = −Σ_{t=1}^{m−1} Σ_{i ∈ T_t} [ r_i − log Σ_{j ∈ T_t ∪ T_{t+1} ∪ … ∪ T_m} exp(r_j) ]
+
+    The last tier is what is left: nothing is chosen from it, so it has no term (a ranking that is one tie group
+    gives L = 0 and no gradient, as it gives no pair to the pairwise loss; the trainers leave such rankings out
+    of n_rankings too, `preference_loss`'s rule). With K = 2 and no tie,
+    L = −log σ(r_w − r_l): InstructGPT's pairwise loss (`preference_loss`).
+
+    `rewards`, `tiers`: [R, K], R rankings of up to K outputs; `tiers` is 0 for the best tier, −1 on the padding of
+    a ranking shorter than K. A ranking's L is its whole log-likelihood (a sum over its K−1 choices, not divided by
+    them), summed over rankings and divided by `n_rankings` — where `preference_loss` gives a ranking the mean of
+    its C(K,2) pair terms (weight 1/C(K,2)). For K = 2 the two agree.
+    """
+    valid = tiers >= 0
+    last = tiers.amax(-1, keepdim=True)                                       # each ranking's last tier
+    in_pool = (tiers[:, None, :] >= tiers[:, :, None]) & valid[:, None, :]   # [R, i, j]: j not above i's tier
+    log_pool = torch.logsumexp(rewards[:, None, :].masked_fill(~in_pool, float("-inf")), dim=-1)
+    chosen = valid & (tiers < last)
+    return -torch.where(chosen, rewards - log_pool, torch.zeros_like(rewards)).sum() / max(1, n_rankings)
+
+
+def dpo_plackett_luce_loss(logp: torch.Tensor, ref_logp: torch.Tensor, tiers: torch.Tensor, n_rankings: int,
+                           beta: float = 0.1) -> torch.Tensor:
+    """DPO's listwise form (Rafailov et al. 2023, App. A.3): the Plackett–Luce loss on the implicit reward
+
+        L = −E_{τ, y_1…y_K, x} [ log Π_{k=1}^{K−1} exp(r̂(x, y_τk)) / Σ_{j=k}^{K} exp(r̂(x, y_τj)) ],
+        r̂(x, y) = β·log(π_θ(y|x) / π_ref(y|x))
+
+    (β·log Z(x) is shared by every output of a prompt and cancels); ties and the last tier as `plackett_luce_loss`.
+    `logp`, `ref_logp`, `tiers`: [R, K] sequence log-probs of each ranking's outputs and their tiers.
+    """
+    return plackett_luce_loss(beta * (logp - ref_logp), tiers, n_rankings)

@@ -17,6 +17,7 @@ from rlhfkit.data.chat import is_conversation, require_template
 from rlhfkit.data.formats import read_prompts
 from rlhfkit.data.jsonl import check_writable, write_jsonl
 from rlhfkit.data.readers import DataOptions
+from rlhfkit.data.schemas import tools_field
 from rlhfkit.engines import EngineOptions, check_engine, generate_texts, make_engine
 from rlhfkit.errors import UserError
 from rlhfkit.models.loading import (
@@ -103,7 +104,8 @@ def sample_candidates(cfg: SampleConfig) -> list[dict]:
         for j, s in enumerate(slots[i]):
             text, done = results[(i, j)]
             completions.append({"text": text, "source": source_name(*sources[s]), "finished": done})
-        candidates.append({"id": r.get("id", f"item-{i}"), "prompt": r["prompt"], "completions": completions})
+        candidates.append({"id": r.get("id", f"item-{i}"), "prompt": r["prompt"], **tools_field(r["prompt"]),
+                           "completions": completions})
     write_jsonl(cfg.out, candidates)
     print(f"sample: {len(candidates)} prompts x {cfg.k} outputs from {len(sources)} sources "
           f"({', '.join(source_name(*s) for s in sources)}) -> {cfg.out}")

@@ -1,5 +1,7 @@
 """Token ids as the model's own inference makes them (data/chat.py), in the four special-token setups of issue 16."""
 
+import json
+
 import pytest
 
 from rlhfkit.data.chat import (
@@ -13,8 +15,19 @@ from rlhfkit.data.chat import (
     stop_ids,
 )
 from rlhfkit.data.collate import encode, encode_pair
+from rlhfkit.data.formats import read_preferences, read_sft
+from rlhfkit.data.pairs import preference_groups
 from rlhfkit.errors import UserError
-from tests.tokenizers_zoo import END_OF_TURN, SETUPS, build_tokenizer, conversations, write_neox_template
+from rlhfkit.train.dpo import tokenize as dpo_tokenize
+from rlhfkit.train.sft import tokenize_demos
+from tests.tokenizers_zoo import (
+    END_OF_TURN,
+    SETUPS,
+    build_tokenizer,
+    conversations,
+    real_template,
+    write_neox_template,
+)
 
 
 @pytest.fixture(params=SETUPS)
@@ -167,3 +180,55 @@ def test_truncation_keeps_a_leading_bos_and_counts_or_refuses():
     assert truncation.cut == 1
     with pytest.raises(UserError, match=r"demos.jsonl: record 3: .* longer than max_length 12"):
         example_ids(tok, record, Truncation(12, "error"), "demos.jsonl: record 3")
+
+
+def test_a_conversation_whose_template_is_not_prefix_stable_is_refused():
+    tok = build_tokenizer("chatml")
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|im_start|>assistant:\n{% endif %}")
+    with pytest.raises(UserError, match="not prefix-stable"):
+        conversation_ids(tok, conversations()[0])
+
+
+@pytest.fixture
+def gpt2_rule_llama3():
+    """Byte-level BPE with GPT-2's pre-tokenizer rule and a "\\n\\n" token, under Llama 3.2's own template: the
+    generation prompt's "\\n\\n" is one token at the end of a prompt, two before the answer's first word."""
+    tok = build_tokenizer("llama3", paragraphs=True)
+    tok.chat_template = real_template("llama3_2")
+    return tok
+
+
+def test_gpt2_rule_under_a_llama3_template_trains_on_the_ids_generation_produces(gpt2_rule_llama3, tmp_path):
+    tok, eot = gpt2_rule_llama3, "<|eot_id|>"
+    pairs = [(conv[:-1], conv[-1]["content"]) for conv in conversations()]
+    for prompt, answer in pairs:
+        head = prompt_ids(tok, prompt)
+        assert tok.convert_ids_to_tokens(head[-1]) == "ĊĊ"  # what generation is given: one "\n\n" token
+        full = tok.apply_chat_template(prompt + [{"role": "assistant", "content": answer}], return_dict=False)
+        assert full[:len(head)] != head  # the whole rendering splits it in two: no id prefix to cut off
+        target = completion_ids(tok, prompt, answer, True, head)
+        assert target == tok(answer + eot, add_special_tokens=False)["input_ids"]  # what generation produces after it
+    # through the readers and the trainers' tokenization: SFT's prompt-completion and messages rows, and DPO
+    demos = tmp_path / "demos.jsonl"
+    demos.write_text("".join(json.dumps({"prompt": p, "completion": a}) + "\n" for p, a in pairs), encoding="utf-8")
+    for (ids, mask), (prompt, answer) in zip(tokenize_demos(tok, read_sft(demos), 1024), pairs):
+        head = prompt_ids(tok, prompt)
+        assert ids[:len(head)] == head and mask == [0] * len(head) + [1] * (len(ids) - len(head))
+        assert tok.decode(ids[len(head):]) == answer + eot
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": c}) + "\n" for c in conversations()), encoding="utf-8")
+    for (ids, mask), conv in zip(tokenize_demos(tok, read_sft(chats), 1024), conversations()):
+        trained = [t for t, m in zip(ids, mask) if m]
+        answers = [m["content"] for m in conv if m["role"] == "assistant"]
+        assert trained == tok("".join(a + eot for a in answers), add_special_tokens=False)["input_ids"]
+        assert tok.decode(ids) == tok.apply_chat_template(conv, tokenize=False)  # the same text, turn by turn
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text("".join(json.dumps({"prompt": p, "chosen": a, "rejected": "No."}) + "\n" for p, a in pairs),
+                     encoding="utf-8")
+    groups = preference_groups(*read_preferences(prefs))
+    for g, (prompt, answer) in zip(dpo_tokenize(tok, groups, 1024), pairs):
+        (chosen, _), (rejected, _) = g["rows"]
+        head = prompt_ids(tok, prompt)
+        assert chosen[:len(head)] == head == rejected[:len(head)]
+        assert tok.decode(chosen[len(head):]) == answer + eot and tok.decode(rejected[len(head):]) == "No." + eot

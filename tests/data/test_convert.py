@@ -99,3 +99,20 @@ def test_pairs_whose_chosen_equals_rejected_are_dropped_with_a_count(command, ti
                             "--epochs", "1", "--batch-size", "2", "--eval-fraction", "0", "--threads", "1"], capsys)
     assert code == 0, err
     assert f"{command}: dropped 3 pairs whose chosen equals rejected ({data})" in err
+
+
+def test_ultrafeedback_binarized_converts_to_pairs_and_prompts(tmp_path, capsys):
+    """HuggingFaceH4/ultrafeedback_binarized's layout: a string prompt, chosen/rejected repeating it as messages."""
+    row = {"prompt": "Pet?", "prompt_id": "ab12", "chosen": [*CONV, {"role": "assistant", "content": "A cat."}],
+           "rejected": [*CONV, {"role": "assistant", "content": "No."}], "messages": [*CONV],
+           "score_chosen": 9.0, "score_rejected": 3.0}
+    pq.write_table(pa.Table.from_pylist([row]), tmp_path / "uf.parquet")
+    code, out, err = run_cli(["data", "convert", tmp_path / "uf.parquet", "--to", "pairs", "--out",
+                              tmp_path / "p.jsonl"], capsys)
+    assert code == 0, err
+    assert _read(tmp_path / "p.jsonl") == [{"prompt": CONV, "chosen": [{"role": "assistant", "content": "A cat."}],
+                                            "rejected": [{"role": "assistant", "content": "No."}]}]
+    code, _, err = run_cli(["data", "convert", tmp_path / "uf.parquet", "--to", "prompts", "--out",
+                            tmp_path / "q.jsonl"], capsys)
+    assert code == 0, err
+    assert _read(tmp_path / "q.jsonl") == [{"prompt": CONV}]

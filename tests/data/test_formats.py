@@ -184,3 +184,41 @@ def test_text_and_messages_records_split_by_their_text_like_prompts(tmp_path):
     records = read_sft(_jsonl(tmp_path / "t.jsonl", [{"text": f"line {i}"} for i in range(40)]))
     train, held = split_by_prompt(records, 0.25, 0, "sft-eval")
     assert train and held and len(train) + len(held) == 40
+
+
+def _ultrafeedback_row(i: int, prompt=None) -> dict:
+    """A row of HuggingFaceH4/ultrafeedback_binarized: a string prompt, chosen/rejected as the whole conversation."""
+    question = f"How many legs has animal {i}?"
+    good, bad = [{"role": "user", "content": question}, {"role": "assistant", "content": "Four legs."}], \
+        [{"role": "user", "content": question}, {"role": "assistant", "content": "Blue."}]
+    return {"prompt": question if prompt is None else prompt, "prompt_id": f"{i:064x}", "chosen": good,
+            "rejected": bad, "messages": good, "score_chosen": 8.5, "score_rejected": 2.0}
+
+
+def test_ultrafeedback_binarized_rows_are_pairs_after_their_shared_prompt(tmp_path):
+    pq.write_table(pa.Table.from_pylist([_ultrafeedback_row(i) for i in range(3)]), tmp_path / "uf.parquet")
+    kind, pairs = read_preferences(tmp_path / "uf.parquet")
+    assert kind == "pairs" and len(pairs) == 3
+    assert pairs[0] == {"prompt": [{"role": "user", "content": "How many legs has animal 0?"}],
+                        "chosen": [{"role": "assistant", "content": "Four legs."}],
+                        "rejected": [{"role": "assistant", "content": "Blue."}]}
+    # as prompts (PPO, sample): the conversation, so that the chat template renders it as the RM saw it
+    assert read_prompts(tmp_path / "uf.parquet")[0]["prompt"] == pairs[0]["prompt"]
+
+
+def test_an_explicit_message_prompt_equal_to_the_shared_prefix_is_accepted(tmp_path):
+    row = _ultrafeedback_row(0)
+    system = {"role": "system", "content": "Be brief."}
+    row.update(prompt=[system, row["chosen"][0]], chosen=[system, *row["chosen"]], rejected=[system, *row["rejected"]])
+    pairs = read_preferences(_jsonl(tmp_path / "p.jsonl", [row]))[1]
+    assert pairs[0]["prompt"] == [system, row["chosen"][1]] and pairs[0]["chosen"] == [row["chosen"][2]]
+
+
+@pytest.mark.parametrize("prompt", ["How many legs has a bird?",
+                                    [{"role": "user", "content": "How many legs has a bird?"}],
+                                    [{"role": "system", "content": "Be brief."},
+                                     {"role": "user", "content": "How many legs has animal 0?"}]])
+def test_a_prompt_that_disagrees_with_the_conversations_is_one_line_naming_the_row(prompt, tmp_path):
+    rows = [_ultrafeedback_row(0), _ultrafeedback_row(1, prompt=prompt)]
+    message = _one_line_error(read_preferences, _jsonl(tmp_path / "p.jsonl", rows))
+    assert message.startswith(f"{tmp_path / 'p.jsonl'}:2: field 'prompt' is not")

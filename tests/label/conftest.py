@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -44,6 +45,17 @@ def write_candidates(path: Path, n: int, k: int = 5, *, sources=("sft", "ppo"), 
                                  "completions": outs}))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def invite_login(client, link: str):
+    """Log in as a browser does (issue 31, item 14): open the invite page (which changes nothing), then press its
+    button, a POST carrying the page's login CSRF token. `link`: a token, or a path /invite/TOKEN. The POST's
+    response (303 to / when it worked)."""
+    path = link if link.startswith("/") else f"/invite/{link}"
+    page = client.get(path)
+    assert page.status_code == 200, page.text
+    token = re.search(r'id="login-csrf" value="([0-9a-f]+)"', page.text).group(1)
+    return client.post(path, data={"csrf_token": token}, follow_redirects=False)
 
 
 # ------------------------------------------------------------------------------------- stand-in labeler

@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 
 from rlhfkit.label.app import create_app
 from rlhfkit.label.commands import open_store, read_items
-from rlhfkit.label.deps import admin_user, form_csrf, header_csrf, project_admin
+from rlhfkit.label.deps import admin_user, form_csrf, header_csrf, login_csrf, project_admin
 from rlhfkit.label.routes import admin, api, pages
 from rlhfkit.label.store import Store
-from tests.label.conftest import XSS_TEXT, stand_in_answer, write_candidates
+from tests.label.conftest import XSS_TEXT, invite_login, stand_in_answer, write_candidates
 
 
 @pytest.fixture
@@ -33,8 +33,7 @@ def setup(tmp_path):
 def client(app, token=None):
     c = TestClient(app, base_url="http://127.0.0.1")
     if token:
-        r = c.get(f"/invite/{token}", follow_redirects=False)
-        assert r.status_code == 303
+        assert invite_login(c, token).status_code == 303
     return c
 
 
@@ -50,7 +49,7 @@ def csrf_of(html: str) -> str:
 
 def test_invite_sets_an_httponly_samesite_cookie_and_hides_the_token(setup):
     app, inv = setup
-    r = client(app).get(f"/invite/{inv['ann']}", follow_redirects=False)
+    r = invite_login(client(app), inv["ann"])
     cookie = r.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=lax" in cookie
     assert r.headers["location"] == "/" and inv["ann"] not in cookie
@@ -166,7 +165,7 @@ def test_admin_can_invite_from_the_page(setup):
     page = boss.get("/admin").text
     r = boss.post("/admin/invite", data={"name": "new person", "role": "labeler", "csrf_token": csrf_of(page)})
     link = re.search(r'value="(http://127.0.0.1:8000/invite/[^"]+)"', r.text).group(1)
-    assert client(app).get(link.replace("http://127.0.0.1:8000", ""), follow_redirects=False).status_code == 303
+    assert invite_login(client(app), link.replace("http://127.0.0.1:8000", "")).status_code == 303
 
 
 def test_docs_page_is_served_without_a_cdn(setup):
@@ -192,7 +191,7 @@ def test_an_answer_waiting_on_the_database_does_not_stall_other_requests(setup, 
 
     monkeypatch.setattr(Store, "submit", held_submit)
     with TestClient(app, base_url="http://127.0.0.1") as c:  # one event loop for every request below
-        assert c.get(f"/invite/{inv['ann']}", follow_redirects=False).status_code == 303
+        assert invite_login(c, inv["ann"]).status_code == 303
         page, aid = open_task(c)
         form = {"kind": "skip", "reason": "unclear", "client_id": str(uuid.uuid4()), "csrf_token": csrf_of(page)}
         answered = []
@@ -259,8 +258,10 @@ def test_a_form_without_csrf_is_refused_by_the_dependency(setup):
     assert "mallory" not in boss.get("/admin").text  # nobody was invited
     posts = [r for r in routes("pages", "admin") if "POST" in r.methods]
     assert {r.path for r in posts} == {"/logout", "/task/{assignment_id}", "/admin/invite", "/admin/revoke",
-                                       "/admin/guidelines", "/guidelines/read"}  # the last three: issue 19
-    assert all(form_csrf in dependency_calls(r) for r in posts)  # every form the pages post
+                                       "/admin/guidelines", "/guidelines/read",  # the last three: issue 19
+                                       "/invite/{token}"}  # issue 31: the login, no longer a GET
+    # every form the pages post; the login's token is tied to the invite page's cookie, there is no session yet
+    assert all((login_csrf if r.path == "/invite/{token}" else form_csrf) in dependency_calls(r) for r in posts)
     assert all(header_csrf in dependency_calls(r) for r in routes("api labeling"))
 
 

@@ -14,6 +14,7 @@ from rlhfkit.label.answers import parse_answer
 from rlhfkit.label.api_models import TaskOut
 from rlhfkit.label.app import create_app
 from rlhfkit.label.commands import open_store
+from tests.label.conftest import invite_login
 
 # z = 1.959964, z² = 3.841459 throughout.
 
@@ -96,6 +97,25 @@ def test_unmatched_files_are_refused_before_anything_is_written(tmp_path, capsys
     assert "--eval compares two policies side by side: it needs --mode pairwise" in capsys.readouterr().err
 
 
+def test_one_output_per_prompt_arm_files_are_taken(tmp_path, capsys):
+    """Issue 31, item 19: `rlhf sample -n 1` writes one completion per prompt, and --eval refused such a file
+    ("needs at least 2 outputs to compare"): an arm holds one policy's output, the pair is made here."""
+    db = str(tmp_path / "l.db")
+    files = []
+    for policy in ("sft", "ppo"):
+        path = tmp_path / f"{policy}.jsonl"
+        path.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"Question {i}?", "completions": [
+            {"text": f"{policy} answer {i}", "source": policy, "finished": i != 1}]}) + "\n" for i in range(3)))
+        files.append(str(path))
+    assert main(["label", "import", "--db", db, "--project", "e", "--mode", "pairwise", "--eval", *files]) == 0
+    assert "3 items added" in capsys.readouterr().out
+    assert open_store(db).progress("e")["items"] == 3
+    items = blind.pair_items(blind.read_arm(files[0]), blind.read_arm(files[1]), seed=0)
+    assert [sorted(c["text"] for c in i["completions"]) for i in items] == [
+        [f"ppo answer {i}", f"sft answer {i}"] for i in range(3)]
+    assert [c["finished"] for c in items[1]["completions"]] == [False, False]
+
+
 def test_blind_eval_through_the_cli(tmp_path, capsys):
     db = str(tmp_path / "l.db")
     a, b = arm_file(tmp_path / "sft.jsonl", "sft", 12), arm_file(tmp_path / "ppo.jsonl", "ppo", 12)
@@ -145,7 +165,7 @@ def test_the_admin_page_and_api_show_the_win_rate_escaped_and_labelers_see_no_ar
     store.import_items("ab", "pairwise", 1, blind.pair_items(arms["A"], arms["B"], seed=0))
     app = create_app(store)
     ann = TestClient(app, base_url="http://127.0.0.1")
-    assert ann.get(f"/invite/{store.invite('ab', 'ann')}", follow_redirects=False).status_code == 303
+    assert invite_login(ann, store.invite('ab', 'ann')).status_code == 303
     page = ann.get("/task").text
     assert "eval-" not in page and "onerror" not in page and "ppo" not in page  # which side is which: hidden
     assert ann.get("/admin").status_code == 403 and ann.get("/api/projects/ab/stats").status_code == 403
@@ -155,7 +175,7 @@ def test_the_admin_page_and_api_show_the_win_rate_escaped_and_labelers_see_no_ar
     assert ann.post(f"/task/{task}", data={"csrf_token": csrf, "client_id": str(uuid.uuid4()), "kind": "pairwise",
                                            "elapsed_ms": "900", "choice": "B" if a_first else "A"}).status_code == 200
     boss = TestClient(app, base_url="http://127.0.0.1")
-    assert boss.get(f"/invite/{store.invite('ab', 'boss', 'admin')}", follow_redirects=False).status_code == 303
+    assert invite_login(boss, store.invite('ab', 'boss', 'admin')).status_code == 303
     admin_page = boss.get("/admin").text
     section = admin_page.split('id="blind-eval"')[1].split("</section>")[0]
     assert "100.0%" in section and "&lt;img src=x onerror=alert(1)&gt;" in section and "<img" not in section

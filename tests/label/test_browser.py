@@ -10,7 +10,7 @@ import pytest
 from rlhfkit.label.commands import open_store, read_items
 from rlhfkit.label.export import records
 from tests.label import browsing
-from tests.label.browsing import MARKS, expect
+from tests.label.browsing import MARKS, expect, log_in
 from tests.label.conftest import ARTIFACTS, XSS_TEXT, LiveServer, write_candidates
 
 pytestmark = MARKS
@@ -53,7 +53,7 @@ def shot(pg, name: str, at: str | None = None) -> None:
 
 def open_task(world, page, who: str, mode: str) -> None:
     server, tokens, _ = world
-    page.goto(f"{server.url}/invite/{tokens[who]}")
+    log_in(page, server.url, tokens[who])
     page.wait_for_selector(f"#task[data-mode={mode}]")
 
 
@@ -155,12 +155,12 @@ def test_skip_with_a_reason(world, page):
 
 def test_labeler_gets_403_on_admin_and_export_admin_sees_the_dashboard(world, page, browser):
     server, tokens, _ = world
-    page.goto(f"{server.url}/invite/{tokens['rank']}")
+    log_in(page, server.url, tokens["rank"])
     assert page.goto(f"{server.url}/admin").status == 403
     assert page.goto(f"{server.url}/admin/export?format=rankings").status == 403
     assert page.goto(f"{server.url}/api/projects/rank/stats").status == 403
     boss = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
-    boss.goto(f"{server.url}/invite/{tokens['admin']}")
+    log_in(boss, server.url, tokens["admin"])
     assert boss.url.endswith("/admin")
     assert "Agreement" in boss.inner_text("main") and "rita" in boss.inner_text("main")
     shot(boss, "admin")
@@ -255,7 +255,7 @@ def test_a_draft_survives_a_reload_and_is_discarded_on_submit(world, page):
 
 def test_guidelines_before_the_first_item_and_in_a_panel(world, page):
     server, tokens, _ = world
-    page.goto(f"{server.url}/invite/{tokens['guide']}")
+    log_in(page, server.url, tokens["guide"])
     page.wait_for_selector("#guidelines")
     assert "Prefer short answers." in page.inner_text("#guidelines")
     assert "<script>window.__xss = 1</script>" in page.inner_text("#guidelines")  # shown as text

@@ -17,7 +17,7 @@ from rlhfkit.label import blind
 from rlhfkit.label.commands import open_store, read_items
 from rlhfkit.label.export import records
 from tests.label import browsing
-from tests.label.browsing import MARKS, expect
+from tests.label.browsing import MARKS, expect, log_in
 from tests.label.conftest import ARTIFACTS, LiveServer, write_candidates
 
 pytestmark = MARKS
@@ -61,7 +61,7 @@ def open_page(browser, world, who: str, mode: str, *, phone: bool = False):
     context = browser.new_context(viewport=PHONE if phone else WIDE, has_touch=phone, is_mobile=phone,
                                   device_scale_factor=1)
     page = context.new_page()
-    page.goto(f"{server.url}/invite/{tokens[who]}")
+    log_in(page, server.url, tokens[who])
     page.wait_for_selector(f"#task[data-mode={mode}]")
     return context, page
 

@@ -12,7 +12,7 @@ import pytest
 from rlhfkit.label.answers import parse_answer
 from rlhfkit.label.commands import open_store, read_items
 from tests.label import browsing
-from tests.label.browsing import MARKS, expect
+from tests.label.browsing import MARKS, expect, log_in
 from tests.label.conftest import ARTIFACTS, XSS_TEXT, LiveServer, write_candidates
 
 pytestmark = MARKS
@@ -39,9 +39,16 @@ def world(tmp_path_factory):
     store.import_gold("gq", [{"id": "gold-1", "prompt": "Which is longest?", "completions": ["a", "bb b", "c"],
                               "ranking": [[1], [0, 2]]}])
     store.set_quality("gq", gold_rate=1.0)
+    store.import_items("sk", "rank", 2, read_items(str(write_candidates(tmp / "s.jsonl", 2, 3)), "rank"))
     tokens = {"ed": store.invite("rv", "ed"), "lu": store.invite("rv", "lu"), "cy": store.invite("rv", "cy"),
               "rae": store.invite("rv", "rae", "admin"), "gil": store.invite("gq", "gil"),
-              "gadmin": store.invite("gq", "gus", "admin")}
+              "gadmin": store.invite("gq", "gus", "admin"), "tim": store.invite("sk", "tim"),
+              "sam": store.invite("sk", "sam")}
+    tim = store.who(store.login(tokens["tim"]))  # tim answered an item in 2 min 5 s
+    task = store.next_task(tim)
+    store.submit(tim, task.assignment_id, parse_answer({"client_id": str(uuid.uuid4()), "elapsed_ms": 125_000,
+                                                        "ranking": [[i] for i, _ in task.outputs],
+                                                        "likert": [4] * len(task.outputs)}, "rank", 3))
     # cy and lu answer the same item in opposite orders: the most disputed one in the queue
     disputed = (answer(store, tokens["cy"], [[0], [1], [2]]), answer(store, tokens["lu"], [[2], [1], [0]]))
     store.engine.dispose()
@@ -70,7 +77,7 @@ def stored(db: str, labeler: str, project: str = "rv") -> list[dict]:
 
 def test_edit_an_answer_from_the_history_with_the_keys(world, page):
     server, tokens, db, _ = world
-    page.goto(f"{server.url}/invite/{tokens['ed']}")
+    log_in(page, server.url, tokens["ed"])
     page.wait_for_selector("#task[data-mode=rank]")
     for n in (1, 2, 3):  # output n -> tier n
         if n > 1:
@@ -107,7 +114,7 @@ def test_edit_an_answer_from_the_history_with_the_keys(world, page):
 def test_send_back_with_a_comment_then_the_labeler_corrects_it(world, browser, page):
     server, tokens, db, (cy_answer, lu_answer) = world
     boss = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
-    boss.goto(f"{server.url}/invite/{tokens['rae']}")
+    log_in(boss, server.url, tokens["rae"])
     boss.goto(f"{server.url}/admin/review")
     first = boss.locator("section.review-item").first
     assert "disagreement 100%" in first.inner_text()
@@ -121,7 +128,7 @@ def test_send_back_with_a_comment_then_the_labeler_corrects_it(world, browser, p
     shot(boss, "review")
     assert boss.evaluate("window.__xss") is None
     # the labeler's next item is the correction, with the comment and their answer filled in
-    page.goto(f"{server.url}/invite/{tokens['lu']}")
+    log_in(page, server.url, tokens["lu"])
     page.wait_for_selector("#task[data-mode=rank]")
     assert page.url.endswith(f"/history/{lu_answer}/edit")
     assert "Longest first, please. <script>" in page.inner_text("#review-comment")
@@ -144,7 +151,7 @@ def test_send_back_with_a_comment_then_the_labeler_corrects_it(world, browser, p
 
 def test_a_gold_item_looks_like_any_other_and_counts_on_the_stats_page(world, browser, page):
     server, tokens, db, _ = world
-    page.goto(f"{server.url}/invite/{tokens['gil']}")
+    log_in(page, server.url, tokens["gil"])
     page.wait_for_selector("#task[data-mode=rank]")
     assert "Which is longest?" in page.inner_text("#prompt")  # rate 1: the gold item comes first
     html = page.content()
@@ -159,8 +166,73 @@ def test_a_gold_item_looks_like_any_other_and_counts_on_the_stats_page(world, br
     expect(page.locator("#page-n")).to_have_text("2")
     assert "gold" not in page.goto(f"{server.url}/history").text().lower()
     boss = browser.new_context().new_page()
-    boss.goto(f"{server.url}/invite/{tokens['gadmin']}")
+    log_in(boss, server.url, tokens["gadmin"])
     quality = boss.inner_text("#quality")
     assert "1 gold items" in quality and "gil\t1\t–\t–" in quality  # one gold answer: too few for a rate
     assert stored(db, "gil", "gq") == []  # the gold answer is no training data
     boss.context.close()
+
+
+# ------------------------------------------------------------------------------------- issue 31, item 19
+
+def test_an_edit_is_not_item_1_of_n_and_its_timer_goes_on(world, page):
+    """The edit page said "Item 1 of 5" and its timer started at 0:00 again; it says what it is, and the timer goes
+    on from the answer's stored time (the store adds only this edit's time)."""
+    server, tokens, db, _ = world
+    log_in(page, server.url, tokens["tim"])
+    page.goto(f"{server.url}/history")
+    page.click("#history a.edit")
+    page.wait_for_selector("#task[data-mode=rank]")
+    assert page.locator("#page-n").count() == 0 and "Item" not in page.title()
+    assert "Editing my answer (version 1)" in page.inner_text(".task-bar")
+    assert int(page.inner_text("#timer").split(":")[0]) == 2  # from 2:05 on, not 0:00
+    page.keyboard.press("Enter")  # the stored answer, filled in, stored again
+    page.wait_for_url(f"{server.url}/history")
+    (row,) = stored(db, "tim", "sk")
+    assert row["version"] == 2 and 125_000 < row["elapsed_ms"] < 2 * 125_000
+
+
+def test_enter_in_the_skip_panels_reason_list_skips(world, page):
+    server, tokens, db, _ = world
+    log_in(page, server.url, tokens["sam"])
+    page.wait_for_selector("#task[data-mode=rank]")
+    page.keyboard.press("s")  # opens the skip panel, its reason list focused
+    page.select_option("#skip-form select", "expertise")
+    page.focus("#skip-form select")
+    page.keyboard.press("Enter")
+    expect(page.locator("#page-n")).to_have_text("2")
+    (row,) = stored(db, "sam", "sk")
+    assert (row["kind"], row["skip_reason"]) == ("skip", "expertise")
+
+
+def test_send_back_without_a_comment_is_checked_in_place(world, browser):
+    """A send-back with an empty (or blank) comment left the page for a bare 422 page; the browser now says what is
+    missing beside the field and sends nothing. Accept needs no comment."""
+    server, tokens, _, _ = world
+    boss = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+    log_in(boss, server.url, tokens["rae"])
+    boss.goto(f"{server.url}/admin/review")
+    posts = []
+    boss.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    form = boss.locator("form.review-form:has(button.send-back)").first
+    for comment in ("", "   "):
+        form.locator("input[name=comment]").fill(comment)
+        form.locator("button.send-back").click()
+        assert form.locator("input[name=comment]").evaluate("e => !e.validity.valid && e.validationMessage !== ''")
+    assert posts == [] and boss.url == f"{server.url}/admin/review"
+    boss.context.close()
+
+
+def test_admin_pages_fit_a_390_px_phone(world, browser):
+    """The dashboard and the review queue were 623-660 px wide on a 390-px phone: the page scrolled sideways."""
+    server, tokens, _, _ = world
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+                                  device_scale_factor=1)
+    boss = context.new_page()
+    log_in(boss, server.url, tokens["rae"])
+    widths = {}
+    for path in ("/admin", "/admin/review"):
+        boss.goto(f"{server.url}{path}")
+        widths[path] = boss.evaluate("document.documentElement.scrollWidth")
+    context.close()
+    assert widths == {"/admin": 390, "/admin/review": 390}

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from rlhfkit.cli import main
 from rlhfkit.label.app import create_app
 from rlhfkit.label.commands import open_store
-from tests.label.conftest import stand_in_answer, write_candidates
+from tests.label.conftest import invite_login, stand_in_answer, write_candidates
 
 TMPFS_SIZE = "4m"  # room for the schema, a few items and their write-ahead log
 
@@ -90,7 +90,7 @@ def test_a_full_disk_is_one_line_from_the_cli_and_507_from_the_app(small_disk, t
         assert conn.execute("SELECT count(*) FROM submission").fetchone()[0] == 0
     r = app.post(action, data=form, headers={"HX-Request": "true"})  # the page's form, sent by htmx
     assert r.status_code == 507 and r.headers["HX-Retarget"] == "#form-error" and "disk is full" in r.text
-    login = TestClient(create_app(store), base_url="http://127.0.0.1").get(f"/invite/{cat}", follow_redirects=False)
+    login = invite_login(TestClient(create_app(store), base_url="http://127.0.0.1"), cat)  # its page reads only
     assert login.status_code == 507 and "disk is full" in login.text and "set-cookie" not in login.headers
 
     (small_disk / "filler").unlink()

@@ -7,6 +7,7 @@ import uuid
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from rlhfkit.cli import main
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
@@ -17,7 +18,7 @@ from rlhfkit.models.scalar import ScalarModel, score_texts
 from rlhfkit.world.build import World
 from rlhfkit.world.corpus import expert_response, web_response
 from rlhfkit.world.tasks import parse_prompt
-from tests.label.conftest import ApiLabeler, stand_in_answer, write_candidates
+from tests.label.conftest import ApiLabeler, invite_login, stand_in_answer, write_candidates
 
 
 def label_over_http(tmp_path, live_server, mode="rank", k=4, items=6, overlap=3, labelers=4):
@@ -45,7 +46,7 @@ def test_import_label_over_http_export_validates(tmp_path, live_server):
     rankings = read_jsonl(out, ranking_record)
     assert len(rankings) == 6 * 3 and all(len(r["likert"]) == 4 and len(r["flags"]) == 4 for r in rankings)
     with httpx.Client(base_url=server.url) as boss:
-        boss.get(f"/invite/{admin}")
+        assert invite_login(boss, admin).status_code == 303
         pairs = [line for line in boss.get("/api/projects/e2e/export?format=pairs").text.splitlines() if line]
         stats = boss.get("/api/projects/e2e/stats").json()
     assert len(pairs) == 18 * 5  # K=4 with one tie: 5 ordered pairs per ranking
@@ -111,19 +112,21 @@ def test_rlhf_rm_trains_on_the_export(micro_world, tmp_path, live_server):
     store = open_store(db)
     labelers = world.labelers(LABELERS, seed=0)
     tokens = {lab.name: store.invite("world", lab.name) for lab in labelers}
+    with store.engine.connect() as conn:  # labelers see an item's public id; the export has the imported one
+        imported = dict(conn.execute(text("SELECT public_id, ext_id FROM item")).all())
     store.engine.dispose()
     server = live_server(db)
-    sent = {}  # (item id, labeler) -> the record the labeler meant
+    sent = {}  # (imported item id, labeler) -> the record the labeler meant
     for labeler in labelers:  # one after another: deterministic
         client = ApiLabeler(server.url, tokens[labeler.name])
         client.login()
         while (task := client.next()) is not None:
-            item = items[task["item_id"]]
+            item = items[imported[task["item_id"]]]
             assert task["prompt"] == item["prompt"]
             assert sorted(o["text"] for o in task["outputs"]) == sorted(c["text"] for c in item["completions"])
             record, body = world_answer(labeler, task, item)
             assert client.submit(body).status_code == 201
-            sent[(task["item_id"], labeler.name)] = record
+            sent[(item["id"], labeler.name)] = record
         client.close()
     assert len(sent) == ITEMS * OVERLAP
 

@@ -3,6 +3,10 @@ exported as it exports them, read by `rlhf label convert`, and trained on by `rl
 
 Label Studio 1.23.2 from PyPI runs in its own virtual environment (`.venv-labelstudio` at the repository root,
 created on first use: about 7.5 minutes on 2 cores; reused after), on 127.0.0.1 with a data directory of the test.
+Its dependencies are pinned by label-studio-constraints.txt beside this file (`pip freeze` of a venv where it starts):
+unpinned, pip takes sentry-sdk 3.x, which Label Studio 1.23.2 rejects at start. A venv built from other constraints
+(its stamp differs) is built again; a failed install or a Label Studio that dies at start fails the test with the
+last lines it printed.
 Its API takes `Authorization: Token ...` only when legacy tokens are enabled before the first start
 (LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN, LABEL_STUDIO_USER_TOKEN). API: https://api.labelstud.io/api-reference
 (projects, import, tasks, annotations, export).
@@ -10,6 +14,7 @@ Its API takes `Authorization: Token ...` only when legacy tokens are enabled bef
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -31,24 +36,34 @@ from tests.label.conftest import REPO, free_port
 
 VERSION = "1.23.2"
 VENV = REPO / ".venv-labelstudio"
+CONSTRAINTS = Path(__file__).with_name("label-studio-constraints.txt")
+STAMP = VENV / ".rlhfkit-constraints"  # the sha256 of the constraints the venv was built with
 TOKEN = "5f1c0ffee0ddba11ca7b0a7d5e1ec7ed0ddba11c"  # a fixed test token for a throwaway local server
 START_TIMEOUT_S = 900  # the first start migrates a fresh database: ~40 s on an idle 2-core machine, minutes under load
 K = 4  # outputs per item
 
 
 def label_studio() -> Path:
-    """The label-studio executable of .venv-labelstudio, installed on first use; skips when PyPI is out of reach."""
+    """The label-studio executable of .venv-labelstudio, built on first use (and again when the constraints
+    changed); a failed install fails the test with pip's last lines."""
     exe = VENV / "bin" / "label-studio"
-    if exe.exists():
+    wanted = hashlib.sha256(CONSTRAINTS.read_bytes()).hexdigest()
+    if exe.exists() and STAMP.exists() and STAMP.read_text() == wanted:
         return exe
+    shutil.rmtree(VENV, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    done = subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", f"label-studio=={VERSION}"],
-                          capture_output=True, text=True)
+    done = subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "-c", str(CONSTRAINTS),
+                           f"label-studio=={VERSION}"], capture_output=True, text=True)
     if done.returncode != 0:
         shutil.rmtree(VENV, ignore_errors=True)
-        last = (done.stderr.strip().splitlines() or ["?"])[-1]
-        pytest.skip(f"label-studio=={VERSION} could not be installed from PyPI: {last}")
+        pytest.fail(f"label-studio=={VERSION} could not be installed with {CONSTRAINTS.name}:\n"
+                    + last_lines(done.stdout + done.stderr), pytrace=False)
+    STAMP.write_text(wanted)
     return exe
+
+
+def last_lines(text: str, n: int = 25) -> str:
+    return "\n".join(text.rstrip().splitlines()[-n:])
 
 
 @pytest.fixture
@@ -72,8 +87,12 @@ def server(tmp_path):
                     break
             except httpx.TransportError:
                 pass
-            assert proc.poll() is None, (tmp_path / "label-studio.log").read_text()[-3000:]
-            assert time.time() < deadline, "Label Studio did not answer /health in time"
+            if proc.poll() is not None:
+                pytest.fail(f"Label Studio exited with code {proc.returncode} before answering /health; its last "
+                            f"lines:\n{last_lines((tmp_path / 'label-studio.log').read_text())}", pytrace=False)
+            if time.time() > deadline:
+                pytest.fail(f"Label Studio did not answer /health in {START_TIMEOUT_S} s; its last lines:\n"
+                            f"{last_lines((tmp_path / 'label-studio.log').read_text())}", pytrace=False)
             time.sleep(2)
         yield client
     finally:

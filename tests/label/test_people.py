@@ -14,7 +14,7 @@ from rlhfkit.label.app import create_app
 from rlhfkit.label.commands import open_store, read_items
 from rlhfkit.label.guidelines import FLAG_HELP
 from rlhfkit.label.store import AlreadyInvited, Conflict, InviteGone, Store
-from tests.label.conftest import XSS_TEXT, write_candidates
+from tests.label.conftest import XSS_TEXT, invite_login, write_candidates
 
 PUBLIC = "https://labels.example.org"
 
@@ -43,7 +43,7 @@ def world(tmp_path):
 def client(app, token=None, base_url="http://127.0.0.1"):
     c = TestClient(app, base_url=base_url)
     if token:
-        assert c.get(f"/invite/{token}", follow_redirects=False).status_code == 303
+        assert invite_login(c, token).status_code == 303
     return c
 
 
@@ -83,7 +83,7 @@ def test_admin_page_asks_before_replacing_then_shows_the_link_once(world):
     assert link.startswith(PUBLIC + "/invite/") and "evil.example" not in page
     assert "/invite/" not in boss.get("/admin").text  # shown once: a reload does not show it again
     assert ann.get("/task").status_code == 401  # replaced: logged out
-    assert client(app).get(link.removeprefix(PUBLIC), follow_redirects=False).status_code == 303
+    assert invite_login(client(app), link.removeprefix(PUBLIC)).status_code == 303
 
 
 def test_invite_links_expire_and_single_use_links_log_in_once(world):
@@ -96,9 +96,41 @@ def test_invite_links_expire_and_single_use_links_log_in_once(world):
         store.login(soon)
     assert client(app).get(f"/invite/{soon}").status_code == 410
     assert client(app).post("/api/session", json={"token": soon}).status_code == 410
-    assert client(app).get(f"/invite/{once}", follow_redirects=False).status_code == 303
+    assert invite_login(client(app), once).status_code == 303
     r = client(app).get(f"/invite/{once}")  # a second browser
     assert r.status_code == 410 and "ask your admin" in r.text
+
+
+def test_opening_an_invite_link_logs_nobody_in_its_page_posts_the_login(world):
+    """Issue 31, item 14 (login CSRF): a GET of /invite/TOKEN (an <img> of someone else's link on a page of the site,
+    a chat's link preview) changes nothing: no session, no switched session, a single-use link not used up. The
+    page's button posts the login with a token tied to a SameSite=Strict cookie, so another site cannot forge it."""
+    store, app, inv, _ = world
+    ann = client(app, inv["ann"])
+    assert ann.get("/api/me").json()["name"] == "ann"
+    evil = store.invite("rank", "mallory")
+    page = ann.get(f"/invite/{evil}")  # what <img src="/invite/EVIL"> in ann's browser fetches
+    assert page.status_code == 200 and "mallory" in page.text and "logged in as ann" in page.text
+    assert "rlhf_session" not in page.headers.get("set-cookie", "")
+    assert ann.get("/api/me").json()["name"] == "ann"  # still ann
+    once = store.invite("rank", "una", single_use=True)
+    preview = client(app)
+    for _ in range(3):  # a chat preview, a second preview, ...
+        assert preview.get(f"/invite/{once}").status_code == 200
+    assert preview.get("/task").status_code == 401
+    login = client(app).get(f"/invite/{once}")
+    cookie = login.headers["set-cookie"].lower()
+    assert "rlhf_login=" in cookie and "samesite=strict" in cookie and "httponly" in cookie
+    # a form another site posts: no login cookie (SameSite=Strict), or a made-up token
+    assert client(app).post(f"/invite/{once}", data={"csrf_token": "0" * 64}).status_code == 403
+    stranger = client(app)
+    stranger.get(f"/invite/{evil}")
+    assert stranger.post(f"/invite/{once}", data={"csrf_token": "0" * 64}).status_code == 403
+    assert stranger.get("/task").status_code == 401
+    una = client(app)
+    assert invite_login(una, once).status_code == 303  # the person's own click: the link still works once
+    assert una.get("/api/me").json()["name"] == "una"
+    assert client(app).get(f"/invite/{once}").status_code == 410
 
 
 def test_revoke_ends_link_and_sessions_and_returns_the_lease(world):
@@ -112,10 +144,41 @@ def test_revoke_ends_link_and_sessions_and_returns_the_lease(world):
     assert ann.get("/task").status_code == 401
     assert client(app).get(f"/invite/{inv['ann']}").status_code == 404
     assert store.progress("rank")["live_leases"] == before - 1
-    assert {"name": "ann", "role": "labeler", "active": False} in store.progress("rank")["people"]
+    (row,) = [p for p in store.progress("rank")["people"] if p["name"] == "ann"]
+    assert (row["role"], row["active"], row["status"]) == ("labeler", False, "revoked")
     assert "revoked" in boss.get("/admin").text
     again = store.invite("rank", "ann")  # a revoked person is re-invited without --replace
     assert store.login(again) is not None
+
+
+def person_row(page: str, name: str) -> str:
+    return re.search(rf'<tr class="person" data-name="{re.escape(name)}">(.*?)</tr>', page, re.S).group(1)
+
+
+def test_the_people_table_tells_invited_from_active_shows_the_link_and_no_revoke_on_the_last_admin(world):
+    """Issue 31, item 19: the People table said "active" for someone who never logged in, showed no link expiry or
+    single use, and offered Revoke on the last admin (which then answered 409)."""
+    store, app, inv, _ = world
+    once = store.invite("rank", "una", single_use=True, expires_in=86400)
+    store.invite("rank", "nel", expires_in=None)
+    boss = client(app, inv["boss"])
+    page = boss.get("/admin").text
+    una = person_row(page, "una")
+    assert "invited, not logged in yet" in una and "expires 1970-01-13 13:46 UTC" in una and "single use" in una
+    assert "never expires" in person_row(page, "nel") and "invited, not logged in yet" in person_row(page, "ann")
+    assert "Revoke" not in person_row(page, "boss") and "last admin" in person_row(page, "boss")
+    assert "Revoke" in person_row(page, "ann")
+    store.clock.now += 60
+    assert invite_login(client(app), once).status_code == 303
+    page = boss.get("/admin").text
+    assert "active, last login 1970-01-12 13:47 UTC" in person_row(page, "una") and "used" in person_row(page, "una")
+    assert "active, last login" in person_row(page, "boss")
+    store.invite("rank", "deputy", "admin")
+    assert "Revoke" in person_row(boss.get("/admin").text, "boss")  # another admin: either may go
+    stats = boss.get("/api/projects/rank/stats").json()["people"]
+    una = next(p for p in stats if p["name"] == "una")
+    assert (una["status"], una["link"], una["single_use"], una["last_login_at"]) == ("active", "used", True,
+                                                                                     store.clock.now)
 
 
 def test_the_last_admin_cannot_be_demoted_or_revoked(world):

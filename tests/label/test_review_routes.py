@@ -88,7 +88,8 @@ def test_history_newest_first_and_an_edit_is_a_new_version_that_exports_take(wor
     assert v1["version"] == 1 and v1["answer"]["tiers"] == {str(i): t for t, g in enumerate(first["body"]["ranking"])
                                                             for i in g}
     assert ann.api("GET", "/api/history").json()["answers"][0]["submission_id"] == sid  # edited: newest now
-    rows = [r for r in records(store.submissions("rank"), "rankings") if r["id"] == task["item_id"]]
+    imported = {r["public_id"]: r["id"] for r in store.submissions("rank")}  # labelers see the public id
+    rows = [r for r in records(store.submissions("rank"), "rankings") if r["id"] == imported[task["item_id"]]]
     assert [r["ranking"] for r in rows] == [[[2], [1], [0]]]  # one record, the latest version
     raw = [r for r in store.submissions("rank") if r["submission_id"] == sid][0]
     assert raw["version"] == 2 and raw["elapsed_ms"] == 1234 + 5000
@@ -215,13 +216,13 @@ def test_review_queue_by_disagreement_then_send_back_returns_the_item_with_the_c
     assert bob.api("PUT", f"/api/history/{b2['receipt']['submission_id']}",
                    json=edit_body(b2["task"], by_index)).status_code == 200
     q = boss.api("GET", "/api/projects/rank/review").json()["items"]
-    assert q[0]["id"] == a2["task"]["item_id"] and q[0]["disagreement"] == 1
-    assert q[1]["id"] == a1["task"]["item_id"] and q[1]["disagreement"] == 0
+    assert q[0]["public_id"] == a2["task"]["item_id"] and q[0]["disagreement"] == 1
+    assert q[1]["public_id"] == a1["task"]["item_id"] and q[1]["disagreement"] == 0
     first = {a["labeler"]: a for a in q[1]["answers"]}
     assert first["ann"]["output_notes"][0] == "n0"  # notes go by output index
     assert first["ann"]["elapsed_ms"] == 1234 and first[EVIL_NAME]["version"] == 1
     code, out, _ = run(capsys, "label", "review", "--db", db, "--project", "rank")
-    assert code == 0 and out.index(a2["task"]["item_id"] + ": disagreement 100%") < out.index(a1["task"]["item_id"])
+    assert code == 0 and out.index(a2["task"]["item_id"] + "): disagreement 100%") < out.index(a1["task"]["item_id"])
     # send back needs a comment; then ann's next /task is the correction, with the comment and her answer
     sid = a2["receipt"]["submission_id"]
     r = boss.c.post(f"/admin/review/{sid}", data={"csrf_token": boss.csrf, "action": "send_back", "comment": " "})
@@ -373,3 +374,81 @@ def test_pairwise_and_demonstration_answers_are_edited_too(tmp_path, mode, k):
         assert records(store.submissions("p"), "demos")[0]["completion"] == "A better demonstration."
     wrong = {"client_id": str(uuid.uuid4()), "kind": "skip", "reason": "unclear"}
     assert ann.api("PUT", f"/api/history/{sid}", json=wrong).status_code == 422  # an answer stays an answer
+
+
+# -------------------------------------------------------------------------------------------- issue 31
+
+def output_html(page: str, name: str) -> str:
+    """The HTML of the task page's Output `name` (1, 2, ... or A, B)."""
+    return re.search(rf'id="output-{name}".*?</article>', page, re.S).group(0)
+
+
+@pytest.fixture
+def shuffled(tmp_path):
+    """Project `r` (1 item of 4 outputs, the odd ones imported with finished=false, overlap 2): ann and bob open it
+    on the page and rank it by shown position, ann best first, bob worst first; boss is its admin. Project `ab`
+    (1 pair, the second output cut off): cy has it open."""
+    db = str(tmp_path / "labels.db")
+    store = open_store(db, migrate=True)
+    store.import_items("r", "rank", 2, [{"id": "x", "prompt": "Say it.", "completions": [
+        {"text": f"output text {j}", "source": "s", "finished": j % 2 == 0} for j in range(4)]}])
+    store.import_items("ab", "pairwise", 1, [{"id": "y", "prompt": "Pick.", "completions": [
+        {"text": "left text", "source": "s"}, {"text": "right text", "source": "s", "finished": False}]}])
+    app = create_app(store)
+    ann, bob = Person(app, store.invite("r", "ann")), Person(app, store.invite("r", "bob"))
+    boss, cy = Person(app, store.invite("r", "boss", "admin")), Person(app, store.invite("ab", "cy"))
+    pages = {who: (who.c.get("/task").text, who.api("POST", "/api/next").json()["task"]) for who in (ann, bob, cy)}
+    a, b = ann.answer(ranking=[[0], [1], [2], [3]]), bob.answer(ranking=[[3], [2], [1], [0]])
+    shown = {"ann": [o["index"] for o in a["task"]["outputs"]], "bob": [o["index"] for o in b["task"]["outputs"]]}
+    assert shown["ann"] != shown["bob"] and shown["ann"] != [0, 1, 2, 3]  # two shuffles, neither the imported order
+    return {"db": db, "ann": ann, "boss": boss, "pages": pages, "answers": {"ann": a, "bob": b}, "shown": shown}
+
+
+def test_cut_off_outputs_are_marked_on_every_page_that_shows_outputs(shuffled):
+    """Issue 31, item 18: an output imported with finished=false looked like the others (only the API had the flag);
+    it is marked "cut off" on the rank and A/B pages, the edit page and the review queue."""
+    for page, task in shuffled["pages"].values():
+        for n, o in enumerate(task["outputs"], start=1):  # the page's Output n is the task's outputs[n - 1]
+            name = "AB"[n - 1] if task["mode"] == "pairwise" else n
+            assert ("cut off" in output_html(page, name)) == (not o["finished"]) == (o["index"] % 2 == 1)
+    ann, shown = shuffled["ann"], shuffled["shown"]["ann"]
+    edit = ann.c.get(f"/history/{shuffled['answers']['ann']['receipt']['submission_id']}/edit").text
+    assert ["cut off" in output_html(edit, n) for n in (1, 2, 3, 4)] == [i % 2 == 1 for i in shown]
+    hist = ann.api("GET", "/api/history").json()["answers"][0]
+    assert [o["finished"] for o in hist["outputs"]] == [i % 2 == 0 for i in shown]
+    review_page = shuffled["boss"].c.get("/admin/review").text
+    assert review_page.count('<span class="cut-off"') == 2 * 2  # two cut-off outputs in each of two answers
+
+
+def test_answers_are_reviewed_in_their_labelers_numbering(shuffled, capsys):
+    """Issue 31, item 17: the review queue numbered outputs in imported order, the labeler's page as shown (each
+    labeler's own shuffle), so "Output 4 is cut off" pointed at another output; now each answer is shown in its
+    labeler's numbering (ranking, Likert, flags, notes, the outputs themselves), and the API gives the mapping."""
+    boss, shown = shuffled["boss"], shuffled["shown"]
+    review_page = boss.c.get("/admin/review").text
+    for who, ranking in (("ann", "1 &gt; 2 &gt; 3 &gt; 4"), ("bob", "4 &gt; 3 &gt; 2 &gt; 1")):
+        sid = shuffled["answers"][who]["receipt"]["submission_id"]
+        row = re.search(rf'id="answer-{sid}".*?</tr>', review_page, re.S).group(0)
+        assert f'<span class="ranking">{ranking}</span>' in row  # as the labeler ranked what they saw
+        outs = re.findall(r'<b>Output (\d)</b>.*?<pre class="text">(.*?)</pre>', row, re.S)
+        assert outs == [(str(n), f"output text {i}") for n, i in enumerate(shown[who], start=1)]
+    (item,) = boss.api("GET", "/api/projects/r/review").json()["items"]
+    assert {x["labeler"]: x["shown_order"] for x in item["answers"]} == shown
+    code, out, _ = run(capsys, "label", "review", "--db", shuffled["db"], "--project", "r")
+    assert code == 0 and "1 > 2 > 3 > 4" in out and "4 > 3 > 2 > 1" in out
+
+
+def test_api_next_hands_back_a_sent_back_answer_before_a_new_item(world):
+    """Issue 31, item 19: after a send-back the pages show the correction first, but /api/next leased API labelers a
+    new item; now it answers with the sent-back answer (and no task) until it is edited."""
+    _, app, inv, _ = world
+    ann, boss = Person(app, inv["ann"]), Person(app, inv["boss"])
+    done = ann.answer()
+    sid = done["receipt"]["submission_id"]
+    r = boss.api("POST", f"/api/projects/rank/review/{sid}", json={"action": "send_back", "comment": "Tie 1 and 2?"})
+    assert r.status_code == 200
+    nxt = ann.api("POST", "/api/next").json()
+    assert nxt == {"task": None, "sent_back": {"submission_id": sid, "comment": "Tie 1 and 2?"}}
+    assert ann.api("PUT", f"/api/history/{sid}", json=edit_body(done["task"], [[0, 1], [2]])).status_code == 200
+    nxt = ann.api("POST", "/api/next").json()
+    assert nxt["sent_back"] is None and nxt["task"]["item_id"] != done["task"]["item_id"]

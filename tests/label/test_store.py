@@ -1,5 +1,6 @@
 """Store: leases, overlap, expiry, idempotent answers — on SQLite (and PostgreSQL with -m postgres)."""
 
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -107,6 +108,44 @@ def test_a_late_answer_is_kept_when_the_slot_is_still_free(store):
     assert [(n, d) for _, n, d in store.item_answer_counts("p")] == [(1, 1)]
 
 
+def test_a_labeler_cannot_tell_gold_items_apart(store):
+    """Issue 31, item 13: every item a labeler sees has an opaque id of the same shape (gold ones had a digest,
+    the others their imported id), "Item n of N" keeps its N whichever kind is on screen (it grew by one on gold),
+    gold outputs carry their imported `finished` (they were all finished), and a late answer on an expired gold
+    lease is kept as on any item with room (it was refused once k others had answered it)."""
+    regular = [{"id": f"q{n}", "prompt": f"p{n}", "completions": [
+        {"text": f"t{j}", "source": "s", "finished": j != 1} for j in range(3)]} for n in range(6)]
+    store.import_items("p", "rank", 2, regular)
+    store.import_gold("p", [{"id": f"gold-{n}", "prompt": f"g{n}", "completions": ["a", "b", "c"],
+                             "ranking": [[0], [1], [2]], "finished": [True, False, True]} for n in range(3)])
+    store.set_quality("p", gold_rate=0.5)
+    (ann,) = people(store, 1)
+    seen = []
+    while (task := store.next_task(ann)) is not None:
+        seen.append(task)
+        store.submit(ann, task.assignment_id, rank(task))
+    gold = [t for t in seen if t.prompt.startswith("g")]
+    assert gold and len(gold) < len(seen)  # both kinds were shown
+    ids = [t.item_id for t in seen]
+    assert all(re.fullmatch(r"[0-9a-f]{16}", i) for i in ids) and len(set(ids)) == len(ids)
+    assert {t.pages for t in seen} == {9}  # 6 + 3 items, on every page, gold or not
+    assert [t.page for t in seen] == list(range(1, len(seen) + 1))
+    assert all(t.finished.count(False) == 1 for t in seen)  # one cut-off output, as imported, on every item
+    assert [e["item_id"] for e in store.history(ann)] == ids[::-1]  # "My answers" shows the same ids
+    assert {r["public_id"] for r in store.submissions("p")} == {t.item_id for t in seen if t not in gold}
+    # k = 1: ann answers the gold item, bob holds it past his lease, then answers
+    store.import_items("q", "rank", 1, regular)
+    store.import_gold("q", [{"id": "gold", "prompt": "g", "completions": ["a", "b"], "ranking": [[0], [1]]}])
+    store.set_quality("q", gold_rate=1.0)
+    ann, bob = people(store, 2, project="q")
+    first, late = store.next_task(ann), store.next_task(bob)
+    assert first.prompt == late.prompt == "g"
+    store.submit(ann, first.assignment_id, rank(first))
+    store.clock.now += 61
+    store.expire_leases()
+    assert not store.submit(bob, late.assignment_id, rank(late)).duplicate  # kept, as a regular item's would be
+
+
 def test_resending_an_answer_stores_it_once(store):
     store.import_items("p", "rank", 1, items(1))
     (a,) = people(store, 1)
@@ -165,7 +204,8 @@ def test_a_database_of_the_first_schema_is_upgraded_in_place(tmp_path):
     upgrade(engine)
     store = Store(engine)
     assert store.guidelines("p") == ""
-    assert store.progress("p")["people"] == [{"name": "ann", "role": "labeler", "active": True}]
+    (ann,) = store.progress("p")["people"]
+    assert (ann["name"], ann["role"], ann["active"], ann["status"]) == ("ann", "labeler", True, "active")  # a session
     with pytest.raises(Conflict, match="--replace"):
         store.invite("p", "ann")
     engine.dispose()

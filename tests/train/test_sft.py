@@ -1,8 +1,10 @@
+import hashlib
 import json
 
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from rlhfkit.train.common import split_by_prompt
+from rlhfkit.train.sft import SFTConfig, read_demos
 from tests.conftest import run_cli
 
 
@@ -57,3 +59,40 @@ def test_split_by_prompt_keeps_all_demonstrations_of_a_prompt_together():
     train, held = split_by_prompt(records, 0.2, seed=0, salt="sft-eval")
     assert held and train and len(train) + len(held) == 500
     assert not {r["prompt"] for r in train} & {r["prompt"] for r in held}
+
+
+def _hash_rule(prompt, fraction: float, seed: int, salt: str) -> bool:
+    """The split's rule written out: md5 of salt|seed|prompt, its first 8 hex digits mod 10⁴ < fraction·10⁴."""
+    return int(hashlib.md5(f"{salt}|{seed}|{prompt}".encode()).hexdigest()[:8], 16) % 10_000 < fraction * 10_000
+
+
+def _conversations(n: int) -> list[dict]:
+    return [{"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"{i}."}]}
+            for i in range(n)]
+
+
+def test_a_small_messages_file_holds_out_at_least_one_conversation(tmp_path):
+    """48 conversations at 5%: for this seed the hash rule alone holds out none (issue 31, item 9)."""
+    rows = _conversations(48)
+    seed = next(s for s in range(1000) if not any(_hash_rule(str(r["messages"]), 0.05, s, "sft-eval") for r in rows))
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    train, held = read_demos(SFTConfig(data=str(data), eval_fraction=0.05, seed=seed))
+    assert len(held) == 1 and len(train) == 47
+
+
+def test_larger_files_hold_out_what_the_hash_rule_holds_out():
+    """The rule above decides every split that holds out at least one prompt: the demo's splits do not move."""
+    records = [{"prompt": f"p{i}", "completion": "c"} for i in range(400)] * 2
+    for seed in range(3):
+        train, held = split_by_prompt(records, 0.05, seed=seed, salt="sft-eval")
+        assert [r["prompt"] for r in held] == [r["prompt"] for r in records if _hash_rule(r["prompt"], 0.05, seed,
+                                                                                           "sft-eval")]
+        assert len(train) + len(held) == 800 and held
+
+
+def test_one_prompt_holds_out_nothing_and_says_so(capsys):
+    records = [{"prompt": "the only one", "completion": str(i)} for i in range(5)]
+    assert split_by_prompt(records, 0.9, seed=0, salt="sft-eval", command="sft") == (records, [])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("sft: all 5 records have the same prompt: none held out")

@@ -7,8 +7,14 @@ assistant message(s) that follow a conversational prompt (a str after a Conversa
   where the tokenizer adds one). A Conversation: `apply_chat_template(conv, add_generation_prompt=True)`, whose
   template writes BOS itself (no second one).
 - A str completion after a str prompt: its tokens (no special tokens) + EOS. After a Conversation: the template's
-  rendering of prompt + completion, minus the prompt's rendering (which must be a prefix of it), cut right after
-  the first stop token — what generation stops at (a template's trailing "\\n" after `<|im_end|>` is dropped).
+  rendering of prompt + completion, minus the prompt's rendering, cut right after the first stop token — what
+  generation stops at (a template's trailing "\\n" after `<|im_end|>` is dropped). Where the prompt's ids are not
+  the start of the full rendering's ids, the completion is the text of the full rendering after the prompt's
+  text, encoded on its own (as TRL does): generation starts from the prompt's ids, so these are the ids it
+  produces. A byte-level BPE with GPT-2's pre-tokenizer rule needs it under a Llama-3 template: the generation
+  prompt's "\\n\\n" is one token at the end of the prompt but two before the completion's first word. Only a
+  template whose full rendering does not start with the prompt's text is refused.
+- A Conversation's `tools` (data/schemas.py) go to every render of it: `apply_chat_template(..., tools=...)`.
 - Stop ids: the tokenizer's EOS ∪ generation_config's eos_token_id (an int or a list) ∪ the template's
   end-of-turn token for conversational prompts.
 - Too long: prompts lose tokens on the left (a leading BOS is kept), completions on the right; `Truncation`
@@ -23,6 +29,7 @@ import os
 import sys
 from pathlib import Path
 
+from rlhfkit.data.schemas import tools_of
 from rlhfkit.errors import UserError
 
 _PROBE = "\u2063probe\u2063"  # the assistant content of the conversation rendered to find the end-of-turn token
@@ -59,21 +66,30 @@ def require_template(tokenizer) -> None:
                         "(pass one with --chat-template FILE)")
 
 
-def render(tokenizer, messages: list[dict], generation_prompt: bool) -> list[int]:
+def render_text(tokenizer, messages: list[dict], generation_prompt: bool, tools: list[dict] | None = None) -> str:
+    """The chat template's text of `messages` (with `tools`, the tool schemas, when given)."""
     require_template(tokenizer)
     try:
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=True,
-                                            return_dict=False)
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False,
+                                             tools=tools)
     except Exception as exc:  # jinja2's TemplateError, or a template's own raise_exception(...)
         raise UserError(f"{model_dir(tokenizer)}: the chat template cannot render this conversation: "
                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    return list(ids)
+
+
+def encode_text(tokenizer, text: str) -> list[int]:
+    """A rendered text's ids, as `apply_chat_template(tokenize=True)` encodes it: the template wrote the specials."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def render(tokenizer, messages: list[dict], generation_prompt: bool, tools: list[dict] | None = None) -> list[int]:
+    return encode_text(tokenizer, render_text(tokenizer, messages, generation_prompt, tools))
 
 
 def prompt_ids(tokenizer, prompt) -> list[int]:
     """The prompt's ids as the model's inference encodes them (see the module docstring)."""
     if is_conversation(prompt):
-        return render(tokenizer, prompt, True)
+        return render(tokenizer, prompt, True, tools_of(prompt))
     return list(tokenizer(prompt)["input_ids"])
 
 
@@ -124,11 +140,7 @@ def completion_ids(tokenizer, prompt, completion, finished: bool = True, prompt_
         ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
         return ids + [tokenizer.eos_token_id] if finished else ids
     head = prompt_tokens if prompt_tokens is not None else prompt_ids(tokenizer, prompt)
-    full = render(tokenizer, list(prompt) + as_messages(completion), False)
-    if full[:len(head)] != head:
-        raise UserError(f"{model_dir(tokenizer)}: the chat template is not prefix-stable: the rendered prompt is "
-                        "not the start of the rendered prompt + completion")
-    rest = full[len(head):]
+    rest = continuation(tokenizer, list(prompt), as_messages(completion), head, tools_of(prompt))
     stops = stops if stops is not None else stop_ids(tokenizer, None, True)
     end = next((i for i, t in enumerate(rest) if t in stops), None)
     if end is None:
@@ -136,32 +148,77 @@ def completion_ids(tokenizer, prompt, completion, finished: bool = True, prompt_
     return rest[:end + 1] if finished else rest[:end]
 
 
+def continuation(tokenizer, prompt: list[dict], messages: list[dict], head: list[int],
+                 tools: list[dict] | None) -> list[int]:
+    """The ids that `messages` add after a prompt whose ids are `head` (its rendering with the generation prompt):
+    the full rendering's ids after `head` where `head` starts them, else the full rendering's text after the
+    prompt's, encoded on its own — what generation produces after `head` (module docstring)."""
+    full = render_text(tokenizer, prompt + messages, False, tools)
+    ids = encode_text(tokenizer, full)
+    if ids[:len(head)] == head:
+        return ids[len(head):]
+    text = render_text(tokenizer, prompt, True, tools)
+    if not full.startswith(text):
+        raise UserError(f"{model_dir(tokenizer)}: the chat template is not prefix-stable: the rendered prompt is "
+                        "not the start of the rendered prompt + completion")
+    return encode_text(tokenizer, full[len(text):])
+
+
 def conversation_ids(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
     """SFT's {"messages": ...}: the rendered conversation and a loss mask on every assistant turn — its content
     through its end-of-turn token, and not one system, user or template token.
 
     Each prefix is rendered incrementally: the tokens an assistant message adds to the conversation before it
-    (rendered with the generation prompt) are its turn, up to and including the first stop token."""
+    (rendered with the generation prompt) are its turn, up to and including the first stop token. Where the ids of
+    a longer prefix do not start with those of a shorter one (module docstring), each new stretch of the rendering
+    is encoded on its own: the sequence a conversation grows into, turn by turn, when each assistant turn is
+    generated after the ids before it."""
+    tools = tools_of(messages)
+    try:
+        return _turn_by_turn(tokenizer, messages, tools, by_text=False)
+    except _NotPrefix:
+        try:
+            return _turn_by_turn(tokenizer, messages, tools, by_text=True)
+        except _NotPrefix:
+            raise UserError(f"{model_dir(tokenizer)}: the chat template is not prefix-stable: a conversation's "
+                            "rendering does not start with the rendering of its first turns") from None
+
+
+class _NotPrefix(Exception):
+    pass
+
+
+def _turn_by_turn(tokenizer, messages: list[dict], tools, by_text: bool) -> tuple[list[int], list[int]]:
+    """(ids, loss mask) of `conversation_ids`; with `by_text`, each stretch's text is encoded on its own."""
     stops = stop_ids(tokenizer, None, True)
     ids: list[int] = []
     mask: list[int] = []
+    done = ""  # by_text: the text of the rendering that `ids` encode
+
+    def more(rendered: str) -> list[int]:  # the ids `rendered` adds after `ids`
+        if by_text:
+            if not rendered.startswith(done):
+                raise _NotPrefix
+            return encode_text(tokenizer, rendered[len(done):])
+        new = encode_text(tokenizer, rendered)
+        if new[:len(ids)] != ids:
+            raise _NotPrefix
+        return new[len(ids):]
+
     for i, message in enumerate(messages):
         if message.get("role") != "assistant":
             continue
-        head = render(tokenizer, messages[:i], True)
-        if head[:len(ids)] != ids:
-            raise UserError(f"{model_dir(tokenizer)}: the chat template is not prefix-stable: a conversation's "
-                            "rendering does not start with the rendering of its first turns")
-        mask += [0] * (len(head) - len(ids))
-        turn = completion_ids(tokenizer, messages[:i], [message], True, head, stops)
-        ids = head + turn
-        mask += [1] * len(turn)
-    full = render(tokenizer, messages, False)
-    if full[:len(ids)] != ids:
-        raise UserError(f"{model_dir(tokenizer)}: the chat template is not prefix-stable: a conversation's "
-                        "rendering does not start with the rendering of its first turns")
-    mask += [0] * (len(full) - len(ids))
-    return full, mask
+        head = render_text(tokenizer, messages[:i], True, tools)
+        new = more(head)
+        ids, mask, done = ids + new, mask + [0] * len(new), head
+        turn = more(render_text(tokenizer, messages[:i + 1], False, tools))
+        end = next((k for k, t in enumerate(turn) if t in stops), None)
+        turn = turn if end is None else turn[:end + 1]  # through the stop token generation ends the turn with
+        ids, mask = ids + turn, mask + [1] * len(turn)
+        if by_text:
+            done += tokenizer.decode(turn, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    rest = more(render_text(tokenizer, messages, False, tools))
+    return ids + rest, mask + [0] * len(rest)
 
 
 class Truncation:

@@ -45,3 +45,12 @@ def last_token_index(mask: torch.Tensor) -> torch.Tensor:
     r(x, y) and where PPO adds it to the per-token rewards."""
     positions = torch.arange(mask.shape[-1], device=mask.device)
     return (positions * mask.long()).argmax(-1)
+
+
+def pad_rankings(groups: list[dict], items: list[list[int]], device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(items [R, K], tiers [R, K]): each ranking's batch rows and their tiers (0 best, `data/pairs.py`) for the
+    listwise loss (`losses.plackett_luce_loss`), right-padded with row 0 and tier −1; (None, None) when some group's
+    pairs are not one ranking (its `tiers` is None)."""
+    if any(g.get("tiers") is None for g in groups):
+        return None, None
+    return pad_right(items, 0).to(device), pad_right([g["tiers"] for g in groups], -1).to(device)

@@ -5,6 +5,8 @@
   and scored completions (C(K,2) without ties);
 - prompts: from every format with a prompt (data/formats.py `read_prompts`).
 
+A conversation's `tools` are written beside its prompt (a list of tool schemas), as the readers read them back.
+
 The output is written atomically (a temporary file renamed), so a bad row leaves no half-written file.
 """
 
@@ -17,6 +19,7 @@ from rlhfkit.data.formats import read_format, read_preferences, read_prompts
 from rlhfkit.data.jsonl import check_writable, write_jsonl
 from rlhfkit.data.pairs import rankings_to_pair_records
 from rlhfkit.data.readers import DataOptions
+from rlhfkit.data.schemas import tools_field
 from rlhfkit.errors import UserError
 
 TARGETS = ("rankings", "pairs", "prompts")
@@ -46,6 +49,7 @@ def convert(cfg: ConvertConfig) -> int:
             records = rankings_to_pair_records(records)
         elif cfg.to == "rankings" and kind == "pairs":
             raise UserError(f"{cfg.data}: a {fmt} file holds pairs, not rankings; use --to pairs")
+    records = [{**r, **tools_field(r["prompt"])} for r in records]  # a conversation's tools go with it
     n = write_jsonl(cfg.out, records)
     print(f"data convert: {n} {cfg.to} from a {fmt} file {cfg.data} -> {cfg.out}")
     return n

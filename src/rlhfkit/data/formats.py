@@ -10,6 +10,7 @@ string or a Conversation (a list of {role, content}), a completion C a string or
 | prompt-completion | `prompt`, `completion` | sft (and prompts) |
 | prompt-only | `prompt` | ppo, sample, label import (demo) |
 | preference, explicit prompt | `prompt`, `chosen`, `rejected` (our pairs, + `group`) | rm, dpo, eval rm |
+| preference, whole conversations | `prompt`, `chosen`, `rejected` repeating the prompt (UltraFeedback) | rm, dpo |
 | preference, implicit prompt | `chosen`, `rejected`: the shared prefix is split off as the prompt | rm, dpo |
 | scored completions | `prompt`, `completions`, `scores`: a ranking, best score first, equal scores tied | rm, dpo |
 | rankings (ours) | `id`, `prompt`, `completions`, `ranking`, `labeler` | rm, dpo, eval rm |
@@ -17,6 +18,13 @@ string or a Conversation (a list of {role, content}), a completion C a string or
 | unpaired preference | `prompt`, `completion`, `label` | refused by rm and dpo (below) |
 
 Every format with a prompt also serves as prompts (`read_prompts`; repeated prompts of pairs or rankings once).
+Any conversational row may carry `tools` (TRL's column: the tool schemas, a list of objects or a JSON string of one):
+every chat-template render of its conversation passes them (data/schemas.py `Conversation`).
+
+Whole conversations beside an explicit prompt (HuggingFaceH4/ultrafeedback_binarized: a string `prompt`, and
+`chosen`/`rejected` as the full message lists [user, assistant]): the prompt is their shared prefix (as for an
+implicit prompt, below), and the explicit `prompt` must agree with it — a string equal to the prefix's single user
+turn, or messages equal to the prefix; one that disagrees is an error naming the row.
 
 The implicit prompt (HH-RLHF: `"\\n\\nHuman: ... \\n\\nAssistant: ..."` in both texts): for strings, the longest
 common prefix, moved back to a word boundary (never inside a word), with the space before the first differing
@@ -51,6 +59,8 @@ from rlhfkit.data.schemas import (
     prompt_record,
     prompt_value,
     ranking_record,
+    tools_of,
+    with_tools,
 )
 from rlhfkit.errors import UserError, at
 
@@ -133,11 +143,11 @@ def _sft_record(fmt: str, row: dict, error) -> dict:
         text = row["text"]
         if not isinstance(text, str) or not text.strip():
             raise error(f"field 'text' must be a non-empty string, got {json_type(text)}")
-        return {"text": text}
+        return {"text": with_tools(text, row, error, "text")}
     messages = conversation(row["messages"], "messages", error)
     if not any(m["role"] == "assistant" for m in messages):
         raise error("field 'messages' has no assistant turn to train on")
-    return {"messages": messages}
+    return {"messages": with_tools(messages, row, error, "messages")}
 
 
 # ---------------------------------------------------------------------------------------- preferences
@@ -157,7 +167,8 @@ def read_preferences(path, opts=None, *, command: str = "rm") -> tuple[str, list
         raise at(path, None, f"a {fmt} file; {command} needs preferences: {PREFERENCE} (prompt, chosen, "
                              f"rejected), {IMPLICIT} (chosen, rejected), {SCORED} (prompt, completions, scores) "
                              f"or {RANKINGS}")
-    pairs = [pair_record(split_implicit(row, error) if fmt == IMPLICIT else row, error) for _, row, error in rows]
+    pairs = [pair_record(split_implicit(row, error) if fmt == IMPLICIT else explicit_prompt(row, error), error)
+             for _, row, error in rows]
     kept = [p for p in pairs if p["chosen"] != p["rejected"]]
     if not kept:
         raise at(path, None, f"no usable pair: in all {len(pairs)} pairs chosen equals rejected")
@@ -207,6 +218,29 @@ def split_implicit(row: dict, error) -> dict:
     return {**row, "prompt": chosen[:cut], "chosen": chosen[cut:], "rejected": rejected[cut:]}
 
 
+def explicit_prompt(row: dict, error) -> dict:
+    """A preference row with an explicit prompt, its completions after it: chosen and rejected given as whole
+    conversations that repeat the prompt (UltraFeedback binarized) are split at their shared prefix, which the
+    explicit prompt must agree with (module docstring); any other row is returned as it is."""
+    chosen, rejected, prompt = row["chosen"], row["rejected"], row["prompt"]
+    if not (isinstance(chosen, list) and isinstance(rejected, list)):
+        return row
+    if all(c and isinstance(c[0], dict) and c[0].get("role") == "assistant" for c in (chosen, rejected)):
+        return row  # TRL's conversational explicit prompt: the completions are the assistant turns alone
+    split = split_implicit(row, error)
+    prefix = split["prompt"]
+    if isinstance(prompt, list):
+        agrees = conversation(prompt, "prompt", error) == prefix
+    else:
+        agrees = (isinstance(prompt, str) and len(prefix) == 1 and prefix[0]["role"] == "user"
+                  and prefix[0]["content"].strip() == prompt.strip())
+    if not agrees:
+        what = "the single user turn" if isinstance(prompt, str) else "the messages"
+        raise error(f"field 'prompt' is not {what} that 'chosen' and 'rejected' start with (they repeat the "
+                    f"prompt as whole conversations; their shared prefix has {len(prefix)} message(s))")
+    return split
+
+
 def shared_prefix(a: str, b: str) -> int:
     """Where the prompt ends: the longest common prefix, moved back out of a word (and off the end of either
     text: a completion is never empty), then before its space.
@@ -250,13 +284,14 @@ def read_prompts(path, opts=None) -> list[dict]:
             prompt = messages[:_last_assistant(messages, "messages", error)]
             if not prompt:
                 raise error("field 'messages' starts with its assistant turn: no prompt")
+            prompt = with_tools(prompt, row, error, "messages")
         elif fmt == IMPLICIT:
             if row["chosen"] == row["rejected"]:
                 continue  # no prompt to find where nothing differs
-            prompt = split_implicit(row, error)["prompt"]
+            prompt = with_tools(split_implicit(row, error)["prompt"], row, error)
         else:
-            prompt = prompt_value(row, error)
-        key = json.dumps(prompt, ensure_ascii=False, sort_keys=True)
+            prompt = prompt_value(explicit_prompt(row, error) if fmt == PREFERENCE else row, error)
+        key = json.dumps([prompt, tools_of(prompt)], ensure_ascii=False, sort_keys=True)
         if key in seen:
             continue
         seen.add(key)

@@ -15,6 +15,10 @@ from rlhfkit.config import required
 from rlhfkit.data.formats import read_preferences as read_any_preferences
 from rlhfkit.data.jsonl import check_writable, read_jsonl, write_jsonl
 from rlhfkit.data.schemas import ranking_record
+from rlhfkit.errors import UserError
+
+# `rlhf rm --loss` and `rlhf dpo --loss`: InstructGPT's C(K,2) pairs, or each ranking whole (Plackett–Luce)
+PREFERENCE_LOSSES = ("pairwise", "plackett-luce")
 
 
 def ranking_to_pairs(ranking: list[list[int]]) -> list[tuple[int, int]]:
@@ -33,6 +37,36 @@ def ranking_to_pairs(ranking: list[list[int]]) -> list[tuple[int, int]]:
 def pair_weight(k: int) -> float:
     """InstructGPT weights each ranking's pairs by 1/C(K,2), so a ranking counts once, however large K."""
     return 1.0 / comb(k, 2)
+
+
+def ranking_tiers(ranking: list[list[int]], k: int) -> list[int]:
+    """The tier of each of the K outputs, 0 for the best group (the form `losses.plackett_luce_loss` reads).
+
+    >>> ranking_tiers([[2], [0, 3], [1]], 4)
+    [1, 2, 0, 1]
+    """
+    tiers = [0] * k
+    for t, group in enumerate(ranking):
+        for i in group:
+            tiers[i] = t
+    return tiers
+
+
+def pairs_to_tiers(pairs: list[tuple[int, int]], k: int) -> list[int] | None:
+    """The tiers of K outputs whose (winner, loser) pairs are exactly those of one tie-grouped ranking (as
+    `rlhf data pairs` writes a ranking's pairs), else None (a cycle, a missing or a repeated pair).
+
+    An output's tier is fixed by the set of outputs that beat it: tie-mates share it, and a later tier is beaten
+    by strictly more. Each pair alone, [(w, l)], is the ranking [[w], [l]].
+    """
+    above: list[set[int]] = [set() for _ in range(k)]
+    for w, l in pairs:
+        above[l].add(w)
+    sets = sorted({frozenset(a) for a in above}, key=len)
+    ranking = [[i for i in range(k) if above[i] == s] for s in sets]
+    if len(set(pairs)) != len(pairs) or sorted(ranking_to_pairs(ranking)) != sorted(pairs):
+        return None
+    return ranking_tiers(ranking, k)
 
 
 def rankings_to_pair_records(rankings: list[dict]) -> list[dict]:
@@ -54,15 +88,17 @@ def read_preference_records(path, opts=None, *, command: str = "rm") -> tuple[st
 
 def preference_groups(kind: str, records: list[dict]) -> list[dict]:
     """Records as a list of *groups* {"prompt", "completions", "finished", "pairs": [(winner, loser), ...],
-    "group", "id"}.
+    "group", "id", "tiers"}.
 
     A ranking keeps its C(K,2) pairs together; consecutive pairs that share a `group` tag are merged back into
-    one (pairs without a tag are each their own group).
+    one (pairs without a tag are each their own group). `tiers`: each completion's tier, 0 best (`ranking_tiers`);
+    for pairs, the ranking they are the pairs of, or None when they are not one (`pairs_to_tiers`).
     """
     if kind == "rankings":
         return [{"prompt": r["prompt"], "completions": r["completions"], "pairs": ranking_to_pairs(r["ranking"]),
                  "group": f"{r['id']}/{r['labeler']}", "id": r["id"],
-                 "finished": r.get("finished", [True] * len(r["completions"]))}
+                 "finished": r.get("finished", [True] * len(r["completions"])),
+                 "tiers": ranking_tiers(r["ranking"], len(r["completions"]))}
                 for r in records]
     groups: list[dict] = []
     for n, p in enumerate(records):
@@ -78,6 +114,8 @@ def preference_groups(kind: str, records: list[dict]) -> list[dict]:
                 g["finished"].append(True)
             idx.append(g["completions"].index(text))
         g["pairs"].append((idx[0], idx[1]))
+    for g in groups:
+        g["tiers"] = pairs_to_tiers(g["pairs"], len(g["completions"]))
     return groups
 
 
@@ -88,6 +126,20 @@ def ordered_groups(groups: list[dict]) -> list[dict]:
     rankings the loss averages over (losses.preference_loss), as `rlhf data pairs` writes no pair for it, so a
     file of rankings and the pairs exported from it give the same loss."""
     return [g for g in groups if g["pairs"]]
+
+
+def check_loss(name: str) -> None:
+    if name not in PREFERENCE_LOSSES:
+        raise UserError(f"config key 'loss': {name!r} is not one of {', '.join(PREFERENCE_LOSSES)}")
+
+
+def check_tiers(groups: list[dict], path) -> None:
+    """--loss plackett-luce reads each ranking whole: one line naming the first group of pairs that is not one."""
+    for g in groups:
+        if g["tiers"] is None:
+            raise UserError(f"{path}: the pairs of group {g['group']!r} are not those of one ranking (a cycle, or a "
+                            "missing or repeated pair); --loss plackett-luce needs whole rankings (use --loss "
+                            "pairwise)")
 
 
 def read_preferences(path, opts=None) -> list[dict]:

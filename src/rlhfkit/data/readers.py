@@ -37,7 +37,7 @@ from rlhfkit.errors import UserError, at
 # The names `--field` may map a column onto: every field of the formats in data/formats.py.
 FIELD_NAMES = ("prompt", "completion", "chosen", "rejected", "text", "messages", "completions", "scores",
                "ranking", "label", "labels", "id", "task", "labeler", "group", "likert", "flags", "notes",
-               "finished")
+               "finished", "tools")
 PARQUET_MAGIC, GZIP_MAGIC = b"PAR1", b"\x1f\x8b"
 DEFAULT_SPLIT = "train"
 

@@ -14,11 +14,18 @@ A prompt P is a string or a Conversation (a list of messages {role, content}, TR
 completion C is a string or, after a Conversation prompt, a Conversation of the assistant turn(s). A string
 completion after a Conversation prompt is the content of one assistant message (what `rlhf sample` writes).
 
+A row's optional `tools` (TRL's column: the JSON schemas of the functions the model may call, a list of objects or a
+JSON string of one, as Hugging Face datasets often store it) belongs to its conversation: the prompt (or SFT's
+`messages`) becomes a `Conversation` carrying them, and every chat-template render of it passes `tools=` — the tool
+list the model will see at inference. Tools beside a string prompt are refused (no template renders them).
+
 Each validator takes the decoded object and an `error(message)` factory that prefixes `path:line:`;
 it returns the (normalized) record or raises.
 """
 
 from __future__ import annotations
+
+import json
 
 from rlhfkit.data.jsonl import json_type
 
@@ -81,12 +88,63 @@ def conversation(value, name: str, error) -> list[dict]:
     return out
 
 
+class Conversation(list):
+    """Messages with the tool schemas the chat template renders them with (`tools`, None when the row has none).
+
+    A list like any other conversation (sliced, compared, written as JSON: the messages), it carries its tools
+    wherever a prompt goes — sampling, PPO's rollouts, a reward model re-encoding it with its own template."""
+
+    def __init__(self, messages=(), tools: list[dict] | None = None):
+        super().__init__(messages)
+        self.tools = tools
+
+
+def tools_of(prompt) -> list[dict] | None:
+    """The tool schemas a prompt is rendered with (None: no tools)."""
+    return getattr(prompt, "tools", None)
+
+
+def tools_field(prompt) -> dict:
+    """{"tools": [...]} for a record written beside this prompt ({} without tools): what the readers read back."""
+    tools = tools_of(prompt)
+    return {"tools": tools} if tools else {}
+
+
+def tools_value(obj: dict, error) -> list[dict] | None:
+    """A row's `tools`: a list of objects (JSON schemas), or a JSON string of one; absent, null or empty: None."""
+    value = obj.get("tools")
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            value = json.loads(value)
+        except (json.JSONDecodeError, RecursionError):
+            raise error("field 'tools' is a string but not JSON (expected a list of tool schemas)") from None
+    if value is None or value == []:
+        return None
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise error(f"field 'tools' must be a list of tool schemas (objects), or a JSON string of one, got "
+                    f"{json_type(value)}")
+    return value
+
+
+def with_tools(messages: list[dict], obj: dict, error, name: str = "prompt"):
+    """`messages` as a Conversation carrying the row's tools (the messages as they are without tools)."""
+    tools = tools_value(obj, error)
+    if tools is None:
+        return messages
+    if not isinstance(messages, list):
+        raise error(f"field 'tools' needs a conversation: '{name}' is a string, and no chat template renders "
+                    "tools beside it (give it as messages)")
+    return Conversation(messages, tools)
+
+
 def prompt_value(obj: dict, error, name: str = "prompt"):
-    """P: a non-empty string or a Conversation."""
+    """P: a non-empty string or a Conversation (carrying the row's `tools`, if any)."""
     value = obj.get(name)
     if isinstance(value, list):
-        return conversation(value, name, error)
-    return _text(obj, name, error, nonempty=True)
+        return with_tools(conversation(value, name, error), obj, error, name)
+    return with_tools(_text(obj, name, error, nonempty=True), obj, error, name)
 
 
 def completion_value(value, name: str, prompt, error, *, nonempty: bool = False):
@@ -124,12 +182,14 @@ def demo_record(obj: dict, error) -> dict:
                                                              nonempty=True)}
 
 
-def candidate_record(obj: dict, error) -> dict:
+def candidate_record(obj: dict, error, min_completions: int = 2) -> dict:
+    """A candidates row: id, prompt, completions [{text, source, finished}] (at least `min_completions`: 2 to
+    compare; one policy's arm of a blind evaluation holds 1)."""
     rid = _record_id(obj, error)
     prompt = prompt_value(obj, error)
     items = _field(obj, "completions", list, error)
-    if len(items) < 2:
-        raise error(f"field 'completions' needs at least 2 outputs to compare, got {len(items)}")
+    if len(items) < min_completions:
+        raise error(f"field 'completions' needs at least {min_completions} outputs to compare, got {len(items)}")
     completions = []
     for i, item in enumerate(items):
         if isinstance(item, (str, list)):

@@ -2,18 +2,21 @@
 
 Requests are checked twice: here for their shape (types, lengths, the `kind` and `choice` values), then
 by `answers.parse_answer` against the item (ranking indices, one Likert per output), which the HTML
-form shares.
+form shares. Request bodies are `StrictIn`s: JSON's types are taken as sent, never coerced (`true` is no
+Likert score, `"4"` no integer, `"yes"` no flag); their text is `inputs.Text` and their integers bounded
+(`inputs.Int`, `inputs.RowId`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlhfkit.data.schemas import FLAGS
 from rlhfkit.label.answers import MAX_TEXT, SKIP_REASONS
 from rlhfkit.label.db import Kind, Mode, ReviewAction, Role
+from rlhfkit.label.inputs import DB_INT_MAX, Int, RowId, Text
 from rlhfkit.label.store import MAX_COMMENT, MAX_GUIDELINES, LeasedItem, Receipt, Who
 
 MAX_TOKEN = 200  # an invite token is 43 characters (secrets.token_urlsafe(32))
@@ -23,10 +26,17 @@ class Error(BaseModel):
     detail: str = Field(description="what went wrong, on one line")
 
 
+class StrictIn(BaseModel):
+    """A request body: strict, so that what `parse_answer` refuses (a bool or a string for a number, a string
+    for a flag) is not coerced into what it accepts before it sees it."""
+
+    model_config = ConfigDict(strict=True)
+
+
 # ------------------------------------------------------------------------------------------ session
 
-class LoginIn(BaseModel):
-    token: str = Field(max_length=MAX_TOKEN, description="the token from an invite link (/invite/TOKEN)")
+class LoginIn(StrictIn):
+    token: Text = Field(max_length=MAX_TOKEN, description="the token from an invite link (/invite/TOKEN)")
 
 
 class Me(BaseModel):
@@ -64,7 +74,8 @@ class TaskOut(BaseModel):
     """A leased item: outputs in the order shown (a fixed shuffle), without their sources."""
 
     assignment_id: int
-    item_id: str = Field(description="the `id` of the imported record")
+    item_id: str = Field(description="this item's public id: opaque, the same for every labeler (admins see it "
+                                     "beside the imported id in the review queue)")
     mode: Mode
     prompt: str | list[Message] = Field(description="a text, or a conversation: its turns in order")
     outputs: list[Output]
@@ -81,8 +92,15 @@ class TaskOut(BaseModel):
                    page=lease.page, pages=lease.pages)
 
 
+class SentBackOut(BaseModel):
+    submission_id: int = Field(description="correct it with PUT /api/history/{submission_id}")
+    comment: str = Field(description="what the admin asks to change")
+
+
 class NextOut(BaseModel):
-    task: TaskOut | None = Field(description="null: nothing is left for this labeler")
+    task: TaskOut | None = Field(description="null: nothing is left for this labeler, or an answer was sent back")
+    sent_back: SentBackOut | None = Field(None, description="an answer of mine an admin sent back: it comes before "
+                                                            "any new item (as on the pages); `task` is null")
 
 
 # What `answers.parse_answer` requires for each kind, stated in the schema (JSON Schema if/then): a client
@@ -90,7 +108,7 @@ class NextOut(BaseModel):
 REQUIRED_BY_KIND = {"rank": ["ranking", "likert"], "pairwise": ["choice"], "demo": ["text"], "skip": ["reason"]}
 
 
-class SubmissionIn(BaseModel):
+class SubmissionIn(StrictIn):
     """An answer to a leased item. Indices are `outputs[].index` of the task; the pairwise `choice`
     names outputs as shown: A = outputs[0], B = outputs[1]. Each kind has its required fields: rank needs
     `ranking` and `likert`, pairwise `choice`, demo `text`, skip `reason`."""
@@ -99,18 +117,18 @@ class SubmissionIn(BaseModel):
         {"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]}, "then": {"required": fields}}
         for kind, fields in REQUIRED_BY_KIND.items()]})
 
-    client_id: str = Field(max_length=64, description="UUID made by the client; a resend with the same id "
-                                                      "is stored once")
-    assignment_id: int
+    client_id: Text = Field(max_length=64, description="UUID made by the client; a resend with the same id "
+                                                       "is stored once")
+    assignment_id: RowId
     kind: Kind
-    elapsed_ms: int = 0
-    ranking: list[list[int]] | None = Field(None, description="rank: tie groups best first, e.g. [[2],[0,3],[1]]")
-    likert: list[int] | None = Field(None, description="rank (required): 1-7 per output, by output index")
-    flags: list[dict[str, bool]] | None = Field(None, description=f"rank: per output, any of {', '.join(FLAGS)}")
-    notes: list[str] | str | None = Field(None, description="rank: one per output; pairwise/skip: one text")
+    elapsed_ms: Int = 0
+    ranking: list[list[Int]] | None = Field(None, description="rank: tie groups best first, e.g. [[2],[0,3],[1]]")
+    likert: list[Int] | None = Field(None, description="rank (required): 1-7 per output, by output index")
+    flags: list[dict[Text, bool]] | None = Field(None, description=f"rank: per output, any of {', '.join(FLAGS)}")
+    notes: list[Text] | Text | None = Field(None, description="rank: one per output; pairwise/skip: one text")
     choice: Literal["A", "B", "equal"] | None = None
-    text: str | None = Field(None, max_length=MAX_TEXT, description="demo: the ideal response")
-    reason: str | None = Field(None, description=f"skip: one of {', '.join(SKIP_REASONS)}")
+    text: Text | None = Field(None, max_length=MAX_TEXT, description="demo: the ideal response")
+    reason: Text | None = Field(None, description=f"skip: one of {', '.join(SKIP_REASONS)}")
 
 
 class ReceiptOut(BaseModel):
@@ -129,8 +147,8 @@ class ReceiptOut(BaseModel):
 
 # --------------------------------------------------------------------------------------- guidelines
 
-class GuidelinesIn(BaseModel):
-    markdown: str = Field(max_length=MAX_GUIDELINES, description="the project's instructions, Markdown (raw "
+class GuidelinesIn(StrictIn):
+    markdown: Text = Field(max_length=MAX_GUIDELINES, description="the project's instructions, Markdown (raw "
                                                                  "HTML is shown as text); empty: none")
 
 
@@ -146,6 +164,13 @@ class Person(BaseModel):
     name: str
     role: str
     active: bool = Field(True, description="false: revoked (no link or session works; their answers stay)")
+    status: Literal["invited", "active", "revoked"] = Field("active", description="invited: has not logged in with "
+                                                            "their current link yet")
+    last_login_at: float | None = Field(None, description="UNIX seconds, since their current link was made")
+    link: Literal["live", "expired", "used", "revoked"] = Field("live", description="used: a single-use link that "
+                                                                "logged in once")
+    link_expires_at: float | None = Field(None, description="UNIX seconds; null: the link never expires")
+    single_use: bool = False
 
 
 class Throughput(BaseModel):
@@ -289,7 +314,8 @@ class HistoryEntry(BaseModel):
 
     @classmethod
     def of(cls, e: dict) -> HistoryEntry:
-        return cls(**{**e, "outputs": [Output(index=i, text=t) for i, t in e["outputs"]]})
+        return cls(**{**e, "outputs": [Output(index=i, text=t, finished=f)
+                                       for (i, t), f in zip(e["outputs"], e["finished"])]})
 
 
 class HistoryOut(BaseModel):
@@ -299,12 +325,12 @@ class HistoryOut(BaseModel):
 class EditIn(SubmissionIn):
     """A new version of one of my answers: the same fields as an answer (its `assignment_id` is ignored)."""
 
-    assignment_id: int = 0
+    assignment_id: Annotated[int, Field(ge=0, le=DB_INT_MAX)] = 0
 
 
-class ReviewIn(BaseModel):
+class ReviewIn(StrictIn):
     action: ReviewAction
-    comment: str = Field("", max_length=MAX_COMMENT, description="send_back: what to change (required)")
+    comment: Text = Field("", max_length=MAX_COMMENT, description="send_back: what to change (required)")
 
 
 class ReviewDone(BaseModel):
@@ -320,6 +346,8 @@ class ReviewAnswer(BaseModel):
     submission_id: int
     labeler: str
     kind: Kind
+    shown_order: list[int] = Field(description="candidate indices in the order this labeler saw them: their Output n "
+                                               "(A, B for pairwise) is completions[shown_order[n - 1]]")
     version: int
     elapsed_ms: int
     tiers: dict[int, int] | None
@@ -335,6 +363,7 @@ class ReviewAnswer(BaseModel):
 
 class ReviewItem(BaseModel):
     id: str
+    public_id: str | None = Field(None, description="the id labelers see for this item (in their tasks and history)")
     prompt: str | list[Message]
     completions: list[dict]
     locked: bool

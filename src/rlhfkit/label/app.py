@@ -1,7 +1,8 @@
 """The labeling web app: `create_app` assembles the routers over a `Store`.
 
 Pages (server-rendered Jinja2, htmx for swapping in the next item, `routes/pages.py`): `/invite/{token}`
-logs a person in, `/task` shows their next item; `/admin` is the project's dashboard (`routes/admin.py`).
+shows whom the link logs in and its button posts the login, `/task` shows their next item; `/admin` is the
+project's dashboard (`routes/admin.py`).
 The JSON API under `/api` (`routes/api.py`) does the same for scripts and simulated labelers; its
 OpenAPI schema is at `/openapi.json`, rendered at `/docs`. `/healthz` says whether the database answers.
 Who may do what is in `deps.py`.
@@ -16,7 +17,7 @@ allows no inline script at all.
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -26,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from rlhfkit.errors import UserError
 from rlhfkit.label.answers import BadAnswer
 from rlhfkit.label.deps import CSRF_HEADER, Unauthorized
+from rlhfkit.label.inputs import BadInput, writable
 from rlhfkit.label.routes import admin, api, pages, review
 from rlhfkit.label.store import Conflict, DiskFull, Forbidden, InviteGone, NotFound, Store
 from rlhfkit.label.templating import HERE, fragment, render
@@ -34,7 +36,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 # 507 Insufficient Storage (RFC 4918 §11.5): the server cannot store what it needs to finish the request.
 ERROR_STATUS = {Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409, InviteGone: 410, BadAnswer: 422,
-                DiskFull: 507}
+                BadInput: 422, DiskFull: 507}
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 NO_STORE = ("/api/", "/task", "/admin", "/invite", "/history")  # pages with tokens or a person's data are never cached
 
@@ -83,19 +85,22 @@ async def user_error(request: Request, exc: UserError):
     """A `UserError` from a route or a dependency: JSON `{"detail"}` on the API, the error page (or, under
     htmx, the message above the form) on the pages; the status from `ERROR_STATUS`, else 400."""
     status = next((code for cls, code in ERROR_STATUS.items() if isinstance(exc, cls)), 400)
+    message = writable(str(exc))  # it may quote what was sent
     if is_api(request):
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        return JSONResponse({"detail": message}, status_code=status)
     if request.headers.get("HX-Request") and status in (409, 422, 507):
         # Show the message above the form and keep what the labeler entered (after a 507, to send again).
-        return HTMLResponse(fragment("_error.html", message=str(exc)), status_code=status,
+        return HTMLResponse(fragment("_error.html", message=message), status_code=status,
                             headers={"HX-Retarget": "#form-error", "HX-Reswap": "innerHTML"})
-    return render(request, "error.html", status, message=str(exc), status=status)
+    return render(request, "error.html", status, message=message, status=status)
 
 
 async def bad_request(request: Request, exc: RequestValidationError):
-    """A parameter that does not fit its declared type: FastAPI's 422 on the API, the error page on the pages."""
+    """A parameter that does not fit its declared type: FastAPI's 422 on the API (`detail`: a list of `loc`, `msg`,
+    `input`, with what was sent made writable: a lone surrogate comes back as its escape), the error page on
+    the pages."""
     if is_api(request):
-        return await request_validation_exception_handler(request, exc)
+        return JSONResponse({"detail": writable(jsonable_encoder(exc.errors()))}, status_code=422)
     problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or e['loc'][0]}: {e['msg']}" for e in exc.errors())
     return await user_error(request, BadAnswer(problems or "the request does not fit this page"))
 

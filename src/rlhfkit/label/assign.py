@@ -12,7 +12,6 @@ Pure Python; `store.py` applies it inside transactions. The rules (docs/design.m
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass
 
@@ -67,11 +66,3 @@ def wants_gold(user_id: int, leases_so_far: int, rate: float) -> bool:
     """Whether a labeler's next item is a gold one (known answer): a draw with probability `rate`, seeded by
     (labeler, how many items they were given), so the mix is random to them but the same on every replay."""
     return rate > 0 and random.Random(f"gold/{user_id}/{leases_so_far}").random() < rate
-
-
-def shown_item_id(ext_id: str, item_id: int, is_gold: bool) -> str:
-    """The id a labeler sees: the imported id, except on a gold item, whose id would tell it apart (an
-    admin writes `gold-7`): there, a digest of the database row that says nothing."""
-    if not is_gold:
-        return ext_id
-    return hashlib.sha256(f"rlhfkit-item/{item_id}".encode()).hexdigest()[:16]

@@ -45,7 +45,7 @@ def read_arm(path: str, opts=None) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for n, (_where, row, error) in enumerate(rows):
         if fmt == CANDIDATES:
-            rec = candidate_record(row, error)
+            rec = candidate_record(row, error, min_completions=1)  # `rlhf sample -n 1` writes one per prompt
             first = rec["completions"][0]
             rid, arm = rec["id"], {"prompt": rec["prompt"], "text": first["text"], "source": first["source"],
                                    "finished": first["finished"]}

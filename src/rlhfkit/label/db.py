@@ -11,6 +11,7 @@ The schema itself is created by the Alembic migrations in `migrations/` (`upgrad
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -75,6 +76,7 @@ class User(Base):
     invite_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: the link never expires
     invite_single_use: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # set: no link, no session works
+    invited_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # when the current link was made
     guidelines_seen_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
@@ -95,6 +97,10 @@ class Item(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id"))
     ext_id: Mapped[str] = mapped_column(String(200))  # the `id` of the imported record
+    # What labelers see instead (pages, drafts, API): random, so it tells nothing, a gold item's no more than
+    # any other's (issue 31, item 13). Nullable only because migration 0004 adds it to existing rows.
+    public_id: Mapped[str | None] = mapped_column(String(32), nullable=True, unique=True, index=True,
+                                                  default=lambda: secrets.token_hex(8))
     prompt: Mapped[str] = mapped_column(Text)  # the text; for a conversation, its turns as plain text
     messages: Mapped[list | None] = mapped_column(JSON, nullable=True)  # a conversation prompt: [{role, content}]
     position: Mapped[int] = mapped_column(Integer)  # order in the imported file

@@ -11,7 +11,9 @@ The checks that touch no database are `async def`s: FastAPI runs them on the eve
 sending each through the thread pool; `optional_user` (a database read) is a plain `def` and runs there.
 
 CSRF: every mutation carries a token, an HMAC of the (secret, HttpOnly) session cookie, which another
-site cannot read: a form field `csrf_token` on the pages, the `X-CSRF-Token` header on the API.
+site cannot read: a form field `csrf_token` on the pages, the `X-CSRF-Token` header on the API. Logging in
+is a mutation too (login CSRF: a forged login puts the victim's browser in someone else's session): the
+invite page sets a random login cookie (HttpOnly, SameSite=Strict) and its form carries that cookie's HMAC.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from fastapi import Cookie, Depends, Header, Path, Request
 from starlette.datastructures import FormData
 
 from rlhfkit.errors import UserError
+from rlhfkit.label.inputs import MAX_NAME, check_form
 from rlhfkit.label.store import Forbidden, Store, Who
 
 COOKIE = "rlhf_session"
+LOGIN_COOKIE = "rlhf_login"  # the invite page's anti-CSRF cookie (before there is a session)
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
-MAX_NAME = 200  # the `project.name` and `labeler.name` columns (String(200))
 
 
 class Unauthorized(UserError):
@@ -42,7 +45,9 @@ def csrf_token(session_token: str) -> str:
 
 
 def verify_csrf(session_token: str | None, sent: str | None) -> None:
-    if not sent or not hmac.compare_digest(str(sent), csrf_token(session_token or "")):
+    # compare_digest takes bytes or ASCII-only strings; a header may be any Latin-1, a form field any text
+    given = str(sent or "").encode("utf-8", "backslashreplace")
+    if not given or not hmac.compare_digest(given, csrf_token(session_token or "").encode()):
         raise Forbidden("missing or wrong CSRF token; reload the page")
 
 
@@ -102,10 +107,12 @@ ProjectAdmin = Annotated[Who, Depends(project_admin)]
 # ------------------------------------------------------------------------------------------- CSRF
 
 async def read_form(request: Request) -> FormData:
-    """The posted form, read on the event loop (Starlette keeps it for the request). Routes take it as a
-    dependency so that they can be plain `def`s: FastAPI runs those in its thread pool, and their
-    database calls never block the loop."""
-    return await request.form()
+    """The posted form, read on the event loop (Starlette keeps it for the request), every field Unicode text
+    (`inputs.check_form`; 422 naming the field). Routes take it as a dependency so that they can be plain
+    `def`s: FastAPI runs those in its thread pool, and their database calls never block the loop."""
+    form = await request.form()
+    check_form(form)
+    return form
 
 
 PostedForm = Annotated[FormData, Depends(read_form)]
@@ -114,6 +121,19 @@ PostedForm = Annotated[FormData, Depends(read_form)]
 async def form_csrf(token: SessionCookie, form: PostedForm) -> None:
     """A page's form must carry the session's CSRF token in its `csrf_token` field."""
     verify_csrf(token, form.get(CSRF_FIELD))
+
+
+async def login_cookie(
+        rlhf_login: Annotated[str | None, Cookie(alias=LOGIN_COOKIE, include_in_schema=False)] = None) -> str | None:
+    return rlhf_login
+
+
+async def login_csrf(cookie: Annotated[str | None, Depends(login_cookie)], form: PostedForm) -> None:
+    """The invite page's form must carry the HMAC of this browser's login cookie: another site can neither
+    read that cookie nor (SameSite=Strict) have it sent with a POST it forges."""
+    if not cookie:
+        raise Forbidden("open your invite link again: this browser has not shown its page yet")
+    verify_csrf(cookie, form.get(CSRF_FIELD))
 
 
 async def header_csrf(token: SessionCookie,

@@ -9,10 +9,11 @@ from urllib.parse import quote
 from fastapi import Request, Response
 
 from rlhfkit.label import export
-from rlhfkit.label.deps import COOKIE
+from rlhfkit.label.deps import COOKIE, LOGIN_COOKIE
 from rlhfkit.label.store import SESSION_SECONDS
 
 JSONL = "application/x-ndjson"
+LOGIN_SECONDS = 3600  # the invite page's login cookie: its form works this long
 
 
 def set_session(request: Request, response: Response, token: str) -> None:
@@ -20,6 +21,12 @@ def set_session(request: Request, response: Response, token: str) -> None:
     (`--secure-cookie`); it lives as long as its session."""
     response.set_cookie(COOKIE, token, httponly=True, samesite="lax", secure=request.app.state.secure_cookie,
                         max_age=SESSION_SECONDS, path="/")
+
+
+def set_login_cookie(request: Request, response: Response, value: str) -> None:
+    """The invite page's anti-CSRF cookie: SameSite=Strict, so a form another site posts never carries it."""
+    response.set_cookie(LOGIN_COOKIE, value, httponly=True, samesite="strict", secure=request.app.state.secure_cookie,
+                        max_age=LOGIN_SECONDS, path="/invite")
 
 
 def jsonl_response(project: str, fmt: export.Format, rows: list[dict]) -> Response:

@@ -51,7 +51,8 @@ def review_queue(rows: list[dict]) -> list[dict]:
     disagreement}]; `rows` in file order (as `Store.submissions` gives them)."""
     items: dict[str, dict] = {}
     for r in rows:
-        item = items.setdefault(r["id"], {"id": r["id"], "prompt": r["prompt"], "completions": r["completions"],
+        item = items.setdefault(r["id"], {"id": r["id"], "public_id": r.get("public_id"), "prompt": r["prompt"],
+                                          "completions": r["completions"],
                                           "locked": r.get("item_locked", False), "answers": []})
         item["answers"].append(r)
     out = []
@@ -103,18 +104,27 @@ def quality(labelers: list[str], gold: dict[str, dict], per_labeler_agreement: d
     return out
 
 
-def ranking_text(tiers: dict | None) -> str:
-    """Tiers by candidate index -> "2 > 1 = 3" (outputs numbered from 1 in their imported order)."""
+def ranking_text(tiers: dict | None, shown: list[int] | None = None) -> str:
+    """Tiers by candidate index -> "2 > 1 = 3": outputs numbered from 1 as the labeler saw them (`shown`: the
+    candidate indices in their shown order), else in their imported order."""
     if not tiers:
         return ""
-    return " > ".join(" = ".join(str(i + 1) for i in group)
+    number = {i: n for n, i in enumerate(shown)} if shown else {}
+    return " > ".join(" = ".join(str(n + 1) for n in sorted(number.get(i, i) for i in group))
                       for group in tiers_to_ranking({int(i): t for i, t in tiers.items()}))
 
 
-def flags_text(flags: list[dict] | None) -> list[str]:
-    """Per output, the flags ticked: ["2: harmful_advice, moral_judgment", ...] (outputs from 1)."""
-    return [f"{i + 1}: {', '.join(n for n, on in f.items() if on)}"
-            for i, f in enumerate(flags or []) if any(f.values())]
+def by_shown(values: list | None, shown: list[int]) -> list:
+    """Per-output values stored by candidate index (Likert, flags, notes) in the labeler's shown order."""
+    return [values[i] for i in shown if i < len(values)] if values else []
+
+
+def flags_text(flags: list[dict] | None, shown: list[int] | None = None) -> list[str]:
+    """Per output, the flags ticked: ["2: harmful_advice, moral_judgment", ...] (outputs from 1, numbered as the
+    labeler saw them when `shown` is given)."""
+    flags = by_shown(flags, shown) if shown else flags or []
+    return [f"{n + 1}: {', '.join(name for name, on in f.items() if on)}"
+            for n, f in enumerate(flags) if any(f.values())]
 
 
 def prefill_fields(mode: str, answer: dict) -> list[tuple[str, str]]:

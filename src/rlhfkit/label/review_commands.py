@@ -30,16 +30,17 @@ class ReviewConfig:
 
 
 def format_queue(items: list[dict], limit: int) -> str:
-    lines = [f"{len(items)} items, most disputed first (disagreement = 1 - pairwise agreement; outputs numbered "
-             "in their imported order, best first)"]
+    lines = [f"{len(items)} items, most disputed first (disagreement = 1 - pairwise agreement; rankings best "
+             "first, outputs numbered as each labeler saw them)"]
     for item in items[:limit]:
         d = item["disagreement"]
         tau = item["agreement"]["kendall_tau_b"]
-        lines.append(f"\n{item['id']}: disagreement {'-' if d is None else f'{100 * d:.0f}%'}"
+        lines.append(f"\n{item['id']} (labelers see {item['public_id']}): "
+                     f"disagreement {'-' if d is None else f'{100 * d:.0f}%'}"
                      + ("" if tau is None else f", tau-b {tau:.2f}") + (" (locked)" if item["locked"] else ""))
         for a in item["answers"]:
             what = (f"skip ({a['skip_reason']})" if a["kind"] == "skip" else "demonstration" if a["kind"] == "demo"
-                    else review.ranking_text(a["tiers"]))
+                    else review.ranking_text(a["tiers"], a["shown_order"]))
             extra = [f"{a['elapsed_ms'] / 1000:.0f} s", f"v{a['version']}"]
             if a["notes"]:
                 extra.append(f"notes: {a['notes']!r}")

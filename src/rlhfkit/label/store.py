@@ -49,6 +49,7 @@ from rlhfkit.label.db import (
     User,
     is_disk_full,
 )
+from rlhfkit.label.inputs import BadInput, name_key, person_name, unicode_problem
 
 SESSION_SECONDS = 14 * 24 * 3600
 MAX_GUIDELINES = 100_000  # characters of Markdown
@@ -89,8 +90,9 @@ def conversation_text(messages: list[dict]) -> str:
 
 
 def digest(token: str) -> str:
-    """Tokens (invites, sessions) are stored as their SHA-256 only."""
-    return hashlib.sha256(token.encode()).hexdigest()
+    """Tokens (invites, sessions) are stored as their SHA-256 only. Whatever a client sends hashes (a lone
+    surrogate as its escape): it simply matches no token."""
+    return hashlib.sha256(token.encode("utf-8", "backslashreplace")).hexdigest()
 
 
 def new_token() -> str:
@@ -248,14 +250,15 @@ class Store:
                expires_in: float | None = None, single_use: bool = False) -> str:
         """Create a person (or give a revoked one a new link); returns the invite token.
 
+        The name is stored as `inputs.person_name` makes it (NFKC, no invisible characters) and may not
+        collide with another person's of the project (`name_key`: case and width ignored).
         A person who has a live link is only re-invited with `replace` (their old link and sessions end).
         `expires_in` seconds: the link stops working then (None: never); `single_use`: it logs in once.
         The project's last admin cannot be made a labeler.
         """
         if role not in ROLES:
             raise UserError(f"--role {role!r}: expected one of {', '.join(ROLES)}")
-        if not name.strip():
-            raise UserError("--name is empty")
+        name = person_name(name)
         if expires_in is not None and not expires_in > 0:
             raise UserError(f"--expires must be above 0 seconds, got {expires_in}")
         token = new_token()
@@ -264,6 +267,10 @@ class Store:
             p = self._project(s, project)
             now = self.clock()
             user = s.scalar(select(User).where(User.project_id == p.id, User.name == name))
+            if user is None and (same := self._person_named(s, p, name)) is not None:
+                raise Conflict(f"{name!r} would look like {same.name!r}, who is in project {p.name!r} already "
+                               f"(names are compared ignoring case and width); re-invite {same.name!r} or pick "
+                               "another name")
             if user is None:
                 user = User(project_id=p.id, name=name, role=role, invite_hash=digest(token), created_at=now)
                 s.add(user)
@@ -276,7 +283,7 @@ class Store:
                 user.invite_hash, user.role, user.revoked_at = digest(token), role, None
                 self._end_sessions(s, user)
             user.invite_expires_at = now + expires_in if expires_in is not None else None
-            user.invite_single_use = single_use
+            user.invite_single_use, user.invited_at = single_use, now
             s.flush()
             self._event(s, "invite", p.id, user.id, name=name, role=role, expires_in=expires_in,
                         single_use=single_use)
@@ -285,11 +292,16 @@ class Store:
         return token
 
     def revoke(self, project: str, name: str) -> None:
-        """End a person's link and sessions and return their live lease; their answers stay."""
+        """End a person's link and sessions and return their live lease; their answers stay. `name` is theirs
+        as stored, or one that reads the same (`inputs.name_key`)."""
+        if (problem := unicode_problem(name)) is not None:
+            raise BadInput(f"name {name!r} {problem}")
 
         def work(s: Session):
             p = self._project(s, project)
             user = s.scalar(select(User).where(User.project_id == p.id, User.name == name))
+            if user is None:
+                user = self._person_named(s, p, name)
             if user is None:
                 raise NotFound(f"nobody called {name!r} in project {p.name!r}")
             if user.revoked_at is not None:
@@ -308,6 +320,12 @@ class Store:
 
         self._write(work)
 
+    def _person_named(self, s: Session, p: Project, name: str) -> User | None:
+        """The person of project `p` whose name reads as `name` (`inputs.name_key`), if any."""
+        key = name_key(name)
+        return next((u for u in s.scalars(select(User).where(User.project_id == p.id)) if name_key(u.name) == key),
+                    None)
+
     def _keep_an_admin(self, s: Session, p: Project, user: User, what: str) -> None:
         admins = s.scalar(select(func.count()).select_from(User).where(
             User.project_id == p.id, User.role == "admin", User.revoked_at.is_(None), User.id != user.id))
@@ -317,6 +335,23 @@ class Store:
 
     def _end_sessions(self, s: Session, user: User) -> None:
         s.execute(update(LoginSession).where(LoginSession.user_id == user.id).values(expires_at=0))
+
+    def invitee(self, invite_token: str) -> dict:
+        """Whom an invite link logs in: {name, role, project}. Read-only: opening the link's page (a chat preview
+        fetches it too) changes nothing; `login` does. `NotFound` when the link is unknown, replaced or revoked,
+        `InviteGone` when it expired or, single-use, was used."""
+
+        def work(s: Session):
+            row = s.execute(select(User, Project.name).join(Project, Project.id == User.project_id)
+                            .where(User.invite_hash == digest(invite_token), User.revoked_at.is_(None))).first()
+            if row is None:
+                raise NotFound("this invite link is unknown or was replaced by a newer one; ask your admin")
+            user, project = row
+            if user.invite_expires_at is not None and user.invite_expires_at <= self.clock():
+                raise InviteGone("this invite link has expired or was already used; ask your admin for a new one")
+            return {"name": user.name, "role": user.role, "project": project}
+
+        return self._read(work)
 
     def login(self, invite_token: str) -> str | None:
         """An invite token -> a new session token (None when the invite is unknown or revoked;
@@ -464,16 +499,21 @@ class Store:
         rows = s.execute(select(Candidate.idx, Candidate.text, Candidate.finished)
                          .where(Candidate.item_id == a.item_id)).all()
         texts, finished = {i: t for i, t, _ in rows}, {i: f for i, _, f in rows}
-        overlap = s.scalar(select(Project.overlap).where(Project.id == who.project_id))
+        overlap, gold_rate = s.execute(select(Project.overlap, Project.gold_rate)
+                                       .where(Project.id == who.project_id)).one()
         answered = s.scalar(select(func.count()).select_from(Submission).where(Submission.user_id == who.user_id))
         seen = exists().where(Assignment.item_id == Item.id, Assignment.user_id == who.user_id)
+        # N counts every item still open to this labeler, gold ones too (while gold is mixed in): whichever kind
+        # is on screen, it is counted once, in n, so N does not tell them apart (issue 31, item 13).
+        open_to_me = (Item.taken < overlap) & (Item.is_gold == false())
+        if gold_rate > 0:
+            open_to_me = open_to_me | (Item.is_gold == true())
         available = s.scalar(select(func.count()).select_from(Item).where(
-            Item.project_id == who.project_id, Item.taken < overlap, ~seen, Item.is_gold == false()))
+            Item.project_id == who.project_id, ~seen, open_to_me))
         page, pages = assign.page_numbers(answered, available)
         prompt = item.messages if item.messages is not None else item.prompt
-        return LeasedItem(a.id, assign.shown_item_id(item.ext_id, item.id, item.is_gold), who.mode, prompt,
-                          [(i, texts[i]) for i in a.shown], a.expires_at, page, pages,
-                          [bool(finished[i]) for i in a.shown])
+        return LeasedItem(a.id, item.public_id, who.mode, prompt, [(i, texts[i]) for i in a.shown], a.expires_at,
+                          page, pages, [bool(finished[i]) for i in a.shown])
 
     # --------------------------------------------------------------------------------- submissions
 
@@ -506,9 +546,7 @@ class Store:
         sub, item = row
         if sub.user_id != who.user_id:
             raise Conflict("client_id was already used by someone else; generate a new UUID per answer")
-        return Receipt(sub.id, sub.client_id, sub.assignment_id, assign.shown_item_id(item.ext_id, item.id,
-                                                                                      item.is_gold),
-                       sub.kind, duplicate=True)
+        return Receipt(sub.id, sub.client_id, sub.assignment_id, item.public_id, sub.kind, duplicate=True)
 
     def _submit(self, s: Session, who: Who, assignment_id: int, ans: Answer) -> Receipt:
         if (dup := self._duplicate(s, who, ans.client_id)) is not None:
@@ -530,9 +568,10 @@ class Store:
             if a.state != "expired":
                 raise Conflict("this item was already answered (a different client_id); fetch the next one")
             if ans.kind != "skip":
-                # A late answer on an expired lease is kept if the item still has a free slot.
+                # A late answer on an expired lease is kept if the item still has a free slot (a gold item always
+                # has one, as when it is leased: refusing it would tell gold apart).
                 overlap = s.scalar(select(Project.overlap).where(Project.id == who.project_id))
-                took = s.execute(update(Item).where(Item.id == item.id, Item.taken < overlap)
+                took = s.execute(update(Item).where(Item.id == item.id, Item.is_gold | (Item.taken < overlap))
                                  .values(taken=Item.taken + 1)).rowcount
                 if not took:
                     raise Conflict("your lease on this item expired and other labelers have taken it")
@@ -545,7 +584,7 @@ class Store:
         self._add_answer_rows(s, sub.id, a.shown, ans)
         self._event(s, "submit", who.project_id, who.user_id, assignment=a.id, answer=ans.kind,
                     client_id=ans.client_id)
-        return Receipt(sub.id, sub.client_id, a.id, assign.shown_item_id(item.ext_id, item.id, item.is_gold), ans.kind)
+        return Receipt(sub.id, sub.client_id, a.id, item.public_id, ans.kind)
 
     def _add_answer_rows(self, s: Session, sub_id: int, shown: list[int], ans: Answer) -> None:
         """The rows of an answer: tiers (a pairwise choice becomes two), ratings, the demonstration."""
@@ -582,13 +621,16 @@ class Store:
         return tuple(row)
 
     def _history_entry(self, s: Session, sub: Submission, item: Item, p: Project, shown: list[int]) -> dict:
-        texts = dict(s.execute(select(Candidate.idx, Candidate.text).where(Candidate.item_id == item.id)).all())
+        rows = s.execute(select(Candidate.idx, Candidate.text, Candidate.finished)
+                         .where(Candidate.item_id == item.id)).all()
+        texts, finished = {i: t for i, t, _ in rows}, {i: bool(f) for i, _, f in rows}
         rv = s.scalar(select(Review).where(Review.submission_id == sub.id).order_by(Review.id.desc()).limit(1))
         locked = item.locked_at is not None or p.locked_at is not None
         return {"submission_id": sub.id, "assignment_id": sub.assignment_id,
-                "item_id": assign.shown_item_id(item.ext_id, item.id, item.is_gold), "mode": p.mode,
+                "item_id": item.public_id, "mode": p.mode,
                 "prompt": item.messages if item.messages is not None else item.prompt,
-                "outputs": [(i, texts[i]) for i in shown], "submitted_at": sub.created_at,
+                "outputs": [(i, texts[i]) for i in shown], "finished": [finished[i] for i in shown],
+                "submitted_at": sub.created_at,
                 "edited_at": sub.edited_at, "version": sub.version, "answer": self._answer_of(s, sub),
                 "locked": locked, "editable": sub.kind != "skip" and not locked,
                 "review": None if rv is None else {"action": rv.action, "comment": rv.comment,
@@ -629,8 +671,7 @@ class Store:
             done = s.execute(select(AnswerVersion.submission_id).where(AnswerVersion.edit_client_id == ans.client_id)
                              ).scalar()
             sub, item, p, shown = self._own_submission(s, who, submission_id if done is None else done)
-            receipt = Receipt(sub.id, ans.client_id, sub.assignment_id,
-                              assign.shown_item_id(item.ext_id, item.id, item.is_gold), sub.kind)
+            receipt = Receipt(sub.id, ans.client_id, sub.assignment_id, item.public_id, sub.kind)
             if done is not None:
                 receipt.duplicate = True
                 return receipt
@@ -718,7 +759,8 @@ class Store:
         return self._write(work)
 
     def lock(self, project: str, item: str | None = None, *, unlock: bool = False) -> int:
-        """Close a project (or one item, by its imported id) for edits, or open it again; how many changed."""
+        """Close a project (or one item, by its imported id or the id labelers see) for edits, or open it again;
+        how many changed."""
 
         def work(s: Session):
             p = self._project(s, project)
@@ -727,7 +769,8 @@ class Store:
                 changed = int((p.locked_at is None) != unlock)
                 p.locked_at = value
             else:
-                row = s.scalar(select(Item).where(Item.project_id == p.id, Item.ext_id == item))
+                row = s.scalar(select(Item).where(Item.project_id == p.id,
+                                                  (Item.ext_id == item) | (Item.public_id == item)))
                 if row is None:
                     raise NotFound(f"project {p.name!r} has no item {item!r}")
                 changed = int((row.locked_at is None) != unlock)
@@ -767,7 +810,8 @@ class Store:
                             taken=0, is_gold=True, gold_ranking=r["ranking"])
                 s.add(gold)
                 s.flush()
-                s.add_all(Candidate(item_id=gold.id, idx=i, text=text, source="gold", finished=True)
+                finished = r.get("finished") or [True] * len(r["completions"])  # as imported, like any item's
+                s.add_all(Candidate(item_id=gold.id, idx=i, text=text, source="gold", finished=finished[i])
                           for i, text in enumerate(r["completions"]))
                 have[r["id"]] = True
                 added += 1
@@ -832,7 +876,8 @@ class Store:
         for sub, item, labeler, shown in rows:
             rated = ratings.get(sub.id, [])
             out.append({
-                "id": item.ext_id, "prompt": item.messages if item.messages is not None else item.prompt,
+                "id": item.ext_id, "public_id": item.public_id,
+                "prompt": item.messages if item.messages is not None else item.prompt,
                 "mode": p.mode, "kind": sub.kind,
                 "labeler": labeler, "client_id": sub.client_id, "submitted_at": sub.created_at,
                 "elapsed_ms": sub.elapsed_ms, "shown_order": shown,
@@ -866,15 +911,29 @@ class Store:
             live = s.scalar(select(func.count()).select_from(Assignment).join(Item, Item.id == Assignment.item_id)
                             .where(Item.project_id == p.id, Assignment.state == "leased",
                                    ~assign.is_expired(Assignment.expires_at, self.clock())))
-            people = s.execute(select(User.name, User.role, User.revoked_at.is_(None))
-                               .where(User.project_id == p.id).order_by(User.name)).all()
+            last_login = (select(func.max(LoginSession.created_at)).where(LoginSession.user_id == User.id)
+                          .scalar_subquery())
+            people = [self._person(u, at) for u, at in s.execute(
+                select(User, last_login).where(User.project_id == p.id).order_by(User.name))]
             return {"project": p.name, "mode": p.mode, "overlap": p.overlap, "items": items,
                     "complete": complete, "answers": {k: kinds.get(k, 0) for k in KINDS},
-                    "live_leases": live, "people": [{"name": n, "role": r, "active": bool(a)} for n, r, a in people],
+                    "live_leases": live, "people": people,
                     "locked": p.locked_at is not None, "gold_items": gold_items, "gold_rate": p.gold_rate,
                     "qc_threshold": p.qc_threshold}
 
         return self._read(work)
+
+    def _person(self, user: User, last_login: float | None) -> dict:
+        """A row of the People table: whether the person logged in since their link was made, and the link's state."""
+        invited = user.invited_at if user.invited_at is not None else user.created_at
+        logged_in = last_login is not None and last_login >= invited
+        used_up = user.invite_expires_at is not None and user.invite_expires_at <= self.clock()
+        status = "revoked" if user.revoked_at is not None else "active" if logged_in else "invited"
+        link = "revoked" if user.revoked_at is not None else (
+            ("used" if user.invite_single_use and logged_in else "expired") if used_up else "live")
+        return {"name": user.name, "role": user.role, "active": user.revoked_at is None, "status": status,
+                "last_login_at": last_login if logged_in else None, "link": link,
+                "link_expires_at": user.invite_expires_at, "single_use": user.invite_single_use}
 
     def item_answer_counts(self, project: str) -> list[tuple[str, int, int]]:
         """(item id, answers, distinct labelers) per item, skips not counted: what `progress` counts as

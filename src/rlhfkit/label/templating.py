@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import jinja2
@@ -18,6 +19,7 @@ HERE = Path(__file__).parent
 HTMX_FILE = "vendor/htmx-2.0.11.min.js"
 env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
 env.filters["markdown"] = render_markdown
+env.filters["utc"] = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 templates = Jinja2Templates(env=env)
 
 

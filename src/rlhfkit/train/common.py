@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from rlhfkit.config import check_at_least, option, required, to_toml
@@ -31,6 +30,7 @@ from rlhfkit.models.lora import check_lora_options
 from rlhfkit.storage import write_text_atomic
 from rlhfkit.train.checkpoint import DEFAULT_KEEP, check_keep
 from rlhfkit.train.distributed import is_main_process
+from rlhfkit.train.trackers import Trackers, check_report_to
 
 
 @dataclass
@@ -39,7 +39,11 @@ class RunOptions:
     out: str | None = required("run directory (config.toml, metrics.jsonl, the saved model)")
     seed: int = option(0, "random seed; the same seed gives the same run on CPU")
     overwrite: bool = option(False, "replace an existing, non-empty run directory")
-    tensorboard: bool = option(False, "also log metrics to TensorBoard (in OUT/tensorboard)")
+    tensorboard: bool = option(False, "also log metrics to TensorBoard (in OUT/tensorboard); the same as "
+                               "--report-to tensorboard")
+    report_to: list[str] = option([], "also log metrics to these trackers: tensorboard, wandb, trackio "
+                                  "(comma-separated; none: OUT/metrics.jsonl only), under TRL's names "
+                                  "(train/trackers/__init__.py)")
     device: str = option("auto", "cpu, cuda, cuda:N or auto")
     threads: int = option(0, "torch CPU threads (0: leave torch's default)")
     # crash safety (train/checkpoint.py)
@@ -72,6 +76,7 @@ class RunOptions:
     def check(self) -> None:
         """The shared fields' values (a subclass's `check` calls this first); nothing is read from disk."""
         check_at_least(self, 0, "threads", "checkpoint_every")
+        check_report_to(self.report_to)
         check_at_least(self, 1, "num_processes")
         if self.fsdp and self.num_processes < 2 and int(os.environ.get("WORLD_SIZE", "1")) < 2:
             raise UserError("config key 'fsdp' shards models across processes: it needs --num-processes 2 or more")
@@ -106,17 +111,18 @@ def prepare_out_dir(out: str | os.PathLike, overwrite: bool, resume: bool = Fals
 
 
 class RunDir:
-    """config.toml + metrics.jsonl (+ TensorBoard) of one run."""
+    """config.toml + metrics.jsonl (+ the trackers of --report-to) of one run."""
 
-    def __init__(self, out: str | os.PathLike, config, overwrite: bool = False, tensorboard: bool = False, *,
+    def __init__(self, out: str | os.PathLike, config, overwrite: bool = False, report_to: list[str] = (), *,
                  resume: bool = False, main: bool = True):
-        """`resume`: keep the directory of an interrupted run (its config must match, see `check_same_config`);
-        `main`: False in processes other than process 0 of a multi-process run, which write nothing."""
+        """`report_to`: trackers also fed each record (train/trackers); `resume`: keep the directory of an
+        interrupted run (its config must match, see `check_same_config`); `main`: False in processes other than
+        process 0 of a multi-process run, which write nothing."""
         self.path, self.main = Path(out), main
         self.metrics_path = self.path / "metrics.jsonl"
         self.keep_checkpoints = getattr(config, "keep_checkpoints", DEFAULT_KEEP)  # checked by RunOptions.check()
         self.start = time.time()
-        self._tb = None
+        self._trackers = None
         if not main:
             return
         self.path = prepare_out_dir(out, overwrite, resume)
@@ -126,8 +132,8 @@ class RunDir:
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.path / "config.toml", to_toml(config))  # a full disk keeps the previous one
-        if tensorboard:
-            self._tb = SummaryWriter(str(self.path / "tensorboard"))
+        if report_to:
+            self._trackers = Trackers(report_to, self.path, config, resume)
 
     def log(self, step: int, **metrics) -> dict:
         record = {"step": step, "time_s": round(time.time() - self.start, 3)}
@@ -135,19 +141,17 @@ class RunDir:
         if not self.main:
             return record
         append_jsonl(self.metrics_path, record)
-        if self._tb is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step",):
-                    self._tb.add_scalar(key, value, step)
+        if self._trackers is not None:
+            self._trackers.log(record)
         return record
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        if self._trackers is not None:
+            self._trackers.close()
 
 
 # Keys that may change between an interrupted run and its --resume (they change no number of the run).
-RESUMABLE_CHANGES = ("out", "overwrite", "resume", "tensorboard", "device", "threads", "checkpoint_every",
+RESUMABLE_CHANGES = ("out", "overwrite", "resume", "tensorboard", "report_to", "device", "threads", "checkpoint_every",
                      "keep_checkpoints")
 
 
@@ -173,15 +177,32 @@ def _plain(value):
     return value
 
 
-def split_by_prompt(records: list[dict], fraction: float, seed: int, salt: str) -> tuple[list[dict], list[dict]]:
-    """(train, held out): whole prompts are held out (all their records), never single samples or pairs."""
-    def held(prompt: str) -> bool:
+def split_by_prompt(records: list[dict], fraction: float, seed: int, salt: str, command: str = "train"
+                    ) -> tuple[list[dict], list[dict]]:
+    """(train, held out): whole prompts are held out (all their records), never single samples or pairs.
+
+    A prompt is held out when its hash (of `salt`, `seed` and the prompt) falls in the first `fraction` of its
+    range, whatever the file's order or length. Where that holds out none of a small file's prompts (5% of 48
+    conversations can give none), the prompt whose hash is lowest is held out; where it would hold out all of
+    them, the highest stays in training: with two distinct prompts or more, each side gets at least one. When
+    several records share one prompt nothing can be held out, and one line on stderr says so."""
+    def position(prompt) -> int:
         digest = hashlib.md5(f"{salt}|{seed}|{prompt}".encode()).hexdigest()
-        return int(digest[:8], 16) % 10_000 < fraction * 10_000
-    key = lambda r: r["prompt"] if "prompt" in r else r.get("text", r.get("messages"))  # noqa: E731 - SFT text/messages
-    train = [r for r in records if not held(key(r))]
-    held_out = [r for r in records if held(key(r))]
-    return (train, held_out) if train else (records, [])
+        return int(digest[:8], 16) % 10_000
+    key = lambda r: str(r["prompt"] if "prompt" in r else r.get("text", r.get("messages")))  # noqa: E731 - SFT text/messages
+    positions = {key(r): 0 for r in records}
+    positions = {k: position(k) for k in positions}
+    held = {k for k, v in positions.items() if v < fraction * 10_000}
+    if fraction > 0 and len(positions) < 2:
+        if len(records) > 1:
+            print(f"{command}: all {len(records)} records have the same prompt: none held out for evaluation "
+                  "(give --eval-data)", file=sys.stderr)
+        return records, []
+    if fraction > 0 and not held:
+        held = {min(positions, key=positions.get)}
+    elif held and len(held) == len(positions):
+        held.remove(max(positions, key=positions.get))
+    return [r for r in records if key(r) not in held], [r for r in records if key(r) in held]
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -11,6 +11,8 @@ in place of r_θ(x, y): maximizing it solves the KL-constrained objective that P
 - the data path is the reward model's: rankings (or pairs) → tie-grouped pairs (`data/pairs.py`), all pairs of a
   ranking in one batch weighted 1/C(K,2), held-out rankings split by prompt with the reward model's split, so the
   held-out preference accuracy of r̂ compares with the RM's on the same comparisons;
+- `--loss plackett-luce`: DPO's listwise form (Rafailov et al. 2023, App. A.3), each ranking's Plackett–Luce
+  likelihood over its tiers with r̂ as the reward (`losses.dpo_plackett_luce_loss`);
 - the output is `save_pretrained` of the policy and its tokenizer.
 """
 
@@ -22,11 +24,18 @@ import torch
 
 from rlhfkit.config import check_at_least, check_positive, option, required
 from rlhfkit.data.chat import Truncation, completion_ids, is_conversation, prompt_ids, require_template, stop_ids
-from rlhfkit.data.collate import pad_right
-from rlhfkit.data.pairs import ordered_groups, pair_weight, preference_groups, read_preference_records
+from rlhfkit.data.collate import pad_rankings, pad_right
+from rlhfkit.data.pairs import (
+    check_loss,
+    check_tiers,
+    ordered_groups,
+    pair_weight,
+    preference_groups,
+    read_preference_records,
+)
 from rlhfkit.data.readers import DataOptions
 from rlhfkit.errors import UserError
-from rlhfkit.losses import dpo_loss, dpo_margin, masked_sum, token_logprobs
+from rlhfkit.losses import dpo_loss, dpo_margin, dpo_plackett_luce_loss, masked_sum, token_logprobs
 from rlhfkit.models.loading import (
     check_lengths,
     disable_dropout,
@@ -68,6 +77,9 @@ class DPOConfig(RunOptions, DataOptions):
     grad_clip: float = option(1.0, "gradient norm clipping")
     log_every: int = option(10, "log every N steps")
     save_every: int = option(0, "save a checkpoint every N steps into OUT/checkpoints (0: only the final policy)")
+    # K-wise rankings (issue 34)
+    loss: str = option("pairwise", "pairwise: DPO on the C(K,2) pairs of each ranking, weighted 1/C(K,2); "
+                       "plackett-luce: DPO's listwise form, each ranking's Plackett–Luce likelihood over its tiers")
 
     def check(self) -> None:
         super().check()
@@ -78,6 +90,7 @@ class DPOConfig(RunOptions, DataOptions):
             raise UserError("config key 'eval_fraction' must be in [0, 1)")
         if not self.beta > 0:
             raise UserError("config key 'beta' must be positive")
+        check_loss(self.loss)
 
 
 # ------------------------------------------------------------------------------------------- batches
@@ -93,6 +106,8 @@ class PairBatch:
     rejected: torch.Tensor        # [P] row of y_l
     weight: torch.Tensor          # [P] 1/C(K,2) of the pair's ranking
     n_rankings: int
+    items: torch.Tensor | None = None  # [R, K] row of each output of each ranking (0 on padding)
+    tiers: torch.Tensor | None = None  # [R, K] each output's tier, 0 best, −1 on padding; None: not all rankings
 
 
 def tokenize(tokenizer, groups: list[dict], max_length: int, truncation: Truncation | None = None,
@@ -110,23 +125,25 @@ def tokenize(tokenizer, groups: list[dict], max_length: int, truncation: Truncat
             target = completion_ids(tokenizer, g["prompt"], text, ended, prompt, stops)
             head, target = truncation.pair(prompt, target, tokenizer.bos_token_id, where)
             rows.append((head + target, [0] * len(head) + [1] * len(target)))
-        out.append({"rows": rows, "pairs": g["pairs"], "weight": pair_weight(len(rows)), "ref_logp": None})
+        out.append({"rows": rows, "pairs": g["pairs"], "weight": pair_weight(len(rows)), "ref_logp": None,
+                    "tiers": g.get("tiers")})
     return out
 
 
 def make_batch(groups: list[dict], pad_id: int, device) -> PairBatch:
-    rows, chosen, rejected, weight = [], [], [], []
+    rows, chosen, rejected, weight, items = [], [], [], [], []
     for g in groups:
         chosen += [len(rows) + w for w, _ in g["pairs"]]
         rejected += [len(rows) + l for _, l in g["pairs"]]
         weight += [g["weight"]] * len(g["pairs"])
+        items.append(list(range(len(rows), len(rows) + len(g["rows"]))))
         rows += g["rows"]
     ids = [r[0] for r in rows]
     ref = torch.cat([g["ref_logp"] for g in groups]).to(device) if groups[0]["ref_logp"] is not None else None
     return PairBatch(pad_right(ids, pad_id).to(device), pad_right([[1] * len(i) for i in ids], 0).to(device),
                      pad_right([r[1] for r in rows], 0).to(device), ref, torch.tensor(chosen, device=device),
                      torch.tensor(rejected, device=device), torch.tensor(weight, device=device),
-                     len(ordered_groups(groups)))
+                     len(ordered_groups(groups)), *pad_rankings(groups, items, device))
 
 
 def in_order(groups: list[dict], size: int) -> list[list[dict]]:
@@ -152,21 +169,26 @@ def attach_reference_logprobs(reference, groups: list[dict], pad_id: int, device
             g["ref_logp"] = part
 
 
-def batch_loss(policy, batch: PairBatch, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the weighted DPO loss, the implicit reward margin r̂(x, y_w) − r̂(x, y_l) per pair)."""
+def batch_loss(policy, batch: PairBatch, beta: float, loss: str = "pairwise") -> tuple[torch.Tensor, torch.Tensor]:
+    """(the weighted DPO loss — or with `loss="plackett-luce"` its listwise form —, the implicit reward margin
+    r̂(x, y_w) − r̂(x, y_l) per pair)."""
     logp, ref = sequence_logprobs(policy, batch), batch.ref_logp
     w, l = batch.chosen, batch.rejected
-    loss = dpo_loss(logp[w], logp[l], ref[w], ref[l], batch.weight, batch.n_rankings, beta)
-    return loss, dpo_margin(logp[w], logp[l], ref[w], ref[l], beta).detach()
+    if loss == "plackett-luce":
+        value = dpo_plackett_luce_loss(logp[batch.items], ref[batch.items], batch.tiers, batch.n_rankings, beta)
+    else:
+        value = dpo_loss(logp[w], logp[l], ref[w], ref[l], batch.weight, batch.n_rankings, beta)
+    return value, dpo_margin(logp[w], logp[l], ref[w], ref[l], beta).detach()
 
 
 @torch.no_grad()
-def heldout_metrics(policy, groups: list[dict], pad_id: int, device, size: int, beta: float) -> dict:
+def heldout_metrics(policy, groups: list[dict], pad_id: int, device, size: int, beta: float,
+                    loss: str = "pairwise") -> dict:
     """Share of held-out pairs the implicit reward orders as the labeler did (a tie counts ½), the mean margin
     r̂(x, y_w) − r̂(x, y_l) and the mean loss per ranking."""
     correct, margins, loss = 0.0, [], 0.0
     for chunk in in_order(groups, size):
-        value, margin = batch_loss(policy, make_batch(chunk, pad_id, device), beta)
+        value, margin = batch_loss(policy, make_batch(chunk, pad_id, device), beta, loss)
         correct += float((margin > 0).sum() + 0.5 * (margin == 0).sum())
         margins.append(margin)
         loss += value.item() * len(chunk)
@@ -184,11 +206,14 @@ def read_groups(cfg: DPOConfig) -> tuple[list[dict], list[dict]]:
         train = preference_groups(kind, records)
         held = preference_groups(*read_preference_records(cfg.eval_data, cfg, command="dpo"))
     else:
-        train, held = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "rm-eval")  # the reward model's split
+        train, held = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "rm-eval", "dpo")  # the RM's split
         train, held = preference_groups(kind, train), preference_groups(kind, held)
     train, held = ordered_groups(train), ordered_groups(held)  # one tie group: no preference (losses.preference_loss)
     if not train:
         raise UserError(f"{cfg.data}: no strictly ordered pair to train on (every ranking is one tie group)")
+    if cfg.loss == "plackett-luce":
+        check_tiers(train, cfg.data)
+        check_tiers(held, cfg.eval_data or cfg.data)
     return train, held
 
 
@@ -243,7 +268,7 @@ def dpo_loop(run: Run) -> dict:
     bar.update(step)
     for epoch, idx in batches:
         batch = make_batch([train[i] for i in parallel.shard(idx)], pad, device)
-        loss, margin = batch_loss(train_policy, batch, cfg.beta)
+        loss, margin = batch_loss(train_policy, batch, cfg.beta, cfg.loss)
         check_finite(loss, step, "DPO loss")
         loss = parallel.backward(loss, units=batch.n_rankings)  # the global batch's loss
         optimizer_step(optimizer, schedule, policy.parameters(), cfg.grad_clip)
@@ -258,7 +283,7 @@ def dpo_loop(run: Run) -> dict:
             save_snapshot(run, policy, step)
         if batches.end_of_epoch and held and parallel.evaluates:  # FSDP: every process runs the sharded forward
             result = run.dir.log(step, epoch=epoch, **heldout_metrics(policy, held, pad, device, cfg.batch_size,
-                                                                        cfg.beta))
+                                                                        cfg.beta, cfg.loss))
         if step < total:  # the last step's state is the saved model
             checkpoints.maybe_save(step)
     bar.close()

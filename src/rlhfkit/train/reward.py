@@ -9,6 +9,8 @@
   separate example overfits in one epoch). Each distinct output is scored once per batch, however many
   pairs it is in. A ranking that is one tie group gives no pair and is left out, whether the file holds
   rankings or the pairs `rlhf data pairs` made of them (`losses.preference_loss`);
+- `--loss plackett-luce` instead reads each ranking whole, as K−1 successive choices over its tiers
+  (`losses.plackett_luce_loss`, Zhu, Jordan & Jiao 2023); held-out accuracy is on the same pairs either way;
 - one epoch by default; held-out rankings are split by prompt;
 - after training the head's bias is shifted so that demonstrations score 0 on average (InstructGPT §3.5).
 """
@@ -23,14 +25,21 @@ import torch
 
 from rlhfkit.config import check_at_least, check_positive, option, required
 from rlhfkit.data.chat import Truncation, is_conversation, require_template
-from rlhfkit.data.collate import pad_right
+from rlhfkit.data.collate import pad_rankings, pad_right
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
-from rlhfkit.data.pairs import ordered_groups, pair_weight, preference_groups, read_preference_records
+from rlhfkit.data.pairs import (
+    check_loss,
+    check_tiers,
+    ordered_groups,
+    pair_weight,
+    preference_groups,
+    read_preference_records,
+)
 from rlhfkit.data.readers import DataOptions
 from rlhfkit.data.schemas import demo_record
 from rlhfkit.errors import UserError
 from rlhfkit.eval.rm import gold_measurements
-from rlhfkit.losses import preference_loss
+from rlhfkit.losses import plackett_luce_loss, preference_loss
 from rlhfkit.models.loading import (
     OLD_HEAD_WEIGHTS,
     check_causal_lm,
@@ -76,6 +85,9 @@ class RewardConfig(RunOptions, DataOptions):
                                     "the right; default 256, or the model's position limit when lower)")
     grad_clip: float = option(1.0, "gradient norm clipping")
     log_every: int = option(10, "log every N steps")
+    # K-wise rankings (issue 34)
+    loss: str = option("pairwise", "pairwise: InstructGPT's C(K,2) pairs of each ranking, weighted 1/C(K,2); "
+                       "plackett-luce: each ranking's Plackett–Luce likelihood over its tiers")
 
     def check(self) -> None:
         super().check()
@@ -83,6 +95,7 @@ class RewardConfig(RunOptions, DataOptions):
         check_positive(self, "lr")
         if not 0 <= self.eval_fraction < 1:
             raise UserError("config key 'eval_fraction' must be in [0, 1)")
+        check_loss(self.loss)
 
 
 # ------------------------------------------------------------------------------------------- batches
@@ -96,6 +109,8 @@ class RankingBatch:
     rejected: torch.Tensor      # [P] sequence index of y_l
     weight: torch.Tensor        # [P] 1/C(K,2) of the pair's ranking
     n_rankings: int
+    items: torch.Tensor | None = None  # [R, K] sequence index of each output of each ranking (0 on padding)
+    tiers: torch.Tensor | None = None  # [R, K] each output's tier, 0 best, −1 on padding; None: not all rankings
 
 
 def tokenize_groups(tokenizer, groups: list[dict], max_length: int, truncation: Truncation | None = None,
@@ -108,43 +123,49 @@ def tokenize_groups(tokenizer, groups: list[dict], max_length: int, truncation: 
         where = f"{source}: {'id ' + g['id'] if isinstance(g.get('id'), str) else f'ranking {i + 1}'}"
         rows = response_sequences(tokenizer, prompts, g["completions"], g["finished"], max_length, truncation,
                                   where)
-        out.append({"rows": rows, "pairs": g["pairs"], "weight": pair_weight(len(g["completions"]))})
+        out.append({"rows": rows, "pairs": g["pairs"], "weight": pair_weight(len(g["completions"])),
+                    "tiers": g.get("tiers")})
     return out
 
 
 def make_batch(groups: list[dict], pad_id: int, device) -> RankingBatch:
     index: dict[tuple[int, ...], int] = {}  # an output ranked by two labelers is scored once
-    chosen, rejected, weight = [], [], []
+    chosen, rejected, weight, items = [], [], [], []
     for g in groups:
         at = [index.setdefault(tuple(row), len(index)) for row in g["rows"]]
         for w, l in g["pairs"]:
             chosen.append(at[w]), rejected.append(at[l]), weight.append(g["weight"])
+        items.append(at)
     rows = [list(row) for row in index]
     return RankingBatch(pad_right(rows, pad_id).to(device), pad_right([[1] * len(r) for r in rows], 0).to(device),
                         torch.tensor(chosen, device=device), torch.tensor(rejected, device=device),
-                        torch.tensor(weight, device=device), len(ordered_groups(groups)))
+                        torch.tensor(weight, device=device), len(ordered_groups(groups)),
+                        *pad_rankings(groups, items, device))
 
 
-def batch_loss(model: ScalarModel, batch: RankingBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the weighted pairwise loss, r_w − r_l per pair)."""
+def batch_loss(model: ScalarModel, batch: RankingBatch, loss: str = "pairwise") -> tuple[torch.Tensor, torch.Tensor]:
+    """(the weighted pairwise loss — or with `loss="plackett-luce"` the listwise one —, r_w − r_l per pair)."""
     rewards = model.score(batch.input_ids, batch.attention_mask)
     r_w, r_l = rewards[batch.chosen], rewards[batch.rejected]
+    if loss == "plackett-luce":
+        return plackett_luce_loss(rewards[batch.items], batch.tiers, batch.n_rankings), (r_w - r_l).detach()
     return preference_loss(r_w, r_l, batch.weight, batch.n_rankings), (r_w - r_l).detach()
 
 
 @torch.no_grad()
-def pairwise_accuracy(model: ScalarModel, groups: list[dict], pad_id: int, batch_size: int = 32) -> dict:
-    """Share of held-out pairs the RM orders as the labeler did (a tie counts ½), and the mean loss."""
+def pairwise_accuracy(model: ScalarModel, groups: list[dict], pad_id: int, batch_size: int = 32,
+                      loss: str = "pairwise") -> dict:
+    """Share of held-out pairs the RM orders as the labeler did (a tie counts ½), and the mean `loss`."""
     device = next(model.parameters()).device
-    correct, pairs, loss, rankings = 0.0, 0, 0.0, 0
+    correct, pairs, total, rankings = 0.0, 0, 0.0, 0
     for start in range(0, len(groups), batch_size):
         batch = make_batch(groups[start:start + batch_size], pad_id, device)
-        value, margin = batch_loss(model, batch)
+        value, margin = batch_loss(model, batch, loss)
         correct += float((margin > 0).sum() + 0.5 * (margin == 0).sum())
         pairs += len(margin)
-        loss += value.item() * batch.n_rankings
+        total += value.item() * batch.n_rankings
         rankings += batch.n_rankings
-    return {"accuracy": correct / max(1, pairs), "loss": loss / max(1, rankings), "n_pairs": pairs,
+    return {"accuracy": correct / max(1, pairs), "loss": total / max(1, rankings), "n_pairs": pairs,
             "n_rankings": rankings}
 
 
@@ -177,9 +198,12 @@ def read_inputs(cfg: RewardConfig) -> RewardInputs:
     if cfg.eval_data:
         (train, (eval_kind, held)) = records, read_preference_records(cfg.eval_data, cfg, command="rm")
     else:
-        (train, held), eval_kind = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "rm-eval"), kind
+        (train, held), eval_kind = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "rm-eval", "rm"), kind
     if not any(g["pairs"] for g in preference_groups(kind, train)):
         raise UserError(f"{cfg.data}: no strictly ordered pair to train on (every ranking is one tie group)")
+    if cfg.loss == "plackett-luce":
+        check_tiers(preference_groups(kind, train), cfg.data)
+        check_tiers(preference_groups(eval_kind, held), cfg.eval_data or cfg.data)
     return RewardInputs(kind, train, eval_kind, held, read_jsonl(cfg.demos, demo_record) if cfg.demos else None,
                         world_judge(cfg.world).reward if cfg.world else None)
 
@@ -228,7 +252,7 @@ def reward_loop(run: Run) -> dict:
     bar.update(step)
     for epoch, idx in batches:
         batch = make_batch([train[i] for i in parallel.shard(idx)], tokenizer.pad_token_id, device)
-        loss, margin = batch_loss(train_model, batch)
+        loss, margin = batch_loss(train_model, batch, cfg.loss)
         check_finite(loss, step, "reward-model loss")
         loss = parallel.backward(loss, units=batch.n_rankings)  # the global batch's loss
         optimizer_step(optimizer, schedule, model.parameters(), cfg.grad_clip)
@@ -263,7 +287,7 @@ def normalize_evaluate_save(run: Run, model: ScalarModel, step: int, train: list
 
     result = {"steps": step, "train_rankings": len(train), "bias_shift": round(offset, 4), "normalized_on": source}
     if held:
-        measured = pairwise_accuracy(model, held, tokenizer.pad_token_id)
+        measured = pairwise_accuracy(model, held, tokenizer.pad_token_id, loss=cfg.loss)
         result |= {"heldout_accuracy": round(measured["accuracy"], 4), "heldout_loss": round(measured["loss"], 4),
                    "n_pairs": measured["n_pairs"], "heldout_rankings": measured["n_rankings"]}
         if data.gold is not None:

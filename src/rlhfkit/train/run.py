@@ -40,6 +40,7 @@ from rlhfkit.models.precision import warn_if_emulated
 from rlhfkit.train.checkpoint import RESUME_DIR
 from rlhfkit.train.common import RunDir, prepare_out_dir, seed_everything, set_threads
 from rlhfkit.train.distributed import Parallel, is_main_process, launch, should_launch
+from rlhfkit.train.trackers import with_inherited
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Run:
 def start_run(cfg, read_inputs: Callable, load_models: Callable, loop: Callable[[Run], dict]) -> dict:
     """Check, read, prepare, launch or join, then run `loop`; returns process 0's result. `load_models` and
     `loop` must be module-level functions (they are pickled into the workers)."""
+    cfg.report_to = with_inherited(cfg.report_to)  # inside `rlhf demo/compare/loop --report-to X`: X too
     cfg.check()
     warn_if_emulated(cfg.bf16, pick_device(cfg.device))  # a device this machine lacks: one line before any data
     inputs = read_inputs(cfg)
@@ -80,7 +82,8 @@ def _join(cfg, inputs, load_models: Callable, loop: Callable[[Run], dict]) -> di
     set_threads(cfg.threads)
     generator = seed_everything(cfg.seed)
     models = load_models(cfg, inputs, parallel.device)
-    run_dir = RunDir(cfg.out, cfg, cfg.overwrite, cfg.tensorboard, resume=cfg.resume, main=parallel.is_main)
+    report_to = [*cfg.report_to, *(["tensorboard"] if cfg.tensorboard else [])]
+    run_dir = RunDir(cfg.out, cfg, cfg.overwrite, report_to, resume=cfg.resume, main=parallel.is_main)
     return loop(Run(cfg, parallel, parallel.device, generator, run_dir, inputs, models))
 
 

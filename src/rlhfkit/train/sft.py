@@ -107,7 +107,7 @@ def read_demos(cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
     records = read_sft(cfg.data, cfg)
     if cfg.eval_data:
         return records, read_sft(cfg.eval_data, cfg)
-    return split_by_prompt(records, cfg.eval_fraction, cfg.seed, "sft-eval")
+    return split_by_prompt(records, cfg.eval_fraction, cfg.seed, "sft-eval", "sft")
 
 
 def load_model(cfg: SFTConfig, inputs, device):

@@ -19,6 +19,7 @@ from rlhfkit.label.api_models import (
     Me,
     NextOut,
     ReceiptOut,
+    SentBackOut,
     SessionOut,
     Stats,
     SubmissionIn,
@@ -65,8 +66,10 @@ def guidelines_out(store, project: str) -> GuidelinesOut:
     return GuidelinesOut(project=project, markdown=text, html=str(render_markdown(text)))
 
 
-@labeling.post("/next", summary="Lease the next item (or get the current lease)")
+@labeling.post("/next", summary="Lease the next item (or get the current lease); a sent-back answer comes first")
 def api_next(store: StoreDep, person: CurrentUser) -> NextOut:
+    if (back := store.sent_back(person)) is not None:  # as /task redirects to its edit page
+        return NextOut(task=None, sent_back=SentBackOut(**back))
     lease = store.next_task(person)
     return NextOut(task=TaskOut.of(lease) if lease is not None else None)
 

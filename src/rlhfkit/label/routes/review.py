@@ -58,19 +58,16 @@ SubmissionId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 def history(request: Request, store: StoreDep, person: CurrentUser):
     entries = store.history(person)
     for e in entries:  # numbered as this labeler saw the outputs
-        tiers = e["answer"]["tiers"] or {}
-        e["ranking_text"] = review.ranking_text({n: tiers[str(i)] for n, (i, _) in enumerate(e["outputs"])
-                                                 if str(i) in tiers})
+        e["ranking_text"] = review.ranking_text(e["answer"]["tiers"], [i for i, _ in e["outputs"]])
     return render(request, "history.html", who=person, entries=entries, sent_back=store.sent_back(person))
 
 
 @pages.get("/history/{submission_id}/edit")
 def edit_page(request: Request, store: StoreDep, person: CurrentUser, submission_id: SubmissionId):
     entry = store.history_entry(person, submission_id)
-    answered = [e["submission_id"] for e in reversed(store.history(person))]
-    page = answered.index(submission_id) + 1 if submission_id in answered else len(answered)
+    # no "Item n of N" (an edit is not the queue's next item); the timer goes on from the answer's stored time
     task = LeasedItem(entry["assignment_id"], entry["item_id"], entry["mode"], entry["prompt"], entry["outputs"],
-                      0.0, page, len(answered))
+                      0.0, 0, 0, entry["finished"])
     return render(request, "edit.html", who=person, task=task, entry=entry, client_id=str(uuid.uuid4()),
                   editing=True, form_action=f"/history/{submission_id}", guidelines=store.guidelines(person.project),
                   prefill=review.prefill_fields(entry["mode"], entry["answer"]))
@@ -91,11 +88,18 @@ def edit_answer(request: Request, store: StoreDep, person: CurrentUser, submissi
 # -------------------------------------------------------------------------------------- admin pages
 
 def queue(store, project: str) -> list[dict]:
+    """The review queue, each answer numbered as its labeler saw the outputs (issue 31, item 17): an admin's
+    "Output 4 is cut off" is the labeler's Output 4. `outputs_shown`: (number, candidate) in that order."""
     items = review.review_queue(store.submissions(project))
     for item in items:
         for a in item["answers"]:
-            a["ranking_text"] = review.ranking_text(a["tiers"])
-            a["flags_text"] = review.flags_text(a["flags"])
+            shown = a["shown_order"]
+            names = "AB" if a["mode"] == "pairwise" else [str(n + 1) for n in range(len(shown))]
+            a["outputs_shown"] = [(name, item["completions"][i]) for name, i in zip(names, shown)]
+            a["ranking_text"] = review.ranking_text(a["tiers"], shown)
+            a["flags_text"] = review.flags_text(a["flags"], shown)
+            a["likert_shown"] = review.by_shown(a["likert"], shown)
+            a["notes_shown"] = review.by_shown(a["output_notes"], shown)
     return items
 
 

@@ -4,7 +4,8 @@
 (function () {
   "use strict";
 
-  let started = 0;
+  let started = 0; // when the timer shows 0:00 (on the edit page: the answer's stored time ago)
+  let base = 0; // ms already spent on this answer before this page (the edit page): sent only once
   let timerId = null;
   let pendingFlag = false; // "f" was pressed: the next digit toggles a flag
   const SNIPPET_CHARS = 40;
@@ -48,7 +49,8 @@
   }
 
   function startTimer() {
-    started = Date.now();
+    base = Number(task().dataset.elapsedMs || 0) || 0; // an edit goes on from the answer's time
+    started = Date.now() - base;
     if (timerId) clearInterval(timerId);
     timerId = setInterval(tick, 1000);
     tick();
@@ -156,7 +158,7 @@
 
   function beforeSend(form) {
     const elapsed = $('input[name="elapsed_ms"]', form);
-    if (elapsed) elapsed.value = String(Date.now() - started);
+    if (elapsed) elapsed.value = String(Date.now() - started - base); // the store adds an edit's time to the answer's
     const problem = problems(form);
     showError(problem, true);
     return !problem;
@@ -180,6 +182,11 @@
     if (!task() || ev.ctrlKey && ev.key !== "Enter" || ev.altKey || ev.metaKey) return;
     const el = ev.target;
     const typing = el.matches && el.matches("textarea, input[type=text], select");
+    if (ev.key === "Enter" && !ev.ctrlKey && el.matches && el.matches("#skip-form select")) {
+      ev.preventDefault(); // a closed list does nothing on Enter: the reason is chosen, skip
+      submit(el.form);
+      return;
+    }
     if (ev.key === "Enter" && (ev.ctrlKey || !typing)) {
       const form = el.closest && el.closest("form") || $("#answer");
       if (form && form.id === "skip-form" && !ev.ctrlKey) return; // native submit of the skip form
