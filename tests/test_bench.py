@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from rlhfkit import bench as bench_module
 from rlhfkit.bench import dtype_matmul_gflops, model_matmul_shapes
 from rlhfkit.models.loading import fuse_activations
 from rlhfkit.recipe_configs import ModelShape
+from rlhfkit.train import ppo as ppo_module
 from tests.conftest import run_cli
 
 TINY = ["--layers", "1", "--dim", "16", "--heads", "2", "--vocab", "32", "--json"]
@@ -35,6 +37,21 @@ def test_bench_ppo_prints_throughput_and_phase_seconds(capsys):
     assert result["update_gflop"] == pytest.approx(3 * 2 / 2 * result["scoring_gflop"], rel=0.01)
     assert result["episodes"] == 8 and result["resp"] == 3
     assert result["rollout_engine"] == "hf" and result["gen_tokens_per_s"] > 0 and result["sync_s"] == 0
+
+
+def test_bench_ppo_times_the_iteration_rlhf_ppo_runs(capsys, monkeypatch):
+    """No copy of the PPO loop body in bench.py: each iteration it times is train.ppo.ppo_iteration, with β."""
+    calls, iteration = [], bench_module.ppo_iteration
+
+    def watched(models, prompts, cfg, kl_coef, *args, **kwargs):
+        calls.append(kl_coef)
+        return iteration(models, prompts, cfg, kl_coef, *args, **kwargs)
+
+    monkeypatch.setattr(bench_module, "ppo_iteration", watched)
+    code, _, err = run_cli(["bench", "ppo", *TINY, "--prompt", "4", "--resp", "3", "--batch", "4", "--episodes", "8",
+                            "--warmup", "1"], capsys)
+    assert code == 0, err
+    assert iteration is ppo_module.ppo_iteration and calls == [0.05] * 3  # 1 warm-up + 2 timed; --kl-coef's default
 
 
 def test_bench_ppo_qwen2_shape_with_the_static_cache_engine_and_minibatches(capsys):

@@ -55,6 +55,19 @@ def test_k1_and_k3_estimators():
     assert (L.kl_k3(a, b) >= 0).all()
 
 
+def test_k3_with_a_mask_is_zero_on_padding_whatever_its_log_probs():
+    # A fresh forward pass at a low temperature gives padding log π far below −88 while the rollout stores 0 there:
+    # unmasked, exp(0 − (−200)) overflows float32 and the masked sum's 0·inf is NaN.
+    logp = torch.tensor([[math.log(0.5), -200.0]], requires_grad=True)
+    ref, mask = torch.tensor([[math.log(0.25), 0.0]]), torch.tensor([[1, 0]])
+    assert torch.isinf(L.kl_k3(logp, ref)[0, 1])  # what the mask prevents
+    k3 = L.kl_k3(logp, ref, mask)
+    assert k3[0].tolist() == pytest.approx([-0.5 + math.log(2), 0.0])  # ρ = 0.5 on the valid token, 0 on padding
+    L.masked_mean(k3, mask).backward()
+    # d k3 / d log π = 1 − ρ = 0.5 on the valid token; nothing reaches the padding
+    assert logp.grad[0].tolist() == pytest.approx([0.5, 0.0])
+
+
 def test_k2_is_half_the_squared_log_ratio():
     # log π = log 0.5, log π_old = log 0.25: log ratio = log 2 = 0.693147 -> k2 = ½·0.693147² = 0.240227
     logp, old = torch.tensor([math.log(0.5), -1.0]), torch.tensor([math.log(0.25), -1.0])
@@ -63,13 +76,21 @@ def test_k2_is_half_the_squared_log_ratio():
     assert torch.equal(L.kl_k2(logp, old), L.kl_k2(old, logp))  # symmetric in its arguments, never negative
 
 
+def ppo_g(eps: float, advantages: torch.Tensor) -> torch.Tensor:
+    """The lecture's (docs/design.md §0) g(ε, A) = (1+ε)A if A ≥ 0 else (1−ε)A, so that L = min(ρA, g(ε, A)): the
+    same objective as the trainer's `losses.clipped_surrogate_terms`, written as the slide writes it."""
+    return torch.where(advantages >= 0, (1 + eps) * advantages, (1 - eps) * advantages)
+
+
 def test_clipped_surrogate_hand_computed():
     old = torch.zeros(1, 4)
     logp = torch.log(torch.tensor([[1.5, 0.5, 1.1, 0.7]]))
     adv = torch.tensor([[1.0, -1.0, 2.0, 3.0]])
     # min(ρA, clip(ρ)A): min(1.5, 1.2) = 1.2; min(−0.5, −0.8) = −0.8; min(2.2, 2.2) = 2.2; min(2.1, 2.4) = 2.1
-    loss = L.clipped_surrogate(logp, old, adv, torch.ones(1, 4), eps=0.2)
-    assert loss.item() == pytest.approx(-(1.2 - 0.8 + 2.2 + 2.1) / 4)
+    terms = L.clipped_surrogate_terms(logp, old, adv, eps=0.2)
+    assert terms[0].tolist() == pytest.approx([-1.2, 0.8, -2.2, -2.1])
+    # PPO's loss (bnpo, what train/ppo.py surrogate_loss takes by default): the token mean
+    assert L.aggregate_loss(terms, torch.ones(1, 4), "bnpo").item() == pytest.approx(-(1.2 - 0.8 + 2.2 + 2.1) / 4)
     assert L.clip_fraction(logp, old, torch.ones(1, 4), 0.2).item() == pytest.approx(3 / 4)  # 1.5, 0.5, 0.7
 
 
@@ -77,14 +98,13 @@ def test_lecture_g_form_equals_the_min_clip_form():
     torch.manual_seed(0)
     ratio, adv = torch.rand(1000) * 2, torch.randn(1000)
     eps = 0.2
-    min_clip = torch.min(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv)
-    g_form = torch.min(ratio * adv, L.ppo_g(eps, adv))
-    assert torch.allclose(min_clip, g_form)
+    g_form = -torch.min(ratio * adv, ppo_g(eps, adv))
+    assert torch.allclose(L.clipped_surrogate_terms(ratio.log(), torch.zeros(1000), adv, eps), g_form)
 
 
 def test_surrogate_ignores_padding():
     logp, old, adv = torch.tensor([[0.1, 5.0]]), torch.zeros(1, 2), torch.tensor([[1.0, 100.0]])
-    loss = L.clipped_surrogate(logp, old, adv, torch.tensor([[1, 0]]))
+    loss = L.aggregate_loss(L.clipped_surrogate_terms(logp, old, adv), torch.tensor([[1, 0]]), "bnpo")
     assert loss.item() == pytest.approx(-math.exp(0.1))
 
 
@@ -130,7 +150,3 @@ def test_loss_aggregations_hand_computed():
     assert L.aggregate_loss(per_token, mask, "bnpo").item() == pytest.approx((1 + 2 + 3 + 4) / 4)  # 2.5
     assert L.aggregate_loss(per_token, mask, "grpo").item() == pytest.approx((6 / 3 + 4 / 1) / 2)  # 3.0
     assert L.aggregate_loss(per_token, mask, "dr_grpo", max_length=4).item() == pytest.approx(10 / (2 * 4))
-    # the token mean is what PPO's clipped surrogate has always been
-    logp, old, adv = torch.randn(2, 3), torch.randn(2, 3), torch.randn(2, 3)
-    terms = L.clipped_surrogate_terms(logp, old, adv, 0.2)
-    assert torch.allclose(L.aggregate_loss(terms, mask, "bnpo"), L.clipped_surrogate(logp, old, adv, mask, 0.2))

@@ -3,14 +3,14 @@
 Every benchmark runs the toolkit's real code on randomly initialised GPT-2 models of a given shape and a
 random word-level vocabulary, so it needs no world, no download and no training data:
 
-- `bench ppo`   one PPO iteration is `generate` (every response to full length) → `measure` + `advantages`
-                → `ppo_update`, with separate policy, reference, value and reward models loaded by
-                `train.ppo_setup.load_models`; one minibatch per batch. Reports episodes/s and the seconds spent in
-                generation, scoring and update. `--rollout-engine hf-static|vllm` generates with that engine
-                (`engines/`; vllm: the weights pushed after every update, its seconds as `sync_s`);
-                `gen_tokens_per_s` is response tokens per second of generation. `--device cuda` runs it on a GPU
-                (clocks read after a synchronize; peak GPU memory reported) and `--bf16` under bfloat16
-                autocast, as `rlhf ppo`.
+- `bench ppo`   one PPO iteration is `rlhf ppo`'s own (`train.ppo.ppo_iteration`: `collect`, every response to
+                full length → `measure` + `advantages` → `ppo_update`), with separate policy, reference, value and
+                reward models loaded by `train.ppo_setup.load_models`; one minibatch per batch. Reports episodes/s
+                and the seconds spent in generation, scoring and update. `--rollout-engine hf-static|vllm`
+                generates with that engine (`engines/`; vllm: the weights pushed after every update, its seconds
+                as `sync_s`); `gen_tokens_per_s` is response tokens per second of generation. `--device cuda` runs
+                it on a GPU (clocks read after a synchronize; peak GPU memory reported) and `--bf16` under
+                bfloat16 autocast, as `rlhf ppo`.
 - `bench rm`    `train.reward.train_reward_model` on (prompt, chosen, rejected) pairs, or with `--k K` on
                 rankings of K outputs (all C(K,2) pairs of a ranking in one batch, each output scored once);
                 reports tokens/s and pairs/s.
@@ -55,10 +55,10 @@ from rlhfkit.recipe_configs import BenchMatmulConfig, BenchPPOConfig, BenchTrain
 from rlhfkit.runtime.optim import make_optimizer, seed_everything, set_threads
 from rlhfkit.train.configs import PPOConfig, RewardConfig, SFTConfig
 from rlhfkit.train.distributed import Parallel
-from rlhfkit.train.ppo import advantages, mean_stats, measure, ppo_update
-from rlhfkit.train.ppo_setup import load_models
+from rlhfkit.train.ppo import ppo_iteration
+from rlhfkit.train.ppo_setup import PPOModels, load_models
 from rlhfkit.train.reward import train_reward_model
-from rlhfkit.train.rollout import rollout_metrics
+from rlhfkit.train.rollout import mean_stats, rollout_metrics
 from rlhfkit.train.sft import train_sft
 from rlhfkit.world.pretrain import base_config
 from rlhfkit.world.tokenizer import build_tokenizer
@@ -208,6 +208,7 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
     optimizer = make_optimizer(list(policy.parameters()) + list(value_model.parameters()), ppo.lr, eps=ppo.adam_eps)
     engine = make_engine(cfg.rollout_engine, policy, tokenizer, max_len=cfg.prompt + cfg.resp,
                          gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed)
+    models = PPOModels(tokenizer, policy, policy, reference, value_model, value_model, reward_model, optimizer, engine)
     rng = random.Random(cfg.seed)
     sampler = torch.Generator(device=device).manual_seed(cfg.seed)
     clock_now = _clock(device)
@@ -215,21 +216,17 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
                "generation_cpu_s": 0.0, "scoring_cpu_s": 0.0, "update_cpu_s": 0.0, "sync_s": 0.0}
 
     def iteration(clock: dict) -> None:
+        """`rlhf ppo`'s own iteration (train.ppo.ppo_iteration), every response to full length, timed by phase."""
         prompts = [random_text(rng, cfg.vocab, cfg.prompt) for _ in range(cfg.batch)]
-        t0, c0 = clock_now(), time.process_time()
-        samples = engine.generate(prompts, max_new_tokens=cfg.resp, temperature=ppo.temperature,
-                                  generator=sampler, max_prompt_length=cfg.prompt, ignore_eos=True)  # 1. collect
-        t1, c1 = clock_now(), time.process_time()
-        rollout = measure(samples, policy, reference, value_model, reward_model, ppo)               # 2. measure
-        rewards, adv, returns = advantages(rollout, ppo.kl_coef, ppo)                                # 3, 4
-        t2, c2 = clock_now(), time.process_time()
-        stats = ppo_update(policy, value_model, optimizer, rollout, adv, returns, ppo, generator)   # 5. update
-        t3, c3 = clock_now(), time.process_time()
+        marks = [(clock_now(), time.process_time())]
+        rollout, rewards, stats, _ = ppo_iteration(models, prompts, ppo, ppo.kl_coef, generator, sampler, parallel,
+                                                   mark=lambda: marks.append((clock_now(), time.process_time())),
+                                                   ignore_eos=True)  # 1–5 and the vllm sync
+        marks.append((clock_now(), time.process_time()))
         _ = rollout_metrics(rollout, rewards, ppo.kl_coef) | mean_stats(stats)                      # what ppo logs
-        t4 = clock_now()
-        engine.sync(policy)                                                                         # vllm
         t5 = clock_now()
-        for key, dt in zip(clock, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, c1 - c0, c2 - c1, c3 - c2, t5 - t4)):
+        (t0, c0), (t1, c1), (t2, c2), (t3, c3), (t4, _) = marks
+        for key, dt in zip(clock, (t1 - t0, t2 - t1, t3 - t2, t5 - t4, c1 - c0, c2 - c1, c3 - c2, t4 - t3)):
             clock[key] += dt
 
     for _ in range(cfg.warmup):

@@ -50,9 +50,16 @@ def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return logp - ref_logp
 
 
-def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """k3 = (ρ − 1) − log ρ with ρ = π_SFT/π: unbiased for KL(π‖π_SFT) and never negative (Schulman 2020)."""
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """k3 = (ρ − 1) − log ρ with ρ = π_SFT/π: unbiased for KL(π‖π_SFT) and never negative (Schulman 2020).
+
+    With `mask`, log ρ is 0 on padding before the exponential, so k3 is 0 there whatever the log-probs say: a
+    fresh forward pass gives padding log π far below −88 at a low temperature while the stored π_SFT is 0 there,
+    and exp(88.7) overflows float32; the masked sum's 0·inf would then be NaN (and its gradient too).
+    """
     log_ratio = ref_logp - logp
+    if mask is not None:
+        log_ratio = torch.where(mask.bool(), log_ratio, torch.zeros_like(log_ratio))
     return torch.expm1(log_ratio) - log_ratio
 
 
@@ -105,29 +112,12 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: fl
     return out * mask
 
 
-def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                      eps: float = 0.2) -> torch.Tensor:
-    """PPO-Clip policy loss: −E_t[min(ρ_t A_t, clip(ρ_t, 1−ε, 1+ε) A_t)], ρ_t = π_θ(y_t)/π_θk(y_t).
-
-    Schulman et al. 2017, eq. 7; the mean runs over the valid tokens of the minibatch.
-    """
-    return masked_mean(clipped_surrogate_terms(logp, old_logp, advantages, eps), mask)
-
-
 def clipped_surrogate_terms(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
                             eps: float = 0.2) -> torch.Tensor:
-    """The per-token terms −min(ρ_t A_t, clip(ρ_t, 1−ε, 1+ε) A_t) of `clipped_surrogate`, before any mean."""
+    """PPO-Clip's per-token terms −min(ρ_t A_t, clip(ρ_t, 1−ε, 1+ε) A_t), ρ_t = π_θ(y_t)/π_θk(y_t) (Schulman et al.
+    2017, eq. 7), before any mean: the loss is `aggregate_loss` of them (PPO: the token mean over the minibatch)."""
     ratio = torch.exp(logp - old_logp)
     return -torch.min(ratio * advantages, ratio.clamp(1 - eps, 1 + eps) * advantages)
-
-
-def ppo_g(eps: float, advantages: torch.Tensor) -> torch.Tensor:
-    """The lecture's (docs/design.md §0) g(ε, A) = (1+ε)A if A ≥ 0 else (1−ε)A, so that L = min(ρA, g(ε, A)).
-
-    Not called by the trainer, which uses `clipped_surrogate`: kept as the lecture's form of the same objective,
-    and tests/test_losses.py checks that min(ρA, g(ε, A)) equals the clipped surrogate term by term.
-    """
-    return torch.where(advantages >= 0, (1 + eps) * advantages, (1 - eps) * advantages)
 
 
 def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
@@ -211,7 +201,10 @@ def preference_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, weight: to
     """InstructGPT eq. 1: loss(θ) = −1/C(K,2) · E_{(x, y_w, y_l)}[log σ(r_θ(x, y_w) − r_θ(x, y_l))].
 
     `weight` is 1/C(K,2) for each pair of a ranking of K outputs, so that each ranking counts once however many
-    pairs it gives; the sum runs over the pairs of `n_rankings` rankings and is averaged over rankings.
+    pairs it gives; the sum runs over the pairs of `n_rankings` rankings and is averaged over rankings. The
+    rankings counted are those that give at least one strictly ordered pair (data/pairs.py `ordered_groups`): a
+    ranking that is one tie group is in neither the sum nor n_rankings, whether read as rankings or as pairs
+    (ties inside a ranking with other groups only drop its tied pairs: its C(K,2) stays the normalizer).
     (The lecture's slide, docs/design.md §0, writes loss = log σ(r_j − r_k) without the minus sign: that would be
     maximized.)
     """
@@ -259,7 +252,8 @@ def plackett_luce_loss(rewards: torch.Tensor, tiers: torch.Tensor, n_rankings: i
         L = −Σ_{t=1}^{m−1} Σ_{i ∈ T_t} [ r_i − log Σ_{j ∈ T_t ∪ T_{t+1} ∪ … ∪ T_m} exp(r_j) ]
 
     The last tier is what is left: nothing is chosen from it, so it has no term (a ranking that is one tie group
-    gives L = 0 and no gradient, as it gives no pair to the pairwise loss). With K = 2 and no tie,
+    gives L = 0 and no gradient, as it gives no pair to the pairwise loss; the trainers leave such rankings out
+    of n_rankings too, `preference_loss`'s rule). With K = 2 and no tie,
     L = −log σ(r_w − r_l): InstructGPT's pairwise loss (`preference_loss`).
 
     `rewards`, `tiers`: [R, K], R rankings of up to K outputs; `tiers` is 0 for the best tier, −1 on the padding of

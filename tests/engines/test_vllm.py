@@ -85,7 +85,7 @@ def test_greedy_equals_hf_before_and_after_three_ppo_updates(ppo_setup):
             samples = collect(engines["vllm"], tokenizer, PROMPTS, cfg, sampler)
         rollout = measure(samples, policy, reference, value, reward, cfg)
         _, adv, returns = advantages(rollout, cfg.kl_coef, cfg)
-        ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, generator)
+        ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, cfg.kl_coef, generator)
         syncs.append(engines["vllm"].sync(policy))
     after = _greedy(engines["hf"])
     assert after.response_ids.tolist() != before.response_ids.tolist()  # the updates changed what greedy decodes

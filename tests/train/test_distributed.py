@@ -79,15 +79,21 @@ def test_ppo_runs_with_two_processes_and_process_0_alone_writes(micro_world, tmp
     assert (out / "model.safetensors").exists() and (out / "value" / "model.safetensors").exists()
 
 
-def test_ppo_with_two_processes_takes_the_steps_of_one_process(micro_world, tmp_path, capsys):
+@pytest.mark.parametrize("loss_type", ["bnpo", "grpo", "dr_grpo"])
+def test_ppo_with_two_processes_takes_the_steps_of_one_process(loss_type, micro_world, tmp_path, capsys):
     """Same seed, same global batch: the two processes sample the one-process run's rows (the global batch's
-    sampling noise, train/ppo.py), gather the rollout, split each minibatch and weigh each share by its tokens
-    (PPO-ptx's by its own), so they take the one-process run's steps up to float rounding."""
+    sampling noise, train/ppo.py), gather the rollout, split each minibatch and weigh each term of a share's loss
+    by what it is a mean over — the policy term by its tokens (bnpo) or responses (grpo, dr_grpo), the value term
+    (--vf-coef > 0) by its tokens, PPO-ptx's by its text tokens — so they take the one-process run's steps up to
+    float rounding, and log its losses."""
     rm = _reward_dir(tmp_path, micro_world / "base")
     args = ["ppo", "--policy", micro_world / "base", "--reward", rm, "--prompts", micro_world / "prompts/train.jsonl",
             "--world", micro_world, "--steps", "3", "--batch-size", "4", "--minibatch-size", "2", "--ppo-epochs", "2",
-            "--max-new-tokens", "12", "--lr", "1e-3", "--ptx-data", micro_world / "demos.jsonl", "--ptx-coef", "0.5",
-            "--ptx-batch-size", "3", "--threads", "1"]  # 3 ptx sequences: uneven shares of 1 and 2
+            "--max-new-tokens", "12", "--lr", "1e-3", "--loss-type", loss_type, "--vf-coef", "0.5",
+            "--threads", "1"]
+    if loss_type == "bnpo":
+        args += ["--ptx-data", micro_world / "demos.jsonl", "--ptx-coef", "0.5",
+                 "--ptx-batch-size", "3"]  # 3 ptx sequences: uneven shares of 1 and 2
     for n in (1, 2):
         code, _, err = run_cli([*args, "--out", tmp_path / f"p{n}", "--num-processes", n], capsys)
         assert code == 0, err
@@ -95,14 +101,34 @@ def test_ppo_with_two_processes_takes_the_steps_of_one_process(micro_world, tmp_
     assert [r["step"] for r in two] == [1, 2, 3]
     assert len({r["response_length"] for r in one}) > 1 and any(0 < r["eos_rate"] < 1 for r in one)  # uneven ends
     for key in ("rm_score", "score", "kl", "kl_k3", "reward", "gold", "response_length", "eos_rate", "value_mean",
-                "rollout_entropy", "policy_loss", "value_loss", "ptx_loss", "clipfrac", "approx_kl", "entropy",
-                "ratio_min", "ratio_max"):
+                "rollout_entropy", "policy_loss", "value_loss", "clipfrac", "approx_kl", "entropy", "ratio_min",
+                "ratio_max", *(["ptx_loss"] if loss_type == "bnpo" else [])):
         assert _column(two, key) == pytest.approx(_column(one, key), **TOLERANCE), key
     for sub, load in ((".", AutoModelForCausalLM.from_pretrained), ("value", ScalarModel.from_pretrained)):
         saved = [load(tmp_path / f"p{n}" / sub).state_dict() for n in (1, 2)]
         for name, weight in saved[0].items():
             torch.testing.assert_close(saved[1][name], weight, rtol=0, atol=2e-3,
                                        msg=lambda m, name=name, sub=sub: f"{sub} {name}: {m}")
+
+
+def test_grpo_with_two_processes_logs_the_loss_of_one_process(micro_world, tmp_path, capsys):
+    """GRPO's loss is a mean over responses, not tokens: the logged policy loss of two processes, each holding
+    responses of different lengths, is the one-process run's (before: averaged by tokens, 3.9e-2 off). dr_grpo's
+    logged loss: the test above."""
+    rm = _reward_dir(tmp_path, micro_world / "base")
+    args = ["ppo", "--policy", micro_world / "base", "--reward", rm, "--prompts", micro_world / "prompts/train.jsonl",
+            "--advantage", "grpo", "--group-size", "2", "--steps", "2", "--batch-size", "8",
+            "--minibatch-size", "4", "--ppo-epochs", "1", "--max-new-tokens", "12", "--lr", "1e-3", "--threads", "1"]
+    for n in (1, 2):
+        code, _, err = run_cli([*args, "--out", tmp_path / f"p{n}", "--num-processes", n], capsys)
+        assert code == 0, err
+    one, two = _metrics(tmp_path / "p1"), _metrics(tmp_path / "p2")
+    assert any(0 < r["eos_rate"] < 1 for r in one)  # uneven ends
+    for key in ("rm_score", "kl", "kl_k3", "response_length", "policy_loss", "clipfrac", "approx_kl", "entropy"):
+        assert _column(two, key) == pytest.approx(_column(one, key), **TOLERANCE), key
+    saved = [AutoModelForCausalLM.from_pretrained(tmp_path / f"p{n}").state_dict() for n in (1, 2)]
+    for name, weight in saved[0].items():
+        torch.testing.assert_close(saved[1][name], weight, rtol=0, atol=2e-3, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_multinomial_is_the_argmax_of_probs_over_exponential_noise():

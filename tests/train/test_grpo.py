@@ -49,6 +49,41 @@ def test_surrogate_with_the_kl_as_a_loss_term_hand_computed():
     assert surrogate_loss(logp, logp, ref, adv, mask, cfg, 0.1).item() == pytest.approx(0.0 / 6, abs=1e-6)
 
 
+@pytest.mark.parametrize("beta", [0.1, 0.0])
+def test_kl_loss_term_is_finite_when_the_padding_log_probs_are_far_below_minus_88(beta):
+    """The rollout stores log π_ref masked (0 on padding); the update's fresh log π is not: at temperature 0.1 the
+    padding after EOS gets log π ≈ −200, and exp(0 + 200) overflows. The loss, and its gradient, are those of the
+    same batch with any other padding values; at β = 0 the KL term is not taken at all."""
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]])
+    valid = torch.tensor([[-0.5, -1.0, 0.0, 0.0], [-2.0, -0.1, -0.3, 0.0]])
+    ref = (valid - math.log(2)) * mask  # stored masked, as measure() does
+    adv = torch.tensor([[0.5], [-1.0]]).expand(2, 4) * mask
+    cfg = PPOConfig(advantage="grpo", kl_coef=beta, max_new_tokens=4)
+    padded = (valid + torch.where(mask.bool(), 0.0, -200.0)).requires_grad_()
+    loss = surrogate_loss(padded, valid, ref, adv, mask, cfg, beta)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(padded.grad).all()
+    assert (padded.grad[~mask.bool()] == 0).all()
+    # ratio 1: the surrogate term is −A, and k3 = (0.5 − 1) + ln 2 = 0.193147 on every valid token:
+    # row 1: −0.5 + β·0.193147, row 2: 1.0 + β·0.193147; grpo: the mean of the two rows' token means
+    assert loss.item() == pytest.approx((-0.5 + 1.0) / 2 + beta * 0.193147, abs=1e-6)
+
+
+def test_grpo_at_a_low_temperature_trains_with_the_kl_term_and_without_it(micro_world, tmp_path, capsys):
+    """The issue's run: GRPO, 2 samples per prompt, temperature 0.1 — at β = 0.05 and at β = 0 (before the fix:
+    "PPO loss is not finite (nan)" in the first iteration, either way)."""
+    (tmp_path / "rf.py").write_text("def three(completions, **kw):\n"
+                                    "    return [float(len(c.split()) == 3) for c in completions]\n")
+    for beta in ("0.05", "0"):
+        code, _, err = run_cli(["ppo", "--policy", micro_world / "base", "--reward-fn", f"{tmp_path}/rf.py:three",
+                                "--prompts", micro_world / "prompts/train.jsonl", "--out", tmp_path / beta,
+                                "--advantage", "grpo", "--group-size", "2", "--temperature", "0.1", "--steps", "1",
+                                "--batch-size", "8", "--minibatch-size", "4", "--kl-coef", beta], capsys)
+        assert code == 0, err
+        row = json.loads((tmp_path / beta / "metrics.jsonl").read_text())
+        assert math.isfinite(row["policy_loss"]) and row["eos_rate"] > 0  # some responses end: padding follows
+
+
 @pytest.fixture
 def grpo_setup(tmp_path, tiny_gpt2):
     cfg = PPOConfig(out=str(tmp_path / "run"), policy=str(tiny_gpt2), reward=str(_reward_dir(tmp_path, tiny_gpt2)),

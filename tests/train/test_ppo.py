@@ -4,13 +4,15 @@ import pytest
 import torch
 
 from rlhfkit import losses as L
+from rlhfkit.errors import UserError
 from rlhfkit.generation import generate
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.policy import response_logprobs
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.runtime.optim import make_optimizer
+from rlhfkit.train import ppo as ppo_module
 from rlhfkit.train.configs import PPOConfig
-from rlhfkit.train.ppo import KLController, advantages, measure, ppo_update
+from rlhfkit.train.ppo import advantages, measure, ppo_update
 from rlhfkit.train.ppo_data import PtxBatches, read_ptx
 from rlhfkit.train.ppo_setup import load_models
 from tests.conftest import run_cli
@@ -50,11 +52,33 @@ def test_first_minibatch_ratio_is_one_and_clipfrac_zero(setup, temperature):
     _, rollout = _rollout(setup, temperature=temperature)
     _, adv, returns = advantages(rollout, cfg.kl_coef, cfg)
     optimizer = make_optimizer(list(policy.parameters()) + list(value.parameters()), cfg.lr)
-    stats = ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, torch.Generator().manual_seed(0))
+    stats = ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, cfg.kl_coef,
+                       torch.Generator().manual_seed(0))
     assert len(stats) == cfg.ppo_epochs * cfg.batch_size // cfg.minibatch_size
     assert stats[0]["ratio_min"] == 1.0 and stats[0]["ratio_max"] == 1.0
     assert stats[0]["clipfrac"] == 0.0 and stats[0]["approx_kl"] == 0.0
     assert stats[-1]["ratio_max"] != 1.0  # ... and later minibatches see the updated policy
+
+
+def test_a_loss_that_is_not_finite_is_named_with_its_place_and_input(setup):
+    """Before any update a non-finite loss comes from the rollout, not from the learning rate: the one line says which
+    loss, which minibatch of which iteration, and which of its inputs are not finite."""
+    cfg, tokenizer, policy, reference, value, reward = setup
+    _, rollout = _rollout(setup)
+    _, adv, returns = advantages(rollout, cfg.kl_coef, cfg)
+    optimizer = make_optimizer(list(policy.parameters()) + list(value.parameters()), cfg.lr)
+    with pytest.raises(UserError) as error:
+        ppo_update(policy, value, optimizer, rollout, adv * float("nan"), returns, cfg, cfg.kl_coef,
+                   torch.Generator())
+    assert str(error.value) == ("iteration 1, epoch 1, minibatch 1: the policy loss is not finite (nan); not finite "
+                                "among its inputs: the advantages; stopping (before any update: the data or the "
+                                "model give it, not the training)")
+    returns[0, 0] = float("inf")  # a later iteration, and the value loss of the minibatch that holds row 0
+    with pytest.raises(UserError, match=r"^iteration 3, epoch \d, minibatch \d: the value loss is not finite "
+                                        r"\(inf\); not finite among its inputs: the returns; stopping \(lower the "
+                                        r"learning rate"):
+        ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, cfg.kl_coef, torch.Generator(),
+                   iteration=3)
 
 
 def test_logged_approx_kl_estimates_the_exact_kl_after_a_real_update_step(setup):
@@ -72,13 +96,14 @@ def test_logged_approx_kl_estimates_the_exact_kl_after_a_real_update_step(setup)
     with torch.no_grad():
         _, old_logits = response_logprobs(policy, s.input_ids, s.attention_mask, width, cfg.temperature)
     optimizer = make_optimizer(list(policy.parameters()) + list(value.parameters()), cfg.lr)
-    ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, torch.Generator().manual_seed(0))  # 1 step
+    ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, cfg.kl_coef,
+               torch.Generator().manual_seed(0))  # 1 step
     with torch.no_grad():
         logp, new_logits = response_logprobs(policy, s.input_ids, s.attention_mask, width, cfg.temperature)
         old, new = torch.log_softmax(old_logits.float(), -1), torch.log_softmax(new_logits.float(), -1)
         exact = L.masked_mean((old.exp() * (old - new)).sum(-1), mask).item()
         former_k3 = L.masked_mean(L.kl_k3(logp, rollout.logp), mask).item()
-    logged = ppo_update(policy, value, optimizer, rollout, adv, returns, cfg,
+    logged = ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, cfg.kl_coef,
                         torch.Generator().manual_seed(0))[0]["approx_kl"]
     assert exact > 0.05  # a real step, not a rounding error
     assert logged == pytest.approx(L.masked_mean(L.kl_k2(logp, rollout.logp), mask).item(), rel=1e-5)
@@ -121,18 +146,6 @@ def test_rollout_is_masked_after_the_first_eos(setup):
     assert (rollout.logp * (1 - rollout.mask) == 0).all() and (rollout.values * (1 - rollout.mask) == 0).all()
 
 
-def test_adaptive_controller_raises_beta_above_target_and_lowers_it_below():
-    high = KLController(0.1, target=6.0, horizon=10000)
-    high.update(kl=12.0, n_episodes=64)          # error clipped to +0.2
-    assert high.value == pytest.approx(0.1 * (1 + 0.2 * 64 / 10000))
-    low = KLController(0.1, target=6.0, horizon=10000)
-    low.update(kl=3.0, n_episodes=64)            # error = 3/6 − 1 = −0.5, clipped to −0.2
-    assert low.value == pytest.approx(0.1 * (1 - 0.2 * 64 / 10000))
-    fixed = KLController(0.1)
-    fixed.update(kl=100.0, n_episodes=64)
-    assert fixed.value == 0.1
-
-
 def _grads(setup, ptx):
     cfg, tokenizer, policy, reference, value, reward = setup
     _, rollout = _rollout(setup)
@@ -141,7 +154,8 @@ def _grads(setup, ptx):
     optimizer = make_optimizer(list(policy.parameters()) + list(value.parameters()), cfg.lr)
     grads = {}
     hook = policy.get_output_embeddings().weight.register_hook(lambda g: grads.setdefault("g", g.clone()))
-    ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, torch.Generator().manual_seed(0), ptx)
+    ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, cfg.kl_coef, torch.Generator().manual_seed(0),
+               ptx)
     hook.remove()
     return grads["g"]
 
@@ -154,10 +168,17 @@ def test_ptx_term_changes_the_policy_gradient(setup, tmp_path):
     assert not torch.allclose(without, with_ptx)
 
 
-def test_ppo_command_runs_logs_every_metric_and_tracks_gold(micro_world, tmp_path, capsys):
+def test_ppo_command_runs_logs_every_metric_and_tracks_gold(micro_world, tmp_path, capsys, monkeypatch):
     sft = micro_world / "base"
     rm = _reward_dir(tmp_path, sft)
     out = tmp_path / "ppo"
+    betas, iteration = [], ppo_module.ppo_iteration
+
+    def watched(models, prompts, cfg, kl_coef, *args, **kwargs):  # the loop's one iteration, β as it passes it
+        betas.append(kl_coef)
+        return iteration(models, prompts, cfg, kl_coef, *args, **kwargs)
+
+    monkeypatch.setattr(ppo_module, "ppo_iteration", watched)
     code, stdout, err = run_cli(["ppo", "--policy", sft, "--reward", rm,
                                  "--prompts", micro_world / "prompts/train.jsonl", "--out", out, "--steps", "3",
                                  "--batch-size", "8", "--minibatch-size", "4",
@@ -169,6 +190,8 @@ def test_ppo_command_runs_logs_every_metric_and_tracks_gold(micro_world, tmp_pat
                 "response_length", "eos_rate", "gold", "kl_coef", "generation_s", "scoring_s", "update_s"):
         assert key in rows[-1], key
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # policy == reference at the first rollout
+    assert betas == pytest.approx([r["kl_coef"] for r in rows], abs=1e-6)  # the adaptive controller's β (logged: 6
+    assert betas[0] == 0.05 != betas[-1]                                     # decimals), step by step
     assert (out / "checkpoints" / "step-2" / "config.json").exists()
     assert load_causal_lm(out, load_tokenizer(out)) is not None
     assert ScalarModel.from_pretrained(out / "value") is not None

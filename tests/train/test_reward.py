@@ -4,7 +4,13 @@ import math
 import pytest
 import torch
 
-from rlhfkit.data.pairs import pair_weight, preference_groups, ranking_to_pairs, rankings_to_pair_records
+from rlhfkit.data.pairs import (
+    ordered_groups,
+    pair_weight,
+    preference_groups,
+    ranking_to_pairs,
+    rankings_to_pair_records,
+)
 from rlhfkit.losses import preference_loss
 from rlhfkit.models.loading import load_tokenizer
 from rlhfkit.models.scalar import ScalarModel, score_texts
@@ -51,6 +57,53 @@ def test_pairs_of_one_ranking_are_weighted_one_over_k_choose_2():
     r = torch.zeros(6)
     loss = preference_loss(r[batch.chosen], r[batch.rejected], batch.weight, batch.n_rankings)
     assert loss.item() == pytest.approx(math.log(2))
+
+
+def test_a_ranking_that_is_one_tie_group_counts_in_no_batch_whichever_the_file():
+    """One rule in both layouts (losses.preference_loss): a ranking that is one tie group gives no pair, so it is in
+    neither the loss's sum nor its number of rankings — as rankings, and as the pairs `rlhf data pairs` writes."""
+    rankings = [{"id": "q1", "prompt": "p", "completions": ["a", "b", "c"], "ranking": [[1], [0, 2]], "labeler": "x"},
+                {"id": "q2", "prompt": "p", "completions": ["d", "e"], "ranking": [[0, 1]], "labeler": "x"}]
+    as_rankings = preference_groups("rankings", rankings)
+    as_pairs = preference_groups("pairs", rankings_to_pair_records(rankings))
+    assert len(as_pairs) == 1 and ordered_groups(as_rankings) == [as_rankings[0]]
+    batches = [make_batch([{"rows": [[ord(c)] for c in g["completions"]], "pairs": g["pairs"],
+                            "weight": pair_weight(len(g["completions"]))} for g in groups], pad_id=0, device="cpu")
+               for groups in (as_rankings, as_pairs)]
+    assert [b.n_rankings for b in batches] == [1, 1]
+    # r(b) = 1, every other output 0: both pairs have margin 1, each weighs 1/C(3,2); −log σ(1) = 0.313262:
+    # loss = 2·(1/3)·0.313262 / 1 ranking = 0.208841 (counting the tie group: / 2 rankings)
+    for b in batches:
+        r = (b.input_ids[:, 0] == ord("b")).float()
+        assert preference_loss(r[b.chosen], r[b.rejected], b.weight, b.n_rankings).item() == pytest.approx(
+            0.208841, abs=1e-6)
+
+
+@pytest.mark.parametrize("command", ["rm", "dpo"])
+def test_rankings_and_the_pairs_exported_from_them_train_the_same_losses(command, micro_world, tmp_path, capsys):
+    """The issue's case: rankings with some that are one tie group trained at another loss scale (0.4163) than the
+    pairs `rlhf data pairs` exported from them (0.5204)."""
+    data = _rankings(tmp_path / "rankings.jsonl", n=12)
+    lines = data.read_text().splitlines()
+    for i in (1, 4, 5, 9):  # these labelers tied all four outputs
+        lines[i] = json.dumps(json.loads(lines[i]) | {"ranking": [[0, 1, 2, 3]]})
+    data.write_text("\n".join(lines) + "\n")
+    code, _, err = run_cli(["data", "pairs", data, "--out", tmp_path / "pairs.jsonl"], capsys)
+    assert code == 0, err
+    model = ["--model" if command == "rm" else "--policy", micro_world / "base"]
+    for name in ("rankings", "pairs"):
+        code, _, err = run_cli([command, *model, "--data", tmp_path / f"{name}.jsonl", "--out", tmp_path / name,
+                                "--eval-fraction", "0.3", "--batch-size", "3", "--lr", "1e-3", "--log-every", "1",
+                                "--threads", "1"], capsys)
+        assert code == 0, err
+    rows = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+            for name in ("rankings", "pairs")}
+    assert len(rows["rankings"]) == len(rows["pairs"]) >= 2
+    for one, other in zip(rows["rankings"], rows["pairs"]):
+        assert set(one) == set(other)
+        for key in set(one) - {"time_s"}:
+            assert one[key] == (pytest.approx(other[key], rel=1e-5, abs=1e-6) if isinstance(one[key], float)
+                                else other[key]), key
 
 
 def test_an_output_ranked_by_two_labelers_is_scored_once():

@@ -83,7 +83,8 @@ def test_first_minibatch_ratio_is_one_without_a_value_term(rloo):
     assert (rollout.values == 0).all()
     _, adv, returns = advantages(rollout, cfg.kl_coef, cfg)
     optimizer = make_optimizer(policy.parameters(), cfg.lr)
-    stats = ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, torch.Generator().manual_seed(0))
+    stats = ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, cfg.kl_coef,
+                       torch.Generator().manual_seed(0))
     assert len(stats) == cfg.ppo_epochs * cfg.batch_size // cfg.minibatch_size
     assert stats[0]["ratio_min"] == 1.0 and stats[0]["ratio_max"] == 1.0
     assert stats[0]["clipfrac"] == 0.0 and stats[0]["approx_kl"] == 0.0
@@ -99,7 +100,7 @@ def test_rloo_raises_the_logprob_of_the_better_sample(rloo):
     rollout.terminal_reward = torch.tensor([1.0, -1.0, 0.0, 0.0] * 2)
     _, adv, returns = advantages(rollout, cfg.kl_coef, cfg)
     before = rollout.logp.sum(-1)
-    ppo_update(policy, value, torch.optim.SGD(policy.parameters(), lr=0.5), rollout, adv, returns, cfg,
+    ppo_update(policy, value, torch.optim.SGD(policy.parameters(), lr=0.5), rollout, adv, returns, cfg, cfg.kl_coef,
                torch.Generator().manual_seed(0))
     after = measure(samples, policy, reference, value, reward, cfg).logp.sum(-1)
     change = (after - before).reshape(2, K)

@@ -2,7 +2,8 @@
 
 A labeler ranks K outputs best first, ties sharing a group. Every output in an earlier group beats every
 output in a later one, which gives up to C(K,2) ordered pairs (InstructGPT §3.5: "A>B>C>D results in 6
-ranked pairs"). Pairs inside a tie group carry no preference and are dropped.
+ranked pairs"). Pairs inside a tie group carry no preference and are dropped; a ranking that is one tie group
+gives no pair at all and is left out of training and evaluation in every layout (`ordered_groups`).
 """
 
 from __future__ import annotations
@@ -112,6 +113,15 @@ def preference_groups(kind: str, records: list[dict]) -> list[dict]:
     for g in groups:
         g["tiers"] = pairs_to_tiers(g["pairs"], len(g["completions"]))
     return groups
+
+
+def ordered_groups(groups: list[dict]) -> list[dict]:
+    """The groups that give at least one strictly ordered pair: what the preference losses train and evaluate on.
+
+    A ranking that is one tie group carries no preference: it is left out of the batches and of the number of
+    rankings the loss averages over (losses.preference_loss), as `rlhf data pairs` writes no pair for it, so a
+    file of rankings and the pairs exported from it give the same loss."""
+    return [g for g in groups if g["pairs"]]
 
 
 def check_tiers(groups: list[dict], path) -> None:

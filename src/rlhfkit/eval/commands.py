@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rlhfkit.data.formats import read_prompts
 from rlhfkit.data.jsonl import check_writable
-from rlhfkit.data.pairs import preference_groups, read_preference_records
+from rlhfkit.data.pairs import ordered_groups, preference_groups, read_preference_records
 from rlhfkit.engines.core import make_engine
 from rlhfkit.errors import UserError
 from rlhfkit.eval.bon import best_of_n, judge_chosen
@@ -137,7 +137,8 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
     tokenizer = load_tokenizer(cfg.rm)  # any reward model with its tokenizer (models/scalar.py)
     model = ScalarModel.from_pretrained(cfg.rm).eval().to(device)
     run_in_bf16(cfg.bf16, model)
-    measured = pairwise_accuracy(model, tokenize_groups(tokenizer, groups, 256), tokenizer.pad_token_id)
+    measured = pairwise_accuracy(model, tokenize_groups(tokenizer, ordered_groups(groups), 256),
+                                 tokenizer.pad_token_id)
     result = {"rm": cfg.rm, "data": data, "heldout_accuracy": round(measured["accuracy"], 4),
               "heldout_loss": round(measured["loss"], 4), "n_pairs": measured["n_pairs"],
               "n_rankings": measured["n_rankings"], **labeler_agreement(groups)}

@@ -21,7 +21,7 @@ import torch
 
 from rlhfkit.data.chat import Truncation
 from rlhfkit.data.collate import pad_rankings, pad_right
-from rlhfkit.data.pairs import pair_weight
+from rlhfkit.data.pairs import ordered_groups, pair_weight
 from rlhfkit.losses import plackett_luce_loss, preference_loss
 from rlhfkit.models.scalar import ScalarModel, response_sequences, score_texts
 from rlhfkit.stats import spearman
@@ -145,7 +145,8 @@ def make_batch(groups: list[dict], pad_id: int, device) -> RankingBatch:
     rows = [list(row) for row in index]
     return RankingBatch(pad_right(rows, pad_id).to(device), pad_right([[1] * len(r) for r in rows], 0).to(device),
                         torch.tensor(chosen, device=device), torch.tensor(rejected, device=device),
-                        torch.tensor(weight, device=device), len(groups), *pad_rankings(groups, items, device))
+                        torch.tensor(weight, device=device), len(ordered_groups(groups)),
+                        *pad_rankings(groups, items, device))
 
 
 def batch_loss(model: ScalarModel, batch: RankingBatch, loss: str = "pairwise") -> tuple[torch.Tensor, torch.Tensor]:

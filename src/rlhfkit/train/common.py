@@ -77,7 +77,17 @@ class EpochBatches:
         self.epoch, self.index, self.order = state["epoch"], state["index"], state["order"]
 
 
-def check_finite(loss: torch.Tensor, step: int, what: str = "loss") -> None:
-    if not torch.isfinite(loss).all():
-        raise UserError(f"step {step}: {what} is not finite ({loss.item()}); stopping "
-                        "(lower the learning rate; the last saved checkpoint in OUT/resume is intact)")
+def check_finite(loss: torch.Tensor, step: int, what: str = "loss", where: str | None = None,
+                 inputs: dict[str, torch.Tensor] | None = None, mask: torch.Tensor | None = None) -> None:
+    """Stop with one line when `loss` is not finite, saying what and where (`where`, default "step N") and which
+    of its `inputs` (named tensors, read where `mask` is 1) are not finite. `step`: the updates taken so far; at
+    0 no weight has moved yet, so the data or the model give the loss, not the learning rate, and the advice
+    says so."""
+    if torch.isfinite(loss).all():
+        return
+    keep = mask.bool() if mask is not None else True
+    bad = [name for name, tensor in (inputs or {}).items() if (~torch.isfinite(tensor) & keep).any()]
+    detail = f"; not finite among its inputs: {', '.join(bad)}" if bad else "; its inputs are finite" if inputs else ""
+    advice = ("before any update: the data or the model give it, not the training" if step == 0 else
+              "lower the learning rate; the last saved checkpoint in OUT/resume is intact")
+    raise UserError(f"{where or f'step {step}'}: {what} is not finite ({loss.item()}){detail}; stopping ({advice})")

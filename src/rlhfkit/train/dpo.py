@@ -24,7 +24,13 @@ import torch
 
 from rlhfkit.data.chat import Truncation, completion_ids, is_conversation, prompt_ids, require_template, stop_ids
 from rlhfkit.data.collate import pad_rankings, pad_right
-from rlhfkit.data.pairs import check_tiers, pair_weight, preference_groups, read_preference_records
+from rlhfkit.data.pairs import (
+    check_tiers,
+    ordered_groups,
+    pair_weight,
+    preference_groups,
+    read_preference_records,
+)
 from rlhfkit.errors import UserError
 from rlhfkit.losses import dpo_loss, dpo_margin, dpo_plackett_luce_loss, masked_sum, token_logprobs
 from rlhfkit.models.loading import (
@@ -92,8 +98,8 @@ def make_batch(groups: list[dict], pad_id: int, device) -> PairBatch:
     ref = torch.cat([g["ref_logp"] for g in groups]).to(device) if groups[0]["ref_logp"] is not None else None
     return PairBatch(pad_right(ids, pad_id).to(device), pad_right([[1] * len(i) for i in ids], 0).to(device),
                      pad_right([r[1] for r in rows], 0).to(device), ref, torch.tensor(chosen, device=device),
-                     torch.tensor(rejected, device=device), torch.tensor(weight, device=device), len(groups),
-                     *pad_rankings(groups, items, device))
+                     torch.tensor(rejected, device=device), torch.tensor(weight, device=device),
+                     len(ordered_groups(groups)), *pad_rankings(groups, items, device))
 
 
 def in_order(groups: list[dict], size: int) -> list[list[dict]]:
@@ -158,7 +164,8 @@ def read_groups(cfg: DPOConfig) -> tuple[list[dict], list[dict]]:
     else:
         train, held = split_by_prompt(records, cfg.eval_fraction, cfg.seed, "rm-eval", "dpo")  # the RM's split
         train, held = preference_groups(kind, train), preference_groups(kind, held)
-    if not any(g["pairs"] for g in train):
+    train, held = ordered_groups(train), ordered_groups(held)  # one tie group: no preference (losses.preference_loss)
+    if not train:
         raise UserError(f"{cfg.data}: no strictly ordered pair to train on (every ranking is one tie group)")
     if cfg.loss == "plackett-luce":
         check_tiers(train, cfg.data)

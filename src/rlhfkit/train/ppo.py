@@ -30,88 +30,55 @@ r(x, y) is a reward model, reward functions (`--reward-fn`, TRL's convention: `r
 sum; judges (`--judge`, e.g. the toy world's gold reward) are logged, never trained on (train/ppo_rewards.py).
 
 With N processes (--num-processes) PPO takes the steps of one process (docs/design.md §4; tested in
-tests/train/test_distributed.py). Every process holds the same generators, so each draws the same prompts,
-minibatch orders and PPO-ptx batches. 1: each generates its contiguous share of the global batch's rows,
-left-padded to the global prompt width, with the sampling noise of the whole global batch drawn from the same
-sampler (generation.py `next_token`); the processes agree on the decoding steps afterwards, so the samplers stay
-aligned. 2: each measures its rows; the rollout is then gathered to every process, so 3–4 (whitening, GAE, RLOO)
-see the global batch. 5: each global minibatch is split with `Parallel.shard`, and the loss of each share is
-weighted by its valid tokens (PPO-ptx's term by its text tokens) in `Parallel.backward`; the update statistics
-are token means (minimum, maximum) over the global minibatch.
+tests/train/test_distributed.py). Every process holds the same generators, so each draws the same prompts, minibatch
+orders and PPO-ptx batches. 1: each generates its contiguous share of the global batch's rows
+(`rollout.generate_share`), left-padded to the global prompt width, with the sampling noise of the whole global
+batch drawn from the same sampler (generation.py `next_token`); the processes agree on the decoding steps, so the
+samplers stay aligned. 2: each measures its rows; the rollout is then gathered to every process, so 3–4 (whitening,
+GAE, RLOO) see the global batch. 5: each global minibatch is split with `Parallel.shard`, and each term of a share's
+loss is weighted in `Parallel.backward` by what it is a mean over: the policy term by its response tokens (bnpo) or
+its responses (grpo, dr_grpo), the value term by its response tokens, PPO-ptx's by its text tokens; each logged loss
+is reduced over processes by the same weights, the other statistics are token means (minimum, maximum) over the
+global minibatch.
 """
 
 from __future__ import annotations
 
 import time
+from functools import partial
 
-import numpy as np
 import torch
 
 from rlhfkit import losses as L
 from rlhfkit.engines.core import make_engine
-from rlhfkit.generation import Samples, encode_prompts, without_autograd
-from rlhfkit.models.loading import (
-    save_dtype,
-)
-from rlhfkit.models.lora import save_model, save_scalar_model
+from rlhfkit.generation import Samples, without_autograd
 from rlhfkit.models.policy import response_logprobs, response_values, scored_responses
 from rlhfkit.rewards.combine import RewardBatch, Rewards
-from rlhfkit.runtime.optim import make_optimizer, optimizer_step, progress
-from rlhfkit.storage import save_pretrained_atomic
+from rlhfkit.runtime.optim import optimizer_step, progress
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import check_finite, shuffled_batches
 from rlhfkit.train.configs import PPOConfig, samples_per_prompt
 from rlhfkit.train.distributed import Parallel
+from rlhfkit.train.kl_control import KLController
 from rlhfkit.train.ppo_data import PromptStream
 from rlhfkit.train.ppo_rewards import judges_record, load_reward_model, make_judges, make_rewards
-from rlhfkit.train.ppo_setup import load, read_inputs
-from rlhfkit.train.rollout import Rollout, gather_rollout, pad_responses, rollout_metrics
+from rlhfkit.train.ppo_setup import PPOModels, finish, load, log_step, read_inputs, save_snapshot, wrap_models
+from rlhfkit.train.rollout import Rollout, gather_rollout, generate_share, mean_stats, rollout_metrics
 from rlhfkit.train.run import Run, start_run
-
-
-class KLController:
-    """β, fixed or adaptive. Adaptive (Ziegler et al. 2019, §2.2), with e = clip(KL/KL_target − 1, −0.2, 0.2):
-
-        β ← β · (1 + e · n_episodes / horizon)
-    """
-
-    def __init__(self, kl_coef: float, target: float | None = None, horizon: int = 10000):
-        self.value, self.target, self.horizon = kl_coef, target, horizon
-
-    def update(self, kl: float, n_episodes: int) -> None:
-        if self.target is not None:
-            error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
-            self.value *= 1.0 + error * n_episodes / self.horizon
-
-    def state_dict(self) -> dict:
-        return {"value": self.value}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.value = state["value"]
-
 
 # -------------------------------------------------------------------------------------- the algorithm
 
-def collect(engine, tokenizer, prompts: list[str], cfg: PPOConfig, generator, parallel: Parallel | None = None
-            ) -> Samples:
+def collect(engine, tokenizer, prompts: list[str], cfg: PPOConfig, generator, parallel: Parallel | None = None,
+            ignore_eos: bool = False) -> Samples:
     """1. Sample one response per prompt from the current policy by the rollout engine (RLOO, GRPO: k, side by
     side). With N processes (hf engines): this process's rows of the global batch, as a one-process run samples
-    them (see the module docstring)."""
+    them (see the module docstring). `ignore_eos`: every response to full length (`rlhf bench ppo`)."""
     prompts = [p for p in prompts for _ in range(samples_per_prompt(cfg))]
     options = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, generator=generator,
-                   max_prompt_length=cfg.max_prompt_length)
+                   max_prompt_length=cfg.max_prompt_length, **({"ignore_eos": True} if ignore_eos else {}))
     if parallel is None or parallel.world_size == 1:
         return engine.generate(prompts, **options)
-    rows, steps = parallel.shard_range(len(prompts)), []
-    width = encode_prompts(tokenizer, prompts, cfg.max_prompt_length)[0].shape[1]
-
-    def agree_steps(mine: int) -> int:  # the longest decoding loop of all processes
-        steps.append(int(parallel.highest({"steps": mine})["steps"]))
-        return steps[0]
-
-    samples = engine.generate([prompts[i] for i in rows], prompt_width=width,
-                       rows=(rows.start, len(prompts)), agree_steps=agree_steps, **options)
-    return pad_responses(samples, steps[0], tokenizer.pad_token_id)
+    return generate_share(engine, tokenizer, prompts, parallel, **options)
 
 
 @without_autograd
@@ -161,47 +128,58 @@ def advantages(rollout: Rollout, kl_coef: float, cfg: PPOConfig) -> tuple[torch.
 def surrogate_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor,
                 mask: torch.Tensor, cfg: PPOConfig, kl_coef: float) -> torch.Tensor:
     """PPO-Clip's token terms −min(ρA, clip(ρ, 1±ε)A), plus β·k3(π_θ, π_ref) with --kl-in loss (GRPO: Shao et al.
-    2024, eq. 3–4), averaged as --loss-type says (`losses.aggregate_loss`; bnpo is PPO's token mean)."""
+    2024, eq. 3–4; none at β = 0), averaged as --loss-type says (`losses.aggregate_loss`; bnpo is PPO's token
+    mean). k3 is 0 on padding, masked before its exponential (the rollout's log-probs are stored masked, the fresh
+    ones are not)."""
     terms = L.clipped_surrogate_terms(logp, old_logp, adv, cfg.clip_range)
-    if kl_in_loss(cfg):
-        terms = terms + kl_coef * L.kl_k3(logp, ref_logp)
+    if kl_in_loss(cfg) and kl_coef != 0:
+        terms = terms + kl_coef * L.kl_k3(logp, ref_logp, mask)
     return L.aggregate_loss(terms, mask, loss_type(cfg), cfg.max_new_tokens)
 
 
 def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tensor, returns: torch.Tensor,
-               cfg: PPOConfig, generator: torch.Generator, ptx=None, parallel: Parallel | None = None,
-               kl_coef: float | None = None) -> list[dict]:
+               cfg: PPOConfig, kl_coef: float, generator: torch.Generator, ptx=None, parallel: Parallel | None = None,
+               iteration: int = 1) -> list[dict]:
     """5. K epochs over shuffled minibatches of the rollout; returns one stats dict per minibatch (N processes:
     each takes its share of every minibatch; the stats are the whole minibatch's). `kl_coef`: β of the KL loss
-    term (--kl-in loss; default --kl-coef)."""
+    term (--kl-in loss), the KL controller's value; `iteration`: the run's iteration (1 = the first), for errors.
+
+    Each term of the loss is weighted across processes by what it is a mean over (`Parallel.backward`): the
+    policy loss by the minibatch's response tokens (bnpo) or responses (grpo, dr_grpo), the value loss by its
+    response tokens, PPO-ptx's by its text tokens; each logged loss is reduced the same way."""
     parallel = parallel or Parallel(rollout.mask.device)
     s, stats = rollout.samples, []
     ids, attn, mask, width = s.input_ids, s.attention_mask, rollout.mask, rollout.prompt_width
     trained = [p for g in optimizer.param_groups for p in g["params"]]
-    for _ in range(cfg.ppo_epochs):
-        for minibatch in shuffled_batches(len(ids), cfg.minibatch_size, generator):
+    for epoch in range(cfg.ppo_epochs):
+        for n, minibatch in enumerate(shuffled_batches(len(ids), cfg.minibatch_size, generator)):
             idx = parallel.shard(minibatch)
             logp, logits = response_logprobs(policy, ids[idx], attn[idx], width, cfg.temperature)
-            old_logp, m = rollout.logp[idx], mask[idx]
-            policy_loss = surrogate_loss(logp, old_logp, rollout.ref_logp[idx], adv[idx], m, cfg,
-                                         cfg.kl_coef if kl_coef is None else kl_coef)
-            loss, value_loss = policy_loss, None
+            old_logp, ref_logp, a, m = rollout.logp[idx], rollout.ref_logp[idx], adv[idx], mask[idx]
+            policy_loss = surrogate_loss(logp, old_logp, ref_logp, a, m, cfg, kl_coef)
+            updates = (iteration - 1) * cfg.ppo_epochs * -(-len(ids) // cfg.minibatch_size) + len(stats)
+            where = f"iteration {iteration}, epoch {epoch + 1}, minibatch {n + 1}"
+            check_finite(policy_loss, updates, "the policy loss", where,
+                         {"log π_θ": logp, "log π_θk": old_logp, "log π_ref": ref_logp, "the advantages": a}, m)
+            terms, value_loss = [], None
+            tokens = m.sum()  # response tokens of this process's share
             if value_model is not None:  # RLOO and GRPO have no value model, hence no value term
                 values = response_values(value_model, ids[idx], attn[idx], width)
                 value_loss = L.clipped_value_loss(values, rollout.values[idx], returns[idx], m, cfg.clip_range_value)
-                loss = policy_loss + cfg.vf_coef * value_loss
-            check_finite(loss, len(stats), "PPO loss")
+                check_finite(value_loss, updates, "the value loss", where,
+                             {"V_φ": values, "V_φk": rollout.values[idx], "the returns": returns[idx]}, m)
+                terms.append((cfg.vf_coef * value_loss, tokens))  # a token mean
             ptx_loss, ptx_tokens = ptx.loss(policy, parallel) if ptx is not None else (None, 0)
             if ptx_loss is not None:
-                check_finite(ptx_loss, len(stats), "PPO-ptx loss")
-            tokens = m.sum()  # the loss is a mean over the global minibatch's response tokens (bnpo)
+                check_finite(ptx_loss, updates, "the PPO-ptx loss", where)
+                terms.append((cfg.ptx_coef * ptx_loss, ptx_tokens))
             units = tokens if loss_type(cfg) == "bnpo" else torch.tensor(float(len(idx)))  # grpo, dr_grpo: responses
-            parallel.backward(loss, units, *([(cfg.ptx_coef * ptx_loss, ptx_tokens)] if ptx_loss is not None else []))
+            parallel.backward(policy_loss, units, *terms)
             optimizer_step(optimizer, None, trained, cfg.grad_clip)
             with torch.no_grad():
                 ratio = torch.exp(logp - old_logp)[m.bool()]
-                stat = parallel.token_mean({
-                    "policy_loss": policy_loss.item(),
+                stat = parallel.token_mean({"policy_loss": policy_loss.item()}, units)
+                stat |= parallel.token_mean({
                     **({"value_loss": value_loss.item()} if value_loss is not None else {}),
                     "clipfrac": L.clip_fraction(logp, old_logp, m, cfg.clip_range).item(),
                     "approx_kl": L.masked_mean(L.kl_k2(logp, old_logp), m).item(),
@@ -212,6 +190,28 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
                     stat |= parallel.token_mean({"ptx_loss": ptx_loss.item()}, ptx_tokens)
             stats.append(stat)
     return stats
+
+
+def ppo_iteration(m: PPOModels, prompts: list[str], cfg: PPOConfig, kl_coef: float, generator: torch.Generator,
+                  sampler: torch.Generator, parallel: Parallel, step: int = 1, rows_of=None, mark=None,
+                  ignore_eos: bool = False) -> tuple[Rollout, torch.Tensor, list[dict], float]:
+    """One iteration, 1–5 of the module docstring, with β = `kl_coef` (the KL controller's value): (the rollout, its
+    per-token rewards, the update's stats per minibatch, the engine's sync seconds). `rows_of(samples)`: the
+    responses' dataset rows, for reward functions; `mark()` is called after generation, scoring and the update,
+    for the caller's clocks. `rlhf ppo` and `rlhf bench ppo` both run this."""
+    mark = mark or (lambda: None)
+    with parallel.inference():  # inference mode (FSDP: no_grad)
+        with parallel.whole(m.policy):  # FSDP: gathered once for the decoding loop, not once per token
+            samples = collect(m.engine, m.tokenizer, prompts, cfg, sampler, parallel, ignore_eos)           # 1
+        mark()
+        rollout = gather_rollout(measure(samples, m.policy, m.reference, m.value_model, m.rewards, cfg,
+                                         rows_of(samples) if rows_of else None), parallel)                  # 2
+    rewards, adv, returns = advantages(rollout, kl_coef, cfg)                                                # 3, 4
+    mark()
+    stats = ppo_update(m.train_policy, m.train_value_model, m.optimizer, rollout, adv, returns, cfg, kl_coef,
+                       generator, m.ptx, parallel, step)                                                     # 5
+    mark()
+    return rollout, rewards, stats, m.engine.sync(m.policy)  # the updated weights into the engine (vllm)
 
 
 # ---------------------------------------------------------------------------------------- around it
@@ -248,26 +248,21 @@ def ppo_loop(run: Run) -> dict:
                          gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed)  # after restore: it serves those weights
     bar, record = progress(cfg.steps, "ppo"), {}
     bar.update(first)
+    models = PPOModels(tokenizer, policy, train_policy, reference, value_model, train_value_model, rewards_of,
+                       optimizer, engine, ptx)
+    times: list[float] = []
     for step in range(first + 1, cfg.steps + 1):
-        t0 = time.time()
+        times[:] = [time.time()]
         for p in policy_params:
             p.requires_grad_(step > cfg.value_warmup)  # during the warm-up only the value model learns
         rows = stream.next(cfg.batch_size // samples_per_prompt(cfg))  # the global batch, in every process
         prompts = [inputs.prompts[i] for i in rows]
         batch_rows = [i for i in rows for _ in range(samples_per_prompt(cfg))]  # each response's row, as collect
-        with parallel.inference():  # inference mode (FSDP: no_grad)
-            with parallel.whole(policy):  # FSDP: gathered once for the decoding loop, not once per token
-                samples = collect(engine, tokenizer, prompts, cfg, sampler, parallel)                     # 1
-            t1 = time.time()
-            mine = [batch_rows[i] for i in parallel.shard_range(len(batch_rows))]  # this process's responses
-            rollout = gather_rollout(measure(samples, policy, reference, value_model, rewards_of, cfg,
-                                             inputs.rows.batch(samples, mine)), parallel)                # 2
-        rewards, adv, returns = advantages(rollout, kl_control.value, cfg)                                # 3, 4
-        t2 = time.time()
-        updates = ppo_update(train_policy, train_value_model, optimizer, rollout, adv, returns, cfg, generator,
-                             ptx, parallel, kl_control.value)                                           # 5
-        t3 = time.time()
-        sync_s = engine.sync(policy)  # the updated weights into the engine (vllm; hf samples the policy itself)
+        mine = [batch_rows[i] for i in parallel.shard_range(len(batch_rows))]  # this process's responses
+        rollout, rewards, updates, sync_s = ppo_iteration(models, prompts, cfg, kl_control.value, generator, sampler,
+                                                          parallel, step, partial(inputs.rows.batch, rows=mine),
+                                                          lambda: times.append(time.time()))
+        t0, t1, t2, t3 = times
         record = rollout_metrics(rollout, rewards, kl_control.value) | mean_stats(updates) | {
             "episodes": step * cfg.batch_size, "generation_s": t1 - t0, "scoring_s": t2 - t1,
             "update_s": t3 - t2, "reward_fn_s": rewards_of.take_time(),
@@ -276,63 +271,10 @@ def ppo_loop(run: Run) -> dict:
         kl_control.update(record["kl"], cfg.batch_size)
         log_step(run, step, record, bar)
         if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
-            snapshot = parallel.gather(policy)  # FSDP: the full weights, in process 0
-            if parallel.is_main:
-                save_pretrained_atomic(run.dir.path / "checkpoints" / f"step-{step}", snapshot, tokenizer)
+            save_snapshot(run, policy, step)
         if step < cfg.steps:  # the last step's state is the saved model
             checkpoints.maybe_save(step)
     bar.close()
     engine.close()  # (an error before this: the served copy is removed at exit, TemporaryDirectory)
     return finish(run, parallel.gather(policy), parallel.gather(value_model) if value_model is not None else None,
                   record)
-
-
-def wrap_models(run: Run):
-    """The trained models as the update calls them (DDP-wrapped with N processes; FSDP shards every model in
-    place), the frozen ones as sampling and scoring call them, and one optimizer of policy and value model."""
-    cfg, parallel, (_, policy, reference, value_model, reward_model, ptx) = run.cfg, run.parallel, run.models
-    if ptx is not None:
-        ptx.generator = run.generator  # PPO-ptx's batches: from the run's generator, the same in every process
-    train_policy = parallel.wrap(policy)
-    train_value_model = parallel.wrap(value_model) if value_model is not None else None
-    reference = parallel.frozen(reference)
-    if reward_model is not None:
-        reward_model.model = parallel.frozen(reward_model.model)
-    trained = [policy] + ([value_model] if value_model is not None else [])
-    optimizer = make_optimizer([p for model in trained for p in model.parameters()], cfg.lr, eps=cfg.adam_eps)
-    return train_policy, train_value_model, reference, reward_model, optimizer
-
-
-def log_step(run: Run, step: int, record: dict, bar) -> None:
-    if step % run.cfg.log_every == 0 or step == run.cfg.steps:
-        run.dir.log(step, **record)
-    bar.update(1)
-    bar.set_postfix(rm=f"{record['rm_score']:.2f}", kl=f"{record['kl']:.2f}",
-                    **({"gold": f"{record['gold']:.2f}"} if "gold" in record else {}))
-
-
-def finish(run: Run, policy, value_model, record: dict) -> dict:
-    """Process 0 saves the policy and the value model (FSDP: gathered whole) and reports."""
-    if not run.parallel.is_main:
-        return record
-    cfg, tokenizer, path = run.cfg, run.models[0], run.dir.path
-    save_model(path, policy, tokenizer, cfg.lora_save, save_dtype(cfg.dtype, cfg.policy))
-    if value_model is not None:
-        save_scalar_model(path / "value", value_model, None, cfg.lora_save)
-    run.dir.close()
-    gold = f", gold {record['gold']:.3f}" if "gold" in record else ""
-    print(f"ppo: {cfg.steps} iterations, {cfg.steps * cfg.batch_size} episodes; last batch: RM score "
-          f"{record['rm_score']:.3f}, KL {record['kl']:.3f}{gold} -> {path}")
-    return record
-
-
-# How each update statistic is reduced over the minibatches of an iteration: these by their extreme, every other
-# one by its mean.
-OVER_MINIBATCHES = {"ratio_min": min, "ratio_max": max}
-
-
-def mean_stats(stats: list[dict]) -> dict:
-    keys = stats[0].keys()
-    out = {k: float(np.mean([s[k] for s in stats])) for k in keys if k not in OVER_MINIBATCHES}
-    out |= {k: reduce(s[k] for s in stats) for k, reduce in OVER_MINIBATCHES.items() if k in keys}
-    return out

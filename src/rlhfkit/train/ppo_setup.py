@@ -1,14 +1,19 @@
-"""What a PPO run reads and loads before its first iteration (`train/run.start_run`'s two steps).
+"""What a PPO run reads and loads before its first iteration (`train/run.start_run`'s two steps), and what it
+writes around its iterations.
 
 `read_inputs` reads and checks everything a user passes — the prompts, PPO-ptx data, the model directories'
 kinds, the judges — before any process starts or any model loads; `load` then builds the four roles
 (`load_models`) and checks the prompts against the policy's tokenizer, before the run directory exists.
+In the run, `wrap_models` readies them for N processes and makes the optimizer, `PPOModels` holds what an
+iteration runs, `log_step` logs an iteration, `save_snapshot` and `finish` save the policy (and value model).
 `cfg` is the run's `train.configs.PPOConfig`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
 
 from rlhfkit.data.chat import Truncation, is_conversation, prompt_ids, require_template
 from rlhfkit.data.formats import read_prompts
@@ -22,13 +27,17 @@ from rlhfkit.models.loading import (
     load_causal_lm,
     load_tokenizer,
     resolve_length,
+    save_dtype,
 )
-from rlhfkit.models.lora import AdaptersOff, add_lora, copy_head, has_lora
+from rlhfkit.models.lora import AdaptersOff, add_lora, copy_head, has_lora, save_model, save_scalar_model
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.rewards.sources import world_judge
+from rlhfkit.runtime.optim import make_optimizer
+from rlhfkit.storage import save_pretrained_atomic
 from rlhfkit.train.ppo_data import PtxBatches, read_ptx
 from rlhfkit.train.ppo_rewards import PromptRows, check_reward_sources
+from rlhfkit.train.run import Run
 
 
 def load_models(cfg, device):
@@ -119,3 +128,69 @@ def check_prompts(cfg, tokenizer, prompts: list) -> None:
     for i, prompt in enumerate(prompts):
         truncation.prompt(prompt_ids(tokenizer, prompt), tokenizer.bos_token_id, f"{cfg.prompts}: prompt {i + 1}")
     truncation.report("ppo")
+
+
+# ------------------------------------------------------------------------------------- in the run
+
+@dataclass
+class PPOModels:
+    """What an iteration runs: the policy as sampled and scored, and as trained (`train_policy`: DDP-wrapped with N
+    processes, else the same), the frozen reference, the value model likewise (None: RLOO, GRPO), the reward
+    sources (`Rewards`, or a bare reward model), one optimizer, the rollout engine and PPO-ptx's batches."""
+    tokenizer: object
+    policy: torch.nn.Module
+    train_policy: torch.nn.Module
+    reference: torch.nn.Module
+    value_model: torch.nn.Module | None
+    train_value_model: torch.nn.Module | None
+    rewards: object
+    optimizer: torch.optim.Optimizer
+    engine: object
+    ptx: object = None
+
+
+def wrap_models(run: Run):
+    """The trained models as the update calls them (DDP-wrapped with N processes; FSDP shards every model in
+    place), the frozen ones as sampling and scoring call them, and one optimizer of policy and value model."""
+    cfg, parallel, (_, policy, reference, value_model, reward_model, ptx) = run.cfg, run.parallel, run.models
+    if ptx is not None:
+        ptx.generator = run.generator  # PPO-ptx's batches: from the run's generator, the same in every process
+    train_policy = parallel.wrap(policy)
+    train_value_model = parallel.wrap(value_model) if value_model is not None else None
+    reference = parallel.frozen(reference)
+    if reward_model is not None:
+        reward_model.model = parallel.frozen(reward_model.model)
+    trained = [policy] + ([value_model] if value_model is not None else [])
+    optimizer = make_optimizer([p for model in trained for p in model.parameters()], cfg.lr, eps=cfg.adam_eps)
+    return train_policy, train_value_model, reference, reward_model, optimizer
+
+
+def log_step(run: Run, step: int, record: dict, bar) -> None:
+    """An iteration's record into metrics.jsonl (every --log-every iterations, and the last) and the bar."""
+    if step % run.cfg.log_every == 0 or step == run.cfg.steps:
+        run.dir.log(step, **record)
+    bar.update(1)
+    bar.set_postfix(rm=f"{record['rm_score']:.2f}", kl=f"{record['kl']:.2f}",
+                    **({"gold": f"{record['gold']:.2f}"} if "gold" in record else {}))
+
+
+def finish(run: Run, policy, value_model, record: dict) -> dict:
+    """Process 0 saves the policy and the value model (FSDP: gathered whole) and reports."""
+    if not run.parallel.is_main:
+        return record
+    cfg, tokenizer, path = run.cfg, run.models[0], run.dir.path
+    save_model(path, policy, tokenizer, cfg.lora_save, save_dtype(cfg.dtype, cfg.policy))
+    if value_model is not None:
+        save_scalar_model(path / "value", value_model, None, cfg.lora_save)
+    run.dir.close()
+    gold = f", gold {record['gold']:.3f}" if "gold" in record else ""
+    print(f"ppo: {cfg.steps} iterations, {cfg.steps * cfg.batch_size} episodes; last batch: RM score "
+          f"{record['rm_score']:.3f}, KL {record['kl']:.3f}{gold} -> {path}")
+    return record
+
+
+def save_snapshot(run: Run, policy, step: int) -> None:
+    """--save-every: the policy after `step` iterations in OUT/checkpoints/step-N (FSDP: gathered whole)."""
+    snapshot = run.parallel.gather(policy)  # the full weights, in process 0
+    if run.parallel.is_main:
+        save_pretrained_atomic(run.dir.path / "checkpoints" / f"step-{step}", snapshot, run.models[0])

@@ -7,7 +7,8 @@
 - every ranking of K outputs gives its C(K,2) ordered pairs (ties dropped); all pairs of one ranking sit in
   one batch, each weighted 1/C(K,2), so a ranking counts once (InstructGPT §3.5: training on each pair as a
   separate example overfits in one epoch). Each distinct output is scored once per batch, however many
-  pairs it is in;
+  pairs it is in. A ranking that is one tie group gives no pair and is left out, whether the file holds
+  rankings or the pairs `rlhf data pairs` made of them (`losses.preference_loss`);
 - `--loss plackett-luce` instead reads each ranking whole, as K−1 successive choices over its tiers
   (`losses.plackett_luce_loss`, Zhu, Jordan & Jiao 2023); held-out accuracy is on the same pairs either way;
 - one epoch by default; held-out rankings are split by prompt;
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from rlhfkit.data.chat import Truncation, is_conversation, require_template
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
-from rlhfkit.data.pairs import check_tiers, preference_groups, read_preference_records
+from rlhfkit.data.pairs import check_tiers, ordered_groups, preference_groups, read_preference_records
 from rlhfkit.data.schemas import demo_record
 from rlhfkit.errors import UserError
 from rlhfkit.models.loading import (
@@ -110,7 +111,8 @@ def check_rankings(cfg: RewardConfig, tokenizer, inputs: RewardInputs) -> list[l
     if any(is_conversation(r.get("prompt")) for _, records, _ in sets for r in records):
         require_template(tokenizer)
     truncation = Truncation(cfg.max_length, cfg.truncation)
-    groups = [tokenize_groups(tokenizer, preference_groups(kind, records), cfg.max_length, truncation, source)
+    groups = [tokenize_groups(tokenizer, ordered_groups(preference_groups(kind, records)), cfg.max_length,
+                              truncation, source)
               for kind, records, source in sets]
     truncation.report("rm")
     return groups
@@ -160,7 +162,7 @@ def normalize_evaluate_save(run: Run, model: ScalarModel, step: int, train: list
     if data.demos:
         prompts, texts, source = [d["prompt"] for d in data.demos], [d["completion"] for d in data.demos], cfg.demos
     else:
-        groups = preference_groups(data.kind, data.train_records)
+        groups = ordered_groups(preference_groups(data.kind, data.train_records))  # the outputs trained on
         prompts = [g["prompt"] for g in groups for _ in g["completions"]]
         texts = [c for g in groups for c in g["completions"]]
         source = "training outputs"

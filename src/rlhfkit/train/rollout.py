@@ -1,5 +1,5 @@
 """A batch of PPO rollouts: what step 2 measured about the sampled responses, gathered across processes, and
-what docs/design.md §4 asks to log about it."""
+what docs/design.md §4 asks to log about it and about the update that learned from it (`mean_stats`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from rlhfkit import losses as L
-from rlhfkit.generation import Samples
+from rlhfkit.generation import Samples, encode_prompts
 from rlhfkit.train.distributed import Parallel
 
 
@@ -43,6 +43,23 @@ def pad_responses(samples: Samples, width: int, pad_id: int) -> Samples:
                    response_mask=torch.nn.functional.pad(samples.response_mask, (0, extra), value=0))
 
 
+def generate_share(engine, tokenizer, prompts: list[str], parallel: Parallel, **options) -> Samples:
+    """This process's contiguous rows of a global batch of prompts, sampled as a one-process run samples them
+    (train/ppo.py's docstring): left-padded to the global prompt width, with the global batch's sampling noise
+    (generation.py `next_token`) and as many decoding steps as the longest process takes, so that the samplers of
+    all processes stay aligned; the responses right-padded to that width."""
+    rows, steps = parallel.shard_range(len(prompts)), []
+    width = encode_prompts(tokenizer, prompts, options["max_prompt_length"])[0].shape[1]
+
+    def agree_steps(mine: int) -> int:  # the longest decoding loop of all processes
+        steps.append(int(parallel.highest({"steps": mine})["steps"]))
+        return steps[0]
+
+    samples = engine.generate([prompts[i] for i in rows], prompt_width=width, rows=(rows.start, len(prompts)),
+                              agree_steps=agree_steps, **options)
+    return pad_responses(samples, steps[0], tokenizer.pad_token_id)
+
+
 def gather_rollout(rollout: Rollout, parallel: Parallel) -> Rollout:
     """Every process's rows, in rank order: the global batch's rollout, the same in every process."""
     s, rows = rollout.samples, parallel.gather_rows
@@ -70,4 +87,17 @@ def rollout_metrics(rollout: Rollout, rewards: torch.Tensor, kl_coef: float) -> 
     if len(rollout.columns) > 1 or set(rollout.columns) - {"rm"}:
         out |= {f"reward/{k}": float(np.nanmean(v.cpu().numpy())) if not v.isnan().all() else float("nan")
                 for k, v in rollout.columns.items()}
+    return out
+
+
+# How each update statistic is reduced over the minibatches of an iteration: these by their extreme, every other
+# one by its mean.
+OVER_MINIBATCHES = {"ratio_min": min, "ratio_max": max}
+
+
+def mean_stats(stats: list[dict]) -> dict:
+    """The update statistics of an iteration (one dict per minibatch) as the one record PPO logs."""
+    keys = stats[0].keys()
+    out = {k: float(np.mean([s[k] for s in stats])) for k in keys if k not in OVER_MINIBATCHES}
+    out |= {k: reduce(s[k] for s in stats) for k, reduce in OVER_MINIBATCHES.items() if k in keys}
     return out
