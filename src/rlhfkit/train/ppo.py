@@ -78,7 +78,9 @@ from rlhfkit.train.rollout import Rollout, gather_rollout, pad_responses, rollou
 from rlhfkit.train.run import Run, start_run
 
 ADVANTAGES = ("gae", "rloo", "grpo")
-LOSS_TYPES = ("bnpo", "grpo", "dr_grpo")   # TRL's GRPOConfig.loss_type names (losses.aggregate_loss)
+LOSS_TYPES = ("bnpo", "grpo", "dr_grpo", "dapo", "cispo")  # TRL's GRPOConfig.loss_type names (losses.aggregate_loss)
+TOKEN_MEAN_LOSSES = ("bnpo", "dapo", "cispo")  # averaged over the minibatch's tokens (the others: over responses)
+IMPORTANCE_LEVELS = ("token", "sequence")      # TRL's GRPOConfig.importance_sampling_level
 SCALE_REWARDS = ("group", "batch", "none")  # TRL's GRPOConfig.scale_rewards
 KL_IN = ("reward", "loss")
 
@@ -117,8 +119,10 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
     scale_rewards: str = option("group", "GRPO: divide by the std of the group (the paper), of the batch, or none "
                                 "(Dr. GRPO, Liu et al. 2025)")
     loss_type: str | None = option(None, "how token losses are averaged: bnpo (token mean over the minibatch), "
-                                   "grpo (per response, then over responses; Shao et al.) or dr_grpo (a constant "
-                                   "normalizer, Liu et al. 2025); default grpo for GRPO, bnpo otherwise")
+                                   "grpo (per response, then over responses; Shao et al.), dr_grpo (a constant "
+                                   "normalizer, Liu et al. 2025), dapo (token sum over the global batch's tokens, "
+                                   "Yu et al. 2025: bnpo's number here) or cispo (dapo's average of CISPO's clipped-"
+                                   "weight REINFORCE terms, MiniMax-M1); default grpo for GRPO, bnpo otherwise")
     kl_in: str | None = option(None, "where the KL to the reference goes: reward (−β·log ratio per token, as "
                                "InstructGPT) or loss (β·k3 in the loss, as GRPO); default loss for GRPO, else reward")
     whiten_rewards: bool = option(False, "whiten per-token rewards before GAE")
@@ -134,6 +138,19 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
                                "model whose advantages are not noise (OpenRLHF's freezing_actor_steps)")
     save_every: int = option(0, "save a checkpoint every N iterations (0: only the final policy)")
     log_every: int = option(1, "log every N iterations")
+    # The loss variants (losses.py "loss variants"; TRL GRPOConfig's names in brackets), one block.
+    importance_level: str = option("token", "importance ratio of each token's loss: token (π_θ/π_θk of the token, "
+                                   "PPO) or sequence (GSPO, Zheng et al. 2025: exp(mean_t log π_θ/π_θk) of its "
+                                   "response, the GSPO-token form) [importance_sampling_level]")
+    clip_range_high: float | None = option(None, "ε_high: the ratio's upper clip 1 + ε_high, the lower staying "
+                                           "1 − --clip-range (DAPO's clip-higher, Yu et al. 2025: 0.28); with "
+                                           "--loss-type cispo the cap of the IS weight; default --clip-range "
+                                           "[epsilon_high; for cispo TRL's is 1 + ε_high]")
+    overlong_cache: int = option(0, "DAPO's soft overlong punishment: a reward going from 0 to −1 over the last N "
+                                 "tokens up to --overlong-max-length, −1 beyond (Yu et al. 2025, eq. 13; 0: off) "
+                                 "[soft_punish_cache]")
+    overlong_max_length: int | None = option(None, "L_max of the soft overlong punishment (default --max-new-tokens) "
+                                             "[max_completion_len]")
 
     def check(self) -> None:
         super().check()
@@ -180,6 +197,21 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
         if n > 1 and self.value_warmup:
             raise UserError("config key 'value_warmup' is not supported with several processes (DDP needs every "
                             "trained parameter in every backward pass)")
+        self.check_loss_variant()
+
+    def check_loss_variant(self) -> None:
+        if self.importance_level not in IMPORTANCE_LEVELS:
+            raise UserError(f"config key 'importance_level': {self.importance_level!r} is not one of "
+                            f"{', '.join(IMPORTANCE_LEVELS)}")
+        if self.clip_range_high is not None:
+            check_positive(self, "clip_range_high")
+        check_at_least(self, 0, "overlong_cache")
+        check_at_least(self, 1, "overlong_max_length")
+        if self.overlong_max_length is not None and not self.overlong_cache:
+            raise UserError("config key 'overlong_max_length' needs --overlong-cache (the soft punishment's length)")
+        if self.overlong_cache > (self.overlong_max_length or self.max_new_tokens):
+            raise UserError("config key 'overlong_cache' must not exceed 'overlong_max_length' (default: "
+                            "'max_new_tokens')")
 
 
 class KLController:
@@ -249,6 +281,10 @@ def measure(samples: Samples, policy, reference, value_model, reward, cfg: PPOCo
     terminal = rm_score
     if cfg.missing_eos_penalty is not None:
         terminal = torch.where(samples.finished, rm_score, torch.full_like(rm_score, cfg.missing_eos_penalty))
+    if cfg.overlong_cache:  # DAPO's soft overlong punishment, added to r(x, y) (and logged as reward/overlong)
+        columns = {**columns, "overlong": L.soft_overlong_punishment(
+            mask.sum(-1), cfg.overlong_max_length or cfg.max_new_tokens, cfg.overlong_cache).to(terminal)}
+        terminal = terminal + columns["overlong"]
     return Rollout(samples, logp * mask, ref_logp * mask, values * mask, rm_score, terminal,
                    L.masked_mean(entropy, mask).item(), columns)
 
@@ -273,12 +309,25 @@ def advantages(rollout: Rollout, kl_coef: float, cfg: PPOConfig) -> tuple[torch.
 
 def surrogate_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor,
                 mask: torch.Tensor, cfg: PPOConfig, kl_coef: float) -> torch.Tensor:
-    """PPO-Clip's token terms −min(ρA, clip(ρ, 1±ε)A), plus β·k3(π_θ, π_ref) with --kl-in loss (GRPO: Shao et al.
-    2024, eq. 3–4), averaged as --loss-type says (`losses.aggregate_loss`; bnpo is PPO's token mean)."""
-    terms = L.clipped_surrogate_terms(logp, old_logp, adv, cfg.clip_range)
+    """PPO-Clip's token terms −min(ρA, clip(ρ, 1±ε)A) (or a variant's: `policy_terms`), plus β·k3(π_θ, π_ref) with
+    --kl-in loss (GRPO: Shao et al. 2024, eq. 3–4), averaged as --loss-type says (`losses.aggregate_loss`; bnpo is
+    PPO's token mean)."""
+    terms = policy_terms(logp, old_logp, adv, mask, cfg)
     if kl_in_loss(cfg):
         terms = terms + kl_coef * L.kl_k3(logp, ref_logp)
     return L.aggregate_loss(terms, mask, loss_type(cfg), cfg.max_new_tokens)
+
+
+def policy_terms(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
+                 cfg: PPOConfig) -> torch.Tensor:
+    """The policy's per-token loss terms (losses.py "loss variants"): PPO-Clip's, clipped to [1 − ε, 1 + ε_high]
+    (--clip-range-high: DAPO's clip-higher), or CISPO's −sg[min(ρ, 1 + ε_high)]·Â·log π_θ (--loss-type cispo); ρ
+    the token's ratio, or GSPO's length-normalized ratio of its response (--importance-level sequence)."""
+    log_ratio = L.importance_log_ratio(logp, old_logp, mask, cfg.importance_level)
+    high = cfg.clip_range if cfg.clip_range_high is None else cfg.clip_range_high
+    if loss_type(cfg) == "cispo":
+        return L.cispo_terms(log_ratio, logp, adv, high)
+    return L.clip_higher_terms(log_ratio, adv, cfg.clip_range, high)
 
 
 def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tensor, returns: torch.Tensor,
@@ -308,7 +357,7 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
             if ptx_loss is not None:
                 check_finite(ptx_loss, len(stats), "PPO-ptx loss")
             tokens = m.sum()  # the loss is a mean over the global minibatch's response tokens (bnpo)
-            units = tokens if loss_type(cfg) == "bnpo" else torch.tensor(float(len(idx)))  # grpo, dr_grpo: responses
+            units = tokens if loss_type(cfg) in TOKEN_MEAN_LOSSES else torch.tensor(float(len(idx)))  # else responses
             parallel.backward(loss, units, *([(cfg.ptx_coef * ptx_loss, ptx_tokens)] if ptx_loss is not None else []))
             optimizer_step(optimizer, None, trained, cfg.grad_clip)
             with torch.no_grad():
