@@ -14,11 +14,12 @@ import torch
 
 from rlhfkit import losses as L
 from rlhfkit.generation import generate
-from rlhfkit.train.ppo import PPOConfig, measure, policy_terms, surrogate_loss
+from rlhfkit.train.common import make_optimizer, shuffled_batches
+from rlhfkit.train.ppo import PPOConfig, advantages, measure, policy_terms, ppo_update, surrogate_loss
 from rlhfkit.train.ppo_setup import load_models
 from tests.conftest import run_cli
 from tests.train.test_distributed import TOLERANCE, _column, _metrics
-from tests.train.test_ppo import _reward_dir
+from tests.train.test_ppo import _reward_dir, _rollout
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER_LATEST = ROOT / ".venv-peer-latest" / "bin" / "python"  # TRL 1.16 (bench/run_all.py ensure_peer_env)
@@ -112,6 +113,28 @@ def test_the_trainer_selects_the_variant_its_flags_name():
     assert surrogate_loss(logp, old, old, adv, mask, cfg, 0.0).item() == pytest.approx(dapo, abs=1e-6)
     cfg.loss_type = "grpo"  # each response's mean first: (−1.474406/3 + 2.713228/2) / 2 = 0.432573
     assert surrogate_loss(logp, old, old, adv, mask, cfg, 0.0).item() == pytest.approx(0.432573, abs=1e-6)
+
+
+@pytest.fixture
+def ppo_setup(tmp_path, tiny_gpt2):  # tests/train/test_ppo.py's `setup`: PPO with a value model
+    cfg = PPOConfig(out=str(tmp_path / "run"), policy=str(tiny_gpt2), reward=str(_reward_dir(tmp_path, tiny_gpt2)),
+                    prompts="unused", batch_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=10, lr=1e-3)
+    return cfg, *load_models(cfg, torch.device("cpu"))
+
+
+def test_cispo_with_gae_first_minibatch_is_reinforce_on_the_gae_advantages(ppo_setup):
+    """--advantage gae with --loss-type cispo --importance-level sequence: on the first minibatch π_θ = π_θk, so
+    every weight is min(1, 1 + ε_high) = 1 and the loss is REINFORCE's −Σ m·Â·log π_θ / Σ m on GAE's Â."""
+    cfg, _, policy, _, value, _ = ppo_setup
+    _, rollout = _rollout(ppo_setup, loss_type="cispo", importance_level="sequence")
+    _, adv, returns = advantages(rollout, cfg.kl_coef, cfg)
+    optimizer = make_optimizer(list(policy.parameters()) + list(value.parameters()), cfg.lr)
+    stats = ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, torch.Generator().manual_seed(0))
+    first = next(iter(shuffled_batches(len(adv), cfg.minibatch_size, torch.Generator().manual_seed(0))))
+    expected = -L.masked_mean(adv[first] * rollout.logp[first], rollout.mask[first])
+    assert stats[0]["policy_loss"] == pytest.approx(expected.item(), abs=1e-5)
+    ppo_clip = -L.masked_mean(adv[first], rollout.mask[first])  # PPO-Clip's first loss, ρ = 1: −mean(Â)
+    assert abs(expected - ppo_clip) > 0.01  # measured 0.045: the check above tells them apart
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -26,6 +26,12 @@ as in the paper — the KL to the reference is a term β·k3 of the loss (`--kl-
 (`--loss-type grpo`). Dr. GRPO (Liu et al. 2025) is `--scale-rewards none --loss-type dr_grpo`: no division by the
 std, a constant normalizer. The names are TRL's GRPOConfig's; bench/peer_grpo_check.py checks the numbers.
 
+The loss variants (losses.py; with any --advantage) change step 5's policy terms: DAPO (Yu et al. 2025) is
+`--loss-type dapo --clip-range-high 0.28 --overlong-cache N` (a token mean over the global minibatch, an upper clip
+1 + ε_high, and a soft punishment of long responses added to r(x, y) in step 2), GSPO (Zheng et al. 2025)
+`--importance-level sequence` (one length-normalized ratio per response), CISPO (MiniMax-M1) `--loss-type cispo`
+(REINFORCE weighted by the clipped, stopped ratio); bench/peer_loss_check.py checks them against TRL 1.16.
+
 r(x, y) is a reward model, reward functions (`--reward-fn`, TRL's convention: `rlhfkit/rewards`), or their weighted
 sum; judges (`--judge`, e.g. the toy world's gold reward) are logged, never trained on (train/ppo_rewards.py).
 
