@@ -5,7 +5,8 @@ models (its one rlhfkit import, `last_token_index`, is a mask helper of `data/co
 Shapes: B = batch, T = tokens. Masks are 1 on the tokens that count and 0 on padding.
 Sources: Ouyang et al. 2022 (InstructGPT), Stiennon et al. 2020 (summarize from feedback),
 Schulman et al. 2017 (PPO), Ziegler et al. 2019 (KL control), Rafailov et al. 2023 (DPO),
-Ahmadian et al. 2024 (RLOO), Shao et al. 2024 (GRPO), Liu et al. 2025 (Dr. GRPO).
+Ahmadian et al. 2024 (RLOO), Shao et al. 2024 (GRPO), Liu et al. 2025 (Dr. GRPO), Yu et al. 2025 (DAPO),
+Zheng et al. 2025 (GSPO), MiniMax 2025 (MiniMax-M1: CISPO).
 """
 
 from __future__ import annotations
@@ -186,6 +187,8 @@ def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str =
         "grpo"     1/B Σ_i (Σ_t m·ℓ / Σ_t m)           each response's token mean, then the mean over responses
                                                         (Shao et al. 2024, eq. 3: the 1/|o_i| inside the sum)
         "dr_grpo"  Σ_{i,t} m·ℓ / (B · L_max)           a constant normalizer: no length bias (Liu et al. 2025, §3)
+        "dapo"     Σ_{i,t} m·ℓ / Σ_{i,t} m over the global batch (Yu et al. 2025, §3.3; CISPO's too): bnpo's token
+                   mean, as the trainer weighs each process's share by its tokens (see "loss variants" below)
     """
     if loss_type == "grpo":
         return masked_mean(per_token, mask, dim=-1).mean()
@@ -280,3 +283,76 @@ def dpo_plackett_luce_loss(logp: torch.Tensor, ref_logp: torch.Tensor, tiers: to
     `logp`, `ref_logp`, `tiers`: [R, K] sequence log-probs of each ranking's outputs and their tiers.
     """
     return plackett_luce_loss(beta * (logp - ref_logp), tiers, n_rankings)
+
+
+# ------------------------------------------------------------------- loss variants: DAPO, GSPO, CISPO (step 3)
+# TRL 1.16's GRPOTrainer names them loss_type="dapo" (its default), importance_sampling_level="sequence" and
+# loss_type="cispo"; `rlhf ppo` has them as --loss-type dapo|cispo, --importance-level sequence, --clip-range-high and
+# --overlong-cache (train/ppo.py `surrogate_loss`). tests/train/test_loss_variants.py checks them by hand and against
+# TRL 1.16 on identical tensors. DAPO's aggregation, Σ_{i,t} ℓ_{i,t} / Σ_i |o_i| over the global batch, is
+# `aggregate_loss`'s token mean over the minibatch: every process's share is weighed by its tokens
+# (train/distributed.py `Parallel.backward`), so the normalizer is the global minibatch's token count.
+
+def importance_log_ratio(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor,
+                         level: str = "token") -> torch.Tensor:
+    """log of the importance ratio each token's loss is weighted by, [B, T]:
+
+        token     log ρ_t = log π_θ(y_t) − log π_θk(y_t)                                   (PPO)
+        sequence  log s_i = 1/|y_i| · Σ_t log ρ_t,   s_i = (π_θ(y_i|x) / π_θk(y_i|x))^{1/|y_i|}  (GSPO)
+
+    GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization", arXiv 2507.18071) clips the length-normalized
+    sequence ratio s_i; this is the paper's GSPO-token form, s_{i,t} = sg[s_i] · π_θ(y_t) / sg[π_θ(y_t)] on every token:
+    its value is s_i and its gradient s_i·∇log π_θ(y_t), so with one Â_i per response the mean over a response's
+    tokens has GSPO's value s_i·Â_i and gradient s_i·Â_i·(1/|y_i|)·Σ_t ∇log π_θ(y_t); per-token advantages (GAE's)
+    are allowed too. sg: stop-gradient. TRL's importance_sampling_level="sequence" gives the same values and
+    gradients with s_i as one [B, 1] column.
+    """
+    log_ratio = logp - old_logp
+    if level == "token":
+        return log_ratio
+    sequence = masked_mean(log_ratio, mask, dim=-1).unsqueeze(-1)
+    return sequence.detach() + logp - logp.detach()
+
+
+def clip_higher_terms(log_ratio: torch.Tensor, advantages: torch.Tensor, eps_low: float = 0.2,
+                      eps_high: float = 0.2) -> torch.Tensor:
+    """PPO-Clip's per-token terms with DAPO's asymmetric clip (Yu et al. 2025, "DAPO", arXiv 2503.14476, §3.1
+    Clip-Higher):
+
+        −min(ρ_t Â_t, clip(ρ_t, 1 − ε_low, 1 + ε_high) Â_t)         ρ_t = exp(log_ratio)
+
+    A higher ε_high (DAPO: 0.28, with ε_low = 0.2) lets unlikely tokens with Â > 0 gain more probability per update,
+    against entropy collapse. ε_high = ε_low is `clipped_surrogate_terms`; a sequence-level log ratio is GSPO.
+    """
+    ratio = torch.exp(log_ratio)
+    return -torch.min(ratio * advantages, ratio.clamp(1 - eps_low, 1 + eps_high) * advantages)
+
+
+def cispo_terms(log_ratio: torch.Tensor, logp: torch.Tensor, advantages: torch.Tensor,
+                eps_high: float = 0.2) -> torch.Tensor:
+    """CISPO's per-token terms (MiniMax 2025, "MiniMax-M1", arXiv 2506.13585): REINFORCE weighted by a clipped,
+    stopped importance weight,
+
+        −sg[r̂_t] · Â_t · log π_θ(y_t)        r̂_t = min(ρ_t, 1 + ε_high)
+
+    The weight is clipped, not the update: unlike PPO-Clip every token keeps its gradient r̂_t·Â_t·∇log π_θ(y_t)
+    (PPO-Clip zeroes it outside the clip range, and with it the rare "fork" tokens). As MiniMax-M1 and TRL's
+    loss_type="cispo", no lower bound; TRL's epsilon_high is the bound itself, 1 + ε_high (ScaleRL, as TRL cites it,
+    suggests a bound of 5: ε_high = 4).
+    """
+    weight = torch.exp(log_ratio).clamp(max=1 + eps_high).detach()
+    return -weight * advantages * logp
+
+
+def soft_overlong_punishment(lengths: torch.Tensor, max_length: int, cache: int) -> torch.Tensor:
+    """DAPO's soft overlong punishment (Yu et al. 2025, §3.4, eq. 13), a reward added to r(x, y), [B] -> [B]:
+
+        R_length(y) = 0                                  |y| ≤ L_max − L_cache
+                      ((L_max − L_cache) − |y|) / L_cache    L_max − L_cache < |y| ≤ L_max
+                      −1                                 L_max < |y|
+
+    so responses are pushed below L_max − L_cache tokens gradually rather than by a cliff at truncation.
+    """
+    lengths = lengths.to(torch.get_default_dtype())
+    graded = ((max_length - cache - lengths) / cache).clamp(max=0.0)
+    return torch.where(lengths > max_length, torch.full_like(lengths, -1.0), graded)

@@ -17,7 +17,9 @@ from rlhfkit.runtime.options import RunOptions
 ADVANTAGES = ("gae", "rloo", "grpo")
 
 
-LOSS_TYPES = ("bnpo", "grpo", "dr_grpo")   # TRL's GRPOConfig.loss_type names (losses.aggregate_loss)
+LOSS_TYPES = ("bnpo", "grpo", "dr_grpo", "dapo", "cispo")  # TRL's GRPOConfig.loss_type names (losses.aggregate_loss)
+TOKEN_MEAN_LOSSES = ("bnpo", "dapo", "cispo")  # averaged over the minibatch's tokens (the others: over responses)
+IMPORTANCE_LEVELS = ("token", "sequence")      # TRL's GRPOConfig.importance_sampling_level
 
 
 SCALE_REWARDS = ("group", "batch", "none")  # TRL's GRPOConfig.scale_rewards
@@ -164,8 +166,10 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
     scale_rewards: str = option("group", "GRPO: divide by the std of the group (the paper), of the batch, or none "
                                 "(Dr. GRPO, Liu et al. 2025)")
     loss_type: str | None = option(None, "how token losses are averaged: bnpo (token mean over the minibatch), "
-                                   "grpo (per response, then over responses; Shao et al.) or dr_grpo (a constant "
-                                   "normalizer, Liu et al. 2025); default grpo for GRPO, bnpo otherwise")
+                                   "grpo (per response, then over responses; Shao et al.), dr_grpo (a constant "
+                                   "normalizer, Liu et al. 2025), dapo (token sum over the global batch's tokens, "
+                                   "Yu et al. 2025: bnpo's number here) or cispo (dapo's average of CISPO's clipped-"
+                                   "weight REINFORCE terms, MiniMax-M1); default grpo for GRPO, bnpo otherwise")
     kl_in: str | None = option(None, "where the KL to the reference goes: reward (−β·log ratio per token, as "
                                "InstructGPT) or loss (β·k3 in the loss, as GRPO); default loss for GRPO, else reward")
     whiten_rewards: bool = option(False, "whiten per-token rewards before GAE")
@@ -181,6 +185,19 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
                                "model whose advantages are not noise (OpenRLHF's freezing_actor_steps)")
     save_every: int = option(0, "save a checkpoint every N iterations (0: only the final policy)")
     log_every: int = option(1, "log every N iterations")
+    # The loss variants (losses.py "loss variants"; TRL GRPOConfig's names in brackets), one block.
+    importance_level: str = option("token", "importance ratio of each token's loss: token (π_θ/π_θk of the token, "
+                                   "PPO) or sequence (GSPO, Zheng et al. 2025: exp(mean_t log π_θ/π_θk) of its "
+                                   "response, the GSPO-token form) [importance_sampling_level]")
+    clip_range_high: float | None = option(None, "ε_high: the ratio's upper clip 1 + ε_high, the lower staying "
+                                           "1 − --clip-range (DAPO's clip-higher, Yu et al. 2025: 0.28); with "
+                                           "--loss-type cispo the cap of the IS weight; default --clip-range "
+                                           "[epsilon_high; for cispo TRL's is 1 + ε_high]")
+    overlong_cache: int = option(0, "DAPO's soft overlong punishment: a reward going from 0 to −1 over the last N "
+                                 "tokens up to --overlong-max-length, −1 beyond (Yu et al. 2025, eq. 13; 0: off) "
+                                 "[soft_punish_cache]")
+    overlong_max_length: int | None = option(None, "L_max of the soft overlong punishment (default --max-new-tokens) "
+                                             "[max_completion_len]")
 
     def check(self) -> None:
         super().check()
@@ -227,3 +244,18 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
         if n > 1 and self.value_warmup:
             raise UserError("config key 'value_warmup' is not supported with several processes (DDP needs every "
                             "trained parameter in every backward pass)")
+        self.check_loss_variant()
+
+    def check_loss_variant(self) -> None:
+        if self.importance_level not in IMPORTANCE_LEVELS:
+            raise UserError(f"config key 'importance_level': {self.importance_level!r} is not one of "
+                            f"{', '.join(IMPORTANCE_LEVELS)}")
+        if self.clip_range_high is not None:
+            check_positive(self, "clip_range_high")
+        check_at_least(self, 0, "overlong_cache")
+        check_at_least(self, 1, "overlong_max_length")
+        if self.overlong_max_length is not None and not self.overlong_cache:
+            raise UserError("config key 'overlong_max_length' needs --overlong-cache (the soft punishment's length)")
+        if self.overlong_cache > (self.overlong_max_length or self.max_new_tokens):
+            raise UserError("config key 'overlong_cache' must not exceed 'overlong_max_length' (default: "
+                            "'max_new_tokens')")

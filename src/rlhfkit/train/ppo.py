@@ -26,6 +26,12 @@ as in the paper — the KL to the reference is a term β·k3 of the loss (`--kl-
 (`--loss-type grpo`). Dr. GRPO (Liu et al. 2025) is `--scale-rewards none --loss-type dr_grpo`: no division by the
 std, a constant normalizer. The names are TRL's GRPOConfig's; bench/peer_grpo_check.py checks the numbers.
 
+The loss variants (losses.py; with any --advantage) change step 5's policy terms: DAPO (Yu et al. 2025) is
+`--loss-type dapo --clip-range-high 0.28 --overlong-cache N` (a token mean over the global minibatch, an upper clip
+1 + ε_high, and a soft punishment of long responses added to r(x, y) in step 2), GSPO (Zheng et al. 2025)
+`--importance-level sequence` (one length-normalized ratio per response), CISPO (MiniMax-M1) `--loss-type cispo`
+(REINFORCE weighted by the clipped, stopped ratio); bench/peer_loss_check.py checks them against TRL 1.16.
+
 r(x, y) is a reward model, reward functions (`--reward-fn`, TRL's convention: `rlhfkit/rewards`), or their weighted
 sum; judges (`--judge`, e.g. the toy world's gold reward) are logged, never trained on (train/ppo_rewards.py).
 
@@ -57,7 +63,7 @@ from rlhfkit.rewards.combine import RewardBatch, Rewards
 from rlhfkit.runtime.optim import optimizer_step, progress
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import check_finite, shuffled_batches
-from rlhfkit.train.configs import PPOConfig, samples_per_prompt
+from rlhfkit.train.configs import TOKEN_MEAN_LOSSES, PPOConfig, samples_per_prompt
 from rlhfkit.train.distributed import Parallel
 from rlhfkit.train.kl_control import KLController
 from rlhfkit.train.ppo_data import PromptStream
@@ -103,6 +109,10 @@ def measure(samples: Samples, policy, reference, value_model, reward, cfg: PPOCo
     terminal = rm_score
     if cfg.missing_eos_penalty is not None:
         terminal = torch.where(samples.finished, rm_score, torch.full_like(rm_score, cfg.missing_eos_penalty))
+    if cfg.overlong_cache:  # DAPO's soft overlong punishment, added to r(x, y) (and logged as reward/overlong)
+        columns = {**columns, "overlong": L.soft_overlong_punishment(
+            mask.sum(-1), cfg.overlong_max_length or cfg.max_new_tokens, cfg.overlong_cache).to(terminal)}
+        terminal = terminal + columns["overlong"]
     return Rollout(samples, logp * mask, ref_logp * mask, values * mask, rm_score, terminal,
                    L.masked_mean(entropy, mask).item(), columns)
 
@@ -127,14 +137,26 @@ def advantages(rollout: Rollout, kl_coef: float, cfg: PPOConfig) -> tuple[torch.
 
 def surrogate_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor,
                 mask: torch.Tensor, cfg: PPOConfig, kl_coef: float) -> torch.Tensor:
-    """PPO-Clip's token terms −min(ρA, clip(ρ, 1±ε)A), plus β·k3(π_θ, π_ref) with --kl-in loss (GRPO: Shao et al.
-    2024, eq. 3–4; none at β = 0), averaged as --loss-type says (`losses.aggregate_loss`; bnpo is PPO's token
-    mean). k3 is 0 on padding, masked before its exponential (the rollout's log-probs are stored masked, the fresh
-    ones are not)."""
-    terms = L.clipped_surrogate_terms(logp, old_logp, adv, cfg.clip_range)
+    """PPO-Clip's token terms −min(ρA, clip(ρ, 1±ε)A) (or a variant's: `policy_terms`), plus β·k3(π_θ, π_ref) with
+    --kl-in loss (GRPO: Shao et al. 2024, eq. 3–4; none at β = 0), averaged as --loss-type says
+    (`losses.aggregate_loss`; bnpo is PPO's token mean). k3 is 0 on padding, masked before its exponential (the
+    rollout's log-probs are stored masked, the fresh ones are not)."""
+    terms = policy_terms(logp, old_logp, adv, mask, cfg)
     if kl_in_loss(cfg) and kl_coef != 0:
         terms = terms + kl_coef * L.kl_k3(logp, ref_logp, mask)
     return L.aggregate_loss(terms, mask, loss_type(cfg), cfg.max_new_tokens)
+
+
+def policy_terms(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
+                 cfg: PPOConfig) -> torch.Tensor:
+    """The policy's per-token loss terms (losses.py "loss variants"): PPO-Clip's, clipped to [1 − ε, 1 + ε_high]
+    (--clip-range-high: DAPO's clip-higher), or CISPO's −sg[min(ρ, 1 + ε_high)]·Â·log π_θ (--loss-type cispo); ρ
+    the token's ratio, or GSPO's length-normalized ratio of its response (--importance-level sequence)."""
+    log_ratio = L.importance_log_ratio(logp, old_logp, mask, cfg.importance_level)
+    high = cfg.clip_range if cfg.clip_range_high is None else cfg.clip_range_high
+    if loss_type(cfg) == "cispo":
+        return L.cispo_terms(log_ratio, logp, adv, high)
+    return L.clip_higher_terms(log_ratio, adv, cfg.clip_range, high)
 
 
 def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tensor, returns: torch.Tensor,
@@ -173,7 +195,7 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
             if ptx_loss is not None:
                 check_finite(ptx_loss, updates, "the PPO-ptx loss", where)
                 terms.append((cfg.ptx_coef * ptx_loss, ptx_tokens))
-            units = tokens if loss_type(cfg) == "bnpo" else torch.tensor(float(len(idx)))  # grpo, dr_grpo: responses
+            units = tokens if loss_type(cfg) in TOKEN_MEAN_LOSSES else torch.tensor(float(len(idx)))  # else responses
             parallel.backward(policy_loss, units, *terms)
             optimizer_step(optimizer, None, trained, cfg.grad_clip)
             with torch.no_grad():
