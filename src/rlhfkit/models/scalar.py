@@ -25,16 +25,18 @@ get rlhfkit's score. `rlhfkit_read_at` says where the score is read:
   with it. Someone else's model is read as transformers reads it, whatever its pad.
 
 An architecture that transformers gives no `XForSequenceClassification` (Cohere, Granite, OLMoE, Mamba, ... in
-transformers 5.24) is saved in the same layout by transformers' own generic classifier: `classifier_class` puts
-`transformers.modeling_layers.GenericForSequenceClassification` (the class transformers' Llama, Qwen2, Gemma2, ...
-classifiers are made of: the transformer as `model`, a bias-free `score`) on the architecture's `XPreTrainedModel`,
-named `XForSequenceClassification`. The directory is what transformers would write for such a class: config.json
-names it in `architectures` and says how it was made (`rlhfkit_classifier`); model.safetensors holds `model.*`
-and `score.weight`. rlhfkit loads it back; plain transformers loads the transformer with `AutoModel` (w is
+transformers 5.24), or one whose classifier is not a last-token `score`, is saved in the same layout by
+transformers' own generic classifier: `classifier_class` puts `transformers.modeling_layers.
+GenericForSequenceClassification` (what transformers' Llama, Qwen2, Gemma2, ... classifiers are made of: the
+transformer as `model`, a bias-free `score`) on the architecture's `XPreTrainedModel`, named
+`XForSequenceClassification` (`XForLastTokenClassification` where transformers' own reads something else: BERT's
+reads its first token). The directory is what transformers would write for such a class: config.json names it in
+`architectures` and says how it was made (`rlhfkit_classifier`); model.safetensors holds `model.*` and
+`score.weight`. rlhfkit loads it back; plain transformers loads the transformer with `AutoModel` (w is
 `score.weight`), or the whole classifier after registering the same class:
 `AutoModelForSequenceClassification.register(CohereConfig, classifier_class(CohereConfig()))`. An architecture
-with no decoder transformer to put a head on (an encoder-decoder such as Marian or Whisper, a decoder without its
-own `AutoModel`) is refused in one line before `rlhf rm` trains (`check_scalar_architecture`).
+with no decoder transformer to put a head on (an encoder-decoder's LM head such as Marian's or Whisper's, a
+decoder without its own `AutoModel`) is refused in one line before `rlhf rm` trains (`check_scalar_architecture`).
 
 Older rlhfkit directories (the backbone + `scalar_head.safetensors`) still load, read at the last real token;
 `rlhf data convert-rm` rewrites one in the standard format. An RM saved with `--lora-save adapter` keeps that
@@ -176,7 +178,7 @@ class ScalarModel(nn.Module):
         config.normalize_reward, config.mean, config.std = bias != 0.0, -bias, 1.0
         config.rlhfkit_read_at = READ_AT
         cls = classifier_class(config)
-        if issubclass(cls, GenericForSequenceClassification) and cls.__module__ == __name__:
+        if getattr(cls, "rlhfkit_generic", False):
             config.rlhfkit_classifier = generic_note(cls)
         with torch.device("meta"):  # the parts are replaced by ours below: allocate nothing
             seq = cls(config)
@@ -251,18 +253,25 @@ def classifier_class(config: PretrainedConfig, where: str | os.PathLike | None =
     transformers' own, else transformers' generic classifier on the architecture's `XPreTrainedModel` (module
     docstring). An encoder-decoder, or an architecture without its own transformer class, is a user error."""
     if type(config) in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
-        return MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
+        native = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
+        # a directory that names it (someone's RM) loads as it is; ours need a last-token `score` (not BERT's
+        # pooled first token: BertForSequenceClassification has `classifier`)
+        generic = getattr(config, "rlhfkit_classifier", None) is not None  # saved by us as the generic one
+        if not generic and (native.__name__ in (getattr(config, "architectures", None) or [])
+                            or _reads_with_score(native, config)):
+            return native
     backbone = MODEL_MAPPING[type(config)] if type(config) in MODEL_MAPPING else None
     if backbone is None:
         why = "transformers has no transformer class (AutoModel) for it"
     elif getattr(config, "is_encoder_decoder", False) or not _lm_holds(type(config), backbone):
         why = (f"its causal LM is not {backbone.__name__} (its AutoModel) with an LM head on top (the decoder half "
                "of an encoder-decoder, or a multimodal model)")
-    else:
-        return _generic_classifier(backbone)
+    else:  # named as transformers names its own, unless it has one (which is not a last-token `score`)
+        taken = type(config) in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+        return _generic_classifier(backbone, "ForLastTokenClassification" if taken else "ForSequenceClassification")
     raise UserError(f"{where or config.model_type}: a reward or value model cannot be built on "
-                    f"'{config.model_type}': {why}, and transformers has no {config.model_type} sequence "
-                    "classifier; start from a decoder-only causal LM")
+                    f"'{config.model_type}': {why}, and transformers has no sequence classifier for it that "
+                    "reads the last token; start from a decoder-only causal LM")
 
 
 @functools.cache
@@ -280,13 +289,27 @@ def _lm_holds(config_class: type, backbone: type | None) -> bool:
     return any(type(m) is backbone for m in lm.modules())
 
 
+def _reads_with_score(native: type, config: PretrainedConfig) -> bool:
+    """Whether transformers' own classifier of this architecture is a backbone + a linear `score` (GPT-2's,
+    Llama's, ...), built on the meta device."""
+    config = copy.deepcopy(config)
+    config.num_labels = 1
+    try:
+        with torch.device("meta"):
+            return isinstance(getattr(native(config), "score", None), nn.Linear)
+    except (*LOAD_ERRORS, AssertionError):  # a config this class cannot be built from (torch asserts on some)
+        return False
+
+
 @functools.cache
-def _generic_classifier(backbone: type[PreTrainedModel]) -> type[PreTrainedModel]:
-    """GenericForSequenceClassification + `backbone`'s XPreTrainedModel, named as transformers names its own."""
+def _generic_classifier(backbone: type[PreTrainedModel], suffix: str) -> type[PreTrainedModel]:
+    """GenericForSequenceClassification + `backbone`'s XPreTrainedModel, named X + `suffix`."""
     pretrained = next(c for c in backbone.__mro__[1:]
                       if issubclass(c, PreTrainedModel) and c is not PreTrainedModel)
-    name = backbone.__name__.removesuffix("Model") + "ForSequenceClassification"
-    return type(name, (GenericForSequenceClassification, pretrained), {"__module__": __name__})
+    name = backbone.__name__.removesuffix("Model") + suffix
+    # in the architecture's module, where transformers would define it (its checks read that module's source)
+    return type(name, (GenericForSequenceClassification, pretrained),
+                {"__module__": pretrained.__module__, "rlhfkit_generic": True})
 
 
 def generic_note(cls: type) -> str:
