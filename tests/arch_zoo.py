@@ -1,5 +1,6 @@
-"""Tiny random configs of the architecture matrix (tests/test_matrix.py): every architecture transformers 5.24 maps
-for causal LM (`MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`) whose tiny config builds, `MATRIX`.
+"""Tiny random configs of the architecture matrix (tests/test_matrix.py), `MATRIX`: the architectures transformers
+5.24 maps for causal LM (`MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`) whose tiny config builds (`SURVEYED`), less those
+that do not run through the matrix yet (`NOT_YET`, with the reason). README's architecture list is `MATRIX`.
 
 The ten of issue 16 (`ARCHS`) have configs written by hand (`arch_config`, below); the others (issue 31) are the
 architecture's default config made tiny by `tiny_config` (every size key it has set small). `python -m
@@ -58,8 +59,32 @@ SURVEYED = (
 # transformers: their reward models are saved by transformers' generic classifier, models/scalar.py).
 ADDED = ("cohere", "granite", "gemma3_text", "falcon", "stablelm", "olmo2")
 
-# The architecture matrix, in the order README lists it: the ten, the six, then the rest of `SURVEYED` (slow).
-MATRIX = ARCHS + ADDED + tuple(a for a in SURVEYED if a not in ARCHS + ADDED)
+# Built by the survey but not yet through the matrix (the slow run of 2026-12-07, transformers 5.24), and why;
+# left out of MATRIX (and so of README's list) until fixed.
+NOT_YET = {
+    **dict.fromkeys((
+        "dory", "emu3", "fuyu", "gemma4_unified", "gemma4_unified_text", "gpt_neo", "hrm_text", "laguna",
+        "llama4", "mllama", "olmo_hybrid", "qwen3_5", "qwen3_5_moe", "qwen4_exp", "xlnet", "zaya",
+    ), "its tiny config does not survive save/load (per-layer settings, composite text configs)"),
+    **dict.fromkeys((
+        "bailing_hybrid", "jamba", "lfm3", "qwen3_5_moe_text", "qwen3_5_text", "qwen3_next", "qwen4_exp_text",
+    ), "hybrid linear attention: transformers' cache finds no attention layer in the two-layer config"),
+    **dict.fromkeys((
+        "bart", "bigbird_pegasus", "blenderbot", "blenderbot-small", "camembert", "cpmant", "data2vec-text",
+        "marian", "mbart", "mvp", "pegasus", "plbart", "roberta", "roberta-prelayernorm", "rwkv", "xlm-roberta",
+        "xlm-roberta-xl",
+    ), "positions from the pad id, or no position_ids: a left-padded row's log-probs differ"),
+    **dict.fromkeys((
+        "prophetnet", "trocr", "whisper",
+    ), "the decoder's logits are not one per input position"),
+    **dict.fromkeys((
+        "openai-gpt",
+    ), "rlhfkit's sampler passes a KV cache the model does not take (KeyError 'cache')"),
+}
+
+# The architecture matrix, in the order README lists it: the ten, the six, then the rest of `SURVEYED` that runs
+# through it (slow).
+MATRIX = ARCHS + ADDED + tuple(a for a in SURVEYED if a not in ARCHS + ADDED and a not in NOT_YET)
 
 POSITIONS = 128  # every model's position limit: small, so the length checks are reached by small inputs
 
@@ -72,7 +97,7 @@ PAIRING = {
     "olmo2": "llama3",
 }
 _SETUPS = ("llama3", "chatml", "mistral", "neox")  # tests/tokenizers_zoo.py's SETUPS; the rest of MATRIX in turn
-PAIRING |= {a: _SETUPS[i % len(_SETUPS)] for i, a in enumerate(a for a in MATRIX if a not in PAIRING)}
+PAIRING |= {a: _SETUPS[i % len(_SETUPS)] for i, a in enumerate(a for a in SURVEYED if a not in PAIRING)}
 
 # vocab_size 1: `save_tiny_model` raises it to the tokenizer's (the configs' defaults are up to 256,000).
 _ROPE = dict(vocab_size=1, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
