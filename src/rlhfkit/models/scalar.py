@@ -240,9 +240,9 @@ class ScalarModel(nn.Module):
 
 def check_scalar_architecture(path: str | os.PathLike) -> None:
     """Refuse, in one line and before any training, a causal LM whose architecture has no layout to save a
-    scalar model in (`classifier_class`). Reads config.json only."""
+    scalar model in (`classifier_class`). Reads config.json only (an adapter directory: its base's)."""
     try:
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(adapter_base(path) or path)
     except LOAD_ERRORS as exc:
         raise UserError(f"{path}: cannot read the model's config: {str(exc).splitlines()[0]}") from None
     classifier_class(config, path)
