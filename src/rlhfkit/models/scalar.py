@@ -32,9 +32,9 @@ transformer as `model`, a bias-free `score`) on the architecture's `XPreTrainedM
 `XForSequenceClassification` (`XForLastTokenClassification` where transformers' own reads something else: BERT's
 reads its first token). The directory is what transformers would write for such a class: config.json names it in
 `architectures` and says how it was made (`rlhfkit_classifier`); model.safetensors holds `model.*` and
-`score.weight`. rlhfkit loads it back; plain transformers loads the transformer with `AutoModel` (w is
-`score.weight`), or the whole classifier after registering the same class:
-`AutoModelForSequenceClassification.register(CohereConfig, classifier_class(CohereConfig()))`. An architecture
+`score.weight`. rlhfkit loads it back (`classifier_class(config).from_pretrained(path)` is the whole classifier);
+plain transformers loads the transformer with `AutoModel.from_pretrained(path)`, w being `score.weight` in
+model.safetensors (`AutoModelForSequenceClassification` does not know the class). An architecture
 with no decoder transformer to put a head on (an encoder-decoder's LM head such as Marian's or Whisper's, a
 decoder without its own `AutoModel`) is refused in one line before `rlhf rm` trains (`check_scalar_architecture`).
 
@@ -315,9 +315,9 @@ def _generic_classifier(backbone: type[PreTrainedModel], suffix: str) -> type[Pr
 def generic_note(cls: type) -> str:
     """What config.json says of a classifier transformers does not have (module docstring)."""
     return (f"{cls.__name__} is transformers.modeling_layers.GenericForSequenceClassification on "
-            f"{cls.__mro__[2].__name__} (this transformers has none of its own); load it with rlhfkit, or register "
-            "that class with AutoModelForSequenceClassification, or read the transformer with AutoModel and "
-            "w = score.weight")
+            f"{cls.__mro__[2].__name__} (this transformers has none of its own): load it with rlhfkit "
+            "(rlhfkit.models.scalar.classifier_class(config).from_pretrained), or the transformer with AutoModel "
+            "and w = score.weight; r = w·h at the last token that is not pad_token_id, minus mean")
 
 
 def read_index(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_id: int | None) -> torch.Tensor:
