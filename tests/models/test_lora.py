@@ -98,6 +98,10 @@ def test_adapter_save_loads_back_as_the_merged_model(kind, micro_world, tmp_path
         assert torch.allclose(merged(input_ids=IDS).logits, adapter(input_ids=IDS).logits, atol=1e-5)
         base = load_causal_lm(micro_world / "base")
         assert not torch.allclose(merged(input_ids=IDS).logits, base(input_ids=IDS).logits)
+        # an SFT adapter directory (no config.json) is a reward model's start: rm's architecture check reads its base
+        code, _, err = run_cli(["rm", "--model", saved, "--data", _rankings(tmp_path / "r.jsonl"), "--batch-size",
+                                "8", "--epochs", "1", "--out", tmp_path / "rm-from-adapter"], capsys)
+        assert code == 0, err
     else:
         mask = torch.ones_like(IDS)
         merged, adapter = (ScalarModel.from_pretrained(tmp_path / name) for name in ("merged", "adapter"))

@@ -16,13 +16,25 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    CohereConfig,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+    MarianConfig,
+)
+from transformers.modeling_layers import GenericForSequenceClassification
+from transformers.models.cohere.modeling_cohere import CoherePreTrainedModel
 
+from rlhfkit.errors import UserError
 from rlhfkit.generation import generate
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.lora import save_scalar_model
 from rlhfkit.models.reward_model import RewardModel, same_tokenizer
-from rlhfkit.models.scalar import ScalarModel, response_sequences, score_sequences
+from rlhfkit.models.scalar import ScalarModel, classifier_class, response_sequences, score_sequences
 from tests.conftest import run_cli
 from tests.tokenizers_zoo import build_tokenizer, model_config, save_tiny_model
 
@@ -211,3 +223,35 @@ def test_ppo_runs_on_an_rm_with_another_tokenizer_and_refuses_it_as_value_model(
     code, _, err = run_cli([*common, "--out", tmp_path / "gae"], capsys)  # GAE: the value model defaults to the RM
     assert code == 2 and err.count("\n") == 1 and "value model reads the policy's tokens" in err
     assert not (tmp_path / "gae").exists()
+
+
+def test_each_architecture_is_saved_as_a_last_token_score_classifier_or_refused():
+    """Issue 31: transformers' own classifier where it is a last-token `score` (Llama); the generic one where
+    transformers has none (Cohere) or its own reads another token (BERT: its first); an encoder-decoder's LM head
+    (Marian) refused in one line."""
+    tiny = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    assert classifier_class(LlamaConfig(**tiny)) is LlamaForSequenceClassification
+    cohere = classifier_class(CohereConfig(**tiny))
+    assert cohere.__name__ == "CohereForSequenceClassification"
+    assert issubclass(cohere, GenericForSequenceClassification) and issubclass(cohere, CoherePreTrainedModel)
+    bert = classifier_class(BertConfig(**tiny, is_decoder=True))
+    assert bert.__name__ == "BertForLastTokenClassification" and issubclass(bert, GenericForSequenceClassification)
+    with pytest.raises(UserError, match="cannot be built on 'marian': its causal LM is not MarianModel"):
+        classifier_class(MarianConfig(vocab_size=64, d_model=16, decoder_layers=1, encoder_layers=1))
+
+
+def test_a_bert_rm_is_saved_beside_transformers_own_class_and_loads_back(tmp_path):
+    """A BERT-family LM head used as a decoder: its RM is `BertForLastTokenClassification` (transformers' own
+    BertForSequenceClassification would read the pooled first token), and it loads back with the same scores."""
+    config = BertConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, is_decoder=True, max_position_embeddings=32)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(tmp_path / "lm")
+    backbone = AutoModel.from_pretrained(tmp_path / "lm")
+    model = ScalarModel(backbone, torch.nn.Linear(16, 1), pad_token_id=0)
+    save_scalar_model(tmp_path / "rm", model)
+    saved = json.loads((tmp_path / "rm" / "config.json").read_text())
+    assert saved["architectures"] == ["BertForLastTokenClassification"] and "rlhfkit_classifier" in saved
+    again = ScalarModel.from_pretrained(tmp_path / "rm")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    assert torch.allclose(model.score(ids, torch.ones_like(ids)), again.score(ids, torch.ones_like(ids)), atol=1e-6)

@@ -54,7 +54,8 @@ def check_model_dir(path: str | os.PathLike, what: str = "model") -> Path:
 
 def model_kind(path: str | os.PathLike) -> tuple[str, str]:
     """(kind, what) of a model directory from its files alone: kind 'scalar' for a reward/value model (an
-    XForSequenceClassification, or rlhfkit's older layout with scalar_head.safetensors), 'causal' for a causal LM,
+    XForSequenceClassification or XForLastTokenClassification (models/scalar.py), or rlhfkit's older layout with
+    scalar_head.safetensors), 'causal' for a causal LM,
     '' when config.json does not say; `what` names it in messages. An adapter directory: its own head file, else
     its base's kind."""
     path = Path(path)
@@ -69,7 +70,7 @@ def model_kind(path: str | os.PathLike) -> tuple[str, str]:
         return "", ""
     names = config.get("architectures") if isinstance(config, dict) else None
     names = [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
-    if any(n.endswith("ForSequenceClassification") for n in names):
+    if any(n.endswith(("ForSequenceClassification", "ForLastTokenClassification")) for n in names):
         labels = config.get("id2label")
         n_labels = len(labels) if isinstance(labels, dict) and labels else config.get("num_labels", 2)
         return "scalar", f"a sequence classifier ({names[0]}, {n_labels} label{'s' * (n_labels != 1)})"

@@ -24,6 +24,20 @@ get rlhfkit's score. `rlhfkit_read_at` says where the score is read:
   writes, else BOS, else the NUL byte's token, else the last id of the vocabulary — and the saved tokenizer pads
   with it. Someone else's model is read as transformers reads it, whatever its pad.
 
+An architecture that transformers gives no `XForSequenceClassification` (Cohere, Granite, OLMoE, Mamba, ... in
+transformers 5.24), or one whose classifier is not a last-token `score`, is saved in the same layout by
+transformers' own generic classifier: `classifier_class` puts `transformers.modeling_layers.
+GenericForSequenceClassification` (what transformers' Llama, Qwen2, Gemma2, ... classifiers are made of: the
+transformer as `model`, a bias-free `score`) on the architecture's `XPreTrainedModel`, named
+`XForSequenceClassification` (`XForLastTokenClassification` where transformers' own reads something else: BERT's
+reads its first token). The directory is what transformers would write for such a class: config.json names it in
+`architectures` and says how it was made (`rlhfkit_classifier`); model.safetensors holds `model.*` and
+`score.weight`. rlhfkit loads it back (`classifier_class(config).from_pretrained(path)` is the whole classifier);
+plain transformers loads the transformer with `AutoModel.from_pretrained(path)`, w being `score.weight` in
+model.safetensors (`AutoModelForSequenceClassification` does not know the class). An architecture
+with no decoder transformer to put a head on (an encoder-decoder's LM head such as Marian's or Whisper's, a
+decoder without its own `AutoModel`) is refused in one line before `rlhf rm` trains (`check_scalar_architecture`).
+
 Older rlhfkit directories (the backbone + `scalar_head.safetensors`) still load, read at the last real token;
 `rlhf data convert-rm` rewrites one in the standard format. An RM saved with `--lora-save adapter` keeps that
 layout (an adapter cannot be a sequence classifier without its base).
@@ -32,6 +46,7 @@ layout (an adapter cannot be a sequence classifier without its base).
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import os
@@ -40,7 +55,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModel, AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.modeling_layers import GenericForSequenceClassification
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING,
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
+    MODEL_MAPPING,
+)
 
 from rlhfkit.data.chat import Truncation, completion_ids, is_conversation, prompt_ids, stop_ids
 from rlhfkit.data.collate import pad_right, position_ids
@@ -89,6 +110,7 @@ class ScalarModel(nn.Module):
         reward model is refused: its head would be dropped without a word (start from the SFT policy)."""
         check_causal_lm(path, "reward model's start (`rlhf rm --model`: the SFT policy, whose LM head is "
                               "replaced by a fresh scalar head)")
+        check_scalar_architecture(path)  # before any training: the model must have a layout to be saved in
         backbone = _load_backbone(path, dtype)
         if tokenizer is not None:
             align_special_tokens(backbone, tokenizer)
@@ -112,7 +134,8 @@ class ScalarModel(nn.Module):
         if (path / HEAD_WEIGHTS).exists():
             return _load_old_layout(path, dtype)
         try:
-            seq = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype)
+            config = AutoConfig.from_pretrained(path)
+            seq = classifier_class(config, path).from_pretrained(path, config=config, dtype=dtype)
         except LOAD_ERRORS as exc:
             raise UserError(f"{path}: cannot load a sequence classifier: {str(exc).splitlines()[0]}") from None
         score = getattr(seq, "score", None)
@@ -154,8 +177,11 @@ class ScalarModel(nn.Module):
         bias = float(self.head.bias.detach().float()) if self.head.bias is not None else 0.0
         config.normalize_reward, config.mean, config.std = bias != 0.0, -bias, 1.0
         config.rlhfkit_read_at = READ_AT
+        cls = classifier_class(config)
+        if getattr(cls, "rlhfkit_generic", False):
+            config.rlhfkit_classifier = generic_note(cls)
         with torch.device("meta"):  # the parts are replaced by ours below: allocate nothing
-            seq = AutoModelForSequenceClassification.from_config(config)
+            seq = cls(config)
         setattr(seq, seq.base_model_prefix, self.backbone)
         seq.score = nn.Linear(self.head.in_features, 1, bias=False, dtype=self.head.weight.dtype,
                               device=self.head.weight.device)
@@ -210,6 +236,88 @@ class ScalarModel(nn.Module):
     def shift_bias(self, amount: float) -> None:
         """r ← r − amount: InstructGPT normalizes the RM so that demonstrations score 0 on average."""
         self.head.bias -= amount
+
+
+def check_scalar_architecture(path: str | os.PathLike) -> None:
+    """Refuse, in one line and before any training, a causal LM whose architecture has no layout to save a
+    scalar model in (`classifier_class`). Reads config.json only (an adapter directory: its base's)."""
+    try:
+        config = AutoConfig.from_pretrained(adapter_base(path) or path)
+    except LOAD_ERRORS as exc:
+        raise UserError(f"{path}: cannot read the model's config: {str(exc).splitlines()[0]}") from None
+    classifier_class(config, path)
+
+
+def classifier_class(config: PretrainedConfig, where: str | os.PathLike | None = None) -> type[PreTrainedModel]:
+    """The `XForSequenceClassification` a scalar model of `config`'s architecture is saved and loaded as:
+    transformers' own, else transformers' generic classifier on the architecture's `XPreTrainedModel` (module
+    docstring). An encoder-decoder, or an architecture without its own transformer class, is a user error."""
+    if type(config) in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
+        native = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
+        # a directory that names it (someone's RM) loads as it is; ours need a last-token `score` (not BERT's
+        # pooled first token: BertForSequenceClassification has `classifier`)
+        generic = getattr(config, "rlhfkit_classifier", None) is not None  # saved by us as the generic one
+        if not generic and (native.__name__ in (getattr(config, "architectures", None) or [])
+                            or _reads_with_score(native, config)):
+            return native
+    backbone = MODEL_MAPPING[type(config)] if type(config) in MODEL_MAPPING else None
+    if backbone is None:
+        why = "transformers has no transformer class (AutoModel) for it"
+    elif getattr(config, "is_encoder_decoder", False) or not _lm_holds(type(config), backbone):
+        why = (f"its causal LM is not {backbone.__name__} (its AutoModel) with an LM head on top (the decoder half "
+               "of an encoder-decoder, or a multimodal model)")
+    else:  # named as transformers names its own, unless it has one (which is not a last-token `score`)
+        taken = type(config) in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+        return _generic_classifier(backbone, "ForLastTokenClassification" if taken else "ForSequenceClassification")
+    raise UserError(f"{where or config.model_type}: a reward or value model cannot be built on "
+                    f"'{config.model_type}': {why}, and transformers has no sequence classifier for it that "
+                    "reads the last token; start from a decoder-only causal LM")
+
+
+@functools.cache
+def _lm_holds(config_class: type, backbone: type | None) -> bool:
+    """Whether the causal LM of `config_class` is `backbone` (its AutoModel) plus a head, as Cohere's is
+    CohereModel + lm_head; Marian's is a decoder wrapper, its AutoModel the whole encoder-decoder. Built on the
+    meta device (nothing allocated) from the default config."""
+    if backbone is None or config_class not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        return False
+    try:
+        with torch.device("meta"):
+            lm = MODEL_FOR_CAUSAL_LM_MAPPING[config_class](config_class())
+    except LOAD_ERRORS:  # a default config that does not build: no known transformer to put a head on
+        return False
+    return any(type(m) is backbone for m in lm.modules())
+
+
+def _reads_with_score(native: type, config: PretrainedConfig) -> bool:
+    """Whether transformers' own classifier of this architecture is a backbone + a linear `score` (GPT-2's,
+    Llama's, ...), built on the meta device."""
+    config = copy.deepcopy(config)
+    config.num_labels = 1
+    try:
+        with torch.device("meta"):
+            return isinstance(getattr(native(config), "score", None), nn.Linear)
+    except (*LOAD_ERRORS, AssertionError):  # a config this class cannot be built from (torch asserts on some)
+        return False
+
+
+@functools.cache
+def _generic_classifier(backbone: type[PreTrainedModel], suffix: str) -> type[PreTrainedModel]:
+    """GenericForSequenceClassification + `backbone`'s XPreTrainedModel, named X + `suffix`."""
+    pretrained = next(c for c in backbone.__mro__[1:]
+                      if issubclass(c, PreTrainedModel) and c is not PreTrainedModel)
+    name = backbone.__name__.removesuffix("Model") + suffix
+    # in the architecture's module, where transformers would define it (its checks read that module's source)
+    return type(name, (GenericForSequenceClassification, pretrained),
+                {"__module__": pretrained.__module__, "rlhfkit_generic": True})
+
+
+def generic_note(cls: type) -> str:
+    """What config.json says of a classifier transformers does not have (module docstring)."""
+    return (f"{cls.__name__} is transformers.modeling_layers.GenericForSequenceClassification on "
+            f"{cls.__mro__[2].__name__} (this transformers has none of its own): load it with rlhfkit "
+            "(rlhfkit.models.scalar.classifier_class(config).from_pretrained), or the transformer with AutoModel "
+            "and w = score.weight; r = w·h at the last token that is not pad_token_id, minus mean")
 
 
 def read_index(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_id: int | None) -> torch.Tensor:

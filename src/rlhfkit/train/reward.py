@@ -35,7 +35,13 @@ from rlhfkit.models.loading import (
     resolve_length,
 )
 from rlhfkit.models.lora import add_lora, save_scalar_model
-from rlhfkit.models.scalar import ScalarModel, reading_pad, response_sequences, score_sequences
+from rlhfkit.models.scalar import (
+    ScalarModel,
+    check_scalar_architecture,
+    reading_pad,
+    response_sequences,
+    score_sequences,
+)
 from rlhfkit.rewards.accuracy import (
     HELDOUT_FILE,
     batch_loss,
@@ -78,6 +84,7 @@ def read_inputs(cfg: RewardConfig) -> RewardInputs:
     check_model_dir(cfg.model)
     check_causal_lm(cfg.model, "reward model's start (`rlhf rm --model`: the SFT policy, whose LM head is "
                                "replaced by a fresh scalar head)")
+    check_scalar_architecture(cfg.model)  # an architecture with no layout to save the RM in: refused before training
     kind, records = read_preference_records(cfg.data, cfg, command="rm")
     if cfg.eval_data:
         (train, (eval_kind, held)) = records, read_preference_records(cfg.eval_data, cfg, command="rm")
