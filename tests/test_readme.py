@@ -29,6 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.arch_zoo import MATRIX
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
@@ -223,6 +225,14 @@ def test_readme_is_at_most_300_lines_and_opens_with_the_two_commands():
     assert lines[0] == "# rlhfkit" and lines[1] == "```", "the two commands come first, right under the title"
     first = code_blocks(text)[0][1]
     assert [line.split("#")[0].strip() for line in first] == ["make demo", "make test"]
+
+
+def test_the_readmes_architecture_list_is_the_one_the_matrix_test_runs():
+    text = README.read_text(encoding="utf-8")
+    block = text.split("<!-- architectures:", 1)[1].split("-->", 1)[1].split("<!-- /architectures -->", 1)[0]
+    listed = [name.strip() for name in block.replace("\n", " ").split(",") if name.strip()]
+    assert listed == list(MATRIX)
+    assert f"runs on {len(MATRIX)} architectures" in text
 
 
 def test_every_docs_page_and_results_are_linked_from_the_readme():
