@@ -38,6 +38,12 @@ def required(help: str = "", *, positional: bool = False):
     return option(None, help, required=True, positional=positional)
 
 
+def default_of(base, name: str, default: Any):
+    """A subclass's field `name` that changes only the default of `base`'s field (its help and kind stay)."""
+    meta = base.__dataclass_fields__[name].metadata
+    return option(default, meta["help"], required=meta["required"], positional=meta["positional"])
+
+
 # ---------------------------------------------------------------------------------------------- types
 
 def _unwrap_optional(tp) -> tuple[Any, bool]:

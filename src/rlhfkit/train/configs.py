@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from rlhfkit.config import check_at_least, check_positive, option, required
+from rlhfkit.config import check_at_least, check_positive, default_of, option, required
 from rlhfkit.data.configs import check_loss
 from rlhfkit.data.options import DataOptions
 from rlhfkit.engines.options import EngineOptions, check_engine
@@ -34,20 +34,22 @@ def samples_per_prompt(cfg: PPOConfig) -> int:
 
 
 @dataclass
-class SFTConfig(RunOptions, DataOptions):
-    model: str | None = required("causal LM directory to fine-tune (save_pretrained output)")
-    data: str | None = required("demonstrations JSONL: prompt, completion")
-    eval_data: str | None = option(None, "held-out demonstrations (default: split eval_fraction of prompts)")
-    eval_fraction: float = option(0.05, "share of distinct prompts held out when eval_data is not given")
-    epochs: int = option(3, "passes over the demonstrations")
-    batch_size: int = option(32, "sequences per optimizer step")
-    lr: float = option(5e-4, "peak learning rate (toy-world scale; use ~1e-5 for large models)")
+class SupervisedOptions(RunOptions, DataOptions):
+    """The fields of the supervised trainers (`rlhf sft`, `rlhf rm`, `rlhf dpo`), each declared once; a trainer
+    overrides the defaults it sizes otherwise."""
+    data: str | None = required("rankings or pairs JSONL (docs/design.md §2)")
+    eval_data: str | None = option(None, "held-out rows in --data's format (default: hold out eval_fraction of "
+                                   "prompts)")
+    eval_fraction: float = option(0.1, "share of distinct prompts held out when eval_data is not given")
+    epochs: int = option(1, "passes over the data")
+    batch_size: int = option(16, "rankings per optimizer step (all pairs of a ranking in one batch)")
+    lr: float = option(1e-4, "peak learning rate")
     weight_decay: float = option(0.0, "AdamW weight decay")
     warmup_ratio: float = option(0.05, "share of steps spent warming the learning rate up")
-    max_length: int | None = option(None, "tokens per sequence (prompt cut on the left first; default 256, or "
-                                    "the model's position limit when lower)")
+    max_length: int | None = option(None, "tokens per prompt + response (prompt cut on the left first; default "
+                                    "256, or the model's position limit when lower)")
     grad_clip: float = option(1.0, "gradient norm clipping")
-    log_every: int = option(10, "log train loss every N steps")
+    log_every: int = option(10, "log every N steps")
 
     def check(self) -> None:
         super().check()
@@ -58,33 +60,27 @@ class SFTConfig(RunOptions, DataOptions):
 
 
 @dataclass
-class RewardConfig(RunOptions, DataOptions):
+class SFTConfig(SupervisedOptions):
+    model: str | None = required("causal LM directory to fine-tune (save_pretrained output)")
+    data: str | None = required("demonstrations JSONL: prompt, completion")
+    eval_fraction: float = default_of(SupervisedOptions, "eval_fraction", 0.05)
+    epochs: int = option(3, "passes over the demonstrations")
+    batch_size: int = option(32, "sequences per optimizer step")
+    lr: float = option(5e-4, "peak learning rate (toy-world scale; use ~1e-5 for large models)")
+
+
+@dataclass
+class RewardConfig(SupervisedOptions):
     model: str | None = required("SFT policy directory: the RM's backbone (its LM head is replaced by a scalar)")
-    data: str | None = required("rankings or pairs JSONL (docs/design.md §2)")
-    eval_data: str | None = option(None, "held-out rankings/pairs (default: hold out eval_fraction of prompts)")
-    eval_fraction: float = option(0.1, "share of distinct prompts held out when eval_data is not given")
     demos: str | None = option(None, "demonstrations JSONL: the bias is shifted so they score 0 on average "
                                "(default: the training outputs)")
     world: str | None = option(None, "toy world: also report the noise ceiling and Spearman with gold")
-    epochs: int = option(1, "passes over the rankings (InstructGPT: 1; more overfits)")
-    batch_size: int = option(16, "rankings per optimizer step (all pairs of a ranking in one batch)")
-    lr: float = option(1e-4, "peak learning rate")
-    weight_decay: float = option(0.0, "AdamW weight decay")
-    warmup_ratio: float = option(0.05, "share of steps spent warming the learning rate up")
-    max_length: int | None = option(None, "tokens per prompt + response (prompt cut on the left, the response on "
-                                    "the right; default 256, or the model's position limit when lower)")
-    grad_clip: float = option(1.0, "gradient norm clipping")
-    log_every: int = option(10, "log every N steps")
     # K-wise rankings (issue 34)
     loss: str = option("pairwise", "pairwise: InstructGPT's C(K,2) pairs of each ranking, weighted 1/C(K,2); "
                        "plackett-luce: each ranking's Plackett–Luce likelihood over its tiers")
 
     def check(self) -> None:
         super().check()
-        check_at_least(self, 1, "epochs", "batch_size", "max_length", "log_every")
-        check_positive(self, "lr")
-        if not 0 <= self.eval_fraction < 1:
-            raise UserError("config key 'eval_fraction' must be in [0, 1)")
         check_loss(self.loss)
 
 
@@ -100,21 +96,11 @@ class ConvertRMConfig:
 
 
 @dataclass
-class DPOConfig(RunOptions, DataOptions):
+class DPOConfig(SupervisedOptions):
     policy: str | None = required("SFT policy directory: the DPO start and the frozen reference π_ref")
-    data: str | None = required("rankings or pairs JSONL (docs/design.md §2)")
-    eval_data: str | None = option(None, "held-out rankings/pairs (default: hold out eval_fraction of prompts)")
-    eval_fraction: float = option(0.1, "share of distinct prompts held out when eval_data is not given")
     beta: float = option(0.1, "β: scale of the implicit reward, the strength of the KL constraint (paper: 0.1)")
-    epochs: int = option(1, "passes over the rankings")
-    batch_size: int = option(16, "rankings per optimizer step (all pairs of a ranking in one batch)")
     lr: float = option(1e-4, "peak learning rate (toy-world scale; Rafailov et al. use 1e-6 on large models)")
-    weight_decay: float = option(0.0, "AdamW weight decay")
-    warmup_ratio: float = option(0.1, "share of steps spent warming the learning rate up")
-    max_length: int | None = option(None, "tokens per prompt + response (prompt cut on the left first; default "
-                                    "256, or the model's position limit when lower)")
-    grad_clip: float = option(1.0, "gradient norm clipping")
-    log_every: int = option(10, "log every N steps")
+    warmup_ratio: float = default_of(SupervisedOptions, "warmup_ratio", 0.1)
     save_every: int = option(0, "save a checkpoint every N steps into OUT/checkpoints (0: only the final policy)")
     # K-wise rankings (issue 34)
     loss: str = option("pairwise", "pairwise: DPO on the C(K,2) pairs of each ranking, weighted 1/C(K,2); "
@@ -122,11 +108,7 @@ class DPOConfig(RunOptions, DataOptions):
 
     def check(self) -> None:
         super().check()
-        check_at_least(self, 1, "epochs", "batch_size", "max_length", "log_every")
-        check_positive(self, "lr")
         check_at_least(self, 0, "save_every")
-        if not 0 <= self.eval_fraction < 1:
-            raise UserError("config key 'eval_fraction' must be in [0, 1)")
         if not self.beta > 0:
             raise UserError("config key 'beta' must be positive")
         check_loss(self.loss)
