@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 
 from rlhfkit.config import check_at_least, check_positive, default_of, option, required
 from rlhfkit.data.configs import check_loss
@@ -30,7 +31,7 @@ KL_IN = ("reward", "loss")
 
 def samples_per_prompt(cfg: PPOConfig) -> int:
     """Responses drawn per prompt in one batch: k for RLOO's leave-one-out baseline and GRPO's group, else 1."""
-    return {"rloo": cfg.rloo_k, "grpo": cfg.group_size}.get(cfg.advantage, 1)
+    return 1 if cfg.advantage == "gae" else cfg.num_generations
 
 
 @dataclass
@@ -116,6 +117,9 @@ class DPOConfig(SupervisedOptions):
 
 @dataclass
 class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
+    RENAMED: ClassVar[dict[str, str]] = {"steps": "ppo_steps", "rloo_k": "num_generations",
+                                         "group_size": "num_generations"}
+
     policy: str | None = required("SFT policy directory: the PPO start and the frozen reference")
     reference: str | None = option(None, "frozen reference of the KL penalty (default: --policy; the online loop "
                                    "starts from the last round's policy and keeps the SFT one here)")
@@ -124,7 +128,7 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
     prompts: str | None = required("prompts JSONL (field `prompt`)")
     value_model: str | None = option(None, "value model start (default: the reward model, as InstructGPT)")
     world: str | None = option(None, "toy world: also log its gold reward (the judge world:gold; never trained on)")
-    steps: int = option(100, "PPO iterations (one batch of rollouts each)")
+    ppo_steps: int = option(100, "PPO iterations (one batch of rollouts each)")
     batch_size: int = option(64, "episodes (prompts) per iteration")
     minibatch_size: int = option(32, "episodes per gradient step")
     ppo_epochs: int = option(4, "passes over each batch of rollouts")
@@ -143,8 +147,8 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
     advantage: str = option("gae", "advantage estimator: gae (PPO with a value model), rloo (REINFORCE "
                             "leave-one-out, no value model; Ahmadian et al. 2024) or grpo (group-normalized reward, "
                             "no value model; Shao et al. 2024)")
-    rloo_k: int = option(4, "RLOO: samples per prompt (a batch is batch_size/k prompts x k samples)")
-    group_size: int = option(4, "GRPO: samples per prompt (TRL's num_generations)")
+    num_generations: int = option(4, "RLOO and GRPO: samples per prompt, k (a batch is batch_size/k prompts x k "
+                                  "samples; TRL's name)")
     scale_rewards: str = option("group", "GRPO: divide by the std of the group (the paper), of the batch, or none "
                                 "(Dr. GRPO, Liu et al. 2025)")
     loss_type: str | None = option(None, "how token losses are averaged: bnpo (token mean over the minibatch), "
@@ -183,7 +187,7 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
 
     def check(self) -> None:
         super().check()
-        check_at_least(self, 1, "steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens",
+        check_at_least(self, 1, "ppo_steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens",
                        "max_prompt_length", "ptx_batch_size", "kl_horizon", "log_every")
         check_at_least(self, 0, "value_warmup", "save_every")
         check_positive(self, "lr", "adam_eps")
@@ -205,11 +209,11 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
             raise UserError("config key 'value_model': PPO with GAE needs a value model start (--value-model, or "
                             "--reward: the value model starts from the reward model)")
         if self.advantage != "gae":
-            name, key = ("RLOO", "rloo_k") if self.advantage == "rloo" else ("GRPO", "group_size")
+            name = self.advantage.upper()
             k = samples_per_prompt(self)
             if k < 2 or self.batch_size % k:
-                raise UserError(f"config key '{key}' must be at least 2 and divide 'batch_size' ({name} compares "
-                                f"k >= 2 samples of each prompt in the batch)")
+                raise UserError(f"config key 'num_generations' must be at least 2 and divide 'batch_size' ({name} "
+                                f"compares k >= 2 samples of each prompt in the batch)")
             if self.value_model:
                 raise UserError(f"config key 'value_model': {name} has no value model (drop --value-model)")
             if self.value_warmup:
@@ -227,6 +231,11 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
             raise UserError("config key 'value_warmup' is not supported with several processes (DDP needs every "
                             "trained parameter in every backward pass)")
         self.check_loss_variant()
+
+    @staticmethod
+    def saved_alias(saved: dict, new: str) -> str | None:
+        """A run saved before the renames kept k as rloo_k for RLOO and as group_size for GRPO."""
+        return {"num_generations": "group_size" if saved.get("advantage") == "grpo" else "rloo_k"}.get(new)
 
     def check_loss_variant(self) -> None:
         if self.importance_level not in IMPORTANCE_LEVELS:
