@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from rlhfkit.compare import combine, mean_curves
+from rlhfkit.recipes.compare import combine, mean_curves
 from tests.conftest import run_cli
 
 METHODS = ("sft", "bon", "dpo", "ppo", "rloo")

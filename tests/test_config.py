@@ -11,7 +11,7 @@ from rlhfkit.config import build_config, check_required, required, to_toml
 from rlhfkit.data.configs import PairsConfig
 from rlhfkit.errors import UserError
 from rlhfkit.eval.configs import EvalBoNConfig, EvalGoldConfig, EvalWinrateConfig
-from rlhfkit.recipe_configs import CompareConfig, DemoConfig, LoopConfig, MethodSettings, SampleConfig
+from rlhfkit.recipes.configs import CompareConfig, DemoConfig, LoopConfig, MethodSettings, SampleConfig
 from rlhfkit.world.configs import SimulateConfig, WorldConfig
 from tests.conftest import run_cli
 

@@ -9,7 +9,7 @@ import pytest
 
 from rlhfkit.config import add_arguments, build_config, from_args, to_toml
 from rlhfkit.errors import UserError
-from rlhfkit.recipe_configs import CompareConfig
+from rlhfkit.recipes.configs import CompareConfig
 from rlhfkit.runtime.directory import check_same_config
 from rlhfkit.train.configs import PPOConfig, samples_per_prompt
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rlhfkit import pipeline as stages
 from rlhfkit.eval import report as R
 from rlhfkit.eval.policy import load_policy, run_checkpoints
 from rlhfkit.models.loading import pick_device
 from rlhfkit.models.precision import bf16_support, precision_line
-from rlhfkit.pipeline import Judge, Progress, mean, point
-from rlhfkit.recipe_configs import METHODS, PLANS, DemoConfig, MethodSettings, Plan
+from rlhfkit.recipes import pipeline as stages
+from rlhfkit.recipes.configs import METHODS, PLANS, DemoConfig, MethodSettings, Plan
+from rlhfkit.recipes.pipeline import Judge, Progress, mean, point
 from rlhfkit.runtime.optim import set_threads
 from rlhfkit.runtime.trackers import reporting
 from rlhfkit.stats import win_rate

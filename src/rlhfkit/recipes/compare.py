@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rlhfkit import pipeline as stages
 from rlhfkit.config import to_toml
 from rlhfkit.errors import UserError
 from rlhfkit.eval import report as R
-from rlhfkit.pipeline import runs, split_run, table_rows
-from rlhfkit.recipe_configs import METHODS, PLANS, RL_METHODS, CompareConfig
+from rlhfkit.recipes import pipeline as stages
+from rlhfkit.recipes.configs import METHODS, PLANS, RL_METHODS, CompareConfig
+from rlhfkit.recipes.pipeline import runs, split_run, table_rows
 from rlhfkit.rewards.functions import load_reward_function
 from rlhfkit.runtime.optim import set_threads
 from rlhfkit.runtime.trackers import reporting

@@ -31,11 +31,11 @@ from rlhfkit.data.pairs import read_preferences
 from rlhfkit.eval.bon import BestOfN, best_of_n, bon_kl
 from rlhfkit.eval.policy import PolicyEval, evaluate_policy, load_policy, run_checkpoints
 from rlhfkit.models.reward_model import RewardModel
-from rlhfkit.recipe_configs import METHODS, RL_METHODS, MethodSettings, Plan, SampleConfig
+from rlhfkit.recipes.configs import METHODS, RL_METHODS, MethodSettings, Plan, SampleConfig
+from rlhfkit.recipes.sample import sample_candidates
 from rlhfkit.rewards.accuracy import labeler_agreement
 from rlhfkit.rewards.sources import WORLD_JUDGE
 from rlhfkit.runtime.directory import prepare_out_dir
-from rlhfkit.sampling import sample_candidates
 from rlhfkit.stats import win_rate
 from rlhfkit.train.configs import DPOConfig, PPOConfig, RewardConfig, SFTConfig
 from rlhfkit.train.dpo import train_dpo
