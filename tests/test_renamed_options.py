@@ -4,14 +4,21 @@ are still accepted for one release as flags, TOML keys and `--set` keys, with on
 directory saved under them still resumes."""
 
 import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
 
 import pytest
 
 from rlhfkit.config import add_arguments, build_config, from_args, to_toml
 from rlhfkit.errors import UserError
-from rlhfkit.recipes.configs import CompareConfig
+from rlhfkit.recipes.configs import CompareConfig, DemoConfig, LoopConfig
 from rlhfkit.runtime.directory import check_same_config
-from rlhfkit.train.configs import PPOConfig, samples_per_prompt
+from rlhfkit.train.configs import DPOConfig, PPOConfig, RewardConfig, SFTConfig, SupervisedOptions, samples_per_prompt
+from tests.conftest import run_cli
+from tests.train.test_checkpoint import _metrics
+from tests.train.test_ppo import _reward_dir
 
 REQUIRED = ["--policy", "p", "--prompts", "x.jsonl", "--out", "o", "--reward", "rm"]
 
@@ -84,3 +91,60 @@ def test_a_run_saved_under_the_old_names_resumes(tmp_path, advantage, rloo_k, gr
     changed = PPOConfig(policy="p", prompts="x", out="o", ppo_steps=7, advantage=advantage, num_generations=k)
     with pytest.raises(UserError, match=r"ppo_steps \(6 -> 7\)"):
         check_same_config(path, changed)
+
+
+def test_rlhf_ppo_resumes_a_run_directory_written_under_the_old_names(micro_world, tmp_path, capsys):
+    """End to end: a run whose config.toml has `steps`, `rloo_k`, `group_size` (as runs before the rename wrote
+    it), killed before its end, continues with `--resume` and the old flag `--steps`, to the numbers of a whole run."""
+    rm = _reward_dir(tmp_path, micro_world / "base")
+    args = ["ppo", "--policy", micro_world / "base", "--reward", rm, "--prompts", micro_world / "prompts/train.jsonl",
+            "--batch-size", "4", "--minibatch-size", "4", "--ppo-epochs", "1", "--max-new-tokens", "4",
+            "--threads", "1"]
+    whole, old = tmp_path / "whole", tmp_path / "old"
+    assert run_cli([*args, "--ppo-steps", "2", "--out", whole], capsys)[0] == 0
+    old.mkdir()
+    saved = (whole / "config.toml").read_text(encoding="utf-8").splitlines()
+    assert "ppo_steps = 2" in saved and "num_generations = 4" in saved
+    saved = [line.replace("ppo_steps =", "steps =") for line in saved if not line.startswith("num_generations")]
+    (old / "config.toml").write_text("\n".join([*saved, "rloo_k = 4", "group_size = 4"]) + "\n", encoding="utf-8")
+    (old / "metrics.jsonl").write_text('{"step": 1, "rm_score": 99.0}\n')  # killed before its first checkpoint
+    code, _, err = run_cli([*args, "--steps", "2", "--out", old, "--resume"], capsys)
+    assert code == 0, err
+    assert "'--steps' is deprecated, use '--ppo-steps'" in err
+    assert _metrics(old) == _metrics(whole)
+    code, _, err = run_cli([*args, "--steps", "3", "--out", old, "--resume"], capsys)
+    assert code == 2 and "cannot resume with a different config: ppo_steps (2 -> 3)" in err
+
+
+COMMANDS = (SFTConfig, RewardConfig, DPOConfig, PPOConfig, DemoConfig, CompareConfig, LoopConfig)
+
+
+def _declared(cls) -> list[tuple[str, str]]:
+    """(field, help) of each field written out in the class's own body with its help as text: `default_of`
+    carries a base's help instead of writing it again."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    return [(node.target.id, ast.literal_eval(node.value.args[1])) for node in body
+            if isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Call) and len(node.value.args) > 1
+            and getattr(node.value.func, "id", "") in ("option", "required")]
+
+
+def test_no_field_of_a_trainer_or_a_composite_command_is_declared_twice():
+    """The composite commands take the trainers' and each other's fields from shared mixins, and SFT, RM and DPO
+    theirs from SupervisedOptions, instead of declaring the same field with the same help again."""
+    classes = {base for cls in COMMANDS for base in cls.__mro__ if dataclasses.is_dataclass(base)}
+    where: dict[tuple[str, str], list[str]] = {}
+    for cls in classes:
+        for key in _declared(cls):
+            where.setdefault(key, []).append(cls.__name__)
+    assert {key: names for key, names in where.items() if len(names) > 1} == {}
+    assert SupervisedOptions in SFTConfig.__mro__ and SupervisedOptions in DPOConfig.__mro__
+
+
+@pytest.mark.parametrize("cls, defaults", [
+    (SFTConfig, (0.05, 3, 32, 5e-4, 0.0, 0.05, None, 1.0, 10)),
+    (RewardConfig, (0.1, 1, 16, 1e-4, 0.0, 0.05, None, 1.0, 10)),
+    (DPOConfig, (0.1, 1, 16, 1e-4, 0.0, 0.1, None, 1.0, 10))])
+def test_each_supervised_trainer_keeps_its_defaults(cls, defaults):
+    keys = ("eval_fraction", "epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "max_length", "grad_clip",
+            "log_every")
+    assert tuple(getattr(cls(), k) for k in keys) == defaults

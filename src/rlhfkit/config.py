@@ -40,9 +40,10 @@ def required(help: str = "", *, positional: bool = False):
 
 
 def default_of(base, name: str, default: Any):
-    """A subclass's field `name` that changes only the default of `base`'s field (its help and kind stay)."""
+    """A subclass's field `name` that changes only the default of `base`'s field (its help stays; a required field
+    given a default is required no more)."""
     meta = base.__dataclass_fields__[name].metadata
-    return option(default, meta["help"], required=meta["required"], positional=meta["positional"])
+    return option(default, meta["help"], required=meta["required"] and default is None, positional=meta["positional"])
 
 
 # ---------------------------------------------------------------------------------------------- types

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-from rlhfkit.config import check_at_least, option, required
+from rlhfkit.config import check_at_least, default_of, option, required
 from rlhfkit.data.options import DataOptions
 from rlhfkit.engines.options import EngineOptions, check_engine
 from rlhfkit.errors import UserError
@@ -155,7 +155,8 @@ class SampleConfig(DataOptions, EngineOptions, PrecisionOptions):
 
 @dataclass
 class SeedsOptions:
-    """The seeds of a command that repeats its pipeline to give means and standard deviations."""
+    """The output and seeds of a command that repeats its pipeline to give means and standard deviations."""
+    out: str | None = required("output directory (report.json, report.html, plots, one folder per seed)")
     seeds: list[int] = option([0], "pipeline seeds, comma-separated; several give means and standard deviations")
     overwrite: bool = option(False, "replace an existing output directory")
 
@@ -166,7 +167,7 @@ class SeedsOptions:
 
 @dataclass
 class DemoConfig(StageOptions, RLOptions, SeedsOptions):
-    out: str = option("runs/demo", "output directory (report.json, report.html, plots, one folder per seed)")
+    out: str = default_of(SeedsOptions, "out", "runs/demo")
     preset: str = option("tiny", "world and pipeline size: micro (tests), tiny (the demo), small")
     world_seed: int = option(0, "seed of the toy world shared by every pipeline seed")
     world: str | None = option(None, "use this built world directory instead of building OUT/world")
@@ -193,7 +194,6 @@ class CompareConfig(StageOptions, RLOptions, SeedsOptions):
                                          "group_size": "num_generations"}
 
     world: str | None = required("built toy world (rlhf world build); its preset sizes the shared stages")
-    out: str | None = required("output directory (report.json, report.html, plots, one folder per seed)")
     methods: list[str] = option(list(DEFAULTS.methods), "methods, comma-separated, from: sft, bon, dpo, ppo, rloo, "
                                 "grpo")
     trained_on: list[str] = option(list(DEFAULTS.trained_on), "what PPO, RLOO and GRPO are trained on, "

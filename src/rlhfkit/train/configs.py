@@ -49,7 +49,6 @@ class SupervisedOptions(RunOptions, DataOptions):
     warmup_ratio: float = option(0.05, "share of steps spent warming the learning rate up")
     max_length: int | None = option(None, "tokens per prompt + response (prompt cut on the left first; default "
                                     "256, or the model's position limit when lower)")
-    grad_clip: float = option(1.0, "gradient norm clipping")
     log_every: int = option(10, "log every N steps")
 
     def check(self) -> None:
@@ -134,7 +133,6 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
     ppo_epochs: int = option(4, "passes over each batch of rollouts")
     lr: float = option(3e-5, "learning rate of policy and value model (toy-world scale)")
     adam_eps: float = option(1e-5, "Adam epsilon")
-    grad_clip: float = option(1.0, "gradient norm clipping")
     kl_coef: float = option(0.05, "β: weight of the per-token KL penalty to the SFT policy")
     adaptive_kl_target: float | None = option(None, "adaptive KL controller: the KL per episode β is steered to "
                                               "(Ziegler et al. 2019; not early stopping: every epoch runs)")
