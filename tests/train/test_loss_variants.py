@@ -131,7 +131,8 @@ def test_cispo_with_gae_first_minibatch_is_reinforce_on_the_gae_advantages(ppo_s
     _, rollout = _rollout(ppo_setup, loss_type="cispo", importance_level="sequence")
     _, adv, returns = advantages(rollout, cfg.kl_coef, cfg)
     optimizer = make_optimizer(list(policy.parameters()) + list(value.parameters()), cfg.lr)
-    stats = ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, torch.Generator().manual_seed(0))
+    stats = ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, cfg.kl_coef,
+                       torch.Generator().manual_seed(0))
     first = next(iter(shuffled_batches(len(adv), cfg.minibatch_size, torch.Generator().manual_seed(0))))
     expected = -L.masked_mean(adv[first] * rollout.logp[first], rollout.mask[first])
     assert stats[0]["policy_loss"] == pytest.approx(expected.item(), abs=1e-5)
