@@ -23,11 +23,11 @@ import time
 import torch
 from transformers import AutoModelForCausalLM
 
-from rlhfkit.bench import bench_tokenizer, dtype_matmul_gflops, gpt2_config
 from rlhfkit.models.loading import fuse_activations
 from rlhfkit.models.policy import response_logprobs
 from rlhfkit.models.precision import autocast_model
-from rlhfkit.recipe_configs import ModelShape
+from rlhfkit.recipes.bench import bench_tokenizer, dtype_matmul_gflops, gpt2_config
+from rlhfkit.recipes.configs import ModelShape
 
 K = 2 * math.sqrt(2 / math.pi)  # 2·√(2/π): tanh(u) = 2σ(2u) − 1, so the GELU is x·σ(K·(x + C·x³))
 C = 0.044715

@@ -1,7 +1,7 @@
 """What every TRL peer script shares: the benchmark's tokenizer, model shape, timing and the JSON line.
 
 Runs under `.venv-peer` (TRL and its own pins), so it imports nothing from rlhfkit; the shapes, the
-vocabulary and the random data match `rlhfkit.bench` exactly (word-level tokens w0, w1, ..., plus <pad>,
+vocabulary and the random data match `rlhfkit.recipes.bench` exactly (word-level tokens w0, w1, ..., plus <pad>,
 <eos>, <unk>; GPT-2 without dropout, tied embeddings).
 """
 

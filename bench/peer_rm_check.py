@@ -103,8 +103,8 @@ def check_setup(setup: str, out: Path) -> dict:
     result["eval_rm_accuracy"] = json.loads((out / "eval_rm.json").read_text())["heldout_accuracy"]
     for advantage in ("rloo", "gae"):
         code = rlhf(["ppo", "--policy", policy, "--reward", out / "trl_rm", "--prompts", prompts,
-                     "--out", out / f"ppo_{advantage}", "--advantage", advantage, "--steps", "2",
-                     "--batch-size", "4", "--minibatch-size", "2", "--rloo-k", "2", "--ppo-epochs", "1",
+                     "--out", out / f"ppo_{advantage}", "--advantage", advantage, "--ppo-steps", "2",
+                     "--batch-size", "4", "--minibatch-size", "2", "--num-generations", "2", "--ppo-epochs", "1",
                      "--max-new-tokens", "8", *quiet])
         result[f"ppo_{advantage}_exit"] = code
     return result

@@ -261,7 +261,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rlhf-bench-data-") as tmp:
         tmp = Path(tmp)
         examples = 512 if args.quick else 1024
-        prep = (f"from pathlib import Path\nfrom rlhfkit.bench import *\n"
+        prep = (f"from pathlib import Path\nfrom rlhfkit.recipes.bench import *\n"
                 f"cfg = BenchTrainConfig(examples={examples})\ntok = bench_tokenizer(cfg.vocab)\n"
                 f"save_random_policy(Path({str(tmp / 'model')!r}), cfg, tok, cfg.prompt + cfg.completion + 1, 0)\n"
                 f"write_pairs(Path({str(tmp / 'pairs.jsonl')!r}), cfg)\n"

@@ -57,7 +57,7 @@ SIZES = [
     ("sft", "batch_size"), ("sft", "epochs"), ("sft", "max_length"), ("sft", "log_every"),
     ("rm", "batch_size"), ("rm", "epochs"), ("rm", "max_length"), ("rm", "log_every"),
     ("dpo", "batch_size"), ("dpo", "epochs"), ("dpo", "max_length"), ("dpo", "log_every"),
-    ("ppo", "batch_size"), ("ppo", "minibatch_size"), ("ppo", "ppo_epochs"), ("ppo", "steps"),
+    ("ppo", "batch_size"), ("ppo", "minibatch_size"), ("ppo", "ppo_epochs"), ("ppo", "ppo_steps"),
     ("ppo", "max_new_tokens"), ("ppo", "max_prompt_length"), ("ppo", "ptx_batch_size"), ("ppo", "kl_horizon"),
     ("ppo", "log_every"), ("sft", "num_processes"),
 ]
@@ -92,8 +92,8 @@ def test_a_negative_count_is_one_line(command, key, tiny_gpt2, files, capsys):
 def test_rloo_k_that_does_not_divide_the_batch_is_one_line(tiny_gpt2, files, capsys):
     args = _commands(tiny_gpt2, files)["ppo"]
     code, _, err = run_cli([*args, "--advantage", "rloo", "--batch-size", "6", "--minibatch-size", "6",
-                            "--rloo-k", "4"], capsys)
-    assert code == 2 and "config key 'rloo_k' must be at least 2 and divide 'batch_size'" in _one_line(err)
+                            "--num-generations", "4"], capsys)
+    assert code == 2 and "config key 'num_generations' must be at least 2 and divide 'batch_size'" in _one_line(err)
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -121,9 +121,10 @@ def test_rloo_k_that_does_not_divide_the_batch_is_one_line(tiny_gpt2, files, cap
     (["loop", "--out", "{t}/loop", "--labels", "people"], "config key 'labels': expected one of simulated, files, app"),
     (["loop", "--out", "{t}/loop", "--min-coverage", "0"], "config key 'min_coverage' must be above 0"),
     (["demo", "--out", "{t}/demo", "--ppo-steps", "0"], "config key 'ppo_steps' must be at least 1"),
-    (["compare", "--world", "{t}/w", "--out", "{t}/cmp", "--rl-steps", "0"],
-     "config key 'rl_steps' must be at least 1"),
-    (["compare", "--world", "{t}/w", "--out", "{t}/cmp", "--rloo-k", "1"], "config key 'rloo_k' must be at least 2"),
+    (["compare", "--world", "{t}/w", "--out", "{t}/cmp", "--ppo-steps", "0"],
+     "config key 'ppo_steps' must be at least 1"),
+    (["compare", "--world", "{t}/w", "--out", "{t}/cmp", "--num-generations", "1"],
+     "config key 'num_generations' must be at least 2"),
 ])
 def test_other_commands_refuse_zero_sizes_with_one_line(args, expected, tiny_gpt2, files, capsys):
     code, _, err = run_cli([a.format(model=tiny_gpt2, t=files) for a in args], capsys)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhfkit import bench as bench_module
-from rlhfkit.bench import dtype_matmul_gflops, model_matmul_shapes
 from rlhfkit.models.loading import fuse_activations
-from rlhfkit.recipe_configs import ModelShape
+from rlhfkit.recipes import bench as bench_module
+from rlhfkit.recipes.bench import dtype_matmul_gflops, model_matmul_shapes
+from rlhfkit.recipes.configs import ModelShape
 from rlhfkit.train import ppo as ppo_module
 from tests.conftest import run_cli
 

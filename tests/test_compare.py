@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from rlhfkit.compare import combine, mean_curves
+from rlhfkit.recipes.compare import combine, mean_curves
 from tests.conftest import run_cli
 
 METHODS = ("sft", "bon", "dpo", "ppo", "rloo")
@@ -22,7 +22,7 @@ def _restore_threads():
 def test_compare_micro_reports_every_method_with_win_rates_and_curves(micro_world, tmp_path, capsys):
     out = tmp_path / "cmp"
     code, stdout, err = run_cli(["compare", "--world", micro_world, "--methods", "ppo,sft,bon,dpo,rloo", "--out", out,
-                                 "--bon-n", "4", "--curve-points", "2", "--rl-steps", "2", "--threads", "1"], capsys)
+                                 "--bon-n", "4", "--curve-points", "2", "--ppo-steps", "2", "--threads", "1"], capsys)
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
     assert list(report["methods"]) == list(METHODS)  # the table's order, whatever order was asked for
@@ -89,7 +89,7 @@ def test_one_seed_reports_its_own_figures_without_a_spread():
 def test_rl_methods_on_the_rm_the_verifier_and_both_judged_by_gold(micro_world, tmp_path, capsys):
     out = tmp_path / "cmp"
     code, stdout, err = run_cli(["compare", "--world", micro_world, "--methods", "sft,rloo,grpo", "--trained-on",
-                                 "rm,fn,rm+fn", "--out", out, "--curve-points", "1", "--rl-steps", "1",
+                                 "rm,fn,rm+fn", "--out", out, "--curve-points", "1", "--ppo-steps", "1",
                                  "--threads", "1"], capsys)
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())

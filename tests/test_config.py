@@ -11,7 +11,7 @@ from rlhfkit.config import build_config, check_required, required, to_toml
 from rlhfkit.data.configs import PairsConfig
 from rlhfkit.errors import UserError
 from rlhfkit.eval.configs import EvalBoNConfig, EvalGoldConfig, EvalWinrateConfig
-from rlhfkit.recipe_configs import CompareConfig, DemoConfig, LoopConfig, MethodSettings, SampleConfig
+from rlhfkit.recipes.configs import CompareConfig, DemoConfig, LoopConfig, MethodSettings, SampleConfig
 from rlhfkit.world.configs import SimulateConfig, WorldConfig
 from tests.conftest import run_cli
 
@@ -58,7 +58,7 @@ def test_a_given_value_of_a_required_field_is_a_string_even_none(tmp_path):
     (DemoConfig(kl_coef=-0.1), "config key 'kl_coef' must be >= 0"),
     (CompareConfig(methods=["sac"]), "config key 'methods'"),
     (CompareConfig(trained_on=["gold"]), "config key 'trained_on'"),
-    (CompareConfig(group_size=1), "config key 'group_size' must be at least 2"),
+    (CompareConfig(num_generations=1), "config key 'num_generations' must be at least 2"),
     (CompareConfig(seeds=[]), "config key 'seeds'"),
     (CompareConfig(curve_points=0), "config key 'curve_points' must be at least 1"),
     (LoopConfig(preset="huge"), "config key 'preset': unknown preset 'huge'"),
@@ -83,8 +83,8 @@ def test_compare_defaults_are_the_method_settings_defaults():
 
 def test_compare_checks_rloo_as_ppo_does_before_anything_runs(micro_world, tmp_path, capsys):
     """The micro preset's batch is 16 episodes: k = 3 does not divide it, and `rlhf ppo`'s own check says so."""
-    code, _, err = run_cli(["compare", "--world", micro_world, "--methods", "rloo", "--rloo-k", "3",
+    code, _, err = run_cli(["compare", "--world", micro_world, "--methods", "rloo", "--num-generations", "3",
                             "--out", tmp_path / "c"], capsys)
-    assert code == 2 and "config key 'rloo_k' must be at least 2 and divide 'batch_size'" in err
+    assert code == 2 and "config key 'num_generations' must be at least 2 and divide 'batch_size'" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "c").exists()

@@ -5,7 +5,7 @@ import tomllib
 
 import pytest
 
-from rlhfkit.demo import use_bf16
+from rlhfkit.recipes.demo import use_bf16
 from tests.conftest import run_cli
 
 KEYS = {"preset", "seed", "wall_s", "win_rates", "gold", "rm", "ppo", "labelers"}

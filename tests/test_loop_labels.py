@@ -11,9 +11,9 @@ from rlhfkit.config import to_toml
 from rlhfkit.data.jsonl import write_jsonl
 from rlhfkit.errors import UserError, Waiting
 from rlhfkit.label.answers import parse_answer
-from rlhfkit.loop import RoundState, check_rerun, redo_from, saved_config
-from rlhfkit.loop_labels import LabelingApp, check_export, file_digest, jsonl_bytes, sha256, wait_for
-from rlhfkit.recipe_configs import LoopConfig
+from rlhfkit.recipes.configs import LoopConfig
+from rlhfkit.recipes.loop import RoundState, check_rerun, redo_from, saved_config
+from rlhfkit.recipes.loop_labels import LabelingApp, check_export, file_digest, jsonl_bytes, sha256, wait_for
 
 
 def candidates(r: int, n: int = 3, k: int = 3) -> list[dict]:
@@ -174,5 +174,5 @@ def test_redo_round_forgets_its_labels_and_every_later_rounds_training(tmp_path)
                                        ("https://labels.example.org", 8000),  # a proxy's URL: serve's default
                                        ("https://labels.example.org/a:9", 8000)])
 def test_the_runbook_serves_on_the_public_urls_port_or_serves_default(url, port):
-    from rlhfkit.loop_labels import _port
+    from rlhfkit.recipes.loop_labels import _port
     assert _port(url) == port

@@ -141,7 +141,7 @@ def write_data(folder, setup: str) -> dict[str, str]:
 CONVERSATIONAL = True
 
 TINY = ["--epochs", "1", "--batch-size", "4", "--max-length", "64", "--eval-fraction", "0.2", "--log-every", "1"]
-TINY_RL = ["--steps", "1", "--batch-size", "4", "--minibatch-size", "4", "--ppo-epochs", "1",
+TINY_RL = ["--ppo-steps", "1", "--batch-size", "4", "--minibatch-size", "4", "--ppo-epochs", "1",
            "--max-new-tokens", "4", "--max-prompt-length", "32"]
 
 
@@ -167,7 +167,7 @@ def test_the_pipeline_runs_on_every_architecture_and_its_outputs_load_with_plain
         _ok(["rm", "--model", sft, "--data", data["pairs"], "--out", rm, *TINY], capsys)
         _ok(["ppo", "--policy", sft, "--reward", rm, "--prompts", data["prompts"], "--out", ppo, *TINY_RL], capsys)
         _ok(["ppo", "--policy", sft, "--reward", rm, "--prompts", data["prompts"], "--out", rloo, *TINY_RL,
-             "--advantage", "rloo", "--rloo-k", "2"], capsys)
+             "--advantage", "rloo", "--num-generations", "2"], capsys)
     _ok(["dpo", "--policy", sft, "--data", data["pairs"], "--out", dpo, *TINY], capsys)
     for policy in (sft, dpo) if rm is None else (sft, ppo, rloo, dpo):
         assert AutoModelForCausalLM.from_pretrained(policy).config.model_type == arch_config(arch).model_type

@@ -4,7 +4,7 @@ import json
 
 from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.data.schemas import candidate_record, ranking_record
-from rlhfkit.sampling import assign_sources
+from rlhfkit.recipes.sample import assign_sources
 from tests.conftest import run_cli
 
 

@@ -3,7 +3,7 @@ package graph are DAGs, imports sit at the top of their module (the CLI resolves
 each package imports only the layers below it, in the order written once in `LAYERS`:
 
     errors < config, storage, stats < data < losses < models < rewards, generation < engines < runtime
-      < train, eval, world < label < recipe_configs, sampling, loop_labels, pipeline, demo, compare, loop, bench < cli
+      < train, eval, world < label < recipes < cli
 
 The CLI itself imports nothing heavy: `rlhf --help` and every `rlhf CMD --help` load no torch.
 """
@@ -84,7 +84,7 @@ LAYERS = [
     {"runtime"},                       # the run helpers: options, run directory, seeding, optimizer
     {"train", "eval", "world"},        # the trainers, the measurements, the toy world: none imports another
     {"label"},                         # the labeling app: formats, errors, configs and itself
-    {"recipe_configs", "sampling", "loop_labels", "pipeline", "demo", "compare", "loop", "bench"},  # compose stages
+    {"recipes"},                       # the commands that compose the stages: sample, demo, compare, loop, bench
     {"cli"},                           # names every command by string
 ]
 TOP = LAYERS[-2] | LAYERS[-1]
@@ -110,8 +110,8 @@ def test_no_import_cycle_among_packages():
 
 def test_packages_import_only_lower_layers():
     """Layer order: errors < config/storage/stats < data < losses < models < rewards/generation < engines <
-    runtime < train/eval/world < label < the composite commands (sample, pipeline, demo, compare, loop, bench and
-    their configs) < cli. No exception list: world imports nothing above data, rewards, models and the run
+    runtime < train/eval/world < label < recipes (sample, pipeline, demo, compare, loop, bench and their
+    configs) < cli. No exception list: world imports nothing above data, rewards, models and the run
     helpers; eval receives the toy world's gold as a judge loaded by name (rewards/sources.py)."""
     wrong = sorted(f"{p} -> {t}" for p, targets in PACKAGES.items() for t in targets
                    if _layer(t) > _layer(p) or (_layer(t) == _layer(p) and p not in TOP))
@@ -147,9 +147,9 @@ def test_trainers_and_evaluation_never_reach_the_toy_world_its_gold_reward_is_a_
 
 
 def test_demo_compare_and_loop_share_pipeline_and_never_import_each_other():
-    commands = {"rlhfkit.demo", "rlhfkit.compare", "rlhfkit.loop"}
+    commands = {"rlhfkit.recipes.demo", "rlhfkit.recipes.compare", "rlhfkit.recipes.loop"}
     for module in commands:
-        assert "rlhfkit.pipeline" in GRAPH[module]
+        assert "rlhfkit.recipes.pipeline" in GRAPH[module]
         assert not GRAPH[module] & commands, f"{module} imports {GRAPH[module] & commands}"
     importers = {m for m, targets in GRAPH.items() if targets & commands}
     assert importers == set()  # the CLI names them by string (`COMMANDS`), resolved when one runs

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import sys
 import tomllib
 import types
 import typing
@@ -36,6 +37,13 @@ def option(default: Any = None, help: str = "", *, required: bool = False, posit
 def required(help: str = "", *, positional: bool = False):
     """A field the user must give: None until then, so type it `X | None` (`check_required` rejects a None)."""
     return option(None, help, required=True, positional=positional)
+
+
+def default_of(base, name: str, default: Any):
+    """A subclass's field `name` that changes only the default of `base`'s field (its help stays; a required field
+    given a default is required no more)."""
+    meta = base.__dataclass_fields__[name].metadata
+    return option(default, meta["help"], required=meta["required"] and default is None, positional=meta["positional"])
 
 
 # ---------------------------------------------------------------------------------------------- types
@@ -108,12 +116,52 @@ def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+# ------------------------------------------------------------------------------------------- renames
+# A config class may rename fields: `RENAMED: ClassVar[dict[str, str]] = {"old_key": "new_key"}`. For one release the
+# old name is still accepted as a flag, a TOML key or a `--set` key, with a one-line note on stderr, and a run
+# directory's config.toml saved under the old names still resumes (`upgrade_saved`).
+
+def renamed(cls) -> dict[str, str]:
+    return getattr(cls, "RENAMED", {})
+
+
+def deprecation_note(old: str, new: str, *, source: str = "") -> None:
+    where = f"{source}: " if source else ""
+    print(f"rlhf: {where}'{old}' is deprecated, use '{new}' (the old name is accepted for one release)",
+          file=sys.stderr)
+
+
+def upgrade_saved(cls, table: dict) -> dict:
+    """A saved config table (config.toml of a run made before a rename) under today's key names. Where two old
+    names became one key, the class's `saved_alias(table, new)` says which old key the run read (default: the
+    first listed)."""
+    table = dict(table)
+    for new in dict.fromkeys(renamed(cls).values()):
+        olds = [old for old, n in renamed(cls).items() if n == new and old in table]
+        if not olds:
+            continue
+        pick = getattr(cls, "saved_alias", None)
+        chosen = pick(table, new) if pick else olds[0]
+        values = {old: table.pop(old) for old in olds}
+        if new not in table:
+            table[new] = values.get(chosen, values[olds[0]])
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]) and isinstance(table.get(f.name), dict):
+            table[f.name] = upgrade_saved(hints[f.name], table[f.name])
+    return table
+
+
 # ------------------------------------------------------------------------------------------- merging
 
 def _assign(cfg, key: str, value, *, source: str, parse) -> None:
     """Set dotted `key` on `cfg`, converting `value` with `parse(type, value)`."""
     head, _, rest = key.partition(".")
     names = {f.name: f for f in dataclasses.fields(cfg)}
+    if head in renamed(type(cfg)) and head not in names:
+        new = renamed(type(cfg))[head]
+        deprecation_note(head, new, source=source)
+        head, key = new, new + key[len(head):]
     if head not in names:
         known = ", ".join(sorted(names))
         raise UserError(f"{source}: unknown config key '{key}' for {type(cfg).__name__} (known: {known})")
@@ -227,9 +275,21 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
             metavar = f.name.upper() if f.metadata.get("required") else None
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=metavar,
                                 help=f"{help_text} (default: {shown})")
+    for old, new in renamed(cls).items():
+        if new not in skip:
+            parser.add_argument("--" + old.replace("_", "-"), dest=new, action=_Deprecated, default=argparse.SUPPRESS,
+                                help=argparse.SUPPRESS)
     parser.add_argument("--config", dest="_config", metavar="FILE", help="TOML file with config keys")
     parser.add_argument("--set", dest="_sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (repeatable; a.b=v for nested keys)")
+
+
+class _Deprecated(argparse.Action):
+    """An old flag name: sets the renamed field and says so on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        deprecation_note(option_string, "--" + self.dest.replace("_", "-"))
+        setattr(namespace, self.dest, values)
 
 
 def from_args(cls, args: argparse.Namespace):

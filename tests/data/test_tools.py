@@ -15,8 +15,8 @@ from rlhfkit.data.formats import read_preferences, read_prompts, read_sft
 from rlhfkit.data.pairs import preference_groups
 from rlhfkit.errors import UserError
 from rlhfkit.generation import prompt_rows
+from rlhfkit.recipes.sample import SampleConfig, sample_candidates
 from rlhfkit.rewards.accuracy import tokenize_groups
-from rlhfkit.sampling import SampleConfig, sample_candidates
 from rlhfkit.train.dpo import tokenize as dpo_tokenize
 from rlhfkit.train.sft import tokenize_demos
 from tests.tokenizers_zoo import build_tokenizer, model_config, real_template, save_tiny_model

@@ -170,7 +170,7 @@ def test_ppo_on_the_micro_world_follows_the_same_trend_with_either_engine(micro_
     for engine in ("hf", "vllm"):
         out = tmp_path / engine
         code, _, err = run_cli(["ppo", "--policy", micro_world / "base", "--reward", rm, "--prompts",
-                                micro_world / "prompts/train.jsonl", "--out", out, "--steps", "16", "--batch-size",
+                                micro_world / "prompts/train.jsonl", "--out", out, "--ppo-steps", "16", "--batch-size",
                                 "16", "--minibatch-size", "8", "--lr", "3e-4", "--advantage", advantage,
                                 "--missing-eos-penalty", "none",
                                 "--rollout-engine", engine, "--seed", "0"], capsys)

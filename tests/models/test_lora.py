@@ -67,7 +67,7 @@ def test_lora_ppo_run_starts_at_zero_kl_and_saves_a_plain_model(micro_world, tmp
     out = tmp_path / "ppo"
     rm = _reward_dir(tmp_path, micro_world / "base")
     code, _, err = run_cli(["ppo", "--policy", micro_world / "base", "--reward", rm,
-                            "--prompts", micro_world / "prompts/train.jsonl", "--out", out, "--steps", "2",
+                            "--prompts", micro_world / "prompts/train.jsonl", "--out", out, "--ppo-steps", "2",
                             "--batch-size", "8", "--minibatch-size", "4", "--max-new-tokens", "8", "--lora-r", "4",
                             "--lr", "1e-2"], capsys)
     assert code == 0, err

@@ -6,7 +6,7 @@ import torch
 
 import rlhfkit.eval.commands
 import rlhfkit.models.precision
-import rlhfkit.sampling
+import rlhfkit.recipes.sample
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.precision import (
     AUTOCAST_MARK,
@@ -106,7 +106,7 @@ def test_sample_and_eval_bf16_flag_reaches_the_policy(command, micro_world, tmp_
         real_run_in_bf16(bf16, *models)
         wrapped.extend(getattr(m, AUTOCAST_MARK, False) for m in models)
     real_run_in_bf16 = rlhfkit.models.precision.run_in_bf16
-    monkeypatch.setattr(rlhfkit.sampling, "run_in_bf16", spy)
+    monkeypatch.setattr(rlhfkit.recipes.sample, "run_in_bf16", spy)
     monkeypatch.setattr(rlhfkit.eval.commands, "run_in_bf16", spy)
     base = micro_world / "base"
     args = {"sample": ["sample", "--models", base, "--prompts", micro_world / "prompts" / "train.jsonl",

@@ -215,9 +215,10 @@ def test_ppo_runs_on_an_rm_with_another_tokenizer_and_refuses_it_as_value_model(
     _, rm = _our_rm(tmp_path, "chatml", "gpt2")  # the policy: the toy world's word-level tokenizer
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["list three animals .", "say pear ."]))
-    common = ["ppo", "--policy", tiny_gpt2, "--reward", rm, "--prompts", prompts, "--steps", "1", "--batch-size", "4",
-              "--minibatch-size", "2", "--max-new-tokens", "6", "--threads", "1"]
-    code, _, err = run_cli([*common, "--advantage", "rloo", "--rloo-k", "2", "--out", tmp_path / "rloo"], capsys)
+    common = ["ppo", "--policy", tiny_gpt2, "--reward", rm, "--prompts", prompts, "--ppo-steps", "1",
+              "--batch-size", "4", "--minibatch-size", "2", "--max-new-tokens", "6", "--threads", "1"]
+    code, _, err = run_cli([*common, "--advantage", "rloo", "--num-generations", "2", "--out", tmp_path / "rloo"],
+                           capsys)
     assert code == 0, err
     assert "rm_score" in json.loads((tmp_path / "rloo" / "metrics.jsonl").read_text().splitlines()[0])
     code, _, err = run_cli([*common, "--out", tmp_path / "gae"], capsys)  # GAE: the value model defaults to the RM

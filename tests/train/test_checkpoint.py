@@ -74,7 +74,7 @@ def _commands(kind, world, tmp_path):
                 "--log-every", "1", "--checkpoint-every", "2"], 18
     rm = _reward_dir(tmp_path, world / "base")
     return ["ppo", "--policy", world / "base", "--reward", rm, "--prompts", world / "prompts/train.jsonl",
-            "--world", world, "--steps", "6", "--batch-size", "8", "--minibatch-size", "4", "--max-new-tokens", "6",
+            "--world", world, "--ppo-steps", "6", "--batch-size", "8", "--minibatch-size", "4", "--max-new-tokens", "6",
             "--adaptive-kl-target", "1.0", "--checkpoint-every", "1"], 6
 
 

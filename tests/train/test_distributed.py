@@ -70,7 +70,7 @@ def test_ppo_runs_with_two_processes_and_process_0_alone_writes(micro_world, tmp
     rm = _reward_dir(tmp_path, micro_world / "base")
     code, _, err = run_cli(["ppo", "--policy", micro_world / "base", "--reward", rm,
                             "--prompts", micro_world / "prompts/train.jsonl", "--world", micro_world, "--out", out,
-                            "--steps", "2", "--batch-size", "8", "--minibatch-size", "4", "--max-new-tokens", "8",
+                            "--ppo-steps", "2", "--batch-size", "8", "--minibatch-size", "4", "--max-new-tokens", "8",
                             "--num-processes", "2", "--threads", "1"], capsys)
     assert code == 0, err
     rows = _metrics(out)
@@ -88,8 +88,8 @@ def test_ppo_with_two_processes_takes_the_steps_of_one_process(loss_type, micro_
     float rounding, and log its losses."""
     rm = _reward_dir(tmp_path, micro_world / "base")
     args = ["ppo", "--policy", micro_world / "base", "--reward", rm, "--prompts", micro_world / "prompts/train.jsonl",
-            "--world", micro_world, "--steps", "3", "--batch-size", "4", "--minibatch-size", "2", "--ppo-epochs", "2",
-            "--max-new-tokens", "12", "--lr", "1e-3", "--loss-type", loss_type, "--vf-coef", "0.5",
+            "--world", micro_world, "--ppo-steps", "3", "--batch-size", "4", "--minibatch-size", "2",
+            "--ppo-epochs", "2", "--max-new-tokens", "12", "--lr", "1e-3", "--loss-type", loss_type, "--vf-coef", "0.5",
             "--threads", "1"]
     if loss_type == "bnpo":
         args += ["--ptx-data", micro_world / "demos.jsonl", "--ptx-coef", "0.5",
@@ -117,7 +117,7 @@ def test_grpo_with_two_processes_logs_the_loss_of_one_process(micro_world, tmp_p
     logged loss: the test above."""
     rm = _reward_dir(tmp_path, micro_world / "base")
     args = ["ppo", "--policy", micro_world / "base", "--reward", rm, "--prompts", micro_world / "prompts/train.jsonl",
-            "--advantage", "grpo", "--group-size", "2", "--steps", "2", "--batch-size", "8",
+            "--advantage", "grpo", "--num-generations", "2", "--ppo-steps", "2", "--batch-size", "8",
             "--minibatch-size", "4", "--ppo-epochs", "1", "--max-new-tokens", "12", "--lr", "1e-3", "--threads", "1"]
     for n in (1, 2):
         code, _, err = run_cli([*args, "--out", tmp_path / f"p{n}", "--num-processes", n], capsys)
@@ -150,7 +150,7 @@ def test_ppo_with_fsdp_takes_the_steps_of_ppo_with_ddp(micro_world, tmp_path, ca
     draws from the same seed either way, so the rollouts, scores and updates are the same up to float rounding."""
     rm = _reward_dir(tmp_path, micro_world / "base")
     args = ["ppo", "--policy", micro_world / "base", "--reward", rm, "--prompts", micro_world / "prompts/train.jsonl",
-            "--world", micro_world, "--steps", "4", "--batch-size", "2", "--minibatch-size", "2",
+            "--world", micro_world, "--ppo-steps", "4", "--batch-size", "2", "--minibatch-size", "2",
             "--max-new-tokens", "32", "--save-every", "2", "--num-processes", "2", "--threads", "1"]
     for name, sharding in (("ddp", []), ("fsdp", ["--fsdp"])):
         code, _, err = run_cli([*args, "--out", tmp_path / name, *sharding], capsys)

@@ -77,8 +77,9 @@ def test_grpo_at_a_low_temperature_trains_with_the_kl_term_and_without_it(micro_
     for beta in ("0.05", "0"):
         code, _, err = run_cli(["ppo", "--policy", micro_world / "base", "--reward-fn", f"{tmp_path}/rf.py:three",
                                 "--prompts", micro_world / "prompts/train.jsonl", "--out", tmp_path / beta,
-                                "--advantage", "grpo", "--group-size", "2", "--temperature", "0.1", "--steps", "1",
-                                "--batch-size", "8", "--minibatch-size", "4", "--kl-coef", beta], capsys)
+                                "--advantage", "grpo", "--num-generations", "2", "--temperature", "0.1",
+                                "--ppo-steps", "1", "--batch-size", "8", "--minibatch-size", "4", "--kl-coef", beta],
+                               capsys)
         assert code == 0, err
         row = json.loads((tmp_path / beta / "metrics.jsonl").read_text())
         assert math.isfinite(row["policy_loss"]) and row["eos_rate"] > 0  # some responses end: padding follows
@@ -87,7 +88,7 @@ def test_grpo_at_a_low_temperature_trains_with_the_kl_term_and_without_it(micro_
 @pytest.fixture
 def grpo_setup(tmp_path, tiny_gpt2):
     cfg = PPOConfig(out=str(tmp_path / "run"), policy=str(tiny_gpt2), reward=str(_reward_dir(tmp_path, tiny_gpt2)),
-                    prompts="unused", advantage="grpo", group_size=4, batch_size=8, minibatch_size=4,
+                    prompts="unused", advantage="grpo", num_generations=4, batch_size=8, minibatch_size=4,
                     max_new_tokens=8, lr=1e-3)
     tokenizer, policy, reference, value, reward = load_models(cfg, torch.device("cpu"))
     assert value is None  # no critic
@@ -122,7 +123,7 @@ def test_grpo_on_a_reward_function_alone_logs_it_its_time_and_the_gold_judge(mic
     out = tmp_path / "grpo"
     code, _, err = run_cli(["ppo", "--policy", micro_world / "base", "--reward-fn", f"{tmp_path}/rf.py:picky",
                             "--prompts", _prompts(tmp_path / "p.jsonl"), "--out", out, "--advantage", "grpo",
-                            "--group-size", "4", "--steps", "2", "--batch-size", "8", "--minibatch-size", "4",
+                            "--num-generations", "4", "--ppo-steps", "2", "--batch-size", "8", "--minibatch-size", "4",
                             "--judge", f"world:gold,{_reward_dir(tmp_path, micro_world / 'base')}"], capsys)
     assert code == 0, err
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -136,7 +137,7 @@ def test_a_reward_function_raising_on_row_17_stops_with_one_line_and_exit_2(micr
     out = tmp_path / "run"
     code, _, err = run_cli(["ppo", "--policy", micro_world / "base", "--reward-fn", f"{tmp_path}/rf.py:picky",
                             "--prompts", _prompts(tmp_path / "p.jsonl"), "--out", out, "--advantage", "rloo",
-                            "--steps", "6", "--batch-size", "8", "--minibatch-size", "8", "--ppo-epochs", "1",
+                            "--ppo-steps", "6", "--batch-size", "8", "--minibatch-size", "8", "--ppo-epochs", "1",
                             "--checkpoint-every", "1"], capsys)
     assert code == 2
     assert err.strip().splitlines()[-1] == (f"rlhf ppo: error: reward function rf:picky raised ValueError: row 17 is "

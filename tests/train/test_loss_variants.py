@@ -162,7 +162,7 @@ def test_bad_loss_variant_flags_are_one_line_errors(flags, message, tiny_gpt2, t
 
 def test_overlong_punishment_is_added_to_the_terminal_reward_and_logged(tmp_path, tiny_gpt2):
     cfg = PPOConfig(out=str(tmp_path / "run"), policy=str(tiny_gpt2), reward=str(_reward_dir(tmp_path, tiny_gpt2)),
-                    prompts="unused", advantage="grpo", group_size=2, batch_size=4, max_new_tokens=8,
+                    prompts="unused", advantage="grpo", num_generations=2, batch_size=4, max_new_tokens=8,
                     missing_eos_penalty=None)
     tokenizer, policy, reference, _, reward = load_models(cfg, torch.device("cpu"))
     samples = generate(policy, tokenizer, ["list three animals ."] * 4, max_new_tokens=8,
@@ -196,8 +196,8 @@ def test_dapo_with_two_processes_takes_the_steps_of_one_process(micro_world, tmp
     """--loss-type dapo is a mean over the global minibatch's tokens: with uneven response lengths, 2 processes
     weigh their shares by their tokens and follow the 1-process run (as bnpo; tests/train/test_distributed.py)."""
     args = ["ppo", "--policy", micro_world / "base", "--reward", _reward_dir(tmp_path, micro_world / "base"),
-            "--prompts", micro_world / "prompts/train.jsonl", "--advantage", "grpo", "--group-size", "2",
-            "--loss-type", "dapo", "--clip-range-high", "0.28", "--overlong-cache", "4", "--steps", "2",
+            "--prompts", micro_world / "prompts/train.jsonl", "--advantage", "grpo", "--num-generations", "2",
+            "--loss-type", "dapo", "--clip-range-high", "0.28", "--overlong-cache", "4", "--ppo-steps", "2",
             "--batch-size", "4", "--minibatch-size", "4", "--ppo-epochs", "2", "--max-new-tokens", "12",
             "--lr", "1e-3", "--threads", "1"]
     for n in (1, 2):

@@ -180,7 +180,7 @@ def test_ppo_command_runs_logs_every_metric_and_tracks_gold(micro_world, tmp_pat
 
     monkeypatch.setattr(ppo_module, "ppo_iteration", watched)
     code, stdout, err = run_cli(["ppo", "--policy", sft, "--reward", rm,
-                                 "--prompts", micro_world / "prompts/train.jsonl", "--out", out, "--steps", "3",
+                                 "--prompts", micro_world / "prompts/train.jsonl", "--out", out, "--ppo-steps", "3",
                                  "--batch-size", "8", "--minibatch-size", "4",
                                  "--world", micro_world, "--save-every", "2", "--adaptive-kl-target", "1.0"], capsys)
     assert code == 0, err
@@ -200,7 +200,7 @@ def test_ppo_command_runs_logs_every_metric_and_tracks_gold(micro_world, tmp_pat
 def test_tiny_llama_policy_runs_through_the_same_loop(tiny_llama, micro_world, tmp_path, capsys):
     rm = _reward_dir(tmp_path, tiny_llama)
     code, _, err = run_cli(["ppo", "--policy", tiny_llama, "--reward", rm, "--prompts",
-                            micro_world / "prompts/train.jsonl", "--out", tmp_path / "ppo", "--steps", "2",
+                            micro_world / "prompts/train.jsonl", "--out", tmp_path / "ppo", "--ppo-steps", "2",
                             "--batch-size", "4", "--minibatch-size", "2", "--max-new-tokens", "6"], capsys)
     assert code == 0, err
 

@@ -46,7 +46,8 @@ def test_baseline_is_not_the_mean_of_all_k():
 def rloo(tmp_path, tiny_gpt2):
     cfg = PPOConfig(out=str(tmp_path / "run"), policy=str(tiny_gpt2), reward=str(_reward_dir(tmp_path, tiny_gpt2)),
                     prompts="unused", batch_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=8, lr=1e-3,
-                    advantage="rloo", rloo_k=K, missing_eos_penalty=None)  # a random model rarely ends: use the RM
+                    advantage="rloo", num_generations=K,
+                    missing_eos_penalty=None)  # a random model rarely ends: use the RM
     tokenizer, policy, reference, value, reward = load_models(cfg, torch.device("cpu"))
     samples = collect(HFEngine(policy, tokenizer), tokenizer, PROMPTS[:2], cfg, torch.Generator().manual_seed(0))
     return cfg, tokenizer, policy, reference, value, reward, samples
@@ -111,9 +112,9 @@ def test_rloo_command_runs_end_to_end_without_a_value_model(micro_world, tmp_pat
     sft = micro_world / "base"
     out = tmp_path / "rloo"
     code, stdout, err = run_cli(["ppo", "--policy", sft, "--reward", _reward_dir(tmp_path, sft), "--prompts",
-                                 micro_world / "prompts/train.jsonl", "--out", out, "--steps", "3", "--batch-size",
-                                 "8", "--minibatch-size", "4", "--advantage", "rloo", "--rloo-k", "4", "--world",
-                                 micro_world, "--save-every", "2", "--threads", "1"], capsys)
+                                 micro_world / "prompts/train.jsonl", "--out", out, "--ppo-steps", "3", "--batch-size",
+                                 "8", "--minibatch-size", "4", "--advantage", "rloo", "--num-generations", "4",
+                                 "--world", micro_world, "--save-every", "2", "--threads", "1"], capsys)
     assert code == 0, err
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and rows[-1]["episodes"] == 24
@@ -125,12 +126,13 @@ def test_rloo_command_runs_end_to_end_without_a_value_model(micro_world, tmp_pat
     assert (out / "config.json").exists() and not (out / "value").exists()
 
 
-@pytest.mark.parametrize("flags, needle", [(["--rloo-k", "3"], "rloo_k"), (["--rloo-k", "1"], "rloo_k"),
+@pytest.mark.parametrize("flags, needle", [(["--num-generations", "3"], "num_generations"),
+                                           (["--num-generations", "1"], "num_generations"),
                                            (["--advantage", "vtrace"], "advantage")])
 def test_bad_rloo_settings_exit_2_before_anything_runs(tmp_path, capsys, flags, needle):
     args = ["ppo", "--policy", tmp_path, "--reward", tmp_path, "--prompts", tmp_path / "p.jsonl", "--out",
             tmp_path / "out", "--batch-size", "8", "--minibatch-size", "4"]
-    if needle == "rloo_k":
+    if needle == "num_generations":
         flags = ["--advantage", "rloo", *flags]
     code, _, err = run_cli(args + flags, capsys)
     assert code == 2 and needle in err

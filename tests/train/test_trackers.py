@@ -117,7 +117,7 @@ def test_ppo_reports_trls_ppo_names_to_tensorboard(micro_world, tmp_path, capsys
     out = tmp_path / "ppo"
     code, _, err = run_cli(["ppo", "--policy", micro_world / "base", "--reward",
                             _reward_dir(tmp_path, micro_world / "base"), "--prompts",
-                            micro_world / "prompts/train.jsonl", "--out", out, "--steps", "2", "--batch-size", "4",
+                            micro_world / "prompts/train.jsonl", "--out", out, "--ppo-steps", "2", "--batch-size", "4",
                             "--minibatch-size", "2", "--max-new-tokens", "6", "--report-to", "tensorboard"], capsys)
     assert code == 0, err
     events = EventAccumulator(str(out / "tensorboard")).Reload()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from rlhfkit.config import to_toml
+from rlhfkit.config import to_toml, upgrade_saved
 from rlhfkit.data.jsonl import append_jsonl
 from rlhfkit.errors import UserError
 from rlhfkit.runtime.options import DEFAULT_KEEP
@@ -91,7 +91,7 @@ RESUMABLE_CHANGES = ("out", "overwrite", "resume", "tensorboard", "report_to", "
 def check_same_config(saved_path: Path, config) -> None:
     """--resume continues the same run: a changed key (other than bookkeeping) is a user error."""
     try:
-        saved = tomllib.loads(saved_path.read_text(encoding="utf-8"))
+        saved = upgrade_saved(type(config), tomllib.loads(saved_path.read_text(encoding="utf-8")))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
         raise UserError(f"{saved_path}: cannot resume: unreadable config ({exc})") from None
     now = tomllib.loads(to_toml(config))

@@ -36,6 +36,7 @@ class RunOptions:
                                   "(runtime/trackers/__init__.py)")
     device: str = option("auto", "cpu, cuda, cuda:N or auto")
     threads: int = option(0, "torch CPU threads (0: leave torch's default)")
+    grad_clip: float = option(1.0, "gradient norm clipping")
     # crash safety (train/checkpoint.py)
     checkpoint_every: int = option(0, "write a resumable checkpoint (models, optimizer, data position, RNG states) "
                                    "into OUT/resume every N steps (0: none)")

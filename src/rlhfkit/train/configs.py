@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 
-from rlhfkit.config import check_at_least, check_positive, option, required
+from rlhfkit.config import check_at_least, check_positive, default_of, option, required
 from rlhfkit.data.configs import check_loss
 from rlhfkit.data.options import DataOptions
 from rlhfkit.engines.options import EngineOptions, check_engine
@@ -30,24 +31,25 @@ KL_IN = ("reward", "loss")
 
 def samples_per_prompt(cfg: PPOConfig) -> int:
     """Responses drawn per prompt in one batch: k for RLOO's leave-one-out baseline and GRPO's group, else 1."""
-    return {"rloo": cfg.rloo_k, "grpo": cfg.group_size}.get(cfg.advantage, 1)
+    return 1 if cfg.advantage == "gae" else cfg.num_generations
 
 
 @dataclass
-class SFTConfig(RunOptions, DataOptions):
-    model: str | None = required("causal LM directory to fine-tune (save_pretrained output)")
-    data: str | None = required("demonstrations JSONL: prompt, completion")
-    eval_data: str | None = option(None, "held-out demonstrations (default: split eval_fraction of prompts)")
-    eval_fraction: float = option(0.05, "share of distinct prompts held out when eval_data is not given")
-    epochs: int = option(3, "passes over the demonstrations")
-    batch_size: int = option(32, "sequences per optimizer step")
-    lr: float = option(5e-4, "peak learning rate (toy-world scale; use ~1e-5 for large models)")
+class SupervisedOptions(RunOptions, DataOptions):
+    """The fields of the supervised trainers (`rlhf sft`, `rlhf rm`, `rlhf dpo`), each declared once; a trainer
+    overrides the defaults it sizes otherwise."""
+    data: str | None = required("rankings or pairs JSONL (docs/design.md §2)")
+    eval_data: str | None = option(None, "held-out rows in --data's format (default: hold out eval_fraction of "
+                                   "prompts)")
+    eval_fraction: float = option(0.1, "share of distinct prompts held out when eval_data is not given")
+    epochs: int = option(1, "passes over the data")
+    batch_size: int = option(16, "rankings per optimizer step (all pairs of a ranking in one batch)")
+    lr: float = option(1e-4, "peak learning rate")
     weight_decay: float = option(0.0, "AdamW weight decay")
     warmup_ratio: float = option(0.05, "share of steps spent warming the learning rate up")
-    max_length: int | None = option(None, "tokens per sequence (prompt cut on the left first; default 256, or "
-                                    "the model's position limit when lower)")
-    grad_clip: float = option(1.0, "gradient norm clipping")
-    log_every: int = option(10, "log train loss every N steps")
+    max_length: int | None = option(None, "tokens per prompt + response (prompt cut on the left first; default "
+                                    "256, or the model's position limit when lower)")
+    log_every: int = option(10, "log every N steps")
 
     def check(self) -> None:
         super().check()
@@ -58,33 +60,27 @@ class SFTConfig(RunOptions, DataOptions):
 
 
 @dataclass
-class RewardConfig(RunOptions, DataOptions):
+class SFTConfig(SupervisedOptions):
+    model: str | None = required("causal LM directory to fine-tune (save_pretrained output)")
+    data: str | None = required("demonstrations JSONL: prompt, completion")
+    eval_fraction: float = default_of(SupervisedOptions, "eval_fraction", 0.05)
+    epochs: int = option(3, "passes over the demonstrations")
+    batch_size: int = option(32, "sequences per optimizer step")
+    lr: float = option(5e-4, "peak learning rate (toy-world scale; use ~1e-5 for large models)")
+
+
+@dataclass
+class RewardConfig(SupervisedOptions):
     model: str | None = required("SFT policy directory: the RM's backbone (its LM head is replaced by a scalar)")
-    data: str | None = required("rankings or pairs JSONL (docs/design.md §2)")
-    eval_data: str | None = option(None, "held-out rankings/pairs (default: hold out eval_fraction of prompts)")
-    eval_fraction: float = option(0.1, "share of distinct prompts held out when eval_data is not given")
     demos: str | None = option(None, "demonstrations JSONL: the bias is shifted so they score 0 on average "
                                "(default: the training outputs)")
     world: str | None = option(None, "toy world: also report the noise ceiling and Spearman with gold")
-    epochs: int = option(1, "passes over the rankings (InstructGPT: 1; more overfits)")
-    batch_size: int = option(16, "rankings per optimizer step (all pairs of a ranking in one batch)")
-    lr: float = option(1e-4, "peak learning rate")
-    weight_decay: float = option(0.0, "AdamW weight decay")
-    warmup_ratio: float = option(0.05, "share of steps spent warming the learning rate up")
-    max_length: int | None = option(None, "tokens per prompt + response (prompt cut on the left, the response on "
-                                    "the right; default 256, or the model's position limit when lower)")
-    grad_clip: float = option(1.0, "gradient norm clipping")
-    log_every: int = option(10, "log every N steps")
     # K-wise rankings (issue 34)
     loss: str = option("pairwise", "pairwise: InstructGPT's C(K,2) pairs of each ranking, weighted 1/C(K,2); "
                        "plackett-luce: each ranking's Plackett–Luce likelihood over its tiers")
 
     def check(self) -> None:
         super().check()
-        check_at_least(self, 1, "epochs", "batch_size", "max_length", "log_every")
-        check_positive(self, "lr")
-        if not 0 <= self.eval_fraction < 1:
-            raise UserError("config key 'eval_fraction' must be in [0, 1)")
         check_loss(self.loss)
 
 
@@ -100,21 +96,11 @@ class ConvertRMConfig:
 
 
 @dataclass
-class DPOConfig(RunOptions, DataOptions):
+class DPOConfig(SupervisedOptions):
     policy: str | None = required("SFT policy directory: the DPO start and the frozen reference π_ref")
-    data: str | None = required("rankings or pairs JSONL (docs/design.md §2)")
-    eval_data: str | None = option(None, "held-out rankings/pairs (default: hold out eval_fraction of prompts)")
-    eval_fraction: float = option(0.1, "share of distinct prompts held out when eval_data is not given")
     beta: float = option(0.1, "β: scale of the implicit reward, the strength of the KL constraint (paper: 0.1)")
-    epochs: int = option(1, "passes over the rankings")
-    batch_size: int = option(16, "rankings per optimizer step (all pairs of a ranking in one batch)")
     lr: float = option(1e-4, "peak learning rate (toy-world scale; Rafailov et al. use 1e-6 on large models)")
-    weight_decay: float = option(0.0, "AdamW weight decay")
-    warmup_ratio: float = option(0.1, "share of steps spent warming the learning rate up")
-    max_length: int | None = option(None, "tokens per prompt + response (prompt cut on the left first; default "
-                                    "256, or the model's position limit when lower)")
-    grad_clip: float = option(1.0, "gradient norm clipping")
-    log_every: int = option(10, "log every N steps")
+    warmup_ratio: float = default_of(SupervisedOptions, "warmup_ratio", 0.1)
     save_every: int = option(0, "save a checkpoint every N steps into OUT/checkpoints (0: only the final policy)")
     # K-wise rankings (issue 34)
     loss: str = option("pairwise", "pairwise: DPO on the C(K,2) pairs of each ranking, weighted 1/C(K,2); "
@@ -122,11 +108,7 @@ class DPOConfig(RunOptions, DataOptions):
 
     def check(self) -> None:
         super().check()
-        check_at_least(self, 1, "epochs", "batch_size", "max_length", "log_every")
-        check_positive(self, "lr")
         check_at_least(self, 0, "save_every")
-        if not 0 <= self.eval_fraction < 1:
-            raise UserError("config key 'eval_fraction' must be in [0, 1)")
         if not self.beta > 0:
             raise UserError("config key 'beta' must be positive")
         check_loss(self.loss)
@@ -134,6 +116,9 @@ class DPOConfig(RunOptions, DataOptions):
 
 @dataclass
 class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
+    RENAMED: ClassVar[dict[str, str]] = {"steps": "ppo_steps", "rloo_k": "num_generations",
+                                         "group_size": "num_generations"}
+
     policy: str | None = required("SFT policy directory: the PPO start and the frozen reference")
     reference: str | None = option(None, "frozen reference of the KL penalty (default: --policy; the online loop "
                                    "starts from the last round's policy and keeps the SFT one here)")
@@ -142,13 +127,12 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
     prompts: str | None = required("prompts JSONL (field `prompt`)")
     value_model: str | None = option(None, "value model start (default: the reward model, as InstructGPT)")
     world: str | None = option(None, "toy world: also log its gold reward (the judge world:gold; never trained on)")
-    steps: int = option(100, "PPO iterations (one batch of rollouts each)")
+    ppo_steps: int = option(100, "PPO iterations (one batch of rollouts each)")
     batch_size: int = option(64, "episodes (prompts) per iteration")
     minibatch_size: int = option(32, "episodes per gradient step")
     ppo_epochs: int = option(4, "passes over each batch of rollouts")
     lr: float = option(3e-5, "learning rate of policy and value model (toy-world scale)")
     adam_eps: float = option(1e-5, "Adam epsilon")
-    grad_clip: float = option(1.0, "gradient norm clipping")
     kl_coef: float = option(0.05, "β: weight of the per-token KL penalty to the SFT policy")
     adaptive_kl_target: float | None = option(None, "adaptive KL controller: the KL per episode β is steered to "
                                               "(Ziegler et al. 2019; not early stopping: every epoch runs)")
@@ -161,8 +145,8 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
     advantage: str = option("gae", "advantage estimator: gae (PPO with a value model), rloo (REINFORCE "
                             "leave-one-out, no value model; Ahmadian et al. 2024) or grpo (group-normalized reward, "
                             "no value model; Shao et al. 2024)")
-    rloo_k: int = option(4, "RLOO: samples per prompt (a batch is batch_size/k prompts x k samples)")
-    group_size: int = option(4, "GRPO: samples per prompt (TRL's num_generations)")
+    num_generations: int = option(4, "RLOO and GRPO: samples per prompt, k (a batch is batch_size/k prompts x k "
+                                  "samples; TRL's name)")
     scale_rewards: str = option("group", "GRPO: divide by the std of the group (the paper), of the batch, or none "
                                 "(Dr. GRPO, Liu et al. 2025)")
     loss_type: str | None = option(None, "how token losses are averaged: bnpo (token mean over the minibatch), "
@@ -201,7 +185,7 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
 
     def check(self) -> None:
         super().check()
-        check_at_least(self, 1, "steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens",
+        check_at_least(self, 1, "ppo_steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens",
                        "max_prompt_length", "ptx_batch_size", "kl_horizon", "log_every")
         check_at_least(self, 0, "value_warmup", "save_every")
         check_positive(self, "lr", "adam_eps")
@@ -223,11 +207,11 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
             raise UserError("config key 'value_model': PPO with GAE needs a value model start (--value-model, or "
                             "--reward: the value model starts from the reward model)")
         if self.advantage != "gae":
-            name, key = ("RLOO", "rloo_k") if self.advantage == "rloo" else ("GRPO", "group_size")
+            name = self.advantage.upper()
             k = samples_per_prompt(self)
             if k < 2 or self.batch_size % k:
-                raise UserError(f"config key '{key}' must be at least 2 and divide 'batch_size' ({name} compares "
-                                f"k >= 2 samples of each prompt in the batch)")
+                raise UserError(f"config key 'num_generations' must be at least 2 and divide 'batch_size' ({name} "
+                                f"compares k >= 2 samples of each prompt in the batch)")
             if self.value_model:
                 raise UserError(f"config key 'value_model': {name} has no value model (drop --value-model)")
             if self.value_warmup:
@@ -245,6 +229,11 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
             raise UserError("config key 'value_warmup' is not supported with several processes (DDP needs every "
                             "trained parameter in every backward pass)")
         self.check_loss_variant()
+
+    @staticmethod
+    def saved_alias(saved: dict, new: str) -> str | None:
+        """A run saved before the renames kept k as rloo_k for RLOO and as group_size for GRPO."""
+        return {"num_generations": "group_size" if saved.get("advantage") == "grpo" else "rloo_k"}.get(new)
 
     def check_loss_variant(self) -> None:
         if self.importance_level not in IMPORTANCE_LEVELS:

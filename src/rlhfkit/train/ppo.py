@@ -20,7 +20,7 @@ same Â = R(x, y) − mean of R over the other k−1 samples of its prompt (R = 
 reward), and step 5 is the same clipped update without the value term.
 
 GRPO (`--advantage grpo`, Shao et al. 2024, DeepSeekMath §4) is the other critic-free option: k samples per prompt
-(`--group-size`), every token of a response gets Â = (R − mean R) / (std R + ε) over its prompt's k samples, and —
+(`--num-generations`), every token of a response gets Â = (R − mean R) / (std R + ε) over its prompt's k samples, and —
 as in the paper — the KL to the reference is a term β·k3 of the loss (`--kl-in loss`) instead of a per-token reward
 (`--kl-in reward`, as PPO), each response's token losses averaged before the mean over responses
 (`--loss-type grpo`). Dr. GRPO (Liu et al. 2025) is `--scale-rewards none --loss-type dr_grpo`: no division by the
@@ -268,12 +268,12 @@ def ppo_loop(run: Run) -> dict:
     first = checkpoints.restore() if cfg.resume else 0
     engine = make_engine(cfg.rollout_engine, policy, tokenizer, max_len=cfg.max_prompt_length + cfg.max_new_tokens,
                          gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed)  # after restore: it serves those weights
-    bar, record = progress(cfg.steps, "ppo"), {}
+    bar, record = progress(cfg.ppo_steps, "ppo"), {}
     bar.update(first)
     models = PPOModels(tokenizer, policy, train_policy, reference, value_model, train_value_model, rewards_of,
                        optimizer, engine, ptx)
     times: list[float] = []
-    for step in range(first + 1, cfg.steps + 1):
+    for step in range(first + 1, cfg.ppo_steps + 1):
         times[:] = [time.time()]
         for p in policy_params:
             p.requires_grad_(step > cfg.value_warmup)  # during the warm-up only the value model learns
@@ -292,9 +292,9 @@ def ppo_loop(run: Run) -> dict:
         record |= judges_record(judges, rollout.samples, inputs.rows, batch_rows)
         kl_control.update(record["kl"], cfg.batch_size)
         log_step(run, step, record, bar)
-        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.ppo_steps:
             save_snapshot(run, policy, step)
-        if step < cfg.steps:  # the last step's state is the saved model
+        if step < cfg.ppo_steps:  # the last step's state is the saved model
             checkpoints.maybe_save(step)
     bar.close()
     engine.close()  # (an error before this: the served copy is removed at exit, TemporaryDirectory)

@@ -167,7 +167,7 @@ def wrap_models(run: Run):
 
 def log_step(run: Run, step: int, record: dict, bar) -> None:
     """An iteration's record into metrics.jsonl (every --log-every iterations, and the last) and the bar."""
-    if step % run.cfg.log_every == 0 or step == run.cfg.steps:
+    if step % run.cfg.log_every == 0 or step == run.cfg.ppo_steps:
         run.dir.log(step, **record)
     bar.update(1)
     bar.set_postfix(rm=f"{record['rm_score']:.2f}", kl=f"{record['kl']:.2f}",
@@ -184,7 +184,7 @@ def finish(run: Run, policy, value_model, record: dict) -> dict:
         save_scalar_model(path / "value", value_model, None, cfg.lora_save)
     run.dir.close()
     gold = f", gold {record['gold']:.3f}" if "gold" in record else ""
-    print(f"ppo: {cfg.steps} iterations, {cfg.steps * cfg.batch_size} episodes; last batch: RM score "
+    print(f"ppo: {cfg.ppo_steps} iterations, {cfg.ppo_steps * cfg.batch_size} episodes; last batch: RM score "
           f"{record['rm_score']:.3f}, KL {record['kl']:.3f}{gold} -> {path}")
     return record
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rlhfkit import pipeline as stages
 from rlhfkit.eval import report as R
 from rlhfkit.eval.policy import load_policy, run_checkpoints
 from rlhfkit.models.loading import pick_device
 from rlhfkit.models.precision import bf16_support, precision_line
-from rlhfkit.pipeline import Judge, Progress, mean, point
-from rlhfkit.recipe_configs import METHODS, PLANS, DemoConfig, MethodSettings, Plan
+from rlhfkit.recipes import pipeline as stages
+from rlhfkit.recipes.configs import METHODS, PLANS, DemoConfig, MethodSettings, Plan
+from rlhfkit.recipes.pipeline import Judge, Progress, mean, point
 from rlhfkit.runtime.optim import set_threads
 from rlhfkit.runtime.trackers import reporting
 from rlhfkit.stats import win_rate
@@ -69,7 +69,7 @@ def compare_methods(world, out: Path, plan: Plan, cfg: DemoConfig, seed: int, sh
     """`rlhf compare`'s table for this seed: SFT, best-of-n, PPO (the demo's run) and the extra methods, trained
     on the same SFT model and rankings and evaluated on the same held-out prompts."""
     methods = tuple(m for m in METHODS if m in {"sft", "bon", "ppo", *cfg.methods})
-    settings = MethodSettings(methods=methods, kl_coef=cfg.kl_coef, rl_steps=cfg.ppo_steps, threads=cfg.threads)
+    settings = MethodSettings(methods=methods, kl_coef=cfg.kl_coef, ppo_steps=cfg.ppo_steps, threads=cfg.threads)
     trained = {"ppo": {"wall_s": ppo_wall_s, "episodes": (cfg.ppo_steps or plan.ppo_steps) * plan.ppo_batch}}
     for method in cfg.methods:
         trained[method] = stages.train_method(method, world, out, plan, settings, seed, shared["rankings"])

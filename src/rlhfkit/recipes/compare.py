@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rlhfkit import pipeline as stages
 from rlhfkit.config import to_toml
 from rlhfkit.errors import UserError
 from rlhfkit.eval import report as R
-from rlhfkit.pipeline import runs, split_run, table_rows
-from rlhfkit.recipe_configs import METHODS, PLANS, RL_METHODS, CompareConfig
+from rlhfkit.recipes import pipeline as stages
+from rlhfkit.recipes.configs import METHODS, PLANS, RL_METHODS, CompareConfig
+from rlhfkit.recipes.pipeline import runs, split_run, table_rows
 from rlhfkit.rewards.functions import load_reward_function
 from rlhfkit.runtime.optim import set_threads
 from rlhfkit.runtime.trackers import reporting
@@ -82,8 +82,8 @@ def mean_curves(per_seed: list[dict], method: str) -> list[dict]:
 
 def labels(cfg: CompareConfig) -> dict[str, str]:
     base = {"sft": "SFT", "bon": f"best-of-n (n = 1…{cfg.bon_n})", "dpo": f"DPO (β = {cfg.dpo_beta})",
-            "ppo": f"PPO (β = {cfg.kl_coef})", "rloo": f"RLOO (k = {cfg.rloo_k}, β = {cfg.kl_coef})",
-            "grpo": f"GRPO (k = {cfg.group_size}, β = {cfg.kl_coef})"}
+            "ppo": f"PPO (β = {cfg.kl_coef})", "rloo": f"RLOO (k = {cfg.num_generations}, β = {cfg.kl_coef})",
+            "grpo": f"GRPO (k = {cfg.num_generations}, β = {cfg.kl_coef})"}
     on = {"rm": "", "fn": ", on the verifier", "rm+fn": ", on RM + verifier"}
     return {name: base[split_run(name)[0]][:-1] + on[split_run(name)[1]] + ")" if split_run(name)[0] in RL_METHODS
             else base[name] for name in runs(cfg.settings())}
@@ -96,7 +96,7 @@ def write_report(out: Path, cfg: CompareConfig, preset: str, per_seed: list[dict
     curves = {m: mean_curves(per_seed, m) for m in rows_of}
     report = {"world": str(cfg.world), "preset": preset, "seeds": cfg.seeds, "wall_s": round(wall_s, 1),
               "methods": methods, "curves": curves,
-              "settings": {k: getattr(cfg, k) for k in ("kl_coef", "rl_steps", "rl_lr", "rloo_k", "group_size",
+              "settings": {k: getattr(cfg, k) for k in ("kl_coef", "ppo_steps", "rl_lr", "num_generations",
                                                          "trained_on", "reward_fn", "dpo_beta", "dpo_lr",
                                                          "dpo_epochs", "bon_n", "eval_prompts")},
               "per_seed": [{k: v for k, v in s.items() if k != "golds"} for s in per_seed]}
@@ -146,8 +146,8 @@ def run_seed(world, out: Path, plan, cfg: CompareConfig, seed: int, say) -> dict
 
 
 def check_rl_runs(cfg: CompareConfig, world, plan) -> None:
-    """The PPO, RLOO and GRPO runs the comparison will make, checked as `rlhf ppo` checks them (e.g. rloo_k must
-    divide the preset's batch; every reward function loads) before anything is trained."""
+    """The PPO, RLOO and GRPO runs the comparison will make, checked as `rlhf ppo` checks them (e.g. num_generations
+    must divide the preset's batch; every reward function loads) before anything is trained."""
     if set(cfg.trained_on) - {"rm"}:
         for spec in cfg.reward_fn:
             load_reward_function(spec)

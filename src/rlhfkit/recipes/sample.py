@@ -25,7 +25,7 @@ from rlhfkit.models.loading import (
     position_limit,
 )
 from rlhfkit.models.precision import run_in_bf16
-from rlhfkit.recipe_configs import SampleConfig
+from rlhfkit.recipes.configs import SampleConfig
 
 
 def source_name(model: str, temperature: float) -> str:

@@ -5,8 +5,9 @@ imports its config from here)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
-from rlhfkit.config import check_at_least, option, required
+from rlhfkit.config import check_at_least, default_of, option, required
 from rlhfkit.data.options import DataOptions
 from rlhfkit.engines.options import EngineOptions, check_engine
 from rlhfkit.errors import UserError
@@ -72,10 +73,9 @@ class MethodSettings:
     """The settings of the methods of `rlhf compare` (its CompareConfig takes its defaults from here)."""
     methods: tuple[str, ...] = DEFAULT_METHODS
     kl_coef: float = 0.05
-    rl_steps: int | None = None
+    ppo_steps: int | None = None
     rl_lr: float | None = None
-    rloo_k: int = 4
-    group_size: int = 4
+    num_generations: int = 4
     trained_on: tuple[str, ...] = ("rm",)
     reward_fn: tuple[str, ...] = (VERIFIER,)
     dpo_beta: float = 0.1
@@ -98,6 +98,32 @@ SOURCES = ("simulated", "files", "app")
 def check_source(source: str) -> None:
     if source not in SOURCES:
         raise UserError(f"config key 'labels': expected one of {', '.join(SOURCES)}, got {source!r}")
+
+
+@dataclass
+class StageOptions:
+    """What a command that runs trainers passes on to each of them."""
+    threads: int = option(0, "torch CPU threads (0: torch's default)")
+    report_to: list[str] = option([], "the trainers it runs also log to these trackers: tensorboard, wandb, "
+                                  "trackio (comma-separated; one tracker run per stage, named by its directory)")
+
+    def check(self) -> None:
+        check_report_to(self.report_to)
+        check_at_least(self, 0, "threads")
+
+
+@dataclass
+class RLOptions:
+    """The `rlhf ppo` settings of a command that runs PPO (and RLOO, GRPO): β and the iterations."""
+    kl_coef: float = option(DEFAULTS.kl_coef, "β of the KL penalty to the SFT policy (0: none, the "
+                            "over-optimization control)")
+    ppo_steps: int | None = option(DEFAULTS.ppo_steps, "PPO iterations of each PPO, RLOO or GRPO run (default: the "
+                                   "preset's)")
+
+    def check_rl(self) -> None:
+        if self.kl_coef < 0:
+            raise UserError("config key 'kl_coef' must be >= 0")
+        check_at_least(self, 1, "ppo_steps")
 
 
 @dataclass
@@ -128,56 +154,55 @@ class SampleConfig(DataOptions, EngineOptions, PrecisionOptions):
 
 
 @dataclass
-class DemoConfig:
-    out: str = option("runs/demo", "output directory (report.json, report.html, plots, one folder per seed)")
-    preset: str = option("tiny", "world and pipeline size: micro (tests), tiny (the demo), small")
+class SeedsOptions:
+    """The output and seeds of a command that repeats its pipeline to give means and standard deviations."""
+    out: str | None = required("output directory (report.json, report.html, plots, one folder per seed)")
     seeds: list[int] = option([0], "pipeline seeds, comma-separated; several give means and standard deviations")
+    overwrite: bool = option(False, "replace an existing output directory")
+
+    def check_seeds(self) -> None:
+        if not self.seeds:
+            raise UserError("config key 'seeds': give at least one seed")
+
+
+@dataclass
+class DemoConfig(StageOptions, RLOptions, SeedsOptions):
+    out: str = default_of(SeedsOptions, "out", "runs/demo")
+    preset: str = option("tiny", "world and pipeline size: micro (tests), tiny (the demo), small")
     world_seed: int = option(0, "seed of the toy world shared by every pipeline seed")
     world: str | None = option(None, "use this built world directory instead of building OUT/world")
     arch: str = option("gpt2", "base LM architecture: gpt2 or llama")
-    kl_coef: float = option(0.05, "β of PPO (0: no KL penalty, the over-optimization control)")
-    ppo_steps: int | None = option(None, "override the preset's PPO iterations")
     methods: list[str] = option([], "also train these on the same SFT model and rankings and add `rlhf compare`'s "
                                 "table to the report (dpo, rloo)")
-    overwrite: bool = option(False, "replace an existing output directory")
-    threads: int = option(0, "torch CPU threads (0: torch's default)")
-    report_to: list[str] = option([], "the trainers it runs also log to these trackers: tensorboard, wandb, "
-                                  "trackio (comma-separated; one tracker run per stage, named by its directory)")
     bf16: str = option("no", "train SFT, RM and PPO under bfloat16 autocast: yes, no, or auto (where this CPU has "
                        "native bf16); evaluation stays float32 (README: bf16 on CPUs)")
 
     def check(self) -> None:
-        check_report_to(self.report_to)
+        super().check()
         check_preset(self.preset)
         if self.bf16 not in BF16_CHOICES:
             raise UserError(f"config key 'bf16' must be one of {', '.join(BF16_CHOICES)} (got {self.bf16!r})")
-        if not self.seeds:
-            raise UserError("config key 'seeds': give at least one seed")
-        if self.kl_coef < 0:
-            raise UserError("config key 'kl_coef' must be >= 0")
+        self.check_seeds()
+        self.check_rl()
         if set(self.methods) - {"dpo", "rloo"}:
             raise UserError("config key 'methods': the demo adds dpo and/or rloo (rlhf compare runs any method)")
-        if self.threads < 0:
-            raise UserError("config key 'threads' must be >= 0")
-        check_at_least(self, 1, "ppo_steps")
 
 
 @dataclass
-class CompareConfig:
+class CompareConfig(StageOptions, RLOptions, SeedsOptions):
+    RENAMED: ClassVar[dict[str, str]] = {"rl_steps": "ppo_steps", "rloo_k": "num_generations",
+                                         "group_size": "num_generations"}
+
     world: str | None = required("built toy world (rlhf world build); its preset sizes the shared stages")
-    out: str | None = required("output directory (report.json, report.html, plots, one folder per seed)")
     methods: list[str] = option(list(DEFAULTS.methods), "methods, comma-separated, from: sft, bon, dpo, ppo, rloo, "
                                 "grpo")
     trained_on: list[str] = option(list(DEFAULTS.trained_on), "what PPO, RLOO and GRPO are trained on, "
                                    "comma-separated: rm (the reward model), fn (--reward-fn), rm+fn (their sum)")
     reward_fn: list[str] = option(list(DEFAULTS.reward_fn), "reward functions of --trained-on fn and rm+fn "
                                   "(default: the toy world's verifier)")
-    seeds: list[int] = option([0], "pipeline seeds, comma-separated; several give means and standard deviations")
-    kl_coef: float = option(DEFAULTS.kl_coef, "β of the KL penalty to SFT, for PPO and RLOO")
-    rl_steps: int | None = option(DEFAULTS.rl_steps, "PPO and RLOO iterations (default: the preset's PPO iterations)")
-    rl_lr: float | None = option(DEFAULTS.rl_lr, "PPO and RLOO learning rate (default: the preset's)")
-    rloo_k: int = option(DEFAULTS.rloo_k, "RLOO: samples per prompt (a batch is batch/k prompts x k samples)")
-    group_size: int = option(DEFAULTS.group_size, "GRPO: samples per prompt")
+    rl_lr: float | None = option(DEFAULTS.rl_lr, "PPO, RLOO and GRPO learning rate (default: the preset's)")
+    num_generations: int = option(DEFAULTS.num_generations, "RLOO and GRPO: samples per prompt, k (a batch is "
+                                  "batch/k prompts x k samples; TRL's name)")
     dpo_beta: float = option(DEFAULTS.dpo_beta, "β of DPO")
     dpo_lr: float = option(DEFAULTS.dpo_lr, "DPO learning rate")
     dpo_epochs: int = option(DEFAULTS.dpo_epochs, "DPO passes over the rankings")
@@ -186,25 +211,19 @@ class CompareConfig:
     curve_points: int = option(DEFAULTS.curve_points, "checkpoints saved along each DPO, PPO and RLOO run for the "
                                "gold-vs-√KL curve")
     eval_prompts: int | None = option(None, "held-out prompts evaluated (default: the preset's)")
-    overwrite: bool = option(False, "replace an existing output directory")
-    threads: int = option(DEFAULTS.threads, "torch CPU threads (0: torch's default)")
-    report_to: list[str] = option([], "the trainers it runs also log to these trackers: tensorboard, wandb, "
-                                  "trackio (comma-separated; one tracker run per stage, named by its directory)")
 
     def check(self) -> None:
-        check_report_to(self.report_to)
+        super().check()
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise UserError(f"config key 'methods': unknown or none ({', '.join(unknown)}); "
                             f"choose from {', '.join(METHODS)}")
-        if not self.seeds:
-            raise UserError("config key 'seeds': give at least one seed")
-        check_at_least(self, 1, "bon_n", "curve_points", "dpo_epochs", "rl_steps")
-        check_at_least(self, 2, "rloo_k", "group_size")
+        self.check_seeds()
+        self.check_rl()
+        check_at_least(self, 1, "bon_n", "curve_points", "dpo_epochs")
+        check_at_least(self, 2, "num_generations")
         if not self.trained_on or set(self.trained_on) - set(TRAINED_ON):
             raise UserError(f"config key 'trained_on': choose from {', '.join(TRAINED_ON)}")
-        if self.kl_coef < 0:
-            raise UserError("config key 'kl_coef' must be >= 0")
         if self.eval_prompts is not None and self.eval_prompts < 0:
             raise UserError("config key 'eval_prompts' must be >= 0 (0: the preset's)")
 
@@ -216,7 +235,7 @@ class CompareConfig:
 
 
 @dataclass
-class LoopConfig(DataOptions):
+class LoopConfig(DataOptions, StageOptions, RLOptions):
     out: str | None = required("loop directory (config.toml, one folder per round, report.json, report.html)")
     rounds: int = option(3, "rounds of sample → label → RM → PPO")
     world: str | None = option(None, "toy world directory (default: build the preset's world into OUT/world)")
@@ -250,17 +269,12 @@ class LoopConfig(DataOptions):
     redo_round: int | None = option(None, "redo round N from its labels on (after its export changed): read them "
                                           "again and retrain its RM and PPO and every later round's (their "
                                           "samples and labels stay)")
-    ppo_steps: int | None = option(None, "PPO iterations per round (default: the preset's)")
     checkpoint_every: int | None = option(None, "PPO checkpoint every N iterations, so a killed loop continues "
                                                 "from it (default: the preset's save_every)")
-    kl_coef: float = option(0.05, "β of the KL penalty to the SFT policy")
     continue_policy: bool = option(False, "each round's PPO continues from the last round's policy (default: a "
                                    "fresh PPO run from the SFT policy against each new RM, so rounds differ only "
                                    "in their reward model's data)")
     seed: int = option(0, "random seed")
-    threads: int = option(0, "torch CPU threads (0: torch's default)")
-    report_to: list[str] = option([], "the trainers it runs also log to these trackers: tensorboard, wandb, "
-                                  "trackio (comma-separated; one tracker run per stage, named by its directory)")
     rollout_engine: str = option("hf", "what samples the candidates and PPO's rollouts: hf, hf-static or vllm "
                                  "(README 'Rollout engines'; the evaluation samples with hf)")
 
@@ -269,7 +283,7 @@ class LoopConfig(DataOptions):
         return self.labels or ("files" if self.labels_dir else "simulated")
 
     def check(self) -> None:
-        check_report_to(self.report_to)
+        super().check()
         check_preset(self.preset)
         check_source(self.source)
         if self.source == "files" and not self.labels_dir:
@@ -283,15 +297,14 @@ class LoopConfig(DataOptions):
             raise UserError("config key 'temperatures' must be one or more values > 0")
         if self.per_item < 1 or (self.source == "simulated" and not 1 <= self.per_item <= self.labelers):
             raise UserError("config keys: need labelers >= 1 and 1 <= per_item <= labelers")
-        if self.kl_coef < 0:
-            raise UserError("config key 'kl_coef' must be >= 0")
+        self.check_rl()
         if not 0 < self.min_coverage <= 1:
             raise UserError("config key 'min_coverage' must be above 0 and at most 1")
         if not self.poll_seconds > 0:
             raise UserError("config key 'poll_seconds' must be above 0")
         if self.redo_round is not None and not 1 <= self.redo_round <= self.rounds:
             raise UserError(f"config key 'redo_round' must be a round from 1 to {self.rounds}")
-        check_at_least(self, 1, "prompts_per_round", "ppo_steps", "checkpoint_every")
+        check_at_least(self, 1, "prompts_per_round", "checkpoint_every")
 
 
 @dataclass

@@ -51,7 +51,7 @@ from rlhfkit.errors import UserError
 from rlhfkit.models.loading import pick_device
 from rlhfkit.models.precision import bf16_support, warn_if_emulated
 from rlhfkit.models.scalar import ScalarModel
-from rlhfkit.recipe_configs import BenchMatmulConfig, BenchPPOConfig, BenchTrainConfig, ModelShape
+from rlhfkit.recipes.configs import BenchMatmulConfig, BenchPPOConfig, BenchTrainConfig, ModelShape
 from rlhfkit.runtime.optim import make_optimizer, seed_everything, set_threads
 from rlhfkit.train.configs import PPOConfig, RewardConfig, SFTConfig
 from rlhfkit.train.distributed import Parallel

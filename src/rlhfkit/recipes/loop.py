@@ -30,15 +30,15 @@ import tomllib
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from rlhfkit import loop_labels as L
-from rlhfkit import pipeline as stages
 from rlhfkit.config import load_toml, to_toml
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.data.schemas import candidate_record, ranking_record
 from rlhfkit.errors import UserError, Waiting
 from rlhfkit.eval import report as R
 from rlhfkit.eval.policy import load_policy
-from rlhfkit.recipe_configs import PLANS, LoopConfig
+from rlhfkit.recipes import loop_labels as labels_io
+from rlhfkit.recipes import pipeline as stages
+from rlhfkit.recipes.configs import PLANS, LoopConfig
 from rlhfkit.runtime.trackers import reporting
 from rlhfkit.stats import win_rate
 from rlhfkit.storage import write_text_atomic
@@ -134,7 +134,7 @@ class Labels:
 
     def __init__(self, cfg: LoopConfig, out: Path, world_dir: Path, rerun: str):
         self.cfg, self.out, self.world_dir, self.rerun = cfg, out, world_dir, rerun
-        self.app = L.LabelingApp(cfg.db or str(out / "labels.db"), cfg.project) if cfg.source == "app" else None
+        self.app = labels_io.LabelingApp(cfg.db or str(out / "labels.db"), cfg.project) if cfg.source == "app" else None
 
     def export_path(self, r: int) -> Path:
         if self.cfg.source == "files":
@@ -151,11 +151,12 @@ class Labels:
         added = app.add_round(candidates, cfg.per_item)
         items = len(read_jsonl(candidates, candidate_record))
         known = app.people()
+        people = [(n, "labeler") for n in cfg.invite] + [(labels_io.ADMIN, "admin")]
         links = {name: f"{cfg.public_url.rstrip('/')}/invite/{app.invite(name, role)}"
-                 for name, role in [(n, "labeler") for n in cfg.invite] + [(L.ADMIN, "admin")] if name not in known}
+                 for name, role in people if name not in known}
         need = math.ceil(cfg.min_coverage * items - 1e-9)
         if new_project:
-            print(L.app_runbook(app, items=items, overlap=cfg.per_item, need=need, links=links,
+            print(labels_io.app_runbook(app, items=items, overlap=cfg.per_item, need=need, links=links,
                                 public_url=cfg.public_url, rerun=self.rerun), flush=True)
         else:
             print(f"round {r}: {added} new items in project {cfg.project!r} of {app.db}; labelers keep their links "
@@ -176,13 +177,13 @@ class Labels:
         if self.app is not None:
             ids = {c["id"] for c in items}
             need = math.ceil(cfg.min_coverage * len(ids) - 1e-9)
-            L.wait_for(self.app, r, ids, cfg.per_item, need, wait=cfg.wait, poll_seconds=cfg.poll_seconds,
+            labels_io.wait_for(self.app, r, ids, cfg.per_item, need, wait=cfg.wait, poll_seconds=cfg.poll_seconds,
                        rerun=self.rerun)
             self.app.export(ids, export)
         elif not export.exists():
-            print(L.files_runbook(candidates, export, r, overlap=cfg.per_item, rerun=self.rerun), flush=True)
+            print(labels_io.files_runbook(candidates, export, r, overlap=cfg.per_item, rerun=self.rerun), flush=True)
             raise Waiting(f"round {r}: no {export} yet")
-        rankings, cov, digest = L.check_export(export, items, r, overlap=cfg.per_item,
+        rankings, cov, digest = labels_io.check_export(export, items, r, overlap=cfg.per_item,
                                                min_coverage=cfg.min_coverage, allow_partial=cfg.allow_partial)
         return rankings, {"source": str(export), "sha256": digest, "coverage": asdict(cov)}
 
@@ -194,10 +195,10 @@ class Labels:
         if self.app is not None:
             ids = {c["id"] for c in read_jsonl(_round_dir(self.out, r) / "candidates.jsonl", candidate_record)}
             records = self.app.records(ids)
-            now, count = L.sha256(L.jsonl_bytes(records)), len(records)
+            now, count = labels_io.sha256(labels_io.jsonl_bytes(records)), len(records)
         else:
             path = self.export_path(r)
-            now = L.file_digest(path)
+            now = labels_io.file_digest(path)
             count = len(path.read_text(encoding="utf-8").splitlines()) if now else 0
         if now == info["sha256"]:
             return None
@@ -271,7 +272,7 @@ def _run_loop(cfg: LoopConfig) -> dict:
             write_jsonl(rd / "rankings.jsonl", rankings)
             state.mark("labels", info)
             if "coverage" in info:
-                say(f"round {r}:    {L.Coverage(**info['coverage']).describe()}")
+                say(f"round {r}:    {labels_io.Coverage(**info['coverage']).describe()}")
         all_rankings = [rec for k in range(1, r + 1) for rec in read_jsonl(_round_dir(out, k) / "rankings.jsonl",
                                                                            ranking_record)]
         if not state.done("rm"):

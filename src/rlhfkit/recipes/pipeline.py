@@ -31,11 +31,11 @@ from rlhfkit.data.pairs import read_preferences
 from rlhfkit.eval.bon import BestOfN, best_of_n, bon_kl
 from rlhfkit.eval.policy import PolicyEval, evaluate_policy, load_policy, run_checkpoints
 from rlhfkit.models.reward_model import RewardModel
-from rlhfkit.recipe_configs import METHODS, RL_METHODS, MethodSettings, Plan, SampleConfig
+from rlhfkit.recipes.configs import METHODS, RL_METHODS, MethodSettings, Plan, SampleConfig
+from rlhfkit.recipes.sample import sample_candidates
 from rlhfkit.rewards.accuracy import labeler_agreement
 from rlhfkit.rewards.sources import WORLD_JUDGE
 from rlhfkit.runtime.directory import prepare_out_dir
-from rlhfkit.sampling import sample_candidates
 from rlhfkit.stats import win_rate
 from rlhfkit.train.configs import DPOConfig, PPOConfig, RewardConfig, SFTConfig
 from rlhfkit.train.dpo import train_dpo
@@ -112,10 +112,11 @@ def reward_model(policy: Path, data: Path, out: Path, world, *, lr: float, epoch
 def ppo_config(policy: Path, reward: Path, world, out: Path, *, steps: int, batch: int, minibatch: int, lr: float,
                kl_coef: float, save_every: int, seed: int, reference: Path | None = None, threads: int = 0,
                **options) -> PPOConfig:
-    """The config of `rlhf ppo`; `options` are further PPOConfig fields, e.g. advantage="rloo", rloo_k=4 for RLOO."""
+    """The config of `rlhf ppo`; `options` are further PPOConfig fields, e.g. advantage="rloo", num_generations=4
+    for RLOO."""
     return PPOConfig(policy=str(policy), reference=str(reference) if reference else None,
                      reward=str(reward) if reward else None, judge=[WORLD_JUDGE],
-                     prompts=str(world.train_prompts_path), out=str(out), steps=steps,
+                     prompts=str(world.train_prompts_path), out=str(out), ppo_steps=steps,
                      batch_size=batch, minibatch_size=minibatch, lr=lr, kl_coef=kl_coef,
                      max_new_tokens=world.response_limit, save_every=save_every, seed=seed, threads=threads,
                      overwrite=True, **options)
@@ -233,9 +234,8 @@ def rl_config(name: str, world, out: Path, plan: Plan, settings: MethodSettings,
     `--advantage rloo|grpo`), on the RM, on the reward functions (PPO's value model still starts from the RM's
     weights, as InstructGPT's) or on their sum."""
     method, on = split_run(name)
-    steps = settings.rl_steps or plan.ppo_steps
-    options = {"rloo": {"advantage": "rloo", "rloo_k": settings.rloo_k},
-               "grpo": {"advantage": "grpo", "group_size": settings.group_size}}.get(method, {})
+    steps = settings.ppo_steps or plan.ppo_steps
+    options = {"advantage": method, "num_generations": settings.num_generations} if method != "ppo" else {}
     if on != "rm":
         options["reward_fn"] = list(settings.reward_fn)
         if method == "ppo":
@@ -260,7 +260,7 @@ def train_method(method: str, world, out: Path, plan: Plan, settings: MethodSett
         return {"wall_s": round(time.time() - t0, 1), "episodes": 0}
     cfg = rl_config(method, world, out, plan, settings, seed)  # `method`: a run name, e.g. ppo-fn
     quiet(train_ppo, cfg)
-    return {"wall_s": round(time.time() - t0, 1), "episodes": cfg.steps * plan.ppo_batch}
+    return {"wall_s": round(time.time() - t0, 1), "episodes": cfg.ppo_steps * plan.ppo_batch}
 
 
 def evaluate_methods(world, out: Path, settings: MethodSettings, n_prompts: int, seed: int, trained: dict,
