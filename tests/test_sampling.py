@@ -50,3 +50,20 @@ def test_simulate_rejects_prompts_the_world_did_not_make(micro_world, tmp_path, 
                             "--out", tmp_path / "r.jsonl"], capsys)
     assert code == 2 and "cands.jsonl:1: prompt is not one of the toy world's prompts" in err
     assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_a_prompt_beyond_the_models_positions_is_one_line_before_any_sampling(micro_world, tmp_path, capsys):
+    """A prompt whose tokens + --max-new-tokens exceed the position limit used to index past the position
+    embeddings (IndexError); it is one line naming the prompt, exit 2, and no output file."""
+    sft = micro_world / "base"
+    limit = json.loads((sft / "config.json").read_text())["n_positions"]
+    prompts = tmp_path / "prompts.jsonl"
+    long = " ".join(["list"] * (limit + 8))
+    prompts.write_text(json.dumps({"id": "short", "prompt": "list three colors"}) + "\n"
+                       + json.dumps({"id": "too-long", "prompt": long}) + "\n")
+    out = tmp_path / "candidates.jsonl"
+    code, _, err = run_cli(["sample", "--models", str(sft), "--prompts", str(prompts), "--out", str(out),
+                            "--k", "2", "--max-new-tokens", "8"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "too-long" in err and f"position limit {limit}" in err
+    assert not out.exists()

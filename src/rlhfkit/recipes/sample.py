@@ -16,6 +16,8 @@ from rlhfkit.data.formats import read_prompts
 from rlhfkit.data.jsonl import check_writable, write_jsonl
 from rlhfkit.data.schemas import tools_field
 from rlhfkit.engines.core import generate_texts, make_engine
+from rlhfkit.errors import UserError
+from rlhfkit.generation import prompt_rows
 from rlhfkit.models.loading import (
     check_lengths,
     check_model_dir,
@@ -43,6 +45,20 @@ def assign_sources(n_prompts: int, k: int, n_sources: int, seed: int) -> list[li
     return out
 
 
+def check_prompt_lengths(source, tokenizer, records: list[dict], max_new_tokens: int, limit: int | None,
+                         model_path) -> None:
+    """One line, before any sampling, naming the first prompt whose tokens and the response's cannot fit in the
+    model's positions (the model would otherwise index past its position embeddings)."""
+    if limit is None:
+        return
+    for i, row in enumerate(prompt_rows(tokenizer, [r["prompt"] for r in records])):
+        if len(row) + max_new_tokens > limit:
+            name = records[i].get("id", f"prompt {i + 1}")
+            raise UserError(f"{source}: {name}: {len(row)} prompt tokens + --max-new-tokens {max_new_tokens} is "
+                            f"beyond the position limit {limit} of {model_path}; shorten the prompt or lower "
+                            "--max-new-tokens")
+
+
 def sample_candidates(cfg: SampleConfig) -> list[dict]:
     cfg.check()
     check_writable(cfg.out)
@@ -60,6 +76,7 @@ def sample_candidates(cfg: SampleConfig) -> list[dict]:
         check_lengths(path, model.config, max_new_tokens=cfg.max_new_tokens)
         if any(is_conversation(r["prompt"]) for r in records):
             require_template(tokenizer)
+        check_prompt_lengths(cfg.prompts, tokenizer, records, cfg.max_new_tokens, position_limit(model), path)
         wanted = [(i, j) for i, row in enumerate(slots) for j, src in enumerate(row) if src == s]
         engine = make_engine(cfg.rollout_engine, model, tokenizer, max_len=position_limit(model) or 4096,
                              served=path, gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed)
