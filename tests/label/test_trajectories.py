@@ -22,7 +22,7 @@ from rlhfkit.label.app import create_app
 from rlhfkit.label.commands import open_store, read_items
 from rlhfkit.label.db import Base, open_engine, upgrade
 from rlhfkit.label.export import records
-from rlhfkit.label.review import prefill_fields
+from rlhfkit.label.review import prefill_fields, turn_flags_text
 from tests.label.conftest import invite_login
 from tests.label.trajectories import TOOLS, trajectories, write_trajectories
 
@@ -125,6 +125,11 @@ def test_a_text_output_has_no_turn_to_flag():
     with pytest.raises(BadAnswer, match=r"^turn_flags\[0\]: output 0 is a text, not a trajectory: it has no turns"):
         parse_answer({"client_id": str(uuid.uuid4()), "ranking": [[0], [1]], "likert": [4, 4],
                       "turn_flags": [[{"turn": 0, "reason": "x"}], []]}, "rank", 2)
+
+
+def test_the_review_queue_names_a_flagged_turn_by_the_output_as_its_labeler_saw_it():
+    assert turn_flags_text([[], [WRONG_CITY], []], [2, 1, 0]) == [f"2, turn 0: {WRONG_CITY['reason']}"]
+    assert turn_flags_text(None, [0, 1]) == []
 
 
 @pytest.fixture

@@ -127,6 +127,13 @@ def flags_text(flags: list[dict] | None, shown: list[int] | None = None) -> list
             for n, f in enumerate(flags) if any(f.values())]
 
 
+def turn_flags_text(turn_flags: list[list[dict] | None] | None, shown: list[int]) -> list[str]:
+    """Per trajectory, the turns flagged: ["2, turn 0: calls the wrong city", ...] (outputs numbered from 1 as the
+    labeler saw them, turns by their index in the trajectory, as exported)."""
+    return [f"{n + 1}, turn {f['turn']}: {f['reason']}" for n, flags in enumerate(by_shown(turn_flags, shown))
+            for f in flags or []]
+
+
 def prefill_fields(mode: str, answer: dict) -> list[tuple[str, str]]:
     """An answer as the task form's fields (name, value), in the drafts' format (static/label.js): what the
     edit page fills in."""

@@ -97,7 +97,7 @@ def queue(store, project: str) -> list[dict]:
             names = "AB" if a["mode"] == "pairwise" else [str(n + 1) for n in range(len(shown))]
             a["outputs_shown"] = [(name, item["completions"][i]) for name, i in zip(names, shown)]
             a["ranking_text"] = review.ranking_text(a["tiers"], shown)
-            a["flags_text"] = review.flags_text(a["flags"], shown)
+            a["flags_text"] = review.flags_text(a["flags"], shown) + review.turn_flags_text(a.get("turn_flags"), shown)
             a["likert_shown"] = review.by_shown(a["likert"], shown)
             a["notes_shown"] = review.by_shown(a["output_notes"], shown)
     return items
