@@ -228,3 +228,16 @@ def test_a_database_of_revision_0004_is_upgraded_in_place(db_url):
     assert task.tools is None and task.trajectories == [None, None] and store.output_turns(
         ann, task.assignment_id) == [None, None]
     store.engine.dispose()
+
+
+def test_a_demonstration_of_a_prompt_with_tools_exports_them(tmp_path):
+    store = open_store(str(tmp_path / "labels.db"), migrate=True)
+    store.import_items("sft", "demo", 1, read_items(str(write_trajectories(tmp_path / "t.jsonl")), "demo"))
+    ann = store.who(store.login(store.invite("sft", "ann")))
+    task = store.next_task(ann)
+    assert task.tools == TOOLS
+    store.submit(ann, task.assignment_id, parse_answer({"client_id": str(uuid.uuid4()), "text": "Let me look."},
+                                                       "demo", 0, []))
+    (demo,) = records(store.submissions("sft"), "demos")
+    assert demo["tools"] == TOOLS and demo["completion"] == "Let me look."
+    store.engine.dispose()

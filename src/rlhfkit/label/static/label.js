@@ -70,9 +70,11 @@
       chip.textContent = "Output " + card.dataset.n;
       const snippet = document.createElement("span"); // the start of the output, so a tier reads at a glance
       snippet.className = "snippet";
-      snippet.textContent = " · " + ($("pre.text", card).textContent || "").trim().slice(0, SNIPPET_CHARS);
+      // a trajectory's chip reads its last answer (data-snippet), not the arguments of its first tool call
+      const text = (card.dataset.snippet || $("pre.text", card).textContent || "").trim();
+      snippet.textContent = " · " + text.slice(0, SNIPPET_CHARS);
       chip.appendChild(snippet);
-      chip.title = ($("pre.text", card).textContent || "").trim().slice(0, 300);
+      chip.title = text.slice(0, 300);
       chip.draggable = true;
       chip.dataset.n = card.dataset.n;
       row.appendChild(chip);
