@@ -57,7 +57,7 @@ def label_one_item(page) -> None:
     expect(wrong.locator("details.tool-result pre")).to_be_hidden()  # the others stay closed
     expect(page.locator("#board .chip").first).to_be_visible()
     snippets = page.locator("#board .chip .snippet").all_inner_texts()  # a trajectory's chip reads its last answer
-    assert sorted(s.split(" in ")[0] for s in snippets) == [
+    assert sorted(s.strip().split(" in ")[0] for s in snippets) == [
         "· I cannot look up the weather.", "· It is 22 C and sunny", "· It is 3 C and snowing"], snippets
     page.keyboard.press("Escape")
     for card in page.locator("article.output").all():
