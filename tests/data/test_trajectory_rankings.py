@@ -48,11 +48,14 @@ def test_the_reward_model_reads_a_trajectory_through_its_last_turn_with_the_tool
 
 
 def test_an_unfinished_trajectory_stops_before_its_last_end_of_turn(qwen):
+    """(SFT's and DPO's targets still end at the first turn's stop: `whole` is the reward model's reading.)"""
     prompt_tokens = prompt_ids(qwen, [USER])
-    done = completion_ids(qwen, [USER], trajectories("Paris")[1], True, prompt_tokens)
-    cut = completion_ids(qwen, [USER], trajectories("Paris")[1], False, prompt_tokens)
+    done = completion_ids(qwen, [USER], trajectories("Paris")[1], True, prompt_tokens, whole=True)
+    cut = completion_ids(qwen, [USER], trajectories("Paris")[1], False, prompt_tokens, whole=True)
     assert cut == done[:-1] and qwen.convert_ids_to_tokens(done[-1]) == "<|im_end|>"
     assert qwen.decode(cut, skip_special_tokens=False).count("<|im_end|>") == 2  # the call's, the tool result's
+    first = completion_ids(qwen, [USER], trajectories("Paris")[1], True, prompt_tokens)
+    assert first == done[:len(first)] and qwen.decode(first, skip_special_tokens=False).count("<|im_end|>") == 1
 
 
 def test_flagged_turns_go_with_their_trajectory_into_pairs(tmp_path):

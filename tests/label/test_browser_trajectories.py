@@ -103,8 +103,8 @@ def test_a_trajectory_ranking_goes_from_chromium_to_rlhf_rm(app, page, tmp_path,
     tok = build_tokenizer("chatml")
     tok.chat_template = real_template("qwen2_5")
     prompt = read_preferences(out)[1][0]["prompt"]  # a Conversation carrying the tools
-    scored = tok.decode(completion_ids(tok, prompt, exported[0]["completions"][1], True, prompt_ids(tok, prompt)),
-                        skip_special_tokens=False)
+    scored = tok.decode(completion_ids(tok, prompt, exported[0]["completions"][1], True, prompt_ids(tok, prompt),
+                                       whole=True), skip_special_tokens=False)
     assert '"arguments": {"city": "Oslo"}' in scored and scored.endswith("snowing in Paris.<|im_end|>")
     capsys.readouterr()
     run = tmp_path / "rm"

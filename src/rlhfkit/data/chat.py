@@ -8,8 +8,9 @@ assistant message(s) that follow a conversational prompt (a str after a Conversa
   template writes BOS itself (no second one).
 - A str completion after a str prompt: its tokens (no special tokens) + EOS. After a Conversation: the template's
   rendering of prompt + completion, minus the prompt's rendering, cut right after the first stop token — what
-  generation stops at (a template's trailing "\\n" after `<|im_end|>` is dropped); a completion of several
-  messages (a trajectory: assistant turns, tool calls, tool results) is cut after its last turn's stop token.
+  generation stops at (a template's trailing "\\n" after `<|im_end|>` is dropped); for the reward model, a
+  completion of several messages (a trajectory: assistant turns, tool calls, tool results) is cut after its last
+  turn's stop token instead (`completion_ids(whole=True)`).
   Where the prompt's ids are not the start of the full rendering's ids, the completion is the text of the full
   rendering after the prompt's text, encoded on its own (as TRL does): generation starts from the prompt's ids,
   so these are the ids it produces. A byte-level BPE with GPT-2's pre-tokenizer rule needs it under a Llama-3
@@ -133,10 +134,13 @@ def stop_ids(tokenizer, model_or_config=None, conversational: bool = False) -> s
 
 
 def completion_ids(tokenizer, prompt, completion, finished: bool = True, prompt_tokens: list[int] | None = None,
-                   stops: set[int] | None = None) -> list[int]:
+                   stops: set[int] | None = None, whole: bool = False) -> list[int]:
     """The completion's ids after `prompt`, ending with its stop token when `finished` (see the module docstring).
 
-    `prompt_tokens`: `prompt_ids(tokenizer, prompt)` when the caller has them already."""
+    `prompt_tokens`: `prompt_ids(tokenizer, prompt)` when the caller has them already. `whole`: a trajectory
+    (several messages) is kept through its last turn's stop token — what the reward model scores; without it the
+    ids end at the first stop token, where generation of one turn ends (SFT's and DPO's targets: a loss over a
+    trajectory's tool results would train the policy on the environment's tokens)."""
     if not is_conversation(prompt):
         ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
         return ids + [tokenizer.eos_token_id] if finished else ids
@@ -149,7 +153,7 @@ def completion_ids(tokenizer, prompt, completion, finished: bool = True, prompt_
         return rest
     # One turn ends at its first stop token; a trajectory (assistant turns, tool calls, tool results) at its last
     # turn's: every turn before it is scored with it.
-    end = ends[0] if len(messages) == 1 else ends[-1]
+    end = ends[-1] if whole and len(messages) > 1 else ends[0]
     return rest[:end + 1] if finished else rest[:end]
 
 
