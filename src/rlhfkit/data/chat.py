@@ -8,12 +8,14 @@ assistant message(s) that follow a conversational prompt (a str after a Conversa
   template writes BOS itself (no second one).
 - A str completion after a str prompt: its tokens (no special tokens) + EOS. After a Conversation: the template's
   rendering of prompt + completion, minus the prompt's rendering, cut right after the first stop token — what
-  generation stops at (a template's trailing "\\n" after `<|im_end|>` is dropped). Where the prompt's ids are not
-  the start of the full rendering's ids, the completion is the text of the full rendering after the prompt's
-  text, encoded on its own (as TRL does): generation starts from the prompt's ids, so these are the ids it
-  produces. A byte-level BPE with GPT-2's pre-tokenizer rule needs it under a Llama-3 template: the generation
-  prompt's "\\n\\n" is one token at the end of the prompt but two before the completion's first word. Only a
-  template whose full rendering does not start with the prompt's text is refused.
+  generation stops at (a template's trailing "\\n" after `<|im_end|>` is dropped); for the reward model, a
+  completion of several messages (a trajectory: assistant turns, tool calls, tool results) is cut after its last
+  turn's stop token instead (`completion_ids(whole=True)`).
+  Where the prompt's ids are not the start of the full rendering's ids, the completion is the text of the full
+  rendering after the prompt's text, encoded on its own (as TRL does): generation starts from the prompt's ids,
+  so these are the ids it produces. A byte-level BPE with GPT-2's pre-tokenizer rule needs it under a Llama-3
+  template: the generation prompt's "\\n\\n" is one token at the end of the prompt but two before the completion's
+  first word. Only a template whose full rendering does not start with the prompt's text is refused.
 - A Conversation's `tools` (data/schemas.py) go to every render of it: `apply_chat_template(..., tools=...)`.
 - Stop ids: the tokenizer's EOS ∪ generation_config's eos_token_id (an int or a list) ∪ the template's
   end-of-turn token for conversational prompts.
@@ -132,19 +134,26 @@ def stop_ids(tokenizer, model_or_config=None, conversational: bool = False) -> s
 
 
 def completion_ids(tokenizer, prompt, completion, finished: bool = True, prompt_tokens: list[int] | None = None,
-                   stops: set[int] | None = None) -> list[int]:
+                   stops: set[int] | None = None, whole: bool = False) -> list[int]:
     """The completion's ids after `prompt`, ending with its stop token when `finished` (see the module docstring).
 
-    `prompt_tokens`: `prompt_ids(tokenizer, prompt)` when the caller has them already."""
+    `prompt_tokens`: `prompt_ids(tokenizer, prompt)` when the caller has them already. `whole`: a trajectory
+    (several messages) is kept through its last turn's stop token — what the reward model scores; without it the
+    ids end at the first stop token, where generation of one turn ends (SFT's and DPO's targets: a loss over a
+    trajectory's tool results would train the policy on the environment's tokens)."""
     if not is_conversation(prompt):
         ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
         return ids + [tokenizer.eos_token_id] if finished else ids
     head = prompt_tokens if prompt_tokens is not None else prompt_ids(tokenizer, prompt)
-    rest = continuation(tokenizer, list(prompt), as_messages(completion), head, tools_of(prompt))
+    messages = as_messages(completion)
+    rest = continuation(tokenizer, list(prompt), messages, head, tools_of(prompt))
     stops = stops if stops is not None else stop_ids(tokenizer, None, True)
-    end = next((i for i, t in enumerate(rest) if t in stops), None)
-    if end is None:
+    ends = [i for i, t in enumerate(rest) if t in stops]
+    if not ends:
         return rest
+    # One turn ends at its first stop token; a trajectory (assistant turns, tool calls, tool results) at its last
+    # turn's: every turn before it is scored with it.
+    end = ends[-1] if whole and len(messages) > 1 else ends[0]
     return rest[:end + 1] if finished else rest[:end]
 
 

@@ -396,7 +396,7 @@ def response_sequences(tokenizer, prompts: list, texts: list, finished: list[boo
         if key not in cache:
             cache[key] = prompt_ids(tokenizer, prompt)
         head = cache[key]
-        target = completion_ids(tokenizer, prompt, text, done, head, stops)
+        target = completion_ids(tokenizer, prompt, text, done, head, stops, whole=True)  # a trajectory whole
         head, target = truncation.pair(head, target, tokenizer.bos_token_id, where)
         rows.append(head + target)
     return rows

@@ -5,15 +5,19 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from rlhfkit.data.schemas import tools_of
 from rlhfkit.errors import UserError
 from rlhfkit.label.db import Candidate, Item, Project
 from rlhfkit.label.names import MODES
 from rlhfkit.label.store.core import StoreCore
+from rlhfkit.label.trajectory import conversation_text
 
 
-def conversation_text(messages: list[dict]) -> str:
-    """A conversation as plain text, one "role: content" block a turn (the `item.prompt` of a chat item)."""
-    return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
+def candidate_text(value: str | list[dict]) -> dict:
+    """A candidate's columns: a text, or a trajectory (its messages, and their plain text)."""
+    if isinstance(value, list):
+        return {"text": conversation_text(value), "messages": list(value)}
+    return {"text": value, "messages": None}
 
 
 class ItemsStore(StoreCore):
@@ -48,13 +52,13 @@ class ItemsStore(StoreCore):
                 existing.add(record["id"])
                 prompt, messages = record["prompt"], None
                 if isinstance(prompt, list):  # a conversation: kept as turns, its text for reading and search
-                    messages, prompt = prompt, conversation_text(prompt)
+                    messages, prompt = list(prompt), conversation_text(prompt)
                 item = Item(project_id=project.id, ext_id=record["id"], prompt=prompt, messages=messages,
-                            position=start + added, taken=0)
+                            tools=tools_of(record["prompt"]), position=start + added, taken=0)
                 s.add(item)
                 s.flush()
-                s.add_all(Candidate(item_id=item.id, idx=i, text=c["text"], source=c.get("source", "unknown"),
-                                    finished=c.get("finished", True))
+                s.add_all(Candidate(item_id=item.id, idx=i, source=c.get("source", "unknown"),
+                                    finished=c.get("finished", True), **candidate_text(c["text"]))
                           for i, c in enumerate(record.get("completions", [])))
                 added += 1
             self._event(s, "import", project.id, None, added=added, present=len(records) - added)
