@@ -1,0 +1,70 @@
+"""`rlhf loop --select` and `--judge` with the toy world's simulated labelers: the round's items chosen from a pool
+with a random share; a judge measured against people on that share, used when it agrees and refused when not."""
+
+import json
+import random
+
+import pytest
+
+from rlhfkit.recipes import loop_select as chooser
+from rlhfkit.world.gold import gold_reward
+from tests.conftest import run_cli
+
+
+def inverted_gold(prompts, completions, **_):
+    """A bad judge: the toy world's gold reward, negated (it prefers what people like least)."""
+    return [-gold_reward(p, c).total for p, c in zip(prompts, completions)]
+
+
+def coin_judge(prompts, completions, **_):
+    """A bad judge: a score that knows nothing (a random reward model's)."""
+    rng = random.Random(len(prompts))
+    return [rng.gauss(0, 3) for _ in completions]
+
+
+def _loop(micro_world, out, capsys, *extra):
+    args = ["loop", "--world", micro_world, "--preset", "micro", "--out", out, "--prompts-per-round", "30",
+            "--ppo-steps", "1", "--rounds", "1", "--select", "disagree", "--random-share", "0.5",
+            "--judge-threshold", "0.6", *extra]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    return stdout, json.loads((out / "round-1" / "round.json").read_text())
+
+
+def test_a_good_judge_is_used_and_bad_ones_are_refused(micro_world, tmp_path, capsys):
+    # the gold reward leaves many pairs tied (equal scores, different texts): those items go to people
+    stdout, row = _loop(micro_world, tmp_path / "gold", capsys, "--judge", "world:gold", "--judge-confidence", "0.52")
+    rd = tmp_path / "gold" / "round-1"
+    check = row["judge"]
+    assert check["used"] and check["ci_low"] >= 0.6 and check["draft"] == "hidden", check
+    assert "judge world:gold: used: agreement with people" in stdout
+    ranks = [json.loads(line) for line in (rd / "rankings.jsonl").read_text().splitlines()]
+    by_judge = [r for r in ranks if r["labeler"] == "judge:world:gold"]
+    assert len(by_judge) == row["judge_rankings"] > 0  # flagged in the data
+    assert row["human_rankings"] == len(ranks) - len(by_judge)
+    chosen = [json.loads(line) for line in (rd / "candidates.jsonl").read_text().splitlines()]
+    random_ids = {c["id"] for c in chosen if c["selected"]["by"] == "random"}
+    assert len(chosen) == 30 and len(random_ids) == 15
+    assert not random_ids & {r["id"] for r in by_judge}  # the random share always goes to people
+    held = [json.loads(line) for line in (rd / "heldout-rankings.jsonl").read_text().splitlines()]
+    assert held and {r["id"] for r in held} <= random_ids and not any(r["labeler"].startswith("judge:") for r in held)
+
+    # bad judges on the same round, measured against the same simulated people
+    people = [r for r in ranks if not r["labeler"].startswith("judge:")]
+    for bad in ("inverted_gold", "coin_judge"):
+        spec = f"tests.test_loop_select:{bad}"
+        chooser.prelabel(rd / "candidates.jsonl", spec, None, 0.52, tmp_path / f"{bad}.jsonl",
+                         tmp_path / f"{bad}-people.jsonl")
+        check = chooser.measure(tmp_path / f"{bad}.jsonl", people, spec, 0.6)
+        assert not check.used and check.pairs > 50, check.summary()
+        assert f"judge {spec}: NOT used" in check.line() and "< threshold 0.60" in check.line()
+    assert chooser.measure(rd / "judge.jsonl", people, "world:gold", 0.6).used
+
+
+@pytest.mark.slow
+def test_the_loop_refuses_an_inverted_judge(micro_world, tmp_path, capsys):
+    stdout, row = _loop(micro_world, tmp_path / "bad", capsys, "--judge", "tests.test_loop_select:inverted_gold",
+                        "--judge-confidence", "0.52")
+    assert not row["judge"]["used"] and row["judge_rankings"] == 0, row["judge"]
+    assert "judge tests.test_loop_select:inverted_gold: NOT used" in stdout and "< threshold 0.60" in stdout
+    assert "judge:" not in (tmp_path / "bad" / "round-1" / "rankings.jsonl").read_text()
