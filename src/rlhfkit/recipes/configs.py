@@ -314,7 +314,7 @@ class LoopConfig(DataOptions, StageOptions, RLOptions):
     judge: str | None = option(None, "a judge that ranks every item first: a reward model directory, a reward "
                                "function (module:function, world:gold) or a causal LM directory; the items it is "
                                "confident on skip people (flagged labeler judge:NAME)")
-    judge_threshold: float = option(DEFAULT_THRESHOLD, "the judge is used only when the lower end of the 95% "
+    judge_threshold: float = option(DEFAULT_THRESHOLD, "the judge is used only when the lower end of the 95-percent "
                                     "interval of its agreement with people reaches this")
     judge_confidence: float = option(DEFAULT_CONFIDENCE, "items whose weakest pair the judge orders with "
                                      "probability below this go to people")

@@ -131,29 +131,37 @@ JUDGE_QUESTION = ("Question: {prompt}\nAnswer: {answer}\nIs this answer correct,
 class LMJudge:
     """Any Hugging Face causal LM as a judge. Each candidate is scored alone by the log-odds of the next token
         s(x, y) = log p(" Yes" | q(x, y)) − log p(" No" | q(x, y))
-    where q is JUDGE_QUESTION (through the tokenizer's chat template as one user message when it has one). Its
-    ranking sorts by s; σ(s_i − s_j) is the Bradley–Terry probability its confidence reads."""
+    where q is JUDGE_QUESTION (through the tokenizer's chat template as one user message when it has one); when
+    the two words' tokens share a prefix (a lone space), q ends with it and the first tokens that differ are
+    compared. Its ranking sorts by s; σ(s_i − s_j) is the Bradley–Terry probability its confidence reads."""
     model: object
     tokenizer: object
     yes: int
     no: int
+    prefix: list[int]   # the tokens " Yes" and " No" share (a byte-level BPE may split off the space)
 
     @classmethod
     def load(cls, path: str) -> LMJudge:
         tokenizer = load_tokenizer(path)
         model = load_causal_lm(path, tokenizer).eval()
         yes, no = (tokenizer.encode(w, add_special_tokens=False) for w in (" Yes", " No"))
-        if not yes or not no or yes[0] == no[0]:
+        common = 0
+        while common < min(len(yes), len(no)) and yes[common] == no[common]:
+            common += 1
+        if common == min(len(yes), len(no)):
             raise UserError(f"{path}: its tokenizer does not tell ' Yes' from ' No' (the LM judge reads them)")
-        return cls(model, tokenizer, yes[0], no[0])
+        return cls(model, tokenizer, yes[common], no[common], yes[:common])
 
     def question_ids(self, prompt, answer: str) -> list[int]:
         text = prompt if not is_conversation(prompt) else "\n".join(m.get("content") or "" for m in prompt)
         q = JUDGE_QUESTION.format(prompt=text, answer=answer)
         if getattr(self.tokenizer, "chat_template", None):
-            return list(self.tokenizer.apply_chat_template([{"role": "user", "content": q}],
-                                                           add_generation_prompt=True, tokenize=True))
-        return self.tokenizer.encode(q)
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                                      tokenize=False)
+            ids = self.tokenizer.encode(text, add_special_tokens=False)
+        else:
+            ids = self.tokenizer.encode(q)
+        return ids + self.prefix
 
     @torch.no_grad()
     def __call__(self, prompts: list, texts: list[str], finished: list[bool]) -> list[float]:
