@@ -3,12 +3,16 @@ with a random share; a judge measured against people on that share, used when it
 
 import json
 import random
+import uuid
 
 import pytest
 
+from rlhfkit.label.answers import parse_answer
 from rlhfkit.recipes import loop_select as chooser
+from rlhfkit.recipes.loop_labels import LabelingApp
 from rlhfkit.world.gold import gold_reward
 from tests.conftest import run_cli
+from tests.test_loop_labels import answer_all
 
 
 def inverted_gold(prompts, completions, **_):
@@ -68,3 +72,33 @@ def test_the_loop_refuses_an_inverted_judge(micro_world, tmp_path, capsys):
     assert not row["judge"]["used"] and row["judge_rankings"] == 0, row["judge"]
     assert "judge tests.test_loop_select:inverted_gold: NOT used" in stdout and "< threshold 0.60" in stdout
     assert "judge:" not in (tmp_path / "bad" / "round-1" / "rankings.jsonl").read_text()
+
+
+def test_with_people_in_the_app_the_judges_drafts_are_stored_and_the_check_says_they_were_shown(
+        micro_world, tmp_path, capsys):
+    out = tmp_path / "loop"
+    args = ["loop", "--world", micro_world, "--preset", "micro", "--out", out, "--prompts-per-round", "10",
+            "--ppo-steps", "1", "--rounds", "1", "--labels", "app", "--per-item", "2", "--select", "disagree",
+            "--random-share", "0.5", "--judge", "world:gold", "--judge-draft", "shown", "--judge-confidence", "0.52"]
+    code, stdout, err = run_cli(args + ["--no-wait"], capsys)
+    assert code == 3, err
+    app = LabelingApp(str(out / "labels.db"), "loop")
+    people = [json.loads(line) for line in (out / "round-1" / "people.jsonl").read_text().splitlines()]
+    assert app.coverage({p["id"] for p in people}, 2).items == len(people) < 10  # only people's items
+    assert app.store.judge_draft("loop")
+    ann = app.store.who(app.store.login(app.invite("ann")))
+    task = app.store.next_task(ann)
+    assert task.draft and task.draft_judge == "world:gold"  # the judge's tiers, ready to fill the page
+    assert set(task.draft) == set(range(len(task.outputs))) and min(task.draft.values()) == 1
+    # two people rank every item by position (not by quality): the judge, right, disagrees with them
+    while (task := app.store.next_task(ann)) is not None:
+        k = len(task.outputs)
+        app.store.submit(ann, task.assignment_id, parse_answer(
+            {"client_id": str(uuid.uuid4()), "kind": "rank", "ranking": [[i] for i in range(k)], "likert": [4] * k},
+            "rank", k))
+    assert answer_all(app, "bob") == len(people)
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    row = json.loads((out / "round-1" / "round.json").read_text())
+    assert row["judge"]["draft"] == "shown" and "people saw its ranking as a draft" in stdout
+    assert not row["judge"]["used"] and row["judge_rankings"] == 0

@@ -318,6 +318,8 @@ class LoopConfig(DataOptions, StageOptions, RLOptions):
                                     "interval of its agreement with people reaches this")
     judge_confidence: float = option(DEFAULT_CONFIDENCE, "items whose weakest pair the judge orders with "
                                      "probability below this go to people")
+    judge_draft: str = option("hidden", "with --labels app and --judge: show the judge's ranking to labelers as a "
+                              "starting draft (shown) or not (hidden; an admin can switch it in the app)")
 
     @property
     def source(self) -> str:
@@ -351,6 +353,8 @@ class LoopConfig(DataOptions, StageOptions, RLOptions):
         if self.judge and self.select == "random":
             raise UserError("config key 'judge': pre-labels need --select (uncertain, disagree or mixed): the judge is "
                             "measured on the random share, which --select random leaves no room beside")
+        if self.judge_draft not in ("hidden", "shown"):
+            raise UserError(f"config key 'judge_draft': expected hidden or shown, got {self.judge_draft!r}")
         for key in ("judge_threshold", "judge_confidence"):
             if not 0 <= getattr(self, key) <= 1:
                 raise UserError(f"config key '{key}' must be from 0 to 1")

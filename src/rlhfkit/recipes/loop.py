@@ -48,7 +48,7 @@ from rlhfkit.world.configs import WorldConfig
 
 # Keys a rerun may change at any time: how the loop runs and waits, not what a round computes.
 RERUN_ANY_TIME = ("rounds", "threads", "wait", "poll_seconds", "min_coverage", "allow_partial", "redo_round",
-                  "invite", "public_url", "checkpoint_every", "report_to")
+                  "invite", "public_url", "checkpoint_every", "report_to", "judge_draft")
 # Keys a rerun may change from the next round on: a round keeps the settings it started with (its state.json).
 RERUN_CHANGES = ("prompts_per_round", "k", "temperatures", "ppo_steps", "kl_coef", "continue_policy",
                  "rollout_engine", "select", "random_share", "pool_factor", "ensemble", "judge", "judge_threshold",
@@ -293,11 +293,17 @@ def _run_loop(cfg: LoopConfig) -> dict:
                 state.mark("judge", info)
         if not state.done("labels"):
             labels.offer(r, people, state)
+            if s.get("judge") and labels.app is not None and not state.done("drafts"):
+                chooser.store_drafts(labels.app, rd / "judge.jsonl", people, state.get("judge")["judge"],
+                                     cfg.judge_draft == "shown")
+                state.mark("drafts")
             say(f"round {r}: 2. labels ({cfg.source})")
             rankings, info = labels.rankings(r, people, state)
             if s.get("judge"):
-                name = state.get("judge")["judge"]
-                check = chooser.measure(rd / "judge.jsonl", rankings, name, s["judge_threshold"])
+                name, app = state.get("judge")["judge"], labels.app
+                draft = "shown" if app is not None and app.store.judge_draft(app.project) else "hidden"
+                gold = chooser.measure_gold(app.store.gold_items(app.project), s["judge"], sft) if app else (0, 0, 0)
+                check = chooser.measure(rd / "judge.jsonl", rankings, name, s["judge_threshold"], draft, gold)
                 say(f"round {r}:    {check.line()}")
                 ids = {c["id"] for c in read_jsonl(people)}
                 judged = chooser.judge_rankings(rd / "judge.jsonl", rd / "candidates.jsonl", ids, name) \

@@ -60,13 +60,39 @@ def prelabel(candidates: Path, judge_spec: str, tokenizer_dir: Path, confidence:
     return {"judge": name, "items": len(items), "to_people": len(people)}
 
 
-def measure(judge_path: Path, people: list[dict], name: str, threshold: float, draft: str = "hidden"
-            ) -> P.JudgeCheck:
-    """The judge against people on the random share's items both labeled."""
+def measure(judge_path: Path, people: list[dict], name: str, threshold: float, draft: str = "hidden",
+            gold: tuple[int, int, int] = (0, 0, 0)) -> P.JudgeCheck:
+    """The judge against people on the random share's items both labeled, pooled with its agreement on the app's
+    gold items (`measure_gold`) when there are some."""
     rows = read_jsonl(judge_path)
     audit = {r["id"]: r["ranking"] for r in rows if r["by"] == "random" and r["confidence"] > 0}
     agree, pairs, items = P.agreement(audit, people)
-    return P.JudgeCheck(name, "items both labeled", agree, pairs, items, threshold, draft)
+    where = "items both labeled" + (f" and {gold[2]} gold items" if gold[2] else "")
+    return P.JudgeCheck(name, where, agree + gold[0], pairs + gold[1], items, threshold, draft)
+
+
+def measure_gold(gold_items: list[dict], judge_spec: str, tokenizer_dir: Path) -> tuple[int, int, int]:
+    """(agreeing pairs, compared pairs, items) of the judge's rankings of the app's gold items against their
+    known rankings."""
+    if not gold_items:
+        return 0, 0, 0
+    _, score = load_scorer(judge_spec, tokenizer_dir)
+    judged = {}
+    for it, s in zip(gold_items, score_sets(score, gold_items)):
+        texts = [str(c["text"]) for c in it["completions"]]
+        if P.confidence(s, texts) > 0:
+            judged[it["id"]] = P.judge_ranking(s, texts)
+    return P.agreement(judged, [{"id": it["id"], "ranking": it["ranking"], "labeler": "gold"} for it in gold_items])
+
+
+def store_drafts(app, judge_path: Path, people: Path, name: str, show: bool) -> int:
+    """Put the judge's rankings of the items people label into the app (shown as drafts only while the project's
+    judge_draft is on; `show` sets it)."""
+    ids = {it["id"] for it in read_jsonl(people)}
+    rankings = {r["id"]: r["ranking"] for r in read_jsonl(judge_path) if r["id"] in ids and r["confidence"] > 0}
+    if show:
+        app.store.set_judge_draft(app.project, True)
+    return app.store.set_judge_rankings(app.project, name, rankings)
 
 
 def judge_rankings(judge_path: Path, candidates: Path, people_ids: set[str], name: str) -> list[dict]:

@@ -31,6 +31,8 @@ class LeasedItem:
     page: int
     pages: int
     finished: list[bool] = field(default_factory=list)  # each shown output ended with EOS (False: cut off)
+    draft: dict[int, int] | None = None  # the judge's tier (1 = best) of each candidate index, when shown
+    draft_judge: str | None = None
 
 
 @dataclass
@@ -139,8 +141,13 @@ class LeasesStore(StoreCore):
             Item.project_id == who.project_id, ~seen, open_to_me))
         page, pages = assign.page_numbers(answered, available)
         prompt = item.messages if item.messages is not None else item.prompt
+        draft = None
+        if item.judge_ranking and who.mode == "rank" and not item.is_gold and s.scalar(
+                select(Project.judge_draft).where(Project.id == who.project_id)):
+            draft = {i: tier for tier, group in enumerate(item.judge_ranking, start=1) for i in group}
         return LeasedItem(a.id, item.public_id, who.mode, prompt, [(i, texts[i]) for i in a.shown], a.expires_at,
-                          page, pages, [bool(finished[i]) for i in a.shown])
+                          page, pages, [bool(finished[i]) for i in a.shown], draft,
+                          item.judge_name if draft else None)
 
     # --------------------------------------------------------------------------------- submissions
 
