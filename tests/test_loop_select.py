@@ -102,3 +102,32 @@ def test_with_people_in_the_app_the_judges_drafts_are_stored_and_the_check_says_
     row = json.loads((out / "round-1" / "round.json").read_text())
     assert row["judge"]["draft"] == "shown" and "people saw its ranking as a draft" in stdout
     assert not row["judge"]["used"] and row["judge_rankings"] == 0
+
+
+def test_bad_selection_and_judge_settings_are_one_line_before_the_run_starts(tmp_path, capsys):
+    base = ["loop", "--out", tmp_path / "loop", "--preset", "micro"]
+    for extra, message in ((["--select", "greedy"], "config key 'select': expected one of random, uncertain"),
+                           (["--select", "mixed", "--random-share", "2"], "config key 'random_share'"),
+                           (["--judge", "world:gold"], "config key 'judge': pre-labels need --select"),
+                           (["--select", "disagree", "--judge", "no_such_module_x:f"], "no module named"),
+                           (["--select", "disagree", "--judge", "world:gold", "--judge-draft", "maybe"],
+                            "config key 'judge_draft'")):
+        code, _, err = run_cli(base + extra, capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "loop").exists()
+
+
+@pytest.mark.slow
+def test_round_two_chooses_by_the_uncertainty_of_round_ones_reward_model(micro_world, tmp_path, capsys):
+    out = tmp_path / "loop"
+    code, stdout, err = run_cli(["loop", "--world", micro_world, "--preset", "micro", "--out", out,
+                                 "--prompts-per-round", "20", "--ppo-steps", "1", "--rounds", "2", "--select",
+                                 "mixed", "--ensemble", "3"], capsys)
+    assert code == 0, err
+    assert "no reward model yet: --select mixed chooses by disagree this round" in stdout
+    by = [json.loads(line)["selected"]["by"] for line in (out / "round-2" / "candidates.jsonl").read_text()
+          .splitlines()]
+    assert by == ["random"] * 4 + ["uncertain"] * 8 + ["disagree"] * 8  # ⌊0.2·20 + ½⌋ = 4; 16 split in halves
+    held = (out / "round-2" / "heldout-rankings.jsonl").read_text()
+    rows = json.loads((out / "report.json").read_text())["rounds"]
+    assert rows[1]["rm_heldout_pairs"] and rows[1]["select"] == "mixed" and held

@@ -179,6 +179,18 @@ class LMJudge:
         return out
 
 
+def check_judge(spec: str) -> None:
+    """Refuse a judge that cannot load, before a run starts: a directory that is neither a reward model nor a
+    causal LM, or a function or named judge that does not import (one line naming it)."""
+    if Path(spec).is_dir():
+        kind, what = model_kind(spec)
+        if kind not in ("causal", "scalar"):
+            what = what or "config.json names no architecture"
+            raise UserError(f"--judge {spec}: not a reward model or a causal LM ({what})")
+        return
+    load_judge(spec)
+
+
 def load_scorer(spec: str, tokenizer_dir: str | Path | None = None):
     """(name, score(prompts, texts, finished) -> list[float]) of the judge `spec` (module docstring)."""
     if Path(spec).is_dir():

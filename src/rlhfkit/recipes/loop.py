@@ -40,6 +40,7 @@ from rlhfkit.recipes import loop_labels as labels_io
 from rlhfkit.recipes import loop_select as chooser
 from rlhfkit.recipes import pipeline as stages
 from rlhfkit.recipes.configs import PLANS, LoopConfig
+from rlhfkit.recipes.judges import check_judge
 from rlhfkit.runtime.trackers import reporting
 from rlhfkit.stats import win_rate
 from rlhfkit.storage import write_text_atomic
@@ -229,6 +230,8 @@ def _run_loop(cfg: LoopConfig) -> dict:
         raise UserError(f"{world_dir}: not a world directory (no world.json; run `rlhf world build`)")
     if cfg.sft and not (sft / "config.json").exists():
         raise UserError(f"{sft}: no such policy directory")
+    if cfg.judge:
+        check_judge(cfg.judge)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "config.toml", saved_config(cfg))
     rerun = f"rlhf loop --config {out / 'config.toml'}"
