@@ -32,6 +32,7 @@ from pathlib import Path
 
 from rlhfkit.config import load_toml, to_toml
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+from rlhfkit.data.prelabels import is_judge
 from rlhfkit.data.schemas import candidate_record, ranking_record
 from rlhfkit.errors import UserError, Waiting
 from rlhfkit.eval import report as R
@@ -350,8 +351,11 @@ def _run_loop(cfg: LoopConfig) -> dict:
         row["coverage"] = state.get("labels").get("coverage")
         if "select" in s:
             row["select"] = s["select"]
+        # the label budget spent so far: people's rankings, and the judge's (labeler judge:NAME), every round
+        judged = sum(is_judge(rec["labeler"]) for rec in all_rankings)
+        row |= {"human_rankings": len(all_rankings) - judged, "judge_rankings": judged}
         if "judge" in state.get("labels"):
-            row |= {k: state.get("labels")[k] for k in ("judge", "judge_rankings", "human_rankings")}
+            row["judge"] = state.get("labels")["judge"]
         row["wall_s"] = round(time.time() - t0, 1)
         (rd / "round.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
         say(f"round {r}: gold {row['gold']:.3f} (SFT {row['gold_sft']:.3f}), win rate vs SFT "
