@@ -52,6 +52,8 @@ def test_a_good_judge_is_used_and_bad_ones_are_refused(micro_world, tmp_path, ca
     assert not random_ids & {r["id"] for r in by_judge}  # the random share always goes to people
     held = [json.loads(line) for line in (rd / "heldout-rankings.jsonl").read_text().splitlines()]
     assert held and {r["id"] for r in held} <= random_ids and not any(r["labeler"].startswith("judge:") for r in held)
+    audit = [json.loads(line) for line in (rd / "random-rankings.jsonl").read_text().splitlines()]
+    assert {r["id"] for r in audit} == random_ids and row["labeler_agreement"] is not None  # on the random share
 
     # bad judges on the same round, measured against the same simulated people
     people = [r for r in ranks if not r["labeler"].startswith("judge:")]
@@ -131,3 +133,4 @@ def test_round_two_chooses_by_the_uncertainty_of_round_ones_reward_model(micro_w
     held = (out / "round-2" / "heldout-rankings.jsonl").read_text()
     rows = json.loads((out / "report.json").read_text())["rounds"]
     assert rows[1]["rm_heldout_pairs"] and rows[1]["select"] == "mixed" and held
+    assert (out / "round-2" / "random-rankings.jsonl").exists() and rows[1]["labeler_agreement"] is not None

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from rlhfkit.data.chat import is_conversation
 from rlhfkit.data.collate import pad_right
 from rlhfkit.errors import UserError
-from rlhfkit.models.loading import load_causal_lm, load_tokenizer, model_kind
+from rlhfkit.models.loading import load_causal_lm, load_tokenizer, model_kind, position_limit
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.models.scalar import Truncation, read_index, response_sequences
 from rlhfkit.rewards.sources import load_judge
@@ -165,8 +165,7 @@ class LMJudge:
 
     @torch.no_grad()
     def __call__(self, prompts: list, texts: list[str], finished: list[bool]) -> list[float]:
-        limit = getattr(self.model.config, "n_positions", None) or getattr(self.model.config,
-                                                                           "max_position_embeddings", 4096)
+        limit = position_limit(self.model) or 4096  # a long question keeps its end: the answer and the ask
         rows = [self.question_ids(p, t)[-limit:] for p, t in zip(prompts, texts)]
         out = []
         for start in range(0, len(rows), 32):

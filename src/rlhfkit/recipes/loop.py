@@ -349,8 +349,10 @@ def _run_loop(cfg: LoopConfig) -> dict:
         say(f"round {r}: 5. evaluation on {len(prompts)} held-out prompts")
         row = evaluate_round(r, sft, rd, policy, prompts, world, cfg.seed, len(all_rankings), rm)
         row["coverage"] = state.get("labels").get("coverage")
-        if "select" in s:
+        if "select" in s:  # labelers' agreement on the random share, as the RM's held-out accuracy is measured
             row["select"] = s["select"]
+            row["labeler_agreement"] = chooser.random_share_agreement(rd / "candidates.jsonl", rd / "rankings.jsonl",
+                                                                      rd / "random-rankings.jsonl")
         # the label budget spent so far: people's rankings, and the judge's (labeler judge:NAME), every round
         judged = sum(is_judge(rec["labeler"]) for rec in all_rankings)
         row |= {"human_rankings": len(all_rankings) - judged, "judge_rankings": judged}

@@ -22,6 +22,7 @@ from rlhfkit.data import prelabels as P
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.data.selection import heldout_ids
 from rlhfkit.recipes.judges import load_scorer, score_sets
+from rlhfkit.recipes.pipeline import agreement
 from rlhfkit.recipes.sample import rm_scores, select_candidates
 
 HELDOUT_OF_RANDOM = 0.5  # of the random share (0.2 by default): 10% of the items, the RM's default eval_fraction
@@ -117,3 +118,14 @@ def split_heldout(rankings: list[dict], round_candidates: list[Path], seed: int)
     held = heldout_ids(by, HELDOUT_OF_RANDOM, seed)
     out = [r["id"] in held and not P.is_judge(r["labeler"]) for r in rankings]
     return [r for r, o in zip(rankings, out) if not o], [r for r, o in zip(rankings, out) if o]
+
+
+def random_share_agreement(candidates: Path, rankings: Path, out: Path) -> float | None:
+    """People's pairwise agreement on the round's random-share items (written to `out`): actively chosen items are
+    the hard ones, where people agree less; the random share estimates it for uniformly drawn items."""
+    ids = {it["id"] for it in read_jsonl(candidates) if it.get("selected", {}).get("by") == "random"}
+    chosen = [r for r in read_jsonl(rankings) if r["id"] in ids and not P.is_judge(r["labeler"])]
+    if not chosen:
+        return None
+    write_jsonl(out, chosen)
+    return agreement(out)
