@@ -4,6 +4,11 @@ As in summarize-from-feedback (Stiennon et al. 2020, §3.4), the K outputs of a 
 sources: different policies (current and initial) and different temperatures. Each of the K slots of a prompt
 draws its source at random (seeded), so every prompt compares a mix; each candidate records its `source`
 (`policy-name@T`) and whether it ended with EOS (`finished`).
+
+With `--select uncertain|disagree|mixed` it samples a pool first (`--select-from` prompts × `--pool-k` outputs) and
+keeps the `--limit` prompts and K outputs of each that data/selection.py chooses (a `--random-share` of them drawn
+uniformly), each record with `selected`: {by, score}; `uncertain` scores the pool with `--select-rm` (bootstrap heads
+on its features when `--select-data` gives the rankings it learned from: recipes/judges.py).
 """
 
 from __future__ import annotations
