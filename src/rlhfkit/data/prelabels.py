@@ -126,7 +126,8 @@ class JudgeCheck:
         return self.pairs > 0 and self.interval[0] >= self.threshold
 
     def line(self) -> str:
-        seen = "people saw its ranking as a draft" if self.draft == "shown" else "its ranking hidden from people"
+        seen = ("people saw its ranking as a draft (anchored people agree more: an upper estimate)"
+                if self.draft == "shown" else "its ranking hidden from people")
         if not self.pairs:
             return (f"judge {self.judge}: not used: no pair both it and people ordered on {self.items} "
                     f"{self.where} ({seen})")
