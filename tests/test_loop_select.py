@@ -99,11 +99,22 @@ def test_with_people_in_the_app_the_judges_drafts_are_stored_and_the_check_says_
             {"client_id": str(uuid.uuid4()), "kind": "rank", "ranking": [[i] for i in range(k)], "likert": [4] * k},
             "rank", k))
     assert answer_all(app, "bob") == len(people)
+    # a gold item of the app whose known ranking is the judge's own, 4 tiers: 6 more agreeing pairs
+    judged = {r["id"]: r for r in map(json.loads, (out / "round-1" / "judge.jsonl").read_text().splitlines())}
+    first = next(p for p in people if len(judged[p["id"]]["ranking"]) == 4)
+    app.store.import_gold("loop", [{"id": "gold-1", "prompt": first["prompt"],
+                                    "ranking": judged[first["id"]]["ranking"],
+                                    "completions": [c["text"] for c in first["completions"]],
+                                    "finished": [c["finished"] for c in first["completions"]]}])
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
     row = json.loads((out / "round-1" / "round.json").read_text())
     assert row["judge"]["draft"] == "shown" and "people saw its ranking as a draft" in stdout
     assert not row["judge"]["used"] and row["judge_rankings"] == 0
+    ranks = [json.loads(line) for line in (out / "round-1" / "rankings.jsonl").read_text().splitlines()]
+    alone = chooser.measure(out / "round-1" / "judge.jsonl", ranks, "world:gold", 0.6)
+    assert row["judge"]["where"] == "items both labeled and 1 gold items"
+    assert (row["judge"]["agree"], row["judge"]["pairs"]) == (alone.agree + 6, alone.pairs + 6)
 
 
 def test_bad_selection_and_judge_settings_are_one_line_before_the_run_starts(tmp_path, capsys):
