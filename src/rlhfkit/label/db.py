@@ -57,6 +57,8 @@ class Project(Base):
     locked_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # set: no answer can be edited
     gold_rate: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")  # share of gold items shown
     qc_threshold: Mapped[float] = mapped_column(Float, default=0.7, server_default="0.7")  # flag labelers below
+    # show a judge's ranking (item.judge_ranking) to labelers as a starting draft; hidden by default (migration 0006)
+    judge_draft: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class User(Base):
@@ -109,6 +111,9 @@ class Item(Base):
     # labeler at the project's `gold_rate`, outside the k-labeler rule, and never exported as training data.
     is_gold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     gold_ranking: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    # A judge's ranking (tie groups of candidate indices, best first) and its name (`rlhf loop --judge`, 0006)
+    judge_ranking: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    judge_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class Candidate(Base):

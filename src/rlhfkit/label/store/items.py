@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from rlhfkit.data.schemas import tools_of
@@ -65,3 +65,50 @@ class ItemsStore(StoreCore):
             return added, len(records) - added
 
         return self._write(work)
+
+    # ------------------------------------------------------------------------ a judge's rankings as drafts
+
+    def set_judge_rankings(self, name: str, judge: str, rankings: dict[str, list[list[int]]]) -> int:
+        """Store a judge's ranking (tie groups of candidate indices) of the project's items by their imported
+        ids; how many items got one. Shown to labelers only while `judge_draft` is on."""
+
+        def work(s: Session):
+            project = self._project(s, name)
+            done = 0
+            for ext_id, ranking in rankings.items():
+                done += s.execute(update(Item).where(Item.project_id == project.id, Item.ext_id == ext_id)
+                                  .values(judge_ranking=ranking, judge_name=judge)).rowcount
+            self._event(s, "judge_rankings", project.id, None, judge=judge, items=done)
+            return done
+
+        return self._write(work)
+
+    def set_judge_draft(self, name: str, show: bool) -> None:
+        """Show (or hide) the judge's ranking to labelers as a starting draft."""
+
+        def work(s: Session):
+            project = self._project(s, name)
+            project.judge_draft = bool(show)
+            self._event(s, "judge_draft", project.id, None, shown=bool(show))
+
+        self._write(work)
+
+    def judge_draft(self, name: str) -> bool:
+        return self._read(lambda s: bool(self._project(s, name).judge_draft))
+
+    def gold_items(self, name: str) -> list[dict]:
+        """The project's gold items as candidates records with their known `ranking` (to measure a judge)."""
+
+        def work(s: Session):
+            project = self._project(s, name)
+            out = []
+            for item in s.scalars(select(Item).where(Item.project_id == project.id, Item.is_gold.is_(True))
+                                  .order_by(Item.position)):
+                cands = s.execute(select(Candidate.text, Candidate.finished).where(Candidate.item_id == item.id)
+                                  .order_by(Candidate.idx)).all()
+                out.append({"id": item.ext_id, "prompt": item.messages if item.messages is not None else item.prompt,
+                            "completions": [{"text": t, "finished": f} for t, f in cands],
+                            "ranking": item.gold_ranking})
+            return out
+
+        return self._read(work)

@@ -34,6 +34,8 @@ class LeasedItem:
     # Each shown output that is a trajectory: its messages (assistant turns, tool calls, tool results); None: a text.
     trajectories: list[list[dict] | None] = field(default_factory=list)
     tools: list[dict] | None = None  # the tool schemas the conversation was given (the item's `tools`)
+    draft: dict[int, int] | None = None  # the judge's tier (1 = best) of each candidate index, when shown
+    draft_judge: str | None = None
 
 
 @dataclass
@@ -150,8 +152,13 @@ class LeasesStore(StoreCore):
             Item.project_id == who.project_id, ~seen, open_to_me))
         page, pages = assign.page_numbers(answered, available)
         prompt = item.messages if item.messages is not None else item.prompt
+        draft = None
+        if item.judge_ranking and who.mode == "rank" and not item.is_gold and s.scalar(
+                select(Project.judge_draft).where(Project.id == who.project_id)):
+            draft = {i: tier for tier, group in enumerate(item.judge_ranking, start=1) for i in group}
         return LeasedItem(a.id, item.public_id, who.mode, prompt, [(i, texts[i]) for i in a.shown], a.expires_at,
-                          page, pages, [bool(finished[i]) for i in a.shown], [turns[i] for i in a.shown], item.tools)
+                          page, pages, [bool(finished[i]) for i in a.shown], [turns[i] for i in a.shown], item.tools,
+                          draft, item.judge_name if draft else None)
 
     # --------------------------------------------------------------------------------- submissions
 
