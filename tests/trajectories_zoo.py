@@ -94,11 +94,12 @@ CONVERSATION = PROMPT + [
 LEARNED = math.log(0.9)  # each assistant token's log-prob once learned: greedy writes it, as does sampling at T 0.1
 
 
-def policy_that_calls_tools(path: Path, steps: int = 600) -> Path:
+def policy_that_calls_tools(path: Path, steps: int = 600, config=None) -> Path:
     """A tiny Qwen2 in `path` that writes CONVERSATION's three assistant turns after its prompt (with Lookup's tool
     schema in the system turn), greedily or at a low temperature: trained on the conversation (loss on the assistant
-    turns, `conversation_ids`) until each of their tokens has probability 0.9."""
-    config = arch_config("qwen2")
+    turns, `conversation_ids`) until each of their tokens has probability 0.9. `config`: another tiny Qwen2 shape
+    (default tests/arch_zoo.py's)."""
+    config = config or arch_config("qwen2")
     config.max_position_embeddings = 1024  # Qwen2.5's tool prompt alone is ~530 tokens of the tiny vocabulary
     save_tiny_model(path, "chatml", config=config)
     tokenizer = load_tokenizer(path)
