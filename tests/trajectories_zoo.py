@@ -77,6 +77,11 @@ class Stalling(Lookup):
         return TABLE[key]
 
 
+def answered(prompts, completions, turn, **kwargs) -> list[float]:
+    """A reward function per turn (--turn-reward-fn): 0.25 for a turn that answers (calls no tool)."""
+    return [0.0 if c[0].get("tool_calls") else 0.25 for c in completions]
+
+
 def call(key: str) -> str:
     """An assistant turn that calls lookup(key), as Qwen2.5 writes a tool call."""
     return "<tool_call>\n" + json.dumps({"name": "lookup", "arguments": {"key": key}}) + "\n</tool_call>"

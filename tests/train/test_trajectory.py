@@ -10,17 +10,21 @@ import torch
 
 from rlhfkit import losses as L
 from rlhfkit.engines.hf import HFEngine
-from rlhfkit.engines.multiturn import rollout
+from rlhfkit.engines.multiturn import Trajectories, rollout
 from rlhfkit.environments import load_environment
+from rlhfkit.errors import UserError
 from rlhfkit.generation import Samples
 from rlhfkit.models.loading import load_tokenizer
 from rlhfkit.models.policy import response_logprobs, response_values
 from rlhfkit.models.scalar import ScalarModel
+from rlhfkit.rewards.combine import RewardBatch
+from rlhfkit.rewards.functions import load_reward_function
 from rlhfkit.runtime.optim import make_optimizer
 from rlhfkit.train.configs import PPOConfig
 from rlhfkit.train.ppo import advantages, measure, ppo_update, surrogate_loss
 from rlhfkit.train.ppo_setup import load_models
 from rlhfkit.train.rollout import Rollout
+from rlhfkit.train.trajectory import score_turns
 from tests.conftest import run_cli
 from tests.trajectories_zoo import PROMPT, trained_policy
 
@@ -86,6 +90,47 @@ def test_rloo_and_grpo_judge_whole_trajectories_on_the_policy_tokens(advantage):
     a = 1.3 if advantage == "rloo" else 0.65 / (1.3 / 2 ** 0.5 + 1e-4)
     assert adv.flatten().tolist() == pytest.approx([a, a, 0, 0, a, -a, 0, 0, 0, 0], rel=1e-5)
     assert returns is None
+
+
+# ---------------------------------------------------------------------------- reward functions per turn
+
+def hand_trajectories() -> Trajectories:
+    """Trajectory 1: a call (tokens 0-1), its reply (2-3), an answer (4); trajectory 2: an answer (0)."""
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "lookup", "arguments": {"key": "a"}}}]}
+    answer = {"role": "assistant", "content": "16"}
+    return Trajectories(
+        torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.long), torch.zeros(2, 5, dtype=torch.long),
+        torch.tensor([[1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]), torch.tensor([True, False]), ["16", "16"], [PROMPT, PROMPT],
+        torch.tensor([[1, 1, 0, 0, 1], [1, 0, 0, 0, 0]]), turn_rewards=torch.zeros(2, 5),
+        turns=[[(0, 2), (4, 5)], [(0, 1)]],
+        messages=[[call, {"role": "tool", "name": "lookup", "content": "7"}, answer], [answer]],
+        environments=["env 1", "env 2"])
+
+
+def test_a_turn_reward_function_scores_each_turn_on_its_last_token(tmp_path):
+    """f gives a call 0.1·turn and an answer 1 + turn: trajectory 1 gets 0.1 (turn 1, at token 1) and 3 (turn 2, at
+    token 4); trajectory 2 gets 2 (turn 1, at token 0)."""
+    source = tmp_path / "turns.py"
+    source.write_text(
+        "def f(prompts, completions, turn, environments, finished, id, **kwargs):\n"
+        "    assert environments in (['env 1', 'env 2'], ['env 1']) and id[0] == 'q1'\n"
+        "    return [0.1 * k if c[0].get('tool_calls') else 1.0 + k for c, k in zip(completions, turn)]\n",
+        encoding="utf-8")
+    samples = hand_trajectories()
+    score_turns(samples, load_reward_function(f"{source}:f"), RewardBatch(None, [{"id": "q1"}, {"id": "q2"}],
+                                                                          ["row 1", "row 2"]))
+    assert samples.turn_rewards.flatten().tolist() == pytest.approx([0, 0.1, 0, 0, 3.0, 2.0, 0, 0, 0, 0])
+
+
+def test_a_turn_reward_function_that_raises_names_the_row_and_turn(tmp_path):
+    source = tmp_path / "turns.py"
+    source.write_text("def f(prompts, completions, turn, **kwargs):\n"
+                      "    if 2 in turn:\n        raise ValueError('no')\n    return [0.0] * len(turn)\n",
+                      encoding="utf-8")
+    with pytest.raises(UserError, match=r"^reward function turns:f raised ValueError: no on row 1, turn 2$"):
+        score_turns(hand_trajectories(), load_reward_function(f"{source}:f"),
+                    RewardBatch(None, [{}, {}], ["row 1", "row 2"]))
 
 
 # ------------------------------------------------------------------ the losses see only the policy's tokens
@@ -165,11 +210,13 @@ def test_ppo_command_with_an_environment(policy_dir, reward_dir, tmp_path, capsy
                             "--environment", LOOKUP, "--max-turns", "3", "--max-new-tokens", "80",
                             "--max-trajectory-tokens", "300", "--max-prompt-length", "600", "--temperature", "0.05",
                             "--ppo-steps", "1", "--batch-size", "2", "--minibatch-size", "2", "--ppo-epochs", "1",
-                            "--advantage", advantage, "--num-generations", "2"], capsys)
+                            "--advantage", advantage, "--num-generations", "2",
+                            "--turn-reward-fn", "tests.trajectories_zoo:answered"], capsys)
     assert code == 0, err
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["turns"] == 3 and record["tool_calls"] == 2 and record["tool_errors"] == 0
-    assert record["env_reward"] == pytest.approx(0.5 * 3 + 1.0) and 0 < record["env_token_share"] < 1
+    # Lookup's 0.5 on each of the 3 turns, its 1 at the end, `answered`'s 0.25 on the answer
+    assert record["env_reward"] == pytest.approx(0.5 * 3 + 1.0 + 0.25) and 0 < record["env_token_share"] < 1
     assert record["eos_rate"] == 1.0
 
 
@@ -178,6 +225,8 @@ def test_ppo_command_with_an_environment(policy_dir, reward_dir, tmp_path, capsy
     (["--environment", LOOKUP, "--rollout-engine", "hf-static"], "multi-turn rollouts run on --rollout-engine hf"),
     (["--environment", LOOKUP, "--max-turns", "0"], "config key 'max_turns' must be at least 1"),
     (["--environment", LOOKUP, "--max-trajectory-tokens", "2000"], "beyond the model's position limit"),
+    (["--turn-reward-fn", "tests.trajectories_zoo:call"], "config key 'turn_reward_fn' needs --environment"),
+    (["--environment", LOOKUP, "--turn-reward-fn", "nosuchmodule:f"], "--turn-reward-fn 'nosuchmodule:f': no module"),
 ])
 def test_a_bad_environment_option_is_one_line_and_no_run(policy_dir, reward_dir, tmp_path, capsys, extra, message):
     prompts = write_prompts(tmp_path / "prompts.jsonl", [PROMPT])

@@ -190,6 +190,10 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
     max_trajectory_tokens: int | None = option(None, "--environment: tokens after the prompt per trajectory, the "
                                                "policy's and the tools' (default max_turns x max_new_tokens)")
     tool_timeout: float = option(10.0, "--environment: seconds a tool call may run; then its answer is an error")
+    turn_reward_fn: list[str] = option([], "--environment: reward functions of each turn, comma-separated, "
+                                       "f(prompts, completions, turn, environments, **row_fields) -> list[float]: "
+                                       "completions[i] is trajectory i's turn `turn` (1, 2, ...), the value goes "
+                                       "on that turn's last token")
 
     def check(self) -> None:
         super().check()
@@ -248,6 +252,8 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
         check_at_least(self, 1, "max_turns", "max_trajectory_tokens")
         check_positive(self, "tool_timeout")
         if not self.environment:
+            if self.turn_reward_fn:
+                raise UserError("config key 'turn_reward_fn' needs --environment (turns are a trajectory's)")
             return
         if self.rollout_engine == "hf-static":
             raise UserError("--environment: multi-turn rollouts run on --rollout-engine hf or vllm (a static cache "
