@@ -224,6 +224,7 @@ def test_ppo_command_with_an_environment(policy_dir, reward_dir, tmp_path, capsy
     (["--environment", "nosuchmodule:Env"], "--environment 'nosuchmodule:Env': no module named 'nosuchmodule'"),
     (["--environment", LOOKUP, "--rollout-engine", "hf-static"], "multi-turn rollouts run on --rollout-engine hf"),
     (["--environment", LOOKUP, "--max-turns", "0"], "config key 'max_turns' must be at least 1"),
+    (["--environment", LOOKUP, "--num-processes", "2"], "--environment runs with one process"),
     (["--environment", LOOKUP, "--max-trajectory-tokens", "2000"], "beyond the model's position limit"),
     (["--turn-reward-fn", "tests.trajectories_zoo:call"], "config key 'turn_reward_fn' needs --environment"),
     (["--environment", LOOKUP, "--turn-reward-fn", "nosuchmodule:f"], "--turn-reward-fn 'nosuchmodule:f': no module"),
