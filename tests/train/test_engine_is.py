@@ -3,8 +3,13 @@ weights, the capped/masked share and the engine–trainer KL by hand; the PPO/GR
 hand; the hf engine (the trained model sampling itself) leaves the loss bit-for-bit unchanged; an engine whose
 log-probs differ from the trainer's by a known amount, through `rlhf ppo` with 1 and 2 processes."""
 
+import json
 import math
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,6 +34,7 @@ from tests.train.test_ppo import PROMPTS, _reward_dir, setup  # noqa: F401  (set
 # behaviour ratio is r_t = e^{δ_t}: with C = 3, TIS weights min(e^0.5, 3) = 1.648721, e^−0.3 = 0.740818,
 # min(e^1.5 = 4.481689, 3) = 3 (capped), e^0 = 1.
 SHIFT = (0.5, -0.3, 1.5, 0.0)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _close(tensor, expected, atol=1e-6):
@@ -311,3 +317,20 @@ def test_two_processes_with_engine_log_probs_take_the_steps_of_one_process(mode,
 
 
 
+
+
+PEER = Path(os.environ.get("PEER_PYTHON", ROOT / ".venv-peer-latest" / "bin" / "python"))  # TRL 1.16
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PEER.exists(), reason="needs TRL 1.16: .venv-peer-latest (make bench) or PEER_PYTHON")
+def test_tis_and_mis_equal_trl_1_16_on_identical_tensors():
+    """bench/peer_engine_is_check.py: TRL's GRPOTrainer's own vLLM importance-sampling ratios (token_truncate at 3,
+    sequence_mask in [1/3, 3]) and the loss and gradient it weighs with them (dapo, grpo, cispo), against
+    `losses.tis_weights`/`mis_weights` and train/ppo.py `surrogate_loss` (measured: max |diff| 0.0)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PEER_PYTHON": str(PEER)}
+    done = subprocess.run([sys.executable, "bench/peer_engine_is_check.py"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["trl"] == "1.16.0" and summary["cases"] == 5 and summary["max_abs_diff"] <= 1e-6
