@@ -31,6 +31,8 @@ The loss variants (losses.py; with any --advantage) change step 5's policy terms
 1 + ε_high, and a soft punishment of long responses added to r(x, y) in step 2), GSPO (Zheng et al. 2025)
 `--importance-level sequence` (one length-normalized ratio per response), CISPO (MiniMax-M1) `--loss-type cispo`
 (REINFORCE weighted by the clipped, stopped ratio); bench/peer_loss_check.py checks them against TRL 1.16.
+Where the engine is not the trained model (vLLM, async rollouts) step 5 weighs each token's policy term by
+π_θk/π_engine from the engine's own log-probs, truncated or masked (`--engine-is tis|mis`; train/engine_is.py).
 
 r(x, y) is a reward model, reward functions (`--reward-fn`, TRL's convention: `rlhfkit/rewards`), or their weighted
 sum; judges (`--judge`, e.g. the toy world's gold reward) are logged, never trained on (train/ppo_rewards.py).
