@@ -75,8 +75,9 @@ def gather_rollout(rollout: Rollout, parallel: Parallel) -> Rollout:
     s, rows = rollout.samples, parallel.gather_rows
     texts = [t for part in parallel.gather_objects(s.texts) for t in part]
     prompts = [p for part in parallel.gather_objects(s.prompts) for p in part]
+    engine_logp = None if s.engine_logp is None else rows(s.engine_logp.to(s.response_ids.device))  # NCCL: on device
     samples = Samples(rows(s.prompt_ids), rows(s.prompt_mask), rows(s.response_ids), rows(s.response_mask),
-                      rows(s.finished), texts, prompts, None if s.engine_logp is None else rows(s.engine_logp))
+                      rows(s.finished), texts, prompts, engine_logp)
     entropy = parallel.token_mean({"entropy": rollout.entropy}, s.response_mask.sum())["entropy"]
     return Rollout(samples, rows(rollout.logp), rows(rollout.ref_logp), rows(rollout.values), rows(rollout.rm_score),
                    rows(rollout.terminal_reward), entropy, {k: rows(v) for k, v in rollout.columns.items()})
