@@ -70,7 +70,7 @@ def hand_rollout() -> Rollout:
     response_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
     samples = Samples(torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.long),
                       torch.zeros(2, 5, dtype=torch.long), response_mask, torch.tensor([True, True]), ["a", "b"],
-                      ["p", "p"], model_mask)
+                      ["p", "p"], model_mask=model_mask)
     logp = torch.tensor([[-1.0, -2.0, -7.0, -8.0, -1.5], [-0.5, 0, 0, 0, 0]])
     ref_logp = torch.where(model_mask.bool(), logp, torch.tensor(-30.0))
     turn_rewards = torch.tensor([[0.0, 0.5, 0, 0, 0], [0.2, 0, 0, 0, 0]])
@@ -102,7 +102,7 @@ def hand_trajectories() -> Trajectories:
     return Trajectories(
         torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.long), torch.zeros(2, 5, dtype=torch.long),
         torch.tensor([[1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]), torch.tensor([True, False]), ["16", "16"], [PROMPT, PROMPT],
-        torch.tensor([[1, 1, 0, 0, 1], [1, 0, 0, 0, 0]]), turn_rewards=torch.zeros(2, 5),
+        model_mask=torch.tensor([[1, 1, 0, 0, 1], [1, 0, 0, 0, 0]]), turn_rewards=torch.zeros(2, 5),
         turns=[[(0, 2), (4, 5)], [(0, 1)]],
         messages=[[call, {"role": "tool", "name": "lookup", "content": "7"}, answer], [answer]],
         environments=["env 1", "env 2"])

@@ -36,16 +36,26 @@ class Rollout:
     def prompt_width(self) -> int:
         return self.samples.prompt_ids.shape[1]
 
+    @property
+    def engine_logp(self) -> torch.Tensor | None:
+        """log π_engine(y_t) of the sampled tokens, 0 on padding [B, R]; None: the trained model sampled itself."""
+        e = self.samples.engine_logp
+        return None if e is None else torch.where(self.mask.bool(), e.to(self.logp), torch.zeros_like(self.logp))
+
 
 def pad_responses(samples: Samples, width: int, pad_id: int) -> Samples:
     """The responses right-padded to `width` tokens (the global batch's): padding is masked out."""
     extra = width - samples.response_ids.shape[1]
     if extra <= 0:
         return samples
+    engine_logp = samples.engine_logp
+    if engine_logp is not None:  # 0 on padding
+        engine_logp = torch.nn.functional.pad(engine_logp, (0, extra), value=0.0)
     return replace(samples, response_ids=torch.nn.functional.pad(samples.response_ids, (0, extra), value=pad_id),
                    response_mask=torch.nn.functional.pad(samples.response_mask, (0, extra), value=0),
                    model_mask=None if samples.model_mask is samples.response_mask
-                   else torch.nn.functional.pad(samples.model_mask, (0, extra), value=0))
+                   else torch.nn.functional.pad(samples.model_mask, (0, extra), value=0),
+                   engine_logp=engine_logp)
 
 
 def generate_share(engine, tokenizer, prompts: list[str], parallel: Parallel, **options) -> Samples:
@@ -70,9 +80,10 @@ def gather_rollout(rollout: Rollout, parallel: Parallel) -> Rollout:
     s, rows = rollout.samples, parallel.gather_rows
     texts = [t for part in parallel.gather_objects(s.texts) for t in part]
     prompts = [p for part in parallel.gather_objects(s.prompts) for p in part]
+    engine_logp = None if s.engine_logp is None else rows(s.engine_logp.to(s.response_ids.device))  # NCCL: on device
     samples = replace(s, prompt_ids=rows(s.prompt_ids), prompt_mask=rows(s.prompt_mask),
                       response_ids=rows(s.response_ids), response_mask=rows(s.response_mask),
-                      finished=rows(s.finished), texts=texts, prompts=prompts,
+                      finished=rows(s.finished), texts=texts, prompts=prompts, engine_logp=engine_logp,
                       model_mask=None if s.model_mask is s.response_mask else rows(s.model_mask))
     entropy = parallel.token_mean({"entropy": rollout.entropy}, s.model_mask.sum())["entropy"]
     return Rollout(samples, rows(rollout.logp), rows(rollout.ref_logp), rows(rollout.values), rows(rollout.rm_score),
