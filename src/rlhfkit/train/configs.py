@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -221,10 +220,7 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
         if n > 1 and ((self.batch_size // samples_per_prompt(self)) % n or self.minibatch_size % n):
             raise UserError(f"config keys 'batch_size' (in prompts) and 'minibatch_size' must be multiples of "
                             f"--num-processes {n}")
-        check_engine(self.rollout_engine, self.vllm_gpu_memory)
-        if max(n, int(os.environ.get("WORLD_SIZE", "1"))) > 1 and self.rollout_engine == "vllm":
-            raise UserError("--rollout-engine vllm runs with one process (--num-processes 1): with several, each "
-                            "would hold its own vLLM copy of the policy, not supported yet")
+        check_engine(self.rollout_engine, self.vllm_gpu_memory, self.rollout_server)
         if n > 1 and self.value_warmup:
             raise UserError("config key 'value_warmup' is not supported with several processes (DDP needs every "
                             "trained parameter in every backward pass)")

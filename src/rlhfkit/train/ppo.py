@@ -267,7 +267,8 @@ def ppo_loop(run: Run) -> dict:
                               **({"value_model": value_model} if value_model is not None else {}))
     first = checkpoints.restore() if cfg.resume else 0
     engine = make_engine(cfg.rollout_engine, policy, tokenizer, max_len=cfg.max_prompt_length + cfg.max_new_tokens,
-                         gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed)  # after restore: it serves those weights
+                         gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed,  # after restore: it serves those weights
+                         server=cfg.rollout_server)
     bar, record = progress(cfg.ppo_steps, "ppo"), {}
     bar.update(first)
     models = PPOModels(tokenizer, policy, train_policy, reference, value_model, train_value_model, rewards_of,
@@ -288,7 +289,7 @@ def ppo_loop(run: Run) -> dict:
         record = rollout_metrics(rollout, rewards, kl_control.value) | mean_stats(updates) | {
             "episodes": step * cfg.batch_size, "generation_s": t1 - t0, "scoring_s": t2 - t1,
             "update_s": t3 - t2, "reward_fn_s": rewards_of.take_time(),
-            **({"sync_s": sync_s} if engine.name == "vllm" else {})}
+            **({"sync_s": sync_s} if engine.name in ("vllm", "server") else {})}
         record |= judges_record(judges, rollout.samples, inputs.rows, batch_rows)
         kl_control.update(record["kl"], cfg.batch_size)
         log_step(run, step, record, bar)
