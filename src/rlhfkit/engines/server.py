@@ -63,7 +63,9 @@ class RolloutServer:
         self.cfg, self.config = cfg, config
         self.cuda = torch.cuda.is_available()
         self.device = torch.device("cuda", torch.cuda.current_device()) if self.cuda else torch.device("cpu")
-        self.core = VLLMCore(cfg.model, dtype=cfg.dtype, max_len=cfg.max_len, seed=cfg.seed,
+        positions = config.get("max_position_embeddings") or config.get("n_positions")
+        self.max_len = min(cfg.max_len, positions) if positions else cfg.max_len  # what the model's positions allow
+        self.core = VLLMCore(cfg.model, dtype=cfg.dtype, max_len=self.max_len, seed=cfg.seed,
                              gpu_memory=cfg.gpu_memory, cuda=self.cuda)
         self.store = dist.TCPStore(cfg.host, cfg.weights_port or cfg.port + 1, is_master=True, wait_for_workers=False,
                                    timeout=TIMEOUT)
@@ -77,9 +79,9 @@ class RolloutServer:
             raise HTTPException(409, f"it serves a {mine[0]} model with {mine[1]} tokens (--model "
                                      f"{self.cfg.model}); the policy is a {body.model_type} model with "
                                      f"{body.vocab_size} tokens")
-        if body.max_len > self.cfg.max_len:
-            raise HTTPException(409, f"it serves prompt + response up to {self.cfg.max_len} tokens (--max-len); "
-                                     f"the run needs {body.max_len}")
+        if body.max_len > self.max_len:
+            raise HTTPException(409, f"it serves prompt + response up to {self.max_len} tokens (--max-len, the "
+                                     f"model's positions); the run needs {body.max_len}")
         backend = "nccl" if self.cuda else "gloo"
         with self.changed:
             self.session += 1
