@@ -69,6 +69,12 @@ class AskedNarrowing(logging.Filter):
         return not (message.startswith("Attempted to load weight") and message.endswith("dtype torch.bfloat16"))
 
 
+# Colocated engines, closed but not shut down: vLLM's engine shutdown (`cleanup_dist_env_and_memory`) destroys
+# torch.distributed's default process group, which inside a launched world is the trainers' (FSDP's final gather
+# failed with "Could not resolve the process group registered under the name 0"); they go when the process exits.
+HELD_UNTIL_EXIT: list = []
+
+
 def colocated_world() -> bool:
     """True inside a launched world of several processes (--num-processes N, torchrun): vLLM joins it."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -85,7 +91,7 @@ class VLLMCore:
         from vllm import LLM
 
         placement = dict(distributed_executor_backend="external_launcher", tensor_parallel_size=1) if colocated else {}
-        self.sleep_mode, self.sleeping = sleep_mode, False
+        self.sleep_mode, self.sleeping, self.colocated = sleep_mode, False, colocated
         self.llm = LLM(model=directory, skip_tokenizer_init=True, dtype=dtype, max_model_len=max_len, seed=seed,
                        enforce_eager=not cuda, gpu_memory_utilization=gpu_memory, enable_sleep_mode=sleep_mode,
                        logprobs_mode="processed_logprobs", **placement)
@@ -120,6 +126,8 @@ class VLLMCore:
         return tokens, logps
 
     def close(self) -> None:
+        if self.colocated:  # vLLM's shutdown destroys torch.distributed's default group: the trainers' own
+            HELD_UNTIL_EXIT.append(self.llm)
         del self.llm
 
 
