@@ -19,7 +19,8 @@ class ServeConfig:
     weights_port: int | None = option(None, "TCP port of the weights group's store (default PORT + 1)")
     max_len: int = option(2048, "longest prompt + response served (vLLM's max_model_len; at most the model's "
                           "positions)")
-    dtype: str = option("auto", "the served weights' dtype: auto (the model's), float32, bfloat16 or float16")
+    dtype: str = option("auto", "the served weights' dtype: auto (the dtype in the model's config.json, float32 "
+                        "kept, where vLLM's own auto serves float32 in 16 bits), float32, bfloat16 or float16")
     gpu_memory: float = option(0.9, "on a GPU: the fraction of its memory vLLM takes (weights + KV cache)")
     seed: int = option(0, "vLLM's seed (each request carries its own seeds: the trainer's)")
 

@@ -65,7 +65,8 @@ class RolloutServer:
         self.device = torch.device("cuda", torch.cuda.current_device()) if self.cuda else torch.device("cpu")
         positions = config.get("max_position_embeddings") or config.get("n_positions")
         self.max_len = min(cfg.max_len, positions) if positions else cfg.max_len  # what the model's positions allow
-        self.core = VLLMCore(cfg.model, dtype=cfg.dtype, max_len=self.max_len, seed=cfg.seed,
+        dtype = cfg.dtype if cfg.dtype != "auto" else config.get("dtype") or config.get("torch_dtype") or "float32"
+        self.core = VLLMCore(cfg.model, dtype=dtype, max_len=self.max_len, seed=cfg.seed,
                              gpu_memory=cfg.gpu_memory, cuda=self.cuda)
         self.store = dist.TCPStore(cfg.host, cfg.weights_port or cfg.port + 1, is_master=True, wait_for_workers=False,
                                    timeout=TIMEOUT)

@@ -102,6 +102,7 @@ class VLLMCore:
             self.llm.wake_up(tags=["weights"])
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.collective_rpc(refresh_tied_head)
+        self.llm.reset_prefix_cache()  # cached prompt blocks hold keys and values of the old weights (as TRL does)
         if self.sleeping:
             self.llm.wake_up(tags=["kv_cache"])
             self.sleeping = False
