@@ -156,3 +156,5 @@ def test_ppo_on_two_processes_follows_the_one_process_vllm_run(placement, advant
     for key in ("rm_score", "kl", "response_length", "policy_loss", "eos_rate"):
         assert [r[key] for r in two] == pytest.approx([r[key] for r in one], abs=1e-3), key
     assert one[-1]["kl"] > 0  # the policy moved: the later batches were sampled from synced weights
+    for row in two:  # the engine's log-probs reached the loss (--engine-is tis by default): float32 vLLM and the
+        assert abs(row["engine_kl"]) < 1e-4 and row["engine_is_capped"] == 0  # trainer agree, nothing is capped
