@@ -185,7 +185,7 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
         raise UserError("config key 'episodes' must be a multiple of 'batch'")
     if cfg.minibatch < 0 or cfg.batch % (cfg.minibatch or cfg.batch):
         raise UserError("config key 'minibatch' must divide 'batch'")
-    check_engine(cfg.rollout_engine, cfg.vllm_gpu_memory)
+    check_engine(cfg.rollout_engine, cfg.vllm_gpu_memory, cfg.rollout_server)
     set_threads(cfg.threads)
     parallel = Parallel(pick_device(cfg.device), cfg.bf16)
     device = parallel.device
@@ -207,7 +207,7 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
         parallel.autocast(model)  # a no-op without --bf16, as in `rlhf ppo`
     optimizer = make_optimizer(list(policy.parameters()) + list(value_model.parameters()), ppo.lr, eps=ppo.adam_eps)
     engine = make_engine(cfg.rollout_engine, policy, tokenizer, max_len=cfg.prompt + cfg.resp,
-                         gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed)
+                         gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed, server=cfg.rollout_server)
     models = PPOModels(tokenizer, policy, policy, reference, value_model, value_model, reward_model, optimizer, engine)
     rng = random.Random(cfg.seed)
     sampler = torch.Generator(device=device).manual_seed(cfg.seed)

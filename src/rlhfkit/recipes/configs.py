@@ -174,7 +174,7 @@ class SampleConfig(DataOptions, EngineOptions, PrecisionOptions):
         if not 0 < self.top_p <= 1:
             raise UserError("config key 'top_p' must be in (0, 1]")
         check_at_least(self, 1, "max_new_tokens", "limit")
-        check_engine(self.rollout_engine, self.vllm_gpu_memory)
+        check_engine(self.rollout_engine, self.vllm_gpu_memory, self.rollout_server)
 
 
 @dataclass

@@ -107,7 +107,8 @@ def generate(cfg: SampleConfig, records: list[dict], k: int) -> tuple[list[dict]
         check_prompt_lengths(cfg.prompts, tokenizer, records, cfg.max_new_tokens, position_limit(model), path)
         wanted = [(i, j) for i, row in enumerate(slots) for j, src in enumerate(row) if src == s]
         engine = make_engine(cfg.rollout_engine, model, tokenizer, max_len=position_limit(model) or 4096,
-                             served=path, gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed)
+                             served=path, gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed,
+                             server=cfg.rollout_server)
         texts, finished = generate_texts(engine, [records[i]["prompt"] for i, _ in wanted],
                                          max_new_tokens=cfg.max_new_tokens, temperature=temperature,
                                          top_p=cfg.top_p, seed=cfg.seed * 1000 + s)

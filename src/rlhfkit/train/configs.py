@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -242,10 +241,7 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
         if n > 1 and ((self.batch_size // samples_per_prompt(self)) % n or self.minibatch_size % n):
             raise UserError(f"config keys 'batch_size' (in prompts) and 'minibatch_size' must be multiples of "
                             f"--num-processes {n}")
-        check_engine(self.rollout_engine, self.vllm_gpu_memory)
-        if max(n, int(os.environ.get("WORLD_SIZE", "1"))) > 1 and self.rollout_engine == "vllm":
-            raise UserError("--rollout-engine vllm runs with one process (--num-processes 1): with several, each "
-                            "would hold its own vLLM copy of the policy, not supported yet")
+        check_engine(self.rollout_engine, self.vllm_gpu_memory, self.rollout_server)
         if n > 1 and self.value_warmup:
             raise UserError("config key 'value_warmup' is not supported with several processes (DDP needs every "
                             "trained parameter in every backward pass)")
@@ -265,9 +261,10 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
             if self.turn_reward_fn:
                 raise UserError("config key 'turn_reward_fn' needs --environment (turns are a trajectory's)")
             return
-        if self.rollout_engine == "hf-static":
-            raise UserError("--environment: multi-turn rollouts run on --rollout-engine hf or vllm (a static cache "
-                            "has one prompt width; a trajectory's turns grow it)")
+        if self.rollout_engine not in ("hf", "vllm"):
+            raise UserError(f"--environment: multi-turn rollouts run on --rollout-engine hf or vllm, not "
+                            f"{self.rollout_engine} (a static cache has one prompt width, a trajectory's turns grow "
+                            "it; the rollout server is not tested with trajectories yet)")
         if max(self.num_processes, int(os.environ.get("WORLD_SIZE", "1"))) > 1:
             raise UserError("--environment runs with one process (--num-processes 1) for now")
 
@@ -302,5 +299,5 @@ def engine_correction(cfg: PPOConfig) -> str:
     async rollouts), none where the trained model samples itself (the hf engines: the weight would be exactly 1)."""
     if cfg.engine_is is not None:
         return cfg.engine_is
-    other = cfg.rollout_engine == "vllm" or getattr(cfg, "async_rollouts", 0) > 0
+    other = cfg.rollout_engine in ("vllm", "server") or getattr(cfg, "async_rollouts", 0) > 0
     return "tis" if other else "none"

@@ -286,7 +286,8 @@ def ppo_loop(run: Run) -> dict:
     first = checkpoints.restore() if cfg.resume else 0
     response_len = trajectory_budget(cfg) if cfg.environment else cfg.max_new_tokens
     engine = make_engine(cfg.rollout_engine, policy, tokenizer, max_len=cfg.max_prompt_length + response_len,
-                         gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed)  # after restore: it serves those weights
+                         gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed,  # after restore: it serves those weights
+                         server=cfg.rollout_server)
     bar, record = progress(cfg.ppo_steps, "ppo"), {}
     bar.update(first)
     models = PPOModels(tokenizer, policy, train_policy, reference, value_model, train_value_model, rewards_of,
@@ -308,7 +309,7 @@ def ppo_loop(run: Run) -> dict:
         record = rollout_metrics(rollout, rewards, kl_control.value) | mean_stats(updates) | {
             "episodes": step * cfg.batch_size, "generation_s": t1 - t0, "scoring_s": t2 - t1,
             "update_s": t3 - t2, "reward_fn_s": rewards_of.take_time(),
-            **({"sync_s": sync_s} if engine.name == "vllm" else {})}
+            **({"sync_s": sync_s} if engine.name in ("vllm", "server") else {})}
         record |= engine_metrics(rollout, cfg)  # the engine–trainer gap, where the engine returned log-probs
         record |= judges_record(judges, rollout.samples, inputs.rows, batch_rows)
         record |= trajectory_metrics(rollout.samples) if inputs.environment else {}
