@@ -71,7 +71,11 @@ def _text(obj, name, error, *, required=True, nonempty=False, default=None):
 
 def conversation(value, name: str, error) -> list[dict]:
     """A list of messages {role, content}: a known role and string content each; other non-null keys of a
-    message (a tool call's `name`, ...) are kept for the chat template."""
+    message (a tool call's `name`, ...) are kept for the chat template.
+
+    An assistant message that calls tools (TRL's and OpenAI's `tool_calls`: [{"type": "function", "function":
+    {"name", "arguments"}}]) may have no content (null or absent): it is read as "" — the template writes the
+    calls."""
     if not isinstance(value, list) or not value:
         raise error(f"field '{name}' must be a non-empty list of messages {{role, content}}")
     out = []
@@ -81,10 +85,38 @@ def conversation(value, name: str, error) -> list[dict]:
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
             raise error(f"{name}[{i}]: role {role!r} is not one of {', '.join(ROLES)}")
+        if message.get("tool_calls") is not None:
+            message = {**message, "tool_calls": tool_calls(message["tool_calls"], f"{name}[{i}]", role, error)}
+            content = "" if content is None else content
         if not isinstance(content, str):
             raise error(f"{name}[{i}]: content must be a string, got {json_type(content)}")
         out.append({"role": role, "content": content,
                     **{k: v for k, v in message.items() if k not in ("role", "content") and v is not None}})
+    return out
+
+
+def tool_calls(value, where: str, role, error) -> list[dict]:
+    """An assistant message's `tool_calls`: a list of {"function": {"name": str, "arguments": object or JSON
+    string}} (an optional "type": "function" and "id" beside it). Arguments given as a JSON string (OpenAI's
+    wire format) are read into their object: templates write them with `tojson`, which would quote the string."""
+    if role != "assistant":
+        raise error(f"{where}: only an assistant message calls tools, this one is {role!r}")
+    if not isinstance(value, list) or not value:
+        raise error(f"{where}: tool_calls must be a non-empty list of calls {{function: {{name, arguments}}}}")
+    out = []
+    for j, call in enumerate(value):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+            raise error(f"{where}: tool_calls[{j}] must be {{function: {{name, arguments}}}} with a name")
+        arguments = function.get("arguments", {})
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except (json.JSONDecodeError, RecursionError):
+                arguments = None
+        if not isinstance(arguments, dict):
+            raise error(f"{where}: tool_calls[{j}]'s arguments must be an object or a JSON string of one")
+        out.append({**call, "function": {**function, "arguments": arguments}})
     return out
 
 
