@@ -47,6 +47,13 @@ class Samples:
     finished: torch.Tensor        # [B] True when the response ended with a stop token
     texts: list[str]              # responses decoded without the stop token and padding (never stripped)
     prompts: list                 # the prompts, as given (str or Conversation)
+    # Multi-turn rollouts (engines/multiturn.py): [B, R] 1 on the tokens the policy produced, 0 on environment (tool)
+    # tokens and padding — what the losses read. None (one turn): the response mask itself.
+    model_mask: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.model_mask is None:
+            self.model_mask = self.response_mask
 
     @property
     def input_ids(self) -> torch.Tensor:

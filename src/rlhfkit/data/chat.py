@@ -41,6 +41,12 @@ def is_conversation(value) -> bool:
     return isinstance(value, list)
 
 
+class TokenIds(list):
+    """A conversation given as its token ids: the next turn of a multi-turn rollout (engines/multiturn.py) continues
+    the exact ids before it — nothing is rendered or encoded again. A conversation, so its stop ids include the
+    template's end of turn."""
+
+
 def as_messages(completion) -> list[dict]:
     """A completion after a conversational prompt as messages: a str is one assistant message."""
     return [{"role": "assistant", "content": completion}] if isinstance(completion, str) else list(completion)
@@ -113,6 +119,8 @@ def render(tokenizer, messages: list[dict], generation_prompt: bool, tools: list
 
 def prompt_ids(tokenizer, prompt) -> list[int]:
     """The prompt's ids as the model's inference encodes them (see the module docstring)."""
+    if isinstance(prompt, TokenIds):
+        return list(prompt)
     if is_conversation(prompt):
         return render(tokenizer, prompt, True, tools_of(prompt))
     return list(tokenizer(prompt)["input_ids"])

@@ -182,6 +182,14 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
                                  "[soft_punish_cache]")
     overlong_max_length: int | None = option(None, "L_max of the soft overlong punishment (default --max-new-tokens) "
                                              "[max_completion_len]")
+    # Multi-turn rollouts with an environment (issue 35; engines/multiturn.py, train/trajectory.py)
+    environment: str | None = option(None, "environment class, module:Class or file.py:Class (TRL's "
+                                     "environment_factory convention: reset(**row), tools as documented methods, "
+                                     "get_reward): each episode is a conversation in which the policy calls tools")
+    max_turns: int = option(4, "--environment: the policy's turns per trajectory at most")
+    max_trajectory_tokens: int | None = option(None, "--environment: tokens after the prompt per trajectory, the "
+                                               "policy's and the tools' (default max_turns x max_new_tokens)")
+    tool_timeout: float = option(10.0, "--environment: seconds a tool call may run; then its answer is an error")
 
     def check(self) -> None:
         super().check()
@@ -229,11 +237,23 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
             raise UserError("config key 'value_warmup' is not supported with several processes (DDP needs every "
                             "trained parameter in every backward pass)")
         self.check_loss_variant()
+        self.check_environment()
 
     @staticmethod
     def saved_alias(saved: dict, new: str) -> str | None:
         """A run saved before the renames kept k as rloo_k for RLOO and as group_size for GRPO."""
         return {"num_generations": "group_size" if saved.get("advantage") == "grpo" else "rloo_k"}.get(new)
+
+    def check_environment(self) -> None:
+        check_at_least(self, 1, "max_turns", "max_trajectory_tokens")
+        check_positive(self, "tool_timeout")
+        if not self.environment:
+            return
+        if self.rollout_engine == "hf-static":
+            raise UserError("--environment: multi-turn rollouts run on --rollout-engine hf or vllm (a static cache "
+                            "has one prompt width; a trajectory's turns grow it)")
+        if max(self.num_processes, int(os.environ.get("WORLD_SIZE", "1"))) > 1:
+            raise UserError("--environment runs with one process (--num-processes 1) for now")
 
     def check_loss_variant(self) -> None:
         if self.importance_level not in IMPORTANCE_LEVELS:

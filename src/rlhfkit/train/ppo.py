@@ -57,6 +57,7 @@ import torch
 
 from rlhfkit import losses as L
 from rlhfkit.engines.core import make_engine
+from rlhfkit.engines.multiturn import trajectory_metrics
 from rlhfkit.generation import Samples, without_autograd
 from rlhfkit.models.policy import response_logprobs, response_values, scored_responses
 from rlhfkit.rewards.combine import RewardBatch, Rewards
@@ -71,6 +72,7 @@ from rlhfkit.train.ppo_rewards import judges_record, load_reward_model, make_jud
 from rlhfkit.train.ppo_setup import PPOModels, finish, load, log_step, read_inputs, save_snapshot, wrap_models
 from rlhfkit.train.rollout import Rollout, gather_rollout, generate_share, mean_stats, rollout_metrics
 from rlhfkit.train.run import Run, start_run
+from rlhfkit.train.trajectory import collect_trajectories, trajectory_budget, with_environments
 
 # -------------------------------------------------------------------------------------- the algorithm
 
@@ -95,7 +97,7 @@ def measure(samples: Samples, policy, reference, value_model, reward, cfg: PPOCo
     `reward`: the run's `Rewards` (or a bare reward model: its score alone); `batch`: the responses' dataset rows,
     for reward functions (default: no fields, rows named by position)."""
     ids, attn, width = samples.input_ids, samples.attention_mask, samples.prompt_ids.shape[1]
-    mask = samples.response_mask
+    mask = samples.model_mask  # the policy's tokens (one turn: the response mask; train/trajectory.py)
     logp, entropy = scored_responses(policy, ids, attn, width, cfg.temperature)  # in chunks: no [B, R, V] held
     ref_logp, _ = scored_responses(reference, ids, attn, width, cfg.temperature)
     if value_model is not None:
@@ -114,7 +116,7 @@ def measure(samples: Samples, policy, reference, value_model, reward, cfg: PPOCo
             mask.sum(-1), cfg.overlong_max_length or cfg.max_new_tokens, cfg.overlong_cache).to(terminal)}
         terminal = terminal + columns["overlong"]
     return Rollout(samples, logp * mask, ref_logp * mask, values * mask, rm_score, terminal,
-                   L.masked_mean(entropy, mask).item(), columns)
+                   L.masked_mean(entropy, mask).item(), columns, getattr(samples, "turn_rewards", None))
 
 
 def advantages(rollout: Rollout, kl_coef: float, cfg: PPOConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -122,6 +124,8 @@ def advantages(rollout: Rollout, kl_coef: float, cfg: PPOConfig) -> tuple[torch.
     group-normalized ones, no returns. With --kl-in loss the rewards hold no KL term (the loss does)."""
     beta = 0.0 if kl_in_loss(cfg) else kl_coef
     rewards = L.per_token_rewards(rollout.terminal_reward, rollout.logp, rollout.ref_logp, rollout.mask, beta)
+    if rollout.turn_rewards is not None:  # multi-turn: the environment's rewards, at the end of their turns
+        rewards = rewards + rollout.turn_rewards
     if cfg.advantage != "gae":  # the response is one action: the same Â on each of its tokens
         sequence_reward, k = rewards.sum(-1), samples_per_prompt(cfg)
         if cfg.advantage == "rloo":  # Â = R(x, y) − b(x, y)
@@ -131,7 +135,8 @@ def advantages(rollout: Rollout, kl_coef: float, cfg: PPOConfig) -> tuple[torch.
         return rewards, adv[:, None] * rollout.mask, None
     if cfg.whiten_rewards:
         rewards = L.whiten(rewards, rollout.mask, shift_mean=False)
-    adv, returns = L.gae(rewards, rollout.values, rollout.mask, cfg.gamma, cfg.lam)
+    gae = L.gae if rollout.turn_rewards is None else L.turn_gae  # multi-turn: environment tokens skipped
+    adv, returns = gae(rewards, rollout.values, rollout.mask, cfg.gamma, cfg.lam)
     return rewards, L.whiten(adv, rollout.mask), returns
 
 
@@ -224,7 +229,11 @@ def ppo_iteration(m: PPOModels, prompts: list[str], cfg: PPOConfig, kl_coef: flo
     mark = mark or (lambda: None)
     with parallel.inference():  # inference mode (FSDP: no_grad)
         with parallel.whole(m.policy):  # FSDP: gathered once for the decoding loop, not once per token
-            samples = collect(m.engine, m.tokenizer, prompts, cfg, sampler, parallel, ignore_eos)           # 1
+            if m.environment is None:
+                samples = collect(m.engine, m.tokenizer, prompts, cfg, sampler, parallel, ignore_eos)       # 1
+            else:  # multi-turn trajectories with the environment's tool replies (train/trajectory.py)
+                samples = collect_trajectories(m.engine, m.tokenizer, m.environment, prompts, cfg, sampler,
+                                               rows_of(None))
         mark()
         rollout = gather_rollout(measure(samples, m.policy, m.reference, m.value_model, m.rewards, cfg,
                                          rows_of(samples) if rows_of else None), parallel)                  # 2
@@ -266,12 +275,13 @@ def ppo_loop(run: Run) -> dict:
                               kl_control=kl_control, stream=stream, generator=generator, sampler=sampler,
                               **({"value_model": value_model} if value_model is not None else {}))
     first = checkpoints.restore() if cfg.resume else 0
-    engine = make_engine(cfg.rollout_engine, policy, tokenizer, max_len=cfg.max_prompt_length + cfg.max_new_tokens,
+    response_len = trajectory_budget(cfg) if cfg.environment else cfg.max_new_tokens
+    engine = make_engine(cfg.rollout_engine, policy, tokenizer, max_len=cfg.max_prompt_length + response_len,
                          gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed)  # after restore: it serves those weights
     bar, record = progress(cfg.ppo_steps, "ppo"), {}
     bar.update(first)
     models = PPOModels(tokenizer, policy, train_policy, reference, value_model, train_value_model, rewards_of,
-                       optimizer, engine, ptx)
+                       optimizer, engine, ptx, inputs.environment)
     times: list[float] = []
     for step in range(first + 1, cfg.ppo_steps + 1):
         times[:] = [time.time()]
@@ -281,15 +291,17 @@ def ppo_loop(run: Run) -> dict:
         prompts = [inputs.prompts[i] for i in rows]
         batch_rows = [i for i in rows for _ in range(samples_per_prompt(cfg))]  # each response's row, as collect
         mine = [batch_rows[i] for i in parallel.shard_range(len(batch_rows))]  # this process's responses
+        rows_of = partial(inputs.rows.batch, rows=mine)
+        rows_of = with_environments(rows_of) if inputs.environment else rows_of  # reward functions' `environments`
         rollout, rewards, updates, sync_s = ppo_iteration(models, prompts, cfg, kl_control.value, generator, sampler,
-                                                          parallel, step, partial(inputs.rows.batch, rows=mine),
-                                                          lambda: times.append(time.time()))
+                                                          parallel, step, rows_of, lambda: times.append(time.time()))
         t0, t1, t2, t3 = times
         record = rollout_metrics(rollout, rewards, kl_control.value) | mean_stats(updates) | {
             "episodes": step * cfg.batch_size, "generation_s": t1 - t0, "scoring_s": t2 - t1,
             "update_s": t3 - t2, "reward_fn_s": rewards_of.take_time(),
             **({"sync_s": sync_s} if engine.name == "vllm" else {})}
         record |= judges_record(judges, rollout.samples, inputs.rows, batch_rows)
+        record |= trajectory_metrics(rollout.samples) if inputs.environment else {}
         kl_control.update(record["kl"], cfg.batch_size)
         log_step(run, step, record, bar)
         if cfg.save_every and step % cfg.save_every == 0 and step < cfg.ppo_steps:
