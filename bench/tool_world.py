@@ -122,10 +122,12 @@ def main(argv=None) -> None:
     parser.add_argument("--ppo-steps", type=int, default=40)
     parser.add_argument("--ppo-lr", type=float, default=2e-4)
     parser.add_argument("--kl-coef", type=float, default=0.02)
+    parser.add_argument("--demos", type=int, default=1000, help="demonstrations (each arm's SFT data)")
+    parser.add_argument("--heldout", type=int, default=200, help="held-out prompts evaluated")
     args = parser.parse_args(argv)
     set_threads(1)
     out = Path(args.out)
-    world = build_tool_world(out / "world", seed=0)
+    world = build_tool_world(out / "world", seed=0, n_demos=args.demos, n_heldout=args.heldout)
     heldout = world / "prompts" / "heldout.jsonl"
     report = {"seeds": {}}
     for seed in args.seeds:

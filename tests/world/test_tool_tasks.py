@@ -2,8 +2,10 @@
 with a calculator. Its gold reward by hand, its environment through the environment interface PPO loads, its chat
 template through the readers and the rollout's pieces, its demonstrations' masks by hand, and its build."""
 
+import importlib.util
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -151,3 +153,17 @@ def test_build_splits_prompts_and_is_deterministic(tmp_path):
     direct = read_sft(a / "demos_direct.jsonl")
     assert all(int(r["completion"][0]["content"]) == parse_sum(r["prompt"][0]["content"]).answer for r in direct)
     assert read_prompts(a / "prompts/train.jsonl")[0]["prompt"].tools == tool_schemas()
+
+
+@pytest.mark.slow
+def test_the_recipe_runs_its_three_arms_end_to_end(tmp_path, capsys):
+    """bench/tool_world.py at a tiny size (one seed, one epoch, one PPO iteration): the table's three arms."""
+    spec = importlib.util.spec_from_file_location("tool_world", Path(__file__).parents[2] / "bench" / "tool_world.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--out", str(tmp_path / "run"), "--seeds", "0", "--sft-epochs", "1", "--ppo-steps", "1",
+                "--demos", "64", "--heldout", "16"])
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert list(report["table"]) == ["no tool (SFT, one turn)", "SFT + calculator", "SFT + PPO with the calculator"]
+    assert report["seeds"]["0"]["arms"]["no tool (SFT, one turn)"]["tool_use"] == 0
+    assert "| SFT + PPO with the calculator |" in capsys.readouterr().out
