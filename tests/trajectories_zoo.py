@@ -9,6 +9,7 @@ whose turns are known in advance."""
 from __future__ import annotations
 
 import json
+import math
 import threading
 from pathlib import Path
 
@@ -90,11 +91,15 @@ CONVERSATION = PROMPT + [
 ]
 
 
-def policy_that_calls_tools(path: Path, steps: int = 600) -> Path:
-    """A tiny Qwen2 in `path` that greedily writes CONVERSATION's three assistant turns after its prompt (with
-    Lookup's tool schema in the system turn): trained on the conversation (loss on the assistant turns,
-    `conversation_ids`) until every assistant token is its greedy choice."""
-    config = arch_config("qwen2")
+LEARNED = math.log(0.9)  # each assistant token's log-prob once learned: greedy writes it, as does sampling at T 0.1
+
+
+def policy_that_calls_tools(path: Path, steps: int = 600, config=None) -> Path:
+    """A tiny Qwen2 in `path` that writes CONVERSATION's three assistant turns after its prompt (with Lookup's tool
+    schema in the system turn), greedily or at a low temperature: trained on the conversation (loss on the assistant
+    turns, `conversation_ids`) until each of their tokens has probability 0.9. `config`: another tiny Qwen2 shape
+    (default tests/arch_zoo.py's)."""
+    config = config or arch_config("qwen2")
     config.max_position_embeddings = 1024  # Qwen2.5's tool prompt alone is ~530 tokens of the tiny vocabulary
     save_tiny_model(path, "chatml", config=config)
     tokenizer = load_tokenizer(path)
@@ -107,9 +112,10 @@ def policy_that_calls_tools(path: Path, steps: int = 600) -> Path:
     targets, weights = ids[:, 1:], mask[:, 1:].bool()
     for _ in range(steps):
         logits = model(input_ids=ids).logits[:, :-1]
-        if bool((logits.argmax(-1) == targets)[weights].all()):
+        logp = -torch.nn.functional.cross_entropy(logits[weights], targets[weights], reduction="none")
+        if bool((logp > LEARNED).all()):
             break
-        loss = torch.nn.functional.cross_entropy(logits[weights], targets[weights])
+        loss = -logp.mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
