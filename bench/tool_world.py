@@ -10,8 +10,8 @@ One world (world seed 0: prompts, demonstrations, a random-init base LM); for ea
                    `rlhfkit.world.tools:correct_answer` (the environment's verifier; no reward model);
 then each is evaluated on the held-out prompts: one sampled trajectory per prompt (T = 1, as PPO samples; up to
 --max-turns turns, the calculator answering each call), scored by the hidden gold reward (`tool_gold`).
-Prints a table of gold correctness and r* (mean over seeds, 95% t-interval across seeds) and writes
-OUT/report.json.
+Prints a table of gold correctness and r* (mean over seeds, 95% t-interval across seeds), PPO's gain over each arm
+paired by seed, and writes OUT/report.json.
 """
 
 from __future__ import annotations
@@ -150,12 +150,28 @@ def main(argv=None) -> None:
     names = list(next(iter(report["seeds"].values()))["arms"])
     report["table"] = {name: {metric: interval([report["seeds"][s]["arms"][name][metric] for s in args.seeds])
                               for metric in ("gold_correctness", "gold", "tool_use")} for name in names}
+    report["paired"] = paired(report)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print_table(report)
+
+
+def paired(report: dict) -> dict:
+    """Gold correctness of PPO minus each other arm, seed by seed (the same world, demonstrations and prompts):
+    the mean difference and its 95% t-interval."""
+    seeds = [report["seeds"][s]["arms"] for s in report["seeds"]]
+    ppo = "SFT + PPO with the calculator"
+    return {f"{ppo} - {name}": interval([round(a[ppo]["gold_correctness"] - a[name]["gold_correctness"], 4)
+                                         for a in seeds]) for name in seeds[0] if name != ppo}
+
+
+def print_table(report: dict) -> None:
     print("| policy | gold correctness | gold r* | calls the tool |\n|---|---|---|---|")
     for name, row in report["table"].items():
         cells = [f"{row[m]['mean']:.3f} [{row[m]['low']:.3f}, {row[m]['high']:.3f}]"
                  for m in ("gold_correctness", "gold", "tool_use")]
         print(f"| {name} | " + " | ".join(cells) + " |")
+    for name, d in report["paired"].items():
+        print(f"{name}: gold correctness {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] (per seed {d['values']})")
 
 
 if __name__ == "__main__":

@@ -167,3 +167,5 @@ def test_the_recipe_runs_its_three_arms_end_to_end(tmp_path, capsys):
     assert list(report["table"]) == ["no tool (SFT, one turn)", "SFT + calculator", "SFT + PPO with the calculator"]
     assert report["seeds"]["0"]["arms"]["no tool (SFT, one turn)"]["tool_use"] == 0
     assert "| SFT + PPO with the calculator |" in capsys.readouterr().out
+    assert set(report["paired"]) == {"SFT + PPO with the calculator - no tool (SFT, one turn)",
+                                     "SFT + PPO with the calculator - SFT + calculator"}
