@@ -16,7 +16,9 @@ assistant message(s) that follow a conversational prompt (a str after a Conversa
   so these are the ids it produces. A byte-level BPE with GPT-2's pre-tokenizer rule needs it under a Llama-3
   template: the generation prompt's "\\n\\n" is one token at the end of the prompt but two before the completion's
   first word. Only a template whose full rendering does not start with the prompt's text is refused.
-- A Conversation's `tools` (data/schemas.py) go to every render of it: `apply_chat_template(..., tools=...)`.
+- A Conversation's `tools` (data/schemas.py) go to every render of it: `apply_chat_template(..., tools=...)`; a
+  template that would drop them, or an assistant message's `tool_calls`, or cannot render a tool message, is
+  refused in one line (`render_text`).
 - Stop ids: the tokenizer's EOS ∪ generation_config's eos_token_id (an int or a list) ∪ the template's
   end-of-turn token for conversational prompts.
 - Too long: prompts lose tokens on the left (a leading BOS is kept), completions on the right; `Truncation`
@@ -75,14 +77,37 @@ def require_template(tokenizer) -> None:
 
 
 def render_text(tokenizer, messages: list[dict], generation_prompt: bool, tools: list[dict] | None = None) -> str:
-    """The chat template's text of `messages` (with `tools`, the tool schemas, when given)."""
+    """The chat template's text of `messages` (with `tools`, the tool schemas, when given).
+
+    A template that cannot show what the conversation holds is refused in one line rather than trained on
+    silently: one that raises on a tool message (Gemma's: roles must alternate user/model), one whose text is
+    the same with and without the row's `tools` (the model would never see them), or without an assistant
+    message's `tool_calls` (the call it is trained to make would be an empty turn)."""
     require_template(tokenizer)
+    text = _apply(tokenizer, messages, generation_prompt, tools)
+    if tools and text == _apply(tokenizer, messages, generation_prompt, None):
+        raise UserError(f"{model_dir(tokenizer)}: the chat template does not render tools: the row's `tools` would "
+                        "never reach the model (pass a template that writes them with --chat-template FILE)")
+    if any(m.get("tool_calls") for m in messages):
+        bare = [{k: v for k, v in m.items() if k != "tool_calls"} for m in messages]
+        if text == _apply(tokenizer, bare, generation_prompt, tools):
+            raise UserError(f"{model_dir(tokenizer)}: the chat template does not render tool calls: an assistant "
+                            "message's `tool_calls` would be dropped (pass a template that writes them with "
+                            "--chat-template FILE)")
+    return text
+
+
+def _apply(tokenizer, messages: list[dict], generation_prompt: bool, tools: list[dict] | None) -> str:
     try:
         return tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False,
                                              tools=tools)
     except Exception as exc:  # jinja2's TemplateError, or a template's own raise_exception(...)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if any(m.get("role") == "tool" for m in messages):
+            raise UserError(f"{model_dir(tokenizer)}: the chat template cannot render tool messages (role 'tool'): "
+                            f"{reason}") from None
         raise UserError(f"{model_dir(tokenizer)}: the chat template cannot render this conversation: "
-                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+                        f"{reason}") from None
 
 
 def encode_text(tokenizer, text: str) -> list[int]:

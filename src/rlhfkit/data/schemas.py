@@ -73,8 +73,11 @@ def _text(obj, name, error, *, required=True, nonempty=False, default=None):
 
 def conversation(value, name: str, error) -> list[dict]:
     """A list of messages {role, content}: a known role and string content each; other non-null keys of a
-    message (a tool call's `name`, ...) are kept for the chat template. An assistant turn that calls tools
-    (`tool_calls`, checked by `tool_calls_value`) may leave its content out or null: it is read as ""."""
+    message (a tool call's `name`, ...) are kept for the chat template.
+
+    An assistant message that calls tools (TRL's and OpenAI's `tool_calls`: [{"type": "function", "function":
+    {"name", "arguments"}}], checked and normalized by `tool_calls_value`) may have no content (null or absent): it
+    is read as "" — the template writes the calls."""
     if not isinstance(value, list) or not value:
         raise error(f"field '{name}' must be a non-empty list of messages {{role, content}}")
     out = []
@@ -85,8 +88,9 @@ def conversation(value, name: str, error) -> list[dict]:
         if role not in ROLES:
             raise error(f"{name}[{i}]: role {role!r} is not one of {', '.join(ROLES)}")
         calls = tool_calls_value(message.get("tool_calls"), f"{name}[{i}]", role, error)
-        if content is None and calls:
-            content = ""
+        if calls:
+            message = {**message, "tool_calls": calls}
+            content = "" if content is None else content
         if not isinstance(content, str):
             raise error(f"{name}[{i}]: content must be a string, got {json_type(content)}")
         out.append({"role": role, "content": content,
@@ -96,14 +100,17 @@ def conversation(value, name: str, error) -> list[dict]:
 
 def tool_calls_value(calls, where: str, role: str, error) -> list[dict] | None:
     """An assistant turn's `tool_calls` (TRL's and the chat templates' shape): a list of {"type": "function",
-    "function": {"name", "arguments"}} (or {"name", "arguments"}), a name a non-empty string, the arguments an
-    object or a JSON string of one. None when the message has none."""
+    "function": {"name", "arguments"}} (or {"name", "arguments"}; an "id" may sit beside), a name a non-empty
+    string, the arguments an object or a JSON string of one. Arguments given as a JSON string (OpenAI's wire format)
+    are read into their object: templates write them with `tojson`, which would quote the string. None when the
+    message has none."""
     if calls is None:
         return None
     if role != "assistant":
         raise error(f"{where}: only an assistant turn calls tools; this one is {role!r}")
     if not isinstance(calls, list) or not calls:
         raise error(f"{where}: 'tool_calls' must be a non-empty list of calls {{function: {{name, arguments}}}}")
+    out = []
     for j, call in enumerate(calls):
         fn = call.get("function", call) if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"].strip():
@@ -115,9 +122,11 @@ def tool_calls_value(calls, where: str, role: str, error) -> list[dict] | None:
             except (json.JSONDecodeError, RecursionError):
                 raise error(f"{where}: tool_calls[{j}] ({fn['name']}): arguments are a string but not JSON") from None
         if not isinstance(args, dict):
-            raise error(f"{where}: tool_calls[{j}] ({fn['name']}): arguments must be an object, got "
-                        f"{json_type(args)}")
-    return calls
+            raise error(f"{where}: tool_calls[{j}] ({fn['name']}): arguments must be an object or a JSON string of "
+                        f"one, got {json_type(args)}")
+        fn = {**fn, "arguments": args}
+        out.append({**call, "function": fn} if "function" in call else fn)
+    return out
 
 
 class Conversation(list):
