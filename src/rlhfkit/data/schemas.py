@@ -109,7 +109,7 @@ def tool_calls_value(calls, where: str, role: str, error) -> list[dict] | None:
     if role != "assistant":
         raise error(f"{where}: only an assistant turn calls tools; this one is {role!r}")
     if not isinstance(calls, list) or not calls:
-        raise error(f"{where}: 'tool_calls' must be a non-empty list of calls {{function: {{name, arguments}}}}")
+        raise error(f"{where}: tool_calls must be a non-empty list of calls {{function: {{name, arguments}}}}")
     out = []
     for j, call in enumerate(calls):
         fn = call.get("function", call) if isinstance(call, dict) else None
