@@ -11,9 +11,9 @@ test_packing.py checks that this gives the padded batch's numbers on GPT-2, Llam
 probes any other architecture once, and a model whose packed outputs differ from its padded ones is run padded.
 
 Rows: with flash attention one row of all tokens (the varlen kernel costs Σ_i L_i², whatever the row's length);
-otherwise rows of the longest sequence's length, so that SDPA's dense mask costs N·C² ≤ B·L² — never more
-attention than the padded batch, and the linear layers (most of the FLOPs) see the real tokens and the few left
-at the rows' ends.
+otherwise SDPA's or eager attention computes a dense N·C² mask over the rows, so the row width C is chosen by
+`row_capacity` among small multiples of the longest sequence: wider rows leave less at their ends (the linear
+layers, most of the FLOPs, see fewer positions) but cost more attention.
 
 `unpack` maps packed outputs back to the padded layout [B, L, ...] (zeros on padding), so every loss, mask and
 normalizer downstream stays the padded code's: computed from masks, never from shapes.
@@ -58,11 +58,21 @@ def layout(lengths: list[int], capacity: int) -> list[list[int]]:
 
 
 def row_capacity(model, lengths: list[int]) -> int:
-    """Tokens per packed row for `model` (module docstring): all of them with flash attention, else the longest."""
+    """Tokens per packed row for `model` (module docstring): all of them with flash attention, else the row width
+    C among 1, 2, 3, 4, 6 and 8 times the longest sequence whose rows cost least by `row_cost`."""
     config = getattr(unwrap(model), "config", None)
     if getattr(config, "_attn_implementation", None) in FLASH:
         return max(1, sum(lengths))
-    return max(1, max(lengths, default=1))
+    longest = max(1, max(lengths, default=1))
+    width = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None) or 256
+    widths = sorted({min(k * longest, max(longest, sum(lengths))) for k in (1, 2, 3, 4, 6, 8)})
+    return min(widths, key=lambda c: row_cost(len(layout(lengths, c)), c, width))
+
+
+def row_cost(rows: int, capacity: int, width: int) -> float:
+    """FLOPs per layer of `rows` packed rows of `capacity` tokens, up to a constant: 24·d² per token in the
+    projections and the MLP (4d² + 8d² multiply-adds), 4·C·d per token in a dense attention (QKᵀ and AV)."""
+    return rows * capacity * (24 * width * width + 4 * capacity * width)
 
 
 def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, capacity: int | None = None,

@@ -63,13 +63,13 @@ class Part:
         self.carried: Part | None = None  # the minibatch's previous part
 
     def totals(self, parallel: Parallel, terms: list[tuple]) -> list[float] | None:
-        """`Parallel.backward`'s totals for the terms [(policy, units), (value, tokens)?, (PPO-ptx, tokens)?]: the
-        whole minibatch's units of each (PPO-ptx: its own batch's, drawn once, in the last micro-batch); None
-        without micro-batches. A dummy part (`packing.even_out`) weighs 0."""
+        """`Parallel.backward`'s totals for the policy term and `terms`, the ones after it [(value, tokens)?,
+        (PPO-ptx, tokens)?]: the whole minibatch's units of each (PPO-ptx: its own batch's, drawn once, in the last
+        micro-batch); None without micro-batches. A dummy part (`packing.even_out`) weighs 0."""
         if self.whole is None:
             return None
         own = [float("inf")] * len(self.whole) if self.dummy else list(self.whole)
-        if len(terms) > len(own):  # PPO-ptx
+        if 1 + len(terms) > len(own):  # PPO-ptx
             own.append(parallel.total([float(terms[-1][1])])[0])
         return own
 
