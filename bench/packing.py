@@ -10,6 +10,7 @@ layers) and its word vocabulary:
 - long-tailed: log-normal lengths (median 24 tokens, σ 0.5) with 3% outliers 8× as long.
 
 SFT: one epoch of 256 demonstrations in batches of 32 (`train.sft`'s `collate` + `sft_loss`, backward, AdamW step).
+RM and DPO: one epoch of the same sequences as 64 rankings of 4 outputs, 8 rankings (32 sequences) a step.
 PPO: one `train.ppo.ppo_update` (the real one) of a batch of 64 responses, minibatches of 32, 4 epochs, with a value
 model (GAE), on a rollout scored padded. The padding fraction is 1 − real tokens / padded tokens of those batches:
 the share of the padded run's token positions packing removes, so packed time ≈ padded × (1 − fraction) at best
@@ -38,7 +39,9 @@ from rlhfkit.generation import Samples
 from rlhfkit.models import packing as pk
 from rlhfkit.models.policy import response_values, scored_responses
 from rlhfkit.models.scalar import ScalarModel
+from rlhfkit.rewards import accuracy
 from rlhfkit.runtime.optim import make_optimizer, optimizer_step
+from rlhfkit.train import dpo
 from rlhfkit.train.configs import PPOConfig
 from rlhfkit.train.ppo import advantages, ppo_update
 from rlhfkit.train.rollout import Rollout
@@ -122,6 +125,32 @@ def sft_epoch(model, rows: list[list[int]], packing: bool, pad: int) -> tuple[fl
         optimizer_step(optimizer, None, model.parameters(), 1.0)
         n, w = shapes(batch["input_ids"], batch["attention_mask"], packing)
         total += flops(model, n, w, n * w)
+    return time.process_time() - start, total
+
+
+def preference_epoch(kind: str, policy, value, rows: list[list[int]], packing: bool, pad: int) -> tuple[float, float]:
+    """(seconds, FLOPs) of one epoch of `rows` as rankings of K = 4 outputs (all 6 pairs, batches of 8 rankings):
+    the reward model's step (`rewards.accuracy.batch_loss` on a scalar model) or DPO's (`train.dpo.batch_loss`,
+    π_ref's log-probs 0)."""
+    model = copy.deepcopy(value if kind == "rm" else policy)
+    optimizer = make_optimizer(model.parameters(), 1e-5, 0.0)
+    pairs = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+    groups = [{"rows": rows[i:i + 4] if kind == "rm" else [(r, [0] * 3 + [1] * (len(r) - 3)) for r in rows[i:i + 4]],
+               "pairs": pairs, "weight": 1 / 6, "tiers": None, "ref_logp": torch.zeros(4)}
+              for i in range(0, len(rows) - 3, 4)]
+    total = 0.0
+    start = time.process_time()
+    for i in range(0, len(groups), 8):
+        if kind == "rm":
+            batch = accuracy.make_batch(groups[i:i + 8], pad, "cpu")
+            loss, _ = accuracy.batch_loss(model, batch, "pairwise", packing)
+        else:
+            batch = dpo.make_batch(groups[i:i + 8], pad, "cpu")
+            loss, _ = dpo.batch_loss(model, batch, 0.1, "pairwise", packing)
+        loss.backward()
+        optimizer_step(optimizer, None, model.parameters(), 1.0)
+        n, w = shapes(batch.input_ids, batch.attention_mask, packing)
+        total += flops(policy, n, w, n * w if kind == "dpo" else 0)
     return time.process_time() - start, total
 
 
@@ -212,6 +241,19 @@ def main(argv=None) -> dict:
             entry["packed" if packing else "padded"] = {"seconds": round(seconds, 3), "gflops": round(work / 1e9, 2)}
         results["sft"][name] = entry
         report("sft epoch", name, entry)
+    for kind in ("rm", "dpo"):
+        results[kind] = {}
+        for name, rows in sft_sets.items():
+            masks = [collate([(r, r) for r in rows[i:i + 32]], 0, "cpu")["attention_mask"]
+                     for i in range(0, len(rows), 32)]
+            entry = {"padding_fraction": round(padding_fraction(masks), 4), "rows": len(rows)}
+            for packing in (False, True):
+                seconds, work = best(lambda packing=packing, rows=rows, kind=kind: preference_epoch(
+                    kind, policy, value, rows, packing, pad), repeats)
+                entry["packed" if packing else "padded"] = {"seconds": round(seconds, 3),
+                                                            "gflops": round(work / 1e9, 2)}
+            results[kind][name] = entry
+            report(f"{kind} epoch", name, entry)
     for name, pairs in ppo_sets.items():
         rollout = ppo_rollout(policy, value, pairs, vocab, rng)
         entry = {"padding_fraction": round(padding_fraction([rollout.samples.attention_mask]), 4),

@@ -230,3 +230,15 @@ def test_two_processes_packed_and_micro_batched_take_the_steps_of_one_padded(kin
     for key in keys:
         assert _column(two, key) and _column(two, key) == pytest.approx(_column(one, key), **TOLERANCE), key
 
+
+
+@pytest.mark.parametrize("command", ["sft", "ppo"])
+def test_a_token_budget_below_one_is_a_one_line_error(command, tiny_gpt2, tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"prompt": "list three animals .", "completion": "cat dog cow"}) + "\n")
+    args = (["sft", "--model", tiny_gpt2, "--data", data] if command == "sft" else
+            ["ppo", "--policy", tiny_gpt2, "--reward-fn", "length", "--prompts", data, "--advantage", "grpo"])
+    code, _, err = run_cli([*args, "--out", tmp_path / "run", "--max-tokens-per-batch", "0", "--no-packing"], capsys)
+    assert code == 2 and err.strip().splitlines()[-1] == (f"rlhf {command}: error: config key 'max_tokens_per_batch' "
+                                                          "must be at least 1")
+    assert not (tmp_path / "run").exists()

@@ -57,7 +57,7 @@ class SupervisedOptions(RunOptions, DataOptions):
                                     "256, or the model's position limit when lower)")
     log_every: int = option(10, "log every N steps")
     # Packing and token-budget batches (issue 37; models/packing.py)
-    packing: bool = option(False, PACKING_HELP)
+    packing: bool = option(True, PACKING_HELP)
     max_tokens_per_batch: int | None = option(None, MAX_TOKENS_HELP)
 
     def check(self) -> None:
@@ -192,7 +192,7 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
     overlong_max_length: int | None = option(None, "L_max of the soft overlong punishment (default --max-new-tokens) "
                                              "[max_completion_len]")
     # Packing and token-budget batches (issue 37; models/packing.py)
-    packing: bool = option(False, PACKING_HELP)
+    packing: bool = option(True, PACKING_HELP)
     max_tokens_per_batch: int | None = option(None, MAX_TOKENS_HELP)
 
     def check(self) -> None:
