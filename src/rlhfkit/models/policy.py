@@ -30,9 +30,11 @@ def response_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
 
 
 def packed_response_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                           prompt_width: int) -> torch.Tensor:
+                           prompt_width: int, temperature: float | None = None):
     """`response_logits` of the packed rows: the LM head runs on the packed columns that hold a position predicting
-    a response token (with one row, exactly those positions), then each is read back to its place in [B, R, V]."""
+    a response token (with one row, exactly those positions), then each is read back to its place in [B, R, V].
+    With a `temperature`: (log π(y_t | x, y_<t) [B, R], computed on the packed positions — the gradient flows
+    through these —, the logits [B, R, V] detached, for statistics)."""
     p = pk.pack_for(model, input_ids, attention_mask)
     width = p.input_ids.shape[1]
     wanted = p.real.clone()
@@ -46,14 +48,25 @@ def packed_response_logits(model, input_ids: torch.Tensor, attention_mask: torch
     slot[columns] = torch.arange(len(columns), device=columns.device)
     at = p.index[:, prompt_width - 1:-1]  # [B, R]: where each predicting position sits
     flat = (at // width) * len(columns) + slot[at % width]
-    out = logits.reshape(-1, logits.shape[-1])[flat]
-    return torch.where(p.real[:, prompt_width - 1:-1, None], out, torch.zeros((), dtype=out.dtype, device=out.device))
+    real = p.real[:, prompt_width - 1:-1]
+    if temperature is None:
+        out = logits.reshape(-1, logits.shape[-1])[flat]
+        return torch.where(real[..., None], out, torch.zeros((), dtype=out.dtype, device=out.device))
+    targets = p.input_ids[:, (columns + 1).clamp(max=width - 1)]  # the packed token after each kept position
+    logp = token_logprobs(logits, targets, temperature).reshape(-1)[flat] * real
+    with torch.no_grad():
+        out = logits.detach().reshape(-1, logits.shape[-1])[flat]
+        out = torch.where(real[..., None], out, torch.zeros((), dtype=out.dtype, device=out.device))
+    return logp, out
 
 
 def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
                       temperature: float = 1.0, packing: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log π(y_t | x, y_<t) under softmax(logits / T) [B, R], the logits [B, R, V])."""
-    logits = response_logits(model, input_ids, attention_mask, prompt_width, packing)
+    """(log π(y_t | x, y_<t) under softmax(logits / T) [B, R], the logits [B, R, V]; packed: detached, the
+    log-probs computed on the packed positions alone)."""
+    if packing and pk.supports_packing(model):
+        return packed_response_logits(model, input_ids, attention_mask, prompt_width, temperature)
+    logits = response_logits(model, input_ids, attention_mask, prompt_width)
     return token_logprobs(logits, input_ids[:, prompt_width:], temperature), logits
 
 
