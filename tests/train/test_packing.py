@@ -195,7 +195,7 @@ def _uneven_demos(path, n=48):
 
 
 @pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) for k in ("sft", "rm", "dpo", "ppo-grpo")]
-                         + ["ppo-gae"])  # 1.5-3 min each here: PPO with a value model and PPO-ptx by default
+                         + ["ppo-gae"])  # 10-25 s each here, 1.5-3 min under load: by default PPO with GAE and ptx
 def test_two_processes_packed_and_micro_batched_take_the_steps_of_one_padded(kind, micro_world, tmp_path, capsys):
     """1 process padded, whole batches; 2 processes packed with --max-tokens-per-batch: the same losses (and stats)
     step by step, the same saved weights."""
