@@ -29,6 +29,12 @@ SCALE_REWARDS = ("group", "batch", "none")  # TRL's GRPOConfig.scale_rewards
 KL_IN = ("reward", "loss")
 
 
+PACKING_HELP = ("sequences concatenated without padding in each forward pass (position ids restart per sequence, "
+                "attention never crosses sequences; an architecture that does not read packed positions runs padded)")
+MAX_TOKENS_HELP = ("split each optimizer step's batch into micro-batches of at most N tokens (packed: real tokens; "
+                   "padded: rows x longest), gradients accumulated: the same step as the whole batch (default: one)")
+
+
 def samples_per_prompt(cfg: PPOConfig) -> int:
     """Responses drawn per prompt in one batch: k for RLOO's leave-one-out baseline and GRPO's group, else 1."""
     return 1 if cfg.advantage == "gae" else cfg.num_generations
@@ -50,10 +56,13 @@ class SupervisedOptions(RunOptions, DataOptions):
     max_length: int | None = option(None, "tokens per prompt + response (prompt cut on the left first; default "
                                     "256, or the model's position limit when lower)")
     log_every: int = option(10, "log every N steps")
+    # Packing and token-budget batches (issue 37; models/packing.py)
+    packing: bool = option(True, PACKING_HELP)
+    max_tokens_per_batch: int | None = option(None, MAX_TOKENS_HELP)
 
     def check(self) -> None:
         super().check()
-        check_at_least(self, 1, "epochs", "batch_size", "max_length", "log_every")
+        check_at_least(self, 1, "epochs", "batch_size", "max_length", "log_every", "max_tokens_per_batch")
         check_positive(self, "lr")
         if not 0 <= self.eval_fraction < 1:
             raise UserError("config key 'eval_fraction' must be in [0, 1)")
@@ -203,11 +212,14 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
                                    "hf engines (weight exactly 1) [vllm_importance_sampling_mode]")
     engine_is_cap: float = option(3.0, "C of --engine-is: TIS's cap, MIS's band [1/C, C] (TRL 1.16's default) "
                                   "[vllm_importance_sampling_clip_max]")
+    # Packing and token-budget batches (issue 37; models/packing.py)
+    packing: bool = option(True, PACKING_HELP)
+    max_tokens_per_batch: int | None = option(None, MAX_TOKENS_HELP)
 
     def check(self) -> None:
         super().check()
         check_at_least(self, 1, "ppo_steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens",
-                       "max_prompt_length", "ptx_batch_size", "kl_horizon", "log_every")
+                       "max_prompt_length", "ptx_batch_size", "kl_horizon", "log_every", "max_tokens_per_batch")
         check_at_least(self, 0, "value_warmup", "save_every")
         check_positive(self, "lr", "adam_eps")
         if self.minibatch_size > self.batch_size:

@@ -70,6 +70,7 @@ from rlhfkit.train.configs import TOKEN_MEAN_LOSSES, PPOConfig, samples_per_prom
 from rlhfkit.train.distributed import Parallel
 from rlhfkit.train.engine_is import engine_metrics, engine_weights
 from rlhfkit.train.kl_control import KLController
+from rlhfkit.train.micro import ppo_parts
 from rlhfkit.train.ppo_data import PromptStream
 from rlhfkit.train.ppo_rewards import judges_record, load_reward_model, make_judges, make_rewards
 from rlhfkit.train.ppo_setup import PPOModels, finish, load, log_step, read_inputs, save_snapshot, wrap_models
@@ -101,10 +102,10 @@ def measure(samples: Samples, policy, reference, value_model, reward, cfg: PPOCo
     for reward functions (default: no fields, rows named by position)."""
     ids, attn, width = samples.input_ids, samples.attention_mask, samples.prompt_ids.shape[1]
     mask = samples.model_mask  # the policy's tokens (one turn: the response mask; train/trajectory.py)
-    logp, entropy = scored_responses(policy, ids, attn, width, cfg.temperature)  # in chunks: no [B, R, V] held
-    ref_logp, _ = scored_responses(reference, ids, attn, width, cfg.temperature)
+    logp, entropy = scored_responses(policy, ids, attn, width, cfg.temperature, cfg.packing)  # no [B, R, V] held
+    ref_logp, _ = scored_responses(reference, ids, attn, width, cfg.temperature, cfg.packing)
     if value_model is not None:
-        values = response_values(value_model, ids, attn, width)
+        values = response_values(value_model, ids, attn, width, cfg.packing)
     else:  # RLOO, GRPO: no value model
         values = torch.zeros_like(logp)
     if not isinstance(reward, Rewards):
@@ -187,9 +188,10 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
     trained = [p for g in optimizer.param_groups for p in g["params"]]
     weight = engine_weights(rollout, cfg)  # π_θk/π_engine per token, or None: the trained model sampled itself
     for epoch in range(cfg.ppo_epochs):
-        for n, minibatch in enumerate(shuffled_batches(len(ids), cfg.minibatch_size, generator)):
-            idx = parallel.shard(minibatch)
-            logp, logits = response_logprobs(policy, ids[idx], attn[idx], width, cfg.temperature)
+        for n, idx, part in ppo_parts(shuffled_batches(len(ids), cfg.minibatch_size, generator), parallel, mask, attn,
+                                      cfg.max_tokens_per_batch, cfg.packing, loss_type(cfg) in TOKEN_MEAN_LOSSES,
+                                      value_model is not None):  # micro-batches (--max-tokens-per-batch), or whole
+            logp, logits = response_logprobs(policy, ids[idx], attn[idx], width, cfg.temperature, cfg.packing)
             old_logp, ref_logp, a, m = rollout.logp[idx], rollout.ref_logp[idx], adv[idx], mask[idx]
             policy_loss = surrogate_loss(logp, old_logp, ref_logp, a, m, cfg, kl_coef,
                                          None if weight is None else weight[idx])
@@ -200,18 +202,19 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
             terms, value_loss = [], None
             tokens = m.sum()  # response tokens of this process's share
             if value_model is not None:  # RLOO and GRPO have no value model, hence no value term
-                values = response_values(value_model, ids[idx], attn[idx], width)
+                values = response_values(value_model, ids[idx], attn[idx], width, cfg.packing)
                 value_loss = L.clipped_value_loss(values, rollout.values[idx], returns[idx], m, cfg.clip_range_value)
                 check_finite(value_loss, updates, "the value loss", where,
                              {"V_φ": values, "V_φk": rollout.values[idx], "the returns": returns[idx]}, m)
                 terms.append((cfg.vf_coef * value_loss, tokens))  # a token mean
-            ptx_loss, ptx_tokens = ptx.loss(policy, parallel) if ptx is not None else (None, 0)
+            ptx_loss, ptx_tokens = ptx.loss(policy, parallel) if ptx is not None and part.last else (None, 0)
             if ptx_loss is not None:
                 check_finite(ptx_loss, updates, "the PPO-ptx loss", where)
                 terms.append((cfg.ptx_coef * ptx_loss, ptx_tokens))
             units = tokens if loss_type(cfg) in TOKEN_MEAN_LOSSES else torch.tensor(float(len(idx)))  # else responses
-            parallel.backward(policy_loss, units, *terms)
-            optimizer_step(optimizer, None, trained, cfg.grad_clip)
+            parallel.backward(policy_loss, units, *terms, totals=part.totals(parallel, terms))
+            if part.last:
+                optimizer_step(optimizer, None, trained, cfg.grad_clip)
             with torch.no_grad():
                 ratio = torch.exp(logp - old_logp)[m.bool()]
                 stat = parallel.token_mean({"policy_loss": policy_loss.item()}, units)
@@ -224,7 +227,7 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
                 stat |= parallel.highest({"ratio_max": ratio.max().item()})
                 if ptx_loss is not None:
                     stat |= parallel.token_mean({"ptx_loss": ptx_loss.item()}, ptx_tokens)
-            stats.append(stat)
+            part.record(stats, stat, parallel, units, tokens)
     return stats
 
 
