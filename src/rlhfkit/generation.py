@@ -47,6 +47,9 @@ class Samples:
     finished: torch.Tensor        # [B] True when the response ended with a stop token
     texts: list[str]              # responses decoded without the stop token and padding (never stripped)
     prompts: list                 # the prompts, as given (str or Conversation)
+    engine_logp: torch.Tensor | None = None  # [B, R] log-prob of each sampled token under the distribution the
+    #                                          engine actually sampled from (0 on padding); None: the trained model
+    #                                          itself sampled (importance weight exactly 1)
 
     @property
     def input_ids(self) -> torch.Tensor:

@@ -182,6 +182,9 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
                                  "[soft_punish_cache]")
     overlong_max_length: int | None = option(None, "L_max of the soft overlong punishment (default --max-new-tokens) "
                                              "[max_completion_len]")
+    # Asynchronous rollouts (train/async_rollouts.py).
+    async_rollouts: int = option(0, "generate batch i+1 while batch i trains, by a snapshot of the policy at most K "
+                                 "updates old (0: the synchronous loop; train/async_rollouts.py)")
 
     def check(self) -> None:
         super().check()
@@ -229,6 +232,7 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
             raise UserError("config key 'value_warmup' is not supported with several processes (DDP needs every "
                             "trained parameter in every backward pass)")
         self.check_loss_variant()
+        self.check_async_rollouts()
 
     @staticmethod
     def saved_alias(saved: dict, new: str) -> str | None:
@@ -248,3 +252,12 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
         if self.overlong_cache > (self.overlong_max_length or self.max_new_tokens):
             raise UserError("config key 'overlong_cache' must not exceed 'overlong_max_length' (default: "
                             "'max_new_tokens')")
+
+    def check_async_rollouts(self) -> None:
+        check_at_least(self, 0, "async_rollouts")
+        if self.async_rollouts and self.rollout_engine == "vllm":
+            raise UserError("--async-rollouts runs with --rollout-engine hf or hf-static (a snapshot of the policy "
+                            "samples in a thread of its own); with vllm it is not supported yet")
+        if self.async_rollouts and self.fsdp:
+            raise UserError("--async-rollouts needs the whole policy in every process for its snapshot: use DDP "
+                            "(drop --fsdp)")

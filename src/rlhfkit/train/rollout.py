@@ -39,8 +39,12 @@ def pad_responses(samples: Samples, width: int, pad_id: int) -> Samples:
     extra = width - samples.response_ids.shape[1]
     if extra <= 0:
         return samples
+    engine_logp = samples.engine_logp
+    if engine_logp is not None:
+        engine_logp = torch.nn.functional.pad(engine_logp, (0, extra), value=0.0)
     return replace(samples, response_ids=torch.nn.functional.pad(samples.response_ids, (0, extra), value=pad_id),
-                   response_mask=torch.nn.functional.pad(samples.response_mask, (0, extra), value=0))
+                   response_mask=torch.nn.functional.pad(samples.response_mask, (0, extra), value=0),
+                   engine_logp=engine_logp)
 
 
 def generate_share(engine, tokenizer, prompts: list[str], parallel: Parallel, **options) -> Samples:
@@ -66,7 +70,7 @@ def gather_rollout(rollout: Rollout, parallel: Parallel) -> Rollout:
     texts = [t for part in parallel.gather_objects(s.texts) for t in part]
     prompts = [p for part in parallel.gather_objects(s.prompts) for p in part]
     samples = Samples(rows(s.prompt_ids), rows(s.prompt_mask), rows(s.response_ids), rows(s.response_mask),
-                      rows(s.finished), texts, prompts)
+                      rows(s.finished), texts, prompts, rows(s.engine_logp) if s.engine_logp is not None else None)
     entropy = parallel.token_mean({"entropy": rollout.entropy}, s.response_mask.sum())["entropy"]
     return Rollout(samples, rows(rollout.logp), rows(rollout.ref_logp), rows(rollout.values), rows(rollout.rm_score),
                    rows(rollout.terminal_reward), entropy, {k: rows(v) for k, v in rollout.columns.items()})
