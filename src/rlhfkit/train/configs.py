@@ -224,6 +224,7 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
         if n > 1 and ((self.batch_size // samples_per_prompt(self)) % n or self.minibatch_size % n):
             raise UserError(f"config keys 'batch_size' (in prompts) and 'minibatch_size' must be multiples of "
                             f"--num-processes {n}")
+        self.check_async_rollouts()  # before the engine's check: vllm is refused whether installed or not
         check_engine(self.rollout_engine, self.vllm_gpu_memory)
         if max(n, int(os.environ.get("WORLD_SIZE", "1"))) > 1 and self.rollout_engine == "vllm":
             raise UserError("--rollout-engine vllm runs with one process (--num-processes 1): with several, each "
@@ -232,7 +233,6 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
             raise UserError("config key 'value_warmup' is not supported with several processes (DDP needs every "
                             "trained parameter in every backward pass)")
         self.check_loss_variant()
-        self.check_async_rollouts()
 
     @staticmethod
     def saved_alias(saved: dict, new: str) -> str | None:
@@ -261,3 +261,7 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
         if self.async_rollouts and self.fsdp:
             raise UserError("--async-rollouts needs the whole policy in every process for its snapshot: use DDP "
                             "(drop --fsdp)")
+        several = max(self.num_processes, int(os.environ.get("WORLD_SIZE", "1"))) > 1
+        if self.async_rollouts and several and (self.checkpoint_every or self.resume):
+            raise UserError("--async-rollouts with several processes writes no checkpoints (each process holds its "
+                            "share of the batches sampled ahead): drop --checkpoint-every and --resume")
