@@ -215,10 +215,11 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
     engine = make_engine(cfg.rollout_engine, policy, tokenizer, max_len=cfg.prompt + cfg.resp,
                          gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed)
     rng = random.Random(cfg.seed)
-    if cfg.async_rollouts:  # a snapshot samples the batches ahead, in a thread of its own
+    if cfg.async_rollouts:  # a snapshot samples the batches ahead, in a thread of its own; one batch more than the
+        # run takes, so that the last timed iteration shares the machine with sampling, as every iteration of a run does
         engine = AsyncRollouts(policy, tokenizer, ppo, parallel, collect, lambda: [
             random_text(rng, cfg.vocab, cfg.prompt) for _ in range(cfg.batch)], list,
-            cfg.warmup + cfg.episodes // cfg.batch, ignore_eos=True)
+            cfg.warmup + cfg.episodes // cfg.batch + 1, ignore_eos=True)
     models = PPOModels(tokenizer, policy, policy, reference, value_model, value_model, reward_model, optimizer, engine)
     waits = {"rollout_wait_s": 0.0, "weight_wait_s": 0.0}
     sampler = torch.Generator(device=device).manual_seed(cfg.seed)

@@ -85,12 +85,14 @@ class AsyncRollouts:
 
     def __init__(self, policy, tokenizer, cfg, parallel, collect, draw, prompts_of, steps: int,
                  ignore_eos: bool = False):
-        self.k, self.cfg, self.tokenizer, self.collect = cfg.async_rollouts, cfg, tokenizer, collect
+        # a tokenizer of its own: a fast tokenizer's settings (truncation, padding) are state that one thread's call
+        # may change while the other encodes ("Already borrowed")
+        self.k, self.cfg, self.tokenizer, self.collect = cfg.async_rollouts, cfg, copy.deepcopy(tokenizer), collect
         self.draw, self.prompts_of, self.steps, self.ignore_eos = draw, prompts_of, steps, ignore_eos
         self.device = next(policy.parameters()).device
         self.trained = [name for name, p in policy.named_parameters() if p.requires_grad]
         self.snapshot = snapshot_of(policy)
-        self.engine = make_engine(cfg.rollout_engine, self.snapshot, tokenizer,
+        self.engine = make_engine(cfg.rollout_engine, self.snapshot, self.tokenizer,
                                   max_len=cfg.max_prompt_length + cfg.max_new_tokens)
         self.name = self.engine.name
         self.sampler = torch.Generator(device=self.device).manual_seed(cfg.seed)  # the thread's own
