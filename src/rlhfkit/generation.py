@@ -48,8 +48,8 @@ class Samples:
     texts: list[str]              # responses decoded without the stop token and padding (never stripped)
     prompts: list                 # the prompts, as given (str or Conversation)
     engine_logp: torch.Tensor | None = None  # [B, R] log-prob of each sampled token under the distribution the
-    #                                          engine actually sampled from (0 on padding); None: the trained model
-    #                                          itself sampled (importance weight exactly 1)
+    #   engine actually sampled from (0 on padding); None: the trained model itself sampled (importance weight
+    #   exactly 1). PPO weighs each token's loss by π_θk/π_engine (losses.py "engine importance weights").
 
     @property
     def input_ids(self) -> torch.Tensor:

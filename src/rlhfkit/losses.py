@@ -6,10 +6,12 @@ Shapes: B = batch, T = tokens. Masks are 1 on the tokens that count and 0 on pad
 Sources: Ouyang et al. 2022 (InstructGPT), Stiennon et al. 2020 (summarize from feedback),
 Schulman et al. 2017 (PPO), Ziegler et al. 2019 (KL control), Rafailov et al. 2023 (DPO),
 Ahmadian et al. 2024 (RLOO), Shao et al. 2024 (GRPO), Liu et al. 2025 (Dr. GRPO), Yu et al. 2025 (DAPO),
-Zheng et al. 2025 (GSPO), MiniMax 2025 (MiniMax-M1: CISPO).
+Zheng et al. 2025 (GSPO), MiniMax 2025 (MiniMax-M1: CISPO), Yao et al. 2025 (TIS), Liu, Li et al. 2025 (MIS).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -356,3 +358,75 @@ def soft_overlong_punishment(lengths: torch.Tensor, max_length: int, cache: int)
     lengths = lengths.to(torch.get_default_dtype())
     graded = ((max_length - cache - lengths) / cache).clamp(max=0.0)
     return torch.where(lengths > max_length, torch.full_like(lengths, -1.0), graded)
+
+
+# ---------------------------------------------------------------------- engine importance weights (step 3)
+# The rollout engine samples y ~ π_engine, which is not always the trained model's π_θk: vLLM's kernels compute a
+# slightly different distribution from the same weights (worse in bf16), and async rollouts sample from a stale copy
+# of the policy. PPO's ratio π_θ/π_θk then corrects for the update but not for that gap, so each token's policy term
+# is weighted by the behaviour ratio r_t = π_θk(y_t) / π_engine(y_t) of the rollout, truncated (TIS) or masked by
+# sequence (MIS), a constant of the update (train/ppo.py `surrogate_loss`; the KL loss term is not weighted, as in
+# TRL 1.16's GRPOTrainer). Where the trained model sampled itself there is no engine log-prob and no weight: the loss
+# is the unweighted one (`Samples.engine_logp` is None). tests/train/test_engine_is.py checks them by hand.
+
+def engine_log_ratio(old_logp: torch.Tensor, engine_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log r_t = log π_θk(y_t) − log π_engine(y_t) on valid tokens, 0 on padding [B, T]. A token the engine gave no
+    log-prob for (NaN) gets 0, a ratio of 1: no correction there (TRL 1.16's rule for tokens vLLM could not score)."""
+    log_ratio = torch.nan_to_num(old_logp - engine_logp, nan=0.0)
+    return torch.where(mask.bool(), log_ratio, torch.zeros_like(log_ratio))
+
+
+def tis_weights(old_logp: torch.Tensor, engine_logp: torch.Tensor, mask: torch.Tensor, cap: float) -> torch.Tensor:
+    """Truncated importance sampling (TIS; Yao et al. 2025, "Your efficient RL framework secretly brings you
+    off-policy RL training"), one weight per token [B, T]:
+
+        w_t = min(r_t, C),        r_t = π_θk(y_t) / π_engine(y_t)
+
+    Truncating from above only bounds the variance a token the engine under-sampled would bring (TRL 1.16:
+    vllm_importance_sampling_mode="token_truncate" with clip_max C and no clip_min; verl's rollout_is="token").
+    1 on padding."""
+    return torch.exp(engine_log_ratio(old_logp, engine_logp, mask)).clamp(max=cap)
+
+
+def mis_weights(old_logp: torch.Tensor, engine_logp: torch.Tensor, mask: torch.Tensor, cap: float) -> torch.Tensor:
+    """Masked importance sampling by sequence (MIS; Liu, Li et al. 2025, "When Speed Kills Stability: Demystifying
+    RL Collapse from the Training-Inference Mismatch"), one weight per response, on each of its tokens [B, T]:
+
+        ρ_i = π_θk(y_i|x) / π_engine(y_i|x) = Π_t r_t = exp(Σ_t log r_t)
+        w_i = ρ_i   if 1/C ≤ ρ_i ≤ C,   else 0 (the response leaves the loss's numerator)
+
+    The sequence ratio is the product of the token ratios — the ratio of the two sequence probabilities, as TRL
+    1.16's vllm_importance_sampling_mode="sequence_mask" and verl's rollout_is="sequence" take it, not their
+    geometric mean (verl's "geometric" level, a rejection test with bounds ~1.001). The band is verl's [1/C, C]
+    (its rollout_rs_threshold_lower defaults to 1/upper); TRL's default has no lower bound (clip_min None), its
+    clip_min=1/C gives this band."""
+    log_rho = engine_log_ratio(old_logp, engine_logp, mask).sum(-1, keepdim=True)
+    inside = log_rho.abs() <= math.log(cap)
+    return torch.where(inside, torch.exp(log_rho.clamp(max=math.log(cap))), torch.zeros_like(log_rho)).expand_as(mask)
+
+
+def tis_capped_fraction(old_logp: torch.Tensor, engine_logp: torch.Tensor, mask: torch.Tensor,
+                        cap: float) -> torch.Tensor:
+    """Share of valid tokens whose ratio r_t exceeded C (TIS truncated them)."""
+    capped = torch.exp(engine_log_ratio(old_logp, engine_logp, mask)) > cap
+    return masked_mean(capped.to(old_logp.dtype), mask)
+
+
+def mis_masked_fraction(old_logp: torch.Tensor, engine_logp: torch.Tensor, mask: torch.Tensor,
+                        cap: float) -> torch.Tensor:
+    """Share of responses whose ρ_i left [1/C, C] (MIS masked them)."""
+    log_rho = engine_log_ratio(old_logp, engine_logp, mask).sum(-1)
+    return (log_rho.abs() > math.log(cap)).to(old_logp.dtype).mean()
+
+
+def engine_mismatch(old_logp: torch.Tensor, engine_logp: torch.Tensor,
+                    mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The engine–trainer mismatch: KL(π_engine ‖ π_θk) per token, estimated on the sampled y_t ~ π_engine and
+    averaged over valid tokens (Schulman 2020's estimators, as `kl_k1`/`kl_k3`), (k1, k3):
+
+        k1 = mean_t [log π_engine(y_t) − log π_θk(y_t)] = mean_t [−log r_t]
+        k3 = mean_t [(r_t − 1) − log r_t]                                    (never negative)
+
+    0 when the engine samples exactly the trained model's distribution."""
+    log_ratio = engine_log_ratio(old_logp, engine_logp, mask)
+    return masked_mean(-log_ratio, mask), masked_mean(torch.expm1(log_ratio) - log_ratio, mask)

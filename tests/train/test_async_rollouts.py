@@ -84,9 +84,14 @@ def test_same_seed_and_k_give_the_same_run_which_logs_staleness_and_waits(micro_
     raw = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     for key in ("rollout_wait_s", "weight_wait_s", "rollout_s"):
         assert all(r[key] >= 0 for r in raw), key
-    assert not any(key in sync[0] for key in ("staleness", "rollout_wait_s", "weight_wait_s"))  # K = 0: today's loop
-    assert {k: v for k, v in a[0].items() if k != "staleness"} == sync[0]
+    assert not any(key in sync[0] for key in ("staleness", "rollout_wait_s", "weight_wait_s", "engine_kl"))  # K = 0:
+    #                                                                                                today's loop
+    assert {k: v for k, v in a[0].items() if k != "staleness" and not k.startswith("engine_")} == sync[0]
     assert a[1]["rm_score"] != sync[1]["rm_score"] and a[1]["kl"] != sync[1]["kl"]
+    # the importance correction (--engine-is, default tis with async): batch 1's snapshot is the trained policy itself
+    # (weight exactly 1, no gap); later batches come from the policy one update older
+    assert a[0]["engine_kl"] == 0.0 and a[0]["engine_is_weight"] == 1.0
+    assert all(r["engine_kl"] != 0.0 and "engine_is_capped" in r for r in a[1:])
 
 
 def test_resume_of_an_async_run_killed_at_a_random_step_equals_the_uninterrupted_run(micro_world, tmp_path):

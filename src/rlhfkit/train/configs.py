@@ -185,6 +185,15 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
     # Asynchronous rollouts (train/async_rollouts.py).
     async_rollouts: int = option(0, "generate batch i+1 while batch i trains, by a snapshot of the policy at most K "
                                  "updates old (0: the synchronous loop; train/async_rollouts.py)")
+    # Engine importance weights (issue 33 item 3; losses.py "engine importance weights"; TRL GRPOConfig's names in
+    # brackets).
+    engine_is: str | None = option(None, "importance weight π_θk/π_engine on each token's policy loss, for an engine "
+                                   "that is not the trained model: tis (token ratio truncated at the cap, Yao et al. "
+                                   "2025), mis (a response's ratio, masked outside [1/cap, cap]; Liu, Li et al. 2025) "
+                                   "or none; default tis with --rollout-engine vllm or async rollouts, none with the "
+                                   "hf engines (weight exactly 1) [vllm_importance_sampling_mode]")
+    engine_is_cap: float = option(3.0, "C of --engine-is: TIS's cap, MIS's band [1/C, C] (TRL 1.16's default) "
+                                  "[vllm_importance_sampling_clip_max]")
 
     def check(self) -> None:
         super().check()
@@ -233,6 +242,7 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
             raise UserError("config key 'value_warmup' is not supported with several processes (DDP needs every "
                             "trained parameter in every backward pass)")
         self.check_loss_variant()
+        check_engine_is(self)
 
     @staticmethod
     def saved_alias(saved: dict, new: str) -> str | None:
@@ -265,3 +275,23 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
         if self.async_rollouts and several and (self.checkpoint_every or self.resume):
             raise UserError("--async-rollouts with several processes writes no checkpoints (each process holds its "
                             "share of the batches sampled ahead): drop --checkpoint-every and --resume")
+
+
+ENGINE_IS = ("tis", "mis", "none")  # losses.py "engine importance weights"
+
+
+def check_engine_is(cfg: PPOConfig) -> None:
+    if cfg.engine_is not in (None, *ENGINE_IS):
+        raise UserError(f"config key 'engine_is': {cfg.engine_is!r} is not one of {', '.join(ENGINE_IS)}")
+    if not cfg.engine_is_cap > 1:
+        raise UserError(f"config key 'engine_is_cap' must be > 1 (the cap C of the weight π_θk/π_engine, MIS's band "
+                        f"[1/C, C]), not {cfg.engine_is_cap}")
+
+
+def engine_correction(cfg: PPOConfig) -> str:
+    """--engine-is, by default tis where the engine is not the trained model (vLLM's kernels, or a stale policy with
+    async rollouts), none where the trained model samples itself (the hf engines: the weight would be exactly 1)."""
+    if cfg.engine_is is not None:
+        return cfg.engine_is
+    other = cfg.rollout_engine == "vllm" or getattr(cfg, "async_rollouts", 0) > 0
+    return "tis" if other else "none"

@@ -66,6 +66,7 @@ from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import check_finite, shuffled_batches
 from rlhfkit.train.configs import TOKEN_MEAN_LOSSES, PPOConfig, samples_per_prompt
 from rlhfkit.train.distributed import Parallel
+from rlhfkit.train.engine_is import engine_metrics, engine_weights
 from rlhfkit.train.kl_control import KLController
 from rlhfkit.train.ppo_data import PromptStream
 from rlhfkit.train.ppo_rewards import judges_record, load_reward_model, make_judges, make_rewards
@@ -137,12 +138,16 @@ def advantages(rollout: Rollout, kl_coef: float, cfg: PPOConfig) -> tuple[torch.
 
 
 def surrogate_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor,
-                mask: torch.Tensor, cfg: PPOConfig, kl_coef: float) -> torch.Tensor:
-    """PPO-Clip's token terms −min(ρA, clip(ρ, 1±ε)A) (or a variant's: `policy_terms`), plus β·k3(π_θ, π_ref) with
+                mask: torch.Tensor, cfg: PPOConfig, kl_coef: float, engine_weight: torch.Tensor | None = None
+                ) -> torch.Tensor:
+    """PPO-Clip's token terms −min(ρA, clip(ρ, 1±ε)A) (or a variant's: `policy_terms`), each times the engine
+    importance weight w_t = π_θk/π_engine (a constant; `engine_is.engine_weights`, None: 1), plus β·k3(π_θ, π_ref) with
     --kl-in loss (GRPO: Shao et al. 2024, eq. 3–4; none at β = 0), averaged as --loss-type says
     (`losses.aggregate_loss`; bnpo is PPO's token mean). k3 is 0 on padding, masked before its exponential (the
     rollout's log-probs are stored masked, the fresh ones are not)."""
     terms = policy_terms(logp, old_logp, adv, mask, cfg)
+    if engine_weight is not None:
+        terms = terms * engine_weight.detach()
     if kl_in_loss(cfg) and kl_coef != 0:
         terms = terms + kl_coef * L.kl_k3(logp, ref_logp, mask)
     return L.aggregate_loss(terms, mask, loss_type(cfg), cfg.max_new_tokens)
@@ -174,12 +179,14 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
     s, stats = rollout.samples, []
     ids, attn, mask, width = s.input_ids, s.attention_mask, rollout.mask, rollout.prompt_width
     trained = [p for g in optimizer.param_groups for p in g["params"]]
+    weight = engine_weights(rollout, cfg)  # π_θk/π_engine per token, or None: the trained model sampled itself
     for epoch in range(cfg.ppo_epochs):
         for n, minibatch in enumerate(shuffled_batches(len(ids), cfg.minibatch_size, generator)):
             idx = parallel.shard(minibatch)
             logp, logits = response_logprobs(policy, ids[idx], attn[idx], width, cfg.temperature)
             old_logp, ref_logp, a, m = rollout.logp[idx], rollout.ref_logp[idx], adv[idx], mask[idx]
-            policy_loss = surrogate_loss(logp, old_logp, ref_logp, a, m, cfg, kl_coef)
+            policy_loss = surrogate_loss(logp, old_logp, ref_logp, a, m, cfg, kl_coef,
+                                         None if weight is None else weight[idx])
             updates = (iteration - 1) * cfg.ppo_epochs * -(-len(ids) // cfg.minibatch_size) + len(stats)
             where = f"iteration {iteration}, epoch {epoch + 1}, minibatch {n + 1}"
             check_finite(policy_loss, updates, "the policy loss", where,
@@ -299,6 +306,7 @@ def ppo_loop(run: Run) -> dict:
             "episodes": step * cfg.batch_size, "generation_s": t1 - t0, "scoring_s": t2 - t1,
             "update_s": t3 - t2, "reward_fn_s": rewards_of.take_time(),
             **({"sync_s": sync_s} if engine.name == "vllm" else {}), **(rollouts.metrics() if rollouts else {})}
+        record |= engine_metrics(rollout, cfg)  # the engine–trainer gap, where the engine returned log-probs
         record |= judges_record(judges, rollout.samples, inputs.rows, batch_rows)
         kl_control.update(record["kl"], cfg.batch_size)
         log_step(run, step, record, bar)

@@ -33,6 +33,12 @@ class Rollout:
     def prompt_width(self) -> int:
         return self.samples.prompt_ids.shape[1]
 
+    @property
+    def engine_logp(self) -> torch.Tensor | None:
+        """log π_engine(y_t) of the sampled tokens, 0 on padding [B, R]; None: the trained model sampled itself."""
+        e = self.samples.engine_logp
+        return None if e is None else torch.where(self.mask.bool(), e.to(self.logp), torch.zeros_like(self.logp))
+
 
 def pad_responses(samples: Samples, width: int, pad_id: int) -> Samples:
     """The responses right-padded to `width` tokens (the global batch's): padding is masked out."""
@@ -40,7 +46,7 @@ def pad_responses(samples: Samples, width: int, pad_id: int) -> Samples:
     if extra <= 0:
         return samples
     engine_logp = samples.engine_logp
-    if engine_logp is not None:
+    if engine_logp is not None:  # 0 on padding
         engine_logp = torch.nn.functional.pad(engine_logp, (0, extra), value=0.0)
     return replace(samples, response_ids=torch.nn.functional.pad(samples.response_ids, (0, extra), value=pad_id),
                    response_mask=torch.nn.functional.pad(samples.response_mask, (0, extra), value=0),
@@ -70,7 +76,7 @@ def gather_rollout(rollout: Rollout, parallel: Parallel) -> Rollout:
     texts = [t for part in parallel.gather_objects(s.texts) for t in part]
     prompts = [p for part in parallel.gather_objects(s.prompts) for p in part]
     samples = Samples(rows(s.prompt_ids), rows(s.prompt_mask), rows(s.response_ids), rows(s.response_mask),
-                      rows(s.finished), texts, prompts, rows(s.engine_logp) if s.engine_logp is not None else None)
+                      rows(s.finished), texts, prompts, None if s.engine_logp is None else rows(s.engine_logp))
     entropy = parallel.token_mean({"entropy": rollout.entropy}, s.response_mask.sum())["entropy"]
     return Rollout(samples, rows(rollout.logp), rows(rollout.ref_logp), rows(rollout.values), rows(rollout.rm_score),
                    rows(rollout.terminal_reward), entropy, {k: rows(v) for k, v in rollout.columns.items()})
