@@ -97,13 +97,13 @@ def test_same_seed_and_k_give_the_same_run_which_logs_staleness_and_waits(micro_
 def test_resume_of_an_async_run_killed_at_a_random_step_equals_the_uninterrupted_run(micro_world, tmp_path):
     """A checkpoint lets the thread finish the batches already drawn and saves them with its sampler: the resumed
     run logs what the uninterrupted one logs."""
-    args = [*_ppo_args(micro_world, tmp_path, "--async-rollouts", "1", "--checkpoint-every", "1"), "--ppo-steps", "6"]
+    args = [*_ppo_args(micro_world, tmp_path, "--async-rollouts", "1", "--checkpoint-every", "1"), "--ppo-steps", "5"]
     _finish(_cli([*args, "--out", tmp_path / "whole"]))
     out = tmp_path / "killed"
-    _kill_when(_cli([*args, "--out", out]), out / "metrics.jsonl", random.Random(0).randint(2, 4))
+    _kill_when(_cli([*args, "--out", out]), out / "metrics.jsonl", random.Random().randint(2, 3))
     _finish(_cli([*args, "--out", out, "--resume"]))
     assert _metrics(out) == _metrics(tmp_path / "whole")
-    assert [r["staleness"] for r in _metrics(out)] == [0, 1, 1, 1, 1, 1]
+    assert [r["staleness"] for r in _metrics(out)] == [0, 1, 1, 1, 1]
 
 
 def test_async_rollouts_with_two_processes_take_the_steps_of_one_process(micro_world, tmp_path, capsys):
