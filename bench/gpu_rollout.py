@@ -92,4 +92,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["bound"]:
         print(json.dumps(bound(sys.argv[2:])), flush=True)
     else:
-        print(json.dumps(summary([json.loads(line) for line in sys.stdin if line.startswith("{")])))
+        print(json.dumps(summary([json.loads(line) for line in sys.stdin if line.startswith('{"')])))

@@ -43,7 +43,7 @@ run() {  # run CMD...: within the time left less what the runs after it are kept
   LEFT_RUNS=$((LEFT_RUNS - 1))
   share=$((BUDGET - (SECONDS - START) - RESERVE * LEFT_RUNS))
   if [ "$share" -lt 10 ]; then echo "{\"skipped\": \"$*\", \"reason\": \"budget spent\"}" | tee -a "$OUT"; return; fi
-  timeout "$share" "$@" | grep '^{' | tee -a "$OUT"
+  timeout "$share" "$@" | grep '^{"' | tee -a "$OUT"
   local code=${PIPESTATUS[0]}
   if [ "$code" = 124 ]; then echo "{\"cut\": \"$*\", \"after_s\": $share}" | tee -a "$OUT"
   elif [ "$code" != 0 ]; then echo "{\"failed\": \"$*\", \"exit\": $code}" | tee -a "$OUT"; fi
