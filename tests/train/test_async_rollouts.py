@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from rlhfkit.models.policy import scored_responses
+from rlhfkit.recipes import bench as bench_module
 from rlhfkit.train.async_rollouts import AsyncRollouts, behaviour_version
 from rlhfkit.train.configs import PPOConfig
 from rlhfkit.train.distributed import Parallel
@@ -134,3 +135,19 @@ def test_what_async_rollouts_cannot_run_with_is_one_line_and_nothing_written(mor
                             tmp_path / "run"], capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_bench_ppo_with_async_rollouts_reports_iteration_time_and_waits_and_samples_one_batch_ahead(capsys,
+                                                                                                   monkeypatch):
+    """`rlhf bench ppo --async-rollouts 1` (bench/run_all.py's overlap): every PPO iteration is timed with the sampling
+    thread busy, so the thread samples one batch beyond the last timed one (1 warm-up + 2 timed + 1 batches drawn)."""
+    drawn, random_text = [], bench_module.random_text
+    monkeypatch.setattr(bench_module, "random_text", lambda *a: drawn.append(1) or random_text(*a))
+    code, out, err = run_cli(["bench", "ppo", "--layers", "1", "--dim", "16", "--heads", "2", "--vocab", "32", "--json",
+                              "--prompt", "4", "--resp", "3", "--batch", "4", "--episodes", "8", "--warmup", "1",
+                              "--async-rollouts", "1"], capsys)
+    assert code == 0, err
+    result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    assert result["async_rollouts"] == 1 and result["iteration_s"] > 0
+    assert result["rollout_wait_s"] >= 0 and result["weight_wait_s"] >= 0
+    assert len(drawn) == (1 + 2 + 1) * 4
