@@ -16,7 +16,9 @@
    same JSONL file and the same random GPT-2 directory; for the RM also rankings of K=4 (pairs/s: rlhfkit puts
    a ranking's 6 pairs in one batch and scores its 4 outputs once, TRL trains on the 6 pairs = 12 sequences);
 4. our episodes/s as the response length (16 … 128) and the width (128 … 512) grow;
-5. the overlap of asynchronous rollouts: `rlhf bench ppo --async-rollouts 1` against `--async-rollouts 0` at the
+5. padded vs packed (`--packing`): seconds and FLOPs per PPO update and per SFT epoch on the toy world's lengths and
+   on a long-tailed distribution, beside the padding fraction (bench/packing.py).
+6. the overlap of asynchronous rollouts: `rlhf bench ppo --async-rollouts 1` against `--async-rollouts 0` at the
    default shape, alternating in this run: seconds per iteration of each, and how long the trainer waited for
    rollouts and the sampling thread for weights (train/async_rollouts.py).
 
@@ -304,6 +306,14 @@ def main() -> int:
             summary["comparisons"].append(compare(name, OURS + ["bench", *ours, "--json", *files],
                                                   [train_python, "peer_train.py", *peer, *files], metric, repeats, env))
 
+    log("packing: padded vs packed, per PPO update and per SFT epoch (bench/packing.py)")
+    with tempfile.TemporaryDirectory(prefix="rlhf-bench-packing-") as tmp:
+        flags = ["--quick"] if args.quick else ["--repeats", str(repeats)]
+        packing = subprocess.run([sys.executable, str(BENCH / "packing.py"), *flags, "--out", f"{tmp}/packing.json"],
+                                 env=env, capture_output=True, text=True, check=True)
+        summary["packing"] = json.loads(Path(f"{tmp}/packing.json").read_text())
+        summary["packing"]["lines"] = packing.stdout.splitlines()
+
     if not args.skip_table:
         grid = [(16, 128), (32, 128), (64, 128), (128, 128), (32, 256), (32, 512)]
         if args.quick:
@@ -318,6 +328,8 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print_report(summary)
+    print("\npadded vs packed (--packing; CPU seconds, one thread; bench/packing.py)")
+    print("\n".join(summary["packing"]["lines"]))
     print(f"\nload average before/after: {summary['load_before'][0]:.1f}/{summary['load_after'][0]:.1f} "
           f"(2 cores: above ~2 other processes share the CPU); {summary['total_s']} s in all; raw results -> {out}")
     return 0

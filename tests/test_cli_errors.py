@@ -91,3 +91,15 @@ def test_other_commands_reject_bad_input(args, expected, tmp_path, capsys):
 def test_eval_rejects_missing_model_of_a_real_world(micro_world, tmp_path, capsys):
     code, _, err = run_cli(["eval", "gold", "--model", tmp_path / "gone", "--world", micro_world], capsys)
     assert code == 2 and "gone: no such model directory" in err
+
+
+@pytest.mark.parametrize("args", [
+    ["label", "invite", "--db", "{tmp}/labels.db", "--project", "p\udcff", "--name", "bob"],
+    ["label", "invite", "--db", "{tmp}/labels.db", "--project", "p", "--set", "name=b\udcffob"],
+])
+def test_a_flag_that_is_not_utf8_is_one_line_and_writes_nothing(args, tmp_path, capsys):
+    """`--project $'p\\xff'`: the shell passes a byte that is not UTF-8, which Python decodes as a lone surrogate;
+    it reached the database and raised UnicodeEncodeError there."""
+    code, _, err = run_cli([a.replace("{tmp}", str(tmp_path)) for a in args], capsys)
+    assert code == 2 and "not valid UTF-8" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "labels.db").exists()

@@ -2,8 +2,8 @@
 package graph are DAGs, imports sit at the top of their module (the CLI resolves its commands by string instead), and
 each package imports only the layers below it, in the order written once in `LAYERS`:
 
-    errors < config, storage, stats < data < losses < models < rewards, generation < engines < runtime
-      < train, eval, world < label < recipes < cli
+    errors < config, storage, stats < data < losses < models < rewards, generation < environments < engines
+      < runtime < train, eval, world < label < recipes < cli
 
 The CLI itself imports nothing heavy: `rlhf --help` and every `rlhf CMD --help` load no torch.
 """
@@ -80,6 +80,7 @@ LAYERS = [
     {"losses"},                        # the equations: pure tensor functions
     {"models"},                        # load and call networks; they do not train, evaluate or know the toy world
     {"rewards", "generation"},         # reward sources and the RM's measurements; sampling calls a model
+    {"environments"},                  # user environments (tools, rewards), loaded like reward functions
     {"engines"},                       # rollout engines sample (generation) from models; they never train
     {"runtime"},                       # the run helpers: options, run directory, seeding, optimizer
     {"train", "eval", "world"},        # the trainers, the measurements, the toy world: none imports another
@@ -109,8 +110,8 @@ def test_no_import_cycle_among_packages():
 
 
 def test_packages_import_only_lower_layers():
-    """Layer order: errors < config/storage/stats < data < losses < models < rewards/generation < engines <
-    runtime < train/eval/world < label < recipes (sample, pipeline, demo, compare, loop, bench and their
+    """Layer order: errors < config/storage/stats < data < losses < models < rewards/generation < environments <
+    engines < runtime < train/eval/world < label < recipes (sample, pipeline, demo, compare, loop, bench and their
     configs) < cli. No exception list: world imports nothing above data, rewards, models and the run
     helpers; eval receives the toy world's gold as a judge loaded by name (rewards/sources.py)."""
     wrong = sorted(f"{p} -> {t}" for p, targets in PACKAGES.items() for t in targets

@@ -100,6 +100,8 @@ COMMANDS: dict[str, Command] = {
                       "DPO: train the policy on rankings directly"),
     "ppo": Command("train.configs:PPOConfig", "train.ppo:train_ppo",
                       "step 3: PPO against the reward model with a KL penalty to the SFT policy"),
+    "rollout-serve": Command("engines.serve_config:ServeConfig", "engines.server:serve",
+                      "a rollout server: vLLM on its own devices or machine, for --rollout-engine server"),
     "eval gold": Command("eval.configs:EvalGoldConfig", "eval.commands:eval_gold",
                       "mean gold reward (and components) of a policy on held-out prompts"),
     "eval winrate": Command("eval.configs:EvalWinrateConfig", "eval.commands:eval_winrate",

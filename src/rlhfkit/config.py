@@ -179,10 +179,23 @@ def _assign(cfg, key: str, value, *, source: str, parse) -> None:
         return
     if rest:
         raise UserError(f"{source}: config key '{head}' has no field '{rest}'")
+    if isinstance(value, str) and not _is_text(value):
+        raise UserError(f"{source}: config key '{key}' is not valid UTF-8 text (got {value!r}: bytes the command line "
+                        "could not decode)")
     try:
         setattr(cfg, head, parse(tp, value))
     except (ValueError, TypeError):
         raise UserError(f"{source}: config key '{key}' expects {_type_name(tp)}, got {value!r}") from None
+
+
+def _is_text(value: str) -> bool:
+    """False for a string holding lone surrogates: the bytes of a command-line argument that are not UTF-8
+    (Python decodes them as U+DC80..U+DCFF) or half of a pair; no file, database or UTF-8 writer takes it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def load_toml(path: str | Path) -> dict:

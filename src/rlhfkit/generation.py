@@ -50,6 +50,13 @@ class Samples:
     engine_logp: torch.Tensor | None = None  # [B, R] log-prob of each sampled token under the distribution the
     #   engine actually sampled from (0 on padding); None: the trained model itself sampled (importance weight
     #   exactly 1). PPO weighs each token's loss by π_θk/π_engine (losses.py "engine importance weights").
+    # Multi-turn rollouts (engines/multiturn.py): [B, R] 1 on the tokens the policy produced, 0 on environment (tool)
+    # tokens and padding — what the losses read. None (one turn): the response mask itself.
+    model_mask: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.model_mask is None:
+            self.model_mask = self.response_mask
 
     @property
     def input_ids(self) -> torch.Tensor:

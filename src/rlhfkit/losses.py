@@ -360,6 +360,36 @@ def soft_overlong_punishment(lengths: torch.Tensor, max_length: int, cache: int)
     return torch.where(lengths > max_length, torch.full_like(lengths, -1.0), graded)
 
 
+# ------------------------------------------------------------- multi-turn trajectories: turn-level GAE (step 3)
+# A trajectory is one token sequence: the policy's turns with the environment's replies (tool messages) between them
+# (engines/multiturn.py). `model_mask` is 1 on the policy's tokens only: the losses read it, and GAE walks it.
+
+def turn_gae(rewards: torch.Tensor, values: torch.Tensor, model_mask: torch.Tensor, gamma: float = 1.0,
+             lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE over the policy's tokens of multi-turn trajectories, the environment's tokens skipped:
+
+        δ_t = R_t + γ·V_{n(t)} − V_t        n(t): the next model token after t — in the same turn, or the first
+                                              token of the next turn, after the tool reply (V = 0 after the last)
+        A_t = δ_t + γλ·A_{n(t)}             returns  Ĝ_t = A_t + V_t
+
+    so the value read at a turn's first token, which has seen the tool's answer, bootstraps the turn before it, and
+    discounting runs across turns as within one. Environment tokens and padding get A = Ĝ = 0, and their values
+    and rewards are never read. With one turn (model_mask = the response mask) this is `gae`. The backward loop of
+    CleanRL's GAE, one column at a time, carrying V and A of the next model token over environment tokens.
+    """
+    mask = model_mask.bool()
+    advantages = torch.zeros_like(values)
+    next_value = torch.zeros_like(values[:, 0])
+    next_advantage = torch.zeros_like(values[:, 0])
+    for t in reversed(range(values.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        advantage = delta + gamma * lam * next_advantage
+        advantages[:, t] = torch.where(mask[:, t], advantage, torch.zeros_like(advantage))
+        next_value = torch.where(mask[:, t], values[:, t], next_value)
+        next_advantage = torch.where(mask[:, t], advantage, next_advantage)
+    return advantages, (advantages + values) * mask
+
+
 # ---------------------------------------------------------------------- engine importance weights (step 3)
 # The rollout engine samples y ~ π_engine, which is not always the trained model's π_θk: vLLM's kernels compute a
 # slightly different distribution from the same weights (worse in bf16), and async rollouts sample from a stale copy

@@ -15,7 +15,7 @@ def _ppo(tiny_gpt2, tmp_path, *extra):
 
 
 @pytest.mark.parametrize("extra, expected", [
-    (["--rollout-engine", "tgi"], "unknown engine 'tgi' (hf, hf-static, vllm)"),
+    (["--rollout-engine", "tgi"], "unknown engine 'tgi' (hf, hf-static, vllm, server)"),
     (["--vllm-gpu-memory", "1.5"], "'vllm_gpu_memory' must be in (0, 1)"),
 ])
 def test_bad_engine_options_are_one_line(extra, expected, tiny_gpt2, tmp_path, capsys):
@@ -35,10 +35,3 @@ def test_vllm_engine_without_vllm_names_the_install(command, tiny_gpt2, micro_wo
     code, _, err = run_cli([*args, "--rollout-engine", "vllm"], capsys)
     assert code == 2 and "vLLM is not installed" in err and "README 'Rollout engines'" in err
     assert not (tmp_path / "run").exists() and not (tmp_path / "c").exists()
-
-
-@pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed: make test-vllm runs this")
-def test_vllm_engine_with_several_processes_is_refused(tiny_gpt2, tmp_path, capsys):
-    (tmp_path / "p.jsonl").write_text('{"prompt": "hi"}\n')
-    code, _, err = run_cli(_ppo(tiny_gpt2, tmp_path, "--rollout-engine", "vllm", "--num-processes", "2"), capsys)
-    assert code == 2 and "--num-processes 1" in err

@@ -259,7 +259,8 @@ def test_a_form_without_csrf_is_refused_by_the_dependency(setup):
     posts = [r for r in routes("pages", "admin") if "POST" in r.methods]
     assert {r.path for r in posts} == {"/logout", "/task/{assignment_id}", "/admin/invite", "/admin/revoke",
                                        "/admin/guidelines", "/guidelines/read",  # the last three: issue 19
-                                       "/invite/{token}"}  # issue 31: the login, no longer a GET
+                                       "/invite/{token}",  # issue 31: the login, no longer a GET
+                                       "/admin/judge-draft"}  # issue 34: show or hide the judge's drafts
     # every form the pages post; the login's token is tied to the invite page's cookie, there is no session yet
     assert all((login_csrf if r.path == "/invite/{token}" else form_csrf) in dependency_calls(r) for r in posts)
     assert all(header_csrf in dependency_calls(r) for r in routes("api labeling"))
@@ -274,7 +275,8 @@ def test_a_labeler_on_an_admin_route_gets_403(setup):
     assert ann.get("/admin/export?format=bogus").status_code == 403  # the role is checked before the query
     assert client(app).get("/admin").status_code == 401
     # issue 19 added /admin/revoke, /admin/guidelines and PUT /api/projects/{project}/guidelines
-    assert len(routes("admin")) == 5 and all(admin_user in dependency_calls(r) for r in routes("admin"))
+    # issue 34 added /admin/judge-draft
+    assert len(routes("admin")) == 6 and all(admin_user in dependency_calls(r) for r in routes("admin"))
     assert len(routes("api admin")) == 3 and all(project_admin in dependency_calls(r) for r in routes("api admin"))
 
 

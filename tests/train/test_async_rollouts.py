@@ -59,9 +59,9 @@ def test_each_batch_is_sampled_by_the_snapshot_the_staleness_bound_names(k, tmp_
         samples = rollouts.generate(prompts)
         s, width = samples, samples.prompt_ids.shape[1]
         behaviour = versions[behaviour_version(j, k)]
-        expected = scored_responses(behaviour, s.input_ids, s.attention_mask, width, 0.7)[0] * s.response_mask
-        assert torch.equal(s.engine_logp, expected), j
-        current = scored_responses(policy, s.input_ids, s.attention_mask, width, 0.7)[0] * s.response_mask
+        expected = scored_responses(behaviour, s.input_ids, s.attention_mask, width, 0.7, cfg.packing)[0]
+        assert torch.equal(s.engine_logp, expected * s.response_mask), j
+        current = scored_responses(policy, s.input_ids, s.attention_mask, width, 0.7, cfg.packing)[0] * s.response_mask
         assert torch.equal(s.engine_logp, current) == (behaviour_version(j, k) == j - 1)
         assert rollouts.metrics()["staleness"] == j - 1 - behaviour_version(j, k) == min(j - 1, k)
         with torch.no_grad():  # the update of batch j
@@ -124,6 +124,8 @@ def test_async_rollouts_with_two_processes_take_the_steps_of_one_process(micro_w
 
 @pytest.mark.parametrize("more, message", [
     (["--rollout-engine", "vllm"], "--async-rollouts runs with --rollout-engine hf or hf-static"),
+    (["--rollout-engine", "server", "--rollout-server", "127.0.0.1:1"], "with server it is not supported yet"),
+    (["--environment", "tools.py:Calculator"], "with --environment (multi-turn trajectories) it is not supported"),
     (["--num-processes", "2", "--fsdp"], "--async-rollouts needs the whole policy in every process"),
     (["--num-processes", "2", "--checkpoint-every", "1"], "--async-rollouts with several processes writes no "
                                                           "checkpoints"),

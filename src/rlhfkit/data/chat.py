@@ -8,13 +8,17 @@ assistant message(s) that follow a conversational prompt (a str after a Conversa
   template writes BOS itself (no second one).
 - A str completion after a str prompt: its tokens (no special tokens) + EOS. After a Conversation: the template's
   rendering of prompt + completion, minus the prompt's rendering, cut right after the first stop token — what
-  generation stops at (a template's trailing "\\n" after `<|im_end|>` is dropped). Where the prompt's ids are not
-  the start of the full rendering's ids, the completion is the text of the full rendering after the prompt's
-  text, encoded on its own (as TRL does): generation starts from the prompt's ids, so these are the ids it
-  produces. A byte-level BPE with GPT-2's pre-tokenizer rule needs it under a Llama-3 template: the generation
-  prompt's "\\n\\n" is one token at the end of the prompt but two before the completion's first word. Only a
-  template whose full rendering does not start with the prompt's text is refused.
-- A Conversation's `tools` (data/schemas.py) go to every render of it: `apply_chat_template(..., tools=...)`.
+  generation stops at (a template's trailing "\\n" after `<|im_end|>` is dropped); for the reward model, a
+  completion of several messages (a trajectory: assistant turns, tool calls, tool results) is cut after its last
+  turn's stop token instead (`completion_ids(whole=True)`).
+  Where the prompt's ids are not the start of the full rendering's ids, the completion is the text of the full
+  rendering after the prompt's text, encoded on its own (as TRL does): generation starts from the prompt's ids,
+  so these are the ids it produces. A byte-level BPE with GPT-2's pre-tokenizer rule needs it under a Llama-3
+  template: the generation prompt's "\\n\\n" is one token at the end of the prompt but two before the completion's
+  first word. Only a template whose full rendering does not start with the prompt's text is refused.
+- A Conversation's `tools` (data/schemas.py) go to every render of it: `apply_chat_template(..., tools=...)`; a
+  template that would drop them, or an assistant message's `tool_calls`, or cannot render a tool message, is
+  refused in one line (`render_text`).
 - Stop ids: the tokenizer's EOS ∪ generation_config's eos_token_id (an int or a list) ∪ the template's
   end-of-turn token for conversational prompts.
 - Too long: prompts lose tokens on the left (a leading BOS is kept), completions on the right; `Truncation`
@@ -37,6 +41,12 @@ _PROBE = "\u2063probe\u2063"  # the assistant content of the conversation render
 
 def is_conversation(value) -> bool:
     return isinstance(value, list)
+
+
+class TokenIds(list):
+    """A conversation given as its token ids: the next turn of a multi-turn rollout (engines/multiturn.py) continues
+    the exact ids before it — nothing is rendered or encoded again. A conversation, so its stop ids include the
+    template's end of turn."""
 
 
 def as_messages(completion) -> list[dict]:
@@ -67,14 +77,37 @@ def require_template(tokenizer) -> None:
 
 
 def render_text(tokenizer, messages: list[dict], generation_prompt: bool, tools: list[dict] | None = None) -> str:
-    """The chat template's text of `messages` (with `tools`, the tool schemas, when given)."""
+    """The chat template's text of `messages` (with `tools`, the tool schemas, when given).
+
+    A template that cannot show what the conversation holds is refused in one line rather than trained on
+    silently: one that raises on a tool message (Gemma's: roles must alternate user/model), one whose text is
+    the same with and without the row's `tools` (the model would never see them), or without an assistant
+    message's `tool_calls` (the call it is trained to make would be an empty turn)."""
     require_template(tokenizer)
+    text = _apply(tokenizer, messages, generation_prompt, tools)
+    if tools and text == _apply(tokenizer, messages, generation_prompt, None):
+        raise UserError(f"{model_dir(tokenizer)}: the chat template does not render tools: the row's `tools` would "
+                        "never reach the model (pass a template that writes them with --chat-template FILE)")
+    if any(m.get("tool_calls") for m in messages):
+        bare = [{k: v for k, v in m.items() if k != "tool_calls"} for m in messages]
+        if text == _apply(tokenizer, bare, generation_prompt, tools):
+            raise UserError(f"{model_dir(tokenizer)}: the chat template does not render tool calls: an assistant "
+                            "message's `tool_calls` would be dropped (pass a template that writes them with "
+                            "--chat-template FILE)")
+    return text
+
+
+def _apply(tokenizer, messages: list[dict], generation_prompt: bool, tools: list[dict] | None) -> str:
     try:
         return tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False,
                                              tools=tools)
     except Exception as exc:  # jinja2's TemplateError, or a template's own raise_exception(...)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if any(m.get("role") == "tool" for m in messages):
+            raise UserError(f"{model_dir(tokenizer)}: the chat template cannot render tool messages (role 'tool'): "
+                            f"{reason}") from None
         raise UserError(f"{model_dir(tokenizer)}: the chat template cannot render this conversation: "
-                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+                        f"{reason}") from None
 
 
 def encode_text(tokenizer, text: str) -> list[int]:
@@ -88,6 +121,8 @@ def render(tokenizer, messages: list[dict], generation_prompt: bool, tools: list
 
 def prompt_ids(tokenizer, prompt) -> list[int]:
     """The prompt's ids as the model's inference encodes them (see the module docstring)."""
+    if isinstance(prompt, TokenIds):
+        return list(prompt)
     if is_conversation(prompt):
         return render(tokenizer, prompt, True, tools_of(prompt))
     return list(tokenizer(prompt)["input_ids"])
@@ -132,19 +167,26 @@ def stop_ids(tokenizer, model_or_config=None, conversational: bool = False) -> s
 
 
 def completion_ids(tokenizer, prompt, completion, finished: bool = True, prompt_tokens: list[int] | None = None,
-                   stops: set[int] | None = None) -> list[int]:
+                   stops: set[int] | None = None, whole: bool = False) -> list[int]:
     """The completion's ids after `prompt`, ending with its stop token when `finished` (see the module docstring).
 
-    `prompt_tokens`: `prompt_ids(tokenizer, prompt)` when the caller has them already."""
+    `prompt_tokens`: `prompt_ids(tokenizer, prompt)` when the caller has them already. `whole`: a trajectory
+    (several messages) is kept through its last turn's stop token — what the reward model scores; without it the
+    ids end at the first stop token, where generation of one turn ends (SFT's and DPO's targets: a loss over a
+    trajectory's tool results would train the policy on the environment's tokens)."""
     if not is_conversation(prompt):
         ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
         return ids + [tokenizer.eos_token_id] if finished else ids
     head = prompt_tokens if prompt_tokens is not None else prompt_ids(tokenizer, prompt)
-    rest = continuation(tokenizer, list(prompt), as_messages(completion), head, tools_of(prompt))
+    messages = as_messages(completion)
+    rest = continuation(tokenizer, list(prompt), messages, head, tools_of(prompt))
     stops = stops if stops is not None else stop_ids(tokenizer, None, True)
-    end = next((i for i, t in enumerate(rest) if t in stops), None)
-    if end is None:
+    ends = [i for i, t in enumerate(rest) if t in stops]
+    if not ends:
         return rest
+    # One turn ends at its first stop token; a trajectory (assistant turns, tool calls, tool results) at its last
+    # turn's: every turn before it is scored with it.
+    end = ends[-1] if whole and len(messages) > 1 else ends[0]
     return rest[:end + 1] if finished else rest[:end]
 
 

@@ -13,7 +13,7 @@ from math import comb
 from rlhfkit.data.configs import PairsConfig
 from rlhfkit.data.formats import read_preferences as read_any_preferences
 from rlhfkit.data.jsonl import check_writable, read_jsonl, write_jsonl
-from rlhfkit.data.schemas import ranking_record
+from rlhfkit.data.schemas import ranking_record, tools_field
 from rlhfkit.errors import UserError
 
 
@@ -66,13 +66,19 @@ def pairs_to_tiers(pairs: list[tuple[int, int]], k: int) -> list[int] | None:
 
 
 def rankings_to_pair_records(rankings: list[dict]) -> list[dict]:
-    """TRL preference records, each tagged with the ranking (`group`) it came from."""
+    """TRL preference records, each tagged with the ranking (`group`) it came from; the turns a labeler flagged in
+    a trajectory go with it (`chosen_turn_flags`, `rejected_turn_flags`), and a conversation's `tools` with it."""
     out = []
     for r in rankings:
         group = f"{r['id']}/{r.get('labeler', 'unknown')}"
+        flags = r.get("turn_flags") or [[] for _ in r["completions"]]
         for w, l in ranking_to_pairs(r["ranking"]):
-            out.append({"prompt": r["prompt"], "chosen": r["completions"][w],
-                        "rejected": r["completions"][l], "group": group})
+            pair = {"prompt": r["prompt"], "chosen": r["completions"][w],
+                    "rejected": r["completions"][l], "group": group, **tools_field(r["prompt"])}
+            for name, i in (("chosen", w), ("rejected", l)):
+                if flags[i]:
+                    pair[f"{name}_turn_flags"] = flags[i]
+            out.append(pair)
     return out
 
 

@@ -7,8 +7,10 @@
 | candidates     | id, prompt, completions: [{text, source}] (optional `finished` per item)  |
 | rankings       | id, prompt, completions: [str], ranking: [[i, ...], ...] best first, ties |
 |                | share a group, labeler; optional likert [1-7], flags [{name: bool}], notes,|
-|                | finished [bool] (did each output end with EOS; default all true)        |
-| pairs          | prompt, chosen, rejected, group (TRL preference format)                  |
+|                | finished [bool] (did each output end with EOS; default all true),        |
+|                | turn_flags [[{turn, reason}]] (a trajectory's flagged turns, per output) |
+| pairs          | prompt, chosen, rejected, group (TRL preference format); optional        |
+|                | chosen_turn_flags, rejected_turn_flags (as in rankings)                  |
 
 A prompt P is a string or a Conversation (a list of messages {role, content}, TRL's conversational format); a
 completion C is a string or, after a Conversation prompt, a Conversation of the assistant turn(s). A string
@@ -71,7 +73,11 @@ def _text(obj, name, error, *, required=True, nonempty=False, default=None):
 
 def conversation(value, name: str, error) -> list[dict]:
     """A list of messages {role, content}: a known role and string content each; other non-null keys of a
-    message (a tool call's `name`, ...) are kept for the chat template."""
+    message (a tool call's `name`, ...) are kept for the chat template.
+
+    An assistant message that calls tools (TRL's and OpenAI's `tool_calls`: [{"type": "function", "function":
+    {"name", "arguments"}}], checked and normalized by `tool_calls_value`) may have no content (null or absent): it
+    is read as "" — the template writes the calls."""
     if not isinstance(value, list) or not value:
         raise error(f"field '{name}' must be a non-empty list of messages {{role, content}}")
     out = []
@@ -81,10 +87,45 @@ def conversation(value, name: str, error) -> list[dict]:
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
             raise error(f"{name}[{i}]: role {role!r} is not one of {', '.join(ROLES)}")
+        calls = tool_calls_value(message.get("tool_calls"), f"{name}[{i}]", role, error)
+        if calls:
+            message = {**message, "tool_calls": calls}
+            content = "" if content is None else content
         if not isinstance(content, str):
             raise error(f"{name}[{i}]: content must be a string, got {json_type(content)}")
         out.append({"role": role, "content": content,
                     **{k: v for k, v in message.items() if k not in ("role", "content") and v is not None}})
+    return out
+
+
+def tool_calls_value(calls, where: str, role: str, error) -> list[dict] | None:
+    """An assistant turn's `tool_calls` (TRL's and the chat templates' shape): a list of {"type": "function",
+    "function": {"name", "arguments"}} (or {"name", "arguments"}; an "id" may sit beside), a name a non-empty
+    string, the arguments an object or a JSON string of one. Arguments given as a JSON string (OpenAI's wire format)
+    are read into their object: templates write them with `tojson`, which would quote the string. None when the
+    message has none."""
+    if calls is None:
+        return None
+    if role != "assistant":
+        raise error(f"{where}: only an assistant turn calls tools; this one is {role!r}")
+    if not isinstance(calls, list) or not calls:
+        raise error(f"{where}: tool_calls must be a non-empty list of calls {{function: {{name, arguments}}}}")
+    out = []
+    for j, call in enumerate(calls):
+        fn = call.get("function", call) if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"].strip():
+            raise error(f"{where}: tool_calls[{j}] must be {{function: {{name, arguments}}}} with a name")
+        args = fn.get("arguments", {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except (json.JSONDecodeError, RecursionError):
+                raise error(f"{where}: tool_calls[{j}] ({fn['name']}): arguments are a string but not JSON") from None
+        if not isinstance(args, dict):
+            raise error(f"{where}: tool_calls[{j}] ({fn['name']}): arguments must be an object or a JSON string of "
+                        f"one, got {json_type(args)}")
+        fn = {**fn, "arguments": args}
+        out.append({**call, "function": fn} if "function" in call else fn)
     return out
 
 
@@ -272,12 +313,40 @@ def ranking_record(obj: dict, error) -> dict:
         if len(finished) != k or not all(isinstance(f, bool) for f in finished):
             raise error(f"field 'finished' must be an array of {k} booleans (one per completion)")
         out["finished"] = finished
+    turn_flags = _field(obj, "turn_flags", list, error, required=False)
+    if turn_flags is not None:
+        if len(turn_flags) != k:
+            raise error(f"field 'turn_flags' has {len(turn_flags)} entries for {k} completions")
+        out["turn_flags"] = [turn_flag_list(f, c, f"turn_flags[{j}]", error)
+                             for j, (f, c) in enumerate(zip(turn_flags, completions))]
     notes = obj.get("notes")
     if notes is not None:
         if not isinstance(notes, (str, list)) or (isinstance(notes, list)
                                                    and not all(isinstance(n, str) for n in notes)):
             raise error("field 'notes' must be a string or an array of strings")
         out["notes"] = notes
+    return out
+
+
+def turn_flag_list(flags, completion, where: str, error) -> list[dict]:
+    """The turns a labeler flagged in one trajectory: [{"turn": t, "reason": "..."}], `t` the index of the message
+    in the completion (0 = its first message), each turn at most once, the reason a non-empty text."""
+    if not isinstance(flags, list):
+        raise error(f"{where} must be an array of {{turn, reason}}, got {json_type(flags)}")
+    if flags and not isinstance(completion, list):
+        raise error(f"{where}: the completion is a text, not a trajectory of turns; only a turn can be flagged")
+    out, seen = [], set()
+    for flag in flags:
+        turn, reason = (flag.get("turn"), flag.get("reason")) if isinstance(flag, dict) else (None, None)
+        if isinstance(turn, bool) or not isinstance(turn, int) or not isinstance(reason, str) or not reason.strip():
+            raise error(f"{where}: each flag must be {{turn: an integer, reason: a non-empty text}}")
+        if not 0 <= turn < len(completion):
+            raise error(f"{where}: turn {turn} does not exist (the trajectory has {len(completion)} turns, "
+                        f"0..{len(completion) - 1})")
+        if turn in seen:
+            raise error(f"{where}: turn {turn} is flagged twice")
+        seen.add(turn)
+        out.append({"turn": turn, "reason": reason})
     return out
 
 
@@ -288,6 +357,10 @@ def pair_record(obj: dict, error) -> dict:
         if obj.get(name) is None:
             raise error(f"missing field '{name}'")
         out[name] = completion_value(obj[name], name, prompt, error)
+    for name in ("chosen", "rejected"):  # the turns a labeler flagged in each trajectory (label export)
+        flags = obj.get(f"{name}_turn_flags")
+        if flags:
+            out[f"{name}_turn_flags"] = turn_flag_list(flags, out[name], f"{name}_turn_flags", error)
     group = _field(obj, "group", (str, int), error, required=False)
     if group is not None:
         out["group"] = str(group)

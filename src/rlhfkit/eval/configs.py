@@ -29,7 +29,7 @@ class SamplingOptions(EngineOptions, PrecisionOptions):
         if not 0 < self.top_p <= 1:
             raise UserError("config key 'top_p' must be in (0, 1]")
         check_at_least(self, 1, "max_new_tokens", "limit")
-        check_engine(self.rollout_engine, self.vllm_gpu_memory)
+        check_engine(self.rollout_engine, self.vllm_gpu_memory, self.rollout_server)
 
 
 @dataclass
@@ -87,4 +87,4 @@ class EvalBoNConfig(EngineOptions, RewardOptions, PrecisionOptions, DeviceOption
         if self.n < 1 or self.temperature <= 0:
             raise UserError("config keys 'n' must be >= 1 and 'temperature' > 0")
         check_at_least(self, 1, "max_new_tokens", "limit")
-        check_engine(self.rollout_engine, self.vllm_gpu_memory)
+        check_engine(self.rollout_engine, self.vllm_gpu_memory, self.rollout_server)

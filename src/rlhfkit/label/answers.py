@@ -25,6 +25,7 @@ CHOICES = ("A", "B", "equal")
 MAX_TEXT = 20_000  # characters in a demonstration or a note; longer is a mistake, not a label
 MAX_ELAPSED_MS = 24 * 3600 * 1000
 SMALL_NUMBER = re.compile(r"[0-9]{1,8}")  # what a form's number fields may hold
+TURN_FLAG_FIELD = re.compile(r"turnflag_([0-9]{1,8})_([0-9]{1,8})")  # the reason output i's turn t is flagged
 
 
 class BadAnswer(UserError):
@@ -40,6 +41,8 @@ class Answer:
     likert: dict[int, int] = field(default_factory=dict)
     flags: dict[int, dict[str, bool]] = field(default_factory=dict)
     notes: dict[int, str] = field(default_factory=dict)  # per output
+    # per trajectory output: the turns flagged, [{"turn": index in its messages, "reason": text}] (rank only)
+    turn_flags: dict[int, list[dict]] = field(default_factory=dict)
     note: str = ""  # on the whole answer (pairwise, skip detail)
     choice: str | None = None
     text: str | None = None
@@ -88,7 +91,7 @@ def _per_output(values, k: int, what: str) -> list:
     return values
 
 
-def _parse_rank(body: dict, k: int, ans: Answer) -> None:
+def _parse_rank(body: dict, k: int, ans: Answer, turns: list[int | None] | None) -> None:
     ranking = body.get("ranking")
     if not isinstance(ranking, list):
         raise BadAnswer("ranking must be tie groups best first, e.g. [[2], [0, 3], [1]]")
@@ -124,10 +127,42 @@ def _parse_rank(body: dict, k: int, ans: Answer) -> None:
     notes = body.get("notes")
     notes = [""] * k if notes is None else _per_output(notes, k, "notes")
     ans.notes = {i: _text(n, f"notes[{i}]").strip() for i, n in enumerate(notes)}
+    ans.turn_flags = _turn_flags(body.get("turn_flags"), turns if turns is not None else [None] * k, k)
 
 
-def parse_answer(body: dict, mode: str, k: int) -> Answer:
-    """Validate a JSON-like answer for a project in `mode` whose item has `k` outputs."""
+def _turn_flags(value, turns: list[int | None], k: int) -> dict[int, list[dict]]:
+    """turn_flags: per output (by index), the turns of its trajectory flagged, [{turn, reason}]; `turns[i]` is
+    output i's number of turns (None: a text, which has none to flag). Every trajectory gets its list ([] when
+    none is flagged), a text none."""
+    flags = [[] for _ in range(k)] if value is None else _per_output(value, k, "turn_flags ([{turn, reason}] "
+                                                                                "for each output)")
+    out = {}
+    for i, (given, n) in enumerate(zip(flags, turns)):
+        if not isinstance(given, list):
+            raise BadAnswer(f"turn_flags[{i}] must be a list of {{turn, reason}}")
+        if given and n is None:
+            raise BadAnswer(f"turn_flags[{i}]: output {i} is a text, not a trajectory: it has no turns to flag")
+        seen: set[int] = set()
+        for flag in given:
+            if not isinstance(flag, dict) or set(flag) - {"turn", "reason"}:
+                raise BadAnswer(f"turn_flags[{i}]: each flag is {{turn, reason}}")
+            turn = _int(flag.get("turn"), f"turn_flags[{i}]: a turn")
+            if not 0 <= turn < n:
+                raise BadAnswer(f"turn_flags[{i}]: turn {turn} does not exist (output {i} has {n} turns, "
+                                f"0..{n - 1})")
+            if turn in seen:
+                raise BadAnswer(f"turn_flags[{i}]: turn {turn} is flagged twice")
+            seen.add(turn)
+        if n is not None:
+            out[i] = [{"turn": f["turn"], "reason": _text(f.get("reason"), f"turn_flags[{i}]: the reason for turn "
+                                                          f"{f['turn']}", required=True).strip()}
+                      for f in sorted(given, key=lambda f: f["turn"])]
+    return out
+
+
+def parse_answer(body: dict, mode: str, k: int, turns: list[int | None] | None = None) -> Answer:
+    """Validate a JSON-like answer for a project in `mode` whose item has `k` outputs; `turns`: each output's
+    number of turns where it is a trajectory (None: a text; no argument: every output is a text)."""
     if not isinstance(body, dict):
         raise BadAnswer("the answer must be a JSON object")
     kind = body.get("kind") or mode
@@ -136,8 +171,10 @@ def parse_answer(body: dict, mode: str, k: int) -> Answer:
     ans = Answer(kind=kind, client_id=_client_id(body.get("client_id")))
     elapsed = body.get("elapsed_ms", 0) or 0
     ans.elapsed_ms = max(0, min(_int(elapsed, "elapsed_ms"), MAX_ELAPSED_MS))
+    if turns is not None and len(turns) != k:
+        raise AssertionError(f"{len(turns)} turn counts for {k} outputs")  # a bug of the caller
     if kind == "rank":
-        _parse_rank(body, k, ans)
+        _parse_rank(body, k, ans, turns)
     elif kind == "pairwise":
         if k != 2:
             raise BadAnswer(f"a pairwise answer needs 2 outputs, this item has {k}")
@@ -178,11 +215,28 @@ def _form_number(form, key: str, what: str) -> int | None:
     return int(raw)
 
 
+def _form_turn_flags(form, k: int) -> list[list[dict]]:
+    """Fields turnflag_{i}_{t}: the reason output i's turn t is flagged; an empty one flags nothing."""
+    flags: list[list[dict]] = [[] for _ in range(k)]
+    for key in form.keys():
+        found = TURN_FLAG_FIELD.fullmatch(key)
+        if found is None:
+            continue
+        i, turn = int(found[1]), int(found[2])
+        if i >= k:
+            raise BadAnswer(f"{key}: there is no output {i} (this item has {k})")
+        reason = (form.get(key) or "").strip()
+        if reason:
+            flags[i].append({"turn": turn, "reason": reason})
+    return flags
+
+
 def form_to_body(form, k: int) -> dict:
     """The HTML form's fields -> the JSON body `parse_answer` takes.
 
     Fields: kind, client_id, elapsed_ms; rank: tier_i (1-9), likert_i, flag_i (repeated flag names),
-    note_i; pairwise: choice, notes; demo: text; skip: reason, notes.
+    note_i, turnflag_i_t (the reason turn t of trajectory i is flagged, empty: not flagged); pairwise: choice,
+    notes; demo: text; skip: reason, notes.
     """
     body = {"kind": form.get("kind"), "client_id": form.get("client_id")}
     elapsed = (form.get("elapsed_ms") or "").strip()
@@ -202,6 +256,7 @@ def form_to_body(form, k: int) -> dict:
         body["likert"] = likert
         body["flags"] = [{name: True for name in form.getlist(f"flag_{i}") if name in FLAGS} for i in range(k)]
         body["notes"] = [form.get(f"note_{i}") or "" for i in range(k)]
+        body["turn_flags"] = _form_turn_flags(form, k)
     else:
         for key in ("choice", "notes", "text", "reason"):
             if form.get(key) is not None:

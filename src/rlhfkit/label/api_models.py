@@ -57,7 +57,10 @@ class SessionOut(Me):
 # ----------------------------------------------------------------------------------------- labeling
 
 class Message(BaseModel):
-    """One turn of a conversation prompt."""
+    """One turn of a conversation: its role and content, and any other key it was imported with (an assistant
+    turn's `tool_calls`, a tool result's `name`)."""
+
+    model_config = ConfigDict(extra="allow")
 
     role: str
     content: str
@@ -65,9 +68,18 @@ class Message(BaseModel):
 
 class Output(BaseModel):
     index: int = Field(description="the candidate's index in the imported `completions`")
-    text: str
+    text: str = Field(description="the output; a trajectory: its turns as plain text (tool calls as name(arguments))")
     finished: bool = Field(True, description="whether the output ended with EOS; false: the sampler cut it off at "
                                              "its length limit (as imported from the candidates' `finished`)")
+    messages: list[Message] | None = Field(None, description="a trajectory: its turns (assistant turns with their "
+                                                             "`tool_calls`, tool results); a flag's `turn` is the "
+                                                             "index of a message here. null: a text")
+
+
+def outputs_of(outputs: list[tuple[int, str]], finished: list[bool], trajectories: list) -> list[Output]:
+    trajectories = trajectories or [None] * len(outputs)
+    return [Output(index=i, text=t, finished=f, messages=m)
+            for (i, t), f, m in zip(outputs, finished or [True] * len(outputs), trajectories)]
 
 
 class TaskOut(BaseModel):
@@ -78,6 +90,7 @@ class TaskOut(BaseModel):
                                      "beside the imported id in the review queue)")
     mode: Mode
     prompt: str | list[Message] = Field(description="a text, or a conversation: its turns in order")
+    tools: list[dict] | None = Field(None, description="the tool schemas the conversation was given (its `tools`)")
     outputs: list[Output]
     lease_expires_at: float = Field(description="UNIX seconds; after that the item may go to someone else")
     page: int = Field(description="item n of N for this labeler")
@@ -86,8 +99,7 @@ class TaskOut(BaseModel):
     @classmethod
     def of(cls, lease: LeasedItem) -> TaskOut:
         return cls(assignment_id=lease.assignment_id, item_id=lease.item_id, mode=lease.mode, prompt=lease.prompt,
-                   outputs=[Output(index=i, text=t, finished=f)
-                            for (i, t), f in zip(lease.outputs, lease.finished or [True] * len(lease.outputs))],
+                   tools=lease.tools, outputs=outputs_of(lease.outputs, lease.finished, lease.trajectories),
                    lease_expires_at=lease.expires_at,
                    page=lease.page, pages=lease.pages)
 
@@ -108,6 +120,13 @@ class NextOut(BaseModel):
 REQUIRED_BY_KIND = {"rank": ["ranking", "likert"], "pairwise": ["choice"], "demo": ["text"], "skip": ["reason"]}
 
 
+class TurnFlag(StrictIn):
+    """A turn of a trajectory flagged: its index in the output's `messages` (0 first) and why."""
+
+    turn: Int
+    reason: Text = Field(max_length=MAX_TEXT)
+
+
 class SubmissionIn(StrictIn):
     """An answer to a leased item. Indices are `outputs[].index` of the task; the pairwise `choice`
     names outputs as shown: A = outputs[0], B = outputs[1]. Each kind has its required fields: rank needs
@@ -126,6 +145,8 @@ class SubmissionIn(StrictIn):
     likert: list[Int] | None = Field(None, description="rank (required): 1-7 per output, by output index")
     flags: list[dict[Text, bool]] | None = Field(None, description=f"rank: per output, any of {', '.join(FLAGS)}")
     notes: list[Text] | Text | None = Field(None, description="rank: one per output; pairwise/skip: one text")
+    turn_flags: list[list[TurnFlag]] | None = Field(None, description="rank: per output, the turns of a trajectory "
+                                                    "flagged, [{turn, reason}] ([] for none; a text output has none)")
     choice: Literal["A", "B", "equal"] | None = None
     text: Text | None = Field(None, max_length=MAX_TEXT, description="demo: the ideal response")
     reason: Text | None = Field(None, description=f"skip: one of {', '.join(SKIP_REASONS)}")
@@ -278,6 +299,8 @@ class AnswerOut(BaseModel):
     likert: list[int | None] | None = None
     flags: list[dict[str, bool]] | None = None
     output_notes: list[str] | None = None
+    turn_flags: list[list[dict] | None] | None = Field(None, description="per output: a trajectory's flagged turns "
+                                                       "[{turn, reason}] (null: a text output)")
     notes: str | None = None
     text: str | None = Field(None, description="demo: the demonstration")
     skip_reason: str | None = None
@@ -303,6 +326,7 @@ class HistoryEntry(BaseModel):
     item_id: str
     mode: Mode
     prompt: str | list[Message]
+    tools: list[dict] | None = None
     outputs: list[Output] = Field(description="in the order they were shown to me")
     submitted_at: float
     edited_at: float | None
@@ -314,8 +338,7 @@ class HistoryEntry(BaseModel):
 
     @classmethod
     def of(cls, e: dict) -> HistoryEntry:
-        return cls(**{**e, "outputs": [Output(index=i, text=t, finished=f)
-                                       for (i, t), f in zip(e["outputs"], e["finished"])]})
+        return cls(**{**e, "outputs": outputs_of(e["outputs"], e["finished"], e.get("trajectories"))})
 
 
 class HistoryOut(BaseModel):
@@ -355,6 +378,8 @@ class ReviewAnswer(BaseModel):
     likert: list[int | None] | None
     flags: list[dict[str, bool]] | None
     output_notes: list[str] | None
+    turn_flags: list[list[dict] | None] | None = Field(None, description="per output: a trajectory's flagged turns "
+                                                       "[{turn, reason}] (null: a text output)")
     notes: str | None
     demonstration: str | None
     skip_reason: str | None
@@ -365,6 +390,7 @@ class ReviewItem(BaseModel):
     id: str
     public_id: str | None = Field(None, description="the id labelers see for this item (in their tasks and history)")
     prompt: str | list[Message]
+    tools: list[dict] | None = None
     completions: list[dict]
     locked: bool
     disagreement: float | None = Field(description="1 - pairwise agreement among its labelers; null: not comparable")

@@ -166,7 +166,8 @@ def write_foreign(rankings: list[dict], tool: str, out: str) -> int:
         config = Path(out).with_suffix(".label-config.xml")
         k = max((len(r["completions"]) for r in rankings), default=2)
         interop.write_json(out, tasks)
-        config.write_text(interop.label_studio_config(k), encoding="utf-8")
+        config.write_text(interop.label_studio_config(k, any(r.get("turn_flags") for r in rankings)),
+                          encoding="utf-8")
         print(f"{len(rankings)} rankings of {len(tasks)} items -> {out} (Label Studio tasks with annotations); "
               f"labeling config: {config}")
         return len(tasks)

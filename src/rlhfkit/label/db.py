@@ -57,6 +57,8 @@ class Project(Base):
     locked_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # set: no answer can be edited
     gold_rate: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")  # share of gold items shown
     qc_threshold: Mapped[float] = mapped_column(Float, default=0.7, server_default="0.7")  # flag labelers below
+    # show a judge's ranking (item.judge_ranking) to labelers as a starting draft; hidden by default (migration 0006)
+    judge_draft: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class User(Base):
@@ -98,6 +100,8 @@ class Item(Base):
                                                   default=lambda: secrets.token_hex(8))
     prompt: Mapped[str] = mapped_column(Text)  # the text; for a conversation, its turns as plain text
     messages: Mapped[list | None] = mapped_column(JSON, nullable=True)  # a conversation prompt: [{role, content}]
+    # The conversation's tool schemas (TRL's `tools` column), rendered with it by the chat template (migration 0005).
+    tools: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     position: Mapped[int] = mapped_column(Integer)  # order in the imported file
     # Slots in use: submitted (non-skip) answers + live leases. The lease query only ever changes it
     # with `UPDATE ... WHERE taken < overlap`, which is what keeps an item at k labelers under races.
@@ -107,6 +111,9 @@ class Item(Base):
     # labeler at the project's `gold_rate`, outside the k-labeler rule, and never exported as training data.
     is_gold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     gold_ranking: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    # A judge's ranking (tie groups of candidate indices, best first) and its name (`rlhf loop --judge`, 0006)
+    judge_ranking: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    judge_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class Candidate(Base):
@@ -115,9 +122,11 @@ class Candidate(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("item.id"))
     idx: Mapped[int] = mapped_column(Integer)  # index in the imported `completions`
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)  # a trajectory: its turns as plain text (search, the board's snippets)
     source: Mapped[str] = mapped_column(String(200))  # never shown to labelers (blind evaluation)
     finished: Mapped[bool] = mapped_column(Boolean, default=True)
+    # A trajectory: the messages after the prompt (assistant turns, tool calls, tool results); None: a text.
+    messages: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
 
 class Assignment(Base):
@@ -181,7 +190,8 @@ class Review(Base):
 
 
 class Rating(Base):
-    """Likert 1-7, the eight InstructGPT flags and notes for one output of one submission."""
+    """Likert 1-7, the eight InstructGPT flags, notes and (a trajectory) flagged turns for one output of one
+    submission."""
 
     __tablename__ = "rating"
     __table_args__ = (UniqueConstraint("submission_id", "candidate_idx"),)
@@ -191,6 +201,8 @@ class Rating(Base):
     likert: Mapped[int | None] = mapped_column(Integer, nullable=True)
     flags: Mapped[dict] = mapped_column(JSON)
     notes: Mapped[str] = mapped_column(Text, default="")
+    # A trajectory's flagged turns: [{"turn": index in its messages, "reason": text}]; None on a text output.
+    turn_flags: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
 
 class RankEntry(Base):

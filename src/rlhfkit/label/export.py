@@ -3,7 +3,11 @@
 - rankings: one line per labeler per ranked item; a pairwise answer is a ranking of K=2
   (A better -> [[a], [b]], equal -> one tie group [[a, b]]); optional likert, flags, notes; `finished`
   carries each candidate's EOS flag from the import (`rlhf sample` writes it) through to `rlhf rm`.
-- pairs: every strictly ordered pair of those rankings (`rankings_to_pair_records`), TRL format.
+  A trajectory is exported as its messages (tool calls and tool results included), the item's `tools` beside
+  its prompt, and the turns a labeler flagged as `turn_flags`: per completion, [{"turn", "reason"}], `turn` the
+  index of the flagged message in that completion (written when the labeler flagged at least one turn).
+- pairs: every strictly ordered pair of those rankings (`rankings_to_pair_records`), TRL format, with
+  `chosen_turn_flags` / `rejected_turn_flags` where a flagged trajectory is one side.
 - demos: prompt, completion (TRL prompt-completion format), for SFT.
 - raw: every submission as stored, skips, timings and sources included.
 
@@ -13,7 +17,7 @@ Every rankings/pairs/demos record passes the validators of `rlhfkit.data.schemas
 from __future__ import annotations
 
 from rlhfkit.data.pairs import rankings_to_pair_records
-from rlhfkit.data.schemas import demo_record, pair_record, ranking_record
+from rlhfkit.data.schemas import demo_record, pair_record, ranking_record, tools_field
 from rlhfkit.errors import UserError
 from rlhfkit.label.answers import tiers_to_ranking
 from rlhfkit.label.configs import FORMATS
@@ -28,7 +32,8 @@ def ranking_records(rows: list[dict]) -> list[dict]:
     for r in rows:
         if r["kind"] not in ("rank", "pairwise"):
             continue
-        record = {"id": r["id"], "prompt": r["prompt"], "completions": [c["text"] for c in r["completions"]],
+        record = {"id": r["id"], "prompt": r["prompt"], **({"tools": r["tools"]} if r.get("tools") else {}),
+                  "completions": [c.get("messages", c["text"]) for c in r["completions"]],
                   "ranking": tiers_to_ranking({int(i): t for i, t in r["tiers"].items()}),
                   "labeler": r["labeler"],
                   # whether each output ended with EOS: the reward model scores an unfinished one without it
@@ -41,16 +46,22 @@ def ranking_records(rows: list[dict]) -> list[dict]:
             record["notes"] = r["output_notes"]
         elif r["notes"]:
             record["notes"] = r["notes"]
-        out.append(ranking_record(record, _invalid))
+        if r.get("turn_flags"):
+            record["turn_flags"] = [f or [] for f in r["turn_flags"]]
+        checked = ranking_record(record, _invalid)
+        out.append({**checked, **tools_field(checked["prompt"])})  # the tools go with their conversation
     return out
 
 
 def pair_records(rows: list[dict]) -> list[dict]:
-    return [pair_record(p, _invalid) for p in rankings_to_pair_records(ranking_records(rows))]
+    return [{**(p := pair_record(r, _invalid)), **tools_field(p["prompt"])}
+            for r in rankings_to_pair_records(ranking_records(rows))]
 
 
 def demo_records(rows: list[dict]) -> list[dict]:
-    return [demo_record({"prompt": r["prompt"], "completion": r["demonstration"]}, _invalid)
+    return [{**(d := demo_record({"prompt": r["prompt"], "completion": r["demonstration"],
+                                  **({"tools": r["tools"]} if r.get("tools") else {})}, _invalid)),
+             **tools_field(d["prompt"])}
             for r in rows if r["kind"] == "demo"]
 
 

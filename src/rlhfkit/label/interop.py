@@ -10,7 +10,9 @@ Two templates are read:
   keeps; `buckets=` gives it explicitly). "_" (outputs left in the list) is not a bucket: every output must be placed.
 - Pairwise (https://labelstud.io/templates/pairwise_comparison): `data.text1`, `data.text2`, result
   `{"type": "pairwise", "value": {"selected": "left" | "right"}}`; it has no "equal".
-Our export writes the Ranker template with one bucket per tier (`label_studio_config` gives its XML).
+Our export writes the Ranker template with one bucket per tier (`label_studio_config` gives its XML). A trajectory
+is shown as text (tool calls as "name(arguments)"); the turns a labeler flagged go, as JSON lines, to a TextArea
+`turn_flags` (Label Studio) or a TextQuestion `turn_flags` (Argilla), see `turn_flags_text`.
 
 Argilla 2 (`Dataset.to_disk` / `records.to_json`, https://docs.argilla.io/latest/how_to_guides/import_export/):
 a JSON array of records `{"id", "fields": {...}, "metadata", "suggestions", "responses": {<question>: [{"value",
@@ -30,11 +32,13 @@ from collections import defaultdict
 from rlhfkit.data.jsonl import read_json
 from rlhfkit.data.schemas import ranking_record
 from rlhfkit.errors import UserError, at
+from rlhfkit.label.trajectory import conversation_text
 from rlhfkit.storage import atomic_file
 
 TOOLS = ("label-studio", "argilla")
 LS_RANKER, LS_LIST = "rank", "outputs"  # the tag names of our Ranker labeling config
 ARGILLA_RANKING = "ranking"
+LS_TURN_FLAGS = ARGILLA_TURN_FLAGS = "turn_flags"  # where a ranking's flagged turns go (`turn_flags_text`)
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -210,18 +214,32 @@ def _items(rankings: list[dict]) -> list[tuple[dict, list[dict]]]:
 
 
 def _text(value) -> str:
-    """A Conversation completion (or prompt) as plain text: both tools show strings."""
+    """A Conversation completion (or prompt) as plain text, tool calls as "name(arguments)": both tools show
+    strings."""
     if isinstance(value, str):
         return value
-    return "\n\n".join(f"{m['role']}: {m['content']}" for m in value)
+    return conversation_text(value)
 
 
-def label_studio_config(k: int) -> str:
-    """The Ranker labeling config our export fits: the prompt, the outputs as a List, one bucket per tier."""
+def turn_flags_text(ranking: dict) -> str | None:
+    """A ranking's flagged turns as JSON text, one object a line {"output": n (1-based, as shown), "turn": t (the
+    message's index in that trajectory, 0 first), "reason"}; None when it has none. Label Studio keeps it in a
+    TextArea result, Argilla in a TextQuestion: neither has a place for a turn of an output."""
+    lines = [json.dumps({"output": i + 1, "turn": f["turn"], "reason": f["reason"]}, ensure_ascii=False)
+             for i, flags in enumerate(ranking.get("turn_flags") or []) for f in flags]
+    return "\n".join(lines) or None
+
+
+def label_studio_config(k: int, turn_flags: bool = False) -> str:
+    """The Ranker labeling config our export fits: the prompt, the outputs as a List, one bucket per tier; with
+    `turn_flags`, the TextArea `LS_TURN_FLAGS` that holds the flagged turns (`turn_flags_text`)."""
     buckets = "\n".join(f'    <Bucket name="tier-{t}" title="Tier {t}{" (best)" if t == 1 else ""}"/>'
                         for t in range(1, k + 1))
+    area = (f'  <TextArea name="{LS_TURN_FLAGS}" toName="{LS_LIST}" editable="true" '
+            'placeholder="flagged turns: one JSON object a line {output, turn, reason}"/>\n') if turn_flags else ""
     return (f'<View>\n  <Text name="prompt" value="$prompt"/>\n  <List name="{LS_LIST}" value="$items" '
-            f'title="Outputs"/>\n  <Ranker name="{LS_RANKER}" toName="{LS_LIST}">\n{buckets}\n  </Ranker>\n</View>\n')
+            f'title="Outputs"/>\n  <Ranker name="{LS_RANKER}" toName="{LS_LIST}">\n{buckets}\n  </Ranker>\n'
+            f'{area}</View>\n')
 
 
 def to_label_studio(rankings: list[dict]) -> list[dict]:
@@ -233,7 +251,9 @@ def to_label_studio(rankings: list[dict]) -> list[dict]:
                  for i, c in enumerate(first["completions"])]
         annotations = [{"result": [{"from_name": LS_RANKER, "to_name": LS_LIST, "type": "ranker",
                                     "value": {"ranker": {f"tier-{t + 1}": [str(i) for i in g]
-                                                         for t, g in enumerate(r["ranking"])}}}],
+                                                         for t, g in enumerate(r["ranking"])}}}]
+                        + ([{"from_name": LS_TURN_FLAGS, "to_name": LS_LIST, "type": "textarea",
+                             "value": {"text": [flagged]}}] if (flagged := turn_flags_text(r)) else []),
                         "completed_by": r["labeler"]} for r in group]
         tasks.append({"data": {"id": first["id"], "prompt": _text(first["prompt"]), "items": items},
                       "annotations": annotations})
@@ -255,6 +275,9 @@ def to_argilla(rankings: list[dict]) -> tuple[list[dict], int]:
                                                "user_id": r["labeler"], "status": "submitted"})
             for name, score in zip(names, r.get("likert") or []):
                 responses[f"rating_{name}"].append({"value": score, "user_id": r["labeler"], "status": "submitted"})
+            if (flagged := turn_flags_text(r)) is not None:
+                responses[ARGILLA_TURN_FLAGS].append({"value": flagged, "user_id": r["labeler"],
+                                                      "status": "submitted"})
         records.append({"id": first["id"], "fields": {"prompt": _text(first["prompt"]),
                                                       **{n: _text(c) for n, c in zip(names, first["completions"])}},
                         "metadata": {}, "suggestions": {}, "responses": dict(responses), "vectors": {},

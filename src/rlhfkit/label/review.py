@@ -52,7 +52,7 @@ def review_queue(rows: list[dict]) -> list[dict]:
     items: dict[str, dict] = {}
     for r in rows:
         item = items.setdefault(r["id"], {"id": r["id"], "public_id": r.get("public_id"), "prompt": r["prompt"],
-                                          "completions": r["completions"],
+                                          "tools": r.get("tools"), "completions": r["completions"],
                                           "locked": r.get("item_locked", False), "answers": []})
         item["answers"].append(r)
     out = []
@@ -127,6 +127,13 @@ def flags_text(flags: list[dict] | None, shown: list[int] | None = None) -> list
             for n, f in enumerate(flags) if any(f.values())]
 
 
+def turn_flags_text(turn_flags: list[list[dict] | None] | None, shown: list[int]) -> list[str]:
+    """Per trajectory, the turns flagged: ["2, turn 0: calls the wrong city", ...] (outputs numbered from 1 as the
+    labeler saw them, turns by their index in the trajectory, as exported)."""
+    return [f"{n + 1}, turn {f['turn']}: {f['reason']}" for n, flags in enumerate(by_shown(turn_flags, shown))
+            for f in flags or []]
+
+
 def prefill_fields(mode: str, answer: dict) -> list[tuple[str, str]]:
     """An answer as the task form's fields (name, value), in the drafts' format (static/label.js): what the
     edit page fills in."""
@@ -136,6 +143,8 @@ def prefill_fields(mode: str, answer: dict) -> list[tuple[str, str]]:
         fields += [(f"likert_{i}", str(v)) for i, v in enumerate(answer.get("likert") or []) if v is not None]
         fields += [(f"flag_{i}", name) for i, f in enumerate(answer.get("flags") or []) for name, on in f.items() if on]
         fields += [(f"note_{i}", n) for i, n in enumerate(answer.get("output_notes") or []) if n]
+        fields += [(f"turnflag_{i}_{f['turn']}", f["reason"]) for i, flags in enumerate(answer.get("turn_flags") or [])
+                   for f in flags or []]
     elif mode == "pairwise":
         fields += [("choice", answer["choice"])] if answer.get("choice") else []
         fields += [("notes", answer["notes"])] if answer.get("notes") else []

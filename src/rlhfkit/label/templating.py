@@ -14,11 +14,13 @@ from rlhfkit.data.schemas import FLAGS
 from rlhfkit.label.answers import SKIP_REASONS
 from rlhfkit.label.deps import COOKIE, csrf_token
 from rlhfkit.label.guidelines import FLAG_HELP, render_markdown
+from rlhfkit.label.trajectory import arguments_text
 
 HERE = Path(__file__).parent
 HTMX_FILE = "vendor/htmx-2.0.11.min.js"
 env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
 env.filters["markdown"] = render_markdown
+env.filters["arguments"] = arguments_text  # a tool call's arguments as JSON text (escaped by autoescape)
 env.filters["utc"] = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 templates = Jinja2Templates(env=env)
 

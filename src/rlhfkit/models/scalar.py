@@ -78,6 +78,7 @@ from rlhfkit.models.loading import (
     disable_dropout,
     fuse_activations,
 )
+from rlhfkit.models.packing import pack_for, supports_packing
 
 HEAD_WEIGHTS = OLD_HEAD_WEIGHTS
 HEAD_META = "scalar_head.json"
@@ -204,11 +205,16 @@ class ScalarModel(nn.Module):
         """One scalar per position [B, T] (the value model reads V(x, y_<t) from these)."""
         return self.head(self.hidden(input_ids, attention_mask, positions)).squeeze(-1).float()
 
-    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """r(x, y) [B]: the head read at each row's last real token that is not the pad id (`read_index`)."""
-        hidden = self.hidden(input_ids, attention_mask)
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, packing: bool = False) -> torch.Tensor:
+        """r(x, y) [B]: the head read at each row's last real token that is not the pad id (`read_index`).
+        `packing`: the rows packed without padding (`models/packing.py`), each read at that token's packed place."""
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         at = read_index(input_ids, attention_mask, self.pad_token_id)
+        if packing and supports_packing(self):
+            p = pack_for(self.backbone, input_ids, attention_mask)
+            hidden = self.hidden(p.input_ids, None, p.position_ids)
+            return self.head(hidden.reshape(-1, hidden.shape[-1])[p.index[rows, at]]).squeeze(-1).float()
+        hidden = self.hidden(input_ids, attention_mask)
         return self.head(hidden[rows, at]).squeeze(-1).float()
 
     # ------------------------------------------------------------ what train/distributed.py asks of a model
@@ -396,7 +402,7 @@ def response_sequences(tokenizer, prompts: list, texts: list, finished: list[boo
         if key not in cache:
             cache[key] = prompt_ids(tokenizer, prompt)
         head = cache[key]
-        target = completion_ids(tokenizer, prompt, text, done, head, stops)
+        target = completion_ids(tokenizer, prompt, text, done, head, stops, whole=True)  # a trajectory whole
         head, target = truncation.pair(head, target, tokenizer.bos_token_id, where)
         rows.append(head + target)
     return rows

@@ -186,8 +186,8 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
         raise UserError("config key 'episodes' must be a multiple of 'batch'")
     if cfg.minibatch < 0 or cfg.batch % (cfg.minibatch or cfg.batch):
         raise UserError("config key 'minibatch' must divide 'batch'")
-    check_engine(cfg.rollout_engine, cfg.vllm_gpu_memory)
-    if cfg.async_rollouts and cfg.rollout_engine == "vllm":
+    check_engine(cfg.rollout_engine, cfg.vllm_gpu_memory, cfg.rollout_server)
+    if cfg.async_rollouts and cfg.rollout_engine not in ("hf", "hf-static"):
         raise UserError("--async-rollouts runs with --rollout-engine hf or hf-static")
     if cfg.async_rollouts < 0:
         raise UserError("config key 'async_rollouts' must be at least 0")
@@ -213,7 +213,7 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
         parallel.autocast(model)  # a no-op without --bf16, as in `rlhf ppo`
     optimizer = make_optimizer(list(policy.parameters()) + list(value_model.parameters()), ppo.lr, eps=ppo.adam_eps)
     engine = make_engine(cfg.rollout_engine, policy, tokenizer, max_len=cfg.prompt + cfg.resp,
-                         gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed)
+                         gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed, server=cfg.rollout_server)
     rng = random.Random(cfg.seed)
     if cfg.async_rollouts:  # a snapshot samples the batches ahead, in a thread of its own; one batch more than the
         # run takes, so that the last timed iteration shares the machine with sampling, as every iteration of a run does

@@ -9,6 +9,8 @@ from typing import ClassVar
 
 from rlhfkit.config import check_at_least, default_of, option, required
 from rlhfkit.data.options import DataOptions
+from rlhfkit.data.prelabels import DEFAULT_CONFIDENCE, DEFAULT_THRESHOLD
+from rlhfkit.data.selection import STRATEGIES, check_strategy
 from rlhfkit.engines.options import EngineOptions, check_engine
 from rlhfkit.errors import UserError
 from rlhfkit.label.configs import DEFAULT_PUBLIC_URL
@@ -141,8 +143,30 @@ class SampleConfig(DataOptions, EngineOptions, PrecisionOptions):
     device: str = option("auto", "cpu, cuda, cuda:N or auto")
     chat_template: str | None = option(None, "a Jinja chat template file that sets or replaces the models' "
                                        "tokenizers' (conversational prompts are rendered with it)")
+    # active selection (data/selection.py)
+    select: str = option("random", f"which prompts and candidates go to labelers: {', '.join(STRATEGIES)} "
+                         "(docs/labeling.md 'Active selection')")
+    random_share: float = option(0.2, "with --select other than random: share of the --limit prompts drawn "
+                                 "uniformly (the only ones held out for evaluation)")
+    select_from: int | None = option(None, "with --select: prompts sampled into the pool to choose --limit from "
+                                     "(default: 2 x --limit)")
+    pool_k: int | None = option(None, "with --select: candidates sampled per pooled prompt to choose --k from "
+                                "(default: 2 x --k)")
+    select_rm: str | None = option(None, "with --select uncertain|mixed: the reward model directory that scores "
+                                   "the candidates")
+    select_data: str | None = option(None, "with --select-rm: the rankings it was trained on (bootstrap heads on "
+                                     "its features measure its uncertainty; without: margins near zero)")
+    ensemble: int = option(5, "with --select-data: bootstrap heads in the ensemble")
 
     def check(self) -> None:
+        check_strategy(self.select, self.random_share)
+        if self.select != "random" and self.limit is None:
+            raise UserError("config key 'limit': --select chooses --limit prompts from its pool; give --limit")
+        if self.select in ("uncertain", "mixed") and not self.select_rm:
+            raise UserError(f"config key 'select_rm': --select {self.select} needs a reward model to score the "
+                            "candidates")
+        check_at_least(self, 1, "select_from", "ensemble")
+        check_at_least(self, self.k, "pool_k")
         if self.k < 2:
             raise UserError("config key 'k' must be at least 2 (labelers compare outputs)")
         if any(t <= 0 for t in self.temperatures) or not self.temperatures:
@@ -150,7 +174,7 @@ class SampleConfig(DataOptions, EngineOptions, PrecisionOptions):
         if not 0 < self.top_p <= 1:
             raise UserError("config key 'top_p' must be in (0, 1]")
         check_at_least(self, 1, "max_new_tokens", "limit")
-        check_engine(self.rollout_engine, self.vllm_gpu_memory)
+        check_engine(self.rollout_engine, self.vllm_gpu_memory, self.rollout_server)
 
 
 @dataclass
@@ -277,6 +301,25 @@ class LoopConfig(DataOptions, StageOptions, RLOptions):
     seed: int = option(0, "random seed")
     rollout_engine: str = option("hf", "what samples the candidates and PPO's rollouts: hf, hf-static or vllm "
                                  "(README 'Rollout engines'; the evaluation samples with hf)")
+    # active selection and AI pre-labels (data/selection.py, data/prelabels.py)
+    select: str = option("random", f"which prompts and candidates of each round go to labelers: "
+                         f"{', '.join(STRATEGIES)} (round 1, with no reward model yet: uncertain and mixed choose "
+                         "by disagree)")
+    random_share: float = option(0.2, "with --select other than random: share of each round's prompts drawn "
+                                 "uniformly; the RM's held-out accuracy and the judge's agreement are measured on "
+                                 "them only")
+    pool_factor: int = option(2, "with --select other than random: each round samples this many times "
+                              "--prompts-per-round prompts, and this many times --k candidates each, to choose from")
+    ensemble: int = option(5, "with --select uncertain|mixed: bootstrap heads on the round's reward model")
+    judge: str | None = option(None, "a judge that ranks every item first: a reward model directory, a reward "
+                               "function (module:function, world:gold) or a causal LM directory; the items it is "
+                               "confident on skip people (flagged labeler judge:NAME)")
+    judge_threshold: float = option(DEFAULT_THRESHOLD, "the judge is used only when the lower end of the 95-percent "
+                                    "interval of its agreement with people reaches this")
+    judge_confidence: float = option(DEFAULT_CONFIDENCE, "items whose weakest pair the judge orders with "
+                                     "probability below this go to people")
+    judge_draft: str = option("hidden", "with --labels app and --judge: show the judge's ranking to labelers as a "
+                              "starting draft (shown) or not (hidden; an admin can switch it in the app)")
 
     @property
     def source(self) -> str:
@@ -305,6 +348,16 @@ class LoopConfig(DataOptions, StageOptions, RLOptions):
         if self.redo_round is not None and not 1 <= self.redo_round <= self.rounds:
             raise UserError(f"config key 'redo_round' must be a round from 1 to {self.rounds}")
         check_at_least(self, 1, "prompts_per_round", "checkpoint_every")
+        check_strategy(self.select, self.random_share)
+        check_at_least(self, 1, "pool_factor", "ensemble")
+        if self.judge and self.select == "random":
+            raise UserError("config key 'judge': pre-labels need --select (uncertain, disagree or mixed): the judge is "
+                            "measured on the random share, which --select random leaves no room beside")
+        if self.judge_draft not in ("hidden", "shown"):
+            raise UserError(f"config key 'judge_draft': expected hidden or shown, got {self.judge_draft!r}")
+        for key in ("judge_threshold", "judge_confidence"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise UserError(f"config key '{key}' must be from 0 to 1")
 
 
 @dataclass

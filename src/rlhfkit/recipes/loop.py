@@ -32,13 +32,16 @@ from pathlib import Path
 
 from rlhfkit.config import load_toml, to_toml
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
+from rlhfkit.data.prelabels import is_judge
 from rlhfkit.data.schemas import candidate_record, ranking_record
 from rlhfkit.errors import UserError, Waiting
 from rlhfkit.eval import report as R
 from rlhfkit.eval.policy import load_policy
 from rlhfkit.recipes import loop_labels as labels_io
+from rlhfkit.recipes import loop_select as chooser
 from rlhfkit.recipes import pipeline as stages
 from rlhfkit.recipes.configs import PLANS, LoopConfig
+from rlhfkit.recipes.judges import check_judge
 from rlhfkit.runtime.trackers import reporting
 from rlhfkit.stats import win_rate
 from rlhfkit.storage import write_text_atomic
@@ -47,10 +50,11 @@ from rlhfkit.world.configs import WorldConfig
 
 # Keys a rerun may change at any time: how the loop runs and waits, not what a round computes.
 RERUN_ANY_TIME = ("rounds", "threads", "wait", "poll_seconds", "min_coverage", "allow_partial", "redo_round",
-                  "invite", "public_url", "checkpoint_every", "report_to")
+                  "invite", "public_url", "checkpoint_every", "report_to", "judge_draft")
 # Keys a rerun may change from the next round on: a round keeps the settings it started with (its state.json).
 RERUN_CHANGES = ("prompts_per_round", "k", "temperatures", "ppo_steps", "kl_coef", "continue_policy",
-                 "rollout_engine")  # the engine samples the same distribution: any round may change it
+                 "rollout_engine", "select", "random_share", "pool_factor", "ensemble", "judge", "judge_threshold",
+                 "judge_confidence")  # the engine samples the same distribution: any round may change it
 
 
 def saved_config(cfg: LoopConfig) -> str:
@@ -111,10 +115,15 @@ def _round_dir(out: Path, r: int) -> Path:
 def round_settings(cfg: LoopConfig, plan, previous: dict | None) -> dict:
     """What round r samples and trains with, fixed when it starts: the prompts after the previous round's."""
     prompts = cfg.prompts_per_round or plan.label_prompts
-    offset = previous["offset"] + previous["prompts"] if previous else 0
-    return {"prompts": prompts, "offset": offset, "k": cfg.k, "temperatures": list(cfg.temperatures),
-            "ppo_steps": cfg.ppo_steps or plan.ppo_steps, "kl_coef": cfg.kl_coef,
-            "continue_policy": cfg.continue_policy}
+    offset = previous["offset"] + previous.get("pool", previous["prompts"]) if previous else 0
+    settings = {"prompts": prompts, "offset": offset, "k": cfg.k, "temperatures": list(cfg.temperatures),
+                "ppo_steps": cfg.ppo_steps or plan.ppo_steps, "kl_coef": cfg.kl_coef,
+                "continue_policy": cfg.continue_policy}
+    if cfg.select != "random":  # --select: a pool of prompts × candidates to choose from (loop_select.py)
+        settings |= {"select": cfg.select, "random_share": cfg.random_share, "pool": prompts * cfg.pool_factor,
+                     "pool_k": cfg.k * cfg.pool_factor, "ensemble": cfg.ensemble, "judge": cfg.judge,
+                     "judge_threshold": cfg.judge_threshold, "judge_confidence": cfg.judge_confidence}
+    return settings
 
 
 def redo_from(out: Path, n: int, rounds: int) -> None:
@@ -222,6 +231,8 @@ def _run_loop(cfg: LoopConfig) -> dict:
         raise UserError(f"{world_dir}: not a world directory (no world.json; run `rlhf world build`)")
     if cfg.sft and not (sft / "config.json").exists():
         raise UserError(f"{sft}: no such policy directory")
+    if cfg.judge:
+        check_judge(cfg.judge)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "config.toml", saved_config(cfg))
     rerun = f"rlhf loop --config {out / 'config.toml'}"
@@ -258,17 +269,51 @@ def _run_loop(cfg: LoopConfig) -> dict:
         s = previous = state.data["settings"]
         if not state.done("samples"):
             sources = [policy] if policy == sft else [policy, sft]
-            say(f"round {r}: 1. sample K={s['k']} for {s['prompts']} prompts from "
-                f"{', '.join(p.name for p in sources)}")
-            stages.sample(sources, world.train_prompts_path, rd / "candidates.jsonl", k=s["k"],
-                          temperatures=s["temperatures"], limit=s["prompts"], max_new_tokens=world.response_limit,
+            pool, k = (s["pool"], s["pool_k"]) if "select" in s else (s["prompts"], s["k"])
+            say(f"round {r}: 1. sample K={k} for {pool} prompts from {', '.join(p.name for p in sources)}")
+            stages.sample(sources, world.train_prompts_path, rd / ("pool.jsonl" if "select" in s else
+                                                                   "candidates.jsonl"),
+                          k=k, temperatures=s["temperatures"], limit=pool, max_new_tokens=world.response_limit,
                           seed=cfg.seed + r, offset=s["offset"], id_prefix=f"r{r}-",
                           rollout_engine=cfg.rollout_engine)
+            if "select" in s:
+                say(f"round {r}:    --select {s['select']}: {s['prompts']} prompts x {s['k']} candidates of them, "
+                    f"{s['random_share']:.0%} at random")
+                so_far = [rec for q in range(1, r) for rec in read_jsonl(_round_dir(out, q) / "rankings.jsonl",
+                                                                         ranking_record)]
+                chooser.choose(rd / "pool.jsonl", rd / "candidates.jsonl", n=s["prompts"], k=s["k"],
+                               strategy=s["select"], random_share=s["random_share"], seed=cfg.seed + r,
+                               rm=_round_dir(out, r - 1) / "rm" if r > 1 else None, tokenizer_dir=sft,
+                               rankings=so_far, heads=s["ensemble"], say=say)
             state.mark("samples", {"sources": [str(p) for p in sources]})
+        people = rd / "candidates.jsonl"
+        if s.get("judge"):
+            people = rd / "people.jsonl"
+            if not state.done("judge"):
+                info = chooser.prelabel(rd / "candidates.jsonl", s["judge"], sft, s["judge_confidence"],
+                                        rd / "judge.jsonl", people)
+                say(f"round {r}:    judge {info['judge']} ranked {info['items']} items; {info['to_people']} go to "
+                    "people (the random share and those it is unsure of)")
+                state.mark("judge", info)
         if not state.done("labels"):
-            labels.offer(r, rd / "candidates.jsonl", state)
+            labels.offer(r, people, state)
+            if s.get("judge") and labels.app is not None and not state.done("drafts"):
+                chooser.store_drafts(labels.app, rd / "judge.jsonl", people, state.get("judge")["judge"],
+                                     cfg.judge_draft == "shown")
+                state.mark("drafts")
             say(f"round {r}: 2. labels ({cfg.source})")
-            rankings, info = labels.rankings(r, rd / "candidates.jsonl", state)
+            rankings, info = labels.rankings(r, people, state)
+            if s.get("judge"):
+                name, app = state.get("judge")["judge"], labels.app
+                draft = "shown" if app is not None and app.store.judge_draft(app.project) else "hidden"
+                gold = chooser.measure_gold(app.store.gold_items(app.project), s["judge"], sft) if app else (0, 0, 0)
+                check = chooser.measure(rd / "judge.jsonl", rankings, name, s["judge_threshold"], draft, gold)
+                say(f"round {r}:    {check.line()}")
+                ids = {c["id"] for c in read_jsonl(people)}
+                judged = chooser.judge_rankings(rd / "judge.jsonl", rd / "candidates.jsonl", ids, name) \
+                    if check.used else []
+                info |= {"judge": check.summary(), "judge_rankings": len(judged), "human_rankings": len(rankings)}
+                rankings = rankings + judged
             write_jsonl(rd / "rankings.jsonl", rankings)
             state.mark("labels", info)
             if "coverage" in info:
@@ -276,10 +321,17 @@ def _run_loop(cfg: LoopConfig) -> dict:
         all_rankings = [rec for k in range(1, r + 1) for rec in read_jsonl(_round_dir(out, k) / "rankings.jsonl",
                                                                            ranking_record)]
         if not state.done("rm"):
-            write_jsonl(rd / "all-rankings.jsonl", all_rankings)
+            held = None
+            if "select" in s:  # held out: people's rankings of random-share items only (loop_select.py)
+                train, kept = chooser.split_heldout(all_rankings, [_round_dir(out, q) / "candidates.jsonl"
+                                                                   for q in range(1, r + 1)], cfg.seed)
+                held = rd / "heldout-rankings.jsonl" if kept else None
+                if held:
+                    write_jsonl(held, kept)
+            write_jsonl(rd / "all-rankings.jsonl", train if held else all_rankings)
             say(f"round {r}: 3. reward model on all {len(all_rankings)} rankings so far")
             rm = stages.reward_model(sft, rd / "all-rankings.jsonl", rd / "rm", world, lr=plan.rm_lr,
-                                     epochs=plan.rm_epochs, seed=cfg.seed, threads=cfg.threads)
+                                     epochs=plan.rm_epochs, seed=cfg.seed, threads=cfg.threads, eval_data=held)
             state.mark("rm", {k: rm.get(k) for k in ("heldout_accuracy", "noise_ceiling", "n_pairs")})
         rm = state.get("rm")
         start = policy if s["continue_policy"] else sft
@@ -297,6 +349,15 @@ def _run_loop(cfg: LoopConfig) -> dict:
         say(f"round {r}: 5. evaluation on {len(prompts)} held-out prompts")
         row = evaluate_round(r, sft, rd, policy, prompts, world, cfg.seed, len(all_rankings), rm)
         row["coverage"] = state.get("labels").get("coverage")
+        if "select" in s:  # labelers' agreement on the random share, as the RM's held-out accuracy is measured
+            row["select"] = s["select"]
+            row["labeler_agreement"] = chooser.random_share_agreement(rd / "candidates.jsonl", rd / "rankings.jsonl",
+                                                                      rd / "random-rankings.jsonl")
+        # the label budget spent so far: people's rankings, and the judge's (labeler judge:NAME), every round
+        judged = sum(is_judge(rec["labeler"]) for rec in all_rankings)
+        row |= {"human_rankings": len(all_rankings) - judged, "judge_rankings": judged}
+        if "judge" in state.get("labels"):
+            row["judge"] = state.get("labels")["judge"]
         row["wall_s"] = round(time.time() - t0, 1)
         (rd / "round.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
         say(f"round {r}: gold {row['gold']:.3f} (SFT {row['gold_sft']:.3f}), win rate vs SFT "

@@ -102,8 +102,10 @@ def simulate(world_dir: Path, candidates: Path, out: Path, *, labelers: int, per
 
 
 def reward_model(policy: Path, data: Path, out: Path, world, *, lr: float, epochs: int, seed: int,
-                 threads: int = 0, bf16: bool = False) -> dict:
+                 threads: int = 0, bf16: bool = False, eval_data: Path | None = None) -> dict:
+    """`rlhf rm`; `eval_data`: its held-out rankings (default: it holds out a share of `data`'s prompts)."""
     return quiet(train_reward_model, RewardConfig(model=str(policy), data=str(data), out=str(out),
+                                                  eval_data=str(eval_data) if eval_data else None,
                                                   demos=str(world.demos_path), world=str(world.path), lr=lr,
                                                   epochs=epochs, seed=seed, threads=threads, bf16=bf16,
                                                   overwrite=True))

@@ -4,17 +4,24 @@ As in summarize-from-feedback (Stiennon et al. 2020, §3.4), the K outputs of a 
 sources: different policies (current and initial) and different temperatures. Each of the K slots of a prompt
 draws its source at random (seeded), so every prompt compares a mix; each candidate records its `source`
 (`policy-name@T`) and whether it ended with EOS (`finished`).
+
+With `--select uncertain|disagree|mixed` it samples a pool first (`--select-from` prompts × `--pool-k` outputs) and
+keeps the `--limit` prompts and K outputs of each that data/selection.py chooses (a `--random-share` of them drawn
+uniformly), each record with `selected`: {by, score}; `uncertain` scores the pool with `--select-rm` (bootstrap heads
+on its features when `--select-data` gives the rankings it learned from: recipes/judges.py).
 """
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
 from rlhfkit.data.chat import is_conversation, require_template
 from rlhfkit.data.formats import read_prompts
-from rlhfkit.data.jsonl import check_writable, write_jsonl
-from rlhfkit.data.schemas import tools_field
+from rlhfkit.data.jsonl import check_writable, read_jsonl, write_jsonl
+from rlhfkit.data.schemas import ranking_record, tools_field
+from rlhfkit.data.selection import CandidateSet, select
 from rlhfkit.engines.core import generate_texts, make_engine
 from rlhfkit.errors import UserError
 from rlhfkit.generation import prompt_rows
@@ -27,7 +34,9 @@ from rlhfkit.models.loading import (
     position_limit,
 )
 from rlhfkit.models.precision import run_in_bf16
+from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.recipes.configs import SampleConfig
+from rlhfkit.recipes.judges import ensemble_scores
 
 
 def source_name(model: str, temperature: float) -> str:
@@ -62,11 +71,30 @@ def check_prompt_lengths(source, tokenizer, records: list[dict], max_new_tokens:
 def sample_candidates(cfg: SampleConfig) -> list[dict]:
     cfg.check()
     check_writable(cfg.out)
-    records = read_prompts(cfg.prompts, cfg)[:cfg.limit]
+    records = read_prompts(cfg.prompts, cfg)
+    rankings = read_jsonl(cfg.select_data, ranking_record) if cfg.select_data else None
+    if cfg.select == "random":
+        candidates, sources = generate(cfg, records[:cfg.limit], cfg.k)
+    else:
+        pool, sources = generate(cfg, records[:cfg.select_from or 2 * cfg.limit], cfg.pool_k or 2 * cfg.k)
+        scores = rm_scores(cfg.select_rm, cfg.models[0], pool, rankings, cfg.ensemble, cfg.seed) \
+            if cfg.select_rm else None
+        candidates = select_candidates(pool, cfg.limit, cfg.k, cfg.select, cfg.random_share, cfg.seed, scores)
+    write_jsonl(cfg.out, candidates)
+    chosen = "" if cfg.select == "random" else (
+        f", chosen by --select {cfg.select} ({sum(c['selected']['by'] == 'random' for c in candidates)} of them at "
+        f"random) from {len(pool)} prompts x {cfg.pool_k or 2 * cfg.k}")
+    print(f"sample: {len(candidates)} prompts x {cfg.k} outputs from {len(sources)} sources "
+          f"({', '.join(source_name(*s) for s in sources)}){chosen} -> {cfg.out}")
+    return candidates
+
+
+def generate(cfg: SampleConfig, records: list[dict], k: int) -> tuple[list[dict], list[tuple[str, float]]]:
+    """K outputs for each prompt record (each slot's source drawn by `assign_sources`), and the sources."""
     for path in cfg.models:
         check_model_dir(path)
     sources = [(m, t) for m in cfg.models for t in cfg.temperatures]
-    slots = assign_sources(len(records), cfg.k, len(sources), cfg.seed)
+    slots = assign_sources(len(records), k, len(sources), cfg.seed)
     device = pick_device(cfg.device)
     results: dict[tuple[int, int], tuple[str, bool]] = {}
     for s, (path, temperature) in enumerate(sources):
@@ -79,7 +107,8 @@ def sample_candidates(cfg: SampleConfig) -> list[dict]:
         check_prompt_lengths(cfg.prompts, tokenizer, records, cfg.max_new_tokens, position_limit(model), path)
         wanted = [(i, j) for i, row in enumerate(slots) for j, src in enumerate(row) if src == s]
         engine = make_engine(cfg.rollout_engine, model, tokenizer, max_len=position_limit(model) or 4096,
-                             served=path, gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed)
+                             served=path, gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed,
+                             server=cfg.rollout_server)
         texts, finished = generate_texts(engine, [records[i]["prompt"] for i, _ in wanted],
                                          max_new_tokens=cfg.max_new_tokens, temperature=temperature,
                                          top_p=cfg.top_p, seed=cfg.seed * 1000 + s)
@@ -93,7 +122,25 @@ def sample_candidates(cfg: SampleConfig) -> list[dict]:
             completions.append({"text": text, "source": source_name(*sources[s]), "finished": done})
         candidates.append({"id": r.get("id", f"item-{i}"), "prompt": r["prompt"], **tools_field(r["prompt"]),
                            "completions": completions})
-    write_jsonl(cfg.out, candidates)
-    print(f"sample: {len(candidates)} prompts x {cfg.k} outputs from {len(sources)} sources "
-          f"({', '.join(source_name(*s) for s in sources)}) -> {cfg.out}")
-    return candidates
+    return candidates, sources
+
+
+def rm_scores(rm_dir: str, tokenizer_dir: str, pool: list[dict], rankings: list[dict] | None, heads: int,
+              seed: int) -> list:
+    """Each pooled candidate's scores under the ensemble of `judges.ensemble_scores` ([E][M] per record)."""
+    rm = RewardModel.load(rm_dir, load_tokenizer(tokenizer_dir))
+    return ensemble_scores(rm, pool, rankings, heads, seed)
+
+
+def select_candidates(pool: list[dict], n: int, k: int, strategy: str, random_share: float, seed: int,
+                      scores: list | None = None) -> list[dict]:
+    """The n chosen records of the pool with their K chosen completions, each with `selected`: {by, score}
+    (data/selection.py): by "random" for the random share, else the strategy that chose it."""
+    def key(text):
+        return text if isinstance(text, str) else json.dumps(text, sort_keys=True)
+    sets = [CandidateSet(tuple(key(c["text"]) for c in it["completions"]),
+                         tuple(c.get("source", "") for c in it["completions"]),
+                         tuple(scores[i]) if scores else ()) for i, it in enumerate(pool)]
+    picks = select(sets, n, k, strategy, random_share, seed)
+    return [{**pool[p.index], "completions": [pool[p.index]["completions"][j] for j in p.candidates],
+             "selected": {"by": p.by, "score": p.score}} for p in picks]

@@ -149,9 +149,11 @@ def make_batch(groups: list[dict], pad_id: int, device) -> RankingBatch:
                         *pad_rankings(groups, items, device))
 
 
-def batch_loss(model: ScalarModel, batch: RankingBatch, loss: str = "pairwise") -> tuple[torch.Tensor, torch.Tensor]:
-    """(the weighted pairwise loss — or with `loss="plackett-luce"` the listwise one —, r_w − r_l per pair)."""
-    rewards = model.score(batch.input_ids, batch.attention_mask)
+def batch_loss(model: ScalarModel, batch: RankingBatch, loss: str = "pairwise",
+               packing: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the weighted pairwise loss — or with `loss="plackett-luce"` the listwise one —, r_w − r_l per pair);
+    `packing`: the sequences scored packed (`ScalarModel.score`)."""
+    rewards = model.score(batch.input_ids, batch.attention_mask, packing=packing)
     r_w, r_l = rewards[batch.chosen], rewards[batch.rejected]
     if loss == "plackett-luce":
         return plackett_luce_loss(rewards[batch.items], batch.tiers, batch.n_rankings), (r_w - r_l).detach()

@@ -216,8 +216,8 @@ class AsyncRollouts:
         """Step 1 of PPO by the snapshot, and log π_snapshot of each sampled token at the sampling temperature."""
         samples = self.collect(self.engine, self.tokenizer, prompts, self.cfg, self.sampler, self.group,
                                self.ignore_eos)
-        logp, _ = scored_responses(self.snapshot, samples.input_ids, samples.attention_mask,
-                                   samples.prompt_ids.shape[1], self.cfg.temperature)
+        logp, _ = scored_responses(self.snapshot, samples.input_ids, samples.attention_mask,  # as `ppo.measure`
+                                   samples.prompt_ids.shape[1], self.cfg.temperature, self.cfg.packing)  # scores π_θk
         samples.engine_logp = logp * samples.response_mask
         return samples
 

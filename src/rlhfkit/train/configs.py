@@ -29,6 +29,12 @@ SCALE_REWARDS = ("group", "batch", "none")  # TRL's GRPOConfig.scale_rewards
 KL_IN = ("reward", "loss")
 
 
+PACKING_HELP = ("sequences concatenated without padding in each forward pass (position ids restart per sequence, "
+                "attention never crosses sequences; an architecture that does not read packed positions runs padded)")
+MAX_TOKENS_HELP = ("split each optimizer step's batch into micro-batches of at most N tokens (packed: real tokens; "
+                   "padded: rows x longest), gradients accumulated: the same step as the whole batch (default: one)")
+
+
 def samples_per_prompt(cfg: PPOConfig) -> int:
     """Responses drawn per prompt in one batch: k for RLOO's leave-one-out baseline and GRPO's group, else 1."""
     return 1 if cfg.advantage == "gae" else cfg.num_generations
@@ -50,10 +56,13 @@ class SupervisedOptions(RunOptions, DataOptions):
     max_length: int | None = option(None, "tokens per prompt + response (prompt cut on the left first; default "
                                     "256, or the model's position limit when lower)")
     log_every: int = option(10, "log every N steps")
+    # Packing and token-budget batches (issue 37; models/packing.py)
+    packing: bool = option(True, PACKING_HELP)
+    max_tokens_per_batch: int | None = option(None, MAX_TOKENS_HELP)
 
     def check(self) -> None:
         super().check()
-        check_at_least(self, 1, "epochs", "batch_size", "max_length", "log_every")
+        check_at_least(self, 1, "epochs", "batch_size", "max_length", "log_every", "max_tokens_per_batch")
         check_positive(self, "lr")
         if not 0 <= self.eval_fraction < 1:
             raise UserError("config key 'eval_fraction' must be in [0, 1)")
@@ -182,6 +191,18 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
                                  "[soft_punish_cache]")
     overlong_max_length: int | None = option(None, "L_max of the soft overlong punishment (default --max-new-tokens) "
                                              "[max_completion_len]")
+    # Multi-turn rollouts with an environment (issue 35; engines/multiturn.py, train/trajectory.py)
+    environment: str | None = option(None, "environment class, module:Class or file.py:Class (TRL's "
+                                     "environment_factory convention: reset(**row), tools as documented methods, "
+                                     "get_reward): each episode is a conversation in which the policy calls tools")
+    max_turns: int = option(4, "--environment: the policy's turns per trajectory at most")
+    max_trajectory_tokens: int | None = option(None, "--environment: tokens after the prompt per trajectory, the "
+                                               "policy's and the tools' (default max_turns x max_new_tokens)")
+    tool_timeout: float = option(10.0, "--environment: seconds a tool call may run; then its answer is an error")
+    turn_reward_fn: list[str] = option([], "--environment: reward functions of each turn, comma-separated, "
+                                       "f(prompts, completions, turn, environments, **row_fields) -> list[float]: "
+                                       "completions[i] is trajectory i's turn `turn` (1, 2, ...), the value goes "
+                                       "on that turn's last token")
     # Asynchronous rollouts (train/async_rollouts.py).
     async_rollouts: int = option(0, "generate batch i+1 while batch i trains, by a snapshot of the policy at most K "
                                  "updates old (0: the synchronous loop; train/async_rollouts.py)")
@@ -194,11 +215,14 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
                                    "hf engines (weight exactly 1) [vllm_importance_sampling_mode]")
     engine_is_cap: float = option(3.0, "C of --engine-is: TIS's cap, MIS's band [1/C, C] (TRL 1.16's default) "
                                   "[vllm_importance_sampling_clip_max]")
+    # Packing and token-budget batches (issue 37; models/packing.py)
+    packing: bool = option(True, PACKING_HELP)
+    max_tokens_per_batch: int | None = option(None, MAX_TOKENS_HELP)
 
     def check(self) -> None:
         super().check()
         check_at_least(self, 1, "ppo_steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens",
-                       "max_prompt_length", "ptx_batch_size", "kl_horizon", "log_every")
+                       "max_prompt_length", "ptx_batch_size", "kl_horizon", "log_every", "max_tokens_per_batch")
         check_at_least(self, 0, "value_warmup", "save_every")
         check_positive(self, "lr", "adam_eps")
         if self.minibatch_size > self.batch_size:
@@ -234,20 +258,32 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
             raise UserError(f"config keys 'batch_size' (in prompts) and 'minibatch_size' must be multiples of "
                             f"--num-processes {n}")
         self.check_async_rollouts()  # before the engine's check: vllm is refused whether installed or not
-        check_engine(self.rollout_engine, self.vllm_gpu_memory)
-        if max(n, int(os.environ.get("WORLD_SIZE", "1"))) > 1 and self.rollout_engine == "vllm":
-            raise UserError("--rollout-engine vllm runs with one process (--num-processes 1): with several, each "
-                            "would hold its own vLLM copy of the policy, not supported yet")
+        check_engine(self.rollout_engine, self.vllm_gpu_memory, self.rollout_server)
         if n > 1 and self.value_warmup:
             raise UserError("config key 'value_warmup' is not supported with several processes (DDP needs every "
                             "trained parameter in every backward pass)")
         self.check_loss_variant()
+        self.check_environment()
         check_engine_is(self)
 
     @staticmethod
     def saved_alias(saved: dict, new: str) -> str | None:
         """A run saved before the renames kept k as rloo_k for RLOO and as group_size for GRPO."""
         return {"num_generations": "group_size" if saved.get("advantage") == "grpo" else "rloo_k"}.get(new)
+
+    def check_environment(self) -> None:
+        check_at_least(self, 1, "max_turns", "max_trajectory_tokens")
+        check_positive(self, "tool_timeout")
+        if not self.environment:
+            if self.turn_reward_fn:
+                raise UserError("config key 'turn_reward_fn' needs --environment (turns are a trajectory's)")
+            return
+        if self.rollout_engine not in ("hf", "vllm"):
+            raise UserError(f"--environment: multi-turn rollouts run on --rollout-engine hf or vllm, not "
+                            f"{self.rollout_engine} (a static cache has one prompt width, a trajectory's turns grow "
+                            "it; the rollout server is not tested with trajectories yet)")
+        if max(self.num_processes, int(os.environ.get("WORLD_SIZE", "1"))) > 1:
+            raise UserError("--environment runs with one process (--num-processes 1) for now")
 
     def check_loss_variant(self) -> None:
         if self.importance_level not in IMPORTANCE_LEVELS:
@@ -265,9 +301,12 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
 
     def check_async_rollouts(self) -> None:
         check_at_least(self, 0, "async_rollouts")
-        if self.async_rollouts and self.rollout_engine == "vllm":
-            raise UserError("--async-rollouts runs with --rollout-engine hf or hf-static (a snapshot of the policy "
-                            "samples in a thread of its own); with vllm it is not supported yet")
+        if self.async_rollouts and self.rollout_engine not in ("hf", "hf-static"):
+            raise UserError(f"--async-rollouts runs with --rollout-engine hf or hf-static (a snapshot of the policy "
+                            f"samples in a thread of its own); with {self.rollout_engine} it is not supported yet")
+        if self.async_rollouts and self.environment:
+            raise UserError("--async-rollouts samples single-turn responses; with --environment (multi-turn "
+                            "trajectories) it is not supported yet")
         if self.async_rollouts and self.fsdp:
             raise UserError("--async-rollouts needs the whole policy in every process for its snapshot: use DDP "
                             "(drop --fsdp)")
@@ -293,5 +332,5 @@ def engine_correction(cfg: PPOConfig) -> str:
     async rollouts), none where the trained model samples itself (the hf engines: the weight would be exactly 1)."""
     if cfg.engine_is is not None:
         return cfg.engine_is
-    other = cfg.rollout_engine == "vllm" or getattr(cfg, "async_rollouts", 0) > 0
+    other = cfg.rollout_engine in ("vllm", "server") or getattr(cfg, "async_rollouts", 0) > 0
     return "tis" if other else "none"

@@ -191,14 +191,26 @@ class Parallel:
         (`precision.autocast_model`); without it, the model as it is."""
         return autocast_model(model, self.device.type) if self.bf16 else model
 
-    def backward(self, loss: torch.Tensor, units=None, *more: tuple[torch.Tensor, object]) -> torch.Tensor:
+    def backward(self, loss: torch.Tensor, units=None, *more: tuple[torch.Tensor, object],
+                 totals: list[float] | None = None) -> torch.Tensor:
         """Backward pass of `loss` (a mean over `units` items of this process's share) plus any further
         (loss, units) terms — e.g. PPO's clipped loss over response tokens and PPO-ptx's LM loss over text
-        tokens; returns the loss of the whole global batch (detached), for logging."""
+        tokens; returns the loss of the whole global batch (detached), for logging. `totals`: the units of each
+        term over the whole global batch (`total`) when this is one micro-batch of it (--max-tokens-per-batch):
+        each term is weighed by its units over those, and the loss returned is the micro-batch's part."""
+        if totals is not None:
+            terms = [(loss, units), *more]
+            more = ()
+            loss = sum((t * (float(u) / max(float(n), 1.0)) for (t, u), n in zip(terms, totals)),
+                       torch.zeros((), dtype=terms[0][0].dtype, device=terms[0][0].device))
         for term, _ in more:
             loss = loss + term
         loss.backward()
         return loss.detach()
+
+    def total(self, units: list[float]) -> list[float]:
+        """Each of `units` summed over processes (the global batch's units of each loss term)."""
+        return [float(u) for u in units]
 
     def token_mean(self, values: dict[str, float], units) -> dict[str, float]:
         """Means over this process's `units` items (tokens, rankings) -> the means over the global batch."""
@@ -305,13 +317,15 @@ class DistributedParallel(Parallel):
                                      for name, root in model.parallel_roots().items()})
         return self.accelerator.prepare_model(model)
 
-    def backward(self, loss, units=None, *more):
+    def backward(self, loss, units=None, *more, totals=None):
         if units is None:  # a per-process mean: DDP's average over processes
             loss.backward()
             return self._all_reduce(loss.detach().double()) / self.world_size
         terms = [(loss, units), *more]
         counts = torch.tensor([float(u) for _, u in terms], dtype=torch.float64, device=self.device)
-        shares = counts / self._all_reduce(counts.clone()).clamp(min=1.0)
+        whole = (torch.tensor([float(n) for n in totals], dtype=torch.float64, device=self.device)
+                 if totals is not None else self._all_reduce(counts.clone()))
+        shares = counts / whole.clamp(min=1.0)
         scaled = [term * (share * self.world_size).to(term.dtype) for (term, _), share in zip(terms, shares)]
         total = scaled[0]
         for term in scaled[1:]:
@@ -319,6 +333,10 @@ class DistributedParallel(Parallel):
         total.backward()
         parts = torch.stack([term.detach().double() for term, _ in terms]) * shares
         return self._all_reduce(parts).sum().to(loss.dtype)
+
+    def total(self, units):
+        return self._all_reduce(torch.tensor([float(u) for u in units], dtype=torch.float64,
+                                             device=self.device)).tolist()
 
     def token_mean(self, values, units):
         keys = list(values)

@@ -33,6 +33,7 @@ from rlhfkit.data.pairs import (
 )
 from rlhfkit.errors import UserError
 from rlhfkit.losses import dpo_loss, dpo_margin, dpo_plackett_luce_loss, masked_sum, token_logprobs
+from rlhfkit.models import packing as pk
 from rlhfkit.models.loading import (
     check_lengths,
     disable_dropout,
@@ -47,6 +48,7 @@ from rlhfkit.storage import save_pretrained_atomic
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import EpochBatches, check_finite, split_by_prompt
 from rlhfkit.train.configs import DPOConfig
+from rlhfkit.train.micro import accumulate
 from rlhfkit.train.run import Run, start_run
 
 # ------------------------------------------------------------------------------------------- batches
@@ -109,26 +111,32 @@ def in_order(groups: list[dict], size: int) -> list[list[dict]]:
 
 # ------------------------------------------------------------------------------------------- the loss
 
-def sequence_logprobs(model, batch: PairBatch) -> torch.Tensor:
-    """log π(y|x) = Σ_t log π(y_t | x, y_<t) of each row [S]: logits at t−1 predict token t."""
+def sequence_logprobs(model, batch: PairBatch, packing: bool = False) -> torch.Tensor:
+    """log π(y|x) = Σ_t log π(y_t | x, y_<t) of each row [S]: logits at t−1 predict token t. `packing`: the rows
+    packed without padding (`models/packing.py`), the same sums."""
+    if packing and pk.supports_packing(model):
+        p = pk.pack_for(model, batch.input_ids, batch.attention_mask)
+        return masked_sum(pk.next_token_logprobs(pk.forward(model, p).logits, p), batch.response_mask[:, 1:], dim=-1)
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
     logp = token_logprobs(logits[:, :-1], batch.input_ids[:, 1:])
     return masked_sum(logp, batch.response_mask[:, 1:], dim=-1)
 
 
 @torch.no_grad()
-def attach_reference_logprobs(reference, groups: list[dict], pad_id: int, device, size: int) -> None:
+def attach_reference_logprobs(reference, groups: list[dict], pad_id: int, device, size: int,
+                              packing: bool = False) -> None:
     """log π_ref(y|x) of every output, once: π_ref is frozen, so it never needs a forward pass again."""
     for chunk in in_order(groups, size):
-        logp = sequence_logprobs(reference, make_batch(chunk, pad_id, device)).cpu()
+        logp = sequence_logprobs(reference, make_batch(chunk, pad_id, device), packing).cpu()
         for g, part in zip(chunk, logp.split([len(g["rows"]) for g in chunk])):
             g["ref_logp"] = part
 
 
-def batch_loss(policy, batch: PairBatch, beta: float, loss: str = "pairwise") -> tuple[torch.Tensor, torch.Tensor]:
+def batch_loss(policy, batch: PairBatch, beta: float, loss: str = "pairwise",
+               packing: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(the weighted DPO loss — or with `loss="plackett-luce"` its listwise form —, the implicit reward margin
     r̂(x, y_w) − r̂(x, y_l) per pair)."""
-    logp, ref = sequence_logprobs(policy, batch), batch.ref_logp
+    logp, ref = sequence_logprobs(policy, batch, packing), batch.ref_logp
     w, l = batch.chosen, batch.rejected
     if loss == "plackett-luce":
         value = dpo_plackett_luce_loss(logp[batch.items], ref[batch.items], batch.tiers, batch.n_rankings, beta)
@@ -209,7 +217,7 @@ def dpo_loop(run: Run) -> dict:
     # π_ref under the policy's --bf16 autocast: a policy equal to its reference has margin 0 (loss ln 2) at the start
     parallel.autocast(reference.model if isinstance(reference, AdaptersOff) else reference)
     for groups in (train, held):
-        attach_reference_logprobs(reference, groups, pad, device, cfg.batch_size)
+        attach_reference_logprobs(reference, groups, pad, device, cfg.batch_size, cfg.packing)
     run.models = tokenizer, policy, None, (train, held)  # π_ref's log-probs are attached: the model can go
     del reference
     total = -(-len(train) // cfg.batch_size) * cfg.epochs
@@ -222,11 +230,21 @@ def dpo_loop(run: Run) -> dict:
     step = checkpoints.restore() if cfg.resume else 0
     bar, result = progress(total, "dpo"), {}
     bar.update(step)
-    for epoch, idx in batches:
-        batch = make_batch([train[i] for i in parallel.shard(idx)], pad, device)
-        loss, margin = batch_loss(train_policy, batch, cfg.beta, cfg.loss)
+
+    def make(groups):  # a (micro-)batch of rankings and its units: the rankings its loss is a mean over
+        batch = make_batch(groups, pad, device)
+        return batch, batch.n_rankings
+
+    def loss_of(batch):
+        loss, margin = batch_loss(train_policy, batch, cfg.beta, cfg.loss, cfg.packing)
         check_finite(loss, step, "DPO loss")
-        loss = parallel.backward(loss, units=batch.n_rankings)  # the global batch's loss
+        return loss, margin
+
+    for epoch, idx in batches:
+        groups = [train[i] for i in parallel.shard(idx)]
+        loss, margins = accumulate(parallel, groups, [sum(len(r[0]) for r in g["rows"]) for g in groups],
+                                   cfg.max_tokens_per_batch, cfg.packing, make, loss_of)  # the global batch's loss
+        margin = torch.cat(margins)
         optimizer_step(optimizer, schedule, policy.parameters(), cfg.grad_clip)
         step += 1
         bar.update(1)

@@ -31,6 +31,8 @@ The loss variants (losses.py; with any --advantage) change step 5's policy terms
 1 + ε_high, and a soft punishment of long responses added to r(x, y) in step 2), GSPO (Zheng et al. 2025)
 `--importance-level sequence` (one length-normalized ratio per response), CISPO (MiniMax-M1) `--loss-type cispo`
 (REINFORCE weighted by the clipped, stopped ratio); bench/peer_loss_check.py checks them against TRL 1.16.
+Where the engine is not the trained model (vLLM, async rollouts) step 5 weighs each token's policy term by
+π_θk/π_engine from the engine's own log-probs, truncated or masked (`--engine-is tis|mis`; train/engine_is.py).
 
 r(x, y) is a reward model, reward functions (`--reward-fn`, TRL's convention: `rlhfkit/rewards`), or their weighted
 sum; judges (`--judge`, e.g. the toy world's gold reward) are logged, never trained on (train/ppo_rewards.py).
@@ -57,6 +59,7 @@ import torch
 
 from rlhfkit import losses as L
 from rlhfkit.engines.core import make_engine
+from rlhfkit.engines.multiturn import trajectory_metrics
 from rlhfkit.generation import Samples, without_autograd
 from rlhfkit.models.policy import response_logprobs, response_values, scored_responses
 from rlhfkit.rewards.combine import RewardBatch, Rewards
@@ -68,11 +71,13 @@ from rlhfkit.train.configs import TOKEN_MEAN_LOSSES, PPOConfig, samples_per_prom
 from rlhfkit.train.distributed import Parallel
 from rlhfkit.train.engine_is import engine_metrics, engine_weights
 from rlhfkit.train.kl_control import KLController
+from rlhfkit.train.micro import ppo_parts
 from rlhfkit.train.ppo_data import PromptStream
 from rlhfkit.train.ppo_rewards import judges_record, load_reward_model, make_judges, make_rewards
 from rlhfkit.train.ppo_setup import PPOModels, finish, load, log_step, read_inputs, save_snapshot, wrap_models
 from rlhfkit.train.rollout import Rollout, gather_rollout, generate_share, mean_stats, rollout_metrics
 from rlhfkit.train.run import Run, start_run
+from rlhfkit.train.trajectory import collect_trajectories, trajectory_budget, with_environments
 
 # -------------------------------------------------------------------------------------- the algorithm
 
@@ -97,11 +102,11 @@ def measure(samples: Samples, policy, reference, value_model, reward, cfg: PPOCo
     `reward`: the run's `Rewards` (or a bare reward model: its score alone); `batch`: the responses' dataset rows,
     for reward functions (default: no fields, rows named by position)."""
     ids, attn, width = samples.input_ids, samples.attention_mask, samples.prompt_ids.shape[1]
-    mask = samples.response_mask
-    logp, entropy = scored_responses(policy, ids, attn, width, cfg.temperature)  # in chunks: no [B, R, V] held
-    ref_logp, _ = scored_responses(reference, ids, attn, width, cfg.temperature)
+    mask = samples.model_mask  # the policy's tokens (one turn: the response mask; train/trajectory.py)
+    logp, entropy = scored_responses(policy, ids, attn, width, cfg.temperature, cfg.packing)  # no [B, R, V] held
+    ref_logp, _ = scored_responses(reference, ids, attn, width, cfg.temperature, cfg.packing)
     if value_model is not None:
-        values = response_values(value_model, ids, attn, width)
+        values = response_values(value_model, ids, attn, width, cfg.packing)
     else:  # RLOO, GRPO: no value model
         values = torch.zeros_like(logp)
     if not isinstance(reward, Rewards):
@@ -116,7 +121,7 @@ def measure(samples: Samples, policy, reference, value_model, reward, cfg: PPOCo
             mask.sum(-1), cfg.overlong_max_length or cfg.max_new_tokens, cfg.overlong_cache).to(terminal)}
         terminal = terminal + columns["overlong"]
     return Rollout(samples, logp * mask, ref_logp * mask, values * mask, rm_score, terminal,
-                   L.masked_mean(entropy, mask).item(), columns)
+                   L.masked_mean(entropy, mask).item(), columns, getattr(samples, "turn_rewards", None))
 
 
 def advantages(rollout: Rollout, kl_coef: float, cfg: PPOConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -124,6 +129,8 @@ def advantages(rollout: Rollout, kl_coef: float, cfg: PPOConfig) -> tuple[torch.
     group-normalized ones, no returns. With --kl-in loss the rewards hold no KL term (the loss does)."""
     beta = 0.0 if kl_in_loss(cfg) else kl_coef
     rewards = L.per_token_rewards(rollout.terminal_reward, rollout.logp, rollout.ref_logp, rollout.mask, beta)
+    if rollout.turn_rewards is not None:  # multi-turn: the environment's rewards, at the end of their turns
+        rewards = rewards + rollout.turn_rewards
     if cfg.advantage != "gae":  # the response is one action: the same Â on each of its tokens
         sequence_reward, k = rewards.sum(-1), samples_per_prompt(cfg)
         if cfg.advantage == "rloo":  # Â = R(x, y) − b(x, y)
@@ -133,7 +140,8 @@ def advantages(rollout: Rollout, kl_coef: float, cfg: PPOConfig) -> tuple[torch.
         return rewards, adv[:, None] * rollout.mask, None
     if cfg.whiten_rewards:
         rewards = L.whiten(rewards, rollout.mask, shift_mean=False)
-    adv, returns = L.gae(rewards, rollout.values, rollout.mask, cfg.gamma, cfg.lam)
+    gae = L.gae if rollout.turn_rewards is None else L.turn_gae  # multi-turn: environment tokens skipped
+    adv, returns = gae(rewards, rollout.values, rollout.mask, cfg.gamma, cfg.lam)
     return rewards, L.whiten(adv, rollout.mask), returns
 
 
@@ -181,9 +189,10 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
     trained = [p for g in optimizer.param_groups for p in g["params"]]
     weight = engine_weights(rollout, cfg)  # π_θk/π_engine per token, or None: the trained model sampled itself
     for epoch in range(cfg.ppo_epochs):
-        for n, minibatch in enumerate(shuffled_batches(len(ids), cfg.minibatch_size, generator)):
-            idx = parallel.shard(minibatch)
-            logp, logits = response_logprobs(policy, ids[idx], attn[idx], width, cfg.temperature)
+        for n, idx, part in ppo_parts(shuffled_batches(len(ids), cfg.minibatch_size, generator), parallel, mask, attn,
+                                      cfg.max_tokens_per_batch, cfg.packing, loss_type(cfg) in TOKEN_MEAN_LOSSES,
+                                      value_model is not None):  # micro-batches (--max-tokens-per-batch), or whole
+            logp, logits = response_logprobs(policy, ids[idx], attn[idx], width, cfg.temperature, cfg.packing)
             old_logp, ref_logp, a, m = rollout.logp[idx], rollout.ref_logp[idx], adv[idx], mask[idx]
             policy_loss = surrogate_loss(logp, old_logp, ref_logp, a, m, cfg, kl_coef,
                                          None if weight is None else weight[idx])
@@ -194,18 +203,19 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
             terms, value_loss = [], None
             tokens = m.sum()  # response tokens of this process's share
             if value_model is not None:  # RLOO and GRPO have no value model, hence no value term
-                values = response_values(value_model, ids[idx], attn[idx], width)
+                values = response_values(value_model, ids[idx], attn[idx], width, cfg.packing)
                 value_loss = L.clipped_value_loss(values, rollout.values[idx], returns[idx], m, cfg.clip_range_value)
                 check_finite(value_loss, updates, "the value loss", where,
                              {"V_φ": values, "V_φk": rollout.values[idx], "the returns": returns[idx]}, m)
                 terms.append((cfg.vf_coef * value_loss, tokens))  # a token mean
-            ptx_loss, ptx_tokens = ptx.loss(policy, parallel) if ptx is not None else (None, 0)
+            ptx_loss, ptx_tokens = ptx.loss(policy, parallel) if ptx is not None and part.last else (None, 0)
             if ptx_loss is not None:
                 check_finite(ptx_loss, updates, "the PPO-ptx loss", where)
                 terms.append((cfg.ptx_coef * ptx_loss, ptx_tokens))
             units = tokens if loss_type(cfg) in TOKEN_MEAN_LOSSES else torch.tensor(float(len(idx)))  # else responses
-            parallel.backward(policy_loss, units, *terms)
-            optimizer_step(optimizer, None, trained, cfg.grad_clip)
+            parallel.backward(policy_loss, units, *terms, totals=part.totals(parallel, terms))
+            if part.last:
+                optimizer_step(optimizer, None, trained, cfg.grad_clip)
             with torch.no_grad():
                 ratio = torch.exp(logp - old_logp)[m.bool()]
                 stat = parallel.token_mean({"policy_loss": policy_loss.item()}, units)
@@ -218,7 +228,7 @@ def ppo_update(policy, value_model, optimizer, rollout: Rollout, adv: torch.Tens
                 stat |= parallel.highest({"ratio_max": ratio.max().item()})
                 if ptx_loss is not None:
                     stat |= parallel.token_mean({"ptx_loss": ptx_loss.item()}, ptx_tokens)
-            stats.append(stat)
+            part.record(stats, stat, parallel, units, tokens)
     return stats
 
 
@@ -234,8 +244,11 @@ def ppo_iteration(m: PPOModels, prompts: list[str], cfg: PPOConfig, kl_coef: flo
         with parallel.whole(m.policy):  # FSDP: gathered once for the decoding loop, not once per token
             if isinstance(m.engine, AsyncRollouts):  # --async-rollouts: sampled ahead by a snapshot of the policy
                 samples = m.engine.generate(prompts)
-            else:
+            elif m.environment is None:
                 samples = collect(m.engine, m.tokenizer, prompts, cfg, sampler, parallel, ignore_eos)       # 1
+            else:  # multi-turn trajectories with the environment's tool replies (train/trajectory.py)
+                samples = collect_trajectories(m.engine, m.tokenizer, m.environment, prompts, cfg, sampler,
+                                               rows_of(None))
         mark()
         rollout = gather_rollout(measure(samples, m.policy, m.reference, m.value_model, m.rewards, cfg,
                                          rows_of(samples) if rows_of else None), parallel)                  # 2
@@ -282,13 +295,15 @@ def ppo_loop(run: Run) -> dict:
                               **({"value_model": value_model} if value_model is not None else {}),
                               **({"async_rollouts": rollouts} if rollouts else {}))
     first = checkpoints.restore() if cfg.resume else 0
-    engine = make_engine(cfg.rollout_engine, policy, tokenizer, max_len=cfg.max_prompt_length + cfg.max_new_tokens,
-                         gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed)  # after restore: it serves those weights
+    response_len = trajectory_budget(cfg) if cfg.environment else cfg.max_new_tokens
+    engine = make_engine(cfg.rollout_engine, policy, tokenizer, max_len=cfg.max_prompt_length + response_len,
+                         gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed,  # after restore: it serves those weights
+                         server=cfg.rollout_server)
     engine = rollouts or engine  # --async-rollouts: a snapshot of the policy samples, in a thread of its own
     bar, record = progress(cfg.ppo_steps, "ppo"), {}
     bar.update(first)
     models = PPOModels(tokenizer, policy, train_policy, reference, value_model, train_value_model, rewards_of,
-                       optimizer, engine, ptx)
+                       optimizer, engine, ptx, inputs.environment)
     times: list[float] = []
     for step in range(first + 1, cfg.ppo_steps + 1):
         times[:] = [time.time()]
@@ -298,16 +313,19 @@ def ppo_loop(run: Run) -> dict:
         prompts = [inputs.prompts[i] for i in rows]
         batch_rows = [i for i in rows for _ in range(samples_per_prompt(cfg))]  # each response's row, as collect
         mine = [batch_rows[i] for i in parallel.shard_range(len(batch_rows))]  # this process's responses
+        rows_of = partial(inputs.rows.batch, rows=mine)
+        rows_of = with_environments(rows_of) if inputs.environment else rows_of  # reward functions' `environments`
         rollout, rewards, updates, sync_s = ppo_iteration(models, prompts, cfg, kl_control.value, generator, sampler,
-                                                          parallel, step, partial(inputs.rows.batch, rows=mine),
-                                                          lambda: times.append(time.time()))
+                                                          parallel, step, rows_of, lambda: times.append(time.time()))
         t0, t1, t2, t3 = times
         record = rollout_metrics(rollout, rewards, kl_control.value) | mean_stats(updates) | {
             "episodes": step * cfg.batch_size, "generation_s": t1 - t0, "scoring_s": t2 - t1,
             "update_s": t3 - t2, "reward_fn_s": rewards_of.take_time(),
-            **({"sync_s": sync_s} if engine.name == "vllm" else {}), **(rollouts.metrics() if rollouts else {})}
+            **({"sync_s": sync_s} if engine.name in ("vllm", "server") else {}),
+            **(rollouts.metrics() if rollouts else {})}
         record |= engine_metrics(rollout, cfg)  # the engine–trainer gap, where the engine returned log-probs
         record |= judges_record(judges, rollout.samples, inputs.rows, batch_rows)
+        record |= trajectory_metrics(rollout.samples) if inputs.environment else {}
         kl_control.update(record["kl"], cfg.batch_size)
         log_step(run, step, record, bar)
         if cfg.save_every and step % cfg.save_every == 0 and step < cfg.ppo_steps:

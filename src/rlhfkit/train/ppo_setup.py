@@ -38,6 +38,7 @@ from rlhfkit.storage import save_pretrained_atomic
 from rlhfkit.train.ppo_data import PtxBatches, read_ptx
 from rlhfkit.train.ppo_rewards import PromptRows, check_reward_sources
 from rlhfkit.train.run import Run
+from rlhfkit.train.trajectory import check_trajectory_lengths, read_environment
 
 
 def load_models(cfg, device):
@@ -82,6 +83,7 @@ class PPOInputs:
     rows: PromptRows           # the prompts, their fields (for reward functions) and their names
     ptx: list[dict] | None     # PPO-ptx records (text, or prompt + completion)
     judges: list               # registered judges, and the specs of the others (train/ppo_rewards.py)
+    environment: object = None  # --environment: its `EnvironmentSpec`, loaded and checked (train/trajectory.py)
 
     @property
     def prompts(self) -> list:
@@ -102,13 +104,14 @@ def read_inputs(cfg) -> PPOInputs:
             check_reward_dir(path, role)
     if cfg.world:
         world_judge(cfg.world)
-    return PPOInputs(rows, ptx, check_reward_sources(cfg))
+    return PPOInputs(rows, ptx, check_reward_sources(cfg), read_environment(cfg, rows.prompts, rows.where))
 
 
 def load(cfg, inputs: PPOInputs, device):
     """The tokenizer, the four models and the PPO-ptx batches; the prompts checked against them."""
     tokenizer, *models = load_models(cfg, device)
     check_prompts(cfg, tokenizer, inputs.prompts)
+    check_trajectory_lengths(cfg, models[0])  # --environment: prompt + a whole trajectory fit the positions
     if models[3] is not None:  # the reward model's own chat template, when it has one
         models[3].check_prompts(inputs.prompts, cfg.prompts)
     ptx = None
@@ -147,6 +150,7 @@ class PPOModels:
     optimizer: torch.optim.Optimizer
     engine: object
     ptx: object = None
+    environment: object = None  # --environment: its `EnvironmentSpec` (multi-turn rollouts, train/trajectory.py)
 
 
 def wrap_models(run: Run):

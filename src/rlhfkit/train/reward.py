@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from rlhfkit.data.chat import Truncation, is_conversation, require_template
 from rlhfkit.data.jsonl import read_jsonl, write_jsonl
 from rlhfkit.data.pairs import check_tiers, ordered_groups, preference_groups, read_preference_records
@@ -55,6 +57,7 @@ from rlhfkit.runtime.optim import make_optimizer, optimizer_step, progress, warm
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import EpochBatches, check_finite, split_by_prompt
 from rlhfkit.train.configs import ConvertRMConfig, RewardConfig
+from rlhfkit.train.micro import accumulate
 from rlhfkit.train.run import Run, start_run
 
 # ------------------------------------------------------------------------------------------- batches
@@ -141,11 +144,21 @@ def reward_loop(run: Run) -> dict:
     step = checkpoints.restore() if cfg.resume else 0
     bar = progress(total, "reward model")
     bar.update(step)
-    for epoch, idx in batches:
-        batch = make_batch([train[i] for i in parallel.shard(idx)], tokenizer.pad_token_id, device)
-        loss, margin = batch_loss(train_model, batch, cfg.loss)
+
+    def make(groups):  # a (micro-)batch of rankings and its units: the rankings its loss is a mean over
+        batch = make_batch(groups, tokenizer.pad_token_id, device)
+        return batch, batch.n_rankings
+
+    def loss_of(batch):
+        loss, margin = batch_loss(train_model, batch, cfg.loss, cfg.packing)
         check_finite(loss, step, "reward-model loss")
-        loss = parallel.backward(loss, units=batch.n_rankings)  # the global batch's loss
+        return loss, margin
+
+    for epoch, idx in batches:
+        groups = [train[i] for i in parallel.shard(idx)]
+        loss, margins = accumulate(parallel, groups, [sum(map(len, g["rows"])) for g in groups],
+                                   cfg.max_tokens_per_batch, cfg.packing, make, loss_of)  # the global batch's loss
+        margin = torch.cat(margins)
         optimizer_step(optimizer, schedule, model.parameters(), cfg.grad_clip)
         step += 1
         bar.update(1)

@@ -24,10 +24,13 @@ class Rollout:
     entropy: float
     columns: dict[str, torch.Tensor] = field(default_factory=dict)  # each reward source's own value [B] (NaN:
     #                                                                  a function that did not score the response)
+    # Multi-turn (engines/multiturn.py): the environment's rewards, on the last model token of a turn   [B, R]
+    turn_rewards: torch.Tensor | None = None
 
     @property
     def mask(self) -> torch.Tensor:
-        return self.samples.response_mask
+        """The tokens the losses read: the policy's own (`Samples.model_mask`; one turn: the response mask)."""
+        return self.samples.model_mask
 
     @property
     def prompt_width(self) -> int:
@@ -50,6 +53,8 @@ def pad_responses(samples: Samples, width: int, pad_id: int) -> Samples:
         engine_logp = torch.nn.functional.pad(engine_logp, (0, extra), value=0.0)
     return replace(samples, response_ids=torch.nn.functional.pad(samples.response_ids, (0, extra), value=pad_id),
                    response_mask=torch.nn.functional.pad(samples.response_mask, (0, extra), value=0),
+                   model_mask=None if samples.model_mask is samples.response_mask
+                   else torch.nn.functional.pad(samples.model_mask, (0, extra), value=0),
                    engine_logp=engine_logp)
 
 
@@ -75,11 +80,15 @@ def gather_rollout(rollout: Rollout, parallel: Parallel) -> Rollout:
     s, rows = rollout.samples, parallel.gather_rows
     texts = [t for part in parallel.gather_objects(s.texts) for t in part]
     prompts = [p for part in parallel.gather_objects(s.prompts) for p in part]
-    samples = Samples(rows(s.prompt_ids), rows(s.prompt_mask), rows(s.response_ids), rows(s.response_mask),
-                      rows(s.finished), texts, prompts, None if s.engine_logp is None else rows(s.engine_logp))
-    entropy = parallel.token_mean({"entropy": rollout.entropy}, s.response_mask.sum())["entropy"]
+    engine_logp = None if s.engine_logp is None else rows(s.engine_logp.to(s.response_ids.device))  # NCCL: on device
+    samples = replace(s, prompt_ids=rows(s.prompt_ids), prompt_mask=rows(s.prompt_mask),
+                      response_ids=rows(s.response_ids), response_mask=rows(s.response_mask),
+                      finished=rows(s.finished), texts=texts, prompts=prompts, engine_logp=engine_logp,
+                      model_mask=None if s.model_mask is s.response_mask else rows(s.model_mask))
+    entropy = parallel.token_mean({"entropy": rollout.entropy}, s.model_mask.sum())["entropy"]
     return Rollout(samples, rows(rollout.logp), rows(rollout.ref_logp), rows(rollout.values), rows(rollout.rm_score),
-                   rows(rollout.terminal_reward), entropy, {k: rows(v) for k, v in rollout.columns.items()})
+                   rows(rollout.terminal_reward), entropy, {k: rows(v) for k, v in rollout.columns.items()},
+                   None if rollout.turn_rewards is None else rows(rollout.turn_rewards))
 
 
 def rollout_metrics(rollout: Rollout, rewards: torch.Tensor, kl_coef: float) -> dict:

@@ -12,13 +12,15 @@ import torch
 from rlhfkit.data.chat import Truncation, example_ids, is_conversation, require_template, stop_ids
 from rlhfkit.data.collate import pad_right
 from rlhfkit.data.formats import read_sft
-from rlhfkit.losses import lm_loss
+from rlhfkit.losses import lm_loss, masked_mean
+from rlhfkit.models import packing as pk
 from rlhfkit.models.loading import check_lengths, load_causal_lm, load_tokenizer, resolve_length, save_dtype
 from rlhfkit.models.lora import add_lora, save_model
 from rlhfkit.runtime.optim import make_optimizer, optimizer_step, progress, warmup_cosine
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import EpochBatches, check_finite, split_by_prompt
 from rlhfkit.train.configs import SFTConfig
+from rlhfkit.train.micro import accumulate
 from rlhfkit.train.run import Run, before_seed, start_run
 
 
@@ -47,7 +49,11 @@ def collate(rows: list[tuple[list[int], list[int]]], pad_id: int, device) -> dic
             "loss_mask": pad_right([r[1] for r in rows], 0).to(device)}
 
 
-def sft_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def sft_loss(model, batch: dict[str, torch.Tensor], packing: bool = False) -> torch.Tensor:
+    """L_SFT of the batch; `packing`: its rows packed without padding (`models/packing.py`), the same loss."""
+    if packing and pk.supports_packing(model):
+        p = pk.pack_for(model, batch["input_ids"], batch["attention_mask"])
+        return -masked_mean(pk.next_token_logprobs(pk.forward(model, p).logits, p), batch["loss_mask"][:, 1:])
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     return lm_loss(logits, batch["input_ids"], batch["loss_mask"])
 
@@ -116,11 +122,20 @@ def sft_loop(run: Run) -> dict:
     step = checkpoints.restore() if cfg.resume else 0
     bar, result = progress(total, "sft"), {}
     bar.update(step)
-    for epoch, idx in batches:
-        batch = collate([train_rows[i] for i in parallel.shard(idx)], pad, device)
-        loss = sft_loss(train_model, batch)
+
+    def make(rows):  # a (micro-)batch and its units: the tokens its loss is a mean over
+        batch = collate(rows, pad, device)
+        return batch, batch["loss_mask"][:, 1:].sum()
+
+    def loss_of(batch):
+        loss = sft_loss(train_model, batch, cfg.packing)
         check_finite(loss, step)
-        loss = parallel.backward(loss, units=batch["loss_mask"][:, 1:].sum())  # the global batch's mean loss
+        return loss, None
+
+    for epoch, idx in batches:
+        rows = [train_rows[i] for i in parallel.shard(idx)]
+        loss, _ = accumulate(parallel, rows, [len(r[0]) for r in rows], cfg.max_tokens_per_batch, cfg.packing,
+                             make, loss_of)  # the global batch's mean loss
         optimizer_step(optimizer, schedule, model.parameters(), cfg.grad_clip)
         step += 1
         bar.update(1)

@@ -29,7 +29,8 @@ def dashboard(store: Store, person: Who) -> dict:
     stats = project_stats(store.progress(person.project), store.submissions(person.project),
                           store.gold_answers(person.project))
     return {"who": person, "stats": stats, "formats": FORMATS,
-            "guidelines": store.guidelines(person.project), "expiry_choices": EXPIRY_CHOICES}
+            "guidelines": store.guidelines(person.project), "expiry_choices": EXPIRY_CHOICES,
+            "judge_draft": store.judge_draft(person.project)}
 
 
 def back_to_admin() -> RedirectResponse:
@@ -70,6 +71,13 @@ def admin_revoke(store: StoreDep, person: AdminUser, name: Annotated[str, Form(m
 def admin_guidelines(store: StoreDep, person: AdminUser,
                      markdown: Annotated[str, Form(max_length=MAX_GUIDELINES)] = ""):
     store.set_guidelines(person.project, markdown.replace("\r\n", "\n"))
+    return back_to_admin()
+
+
+@router.post("/judge-draft", dependencies=[Depends(form_csrf)])
+def admin_judge_draft(store: StoreDep, person: AdminUser, show: Annotated[bool, Form()] = False):
+    """Show the judge's ranking to labelers as a starting draft, or hide it (the default)."""
+    store.set_judge_draft(person.project, show)
     return back_to_admin()
 
 

@@ -81,8 +81,8 @@ def api_next(store: StoreDep, person: CurrentUser) -> NextOut:
                           409: {"model": Error, "description": "answered already, or the lease expired and "
                                                                "others took the item"}})
 def api_submit(response: Response, store: StoreDep, person: CurrentUser, body: SubmissionIn) -> ReceiptOut:
-    k = store.output_count(person, body.assignment_id)
-    answer = parse_answer(body.model_dump(exclude_none=True), person.mode, k)
+    turns = store.output_turns(person, body.assignment_id)
+    answer = parse_answer(body.model_dump(exclude_none=True), person.mode, len(turns), turns)
     receipt = store.submit(person, body.assignment_id, answer)
     if receipt.duplicate:
         response.status_code = 200

@@ -114,8 +114,8 @@ def guidelines_read(store: StoreDep, person: CurrentUser):
 @router.post("/task/{assignment_id}", dependencies=[Depends(current_user), Depends(form_csrf)])
 def answer(request: Request, store: StoreDep, person: CurrentUser, assignment_id: Annotated[RowId, Path()],
            form: PostedForm):
-    k = store.output_count(person, assignment_id)
-    store.submit(person, assignment_id, parse_answer(form_to_body(form, k), person.mode, k))
+    turns = store.output_turns(person, assignment_id)
+    store.submit(person, assignment_id, parse_answer(form_to_body(form, len(turns)), person.mode, len(turns), turns))
     if request.headers.get("HX-Request"):
         if (back := store.sent_back(person)) is not None:  # htmx follows HX-Redirect with a full page load
             return Response(status_code=200, headers={"HX-Redirect": f"/history/{back['submission_id']}/edit"})

@@ -67,7 +67,7 @@ def edit_page(request: Request, store: StoreDep, person: CurrentUser, submission
     entry = store.history_entry(person, submission_id)
     # no "Item n of N" (an edit is not the queue's next item); the timer goes on from the answer's stored time
     task = LeasedItem(entry["assignment_id"], entry["item_id"], entry["mode"], entry["prompt"], entry["outputs"],
-                      0.0, 0, 0, entry["finished"])
+                      0.0, 0, 0, entry["finished"], entry["trajectories"], entry["tools"])
     return render(request, "edit.html", who=person, task=task, entry=entry, client_id=str(uuid.uuid4()),
                   editing=True, form_action=f"/history/{submission_id}", guidelines=store.guidelines(person.project),
                   prefill=review.prefill_fields(entry["mode"], entry["answer"]))
@@ -76,8 +76,8 @@ def edit_page(request: Request, store: StoreDep, person: CurrentUser, submission
 @pages.post("/history/{submission_id}", dependencies=[Depends(form_csrf)])
 def edit_answer(request: Request, store: StoreDep, person: CurrentUser, submission_id: SubmissionId,
                 form: PostedForm):
-    k = store.edit_outputs(person, submission_id)
-    store.edit(person, submission_id, parse_answer(form_to_body(form, k), person.mode, k))
+    turns = store.edit_turns(person, submission_id)
+    store.edit(person, submission_id, parse_answer(form_to_body(form, len(turns)), person.mode, len(turns), turns))
     back = store.sent_back(person)  # another answer waiting for a correction comes next
     target = f"/history/{back['submission_id']}/edit" if back else "/history"
     if request.headers.get("HX-Request"):
@@ -97,7 +97,7 @@ def queue(store, project: str) -> list[dict]:
             names = "AB" if a["mode"] == "pairwise" else [str(n + 1) for n in range(len(shown))]
             a["outputs_shown"] = [(name, item["completions"][i]) for name, i in zip(names, shown)]
             a["ranking_text"] = review.ranking_text(a["tiers"], shown)
-            a["flags_text"] = review.flags_text(a["flags"], shown)
+            a["flags_text"] = review.flags_text(a["flags"], shown) + review.turn_flags_text(a.get("turn_flags"), shown)
             a["likert_shown"] = review.by_shown(a["likert"], shown)
             a["notes_shown"] = review.by_shown(a["output_notes"], shown)
     return items
@@ -138,8 +138,8 @@ def api_history_entry(store: StoreDep, person: CurrentUser, submission_id: Submi
          responses={**NOT_FOUND, 409: {"model": Error,
                                        "description": "locked, a skip, or edited elsewhere at the same time"}})
 def api_edit(store: StoreDep, person: CurrentUser, submission_id: SubmissionId, body: EditIn) -> ReceiptOut:
-    k = store.edit_outputs(person, submission_id)
-    answer = parse_answer(body.model_dump(exclude_none=True), person.mode, k)
+    turns = store.edit_turns(person, submission_id)
+    answer = parse_answer(body.model_dump(exclude_none=True), person.mode, len(turns), turns)
     return ReceiptOut.of(store.edit(person, submission_id, answer))
 
 

@@ -70,9 +70,11 @@
       chip.textContent = "Output " + card.dataset.n;
       const snippet = document.createElement("span"); // the start of the output, so a tier reads at a glance
       snippet.className = "snippet";
-      snippet.textContent = " · " + ($("pre.text", card).textContent || "").trim().slice(0, SNIPPET_CHARS);
+      // a trajectory's chip reads its last answer (data-snippet), not the arguments of its first tool call
+      const text = (card.dataset.snippet || $("pre.text", card).textContent || "").trim();
+      snippet.textContent = " · " + text.slice(0, SNIPPET_CHARS);
       chip.appendChild(snippet);
-      chip.title = ($("pre.text", card).textContent || "").trim().slice(0, 300);
+      chip.title = text.slice(0, 300);
       chip.draggable = true;
       chip.dataset.n = card.dataset.n;
       row.appendChild(chip);
@@ -195,7 +197,8 @@
       return;
     }
     if (typing) {
-      if (ev.key === "Escape") {
+      if (ev.key === "Enter" && el.closest(".turn-flag")) ev.preventDefault(); // a flag's reason is not a submit
+      if (ev.key === "Escape" || ev.key === "Enter" && el.closest(".turn-flag")) {
         el.blur();
         const card = el.closest("article.output");
         if (card) card.focus();
@@ -308,6 +311,16 @@
   function changed() {
     saveDraft();
     recheck();
+    markTurnFlags();
+  }
+
+  // A trajectory's turn with a reason typed in its "Flag turn" box is marked, and its box stays open.
+  function markTurnFlags() {
+    $$("#task details.turn-flag").forEach((box) => {
+      const flagged = $("input", box).value.trim() !== "";
+      box.closest("li.turn").classList.toggle("flagged", flagged);
+      if (flagged) box.open = true;
+    });
   }
 
   // ---------------------------------------------------------------------------------- set-up
@@ -319,6 +332,7 @@
     showError(null);
     startTimer();
     restoreDraft();
+    markTurnFlags();
     // htmx gives focus back to the element with the old focused id (`output-4` of the last item): take
     // it away, so that the new item opens at its top, the instruction in view.
     if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();

@@ -70,11 +70,14 @@ class ExportStore(StoreCore):
                 "mode": p.mode, "kind": sub.kind,
                 "labeler": labeler, "client_id": sub.client_id, "submitted_at": sub.created_at,
                 "elapsed_ms": sub.elapsed_ms, "shown_order": shown,
-                "completions": [{"text": c.text, "source": c.source, "finished": c.finished}
+                "tools": item.tools,
+                "completions": [{"text": c.text, "source": c.source, "finished": c.finished,
+                                 **({"messages": c.messages} if c.messages is not None else {})}
                                 for c in cands.get(item.id, [])],
                 "tiers": tiers.get(sub.id), "choice": sub.choice,
                 "likert": [r.likert for r in rated] or None, "flags": [r.flags for r in rated] or None,
                 "output_notes": [r.notes for r in rated] or None, "notes": sub.notes,
+                "turn_flags": [r.turn_flags for r in rated] if any(r.turn_flags for r in rated) else None,
                 "demonstration": demos.get(sub.id), "skip_reason": sub.skip_reason,
                 "submission_id": sub.id, "version": sub.version, "edited_at": sub.edited_at,
                 "item_locked": item.locked_at is not None or p.locked_at is not None,

@@ -22,7 +22,7 @@ from rlhfkit.label.db import (
     Submission,
 )
 from rlhfkit.label.store.core import Conflict, NotFound, StoreCore, Who
-from rlhfkit.label.store.leases import Receipt, add_answer_rows
+from rlhfkit.label.store.leases import Receipt, add_answer_rows, candidate_turns
 
 HISTORY_LIMIT = 200  # answers on a labeler's history page
 
@@ -36,6 +36,7 @@ class HistoryStore(StoreCore):
         return {"kind": sub.kind, "tiers": {str(i): t for i, t in sorted(tiers.items())} or None,
                 "choice": sub.choice, "likert": [r.likert for r in rated] or None,
                 "flags": [r.flags for r in rated] or None, "output_notes": [r.notes for r in rated] or None,
+                "turn_flags": [r.turn_flags for r in rated] if any(r.turn_flags for r in rated) else None,
                 "notes": sub.notes, "text": s.scalar(select(Demonstration.text)
                                                      .where(Demonstration.submission_id == sub.id)),
                 "skip_reason": sub.skip_reason, "elapsed_ms": sub.elapsed_ms}
@@ -51,15 +52,17 @@ class HistoryStore(StoreCore):
         return tuple(row)
 
     def _history_entry(self, s: Session, sub: Submission, item: Item, p: Project, shown: list[int]) -> dict:
-        rows = s.execute(select(Candidate.idx, Candidate.text, Candidate.finished)
+        rows = s.execute(select(Candidate.idx, Candidate.text, Candidate.finished, Candidate.messages)
                          .where(Candidate.item_id == item.id)).all()
-        texts, finished = {i: t for i, t, _ in rows}, {i: bool(f) for i, _, f in rows}
+        texts, finished = {i: t for i, t, _, _ in rows}, {i: bool(f) for i, _, f, _ in rows}
+        turns = {i: m for i, _, _, m in rows}
         rv = s.scalar(select(Review).where(Review.submission_id == sub.id).order_by(Review.id.desc()).limit(1))
         locked = item.locked_at is not None or p.locked_at is not None
         return {"submission_id": sub.id, "assignment_id": sub.assignment_id,
                 "item_id": item.public_id, "mode": p.mode,
                 "prompt": item.messages if item.messages is not None else item.prompt,
                 "outputs": [(i, texts[i]) for i in shown], "finished": [finished[i] for i in shown],
+                "trajectories": [turns[i] for i in shown], "tools": item.tools,
                 "submitted_at": sub.created_at,
                 "edited_at": sub.edited_at, "version": sub.version, "answer": self._answer_of(s, sub),
                 "locked": locked, "editable": sub.kind != "skip" and not locked,
@@ -134,10 +137,9 @@ class HistoryStore(StoreCore):
         except IntegrityError:  # the same edit raced itself (PostgreSQL): the other copy won
             return self._write(work)
 
-    def edit_outputs(self, who: Who, submission_id: int) -> int:
-        """How many outputs the item of one of this labeler's answers has (to check an edit)."""
-        return self._read(lambda s: s.scalar(select(func.count()).where(
-            Candidate.item_id == self._own_submission(s, who, submission_id)[1].id)))
+    def edit_turns(self, who: Who, submission_id: int) -> list[int | None]:
+        """Per output of the item of one of this labeler's answers: its turns (a trajectory) or None (a text)."""
+        return self._read(lambda s: candidate_turns(s, self._own_submission(s, who, submission_id)[1].id))
 
     def sent_back(self, who: Who) -> dict | None:
         """The oldest of this labeler's answers that an admin sent back and they have not edited yet."""

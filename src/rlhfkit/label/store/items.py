@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from rlhfkit.data.schemas import tools_of
 from rlhfkit.errors import UserError
 from rlhfkit.label.db import Candidate, Item, Project
 from rlhfkit.label.names import MODES
 from rlhfkit.label.store.core import StoreCore
+from rlhfkit.label.trajectory import conversation_text
 
 
-def conversation_text(messages: list[dict]) -> str:
-    """A conversation as plain text, one "role: content" block a turn (the `item.prompt` of a chat item)."""
-    return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
+def candidate_text(value: str | list[dict]) -> dict:
+    """A candidate's columns: a text, or a trajectory (its messages, and their plain text)."""
+    if isinstance(value, list):
+        return {"text": conversation_text(value), "messages": list(value)}
+    return {"text": value, "messages": None}
 
 
 class ItemsStore(StoreCore):
@@ -48,16 +52,63 @@ class ItemsStore(StoreCore):
                 existing.add(record["id"])
                 prompt, messages = record["prompt"], None
                 if isinstance(prompt, list):  # a conversation: kept as turns, its text for reading and search
-                    messages, prompt = prompt, conversation_text(prompt)
+                    messages, prompt = list(prompt), conversation_text(prompt)
                 item = Item(project_id=project.id, ext_id=record["id"], prompt=prompt, messages=messages,
-                            position=start + added, taken=0)
+                            tools=tools_of(record["prompt"]), position=start + added, taken=0)
                 s.add(item)
                 s.flush()
-                s.add_all(Candidate(item_id=item.id, idx=i, text=c["text"], source=c.get("source", "unknown"),
-                                    finished=c.get("finished", True))
+                s.add_all(Candidate(item_id=item.id, idx=i, source=c.get("source", "unknown"),
+                                    finished=c.get("finished", True), **candidate_text(c["text"]))
                           for i, c in enumerate(record.get("completions", [])))
                 added += 1
             self._event(s, "import", project.id, None, added=added, present=len(records) - added)
             return added, len(records) - added
 
         return self._write(work)
+
+    # ------------------------------------------------------------------------ a judge's rankings as drafts
+
+    def set_judge_rankings(self, name: str, judge: str, rankings: dict[str, list[list[int]]]) -> int:
+        """Store a judge's ranking (tie groups of candidate indices) of the project's items by their imported
+        ids; how many items got one. Shown to labelers only while `judge_draft` is on."""
+
+        def work(s: Session):
+            project = self._project(s, name)
+            done = 0
+            for ext_id, ranking in rankings.items():
+                done += s.execute(update(Item).where(Item.project_id == project.id, Item.ext_id == ext_id)
+                                  .values(judge_ranking=ranking, judge_name=judge)).rowcount
+            self._event(s, "judge_rankings", project.id, None, judge=judge, items=done)
+            return done
+
+        return self._write(work)
+
+    def set_judge_draft(self, name: str, show: bool) -> None:
+        """Show (or hide) the judge's ranking to labelers as a starting draft."""
+
+        def work(s: Session):
+            project = self._project(s, name)
+            project.judge_draft = bool(show)
+            self._event(s, "judge_draft", project.id, None, shown=bool(show))
+
+        self._write(work)
+
+    def judge_draft(self, name: str) -> bool:
+        return self._read(lambda s: bool(self._project(s, name).judge_draft))
+
+    def gold_items(self, name: str) -> list[dict]:
+        """The project's gold items as candidates records with their known `ranking` (to measure a judge)."""
+
+        def work(s: Session):
+            project = self._project(s, name)
+            out = []
+            for item in s.scalars(select(Item).where(Item.project_id == project.id, Item.is_gold.is_(True))
+                                  .order_by(Item.position)):
+                cands = s.execute(select(Candidate.text, Candidate.finished).where(Candidate.item_id == item.id)
+                                  .order_by(Candidate.idx)).all()
+                out.append({"id": item.ext_id, "prompt": item.messages if item.messages is not None else item.prompt,
+                            "completions": [{"text": t, "finished": f} for t, f in cands],
+                            "ranking": item.gold_ranking})
+            return out
+
+        return self._read(work)

@@ -31,6 +31,11 @@ class LeasedItem:
     page: int
     pages: int
     finished: list[bool] = field(default_factory=list)  # each shown output ended with EOS (False: cut off)
+    # Each shown output that is a trajectory: its messages (assistant turns, tool calls, tool results); None: a text.
+    trajectories: list[list[dict] | None] = field(default_factory=list)
+    tools: list[dict] | None = None  # the tool schemas the conversation was given (the item's `tools`)
+    draft: dict[int, int] | None = None  # the judge's tier (1 = best) of each candidate index, when shown
+    draft_judge: str | None = None
 
 
 @dataclass
@@ -50,9 +55,16 @@ def add_answer_rows(s: Session, sub_id: int, shown: list[int], ans: Answer) -> N
     s.add_all(RankEntry(submission_id=sub_id, candidate_idx=i, tier=t) for i, t in tiers.items())
     if ans.kind == "rank":
         s.add_all(Rating(submission_id=sub_id, candidate_idx=i, likert=ans.likert.get(i),
-                         flags=ans.flags.get(i, {}), notes=ans.notes.get(i, "")) for i in sorted(tiers))
+                         flags=ans.flags.get(i, {}), notes=ans.notes.get(i, ""), turn_flags=ans.turn_flags.get(i))
+                  for i in sorted(tiers))
     if ans.kind == "demo":
         s.add(Demonstration(submission_id=sub_id, text=ans.text))
+
+
+def candidate_turns(s: Session, item_id) -> list[int | None]:
+    """Each candidate's number of turns (None: a text), by candidate index."""
+    rows = s.execute(select(Candidate.messages).where(Candidate.item_id == item_id).order_by(Candidate.idx)).all()
+    return [None if m is None else len(m) for (m,) in rows]
 
 
 class LeasesStore(StoreCore):
@@ -123,9 +135,10 @@ class LeasesStore(StoreCore):
 
     def _leased_item(self, s: Session, who: Who, a: Assignment) -> LeasedItem:
         item = s.get(Item, a.item_id)
-        rows = s.execute(select(Candidate.idx, Candidate.text, Candidate.finished)
+        rows = s.execute(select(Candidate.idx, Candidate.text, Candidate.finished, Candidate.messages)
                          .where(Candidate.item_id == a.item_id)).all()
-        texts, finished = {i: t for i, t, _ in rows}, {i: f for i, _, f in rows}
+        texts, finished = {i: t for i, t, _, _ in rows}, {i: f for i, _, f, _ in rows}
+        turns = {i: m for i, _, _, m in rows}
         overlap, gold_rate = s.execute(select(Project.overlap, Project.gold_rate)
                                        .where(Project.id == who.project_id)).one()
         answered = s.scalar(select(func.count()).select_from(Submission).where(Submission.user_id == who.user_id))
@@ -139,21 +152,26 @@ class LeasesStore(StoreCore):
             Item.project_id == who.project_id, ~seen, open_to_me))
         page, pages = assign.page_numbers(answered, available)
         prompt = item.messages if item.messages is not None else item.prompt
+        draft = None
+        if item.judge_ranking and who.mode == "rank" and not item.is_gold and s.scalar(
+                select(Project.judge_draft).where(Project.id == who.project_id)):
+            draft = {i: tier for tier, group in enumerate(item.judge_ranking, start=1) for i in group}
         return LeasedItem(a.id, item.public_id, who.mode, prompt, [(i, texts[i]) for i in a.shown], a.expires_at,
-                          page, pages, [bool(finished[i]) for i in a.shown])
+                          page, pages, [bool(finished[i]) for i in a.shown], [turns[i] for i in a.shown], item.tools,
+                          draft, item.judge_name if draft else None)
 
     # --------------------------------------------------------------------------------- submissions
 
-    def output_count(self, who: Who, assignment_id: int) -> int:
-        """How many outputs the item of one of this labeler's assignments has (to check an answer)."""
+    def output_turns(self, who: Who, assignment_id: int) -> list[int | None]:
+        """Per output of the item of one of this labeler's assignments (by candidate index): its number of turns
+        if it is a trajectory, None if it is a text (to check an answer's flagged turns)."""
 
         def work(s: Session):
-            row = s.execute(select(Assignment.user_id, func.count(Candidate.id))
-                            .outerjoin(Candidate, Candidate.item_id == Assignment.item_id)
-                            .where(Assignment.id == assignment_id).group_by(Assignment.id)).first()
-            if row is None or row[0] != who.user_id:
+            owner = s.scalar(select(Assignment.user_id).where(Assignment.id == assignment_id))
+            if owner is None or owner != who.user_id:
                 raise NotFound(f"no assignment {assignment_id} for {who.name}")
-            return row[1]
+            return candidate_turns(s, select(Assignment.item_id).where(Assignment.id == assignment_id)
+                                   .scalar_subquery())
 
         return self._read(work)
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from rlhfkit.data.schemas import tools_of
 from rlhfkit.errors import UserError
 from rlhfkit.label.answers import BadAnswer
 from rlhfkit.label.db import Candidate, Item, Project, Review, Submission
 from rlhfkit.label.names import REVIEW_ACTIONS
 from rlhfkit.label.store.core import Conflict, NotFound, StoreCore, Who
-from rlhfkit.label.store.items import conversation_text
+from rlhfkit.label.store.items import candidate_text, conversation_text
 
 MAX_COMMENT = 5_000  # characters in a reviewer's comment
 
@@ -97,13 +98,13 @@ class ReviewStore(StoreCore):
                                     f"got {len(r['completions'])}")
                 prompt, messages = r["prompt"], None
                 if isinstance(prompt, list):
-                    messages, prompt = prompt, conversation_text(prompt)
+                    messages, prompt = list(prompt), conversation_text(prompt)
                 gold = Item(project_id=p.id, ext_id=r["id"], prompt=prompt, messages=messages, position=start + added,
-                            taken=0, is_gold=True, gold_ranking=r["ranking"])
+                            tools=tools_of(r["prompt"]), taken=0, is_gold=True, gold_ranking=r["ranking"])
                 s.add(gold)
                 s.flush()
                 finished = r.get("finished") or [True] * len(r["completions"])  # as imported, like any item's
-                s.add_all(Candidate(item_id=gold.id, idx=i, text=text, source="gold", finished=finished[i])
+                s.add_all(Candidate(item_id=gold.id, idx=i, source="gold", finished=finished[i], **candidate_text(text))
                           for i, text in enumerate(r["completions"]))
                 have[r["id"]] = True
                 added += 1

@@ -1,0 +1,244 @@
+"""--packing and --max-tokens-per-batch in the trainers: packed = padded and micro-batched = whole (losses, logged
+stats and gradients to 1e-5) for PPO's update with every estimator and loss type, and for SFT, RM and DPO steps,
+on tiny GPT-2, Llama and Qwen2 models; 2 processes on gloo, packed and micro-batched, against 1 padded process."""
+
+import copy
+import json
+
+import pytest
+import torch
+
+from rlhfkit.generation import Samples
+from rlhfkit.models.policy import response_values, scored_responses
+from rlhfkit.rewards import accuracy
+from rlhfkit.train import dpo
+from rlhfkit.train.configs import PPOConfig
+from rlhfkit.train.distributed import Parallel
+from rlhfkit.train.micro import accumulate, micro_parts
+from rlhfkit.train.ppo import advantages, ppo_update
+from rlhfkit.train.rollout import Rollout
+from rlhfkit.train.sft import collate, sft_loss
+from tests.conftest import run_cli
+from tests.models.test_packing import VOCAB, _batch, _grads, _models, _same
+from tests.train.test_distributed import TOLERANCE, _column, _metrics
+from tests.train.test_ppo import _reward_dir
+from tests.train.test_reward import _rankings
+
+ESTIMATORS_AND_LOSSES = [(a, t) for a in ("gae", "rloo", "grpo") for t in ("bnpo", "grpo", "dr_grpo", "dapo", "cispo")]
+
+
+def _rollout(policy, value, advantage: str, seed: int = 0) -> Rollout:
+    """A rollout of 8 responses of uneven lengths (prompts of 1–5 tokens, responses of 1–7), measured padded."""
+    ids, mask, width = _batch(rows=8, seed=seed)
+    samples = Samples(ids[:, :width], mask[:, :width], ids[:, width:], mask[:, width:],
+                      torch.ones(8, dtype=torch.bool), [""] * 8, [""] * 8)
+    response = samples.response_mask
+    with torch.no_grad():
+        logp, _ = scored_responses(policy, ids, mask, width)
+        values = response_values(value, ids, mask, width) if advantage == "gae" else torch.zeros_like(logp)
+    g = torch.Generator().manual_seed(seed + 1)
+    ref = logp + 0.3 * torch.randn(logp.shape, generator=g)
+    score = torch.randn(8, generator=g)
+    return Rollout(samples, logp * response, ref * response, values * response, score, score, 0.0)
+
+
+def _named(policy, value) -> dict:
+    return {f"policy.{n}": p for n, p in policy.named_parameters()} | (
+        {f"value.{n}": p for n, p in value.named_parameters()} if value is not None else {})
+
+
+def _update(policy, value, rollout, cfg):
+    """(the logged stats, the gradients summed over the update's steps) of `ppo_update` on copies of the models."""
+    policy, value = copy.deepcopy(policy), copy.deepcopy(value) if cfg.advantage == "gae" else None
+    params = list(policy.parameters()) + (list(value.parameters()) if value is not None else [])
+    optimizer = torch.optim.SGD(params, lr=0.05)  # the weights move by −0.05 × the gradients
+    before = {name: p.detach().clone() for name, p in _named(policy, value).items()}
+    _, adv, returns = advantages(rollout, cfg.kl_coef, cfg)
+    stats = ppo_update(policy, value, optimizer, rollout, adv, returns, cfg, cfg.kl_coef,
+                       torch.Generator().manual_seed(0))
+    return stats, {name: (p.detach() - before[name]) / -0.05 for name, p in _named(policy, value).items()}
+
+
+@pytest.mark.parametrize("arch, advantage, loss_type",
+                         [("gpt2", a, t) for a, t in ESTIMATORS_AND_LOSSES]
+                         + [("llama", a, t) for a, t in ESTIMATORS_AND_LOSSES[::2]]
+                         + [("qwen2", a, t) for a, t in ESTIMATORS_AND_LOSSES[1::2]])
+def test_ppo_update_packed_and_micro_batched_equals_padded(arch, advantage, loss_type):
+    """Two epochs of two minibatches (the second sees a moved policy: ratios ≠ 1, clipping), with KL in the loss
+    for GRPO: the logged stats and the gradients (summed over the SGD steps: the weights' moves / lr) of the padded
+    update equal those packed, micro-batched by 20 real tokens (packed) or 30 padded ones."""
+    policy, value = _models(arch)
+    rollout = _rollout(policy, value, advantage)
+    runs = {}
+    for packing, budget in ((False, None), (True, None), (True, 20), (False, 30)):
+        cfg = PPOConfig(policy="p", prompts="p", reward="r", advantage=advantage, loss_type=loss_type,
+                        num_generations=4, batch_size=8, minibatch_size=4, ppo_epochs=2, kl_coef=0.1, vf_coef=0.5,
+                        grad_clip=1e9, packing=packing, max_tokens_per_batch=budget)
+        runs[packing, budget] = _update(policy, value, rollout, cfg)
+    stats, weights = runs[False, None]
+    assert len(stats) == 4 and stats[-1]["ratio_max"] != 1.0
+    for key, (other_stats, other_weights) in runs.items():
+        assert [s.keys() for s in other_stats] == [s.keys() for s in stats], key
+        for a, b in zip(stats, other_stats):
+            assert b == pytest.approx(a, rel=1e-5, abs=1e-5), key
+        _same(weights, other_weights)
+
+
+def test_micro_batches_really_split_the_update():
+    """The micro-batched run above is not the whole one by accident: with 20 real tokens a minibatch of 4 responses
+    (4–12 tokens each) takes several forward passes."""
+    _, mask, _ = _batch(rows=8)
+    lengths = mask.sum(-1).tolist()
+    assert len(micro_parts(Parallel(torch.device("cpu")), lengths[:4], 20, True)) >= 2
+
+
+def _step(parallel, rows, lengths, budget, packing, make, loss_of, model):
+    loss, kept = accumulate(parallel, rows, lengths, budget, packing, make, loss_of)
+    return loss.item(), kept, _grads(model)
+
+
+def _compare(step):
+    """`step(packing, budget)` → (loss, gradients): the padded whole step against packed and micro-batched ones."""
+    loss, grads = step(False, None)
+    for packing, budget in ((True, None), (True, 15), (False, 25)):
+        other_loss, other_grads = step(packing, budget)
+        assert other_loss == pytest.approx(loss, rel=1e-5, abs=1e-5), (packing, budget)
+        _same(grads, other_grads)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+def test_sft_step_packed_and_micro_batched_equals_padded(arch):
+    policy, _ = _models(arch)
+    g = torch.Generator().manual_seed(3)
+    rows = []
+    for n in (3, 9, 5, 12, 4, 7):  # (ids, loss mask): a prompt of 2 then the completion
+        ids = torch.randint(1, VOCAB, (n,), generator=g).tolist()
+        rows.append((ids, [0, 0] + [1] * (n - 2)))
+    parallel = Parallel(torch.device("cpu"))
+
+    def step(packing, budget):
+        def make(part):
+            batch = collate(part, 0, "cpu")
+            return batch, batch["loss_mask"][:, 1:].sum()
+        loss, _, grads = _step(parallel, rows, [len(r[0]) for r in rows], budget, packing, make,
+                               lambda batch: (sft_loss(policy, batch, packing), None), policy)
+        return loss, grads
+    _compare(step)
+
+
+def _groups(with_masks: bool, seed: int = 4):
+    """Three rankings of 3, 2 and 3 outputs (all pairs, weighted 1/C(K,2)) of uneven lengths."""
+    g = torch.Generator().manual_seed(seed)
+    groups = []
+    for k, lengths in ((3, (4, 9, 6)), (2, (11, 3)), (3, (5, 5, 8))):
+        rows = [torch.randint(1, VOCAB, (n,), generator=g).tolist() for n in lengths]
+        pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+        if with_masks:
+            rows = [(r, [0, 0] + [1] * (len(r) - 2)) for r in rows]
+        groups.append({"rows": rows, "pairs": pairs, "weight": 1 / len(pairs), "tiers": None, "ref_logp": None})
+    return groups
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+def test_rm_step_packed_and_micro_batched_equals_padded(arch):
+    _, value = _models(arch)
+    groups = _groups(with_masks=False)
+    parallel = Parallel(torch.device("cpu"))
+
+    def step(packing, budget):
+        def make(part):
+            batch = accuracy.make_batch(part, 0, "cpu")
+            return batch, batch.n_rankings
+        loss, margins, grads = _step(parallel, groups, [sum(map(len, g["rows"])) for g in groups], budget, packing,
+                                     make, lambda batch: accuracy.batch_loss(value, batch, "pairwise", packing),
+                                     value)
+        return loss + torch.cat(margins).sum().item(), grads  # the margins too
+    _compare(step)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+def test_dpo_step_packed_and_micro_batched_equals_padded(arch):
+    policy, _ = _models(arch)
+    reference, _ = _models(arch)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    groups = _groups(with_masks=True)
+    dpo.attach_reference_logprobs(reference, groups, 0, "cpu", 2)
+    parallel = Parallel(torch.device("cpu"))
+
+    def step(packing, budget):
+        def make(part):
+            batch = dpo.make_batch(part, 0, "cpu")
+            return batch, batch.n_rankings
+        loss, margins, grads = _step(parallel, groups, [sum(len(r[0]) for r in g["rows"]) for g in groups], budget,
+                                     packing, make, lambda batch: dpo.batch_loss(policy, batch, 0.1, "pairwise",
+                                                                                 packing), policy)
+        return loss + torch.cat(margins).sum().item(), grads
+    _compare(step)
+    packed = copy.deepcopy(groups)
+    dpo.attach_reference_logprobs(reference, packed, 0, "cpu", 2, packing=True)  # π_ref's log-probs, packed
+    for a, b in zip(groups, packed):
+        torch.testing.assert_close(b["ref_logp"], a["ref_logp"], rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------- 2 processes on gloo
+
+def _uneven_demos(path, n=48):
+    """Demonstrations of very uneven lengths (1 to 24 words)."""
+    words = "the cat a dog one cow the pig runs fast and slow".split()
+    lines = [{"prompt": f"say {i % 5} words .", "completion": " ".join(words[j % len(words)]
+                                                                     for j in range(1 + (i * 7) % 24))}
+             for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return path
+
+
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) for k in ("sft", "rm", "dpo", "ppo-grpo")]
+                         + ["ppo-gae"])  # 10-25 s each here, 1.5-3 min under load: by default PPO with GAE and ptx
+def test_two_processes_packed_and_micro_batched_take_the_steps_of_one_padded(kind, micro_world, tmp_path, capsys):
+    """1 process padded, whole batches; 2 processes packed with --max-tokens-per-batch: the same losses (and stats)
+    step by step, the same saved weights."""
+    if kind == "sft":
+        args = ["sft", "--model", micro_world / "base", "--data", _uneven_demos(tmp_path / "d.jsonl"),
+                "--epochs", "1", "--batch-size", "10", "--log-every", "1"]
+        keys, budget = ("train_loss", "eval_loss"), "40"
+    elif kind in ("rm", "dpo"):
+        args = ["rm", "--model"] if kind == "rm" else ["dpo", "--policy"]
+        args += [micro_world / "base", "--data", _rankings(tmp_path / "r.jsonl", n=40), "--batch-size", "5",
+                 "--log-every", "1", "--lr", "1e-3"]  # 5 rankings: uneven shares of 3 and 2
+        keys, budget = ("train_loss", "train_accuracy", "heldout_accuracy", "heldout_loss"), "30"
+    else:
+        rm = _reward_dir(tmp_path, micro_world / "base")
+        args = ["ppo", "--policy", micro_world / "base", "--reward", rm, "--prompts",
+                micro_world / "prompts/train.jsonl", "--ppo-steps", "2", "--batch-size", "8", "--minibatch-size", "4",
+                "--ppo-epochs", "2", "--max-new-tokens", "12", "--lr", "1e-3"]
+        args += (["--advantage", "grpo", "--num-generations", "2"] if kind == "ppo-grpo"
+                 else ["--vf-coef", "0.5", "--ptx-data", micro_world / "demos.jsonl", "--ptx-coef", "0.5",
+                       "--ptx-batch-size", "3"])
+        keys = ("policy_loss", "clipfrac", "approx_kl", "entropy", "ratio_min", "ratio_max", "kl", "reward",
+                *(("value_loss", "ptx_loss") if kind == "ppo-gae" else ()))
+        budget = "30"
+    args += ["--threads", "1"]
+    code, _, err = run_cli([*args, "--out", tmp_path / "p1", "--no-packing"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli([*args, "--out", tmp_path / "p2", "--num-processes", 2, "--packing",
+                            "--max-tokens-per-batch", budget], capsys)
+    assert code == 0, err
+    one, two = _metrics(tmp_path / "p1"), _metrics(tmp_path / "p2")
+    assert len(one) == len(two) >= 2
+    for key in keys:
+        assert _column(two, key) and _column(two, key) == pytest.approx(_column(one, key), **TOLERANCE), key
+
+
+
+@pytest.mark.parametrize("command", ["sft", "ppo"])
+def test_a_token_budget_below_one_is_a_one_line_error(command, tiny_gpt2, tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"prompt": "list three animals .", "completion": "cat dog cow"}) + "\n")
+    args = (["sft", "--model", tiny_gpt2, "--data", data] if command == "sft" else
+            ["ppo", "--policy", tiny_gpt2, "--reward-fn", "length", "--prompts", data, "--advantage", "grpo"])
+    code, _, err = run_cli([*args, "--out", tmp_path / "run", "--max-tokens-per-batch", "0", "--no-packing"], capsys)
+    assert code == 2 and err.strip().splitlines()[-1] == (f"rlhf {command}: error: config key 'max_tokens_per_batch' "
+                                                          "must be at least 1")
+    assert not (tmp_path / "run").exists()
