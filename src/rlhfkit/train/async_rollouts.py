@@ -32,7 +32,13 @@ with the thread's sampler, so --resume goes on exactly as the uninterrupted run 
 checkpoint would hold process 0's shares only, and is refused in the config's check).
 
 Memory: the snapshot (one copy of the policy) and up to K copies of its trained weights waiting for the thread.
-On CUDA the thread runs on a stream of its own.
+On CUDA the thread runs on a stream of its own. Refused in one line (train/configs.py): --rollout-engine vllm or
+server (their engines would need a second copy of their own), --fsdp (the snapshot needs the whole policy),
+--environment (multi-turn trajectories), and --checkpoint-every/--resume with several processes.
+
+Speed: the trainer stops waiting for generation, but the thread shares the device. On 2 CPU cores it paid 1.07×
+with one torch thread per role and lost (0.60×) with two, where the synchronous loop already keeps both cores busy
+(bench/RESULTS.md "Asynchronous rollouts").
 """
 
 from __future__ import annotations
