@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `rlhf bench ppo` against TRL 0.29.1's PPOTrainer on one CUDA GPU, fp32 and bf16 autocast, at the default shape
-# and at a GPT-2-small-sized one (12 layers, d=768). Prints one JSON line per run.
+# and at a GPT-2-small-sized one (12 layers, d=768); ours also with --async-rollouts 1 (the next batch sampled by a
+# snapshot of the policy while this one trains: compare its iteration_s with the synchronous run's). Prints one JSON
+# line per run.
 # Usage: bench/gpu_ppo.sh [PYTHON [FLAG ...]]   (PYTHON must import rlhfkit, trl==0.29.1 and a CUDA torch,
 #        e.g. PYTHONPATH=src:$PYTHONPATH bench/gpu_ppo.sh python3 --episodes 1024; FLAGs go to both sides)
 set -euo pipefail
@@ -16,6 +18,7 @@ for shape in "" "--layers 12 --dim 768 --heads 12"; do
   for precision in "" "--bf16"; do
     # shellcheck disable=SC2086  # the shape and precision flags are word lists
     ours $shape $precision
+    ours $shape $precision --async-rollouts 1
     trl $shape $precision
   done
 done

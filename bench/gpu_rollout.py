@@ -2,14 +2,16 @@
 
     python gpu_rollout.py bound ARGS     one JSON line: the GPU's measured copy bandwidth and, for the shape in
                                          ARGS (`rlhf bench ppo` flags), the bound on generation tokens/s
-    python gpu_rollout.py summary < LINES   the ratios the issue asks for, from the JSON lines of the runs
+    python gpu_rollout.py summary < LINES   the ratios the issue asks for, from the JSON lines of the runs: fast vs
+                                         eager decoding, ours vs TRL, the fraction of the bound, and per engine
+                                         async (--async-rollouts 1) vs sync: seconds per PPO iteration, peak memory
 
 The bound: one decoding step of a batch of B rows reads every weight once and the whole KV cache once; no step can
 be faster than (weight bytes + KV-cache bytes) / copy bandwidth, so generation is at most B tokens per that time.
 Weight bytes: the parameters as stored (float32: `rlhf ppo` keeps float32 weights under --bf16 autocast); KV cache:
 2 · layers · kv_heads · head_dim · B · (prompt + resp/2) values in the compute dtype (bfloat16 under --bf16) — the
 mean over a response's steps. The copy bandwidth is measured: a 2 GiB device-to-device copy reads and writes each
-byte once.
+byte once. `--device cpu` measures a CPU copy instead (bench/gpu_rollout.sh's CPU check at a tiny shape).
 """
 
 from __future__ import annotations
@@ -22,16 +24,17 @@ import time
 import torch
 
 
-def copy_bandwidth(n_bytes: int = 2**31, repeats: int = 10) -> float:
+def copy_bandwidth(n_bytes: int = 2**31, repeats: int = 10, device: str = "cuda") -> float:
     """Bytes moved per second (read + written) by a device-to-device copy."""
-    src = torch.empty(n_bytes, dtype=torch.uint8, device="cuda")
+    src = torch.empty(n_bytes, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     dst.copy_(src)
-    torch.cuda.synchronize()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
     start = time.perf_counter()
     for _ in range(repeats):
         dst.copy_(src)
-    torch.cuda.synchronize()
+    sync()
     return 2 * n_bytes * repeats / (time.perf_counter() - start)
 
 
@@ -41,6 +44,7 @@ def bound(argv: list[str]) -> dict:
                           ("prompt", 128), ("resp", 256), ("batch", 128)):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
     p.add_argument("--bf16", action="store_true")
+    p.add_argument("--device", default="cuda")
     args, _ = p.parse_known_args(argv)
     d, layers, head_dim = args.dim, args.layers, args.dim // args.heads
     ffn = d * 4864 // 896
@@ -49,7 +53,7 @@ def bound(argv: list[str]) -> dict:
     params = layers * per_layer + args.vocab * d + d  # + the tied embedding / head and the final norm
     weight_bytes = 4 * params
     kv_bytes = 2 * layers * kv * args.batch * (args.prompt + args.resp / 2) * (2 if args.bf16 else 4)
-    bandwidth = copy_bandwidth()
+    bandwidth = copy_bandwidth(**({} if args.device == "cuda" else {"n_bytes": 2**26, "device": args.device}))
     step_s = (weight_bytes + kv_bytes) / bandwidth
     return {"bench": "bound", "params": params, "weight_gb": round(weight_bytes / 1e9, 3),
             "kv_cache_gb_mean": round(kv_bytes / 1e9, 3), "copy_gb_per_s": round(bandwidth / 1e9, 1),
@@ -57,11 +61,23 @@ def bound(argv: list[str]) -> dict:
 
 
 def summary(lines: list[dict]) -> dict:
-    runs = {(r.get("impl"), r.get("rollout_engine")): r for r in lines if r.get("bench") == "ppo"}
+    runs = {(r.get("impl"), r.get("rollout_engine"), r.get("async_rollouts", 0)): r for r in lines
+            if r.get("bench") == "ppo"}
     bound_line = next((r for r in lines if r.get("bench") == "bound"), {})
-    eager, fast = runs.get(("rlhfkit", "hf")), runs.get(("rlhfkit", "hf-static"))
-    trl = next((r for (impl, _), r in runs.items() if impl and impl.startswith("trl")), None)
+    eager, fast = runs.get(("rlhfkit", "hf", 0)), runs.get(("rlhfkit", "hf-static", 0))
+    trl = next((r for (impl, _, _), r in runs.items() if impl and impl.startswith("trl")), None)
     out = {"bench": "summary"}
+    for engine in ("hf-static", "hf"):  # async K=1 vs sync: seconds per PPO iteration and peak GPU memory
+        sync, overlap = runs.get(("rlhfkit", engine, 0)), runs.get(("rlhfkit", engine, 1))
+        if sync and overlap:
+            out[f"{engine}_iteration_s_sync_async"] = [sync["iteration_s"], overlap["iteration_s"]]
+            out[f"{engine}_async_speedup"] = round(sync["iteration_s"] / overlap["iteration_s"], 2)
+            out[f"{engine}_async_waits_s"] = {k: overlap.get(k) for k in ("rollout_wait_s", "weight_wait_s")}
+            if "peak_gpu_mb" in sync:
+                out[f"{engine}_peak_gpu_mb_sync_async"] = [sync["peak_gpu_mb"], overlap.get("peak_gpu_mb")]
+    if trl:
+        out["trl_iteration_s"] = round(trl["total_s"] / (trl["episodes"] / trl["batch"]), 3)
+        out["trl_peak_gpu_mb"] = trl.get("peak_gpu_mb")
     if eager and fast:
         out["fast_vs_eager_gen_tokens_per_s"] = round(fast["gen_tokens_per_s"] / eager["gen_tokens_per_s"], 2)
     if fast and trl:
@@ -76,4 +92,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["bound"]:
         print(json.dumps(bound(sys.argv[2:])), flush=True)
     else:
-        print(json.dumps(summary([json.loads(line) for line in sys.stdin if line.startswith("{")])))
+        print(json.dumps(summary([json.loads(line) for line in sys.stdin if line.startswith('{"')])))

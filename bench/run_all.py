@@ -18,6 +18,9 @@
 4. our episodes/s as the response length (16 … 128) and the width (128 … 512) grow;
 5. padded vs packed (`--packing`): seconds and FLOPs per PPO update and per SFT epoch on the toy world's lengths and
    on a long-tailed distribution, beside the padding fraction (bench/packing.py).
+6. the overlap of asynchronous rollouts: `rlhf bench ppo --async-rollouts 1` against `--async-rollouts 0` at the
+   default shape, alternating in this run: seconds per iteration of each, and how long the trainer waited for
+   rollouts and the sampling thread for weights (train/async_rollouts.py).
 
 The TRL side runs in its own virtualenvs, `.venv-peer` (TRL 0.29.1, for PPO) and `.venv-peer-latest` (TRL 1.16.0,
 for RM and SFT), created here when missing (torch first, pinned to the CPU build, then TRL), so the project's pins
@@ -157,6 +160,21 @@ def compare(name: str, ours_cmd: list, peer_cmd: list, key: str, repeats: int, e
             "ours_all": [r[key] for r in ours], "trl_all": [r[key] for r in peer]}
 
 
+def async_overlap(episodes: int, repeats: int, env: dict) -> dict:
+    """`rlhf bench ppo` with --async-rollouts 0 and 1, alternating `repeats` times: the best of each, by seconds per
+    iteration."""
+    runs = {0: [], 1: []}
+    for i in range(repeats):
+        for k in (0, 1):
+            log(f"async rollouts: --async-rollouts {k} (run {i + 1}/{repeats})")
+            runs[k].append(run_json(OURS + ["bench", "ppo", "--json", "--episodes", episodes, "--async-rollouts", k],
+                                    env))
+    sync, overlap = (min(runs[k], key=lambda r: r["iteration_s"]) for k in (0, 1))
+    return {"sync": sync, "async": overlap, "threads": sync["threads"],
+            "speedup": round(sync["iteration_s"] / overlap["iteration_s"], 2),
+            "sync_all": [r["iteration_s"] for r in runs[0]], "async_all": [r["iteration_s"] for r in runs[1]]}
+
+
 def shape_flags(**kw) -> list[str]:
     return [x for k, v in kw.items() for x in (f"--{k}", str(v))]
 
@@ -200,6 +218,12 @@ def print_report(summary: dict) -> None:
               f"takes {x['rest_s_fp32']} s and {x['rest_s_bf16']} s. 2x ours fp32 allows the bf16 run "
               f"{x['rest_s_bf16_allowed_for_2x_ours_fp32']} s of the rest, 3x TRL fp32 "
               f"{x['rest_s_bf16_allowed_for_3x_trl_fp32']} s")
+    if summary.get("async"):
+        a = summary["async"]
+        print(f"\nasync rollouts at the default shape ({a['threads']} threads): s per PPO iteration, sync "
+              f"{a['sync']['iteration_s']}, async K=1 {a['async']['iteration_s']} ({a['speedup']}x); async: trainer "
+              f"waited {a['async']['rollout_wait_s']} s for rollouts, the thread {a['async']['weight_wait_s']} s for "
+              f"weights (all runs, s/iteration: sync {a['sync_all']}, async {a['async_all']})")
     if summary.get("table"):
         widths = sorted({r["dim"] for r in summary["table"]})
         print("\nrlhfkit PPO episodes/s (rows: response length, columns: width d; 4 layers, batch 64)")
@@ -259,6 +283,8 @@ def main() -> int:
             "cpu_trl_fp32_vs_trl_bf16": round(fp32["trl"]["cpu_s"] / half["trl"]["cpu_s"], 2)}
         summary["bf16_limits"] = bf16_limits(fp32["ours"], half["ours"], fp32["trl"],
                                              summary["matmul"][ppo_shapes[1][0]])
+
+    summary["async"] = async_overlap(128 if args.quick else 256, repeats, env)
 
     with tempfile.TemporaryDirectory(prefix="rlhf-bench-data-") as tmp:
         tmp = Path(tmp)

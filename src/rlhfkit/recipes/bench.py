@@ -53,9 +53,10 @@ from rlhfkit.models.precision import bf16_support, warn_if_emulated
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.recipes.configs import BenchMatmulConfig, BenchPPOConfig, BenchTrainConfig, ModelShape
 from rlhfkit.runtime.optim import make_optimizer, seed_everything, set_threads
+from rlhfkit.train.async_rollouts import AsyncRollouts
 from rlhfkit.train.configs import PPOConfig, RewardConfig, SFTConfig
 from rlhfkit.train.distributed import Parallel
-from rlhfkit.train.ppo import ppo_iteration
+from rlhfkit.train.ppo import collect, ppo_iteration
 from rlhfkit.train.ppo_setup import PPOModels, load_models
 from rlhfkit.train.reward import train_reward_model
 from rlhfkit.train.rollout import mean_stats, rollout_metrics
@@ -186,6 +187,10 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
     if cfg.minibatch < 0 or cfg.batch % (cfg.minibatch or cfg.batch):
         raise UserError("config key 'minibatch' must divide 'batch'")
     check_engine(cfg.rollout_engine, cfg.vllm_gpu_memory, cfg.rollout_server)
+    if cfg.async_rollouts and cfg.rollout_engine not in ("hf", "hf-static"):
+        raise UserError("--async-rollouts runs with --rollout-engine hf or hf-static")
+    if cfg.async_rollouts < 0:
+        raise UserError("config key 'async_rollouts' must be at least 0")
     set_threads(cfg.threads)
     parallel = Parallel(pick_device(cfg.device), cfg.bf16)
     device = parallel.device
@@ -199,7 +204,8 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
         reward_dir = save_random_scalar(Path(tmp) / "reward", policy_dir, tokenizer, cfg.seed + 1)
         ppo = PPOConfig(out=str(Path(tmp) / "run"), policy=str(policy_dir), reward=str(reward_dir), prompts="-",
                         batch_size=cfg.batch, minibatch_size=cfg.minibatch or cfg.batch, ppo_epochs=cfg.epochs,
-                        max_new_tokens=cfg.resp, max_prompt_length=cfg.prompt, temperature=1.0)
+                        max_new_tokens=cfg.resp, max_prompt_length=cfg.prompt, temperature=1.0,
+                        async_rollouts=cfg.async_rollouts)
         # the word-level tokenizer itself: loaded back from a qwen2 directory, AutoTokenizer takes the model type's
         # own tokenizer class (BPE, no merges here), which encodes the words to nothing
         _, policy, reference, value_model, reward_model = load_models(ppo, device)
@@ -208,8 +214,14 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
     optimizer = make_optimizer(list(policy.parameters()) + list(value_model.parameters()), ppo.lr, eps=ppo.adam_eps)
     engine = make_engine(cfg.rollout_engine, policy, tokenizer, max_len=cfg.prompt + cfg.resp,
                          gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed, server=cfg.rollout_server)
-    models = PPOModels(tokenizer, policy, policy, reference, value_model, value_model, reward_model, optimizer, engine)
     rng = random.Random(cfg.seed)
+    if cfg.async_rollouts:  # a snapshot samples the batches ahead, in a thread of its own; one batch more than the
+        # run takes, so that the last timed iteration shares the machine with sampling, as every iteration of a run does
+        engine = AsyncRollouts(policy, tokenizer, ppo, parallel, collect, lambda: [
+            random_text(rng, cfg.vocab, cfg.prompt) for _ in range(cfg.batch)], list,
+            cfg.warmup + cfg.episodes // cfg.batch + 1, ignore_eos=True)
+    models = PPOModels(tokenizer, policy, policy, reference, value_model, value_model, reward_model, optimizer, engine)
+    waits = {"rollout_wait_s": 0.0, "weight_wait_s": 0.0}
     sampler = torch.Generator(device=device).manual_seed(cfg.seed)
     clock_now = _clock(device)
     seconds = {"generation_s": 0.0, "scoring_s": 0.0, "update_s": 0.0, "logging_s": 0.0,
@@ -217,7 +229,8 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
 
     def iteration(clock: dict) -> None:
         """`rlhf ppo`'s own iteration (train.ppo.ppo_iteration), every response to full length, timed by phase."""
-        prompts = [random_text(rng, cfg.vocab, cfg.prompt) for _ in range(cfg.batch)]
+        prompts = engine.next_batch() if cfg.async_rollouts else [random_text(rng, cfg.vocab, cfg.prompt)
+                                                                  for _ in range(cfg.batch)]
         marks = [(clock_now(), time.process_time())]
         rollout, rewards, stats, _ = ppo_iteration(models, prompts, ppo, ppo.kl_coef, generator, sampler, parallel,
                                                    mark=lambda: marks.append((clock_now(), time.process_time())),
@@ -228,6 +241,9 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
         (t0, c0), (t1, c1), (t2, c2), (t3, c3), (t4, _) = marks
         for key, dt in zip(clock, (t1 - t0, t2 - t1, t3 - t2, t5 - t4, c1 - c0, c2 - c1, c3 - c2, t4 - t3)):
             clock[key] += dt
+        if cfg.async_rollouts and clock is seconds:
+            for key in waits:
+                waits[key] += engine.metrics()[key]
 
     for _ in range(cfg.warmup):
         iteration(dict.fromkeys(seconds, 0.0))
@@ -258,6 +274,8 @@ def bench_ppo(cfg: BenchPPOConfig) -> dict:
               **({"peak_gpu_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
                  if device.type == "cuda" else {}),
               "total_s": round(total, 3), "cpu_s": round(cpu, 3), **{k: round(v, 3) for k, v in seconds.items()},
+              "async_rollouts": cfg.async_rollouts, "iteration_s": round(total / (cfg.episodes // cfg.batch), 3),
+              **({k: round(v, 3) for k, v in waits.items()} if cfg.async_rollouts else {}),
               **{f"{phase}_gflop": float(f"{f / 1e9:.4g}") for phase, f in flops.items()},
               **{f"{phase}_gflops_per_s": round(f / 1e9 / max(seconds[f"{phase}_s"], 1e-9), 2)
                  for phase, f in flops.items()},

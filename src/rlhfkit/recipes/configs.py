@@ -391,6 +391,9 @@ class BenchPPOConfig(BenchOptions, ModelShape, EngineOptions):
     device: str = option("cpu", "cpu, cuda, cuda:N or auto")
     bf16: bool = option(False, "forward passes under bfloat16 autocast, as `rlhf ppo --bf16` (weights and Adam "
                                "stay float32)")
+    # Asynchronous rollouts (train/async_rollouts.py).
+    async_rollouts: int = option(0, "as `rlhf ppo --async-rollouts K`: batch i+1 sampled by a snapshot of the "
+                                 "policy while batch i trains (hf or hf-static)")
 
 
 @dataclass

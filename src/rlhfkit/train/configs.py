@@ -203,6 +203,9 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
                                        "f(prompts, completions, turn, environments, **row_fields) -> list[float]: "
                                        "completions[i] is trajectory i's turn `turn` (1, 2, ...), the value goes "
                                        "on that turn's last token")
+    # Asynchronous rollouts (train/async_rollouts.py).
+    async_rollouts: int = option(0, "generate batch i+1 while batch i trains, by a snapshot of the policy at most K "
+                                 "updates old (0: the synchronous loop; train/async_rollouts.py)")
     # Engine importance weights (issue 33 item 3; losses.py "engine importance weights"; TRL GRPOConfig's names in
     # brackets).
     engine_is: str | None = option(None, "importance weight π_θk/π_engine on each token's policy loss, for an engine "
@@ -254,6 +257,7 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
         if n > 1 and ((self.batch_size // samples_per_prompt(self)) % n or self.minibatch_size % n):
             raise UserError(f"config keys 'batch_size' (in prompts) and 'minibatch_size' must be multiples of "
                             f"--num-processes {n}")
+        self.check_async_rollouts()  # before the engine's check: vllm is refused whether installed or not
         check_engine(self.rollout_engine, self.vllm_gpu_memory, self.rollout_server)
         if n > 1 and self.value_warmup:
             raise UserError("config key 'value_warmup' is not supported with several processes (DDP needs every "
@@ -294,6 +298,22 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
         if self.overlong_cache > (self.overlong_max_length or self.max_new_tokens):
             raise UserError("config key 'overlong_cache' must not exceed 'overlong_max_length' (default: "
                             "'max_new_tokens')")
+
+    def check_async_rollouts(self) -> None:
+        check_at_least(self, 0, "async_rollouts")
+        if self.async_rollouts and self.rollout_engine not in ("hf", "hf-static"):
+            raise UserError(f"--async-rollouts runs with --rollout-engine hf or hf-static (a snapshot of the policy "
+                            f"samples in a thread of its own); with {self.rollout_engine} it is not supported yet")
+        if self.async_rollouts and self.environment:
+            raise UserError("--async-rollouts samples single-turn responses; with --environment (multi-turn "
+                            "trajectories) it is not supported yet")
+        if self.async_rollouts and self.fsdp:
+            raise UserError("--async-rollouts needs the whole policy in every process for its snapshot: use DDP "
+                            "(drop --fsdp)")
+        several = max(self.num_processes, int(os.environ.get("WORLD_SIZE", "1"))) > 1
+        if self.async_rollouts and several and (self.checkpoint_every or self.resume):
+            raise UserError("--async-rollouts with several processes writes no checkpoints (each process holds its "
+                            "share of the batches sampled ahead): drop --checkpoint-every and --resume")
 
 
 ENGINE_IS = ("tis", "mis", "none")  # losses.py "engine importance weights"

@@ -64,6 +64,7 @@ from rlhfkit.generation import Samples, without_autograd
 from rlhfkit.models.policy import response_logprobs, response_values, scored_responses
 from rlhfkit.rewards.combine import RewardBatch, Rewards
 from rlhfkit.runtime.optim import optimizer_step, progress
+from rlhfkit.train.async_rollouts import AsyncRollouts
 from rlhfkit.train.checkpoint import Checkpoints
 from rlhfkit.train.common import check_finite, shuffled_batches
 from rlhfkit.train.configs import TOKEN_MEAN_LOSSES, PPOConfig, samples_per_prompt
@@ -241,7 +242,9 @@ def ppo_iteration(m: PPOModels, prompts: list[str], cfg: PPOConfig, kl_coef: flo
     mark = mark or (lambda: None)
     with parallel.inference():  # inference mode (FSDP: no_grad)
         with parallel.whole(m.policy):  # FSDP: gathered once for the decoding loop, not once per token
-            if m.environment is None:
+            if isinstance(m.engine, AsyncRollouts):  # --async-rollouts: sampled ahead by a snapshot of the policy
+                samples = m.engine.generate(prompts)
+            elif m.environment is None:
                 samples = collect(m.engine, m.tokenizer, prompts, cfg, sampler, parallel, ignore_eos)       # 1
             else:  # multi-turn trajectories with the environment's tool replies (train/trajectory.py)
                 samples = collect_trajectories(m.engine, m.tokenizer, m.environment, prompts, cfg, sampler,
@@ -283,14 +286,20 @@ def ppo_loop(run: Run) -> dict:
     kl_control = KLController(cfg.kl_coef, cfg.adaptive_kl_target, cfg.kl_horizon)
     stream = PromptStream(list(range(len(inputs.prompts))), generator)  # row numbers, drawn as the prompts were
     sampler = torch.Generator(device=run.device).manual_seed(cfg.seed)  # the same in every process (docstring)
+    prompts_per_batch = cfg.batch_size // samples_per_prompt(cfg)
+    rollouts = AsyncRollouts(policy, tokenizer, cfg, parallel, collect, partial(stream.next, prompts_per_batch),
+                             lambda rows: [inputs.prompts[i] for i in rows], cfg.ppo_steps) if cfg.async_rollouts \
+        else None
     checkpoints = Checkpoints(run.dir, parallel, cfg.checkpoint_every, policy=policy, optimizer=optimizer,
                               kl_control=kl_control, stream=stream, generator=generator, sampler=sampler,
-                              **({"value_model": value_model} if value_model is not None else {}))
+                              **({"value_model": value_model} if value_model is not None else {}),
+                              **({"async_rollouts": rollouts} if rollouts else {}))
     first = checkpoints.restore() if cfg.resume else 0
     response_len = trajectory_budget(cfg) if cfg.environment else cfg.max_new_tokens
     engine = make_engine(cfg.rollout_engine, policy, tokenizer, max_len=cfg.max_prompt_length + response_len,
                          gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed,  # after restore: it serves those weights
                          server=cfg.rollout_server)
+    engine = rollouts or engine  # --async-rollouts: a snapshot of the policy samples, in a thread of its own
     bar, record = progress(cfg.ppo_steps, "ppo"), {}
     bar.update(first)
     models = PPOModels(tokenizer, policy, train_policy, reference, value_model, train_value_model, rewards_of,
@@ -300,7 +309,7 @@ def ppo_loop(run: Run) -> dict:
         times[:] = [time.time()]
         for p in policy_params:
             p.requires_grad_(step > cfg.value_warmup)  # during the warm-up only the value model learns
-        rows = stream.next(cfg.batch_size // samples_per_prompt(cfg))  # the global batch, in every process
+        rows = rollouts.next_batch() if rollouts else stream.next(prompts_per_batch)  # the global batch, everywhere
         prompts = [inputs.prompts[i] for i in rows]
         batch_rows = [i for i in rows for _ in range(samples_per_prompt(cfg))]  # each response's row, as collect
         mine = [batch_rows[i] for i in parallel.shard_range(len(batch_rows))]  # this process's responses
@@ -312,7 +321,8 @@ def ppo_loop(run: Run) -> dict:
         record = rollout_metrics(rollout, rewards, kl_control.value) | mean_stats(updates) | {
             "episodes": step * cfg.batch_size, "generation_s": t1 - t0, "scoring_s": t2 - t1,
             "update_s": t3 - t2, "reward_fn_s": rewards_of.take_time(),
-            **({"sync_s": sync_s} if engine.name in ("vllm", "server") else {})}
+            **({"sync_s": sync_s} if engine.name in ("vllm", "server") else {}),
+            **(rollouts.metrics() if rollouts else {})}
         record |= engine_metrics(rollout, cfg)  # the engine–trainer gap, where the engine returned log-probs
         record |= judges_record(judges, rollout.samples, inputs.rows, batch_rows)
         record |= trajectory_metrics(rollout.samples) if inputs.environment else {}
