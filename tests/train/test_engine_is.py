@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from rlhfkit import losses as L
+from rlhfkit.config import build_config
 from rlhfkit.engines.hf import HFEngine
 from rlhfkit.generation import Samples
 from rlhfkit.models.policy import scored_responses
@@ -168,8 +169,18 @@ def test_the_default_is_tis_where_the_engine_is_not_the_trainer():
     assert PPOConfig().engine_is_cap == 3.0  # TRL 1.16's vllm_importance_sampling_clip_max
 
 
+@pytest.mark.parametrize("given", [{"flags": {"engine_is": "none"}}, {"sets": ["engine_is=none"]}])
+def test_engine_is_none_given_on_the_command_line_turns_the_correction_off(given):
+    """`--engine-is none` is the word none, not "no value": it was read as None (the default) and vLLM kept TIS."""
+    flags = {"policy": "sft", "prompts": "p.jsonl", "out": "o", "rollout_engine": "vllm", **given.get("flags", {})}
+    cfg = build_config(PPOConfig, flags=flags, sets=given.get("sets", []))
+    assert cfg.engine_is == "none" and engine_correction(cfg) == "none"
+    default = build_config(PPOConfig, flags={k: v for k, v in flags.items() if k != "engine_is"})
+    assert default.engine_is == "auto" and engine_correction(default) == "tis"
+
+
 @pytest.mark.parametrize("flags, message", [
-    (["--engine-is", "icepop"], "config key 'engine_is': 'icepop' is not one of tis, mis, none"),
+    (["--engine-is", "icepop"], "config key 'engine_is': 'icepop' is not one of auto, tis, mis, none"),
     (["--engine-is-cap", "1"], "config key 'engine_is_cap' must be > 1"),
     (["--engine-is-cap", "0.5"], "config key 'engine_is_cap' must be > 1"),
 ])

@@ -208,11 +208,11 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
                                  "updates old (0: the synchronous loop; train/async_rollouts.py)")
     # Engine importance weights (issue 33 item 3; losses.py "engine importance weights"; TRL GRPOConfig's names in
     # brackets).
-    engine_is: str | None = option(None, "importance weight π_θk/π_engine on each token's policy loss, for an engine "
-                                   "that is not the trained model: tis (token ratio truncated at the cap, Yao et al. "
-                                   "2025), mis (a response's ratio, masked outside [1/cap, cap]; Liu, Li et al. 2025) "
-                                   "or none; default tis with --rollout-engine vllm or async rollouts, none with the "
-                                   "hf engines (weight exactly 1) [vllm_importance_sampling_mode]")
+    engine_is: str = option("auto", "importance weight π_θk/π_engine on each token's policy loss, for an engine "
+                            "that is not the trained model: tis (token ratio truncated at the cap, Yao et al. 2025), "
+                            "mis (a response's ratio, masked outside [1/cap, cap]; Liu, Li et al. 2025), none, or "
+                            "auto: tis with --rollout-engine vllm|server or async rollouts, none with the hf engines "
+                            "(weight exactly 1) [vllm_importance_sampling_mode]")
     engine_is_cap: float = option(3.0, "C of --engine-is: TIS's cap, MIS's band [1/C, C] (TRL 1.16's default) "
                                   "[vllm_importance_sampling_clip_max]")
     # Packing and token-budget batches (issue 37; models/packing.py)
@@ -316,11 +316,11 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
                             "share of the batches sampled ahead): drop --checkpoint-every and --resume")
 
 
-ENGINE_IS = ("tis", "mis", "none")  # losses.py "engine importance weights"
+ENGINE_IS = ("auto", "tis", "mis", "none")  # losses.py "engine importance weights"
 
 
 def check_engine_is(cfg: PPOConfig) -> None:
-    if cfg.engine_is not in (None, *ENGINE_IS):
+    if cfg.engine_is not in ENGINE_IS:
         raise UserError(f"config key 'engine_is': {cfg.engine_is!r} is not one of {', '.join(ENGINE_IS)}")
     if not cfg.engine_is_cap > 1:
         raise UserError(f"config key 'engine_is_cap' must be > 1 (the cap C of the weight π_θk/π_engine, MIS's band "
@@ -330,7 +330,7 @@ def check_engine_is(cfg: PPOConfig) -> None:
 def engine_correction(cfg: PPOConfig) -> str:
     """--engine-is, by default tis where the engine is not the trained model (vLLM's kernels, or a stale policy with
     async rollouts), none where the trained model samples itself (the hf engines: the weight would be exactly 1)."""
-    if cfg.engine_is is not None:
+    if cfg.engine_is != "auto":
         return cfg.engine_is
     other = cfg.rollout_engine in ("vllm", "server") or getattr(cfg, "async_rollouts", 0) > 0
     return "tis" if other else "none"
