@@ -130,9 +130,9 @@ def test_non_finite_loss_stops_with_one_line_and_the_last_checkpoint_intact(micr
     assert run_cli([*args, "--out", tmp_path / "whole"], capsys)[0] == 0
     healthy, calls = sft.sft_loss, []
 
-    def diverging(model, batch):  # the 8th step's loss is NaN
+    def diverging(model, batch, *packing):  # the 8th step's loss is NaN
         calls.append(1)
-        return healthy(model, batch) * (float("nan") if len(calls) == 8 else 1.0)
+        return healthy(model, batch, *packing) * (float("nan") if len(calls) == 8 else 1.0)
 
     monkeypatch.setattr(sft, "sft_loss", diverging)
     out = tmp_path / "run"
