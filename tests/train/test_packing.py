@@ -59,10 +59,17 @@ def _update(policy, value, rollout, cfg):
     return stats, {name: (p.detach() - before[name]) / -0.05 for name, p in _named(policy, value).items()}
 
 
-@pytest.mark.parametrize("arch, advantage, loss_type",
-                         [("gpt2", a, t) for a, t in ESTIMATORS_AND_LOSSES]
-                         + [("llama", a, t) for a, t in ESTIMATORS_AND_LOSSES[::2]]
-                         + [("qwen2", a, t) for a, t in ESTIMATORS_AND_LOSSES[1::2]])
+def _grid():
+    """Every estimator × loss type on GPT-2, Llama and Qwen2: all of GPT-2's and alternate halves of Llama's and
+    Qwen2's in `make test`, the other halves in `make test-all` (slow)."""
+    for arch, default in (("gpt2", ESTIMATORS_AND_LOSSES), ("llama", ESTIMATORS_AND_LOSSES[::2]),
+                          ("qwen2", ESTIMATORS_AND_LOSSES[1::2])):
+        for advantage, loss_type in ESTIMATORS_AND_LOSSES:
+            marks = () if (advantage, loss_type) in default else (pytest.mark.slow,)
+            yield pytest.param(arch, advantage, loss_type, marks=marks)
+
+
+@pytest.mark.parametrize("arch, advantage, loss_type", list(_grid()))
 def test_ppo_update_packed_and_micro_batched_equals_padded(arch, advantage, loss_type):
     """Two epochs of two minibatches (the second sees a moved policy: ratios ≠ 1, clipping), with KL in the loss
     for GRPO: the logged stats and the gradients (summed over the SGD steps: the weights' moves / lr) of the padded
