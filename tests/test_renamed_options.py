@@ -123,7 +123,8 @@ def _declared(cls) -> list[tuple[str, str]]:
     """(field, help) of each field written out in the class's own body with its help as text: `default_of`
     carries a base's help instead of writing it again."""
     body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-    return [(node.target.id, ast.literal_eval(node.value.args[1])) for node in body
+    helps = {f.name: f.metadata.get("help") for f in dataclasses.fields(cls)}  # the help as built (f-strings too)
+    return [(node.target.id, helps[node.target.id]) for node in body
             if isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Call) and len(node.value.args) > 1
             and getattr(node.value.func, "id", "") in ("option", "required")]
 

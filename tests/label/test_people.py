@@ -321,7 +321,7 @@ def test_a_conversation_prompt_is_shown_as_turns_and_exported_as_the_list(world)
     token = store.invite("chat", "cat")
     c = client(app, token)
     page = c.get("/task").text
-    turns = re.findall(r'<li class="turn turn-(\w+)"><span class="role">(\w+)</span>', page)
+    turns = re.findall(r'<li class="turn turn-(\w+)"[^>]*>\s*<span class="role">(\w+)</span>', page)
     assert turns == [("system", "system"), ("user", "user"), ("assistant", "assistant"), ("user", "user")]
     assert "<script>window" not in page and "Hi &lt;script&gt;window.__xss" in page
     h = {"X-CSRF-Token": c.post("/api/session", json={"token": token}).json()["csrf_token"]}

@@ -29,10 +29,6 @@ SCALE_REWARDS = ("group", "batch", "none")  # TRL's GRPOConfig.scale_rewards
 KL_IN = ("reward", "loss")
 
 
-PACKING_HELP = ("sequences concatenated without padding in each forward pass (position ids restart per sequence, "
-                "attention never crosses sequences; an architecture that does not read packed positions runs padded)")
-MAX_TOKENS_HELP = ("split each optimizer step's batch into micro-batches of at most N tokens (packed: real tokens; "
-                   "padded: rows x longest), gradients accumulated: the same step as the whole batch (default: one)")
 
 
 def samples_per_prompt(cfg: PPOConfig) -> int:
@@ -41,7 +37,18 @@ def samples_per_prompt(cfg: PPOConfig) -> int:
 
 
 @dataclass
-class SupervisedOptions(RunOptions, DataOptions):
+class BatchOptions:
+    """How every trainer's forward passes are batched (issue 37; models/packing.py, train/micro.py), declared once."""
+    packing: bool = option(True, "sequences concatenated without padding in each forward pass (position ids restart "
+                           "per sequence, attention never crosses sequences; an architecture that does not read "
+                           "packed positions runs padded)")
+    max_tokens_per_batch: int | None = option(None, "split each optimizer step's batch into micro-batches of at most "
+                                              "N tokens (packed: real tokens; padded: rows x longest), gradients "
+                                              "accumulated: the same step as the whole batch (default: one)")
+
+
+@dataclass
+class SupervisedOptions(RunOptions, DataOptions, BatchOptions):
     """The fields of the supervised trainers (`rlhf sft`, `rlhf rm`, `rlhf dpo`), each declared once; a trainer
     overrides the defaults it sizes otherwise."""
     data: str | None = required("rankings or pairs JSONL (docs/design.md §2)")
@@ -56,9 +63,6 @@ class SupervisedOptions(RunOptions, DataOptions):
     max_length: int | None = option(None, "tokens per prompt + response (prompt cut on the left first; default "
                                     "256, or the model's position limit when lower)")
     log_every: int = option(10, "log every N steps")
-    # Packing and token-budget batches (issue 37; models/packing.py)
-    packing: bool = option(True, PACKING_HELP)
-    max_tokens_per_batch: int | None = option(None, MAX_TOKENS_HELP)
 
     def check(self) -> None:
         super().check()
@@ -124,7 +128,7 @@ class DPOConfig(SupervisedOptions):
 
 
 @dataclass
-class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
+class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions, BatchOptions):
     RENAMED: ClassVar[dict[str, str]] = {"steps": "ppo_steps", "rloo_k": "num_generations",
                                          "group_size": "num_generations"}
 
@@ -215,9 +219,6 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions):
                             "(weight exactly 1) [vllm_importance_sampling_mode]")
     engine_is_cap: float = option(3.0, "C of --engine-is: TIS's cap, MIS's band [1/C, C] (TRL 1.16's default) "
                                   "[vllm_importance_sampling_clip_max]")
-    # Packing and token-budget batches (issue 37; models/packing.py)
-    packing: bool = option(True, PACKING_HELP)
-    max_tokens_per_batch: int | None = option(None, MAX_TOKENS_HELP)
 
     def check(self) -> None:
         super().check()
