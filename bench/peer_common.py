@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -91,3 +95,16 @@ class StepClock:
 
 def emit(result: dict) -> None:
     print(json.dumps(result), flush=True)
+
+
+def run_peer_script(python: Path, script: str, src: Path) -> dict:
+    """What `script` (in bench/, run by the peer's `python`) saved with torch.save to the file named by its one
+    argument: the TRL side of a peer check (peer_loss_check.py, peer_engine_is_check.py)."""
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "trl.pt"
+        done = subprocess.run([str(python), script, str(out)], cwd=Path(__file__).parent, env=env,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"bench/{script} failed:\n{done.stderr[-3000:]}")
+        return torch.load(out)

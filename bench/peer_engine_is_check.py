@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -27,6 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src")]
 
+from peer_common import run_peer_script  # noqa: E402
 from rlhfkit import losses as L  # noqa: E402
 from rlhfkit.train.configs import PPOConfig  # noqa: E402
 from rlhfkit.train.ppo import surrogate_loss  # noqa: E402
@@ -56,14 +55,7 @@ def our_case(given: dict, case: dict, cap: float) -> dict:
 
 
 def trl_side() -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "trl.pt"
-        done = subprocess.run([str(PEER), "peer_engine_is_trl.py", str(out)], cwd=ROOT / "bench", env=env,
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"bench/peer_engine_is_trl.py failed:\n{done.stderr[-3000:]}")
-        return torch.load(out)
+    return run_peer_script(PEER, "peer_engine_is_trl.py", ROOT / "src")
 
 
 def main(saved: str | None = None) -> int:

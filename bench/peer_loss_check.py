@@ -18,10 +18,7 @@ Prints one line per case and a JSON summary; exits 1 when any difference exceeds
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -29,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src")]
 
+from peer_common import run_peer_script  # noqa: E402
 from rlhfkit import losses as L  # noqa: E402
 from rlhfkit.train.configs import PPOConfig  # noqa: E402
 from rlhfkit.train.ppo import surrogate_loss  # noqa: E402
@@ -56,14 +54,7 @@ def our_loss(given: dict, options: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def trl_side() -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "trl.pt"
-        done = subprocess.run([str(PEER_LATEST), "peer_loss_trl.py", str(out)], cwd=ROOT / "bench", env=env,
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"bench/peer_loss_trl.py failed:\n{done.stderr[-3000:]}")
-        return torch.load(out)
+    return run_peer_script(PEER_LATEST, "peer_loss_trl.py", ROOT / "src")
 
 
 def main(saved: str | None = None) -> int:
