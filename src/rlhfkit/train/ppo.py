@@ -33,6 +33,11 @@ The loss variants (losses.py; with any --advantage) change step 5's policy terms
 (REINFORCE weighted by the clipped, stopped ratio); bench/peer_loss_check.py checks them against TRL 1.16.
 Where the engine is not the trained model (vLLM, async rollouts) step 5 weighs each token's policy term by
 π_θk/π_engine from the engine's own log-probs, truncated or masked (`--engine-is tis|mis`; train/engine_is.py).
+With `--async-rollouts K` step 1 was done ahead, by a snapshot of the policy at most K updates old
+(train/async_rollouts.py). With `--environment` step 1 rolls out multi-turn trajectories with tool replies, and
+every step reads only the policy's tokens (`Samples.model_mask`; 4 is turn-level GAE: train/trajectory.py). Steps
+2 and 5 run on packed rows by default (`--packing`, models/packing.py), and 5 in micro-batches of at most
+`--max-tokens-per-batch` tokens (train/micro.py): the same numbers as padded whole minibatches, to float rounding.
 
 r(x, y) is a reward model, reward functions (`--reward-fn`, TRL's convention: `rlhfkit/rewards`), or their weighted
 sum; judges (`--judge`, e.g. the toy world's gold reward) are logged, never trained on (train/ppo_rewards.py).
