@@ -19,8 +19,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
 
 from rlhfkit.data.schemas import FLAGS
+from rlhfkit.label import db
+from rlhfkit.label.db import open_engine
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
@@ -236,3 +241,17 @@ def db_url(request, tmp_path):
     with psycopg.connect(base + "/postgres", autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return f"{base}/{name}"
+
+
+def database_at(url: str, revision: str, rows: list[str]):
+    """An engine on a database migrated only to `revision` (an old release's schema), holding `rows` (SQL
+    inserts): what a migration test upgrades in place with `db.upgrade`."""
+    engine = open_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+        for sql in rows:
+            conn.execute(text(sql))
+    return engine

@@ -3,20 +3,16 @@
 import re
 import threading
 import uuid
-from pathlib import Path
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from rlhfkit.label import db
 from rlhfkit.label.answers import parse_answer
 from rlhfkit.label.db import Base, open_engine, upgrade
 from rlhfkit.label.store import Conflict, NotFound, Store
+from tests.label.conftest import database_at
 
 
 class Clock:
@@ -189,18 +185,12 @@ def test_import_is_all_or_nothing_and_keeps_the_mode(store):
 
 def test_a_database_of_the_first_schema_is_upgraded_in_place(tmp_path):
     """Revision 0002 (issue 19) adds columns to tables that hold data: people, projects and items stay."""
-    engine = open_engine(str(tmp_path / "old.db"))
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
-        conn.execute(text("INSERT INTO project (id, name, mode, overlap, created_at) VALUES (1, 'p', 'rank', 2, 0)"))
-        conn.execute(text("INSERT INTO labeler (project_id, name, role, invite_hash, created_at) "
-                          "VALUES (1, 'ann', 'labeler', 'h', 0)"))
-        conn.execute(text("INSERT INTO item (project_id, ext_id, prompt, position, taken) VALUES (1, 'a', 'hi', 0, 0)"))
+    engine = database_at(str(tmp_path / "old.db"), "0001", [
+        "INSERT INTO project (id, name, mode, overlap, created_at) VALUES (1, 'p', 'rank', 2, 0)",
+        "INSERT INTO labeler (project_id, name, role, invite_hash, created_at) VALUES (1, 'ann', 'labeler', 'h', 0)",
+        "INSERT INTO item (project_id, ext_id, prompt, position, taken) VALUES (1, 'a', 'hi', 0, 0)",
         # rows that point at `labeler`: SQLite refused to drop it when 0002 rebuilt the table (foreign keys on)
-        conn.execute(text("INSERT INTO session (token_hash, user_id, created_at, expires_at) VALUES ('t', 1, 0, 1)"))
+        "INSERT INTO session (token_hash, user_id, created_at, expires_at) VALUES ('t', 1, 0, 1)"])
     upgrade(engine)
     store = Store(engine)
     assert store.guidelines("p") == ""
@@ -215,27 +205,20 @@ def test_a_database_of_revision_0002_with_answers_is_upgraded_in_place(db_url):
     """Revision 0003 (issue 19: versions, reviews, gold) adds columns to tables other tables point at
     (submission, item): on SQLite only ALTER TABLE ADD COLUMN, no table rebuild, so the answers, their
     ratings and rank entries and every foreign key stay; then an old answer can be edited."""
-    engine = open_engine(db_url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0002")
-        for sql in (
-                "INSERT INTO project (id, name, mode, overlap, created_at) VALUES (1, 'p', 'rank', 2, 0)",
-                "INSERT INTO labeler (id, project_id, name, role, invite_hash, created_at) "
-                "VALUES (1, 1, 'ann', 'labeler', 'h', 0)",
-                "INSERT INTO item (id, project_id, ext_id, prompt, position, taken) VALUES (1, 1, 'a', 'hi', 0, 1)",
-                "INSERT INTO candidate (item_id, idx, text, source, finished) VALUES (1, 0, 'x', 's', true), "
-                "(1, 1, 'y', 's', true)",
-                "INSERT INTO assignment (id, item_id, user_id, state, shown, leased_at, expires_at) "
-                "VALUES (1, 1, 1, 'submitted', '[1, 0]', 0, 60)",
-                "INSERT INTO submission (id, client_id, assignment_id, item_id, user_id, kind, created_at, elapsed_ms) "
-                "VALUES (1, 'c1', 1, 1, 1, 'rank', 1, 1000)",
-                "INSERT INTO ranking (submission_id, candidate_idx, tier) VALUES (1, 0, 0), (1, 1, 1)",
-                "INSERT INTO rating (submission_id, candidate_idx, likert, flags, notes) "
-                "VALUES (1, 0, 6, '{}', 'good'), (1, 1, 2, '{}', '')"):
-            conn.execute(text(sql))
+    engine = database_at(db_url, "0002", [
+        "INSERT INTO project (id, name, mode, overlap, created_at) VALUES (1, 'p', 'rank', 2, 0)",
+        "INSERT INTO labeler (id, project_id, name, role, invite_hash, created_at) "
+        "VALUES (1, 1, 'ann', 'labeler', 'h', 0)",
+        "INSERT INTO item (id, project_id, ext_id, prompt, position, taken) VALUES (1, 1, 'a', 'hi', 0, 1)",
+        "INSERT INTO candidate (item_id, idx, text, source, finished) VALUES (1, 0, 'x', 's', true), "
+        "(1, 1, 'y', 's', true)",
+        "INSERT INTO assignment (id, item_id, user_id, state, shown, leased_at, expires_at) "
+        "VALUES (1, 1, 1, 'submitted', '[1, 0]', 0, 60)",
+        "INSERT INTO submission (id, client_id, assignment_id, item_id, user_id, kind, created_at, elapsed_ms) "
+        "VALUES (1, 'c1', 1, 1, 1, 'rank', 1, 1000)",
+        "INSERT INTO ranking (submission_id, candidate_idx, tier) VALUES (1, 0, 0), (1, 1, 1)",
+        "INSERT INTO rating (submission_id, candidate_idx, likert, flags, notes) "
+        "VALUES (1, 0, 6, '{}', 'good'), (1, 1, 2, '{}', '')"])
     upgrade(engine)
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []

@@ -5,25 +5,21 @@ points at. On SQLite, and PostgreSQL with -m postgres (the `db_url` fixture)."""
 import json
 import re
 import uuid
-from pathlib import Path
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
-from sqlalchemy import text
 
 from rlhfkit.cli import main
-from rlhfkit.label import db, interop
+from rlhfkit.label import interop
 from rlhfkit.label.answers import BadAnswer, parse_answer
 from rlhfkit.label.app import create_app
 from rlhfkit.label.commands import open_store, read_items
 from rlhfkit.label.db import Base, open_engine, upgrade
 from rlhfkit.label.export import records
 from rlhfkit.label.review import prefill_fields, turn_flags_text
-from tests.label.conftest import invite_login
+from tests.label.conftest import database_at, invite_login
 from tests.label.trajectories import TOOLS, trajectories, write_trajectories
 
 WRONG_CITY = {"turn": 0, "reason": "calls the weather of Oslo, not of the city asked about"}
@@ -205,19 +201,12 @@ def test_a_tool_call_turn_without_content_reads_as_empty_content(tmp_path):
 
 def test_a_database_of_revision_0004_is_upgraded_in_place(db_url):
     """Revision 0005 adds item.tools, candidate.messages, rating.turn_flags: the rows there stay, as texts."""
-    engine = open_engine(db_url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0004")
-        for sql in (
-                "INSERT INTO project (id, name, mode, overlap, created_at) VALUES (1, 'traj', 'rank', 1, 0)",
-                "INSERT INTO item (id, project_id, ext_id, public_id, prompt, position, taken) "
-                "VALUES (1, 1, 'a', 'ab12', 'hi', 0, 0)",
-                "INSERT INTO candidate (item_id, idx, text, source, finished) VALUES (1, 0, 'x', 's', true), "
-                "(1, 1, 'y', 's', true)"):
-            conn.execute(text(sql))
+    engine = database_at(db_url, "0004", [
+        "INSERT INTO project (id, name, mode, overlap, created_at) VALUES (1, 'traj', 'rank', 1, 0)",
+        "INSERT INTO item (id, project_id, ext_id, public_id, prompt, position, taken) "
+        "VALUES (1, 1, 'a', 'ab12', 'hi', 0, 0)",
+        "INSERT INTO candidate (item_id, idx, text, source, finished) VALUES (1, 0, 'x', 's', true), "
+        "(1, 1, 'y', 's', true)"])
     upgrade(engine)
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
