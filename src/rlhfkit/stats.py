@@ -1,8 +1,13 @@
-"""Statistics for honest comparisons: win rates with bootstrap intervals, rank correlation."""
+"""Statistics for honest comparisons: win rates with bootstrap or Wilson intervals, rank correlation, pairwise
+agreement of two rankings."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+Z_95 = 1.959963984540054  # the 97.5% quantile of the standard normal: a two-sided 95% interval
 
 
 def win_rate(a: list[float], b: list[float], n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
@@ -48,3 +53,32 @@ def mean_std(values) -> dict:
     v = [float(x) for x in values]
     std = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
     return {"mean": round(float(np.mean(v)), 4), "std": round(std, 4), "values": [round(x, 4) for x in v]}
+
+
+def wilson_interval(wins: float, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a proportion p̂ = wins / n (Wilson 1927; Brown, Cai & DasGupta 2001, eq. 4):
+    (p̂ + z²/2n ± z·√(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n). Unlike p̂ ± z·SE it stays inside [0, 1] and is
+    not zero-width at 0 or n wins. A tie counts half a win, so `wins` may be fractional."""
+    if n <= 0:
+        raise ValueError("wilson_interval needs at least one comparison")
+    p = wins / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def pair_agreement(r1: list[list[int]], r2: list[list[int]]) -> tuple[int, int]:
+    """(agreeing pairs, pairs both rankings order strictly) of two rankings (tie groups of indices, best first),
+    over the indices both rank."""
+    t1 = {i: t for t, group in enumerate(r1) for i in group}
+    t2 = {i: t for t, group in enumerate(r2) for i in group}
+    agree = total = 0
+    common = sorted(set(t1) & set(t2))
+    for x, i in enumerate(common):
+        for j in common[x + 1:]:
+            d1, d2 = t1[i] - t1[j], t2[i] - t2[j]
+            if d1 and d2:
+                total += 1
+                agree += (d1 > 0) == (d2 > 0)
+    return agree, total

@@ -1,12 +1,12 @@
 import random
 
+from rlhfkit.stats import pair_agreement
 from rlhfkit.world.build import _tasks
 from rlhfkit.world.corpus import expert_response, web_response
 from rlhfkit.world.labelers import (
     TARGET_AGREEMENT,
     calibrate_temperature,
     make_labelers,
-    pairwise_agreement,
     score_items,
     simulated_agreement,
 )
@@ -58,6 +58,6 @@ def test_label_record_has_likert_and_eight_flags():
     assert labeler.length_bias < 0  # the last labelers of a group prefer short answers
 
 
-def test_pairwise_agreement_counts_only_strict_pairs():
-    assert pairwise_agreement([[0], [1], [2]], [[0], [2], [1]]) == (2, 3)
-    assert pairwise_agreement([[0, 1], [2]], [[1], [0], [2]]) == (2, 2)  # the tied pair (0,1) is left out
+def test_pair_agreement_counts_only_strict_pairs():
+    assert pair_agreement([[0], [1], [2]], [[0], [2], [1]]) == (2, 3)
+    assert pair_agreement([[0, 1], [2]], [[1], [0], [2]]) == (2, 2)  # the tied pair (0,1) is left out

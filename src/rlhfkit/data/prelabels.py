@@ -23,11 +23,11 @@ import math
 from dataclasses import asdict, dataclass
 
 from rlhfkit.data.selection import sigmoid
+from rlhfkit.stats import Z_95, pair_agreement, wilson_interval
 
 JUDGE_PREFIX = "judge:"   # the labeler field of a judge's ranking: "judge:NAME" (people never have this prefix)
 DEFAULT_THRESHOLD = 0.7
 DEFAULT_CONFIDENCE = 0.8
-Z95 = 1.959964
 
 
 def judge_ranking(scores: list[float], texts: list[str]) -> list[list[int]]:
@@ -63,21 +63,6 @@ def to_people(items: list[dict], threshold: float) -> set[str]:
     return {it["id"] for it in items if it.get("by") == "random" or it["confidence"] < threshold}
 
 
-def pairwise_agreement(a: list[list[int]], b: list[list[int]]) -> tuple[int, int]:
-    """(agreeing pairs, pairs both rankings order strictly)."""
-    pos_a = {i: g for g, group in enumerate(a) for i in group}
-    pos_b = {i: g for g, group in enumerate(b) for i in group}
-    items = sorted(pos_a)
-    agree = total = 0
-    for x, i in enumerate(items):
-        for j in items[x + 1:]:
-            da, db = pos_a[i] - pos_a[j], pos_b[i] - pos_b[j]
-            if da and db:
-                total += 1
-                agree += (da > 0) == (db > 0)
-    return agree, total
-
-
 def agreement(judge: dict[str, list[list[int]]], people: list[dict]) -> tuple[int, int, int]:
     """(agreeing pairs, compared pairs, items) of the judge's rankings (id -> tie groups) against people's
     rankings records (id, ranking, labeler) of the same items; judge-labeled records are skipped."""
@@ -85,20 +70,16 @@ def agreement(judge: dict[str, list[list[int]]], people: list[dict]) -> tuple[in
     items = set()
     for rec in people:
         if rec["id"] in judge and not is_judge(rec.get("labeler", "")):
-            a, t = pairwise_agreement(judge[rec["id"]], rec["ranking"])
+            a, t = pair_agreement(judge[rec["id"]], rec["ranking"])
             agree, total = agree + a, total + t
             items.add(rec["id"])
     return agree, total, len(items)
 
 
-def wilson(agree: int, total: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of the proportion agree/total ((0, 1) when nothing was compared)."""
-    if total == 0:
-        return 0.0, 1.0
-    p, n = agree / total, total
-    centre = p + z * z / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - spread) / (1 + z * z / n), (centre + spread) / (1 + z * z / n)
+def wilson(agree: int, total: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of the proportion agree/total (`stats.wilson_interval`); (0, 1) when nothing was
+    compared."""
+    return wilson_interval(agree, total, z) if total else (0.0, 1.0)
 
 
 @dataclass

@@ -18,6 +18,8 @@ import math
 from collections import defaultdict
 from itertools import combinations
 
+from rlhfkit.stats import pair_agreement
+
 
 def tiers(ranking: list[list[int]]) -> dict[int, int]:
     """Tie groups -> {output: tier}, tier 1 = best."""
@@ -26,18 +28,6 @@ def tiers(ranking: list[list[int]]) -> dict[int, int]:
 
 def _sign(x: int) -> int:
     return (x > 0) - (x < 0)
-
-
-def pair_agreement(r1: list[list[int]], r2: list[list[int]]) -> tuple[int, int]:
-    """(agreeing pairs, pairs both labelers ordered strictly)."""
-    t1, t2 = tiers(r1), tiers(r2)
-    agree = total = 0
-    for i, j in combinations(sorted(set(t1) & set(t2)), 2):
-        s1, s2 = _sign(t1[i] - t1[j]), _sign(t2[i] - t2[j])
-        if s1 and s2:
-            total += 1
-            agree += s1 == s2
-    return agree, total
 
 
 def kendall_tau_b(r1: list[list[int]], r2: list[list[int]]) -> float | None:

@@ -11,17 +11,16 @@ arm is part of the source string, and `win_rate_b_over_a` reads it back from the
 
 from __future__ import annotations
 
-import math
 import random
 from pathlib import Path
 
 from rlhfkit.data.formats import CANDIDATES, PROMPT_COMPLETION, read_format
 from rlhfkit.data.schemas import candidate_record, demo_record
 from rlhfkit.errors import UserError
+from rlhfkit.stats import wilson_interval
 
 ARMS = ("A", "B")
 PREFIX = "eval-"
-Z_95 = 1.959963984540054  # the 97.5% quantile of the standard normal: a two-sided 95% interval
 
 
 def arm_source(arm: str, source: str) -> str:
@@ -80,19 +79,6 @@ def pair_items(a: dict[str, dict], b: dict[str, dict], seed: int, a_path: str = 
             outputs.reverse()
         items.append({"id": rid, "prompt": x["prompt"], "completions": outputs})
     return items
-
-
-def wilson_interval(wins: float, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a proportion p̂ = wins / n (Wilson 1927; Brown, Cai & DasGupta 2001, eq. 4):
-    (p̂ + z²/2n ± z·√(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n). Unlike p̂ ± z·SE it stays inside [0, 1] and is
-    not zero-width at 0 or n wins. A tie counts half a win, so `wins` may be fractional."""
-    if n <= 0:
-        raise ValueError("wilson_interval needs at least one comparison")
-    p = wins / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def win_rate_b_over_a(rows: list[dict]) -> dict | None:

@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass
 
 from rlhfkit.data.schemas import FLAGS
+from rlhfkit.stats import pair_agreement
 from rlhfkit.world.gold import GoldReward, gold_reward, harms_in
 
 TARGET_AGREEMENT = 0.73
@@ -101,22 +102,6 @@ def make_labelers(n: int, temperature: float, seed: int = 0, short_lovers: float
             for i in range(n)]
 
 
-def pairwise_agreement(rank_a: list[list[int]], rank_b: list[list[int]]) -> tuple[int, int]:
-    """(agreeing pairs, compared pairs) over the pairs both rankings order strictly."""
-    pos_a = {i: g for g, group in enumerate(rank_a) for i in group}
-    pos_b = {i: g for g, group in enumerate(rank_b) for i in group}
-    agree = total = 0
-    items = sorted(pos_a)
-    for x in range(len(items)):
-        for y in range(x + 1, len(items)):
-            i, j = items[x], items[y]
-            da, db = pos_a[i] - pos_a[j], pos_b[i] - pos_b[j]
-            if da and db:
-                total += 1
-                agree += (da > 0) == (db > 0)
-    return agree, total
-
-
 def score_items(items: list[tuple[str, list[str], list[bool]]]) -> list[tuple[list[GoldReward], list[str]]]:
     """Gold-score (prompt, completions, finished) items once, for repeated simulation."""
     return [(_golds(prompt, completions, finished), completions) for prompt, completions, finished in items]
@@ -129,7 +114,7 @@ def simulated_agreement(scored, temperature: float, n_labelers: int = 5, seed: i
     agree = total = 0
     for golds, completions in scored:
         a, b = rng.sample(labelers, 2)
-        x, y = pairwise_agreement(a.rank_scored(golds, completions), b.rank_scored(golds, completions))
+        x, y = pair_agreement(a.rank_scored(golds, completions), b.rank_scored(golds, completions))
         agree, total = agree + x, total + y
     return agree / max(1, total)
 
