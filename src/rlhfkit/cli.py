@@ -114,8 +114,9 @@ COMMANDS: dict[str, Command] = {
                       "the whole pipeline on the toy world: base -> SFT -> RM -> PPO -> report"),
     "loop": Command("recipes.configs:LoopConfig", "recipes.loop:run_loop",
                       "the online loop: sample -> label -> retrain RM -> PPO, several rounds"),
-    "compare": Command("recipes.configs:CompareConfig", "recipes.compare:run_compare",
-                      "SFT, best-of-n, DPO, PPO and RLOO on the same SFT model and rankings, judged by gold"),
+    "compare": Command("recipes.configs:CompareConfig", "recipes.label_budget:compare",
+                      "SFT, best-of-n, DPO, PPO and RLOO on the same SFT model and rankings, judged by gold (or, "
+                      "with --label-budget, gold and RM accuracy against human labels per selection)"),
     "bench ppo": Command("recipes.configs:BenchPPOConfig", "recipes.bench:bench_ppo",
                       "PPO throughput on random models"),
     "bench rm": Command("recipes.configs:BenchTrainConfig", "recipes.bench:bench_rm",

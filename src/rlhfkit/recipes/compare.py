@@ -1,6 +1,8 @@
 """`rlhf compare`: best-of-n, DPO, PPO and RLOO on the same SFT model, the same rankings and the same held-out
-prompts, judged by the toy world's hidden gold reward (docs/design.md §5). The methods' training and evaluation live in
-`pipeline.py` (`train_method`, `evaluate_methods`), which `rlhf demo --methods` uses too.
+prompts, judged by the toy world's hidden gold reward (docs/design.md §5). The methods' training and evaluation live
+in `pipeline.py` (`train_method`, `evaluate_methods`), which `rlhf demo --methods` uses too. With `--label-budget
+ARMS` the command runs the label-efficiency experiment instead (`label_budget.py`, where the CLI enters `rlhf
+compare`: one `rlhf loop` per arm and seed, gold and RM accuracy against human labels).
 
 For each seed:
 

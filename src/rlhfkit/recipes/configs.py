@@ -235,9 +235,31 @@ class CompareConfig(StageOptions, RLOptions, SeedsOptions):
     curve_points: int = option(DEFAULTS.curve_points, "checkpoints saved along each DPO, PPO and RLOO run for the "
                                "gold-vs-√KL curve")
     eval_prompts: int | None = option(None, "held-out prompts evaluated (default: the preset's)")
+    # the label-efficiency experiment (recipes/label_budget.py): another mode of compare, `rlhf loop` per arm
+    label_budget: list[str] = option([], "instead of the methods: the label-efficiency experiment, one `rlhf loop` "
+                                     "per arm and seed from the seed's SFT; arms, comma-separated: random, or a "
+                                     f"--select strategy ({', '.join(s for s in STRATEGIES if s != 'random')}), "
+                                     "with +judge for AI pre-labels (e.g. random,uncertain,uncertain+judge)")
+    rounds: int = option(4, "with --label-budget: rounds of each loop (one curve point each)")
+    prompts_per_round: int | None = option(None, "with --label-budget: prompts each round sends to labelers "
+                                           "(default: a fifth of the preset's labeled prompts; tiny: 300)")
+    label_judge: str = option(VERIFIER, "with --label-budget: the judge of the +judge arms, as `rlhf loop "
+                              "--judge` (default: the world's verifier, an AI labeler; never world:gold, the truth)")
+    label_judge_threshold: float = option(DEFAULT_THRESHOLD, "with --label-budget: `rlhf loop --judge-threshold` of "
+                                          "the +judge arms (the judge is used when the lower end of its agreement's "
+                                          "95% interval with people reaches this)")
+    label_judge_confidence: float = option(0.5, "with --label-budget: `rlhf loop --judge-confidence` of the +judge "
+                                           "arms (0.5: the verifier labels every item it can check; its ties, "
+                                           "two different wrong answers, carry no pair)")
 
     def check(self) -> None:
         super().check()
+        if self.label_budget:
+            self.check_label_budget()
+        else:
+            given = [k for k in LABEL_BUDGET_KEYS if getattr(self, k) != default_of_field(CompareConfig, k)]
+            if given:
+                raise UserError(f"config key '{given[0]}' is a setting of --label-budget, which is not given")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise UserError(f"config key 'methods': unknown or none ({', '.join(unknown)}); "
@@ -251,11 +273,41 @@ class CompareConfig(StageOptions, RLOptions, SeedsOptions):
         if self.eval_prompts is not None and self.eval_prompts < 0:
             raise UserError("config key 'eval_prompts' must be >= 0 (0: the preset's)")
 
+    def check_label_budget(self) -> None:
+        if len(set(self.label_budget)) != len(self.label_budget):
+            raise UserError("config key 'label_budget': an arm is named twice")
+        for arm in self.label_budget:
+            parse_arm(arm)
+        if self.label_judge.strip().lower() in ("world:gold", "gold"):
+            raise UserError("config key 'label_judge': world:gold is the hidden truth, not a labeler; the "
+                            "experiment would measure nothing (use the verifier or a reward model)")
+        check_at_least(self, 1, "rounds", "prompts_per_round")
+        for key in ("label_judge_threshold", "label_judge_confidence"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise UserError(f"config key '{key}' must be from 0 to 1")
+
     def settings(self) -> MethodSettings:
         """The settings `pipeline.train_method` and `pipeline.evaluate_methods` read."""
         tuples = ("methods", "trained_on", "reward_fn")
         shared = {f.name: getattr(self, f.name) for f in fields(MethodSettings) if f.name not in tuples}
         return MethodSettings(**{k: tuple(getattr(self, k)) for k in tuples}, **shared)
+
+
+LABEL_BUDGET_KEYS = ("rounds", "prompts_per_round", "label_judge", "label_judge_threshold", "label_judge_confidence")
+
+
+def default_of_field(cls, name: str):
+    return cls.__dataclass_fields__[name].default
+
+
+def parse_arm(arm: str) -> tuple[str, bool]:
+    """An arm of `rlhf compare --label-budget`: (--select strategy, with the judge's pre-labels or not)."""
+    select, plus, judge = arm.partition("+")
+    if select not in STRATEGIES or (plus and (judge != "judge" or select == "random")):
+        raise UserError(f"config key 'label_budget': unknown arm {arm!r}; arms are random or a --select strategy "
+                        f"({', '.join(s for s in STRATEGIES if s != 'random')}), with +judge for pre-labels "
+                        "(not random+judge: the judge is measured on the random share of a --select)")
+    return select, bool(plus)
 
 
 @dataclass

@@ -1,0 +1,180 @@
+"""`rlhf compare --label-budget ARMS`: what a human label is worth, measured on the toy world (issue 34 item 5).
+
+For each seed, one SFT policy (OUT/seed-s/sft); then, for each arm, `rlhf loop` (the library call) on the same world
+from that same SFT policy, so that the arms of a seed differ only in which items people labeled:
+
+    random            rlhf loop --select random
+    uncertain         rlhf loop --select uncertain      (or disagree, mixed: any --select strategy)
+    uncertain+judge   rlhf loop --select uncertain --judge LABEL_JUDGE --judge-confidence LABEL_JUDGE_CONFIDENCE
+
+Each round of a loop trains its RM on every ranking so far and a fresh PPO run from SFT against it (the loop's
+default), so round r's row is a point of the curve: (human labels so far, gold of that round's policy, the RM's
+held-out accuracy, win rate vs SFT). Human labels are people's (here: simulated people's) rankings; a judge's
+rankings (labeler `judge:NAME`) are counted apart, never as human labels.
+
+The judge must be an AI labeler, not the truth: the default is the world's verifier (`world/verify.py`: exact
+answer checks for the 5 rule-based families; no score, so people label, for the others). Its ranking orders only
+correct over incorrect answers; two different wrong answers tie (no pair), so its confidence, the weakest pair's
+σ(|Δs|), is 0.5 on most items: `--label-judge-confidence 0.5` lets it label every item it can check. The loop's
+check still decides: the verifier is measured against people on the random share (agreement, Wilson interval) and
+is used only when the interval's lower end reaches the threshold; a refused judge's arm runs on people's labels
+alone, and its points say so (`judge_used`).
+
+The RM's held-out accuracy is unbiased across arms: with --select, only items of the uniformly drawn random share
+(half of it) are held out, never an actively chosen or judge-labeled one; with --select random the RM holds out a
+uniform 10% of the prompts. Both estimate the accuracy on uniformly drawn items.
+
+Writes OUT/label_budget.json (every point, the mean curves with 95% intervals, the acceptance figure),
+OUT/label_budget.txt (the table printed) and OUT/label_budget.png.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from pathlib import Path
+
+from rlhfkit.config import to_toml
+from rlhfkit.errors import UserError
+from rlhfkit.eval.label_budget import efficiency, mean_curves, mean_interval, plot_label_budget
+from rlhfkit.recipes import pipeline as stages
+from rlhfkit.recipes.compare import run_compare
+from rlhfkit.recipes.configs import PLANS, CompareConfig, LoopConfig, parse_arm
+from rlhfkit.recipes.judges import check_judge
+from rlhfkit.recipes.loop import run_loop
+from rlhfkit.world.build import World
+
+
+def compare(cfg: CompareConfig) -> dict:
+    """`rlhf compare`: the methods (`compare.run_compare`), or with --label-budget this experiment. The CLI enters
+    compare here because this module composes two commands (a loop per arm), and the commands themselves never
+    import each other (tests/test_structure.py)."""
+    if not cfg.label_budget:
+        return run_compare(cfg)
+    cfg.check()
+    return run_label_budget(cfg)
+
+
+def prompts_per_round(cfg: CompareConfig, preset: str) -> int:
+    """--prompts-per-round, by default a fifth of the preset's labeled prompts (tiny: 300): --rounds 4 spends less
+    than one `make demo`'s labels."""
+    return cfg.prompts_per_round or max(1, PLANS[preset].label_prompts // 5)
+
+
+def arm_config(cfg: CompareConfig, preset: str, arm: str, seed: int, out: Path, sft: Path) -> LoopConfig:
+    """The `rlhf loop` settings of one (arm, seed): the compare's world and its preset's stage sizes, that seed's
+    SFT, the arm's selection."""
+    select, judged = parse_arm(arm)
+    return LoopConfig(out=str(out), world=str(cfg.world), preset=preset, sft=str(sft), rounds=cfg.rounds,
+                      prompts_per_round=prompts_per_round(cfg, preset), seed=seed, select=select,
+                      judge=cfg.label_judge if judged else None, judge_confidence=cfg.label_judge_confidence,
+                      judge_threshold=cfg.label_judge_threshold,
+                      kl_coef=cfg.kl_coef, ppo_steps=cfg.ppo_steps, threads=cfg.threads)
+
+
+def points_of(arm: str, seed: int, rows: list[dict]) -> list[dict]:
+    """One point per round of a loop's report: labels spent so far and what they bought."""
+    out = []
+    for row in rows:
+        judge = row.get("judge")
+        out.append({"arm": arm, "seed": seed, "round": row["round"],
+                    "human_labels": row.get("human_rankings", row["rankings"]),
+                    "judge_labels": row.get("judge_rankings", 0), "gold": row["gold"], "gold_sft": row["gold_sft"],
+                    "rm_accuracy": row["rm_heldout_accuracy"], "rm_heldout_pairs": row.get("rm_heldout_pairs"),
+                    "win_vs_sft": row["win_vs_sft"]["rate"], "kl": row["kl"],
+                    "judge_used": None if judge is None else bool(judge.get("used")),
+                    "judge_agreement": None if judge is None else judge.get("rate"),
+                    "wall_s": row.get("wall_s")})
+    return out
+
+
+def run_label_budget(cfg: CompareConfig) -> dict:
+    world = World(cfg.world)
+    preset = world.meta.get("preset")
+    if preset not in PLANS:
+        raise UserError(f"{cfg.world}: world preset {preset!r} has no stage sizes (one of {', '.join(PLANS)})")
+    plan = PLANS[preset]
+    if any(parse_arm(a)[1] for a in cfg.label_budget):
+        check_judge(cfg.label_judge)
+    out = stages.fresh_out_dir(cfg.out, cfg.overwrite)
+    (out / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
+    say = stages.Progress()
+    points, walls = [], []
+    for seed in cfg.seeds:
+        sft = out / f"seed-{seed}" / "sft"
+        say(f"seed {seed}: SFT on the world's demonstrations (shared by every arm)")
+        stages.sft(world, sft, epochs=plan.sft_epochs, lr=plan.sft_lr, seed=seed, threads=cfg.threads)
+        for arm in cfg.label_budget:
+            t0 = time.time()
+            say(f"seed {seed}: arm {arm}: rlhf loop, {cfg.rounds} rounds")
+            with contextlib.redirect_stdout(io.StringIO()) as log:
+                report = run_loop(arm_config(cfg, preset, arm, seed, out / f"seed-{seed}" / arm.replace("+", "-"), sft))
+            (out / f"seed-{seed}" / f"{arm.replace('+', '-')}.log").write_text(log.getvalue(), encoding="utf-8")
+            new = points_of(arm, seed, report["rounds"])
+            points += new
+            walls.append({"arm": arm, "seed": seed, "wall_s": round(time.time() - t0, 1)})
+            last = new[-1]
+            say(f"seed {seed}: arm {arm}: {last['human_labels']} human labels, {last['judge_labels']} judge's; "
+                f"gold {last['gold']:.3f}, RM accuracy {_f(last['rm_accuracy'])}  [{walls[-1]['wall_s']:.0f}s]")
+    return write_report(out, cfg, preset, points, walls, time.time() - say.start)
+
+
+def write_report(out: Path, cfg: CompareConfig, preset: str, points: list[dict], walls: list[dict],
+                 wall_s: float) -> dict:
+    curves = mean_curves(points)
+    curves = {arm: curves[arm] for arm in cfg.label_budget}  # the order given
+    sft_gold = mean_interval([p["gold_sft"] for p in points if p["round"] == 1 and p["arm"] == cfg.label_budget[0]])
+    reach = efficiency(curves, sft_gold["mean"]) if "random" in curves else {}
+    report = {"world": str(cfg.world), "preset": preset, "seeds": cfg.seeds, "arms": cfg.label_budget,
+              "rounds": cfg.rounds, "prompts_per_round": prompts_per_round(cfg, preset),
+              "judge": cfg.label_judge, "judge_confidence": cfg.label_judge_confidence,
+              "judge_threshold": cfg.label_judge_threshold, "sft_gold": sft_gold,
+              "points": points, "curves": curves, "reach_random_final_gold": reach, "runs_wall_s": walls,
+              "wall_s": round(wall_s, 1)}
+    (out / "label_budget.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    plot_label_budget(curves, sft_gold["mean"], out / "label_budget.png")
+    text = table_text(report)
+    (out / "label_budget.txt").write_text(text + "\n", encoding="utf-8")
+    print("\n" + text)
+    print(f"\nreport: {out / 'label_budget.json'}, {out / 'label_budget.txt'}, {out / 'label_budget.png'}  "
+          f"[{wall_s:.0f}s]")
+    return report
+
+
+def _f(x, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _ci(m: dict | None, digits: int = 3) -> str:
+    if m is None:
+        return "–"
+    if m["n"] == 1:
+        return _f(m["mean"], digits)
+    return f"{m['mean']:.{digits}f} ({m['low']:.{digits}f}–{m['high']:.{digits}f})"
+
+
+def table_text(report: dict) -> str:
+    """The table: per arm and round, means over seeds with 95% t intervals; then the acceptance figure."""
+    n = len(report["seeds"])
+    lines = [f"label budget, {report['preset']} world, seeds {','.join(map(str, report['seeds']))}: "
+             f"mean{' (95% t interval)' if n > 1 else ''} over seeds; SFT gold {_ci(report['sft_gold'])}",
+             "",
+             "| arm | round | human labels | judge labels | gold | RM accuracy | win vs SFT | judge used |",
+             "|---|---|---|---|---|---|---|---|"]
+    for arm, rows in report["curves"].items():
+        for r in rows:
+            used = [p["judge_used"] for p in report["points"] if p["arm"] == arm and p["round"] == r["round"]]
+            judge = "–" if all(u is None for u in used) else f"{sum(bool(u) for u in used)}/{len(used)} seeds"
+            lines.append(f"| {arm} | {r['round']} | {r['human_labels']['mean']:.0f} | {r['judge_labels']['mean']:.0f} "
+                         f"| {_ci(r['gold'])} | {_ci(r['rm_accuracy'])} | {_ci(r['win_vs_sft'])} | {judge} |")
+    for arm, e in report["reach_random_final_gold"].items():
+        if e["labels_needed"] is None:
+            lines.append(f"{arm}: does not reach random's final mean gold {e['target_gold']:.3f} "
+                         f"(random: {e['baseline_labels']:.0f} human labels)")
+        else:
+            lines.append(f"{arm}: reaches random's final mean gold {e['target_gold']:.3f} with "
+                         f"{e['labels_needed']:.0f} human labels, {e['ratio']:.2f} x random's "
+                         f"{e['baseline_labels']:.0f}")
+    return "\n".join(lines)

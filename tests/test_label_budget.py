@@ -1,0 +1,114 @@
+"""`rlhf compare --label-budget`: the label-efficiency experiment (recipes/label_budget.py) and its arithmetic
+(eval/label_budget.py)."""
+
+import json
+import math
+
+import pytest
+
+from rlhfkit.data.jsonl import read_jsonl
+from rlhfkit.eval.label_budget import efficiency, labels_to_reach, mean_curves, mean_interval
+from rlhfkit.world.gold import gold_reward
+from tests.conftest import run_cli
+
+
+def sharp_judge(prompts, completions, **_):
+    """Stands in for an AI labeler good enough to pass the loop's check against people (the test is about
+    counting labels, not about the judge): the gold reward, ×4 so that its confidence σ(|Δs|) is high."""
+    return [4 * gold_reward(p, c).total for p, c in zip(prompts, completions)]
+
+
+# ------------------------------------------------------------------------------------------ arithmetic
+
+def test_mean_interval_by_hand():
+    # x = 1, 2, 3: x̄ = 2, s² = (1 + 0 + 1)/2 = 1, half = t_{0.975,2}·s/√3 = 4.303/1.7320508 = 2.48434
+    m = mean_interval([1.0, 2.0, 3.0])
+    assert m["mean"] == pytest.approx(2.0)
+    assert m["low"] == pytest.approx(2 - 2.48434, abs=1e-5) and m["high"] == pytest.approx(2 + 2.48434, abs=1e-5)
+    # two values 0.5, 0.7: x̄ = 0.6, s = √(0.02) = 0.141421, half = 12.706·0.141421/√2 = 1.2706
+    m = mean_interval([0.5, 0.7])
+    assert m["low"] == pytest.approx(0.6 - 1.2706, abs=1e-6) and m["high"] == pytest.approx(0.6 + 1.2706, abs=1e-6)
+    assert mean_interval([0.42]) == {"mean": 0.42, "low": 0.42, "high": 0.42, "n": 1}
+
+
+def test_labels_to_reach_interpolates_linearly():
+    # segment (100, 0.6)–(200, 0.8), target 0.7: 100 + (0.7 − 0.6)/(0.8 − 0.6)·100 = 150
+    assert labels_to_reach([0, 100, 200], [0.4, 0.6, 0.8], 0.7) == pytest.approx(150.0)
+    # the first crossing counts, even if the curve falls again: (0, 0.4)–(100, 0.9) at 0.5 → 0 + 0.1/0.5·100 = 20
+    assert labels_to_reach([0, 100, 200], [0.4, 0.9, 0.3], 0.5) == pytest.approx(20.0)
+    assert labels_to_reach([0, 100], [0.8, 0.9], 0.7) == 0.0
+    assert labels_to_reach([0, 100, 200], [0.4, 0.6, 0.69], 0.7) is None
+
+
+def test_mean_curves_and_efficiency_by_hand():
+    pts = []
+    for seed, (g1, g2) in enumerate([(0.5, 0.7), (0.7, 0.9)]):  # random: round means 0.6, 0.8 at 100, 200 labels
+        pts += [{"arm": "random", "seed": seed, "round": 1, "human_labels": 100, "judge_labels": 0, "gold": g1,
+                 "rm_accuracy": 0.6, "win_vs_sft": 0.6},
+                {"arm": "random", "seed": seed, "round": 2, "human_labels": 200, "judge_labels": 0, "gold": g2,
+                 "rm_accuracy": None, "win_vs_sft": 0.7}]
+    for seed, (h1, g1) in enumerate([(40, 0.7), (60, 0.9)]):  # active: 50 labels, mean gold 0.8 after round 1
+        pts.append({"arm": "active", "seed": seed, "round": 1, "human_labels": h1, "judge_labels": 10, "gold": g1,
+                    "rm_accuracy": 0.7, "win_vs_sft": 0.7})
+    curves = mean_curves(pts)
+    assert [r["round"] for r in curves["random"]] == [1, 2]
+    assert curves["random"][1]["gold"]["mean"] == pytest.approx(0.8)
+    assert curves["random"][1]["rm_accuracy"] is None  # no seed has it
+    # gold 0.5, 0.7 → x̄ = 0.6, s = 0.141421, half = 12.706·0.141421/√2 = 1.2706
+    assert curves["random"][0]["gold"]["high"] == pytest.approx(0.6 + 1.2706, abs=1e-6)
+    assert curves["active"][0]["human_labels"]["mean"] == 50
+    # active's curve from SFT (0 labels, gold 0.4) to (50, 0.8) reaches random's final 0.8 at 50 labels: 50/200
+    e = efficiency(curves, sft_gold=0.4)
+    assert e["active"]["labels_needed"] == pytest.approx(50.0) and e["active"]["ratio"] == pytest.approx(0.25)
+    # against a target of 0.6 (random's round 1 only): 0 + (0.6 − 0.4)/(0.8 − 0.4)·50 = 25 labels
+    e = efficiency({"random": curves["random"][:1], "active": curves["active"]}, sft_gold=0.4)
+    assert e["active"]["labels_needed"] == pytest.approx(25.0) and e["active"]["ratio"] == pytest.approx(0.25)
+
+
+# -------------------------------------------------------------------------------------------- the command
+
+def test_label_budget_runs_end_to_end_and_counts_only_people(micro_world, tmp_path, capsys):
+    out = tmp_path / "lb"
+    code, stdout, err = run_cli(["compare", "--world", micro_world, "--out", out, "--label-budget",
+                                 "random,uncertain+judge", "--rounds", "2", "--seeds", "0", "--prompts-per-round",
+                                 "40", "--ppo-steps", "1", "--threads", "1",
+                                 "--label-judge", f"{__file__}:sharp_judge", "--label-judge-threshold", "0.6"], capsys)
+    assert code == 0, err
+    report = json.loads((out / "label_budget.json").read_text())
+    assert (out / "label_budget.png").stat().st_size > 0
+    assert "| random | 2 |" in (out / "label_budget.txt").read_text() and "| uncertain+judge | 2 |" in stdout
+    assert {(p["arm"], p["round"]) for p in report["points"]} == {(a, r) for a in ("random", "uncertain+judge")
+                                                                  for r in (1, 2)}
+    for p in report["points"]:
+        assert {"seed", "human_labels", "judge_labels", "gold", "rm_accuracy", "win_vs_sft", "judge_used"} <= set(p)
+        assert math.isfinite(p["gold"]) and 0 <= p["win_vs_sft"] <= 1
+    # every arm of the seed started from the one SFT policy: the same SFT gold
+    assert len({p["gold_sft"] for p in report["points"]}) == 1
+    judged = [p for p in report["points"] if p["arm"] == "uncertain+judge"]
+    assert all(p["judge_used"] for p in judged) and judged[-1]["judge_labels"] > 0
+    # human labels are people's rankings only: count them in the loop's own files
+    rankings = [r for k in (1, 2) for r in read_jsonl(out / "seed-0" / "uncertain-judge" / f"round-{k}" /
+                                                      "rankings.jsonl")]
+    people = [r for r in rankings if not r["labeler"].startswith("judge:")]
+    assert judged[-1]["human_labels"] == len(people)
+    assert judged[-1]["judge_labels"] == len(rankings) - len(people)
+    random_rows = [p for p in report["points"] if p["arm"] == "random"]
+    assert [p["human_labels"] for p in random_rows] == [80, 160] and random_rows[-1]["judge_labels"] == 0
+    assert set(report["reach_random_final_gold"]) == {"uncertain+judge"}
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--label-budget", "random,bogus"], "unknown arm 'bogus'"),
+    (["--label-budget", "random,random+judge"], "unknown arm 'random+judge'"),
+    (["--label-budget", "random,random"], "an arm is named twice"),
+    (["--label-budget", "uncertain+judge", "--label-judge", "world:gold"], "world:gold is the hidden truth"),
+    (["--label-budget", "random", "--rounds", "0"], "config key 'rounds' must be at least 1"),
+    (["--label-budget", "random", "--label-judge-confidence", "1.5"], "'label_judge_confidence' must be from 0"),
+    (["--rounds", "3"], "config key 'rounds' is a setting of --label-budget"),
+    (["--label-budget", "uncertain+judge", "--label-judge", "no_such_module_xyz:f"], "no_such_module_xyz"),
+])
+def test_label_budget_bad_flags_give_one_line(extra, expected, micro_world, tmp_path, capsys):
+    code, _, err = run_cli(["compare", "--world", micro_world, "--out", tmp_path / "lb", *extra], capsys)
+    assert code == 2, err
+    assert expected in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "lb").exists()
