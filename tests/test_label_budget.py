@@ -97,6 +97,18 @@ def test_label_budget_runs_end_to_end_and_counts_only_people(micro_world, tmp_pa
     assert set(report["reach_random_final_gold"]) == {"uncertain+judge"}
 
 
+def test_a_refused_judge_arm_still_runs_and_says_so(micro_world, tmp_path, capsys):
+    # threshold 1: no interval's lower end reaches it, so the loop's check refuses the judge
+    code, stdout, err = run_cli(["compare", "--world", micro_world, "--out", tmp_path / "lb", "--label-budget",
+                                 "uncertain+judge", "--rounds", "1", "--prompts-per-round", "20", "--ppo-steps", "1",
+                                 "--threads", "1", "--label-judge", f"{__file__}:sharp_judge",
+                                 "--label-judge-threshold", "1"], capsys)
+    assert code == 0, err
+    (point,) = json.loads((tmp_path / "lb" / "label_budget.json").read_text())["points"]
+    assert point["judge_used"] is False and point["judge_labels"] == 0 and point["human_labels"] > 0
+    assert "| uncertain+judge | 1 |" in stdout and "| 0/1 seeds |" in stdout
+
+
 @pytest.mark.parametrize("extra, expected", [
     (["--label-budget", "random,bogus"], "unknown arm 'bogus'"),
     (["--label-budget", "random,random+judge"], "unknown arm 'random+judge'"),
