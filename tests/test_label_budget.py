@@ -124,3 +124,8 @@ def test_label_budget_bad_flags_give_one_line(extra, expected, micro_world, tmp_
     assert code == 2, err
     assert expected in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "lb").exists()
+
+
+def test_compare_help_names_the_label_budget_options(capsys):
+    code, out, _ = run_cli(["compare", "--help"], capsys)
+    assert code == 0 and "--label-budget" in out and "--label-judge-threshold" in out

@@ -247,7 +247,7 @@ class CompareConfig(StageOptions, RLOptions, SeedsOptions):
                               "--judge` (default: the world's verifier, an AI labeler; never world:gold, the truth)")
     label_judge_threshold: float = option(DEFAULT_THRESHOLD, "with --label-budget: `rlhf loop --judge-threshold` of "
                                           "the +judge arms (the judge is used when the lower end of its agreement's "
-                                          "95% interval with people reaches this)")
+                                          "95-percent interval with people reaches this)")
     label_judge_confidence: float = option(0.5, "with --label-budget: `rlhf loop --judge-confidence` of the +judge "
                                            "arms (0.5: the verifier labels every item it can check; its ties, "
                                            "two different wrong answers, carry no pair)")
