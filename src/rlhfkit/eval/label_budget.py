@@ -85,27 +85,26 @@ def efficiency(curves: dict[str, list[dict]], sft_gold: float, baseline: str = "
     return out
 
 
-def plot_label_budget(curves: dict[str, list[dict]], sft_gold: float, path: Path) -> Path:
+def plot_label_budget(curves: dict[str, list[dict]], sft_gold: dict, path: Path) -> Path:
     """Gold of the final policy and the RM's held-out accuracy against human labels: one line per arm (the mean
-    over seeds) with its 95% band; gold starts at SFT's (0 labels), and SFT's is the dashed line."""
+    over seeds) with its 95% band; gold starts at SFT's (0 labels; `sft_gold` a mean_interval), and SFT's mean is
+    the dashed line."""
     fig = Figure(figsize=(11, 4.2))
     ax_gold, ax_acc = fig.subplots(1, 2)
     colors = colormaps["tab10"]
     for i, (arm, rows) in enumerate(curves.items()):
         xs = [r["human_labels"]["mean"] for r in rows]
-        for ax, key, start in ((ax_gold, "gold", sft_gold), (ax_acc, "rm_accuracy", None)):
-            pts = [(x, r[key]) for x, r in zip(xs, rows) if r[key] is not None]
-            if not pts:
+        for ax, key, start in ((ax_gold, "gold", [(0.0, sft_gold)]), (ax_acc, "rm_accuracy", [])):
+            pts = start + [(x, r[key]) for x, r in zip(xs, rows) if r[key] is not None]
+            if len(pts) == len(start):
                 continue
-            x = ([0.0] if start is not None else []) + [p[0] for p in pts]
-            mean = ([start] if start is not None else []) + [p[1]["mean"] for p in pts]
-            low = ([start] if start is not None else []) + [p[1]["low"] for p in pts]
-            high = ([start] if start is not None else []) + [p[1]["high"] for p in pts]
+            x = [p[0] for p in pts]
+            mean, low, high = ([p[1][k] for p in pts] for k in ("mean", "low", "high"))
             ax.plot(x, mean, "o-", color=colors(i), label=arm)
             ax.fill_between(x, low, high, color=colors(i), alpha=0.15)
-    ax_gold.axhline(sft_gold, color="grey", linestyle="--", linewidth=1, label="SFT")
+    ax_gold.axhline(sft_gold["mean"], color="grey", linestyle="--", linewidth=1, label="SFT")
     ax_gold.set_title("gold reward of the round's policy (held-out prompts)")
-    ax_acc.set_title("RM held-out accuracy (random-share items)")
+    ax_acc.set_title("RM held-out accuracy (uniformly drawn items)")
     for ax in (ax_gold, ax_acc):
         ax.set_xlabel("human labels (rankings by people; judge rankings not counted)")
         ax.grid(alpha=0.3)

@@ -134,7 +134,7 @@ def write_report(out: Path, cfg: CompareConfig, preset: str, points: list[dict],
               "points": points, "curves": curves, "reach_random_final_gold": reach, "runs_wall_s": walls,
               "wall_s": round(wall_s, 1)}
     (out / "label_budget.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    plot_label_budget(curves, sft_gold["mean"], out / "label_budget.png")
+    plot_label_budget(curves, sft_gold, out / "label_budget.png")
     text = table_text(report)
     (out / "label_budget.txt").write_text(text + "\n", encoding="utf-8")
     print("\n" + text)
