@@ -31,7 +31,6 @@ OUT/label_budget.txt (the table printed) and OUT/label_budget.png.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import time
 from pathlib import Path
@@ -107,11 +106,10 @@ def run_label_budget(cfg: CompareConfig) -> dict:
         say(f"seed {seed}: SFT on the world's demonstrations (shared by every arm)")
         stages.sft(world, sft, epochs=plan.sft_epochs, lr=plan.sft_lr, seed=seed, threads=cfg.threads)
         for arm in cfg.label_budget:
-            t0 = time.time()
-            say(f"seed {seed}: arm {arm}: rlhf loop, {cfg.rounds} rounds")
-            with contextlib.redirect_stdout(io.StringIO()) as log:
-                report = run_loop(arm_config(cfg, preset, arm, seed, out / f"seed-{seed}" / arm.replace("+", "-"), sft))
-            (out / f"seed-{seed}" / f"{arm.replace('+', '-')}.log").write_text(log.getvalue(), encoding="utf-8")
+            t0, where = time.time(), out / f"seed-{seed}" / arm.replace("+", "-")
+            say(f"seed {seed}: arm {arm}: rlhf loop, {cfg.rounds} rounds (its progress: {where}.log)")
+            with open(f"{where}.log", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+                report = run_loop(arm_config(cfg, preset, arm, seed, where, sft))
             new = points_of(arm, seed, report["rounds"])
             points += new
             walls.append({"arm": arm, "seed": seed, "wall_s": round(time.time() - t0, 1)})
