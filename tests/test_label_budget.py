@@ -60,6 +60,7 @@ def test_mean_curves_and_efficiency_by_hand():
     # active's curve from SFT (0 labels, gold 0.4) to (50, 0.8) reaches random's final 0.8 at 50 labels: 50/200
     e = efficiency(curves, sft_gold=0.4)
     assert e["active"]["labels_needed"] == pytest.approx(50.0) and e["active"]["ratio"] == pytest.approx(0.25)
+    assert e["active"]["at_most_half"]
     # against a target of 0.6 (random's round 1 only): 0 + (0.6 − 0.4)/(0.8 − 0.4)·50 = 25 labels
     e = efficiency({"random": curves["random"][:1], "active": curves["active"]}, sft_gold=0.4)
     assert e["active"]["labels_needed"] == pytest.approx(25.0) and e["active"]["ratio"] == pytest.approx(0.25)

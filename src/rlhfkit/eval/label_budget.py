@@ -70,7 +70,8 @@ def labels_to_reach(xs: list[float], ys: list[float], target: float) -> float | 
 
 def efficiency(curves: dict[str, list[dict]], sft_gold: float, baseline: str = "random") -> dict[str, dict]:
     """Per arm other than `baseline`: the human labels its mean gold curve, starting at (0 labels, SFT's gold),
-    needs to reach the baseline's final mean gold, and their ratio to the baseline's final label count."""
+    needs to reach the baseline's final mean gold, their ratio to the baseline's final label count, and whether
+    that is at most half."""
     last = curves[baseline][-1]
     target, spent = last["gold"]["mean"], last["human_labels"]["mean"]
     out = {}
@@ -80,8 +81,9 @@ def efficiency(curves: dict[str, list[dict]], sft_gold: float, baseline: str = "
         xs = [0.0] + [r["human_labels"]["mean"] for r in rows]
         ys = [sft_gold] + [r["gold"]["mean"] for r in rows]
         need = labels_to_reach(xs, ys, target)
-        out[arm] = {"target_gold": target, "baseline_labels": spent, "labels_needed": need,
-                    "ratio": None if need is None else need / spent}
+        ratio = None if need is None else need / spent
+        out[arm] = {"target_gold": target, "baseline_labels": spent, "labels_needed": need, "ratio": ratio,
+                    "at_most_half": ratio is not None and ratio <= 0.5}  # issue 34's acceptance line
     return out
 
 

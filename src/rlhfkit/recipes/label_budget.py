@@ -174,5 +174,5 @@ def table_text(report: dict) -> str:
         else:
             lines.append(f"{arm}: reaches random's final mean gold {e['target_gold']:.3f} with "
                          f"{e['labels_needed']:.0f} human labels, {e['ratio']:.2f} x random's "
-                         f"{e['baseline_labels']:.0f}")
+                         f"{e['baseline_labels']:.0f}" + (" (at most half)" if e["at_most_half"] else ""))
     return "\n".join(lines)
