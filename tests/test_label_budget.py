@@ -82,7 +82,8 @@ def test_label_budget_runs_end_to_end_and_counts_only_people(micro_world, tmp_pa
                                                                   for r in (1, 2)}
     for p in report["points"]:
         assert {"seed", "human_labels", "judge_labels", "gold", "rm_accuracy", "win_vs_sft", "judge_used"} <= set(p)
-        assert math.isfinite(p["gold"]) and 0 <= p["win_vs_sft"] <= 1
+        assert math.isfinite(p["gold"]) and 0 <= p["win_vs_sft"] <= 1 and 0 <= p["rm_test_accuracy"] <= 1
+    assert len(read_jsonl(out / "seed-0" / "test-rankings.jsonl")) > 0  # the seed's one test set for every RM
     # every arm of the seed started from the one SFT policy: the same SFT gold
     assert len({p["gold_sft"] for p in report["points"]}) == 1
     judged = [p for p in report["points"] if p["arm"] == "uncertain+judge"]

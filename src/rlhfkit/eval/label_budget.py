@@ -40,8 +40,10 @@ def mean_interval(values: list[float]) -> dict:
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
 
 
-def mean_curves(points: list[dict], keys=("human_labels", "judge_labels", "gold", "rm_accuracy", "win_vs_sft")
-                ) -> dict[str, list[dict]]:
+CURVE_KEYS = ("human_labels", "judge_labels", "gold", "rm_accuracy", "rm_test_accuracy", "win_vs_sft")
+
+
+def mean_curves(points: list[dict], keys=CURVE_KEYS) -> dict[str, list[dict]]:
     """arm -> one row per round: each key's mean_interval over the seeds of that arm and round (a key whose values
     are missing (None) in every seed is None). `points`: {arm, seed, round, key: value, ...}."""
     by: dict[tuple[str, int], list[dict]] = {}
@@ -88,25 +90,28 @@ def efficiency(curves: dict[str, list[dict]], sft_gold: float, baseline: str = "
 
 
 def plot_label_budget(curves: dict[str, list[dict]], sft_gold: dict, path: Path) -> Path:
-    """Gold of the final policy and the RM's held-out accuracy against human labels: one line per arm (the mean
-    over seeds) with its 95% band; gold starts at SFT's (0 labels; `sft_gold` a mean_interval), and SFT's mean is
-    the dashed line."""
+    """Gold of the final policy and the RM's accuracy against human labels: one line per arm (the mean over seeds)
+    with its 95% band; gold starts at SFT's (0 labels; `sft_gold` a mean_interval), and SFT's mean is the dashed
+    line; the RM's accuracy on the seed's common test set (solid, banded) and on the loop's own held-out random
+    share (dotted)."""
     fig = Figure(figsize=(11, 4.2))
     ax_gold, ax_acc = fig.subplots(1, 2)
     colors = colormaps["tab10"]
     for i, (arm, rows) in enumerate(curves.items()):
         xs = [r["human_labels"]["mean"] for r in rows]
-        for ax, key, start in ((ax_gold, "gold", [(0.0, sft_gold)]), (ax_acc, "rm_accuracy", [])):
-            pts = start + [(x, r[key]) for x, r in zip(xs, rows) if r[key] is not None]
+        for ax, key, start, style in ((ax_gold, "gold", [(0.0, sft_gold)], "o-"),
+                                      (ax_acc, "rm_test_accuracy", [], "o-"), (ax_acc, "rm_accuracy", [], ":")):
+            pts = start + [(x, r[key]) for x, r in zip(xs, rows) if r.get(key) is not None]
             if len(pts) == len(start):
                 continue
             x = [p[0] for p in pts]
             mean, low, high = ([p[1][k] for p in pts] for k in ("mean", "low", "high"))
-            ax.plot(x, mean, "o-", color=colors(i), label=arm)
-            ax.fill_between(x, low, high, color=colors(i), alpha=0.15)
+            ax.plot(x, mean, style, color=colors(i), label=arm if style == "o-" else f"{arm} (loop's held-out)")
+            if style == "o-":
+                ax.fill_between(x, low, high, color=colors(i), alpha=0.15)
     ax_gold.axhline(sft_gold["mean"], color="grey", linestyle="--", linewidth=1, label="SFT")
     ax_gold.set_title("gold reward of the round's policy (held-out prompts)")
-    ax_acc.set_title("RM held-out accuracy (uniformly drawn items)")
+    ax_acc.set_title("RM accuracy: the seed's test set (dotted: the loop's random share)")
     for ax in (ax_gold, ax_acc):
         ax.set_xlabel("human labels (rankings by people; judge rankings not counted)")
         ax.grid(alpha=0.3)

@@ -37,6 +37,8 @@ from pathlib import Path
 
 from rlhfkit.config import to_toml
 from rlhfkit.errors import UserError
+from rlhfkit.eval.commands import eval_rm
+from rlhfkit.eval.configs import EvalRMConfig
 from rlhfkit.eval.label_budget import efficiency, mean_curves, mean_interval, plot_label_budget
 from rlhfkit.recipes import pipeline as stages
 from rlhfkit.recipes.compare import run_compare
@@ -44,6 +46,8 @@ from rlhfkit.recipes.configs import PLANS, CompareConfig, LoopConfig, parse_arm
 from rlhfkit.recipes.judges import check_judge
 from rlhfkit.recipes.loop import run_loop
 from rlhfkit.world.build import World
+
+TEST_SEED = 10_000  # the test set's sampling and labeling seeds: seed + TEST_SEED, apart from every loop's seed + r
 
 
 def compare(cfg: CompareConfig) -> dict:
@@ -71,6 +75,24 @@ def arm_config(cfg: CompareConfig, preset: str, arm: str, seed: int, out: Path, 
                       judge=cfg.label_judge if judged else None, judge_confidence=cfg.label_judge_confidence,
                       judge_threshold=cfg.label_judge_threshold,
                       kl_coef=cfg.kl_coef, ppo_steps=cfg.ppo_steps, threads=cfg.threads)
+
+
+def test_rankings(world, sft: Path, out: Path, plan, seed: int) -> Path:
+    """One test set per seed, the same for every arm and round: K SFT samples on the held-out prompts (never
+    labeled or trained on by a loop), ranked by the simulated people. The loop's own held-out items are its
+    rounds' random share, sampled by that arm's policies: each arm and round is measured on other items, which
+    get harder as the policies improve; this set compares every RM on the same comparisons."""
+    candidates = out / "test-candidates.jsonl"
+    stages.sample([sft], world.path / "prompts" / "heldout.jsonl", candidates, k=plan.k,
+                  temperatures=plan.temperatures, limit=plan.eval_prompts, max_new_tokens=world.response_limit,
+                  seed=seed + TEST_SEED)
+    stages.simulate(world.path, candidates, out / "test-rankings.jsonl", labelers=plan.labelers,
+                    per_item=plan.per_item, seed=seed + TEST_SEED)
+    return out / "test-rankings.jsonl"
+
+
+def test_accuracy(rm: Path, data: Path, threads: int) -> float:
+    return stages.quiet(eval_rm, EvalRMConfig(rm=str(rm), data=str(data), threads=threads))["heldout_accuracy"]
 
 
 def points_of(arm: str, seed: int, rows: list[dict]) -> list[dict]:
@@ -105,17 +127,21 @@ def run_label_budget(cfg: CompareConfig) -> dict:
         sft = out / f"seed-{seed}" / "sft"
         say(f"seed {seed}: SFT on the world's demonstrations (shared by every arm)")
         stages.sft(world, sft, epochs=plan.sft_epochs, lr=plan.sft_lr, seed=seed, threads=cfg.threads)
+        test = test_rankings(world, sft, out / f"seed-{seed}", plan, seed)
         for arm in cfg.label_budget:
             t0, where = time.time(), out / f"seed-{seed}" / arm.replace("+", "-")
             say(f"seed {seed}: arm {arm}: rlhf loop, {cfg.rounds} rounds (its progress: {where}.log)")
             with open(f"{where}.log", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
                 report = run_loop(arm_config(cfg, preset, arm, seed, where, sft))
             new = points_of(arm, seed, report["rounds"])
+            for p in new:  # every round's RM on the seed's common test set
+                p["rm_test_accuracy"] = test_accuracy(where / f"round-{p['round']}" / "rm", test, cfg.threads)
             points += new
             walls.append({"arm": arm, "seed": seed, "wall_s": round(time.time() - t0, 1)})
             last = new[-1]
             say(f"seed {seed}: arm {arm}: {last['human_labels']} human labels, {last['judge_labels']} judge's; "
-                f"gold {last['gold']:.3f}, RM accuracy {_f(last['rm_accuracy'])}  [{walls[-1]['wall_s']:.0f}s]")
+                f"gold {last['gold']:.3f}, RM accuracy {_f(last['rm_test_accuracy'])} on the test set, "
+                f"{_f(last['rm_accuracy'])} on the loop's held-out  [{walls[-1]['wall_s']:.0f}s]")
     return write_report(out, cfg, preset, points, walls, time.time() - say.start)
 
 
@@ -159,14 +185,16 @@ def table_text(report: dict) -> str:
     lines = [f"label budget, {report['preset']} world, seeds {','.join(map(str, report['seeds']))}: "
              f"mean{' (95% t interval)' if n > 1 else ''} over seeds; SFT gold {_ci(report['sft_gold'])}",
              "",
-             "| arm | round | human labels | judge labels | gold | RM accuracy | win vs SFT | judge used |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| arm | round | human labels | judge labels | gold | RM accuracy (test set) | RM accuracy (loop's "
+             "held-out) | win vs SFT | judge used |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for arm, rows in report["curves"].items():
         for r in rows:
             used = [p["judge_used"] for p in report["points"] if p["arm"] == arm and p["round"] == r["round"]]
             judge = "–" if all(u is None for u in used) else f"{sum(bool(u) for u in used)}/{len(used)} seeds"
             lines.append(f"| {arm} | {r['round']} | {r['human_labels']['mean']:.0f} | {r['judge_labels']['mean']:.0f} "
-                         f"| {_ci(r['gold'])} | {_ci(r['rm_accuracy'])} | {_ci(r['win_vs_sft'])} | {judge} |")
+                         f"| {_ci(r['gold'])} | {_ci(r.get('rm_test_accuracy'))} | {_ci(r['rm_accuracy'])} "
+                         f"| {_ci(r['win_vs_sft'])} | {judge} |")
     for arm, e in report["reach_random_final_gold"].items():
         if e["labels_needed"] is None:
             lines.append(f"{arm}: does not reach random's final mean gold {e['target_gold']:.3f} "
