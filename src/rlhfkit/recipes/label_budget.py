@@ -20,9 +20,12 @@ check still decides: the verifier is measured against people on the random share
 is used only when the interval's lower end reaches the threshold; a refused judge's arm runs on people's labels
 alone, and its points say so (`judge_used`).
 
-The RM's held-out accuracy is unbiased across arms: with --select, only items of the uniformly drawn random share
-(half of it) are held out, never an actively chosen or judge-labeled one; with --select random the RM holds out a
-uniform 10% of the prompts. Both estimate the accuracy on uniformly drawn items.
+Two RM accuracies per round. The loop's held-out accuracy is unbiased within an arm: with --select, only items of
+the uniformly drawn random share (half of it) are held out, never an actively chosen or judge-labeled one; with
+--select random the RM holds out a uniform 10% of the prompts; both estimate the accuracy on uniformly drawn items
+of that arm's own rounds, whose candidates its own policies sampled. To compare arms and rounds on the same
+comparisons, each seed also has one test set (`test_rankings`: K SFT samples on the held-out prompts, ranked by the
+simulated people once) on which every round's RM of every arm is measured (`rm_test_accuracy`).
 
 Writes OUT/label_budget.json (every point, the mean curves with 95% intervals, the acceptance figure),
 OUT/label_budget.txt (the table printed) and OUT/label_budget.png.
