@@ -106,12 +106,12 @@ def plot_label_budget(curves: dict[str, list[dict]], sft_gold: dict, path: Path)
                 continue
             x = [p[0] for p in pts]
             mean, low, high = ([p[1][k] for p in pts] for k in ("mean", "low", "high"))
-            ax.plot(x, mean, style, color=colors(i), label=arm if style == "o-" else f"{arm} (loop's held-out)")
+            ax.plot(x, mean, style, color=colors(i), label=arm if style == "o-" else None)
             if style == "o-":
                 ax.fill_between(x, low, high, color=colors(i), alpha=0.15)
     ax_gold.axhline(sft_gold["mean"], color="grey", linestyle="--", linewidth=1, label="SFT")
     ax_gold.set_title("gold reward of the round's policy (held-out prompts)")
-    ax_acc.set_title("RM accuracy: the seed's test set (dotted: the loop's random share)")
+    ax_acc.set_title("RM accuracy: test set (dotted: loop's held-out)")
     for ax in (ax_gold, ax_acc):
         ax.set_xlabel("human labels (rankings by people; judge rankings not counted)")
         ax.grid(alpha=0.3)
