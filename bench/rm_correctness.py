@@ -27,8 +27,8 @@ either is written: samples, rankings and models go under `--work` (default: besi
 3. One table: accuracy against the labelers' pairs of the held-out set (a tie counts ½), against the gold order on
    every pair of each item's outputs whose gold total differs and whose gold correctness differs, and the
    labelers' pairs split by the gold component that decides them (`rewards.accuracy.accuracy_breakdown`, what
-   `rlhf eval rm` prints), with each variant's wall time (training + scoring). The JSON holds the same, and the
-   noise ceiling of each component.
+   `rlhf eval rm` prints), with each variant's wall time (training + scoring). The JSON holds the same, the noise
+   ceiling of each component, and the split by task family.
 """
 
 from __future__ import annotations
@@ -72,9 +72,11 @@ LOOP_NOTE = "flags classifier and hybrid are bench-only diagnostic training loop
 
 def gold_pair_accuracy(sets: list[list], score: dict, gold: dict) -> dict:
     """Accuracy of `score` against the gold order on every pair of outputs of each candidate set (a score tie
-    counts ½), over the pairs whose gold total differs and over those whose gold correctness differs.
+    counts ½), over the pairs whose gold total differs and over those whose gold correctness differs (these also
+    by task family).
     `sets`: each item's output keys; `score[key]` → float; `gold[key]` → a GoldReward."""
     hits: dict[str, list[float]] = {"gold_total": [], "correctness": []}
+    by_family: dict[str, list[float]] = {}
     for keys in sets:
         for a, b in combinations(keys, 2):
             for field, name in (("total", "gold_total"), ("correctness", "correctness")):
@@ -82,14 +84,19 @@ def gold_pair_accuracy(sets: list[list], score: dict, gold: dict) -> dict:
                 if ga != gb:
                     w, l = (a, b) if ga > gb else (b, a)
                     hits[name].append(ordered_as_labeled(score[w], score[l]))
-    return {name: {"accuracy": round(sum(h) / len(h), 4) if h else None, "n_pairs": len(h)}
-            for name, h in hits.items()}
+                    if name == "correctness":
+                        by_family.setdefault(gold[a].family, []).append(hits[name][-1])
+    return {**{name: share(h) for name, h in hits.items()},
+            "correctness_by_family": {f: share(h) for f, h in sorted(by_family.items())}}
+
+
+def share(hits: list[float]) -> dict:
+    return {"accuracy": round(sum(hits) / len(hits), 4) if hits else None, "n_pairs": len(hits)}
 
 
 def labeler_pair_accuracy(groups: list[dict], score: dict) -> dict:
     """Share of the labelers' pairs `score` orders as they did (a tie ½). `score[(prompt, text, finished)]`."""
-    hits = [ordered_as_labeled(score[key(g, w)], score[key(g, l)]) for g in groups for w, l in g["pairs"]]
-    return {"accuracy": round(sum(hits) / len(hits), 4) if hits else None, "n_pairs": len(hits)}
+    return share([ordered_as_labeled(score[key(g, w)], score[key(g, l)]) for g in groups for w, l in g["pairs"]])
 
 
 def key(group: dict, i: int) -> tuple:
@@ -269,26 +276,34 @@ def train_flags(sft: Path, records: list[dict], *, lr: float, epochs: int, seed:
 
 def measure(name: str, scores: dict, sets: list[list], groups: list[dict], gold: dict, seconds: float) -> dict:
     pairs = gold_pair_accuracy(sets, scores, gold)
-    by = accuracy_breakdown(groups, lambda g, i: scores[key(g, i)], lambda g, i: gold[key(g, i)])["by_component"]
-    return {"variant": name, "labelers": labeler_pair_accuracy(groups, scores), **pairs,
-            "by_component": by, "wall_s": round(seconds, 1)}
+    by = accuracy_breakdown(groups, lambda g, i: scores[key(g, i)], lambda g, i: gold[key(g, i)])
+    return {"variant": name, "labelers": labeler_pair_accuracy(groups, scores), **pairs, **by,
+            "wall_s": round(seconds, 1)}
 
 
 def print_table(rows: list[dict]) -> None:
     shown = [c for c in COMPONENTS if any(c in r["by_component"] for r in rows)]
-    head = f"  {'variant':<26} {'labelers':>8} {'gold tot':>8} {'correct':>8} " + \
-        " ".join(f"{'dec:' + c[:6]:>11}" for c in shown) + f" {'wall s':>7}"
-    print(head)
+    families = sorted({f for r in rows for f in r["correctness_by_family"]})
+    print(f"  {'':<26} {'labelers':>8} {'gold':>8} {'gold':>8}  labelers' pairs decided by")
+    print(f"  {'variant':<26} {'pairs':>8} {'total':>8} {'correct':>8} "
+          + " ".join(f"{c:>12}" for c in shown) + f" {'wall s':>7}")
     for r in rows:
         cells = [r["labelers"]["accuracy"], r["gold_total"]["accuracy"], r["correctness"]["accuracy"]]
         comp = [r["by_component"].get(c, {}).get("rm_accuracy") for c in shown]
         print(f"  {r['variant']:<26} " + " ".join(f"{v:>8.3f}" for v in cells) + " "
-              + " ".join(f"{v:>11.3f}" if v is not None else f"{'-':>11}" for v in comp) + f" {r['wall_s']:>7.1f}")
+              + " ".join(f"{v:>12.3f}" if v is not None else f"{'-':>12}" for v in comp) + f" {r['wall_s']:>7.1f}")
     ref = rows[0]
     print(f"  pairs: labelers {ref['labelers']['n_pairs']}, gold total {ref['gold_total']['n_pairs']}, "
           f"correctness {ref['correctness']['n_pairs']}; deciding component (labelers' pairs): "
           + ", ".join(f"{c} {ref['by_component'][c]['n_pairs']} (ceiling "
                       f"{ref['by_component'][c]['noise_ceiling']:.3f})" for c in shown))
+    print("\n  pairs whose gold correctness differs, by task family:")
+    print(f"  {'variant':<26} " + " ".join(f"{f[:8]:>8}" for f in families))
+    for r in rows:
+        cells = [r["correctness_by_family"].get(f, {}).get("accuracy") for f in families]
+        print(f"  {r['variant']:<26} " + " ".join(f"{v:>8.3f}" if v is not None else f"{'-':>8}" for v in cells))
+    print(f"  {'pairs':<26} " + " ".join(f"{ref['correctness_by_family'].get(f, {}).get('n_pairs', 0):>8}"
+                                          for f in families))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -34,8 +34,11 @@ def test_gold_pair_accuracy_counts_pairs_whose_total_or_correctness_differs():
     result = bench.gold_pair_accuracy([["A", "B", "C"], ["D", "E"]], score, gold)
     # totals differ: A>B (score 0.3 < 0.5: 0), A>C (1), B>C (1); D, E tie on total → 2/3
     # correctness differs: A>C (1), B>C (1), D>E (scores tie: ½); A, B both right → 2.5/3
+    # by family: list A>C, B>C (2/2), sort D>E (½)
     assert result == {"gold_total": {"accuracy": round(2 / 3, 4), "n_pairs": 3},
-                      "correctness": {"accuracy": round(2.5 / 3, 4), "n_pairs": 3}}
+                      "correctness": {"accuracy": round(2.5 / 3, 4), "n_pairs": 3},
+                      "correctness_by_family": {"list": {"accuracy": 1.0, "n_pairs": 2},
+                                                "sort": {"accuracy": 0.5, "n_pairs": 1}}}
     assert bench.gold_pair_accuracy([["E"]], score, gold)["correctness"] == {"accuracy": None, "n_pairs": 0}
 
 
