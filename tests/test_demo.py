@@ -13,10 +13,10 @@ KEYS = {"preset", "seed", "wall_s", "win_rates", "gold", "rm", "ppo", "labelers"
 
 def test_demo_micro_writes_the_report_and_ppo_beats_sft(micro_world, tmp_path, capsys):
     out = tmp_path / "demo"
-    code, stdout, err = run_cli(["demo", "--preset", "micro", "--world", micro_world, "--out", out,
-                                 "--methods", "dpo,rloo"], capsys)
+    code, stdout, err = run_cli(["demo", "--world", micro_world, "--out", out, "--methods", "dpo,rloo"], capsys)
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
+    assert report["preset"] == "micro"  # no --preset: the plan of the --world's own preset, not the default tiny
     assert KEYS <= set(report)
     for name in ("sft_vs_base", "ppo_vs_sft", "ppo_vs_bon"):
         assert set(report["win_rates"][name]) >= {"rate", "ci_low", "ci_high", "n"}

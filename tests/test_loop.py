@@ -7,10 +7,10 @@ from tests.conftest import run_cli
 
 def test_two_rounds_then_resume_adds_a_third(micro_world, tmp_path, capsys):
     out = tmp_path / "loop"
-    args = ["loop", "--world", micro_world, "--preset", "micro", "--out", out, "--prompts-per-round", "40",
-            "--ppo-steps", "2"]
+    args = ["loop", "--world", micro_world, "--out", out, "--prompts-per-round", "40", "--ppo-steps", "2"]
     code, stdout, err = run_cli(args + ["--rounds", "2"], capsys)
     assert code == 0, err
+    assert 'preset = "micro"' in (out / "config.toml").read_text()  # no --preset: the --world's own, not tiny
     rows = json.loads((out / "report.json").read_text())["rounds"]
     assert [r["round"] for r in rows] == [1, 2]
     assert rows[1]["rankings"] == 2 * rows[0]["rankings"]  # the RM of round 2 sees both rounds' comparisons

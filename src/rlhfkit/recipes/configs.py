@@ -53,6 +53,9 @@ PLANS = {
 }
 
 
+DEFAULT_PRESET = "tiny"  # the plan of `rlhf demo` and `rlhf loop` without --preset or a --world that has one
+
+
 def check_preset(preset: str) -> None:
     if preset not in PLANS:
         raise UserError(f"config key 'preset': unknown preset {preset!r} (one of {', '.join(PLANS)})")
@@ -192,7 +195,8 @@ class SeedsOptions:
 @dataclass
 class DemoConfig(StageOptions, RLOptions, SeedsOptions):
     out: str = default_of(SeedsOptions, "out", "runs/demo")
-    preset: str = option("tiny", "world and pipeline size: micro (tests), tiny (the demo), small")
+    preset: str | None = option(None, "pipeline size: micro (tests), tiny (the demo), small (default: the "
+                                "--world's own preset, else tiny; without --world also the world's size)")
     world_seed: int = option(0, "seed of the toy world shared by every pipeline seed")
     world: str | None = option(None, "use this built world directory instead of building OUT/world")
     arch: str = option("gpt2", "base LM architecture: gpt2 or llama")
@@ -203,7 +207,8 @@ class DemoConfig(StageOptions, RLOptions, SeedsOptions):
 
     def check(self) -> None:
         super().check()
-        check_preset(self.preset)
+        if self.preset is not None:
+            check_preset(self.preset)
         if self.bf16 not in BF16_CHOICES:
             raise UserError(f"config key 'bf16' must be one of {', '.join(BF16_CHOICES)} (got {self.bf16!r})")
         self.check_seeds()
@@ -315,7 +320,8 @@ class LoopConfig(DataOptions, StageOptions, RLOptions):
     out: str | None = required("loop directory (config.toml, one folder per round, report.json, report.html)")
     rounds: int = option(3, "rounds of sample → label → RM → PPO")
     world: str | None = option(None, "toy world directory (default: build the preset's world into OUT/world)")
-    preset: str = option("tiny", "world and stage sizes when the loop builds them (micro, tiny, small)")
+    preset: str | None = option(None, "stage sizes, and the world's when the loop builds it: micro, tiny, small "
+                                "(default: the --world's own preset, else tiny)")
     sft: str | None = option(None, "initial policy (default: SFT on the world's demonstrations into OUT/sft)")
     prompts_per_round: int | None = option(None, "prompts sampled for labeling each round (default: the preset's)")
     k: int = option(4, "outputs per prompt")
@@ -379,7 +385,8 @@ class LoopConfig(DataOptions, StageOptions, RLOptions):
 
     def check(self) -> None:
         super().check()
-        check_preset(self.preset)
+        if self.preset is not None:
+            check_preset(self.preset)
         check_source(self.source)
         if self.source == "files" and not self.labels_dir:
             raise UserError("config key 'labels_dir': --labels files reads the exports from --labels-dir")

@@ -210,6 +210,7 @@ def _run_demo(cfg: DemoConfig) -> dict:
         World(cfg.world)  # a user error if it is not a world
     out = stages.fresh_out_dir(cfg.out, cfg.overwrite)
     set_threads(cfg.threads)
+    cfg.preset = stages.preset_of(cfg.preset, cfg.world)
     plan = PLANS[cfg.preset]
     say = Progress()
     support = bf16_support(pick_device("auto"))  # the trainers' device (their --device auto)

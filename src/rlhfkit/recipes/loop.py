@@ -222,6 +222,7 @@ def run_loop(cfg: LoopConfig) -> dict:
 
 def _run_loop(cfg: LoopConfig) -> dict:
     cfg.check()
+    cfg.preset = stages.preset_of(cfg.preset, cfg.world)
     plan = PLANS[cfg.preset]
     out = Path(cfg.out)
     later = check_rerun(out, cfg)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import shutil
 import time
@@ -31,7 +32,7 @@ from rlhfkit.data.pairs import read_preferences
 from rlhfkit.eval.bon import BestOfN, best_of_n, bon_kl
 from rlhfkit.eval.policy import PolicyEval, evaluate_policy, load_policy, run_checkpoints
 from rlhfkit.models.reward_model import RewardModel
-from rlhfkit.recipes.configs import METHODS, RL_METHODS, MethodSettings, Plan, SampleConfig
+from rlhfkit.recipes.configs import DEFAULT_PRESET, METHODS, PLANS, RL_METHODS, MethodSettings, Plan, SampleConfig
 from rlhfkit.recipes.sample import sample_candidates
 from rlhfkit.rewards.accuracy import labeler_agreement
 from rlhfkit.rewards.sources import WORLD_JUDGE
@@ -47,6 +48,19 @@ from rlhfkit.world.gold import gold_reward
 from rlhfkit.world.simulate import simulate_labels
 
 # ------------------------------------------------------------------------------------------- presets
+
+
+def preset_of(preset: str | None, world_dir: str | Path | None) -> str:
+    """The plan's preset: the one given, else the world's own (its world.json), else tiny — so that a command run
+    on a built world sizes its stages for that world, not for the default one."""
+    if preset is not None:
+        return preset
+    meta = Path(world_dir) / "world.json" if world_dir else None
+    if meta is not None and meta.is_file():
+        built = json.loads(meta.read_text(encoding="utf-8")).get("preset")
+        if built in PLANS:
+            return built
+    return DEFAULT_PRESET
 
 
 def fresh_out_dir(out: str | Path, overwrite: bool) -> Path:
