@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlhfkit.data.formats import read_prompts
 from rlhfkit.engines.hf import HFEngine
@@ -76,21 +76,11 @@ def evaluate(policy: Path, prompts_path: Path, *, use_tools: bool, seed: int, ma
             "tool_use": round(sum(t["calls"] > 0 for t in done) / n, 4), "n": n, "example": done[0]}
 
 
-def value_from_policy(policy: Path, out: Path) -> Path:
-    """The value model's start: the SFT policy's body under a fresh scalar head (there is no reward model here)."""
-    tokenizer = AutoTokenizer.from_pretrained(policy)
-    model = AutoModelForSequenceClassification.from_pretrained(policy, num_labels=1)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
 def ppo(policy: Path, prompts: Path, out: Path, *, seed: int, steps: int, lr: float, kl_coef: float,
         max_turns: int) -> dict:
-    value = value_from_policy(policy, out.with_name(out.name + "_value_start"))
+    # the value model starts from the SFT policy's body under a fresh scalar head (there is no reward model here)
     return quiet(train_ppo, PPOConfig(
-        policy=str(policy), value_model=str(value), prompts=str(prompts), out=str(out), reward_fn=[REWARD_FN],
+        policy=str(policy), value_model=str(policy), prompts=str(prompts), out=str(out), reward_fn=[REWARD_FN],
         environment=ENVIRONMENT, max_turns=max_turns, max_new_tokens=MAX_NEW_TOKENS,
         max_prompt_length=MAX_PROMPT_LENGTH, max_trajectory_tokens=MAX_TRAJECTORY_TOKENS, ppo_steps=steps,
         batch_size=32, minibatch_size=16, lr=lr, kl_coef=kl_coef, seed=seed, threads=1, overwrite=True))

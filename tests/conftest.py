@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +16,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
 
 from rlhfkit.cli import main as cli_main  # noqa: E402
 from rlhfkit.world.build import world_words  # noqa: E402
@@ -66,3 +69,24 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     code = cli_main([str(a) for a in args])
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+@contextlib.contextmanager
+def transformers_warnings(logger: str = "transformers.modeling_utils"):
+    """The messages `logger` says inside, at transformers' warning verbosity (what a user who has not set
+    TRANSFORMERS_VERBOSITY=error sees), its once-per-process memory (`warning_once`) cleared first."""
+    said: list[str] = []
+
+    class Kept(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    handler, verbosity = Kept(), hf_logging.get_verbosity()
+    hf_logging.warning_once.cache_clear()
+    hf_logging.set_verbosity_warning()
+    logging.getLogger(logger).addHandler(handler)
+    try:
+        yield said
+    finally:
+        logging.getLogger(logger).removeHandler(handler)
+        hf_logging.set_verbosity(verbosity)

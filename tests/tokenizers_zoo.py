@@ -144,11 +144,22 @@ def end_of_turn(setup: str, tok) -> int:
 TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"
 
 
-def real_template(name: str) -> str:
+FROZEN_DATE = "26 Jul 2024"  # the date Llama 3.2's template writes when the renderer has no clock (strftime_now)
+
+
+def real_template(name: str, date_string: str | None = FROZEN_DATE) -> str:
     """A real model's chat template, as its tokenizer_config.json ships it: "qwen2_5" (Qwen2.5-Instruct, with its
     tools branch) or "llama3_2" (Llama-3.2-Instruct: tools, a dated system turn, a generation prompt ending in
-    "\n\n")."""
-    return (TEMPLATES / f"{name}.jinja").read_text(encoding="utf-8")
+    "\n\n").
+
+    Llama 3.2's system turn says "Today Date: " + today (transformers' `strftime_now`) unless the caller passes
+    `date_string`. rlhfkit renders through `apply_chat_template` with no such argument, so the template is given
+    `date_string` as if it were passed: one `set` before the verbatim text, and a rendering is the same on every
+    day (prompt and prompt + answer rendered either side of midnight would differ). None: the text alone."""
+    text = (TEMPLATES / f"{name}.jinja").read_text(encoding="utf-8")
+    if date_string is not None and "date_string" in text:
+        text = "{%- set date_string = " + json.dumps(date_string) + " %}\n" + text
+    return text
 
 
 def write_neox_template(path: Path) -> Path:

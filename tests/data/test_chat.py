@@ -1,8 +1,10 @@
 """Token ids as the model's own inference makes them (data/chat.py), in the four special-token setups of issue 16."""
 
 import json
+from datetime import datetime
 
 import pytest
+from transformers.utils import chat_template_utils
 
 from rlhfkit.data.chat import (
     Truncation,
@@ -22,6 +24,7 @@ from rlhfkit.train.dpo import tokenize as dpo_tokenize
 from rlhfkit.train.sft import tokenize_demos
 from tests.tokenizers_zoo import (
     END_OF_TURN,
+    FROZEN_DATE,
     SETUPS,
     build_tokenizer,
     conversations,
@@ -197,6 +200,34 @@ def gpt2_rule_llama3():
     tok = build_tokenizer("llama3", paragraphs=True)
     tok.chat_template = real_template("llama3_2")
     return tok
+
+
+class _Clock:
+    """Stands in for `datetime` in transformers' chat-template module, whose `strftime_now` reads `datetime.now()`."""
+
+    def __init__(self, at: datetime):
+        self.at = at
+
+    def now(self, tz=None) -> datetime:
+        return self.at
+
+
+def test_llama3_2_renders_the_date_it_is_given_on_every_day(gpt2_rule_llama3, monkeypatch):
+    """The Llama 3.2 fixture dates its system turn with today unless given `date_string`: renderings either side of
+    midnight (a prompt, then prompt + answer) would differ. The tests' template is given one date; the bare text
+    shows that the clock does reach the template."""
+    prompt = conversations()[0][:-1]
+    bare = build_tokenizer("llama3", paragraphs=True)
+    bare.chat_template = real_template("llama3_2", date_string=None)
+    renders = {"tests": [], "bare": []}
+    for at in (datetime(2030, 12, 31, 23, 59, 59), datetime(2031, 1, 1, 0, 0, 1)):
+        monkeypatch.setattr(chat_template_utils, "datetime", _Clock(at))
+        for name, tok in (("tests", gpt2_rule_llama3), ("bare", bare)):
+            renders[name].append((tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True),
+                                  prompt_ids(tok, prompt)))
+    assert "Today Date: 31 Dec 2030\n" in renders["bare"][0][0] and "Today Date: 01 Jan 2031\n" in renders["bare"][1][0]
+    assert renders["tests"][0] == renders["tests"][1]
+    assert f"Today Date: {FROZEN_DATE}\n" in renders["tests"][0][0]
 
 
 def test_gpt2_rule_under_a_llama3_template_trains_on_the_ids_generation_produces(gpt2_rule_llama3, tmp_path):

@@ -2,6 +2,8 @@
 of every trainer on tiny GPT-2, Llama and Qwen2 models; an architecture that does not read packed positions (OPT)
 is probed and run padded."""
 
+import logging
+
 import pytest
 import torch
 from torch import nn
@@ -11,6 +13,7 @@ from rlhfkit.models import packing as pk
 from rlhfkit.models.policy import response_logprobs, response_values, scored_responses
 from rlhfkit.models.scalar import ScalarModel
 from tests.arch_zoo import arch_config
+from tests.conftest import transformers_warnings
 
 VOCAB = 64
 
@@ -130,3 +133,46 @@ def test_an_architecture_that_ignores_packed_positions_runs_padded(capsys):
         a, _ = response_logprobs(policy, ids, mask, width, 1.0, False)
         b, _ = response_logprobs(policy, ids, mask, width, 1.0, True)
     torch.testing.assert_close(b * mask[:, width:], a * mask[:, width:], rtol=0, atol=1e-6)
+
+
+def test_packed_rows_holding_the_pad_id_score_as_padded_and_transformers_does_not_warn():
+    """GPT-2 warns "We strongly recommend passing in an `attention_mask` since your input_ids may be padded" when a
+    call without a mask has the pad id in its first or last column. Packed rows hold it as a real token (pad = EOS
+    here, ending every sequence) and as the dummy sequence after a row's last one (fill id 0 = pad): a false alarm,
+    the scores, the values and the policy's log-probs are the padded ones."""
+    torch.manual_seed(0)
+    config = arch_config("gpt2")
+    config.vocab_size, config.pad_token_id, config.eos_token_id = VOCAB, 0, 0
+    policy = AutoModelForCausalLM.from_config(config).eval()
+    value = ScalarModel(AutoModel.from_config(config), nn.Linear(config.hidden_size, 1), pad_token_id=None).eval()
+    ids, mask, width = _batch()
+    last = mask.cumsum(-1).argmax(-1)  # each row's last real token: EOS = pad
+    ids[torch.arange(len(ids)), last] = 0
+    p = pk.pack_for(value.backbone, ids, mask)
+    assert (p.input_ids[:, [0, -1]] == 0).any()  # what transformers looks at: the pad id is there
+    with transformers_warnings() as said, torch.no_grad():
+        packed = (value.score(ids, mask, packing=True), response_values(value, ids, mask, width, packing=True),
+                  response_logprobs(policy, ids, mask, width, 1.0, packing=True)[0])
+    assert not [m for m in said if "strongly recommend passing in an `attention_mask`" in m], said
+    with torch.no_grad():
+        padded = (value.score(ids, mask), response_values(value, ids, mask, width),
+                  response_logprobs(policy, ids, mask, width, 1.0)[0])
+    response = mask[:, width:]
+    torch.testing.assert_close(packed[0], padded[0], rtol=0, atol=1e-5)
+    for a, b in zip(packed[1:], padded[1:]):
+        torch.testing.assert_close(a * response, b * response, rtol=0, atol=1e-5)
+
+
+def test_the_padding_warning_is_dropped_only_inside_packed_calls():
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord(pk.PADDING_WARNING_LOGGER, logging.WARNING, __file__, 0, message, None, None)
+
+    warning = record(pk.PADDING_WARNING + ". See https://huggingface.co/docs/transformers/troubleshooting")
+    other = record("Some weights of the model checkpoint were not used")
+    with transformers_warnings() as said:
+        logger = logging.getLogger(pk.PADDING_WARNING_LOGGER)
+        with pk.packed_rows():
+            logger.handle(warning)
+            logger.handle(other)
+        logger.handle(warning)  # a padded call made without a mask, outside: warned
+    assert said == [other.getMessage(), warning.getMessage()]

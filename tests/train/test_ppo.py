@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from transformers import AutoModel
 
 from rlhfkit import losses as L
 from rlhfkit.errors import UserError
@@ -215,3 +216,51 @@ def test_value_model_starts_as_a_separate_copy_of_the_reward_model(setup):
     assert all(torch.equal(a, b) for a, b in zip(value.state_dict().values(), reward.model.state_dict().values()))
     assert all(not p.requires_grad for p in reward.model.parameters())
     assert all(p.requires_grad for p in value.parameters())
+
+
+def test_value_model_can_start_from_a_causal_lm_under_a_fresh_head_drawn_from_the_seed(tmp_path, tiny_gpt2):
+    """--value-model = the SFT policy (as TRL and OpenRLHF start the critic): its transformer, and the head `rlhf rm`
+    would draw from the run's seed; a reward model directory is still taken whole."""
+    cfg = PPOConfig(out=str(tmp_path / "run"), policy=str(tiny_gpt2), value_model=str(tiny_gpt2),
+                    reward_fn=[_length_fn(tmp_path)],
+                    prompts="unused", seed=3)
+    tokenizer, policy, _, value, reward = load_models(cfg, torch.device("cpu"))
+    assert reward is None  # reward functions alone: the value model is not a reward model's copy
+    body = policy.transformer.state_dict()
+    assert all(torch.equal(v, body[k]) for k, v in value.backbone.state_dict().items())
+    fresh = ScalarModel.from_backbone(tiny_gpt2, tokenizer, seed=3)
+    assert torch.equal(value.head.weight, fresh.head.weight) and not value.head.bias.any()
+    assert not torch.equal(value.head.weight, ScalarModel.from_backbone(tiny_gpt2, tokenizer, seed=4).head.weight)
+    assert all(p.requires_grad for p in value.parameters())
+
+
+def _length_fn(tmp_path) -> str:
+    (tmp_path / "rf.py").write_text("def length(completions, **kw):\n"
+                                    "    return [float(len(c.split())) for c in completions]\n")
+    return f"{tmp_path}/rf.py:length"
+
+
+def test_ppo_command_trains_a_value_model_started_from_the_sft_policy(micro_world, tmp_path, capsys):
+    """No reward model at all (a reward function, as bench/tool_world.py): the critic starts from the SFT policy."""
+    sft, out = micro_world / "base", tmp_path / "ppo"
+    code, _, err = run_cli(["ppo", "--policy", sft, "--value-model", sft, "--reward-fn", _length_fn(tmp_path),
+                            "--prompts", micro_world / "prompts/train.jsonl", "--out", out, "--ppo-steps", "2",
+                            "--batch-size", "4", "--minibatch-size", "2", "--max-new-tokens", "6", "--threads", "1"],
+                           capsys)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all("value_loss" in r for r in rows)
+    assert ScalarModel.from_pretrained(out / "value", role="value model") is not None
+
+
+def test_a_value_model_that_is_neither_a_reward_model_nor_a_causal_lm_is_refused(micro_world, tmp_path, capsys):
+    bare = tmp_path / "bare"  # a transformer without a head: GPT2Model
+    AutoModel.from_pretrained(micro_world / "base").save_pretrained(bare)
+    load_tokenizer(micro_world / "base").save_pretrained(bare)
+    out = tmp_path / "ppo"
+    code, _, err = run_cli(["ppo", "--policy", micro_world / "base", "--value-model", bare,
+                            "--reward-fn", _length_fn(tmp_path), "--prompts", micro_world / "prompts/train.jsonl",
+                            "--out", out, "--ppo-steps", "1"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "neither a reward model nor a causal LM (a GPT2Model)" in err
+    assert not out.exists()

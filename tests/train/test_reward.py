@@ -15,7 +15,7 @@ from rlhfkit.losses import preference_loss
 from rlhfkit.models.loading import load_tokenizer
 from rlhfkit.models.scalar import ScalarModel, score_texts
 from rlhfkit.rewards.accuracy import batch_loss, make_batch, tokenize_groups
-from tests.conftest import run_cli
+from tests.conftest import run_cli, transformers_warnings
 
 
 def test_ranking_with_a_tie_gives_exactly_the_strict_pairs():
@@ -182,6 +182,23 @@ def test_rm_command_trains_normalizes_and_reports(micro_world, tmp_path, capsys)
     code, stdout, err = run_cli(["eval", "rm", "--rm", out, "--world", micro_world], capsys)
     assert code == 0, err
     assert "held-out accuracy" in stdout and "labeler agreement" in stdout
+
+
+def test_rm_command_packs_its_rows_without_transformers_padding_warning(micro_world, tmp_path, capsys):
+    """The micro world pads with id 0, the id that fills a packed row after its last sequence (rows of uneven
+    lengths here): transformers' "may be padded" warning, at its default verbosity, is a false alarm on packed rows
+    and is not said."""
+    data = tmp_path / "rankings.jsonl"
+    outs = ["the cat", "a dog and a cow", "one pig", "the red fox and the owl"]
+    prompts = ["say pear .", "list three animals .", "what color is the sky ?", "count the words : cat dog owl ."]
+    data.write_text("".join(json.dumps({"id": f"q{i}", "prompt": prompt, "completions": outs,
+                                        "ranking": [[0], [1], [2, 3]], "labeler": "l"}) + "\n"
+                            for i, prompt in enumerate(prompts * 3)))
+    with transformers_warnings() as said:
+        code, _, err = run_cli(["rm", "--model", micro_world / "base", "--data", data, "--out", tmp_path / "rm",
+                                "--batch-size", "4", "--epochs", "1"], capsys)
+    assert code == 0, err
+    assert not [m for m in said if "strongly recommend passing in an `attention_mask`" in m], said
 
 
 @pytest.mark.parametrize("ranking, k_texts, expected", [

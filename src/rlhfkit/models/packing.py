@@ -17,10 +17,16 @@ layers, most of the FLOPs, see fewer positions) but cost more attention.
 
 `unpack` maps packed outputs back to the padded layout [B, L, ...] (zeros on padding), so every loss, mask and
 normalizer downstream stays the padded code's: computed from masks, never from shapes.
+
+Every call on packed rows runs inside `packed_rows()`: transformers' warning that a call without an attention mask
+"may be padded" is a false alarm there (`NotPadded`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import logging
 import sys
 from dataclasses import dataclass
 
@@ -161,8 +167,44 @@ def unwrap(model):
 
 def forward(model, packing: Packing, **kwargs):
     """`model` called on the packed rows: no attention mask (transformers reads the sequences from the positions)."""
-    return model(input_ids=packing.input_ids, attention_mask=None, position_ids=packing.position_ids,
-                 use_cache=False, **kwargs)
+    with packed_rows():
+        return model(input_ids=packing.input_ids, attention_mask=None, position_ids=packing.position_ids,
+                     use_cache=False, **kwargs)
+
+
+# transformers' `PreTrainedModel.warn_if_padding_and_no_attention_mask`, said through this module's logger
+PADDING_WARNING = "We strongly recommend passing in an `attention_mask` since your input_ids may be padded"
+PADDING_WARNING_LOGGER = "transformers.modeling_utils"
+_IN_PACKED_ROWS = contextvars.ContextVar("rlhfkit_in_packed_rows", default=False)
+
+
+class NotPadded(logging.Filter):
+    """transformers warns (once) that a call without an attention mask "may be padded" when the pad id is in the
+    first or last column of its input_ids. Packed rows have no mask by design and no padding: their sequences are
+    read from the position ids (module docstring). The pad id there is a real token (pad = EOS, or BOS) or the
+    dummy sequence that ends a row, which no real token attends to (it comes after them, its positions restart at
+    0); tests/models/test_packing.py checks packed = padded with both. So the warning is dropped while a packed
+    call runs (`packed_rows`), in this thread only; every other message, and this one elsewhere, passes.
+    transformers says it once per process: one dropped here is not said later either."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_IN_PACKED_ROWS.get() and record.getMessage().startswith(PADDING_WARNING))
+
+
+_NOT_PADDED = NotPadded()
+
+
+@contextlib.contextmanager
+def packed_rows():
+    """The calls on packed rows inside: transformers' padding warning is not said of them (`NotPadded`)."""
+    logger = logging.getLogger(PADDING_WARNING_LOGGER)
+    if _NOT_PADDED not in logger.filters:
+        logger.addFilter(_NOT_PADDED)
+    token = _IN_PACKED_ROWS.set(True)
+    try:
+        yield
+    finally:
+        _IN_PACKED_ROWS.reset(token)
 
 
 # --------------------------------------------------------------------------------- does the architecture pack?

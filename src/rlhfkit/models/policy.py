@@ -94,6 +94,8 @@ def response_values(value_model, input_ids: torch.Tensor, attention_mask: torch.
     read back to their places; 0 where the padded batch has padding)."""
     if packing and pk.supports_packing(value_model):
         p = pk.pack_for(value_model, input_ids, attention_mask)
-        return pk.unpack(value_model(p.input_ids, None, p.position_ids), p)[:, prompt_width - 1:-1]
+        with pk.packed_rows():
+            values = value_model(p.input_ids, None, p.position_ids)
+        return pk.unpack(values, p)[:, prompt_width - 1:-1]
     values = value_model(input_ids, attention_mask, position_ids(attention_mask))
     return values[:, prompt_width - 1:-1]

@@ -78,7 +78,7 @@ from rlhfkit.models.loading import (
     disable_dropout,
     fuse_activations,
 )
-from rlhfkit.models.packing import pack_for, supports_packing
+from rlhfkit.models.packing import pack_for, packed_rows, supports_packing
 
 HEAD_WEIGHTS = OLD_HEAD_WEIGHTS
 HEAD_META = "scalar_head.json"
@@ -212,7 +212,8 @@ class ScalarModel(nn.Module):
         at = read_index(input_ids, attention_mask, self.pad_token_id)
         if packing and supports_packing(self):
             p = pack_for(self.backbone, input_ids, attention_mask)
-            hidden = self.hidden(p.input_ids, None, p.position_ids)
+            with packed_rows():  # transformers' "may be padded" warning is a false alarm on packed rows
+                hidden = self.hidden(p.input_ids, None, p.position_ids)
             return self.head(hidden.reshape(-1, hidden.shape[-1])[p.index[rows, at]]).squeeze(-1).float()
         hidden = self.hidden(input_ids, attention_mask)
         return self.head(hidden[rows, at]).squeeze(-1).float()

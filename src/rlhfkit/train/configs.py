@@ -138,7 +138,9 @@ class PPOConfig(RunOptions, DataOptions, EngineOptions, RewardOptions, BatchOpti
     judge: list[str] = option([], "judges, comma-separated, logged but never trained on: a reward model directory, "
                               "a reward function, or a registered name (world:gold)")
     prompts: str | None = required("prompts JSONL (field `prompt`)")
-    value_model: str | None = option(None, "value model start (default: the reward model, as InstructGPT)")
+    value_model: str | None = option(None, "value model start: a reward/value model directory, or a causal LM "
+                                     "(e.g. the SFT policy) whose transformer gets a fresh scalar head (default: "
+                                     "the reward model, as InstructGPT)")
     world: str | None = option(None, "toy world: also log its gold reward (the judge world:gold; never trained on)")
     ppo_steps: int = option(100, "PPO iterations (one batch of rollouts each)")
     batch_size: int = option(64, "episodes (prompts) per iteration")

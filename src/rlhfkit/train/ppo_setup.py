@@ -26,12 +26,13 @@ from rlhfkit.models.loading import (
     disable_dropout,
     load_causal_lm,
     load_tokenizer,
+    model_kind,
     resolve_length,
     save_dtype,
 )
 from rlhfkit.models.lora import AdaptersOff, add_lora, copy_head, has_lora, save_model, save_scalar_model
 from rlhfkit.models.reward_model import RewardModel
-from rlhfkit.models.scalar import ScalarModel
+from rlhfkit.models.scalar import ScalarModel, check_scalar_architecture
 from rlhfkit.rewards.sources import world_judge
 from rlhfkit.runtime.optim import make_optimizer
 from rlhfkit.storage import save_pretrained_atomic
@@ -42,8 +43,8 @@ from rlhfkit.train.trajectory import check_trajectory_lengths, read_environment
 
 
 def load_models(cfg, device):
-    """The four roles: policy (trained), reference (frozen SFT), value model (trained, from the RM), reward model
-    (frozen).
+    """The four roles: policy (trained), reference (frozen SFT), value model (trained, from the RM or
+    --value-model: `start_value_model`), reward model (frozen).
 
     With LoRA (--lora-r) the policy and the value model train adapters; the reference is the policy's own weights
     with the adapters off, and the reward model the value model's start with the adapters off: no second copies.
@@ -65,7 +66,7 @@ def load_models(cfg, device):
     value_model = None  # RLOO, GRPO: no value model
     if cfg.advantage == "gae":
         value_path = cfg.value_model or cfg.reward
-        value_model = ScalarModel.from_pretrained(value_path, role="value model").to(device).eval()
+        value_model = start_value_model(value_path, tokenizer, cfg.seed).to(device).eval()
         if not RewardModel.around(value_model, value_path, tokenizer).same:  # V(x, y_<t) on the policy's tokens
             raise UserError(f"{value_path}: the value model's tokenizer is not the policy's; a value model reads "
                             "the policy's tokens (pass --value-model with one that shares the policy's tokenizer)")
@@ -75,6 +76,31 @@ def load_models(cfg, device):
                                                       value_model.pad_token_id).eval(), cfg.reward, tokenizer)
     policy.eval()  # no dropout anywhere (and eval() keeps it that way); gradients still flow
     return tokenizer, policy, reference, value_model, reward_model
+
+
+def start_value_model(path, tokenizer, seed: int) -> ScalarModel:
+    """V_φ's start. A reward/value model directory as it is, head included (InstructGPT App. C.3: the value
+    function starts from the RM); a causal LM directory (the SFT policy, the base model: where TRL and OpenRLHF
+    start the critic) gives its transformer under a fresh scalar head drawn from the run's seed, as `rlhf rm`
+    starts a reward model — every process draws the same head."""
+    if model_kind(path)[0] == "causal":
+        return ScalarModel.from_backbone(path, tokenizer, seed=seed)
+    return ScalarModel.from_pretrained(path, role="value model")
+
+
+def check_value_start(path) -> None:
+    """--value-model: a reward/value model (a sequence classifier with num_labels=1, or rlhfkit's older layout) or
+    a causal LM whose architecture a scalar head can sit on; anything else is refused in one line."""
+    kind, what = model_kind(path)
+    if kind == "causal":
+        check_scalar_architecture(path)
+    elif kind == "scalar":
+        check_reward_dir(path, "value model")
+    else:
+        what = what or "config.json names no architecture"
+        raise UserError(f"{path}: neither a reward model nor a causal LM ({what}); the value model starts from a "
+                        "sequence classifier with num_labels=1 or from a causal LM's transformer under a fresh "
+                        "scalar head")
 
 
 @dataclass
@@ -99,9 +125,10 @@ def read_inputs(cfg) -> PPOInputs:
     for path, role in ((cfg.policy, "policy"), (cfg.reference, "reference")):
         if path:
             check_causal_lm(path, role)
-    for path, role in ((cfg.reward, "reward model"), (cfg.value_model, "value model")):
-        if path:
-            check_reward_dir(path, role)
+    if cfg.reward:
+        check_reward_dir(cfg.reward, "reward model")
+    if cfg.value_model:
+        check_value_start(cfg.value_model)
     if cfg.world:
         world_judge(cfg.world)
     return PPOInputs(rows, ptx, check_reward_sources(cfg), read_environment(cfg, rows.prompts, rows.where))
