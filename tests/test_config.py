@@ -88,3 +88,16 @@ def test_compare_checks_rloo_as_ppo_does_before_anything_runs(micro_world, tmp_p
     assert code == 2 and "config key 'num_generations' must be at least 2 and divide 'batch_size'" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "c").exists()
+
+
+def test_a_help_text_that_names_its_default_is_not_followed_by_argparses_default():
+    import argparse
+
+    from rlhfkit.config import add_arguments
+    from rlhfkit.train.configs import PPOConfig
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, PPOConfig)
+    helps = {a.dest: a.help for a in reversed(parser._actions)}  # a renamed flag's alias comes after it
+    assert "(default: None)" not in helps["value_model"] and "default: the reward model" in helps["value_model"]
+    assert helps["ppo_steps"].endswith("(default: 100)")  # a help that does not say it keeps argparse's

@@ -280,14 +280,16 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
             parser.add_argument(f.name, nargs="?", default=argparse.SUPPRESS, help=help_text)
             continue
         flag = "--" + f.name.replace("_", "-")
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        # a help text that says its default itself ("default: the reward model") gets no "(default: None)" after it
+        suffix = "" if "default:" in help_text else f" (default: {shown})"
         if _unwrap_optional(tp)[0] is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=f"{help_text} (default: {default})")
+                                default=argparse.SUPPRESS, help=help_text + suffix)
         else:
-            shown = ",".join(map(str, default)) if isinstance(default, list) else default
             metavar = f.name.upper() if f.metadata.get("required") else None
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=metavar,
-                                help=f"{help_text} (default: {shown})")
+                                help=help_text + suffix)
     for old, new in renamed(cls).items():
         if new not in skip:
             parser.add_argument("--" + old.replace("_", "-"), dest=new, action=_Deprecated, default=argparse.SUPPRESS,
