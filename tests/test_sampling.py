@@ -4,6 +4,7 @@ import json
 
 from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.data.schemas import candidate_record, ranking_record
+from rlhfkit.recipes import sample as sample_module
 from rlhfkit.recipes.sample import assign_sources
 from tests.conftest import run_cli
 
@@ -67,3 +68,16 @@ def test_a_prompt_beyond_the_models_positions_is_one_line_before_any_sampling(mi
     assert code == 2 and err.count("\n") == 1, err
     assert "too-long" in err and f"position limit {limit}" in err
     assert not out.exists()
+
+
+def test_each_model_is_loaded_once_for_all_its_temperatures(micro_world, tmp_path, capsys, monkeypatch):
+    loads, real = [], sample_module.load_causal_lm
+    monkeypatch.setattr(sample_module, "load_causal_lm", lambda path, *a, **kw: loads.append(path) or real(path, *a))
+    base, prompts = micro_world / "base", micro_world / "prompts" / "train.jsonl"
+    code, _, err = run_cli(["sample", "--models", f"{base},{base}", "--prompts", prompts, "--k", "4",
+                            "--temperatures", "0.7,1.0,1.3", "--limit", "6", "--max-new-tokens", "4",
+                            "--out", tmp_path / "c.jsonl"], capsys)
+    assert code == 0, err
+    assert loads == [str(base)]  # one load of the model for its three temperatures (it was named twice)
+    sources = {c["source"] for r in read_jsonl(tmp_path / "c.jsonl", candidate_record) for c in r["completions"]}
+    assert sources == {"base@T=0.7", "base@T=1", "base@T=1.3"}

@@ -97,7 +97,8 @@ def generate(cfg: SampleConfig, records: list[dict], k: int) -> tuple[list[dict]
     slots = assign_sources(len(records), k, len(sources), cfg.seed)
     device = pick_device(cfg.device)
     results: dict[tuple[int, int], tuple[str, bool]] = {}
-    for s, (path, temperature) in enumerate(sources):
+    for path in dict.fromkeys(cfg.models):  # each model loaded, checked and given an engine once, for all its
+        # temperatures (a model named twice too)
         tokenizer = load_tokenizer(path, cfg.chat_template)
         model = load_causal_lm(path, tokenizer).to(device).eval()
         run_in_bf16(cfg.bf16, model)
@@ -105,15 +106,16 @@ def generate(cfg: SampleConfig, records: list[dict], k: int) -> tuple[list[dict]
         if any(is_conversation(r["prompt"]) for r in records):
             require_template(tokenizer)
         check_prompt_lengths(cfg.prompts, tokenizer, records, cfg.max_new_tokens, position_limit(model), path)
-        wanted = [(i, j) for i, row in enumerate(slots) for j, src in enumerate(row) if src == s]
         engine = make_engine(cfg.rollout_engine, model, tokenizer, max_len=position_limit(model) or 4096,
                              served=path, gpu_memory=cfg.vllm_gpu_memory, seed=cfg.seed,
                              server=cfg.rollout_server)
-        texts, finished = generate_texts(engine, [records[i]["prompt"] for i, _ in wanted],
-                                         max_new_tokens=cfg.max_new_tokens, temperature=temperature,
-                                         top_p=cfg.top_p, seed=cfg.seed * 1000 + s)
+        for s in (s for s, (source, _) in enumerate(sources) if source == path):
+            wanted = [(i, j) for i, row in enumerate(slots) for j, src in enumerate(row) if src == s]
+            texts, finished = generate_texts(engine, [records[i]["prompt"] for i, _ in wanted],
+                                             max_new_tokens=cfg.max_new_tokens, temperature=sources[s][1],
+                                             top_p=cfg.top_p, seed=cfg.seed * 1000 + s)
+            results.update({key: (t, f) for key, t, f in zip(wanted, texts, finished)})
         engine.close()
-        results.update({key: (t, f) for key, t, f in zip(wanted, texts, finished)})
     candidates = []
     for i, r in enumerate(records):
         completions = []
