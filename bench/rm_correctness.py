@@ -199,6 +199,22 @@ def tokenized_groups(tokenizer, records: list[dict]) -> list[dict]:
     return out
 
 
+def fit(model: torch.nn.Module, n: int, loss_of, *, lr: float, epochs: int, seed: int, batch_size: int,
+        warmup_ratio: float, grad_clip: float) -> None:
+    """`rlhf rm`'s optimizer and schedule (AdamW, warm-up + cosine, clipping) over `epochs` shuffled passes of
+    `n` examples: one step per batch of indices, on `loss_of(indices)`."""
+    total = -(-n // batch_size) * epochs
+    optimizer = make_optimizer(model.parameters(), lr)
+    schedule = warmup_cosine(optimizer, total, max(1, int(warmup_ratio * total)))
+    rng = random.Random(seed)
+    for _ in range(epochs):
+        order = list(range(n))
+        rng.shuffle(order)
+        for start in range(0, n, batch_size):
+            loss_of(order[start:start + batch_size]).backward()
+            optimizer_step(optimizer, schedule, model.parameters(), grad_clip)
+
+
 def train_hybrid(sft: Path, records: list[dict], *, lr: float, epochs: int, seed: int, batch_size: int = 16,
                  warmup_ratio: float = 0.05, grad_clip: float = 1.0) -> tuple[HybridReward, object]:
     """Pairwise loss (InstructGPT eq. 1, `losses.preference_loss`) on the hybrid reward, rlhf rm's optimizer and
@@ -207,26 +223,20 @@ def train_hybrid(sft: Path, records: list[dict], *, lr: float, epochs: int, seed
     lm, tokenizer = load_policy(sft)
     model = HybridReward(lm.train(), seed)
     groups = tokenized_groups(tokenizer, records)
-    total = -(-len(groups) // batch_size) * epochs
-    optimizer = make_optimizer(model.parameters(), lr)
-    schedule = warmup_cosine(optimizer, total, max(1, int(warmup_ratio * total)))
-    rng = random.Random(seed)
-    for _ in range(epochs):
-        order = list(range(len(groups)))
-        rng.shuffle(order)
-        for start in range(0, len(order), batch_size):
-            batch = [groups[i] for i in order[start:start + batch_size]]
-            rows, starts, chosen, rejected, weight = [], [], [], [], []
-            for g in batch:
-                base = len(rows)
-                rows += g["rows"]
-                starts += g["starts"]
-                for w, l in g["pairs"]:
-                    chosen.append(base + w), rejected.append(base + l), weight.append(g["weight"])
-            r = model(rows, starts, tokenizer.pad_token_id)
-            loss = preference_loss(r[chosen], r[rejected], torch.tensor(weight), len(batch))
-            loss.backward()
-            optimizer_step(optimizer, schedule, model.parameters(), grad_clip)
+
+    def loss_of(idx: list[int]) -> torch.Tensor:
+        rows, starts, chosen, rejected, weight = [], [], [], [], []
+        for g in (groups[i] for i in idx):
+            base = len(rows)
+            rows += g["rows"]
+            starts += g["starts"]
+            for w, l in g["pairs"]:
+                chosen.append(base + w), rejected.append(base + l), weight.append(g["weight"])
+        r = model(rows, starts, tokenizer.pad_token_id)
+        return preference_loss(r[chosen], r[rejected], torch.tensor(weight), len(idx))
+
+    fit(model, len(groups), loss_of, lr=lr, epochs=epochs, seed=seed, batch_size=batch_size,
+        warmup_ratio=warmup_ratio, grad_clip=grad_clip)
     return model.eval(), tokenizer
 
 
@@ -255,20 +265,14 @@ def train_flags(sft: Path, records: list[dict], *, lr: float, epochs: int, seed:
     items = sorted(flags)
     rows = response_sequences(tokenizer, [i[0] for i in items], [i[1] for i in items], [i[2] for i in items])
     target = torch.tensor([1 - sum(flags[i]) / len(flags[i]) for i in items])
-    total = -(-len(items) // batch_size) * epochs
-    optimizer = make_optimizer(model.parameters(), lr)
-    schedule = warmup_cosine(optimizer, total, max(1, int(warmup_ratio * total)))
-    rng = random.Random(seed)
-    for _ in range(epochs):
-        order = list(range(len(items)))
-        rng.shuffle(order)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            ids = pad_right([rows[i] for i in idx], tokenizer.pad_token_id)
-            mask = pad_right([[1] * len(rows[i]) for i in idx], 0)
-            loss = F.binary_cross_entropy_with_logits(model.score(ids, mask), target[idx])
-            loss.backward()
-            optimizer_step(optimizer, schedule, model.parameters(), grad_clip)
+
+    def loss_of(idx: list[int]) -> torch.Tensor:
+        ids = pad_right([rows[i] for i in idx], tokenizer.pad_token_id)
+        mask = pad_right([[1] * len(rows[i]) for i in idx], 0)
+        return F.binary_cross_entropy_with_logits(model.score(ids, mask), target[idx])
+
+    fit(model, len(items), loss_of, lr=lr, epochs=epochs, seed=seed, batch_size=batch_size,
+        warmup_ratio=warmup_ratio, grad_clip=grad_clip)
     return model.eval(), tokenizer
 
 
