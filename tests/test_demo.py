@@ -1,6 +1,7 @@
 """The whole loop in one command, on the micro preset: report keys, HTML, plots, PPO beating SFT by gold."""
 
 import json
+import re
 import tomllib
 
 import pytest
@@ -17,6 +18,9 @@ def test_demo_micro_writes_the_report_and_ppo_beats_sft(micro_world, tmp_path, c
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
     assert report["preset"] == "micro"  # no --preset: the plan of the --world's own preset, not the default tiny
+    for policy in ("sft", "ppo"):  # the table shows right answers beside the win rates
+        shown = f"{report['components'][policy]['gold_correctness']:.3f}"
+        assert re.search(rf"gold correctness: {policy.upper()}\s+{shown}", stdout), stdout
     assert KEYS <= set(report)
     for name in ("sft_vs_base", "ppo_vs_sft", "ppo_vs_bon"):
         assert set(report["win_rates"][name]) >= {"rate", "ci_low", "ci_high", "n"}

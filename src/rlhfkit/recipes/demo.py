@@ -173,8 +173,8 @@ def _read_metrics(path: Path) -> list[dict]:
 
 
 def print_table(report: dict, reports: list[dict]) -> None:
-    def cell(key, sub, fmt="{:.3f}"):
-        values = [r[key][sub] for r in reports]
+    def cell(key, sub, fmt="{:.3f}", field=None):
+        values = [r[key][sub] if field is None else r[key][sub][field] for r in reports]
         values = [v["rate"] if isinstance(v, dict) else v for v in values]
         if len(values) == 1:
             return fmt.format(values[0])
@@ -184,6 +184,9 @@ def print_table(report: dict, reports: list[dict]) -> None:
             ("PPO beats best-of-4 (gold win rate)", cell("win_rates", "ppo_vs_bon"), "> 0.50"),
             ("mean gold: base", cell("gold", "base"), ""), ("mean gold: SFT", cell("gold", "sft"), ""),
             ("mean gold: best-of-4", cell("gold", "bon"), ""), ("mean gold: PPO", cell("gold", "ppo"), ""),
+            # where the gain comes from: right answers (the gold reward's correctness) beside the win rates
+            ("gold correctness: SFT", cell("components", "sft", field="gold_correctness"), ""),
+            ("gold correctness: PPO", cell("components", "ppo", field="gold_correctness"), "≥ SFT + 0.03"),
             ("RM held-out accuracy", cell("rm", "heldout_accuracy"), ""),
             ("RM noise ceiling", cell("rm", "noise_ceiling"), ""),
             ("labeler agreement", cell("labelers", "pairwise_agreement"), "≈ 0.73"),
