@@ -24,7 +24,7 @@ Two RM accuracies per round. The loop's held-out accuracy is unbiased within an 
 the uniformly drawn random share (half of it) are held out, never an actively chosen or judge-labeled one; with
 --select random the RM holds out a uniform 10% of the prompts; both estimate the accuracy on uniformly drawn items
 of that arm's own rounds, whose candidates its own policies sampled. To compare arms and rounds on the same
-comparisons, each seed also has one test set (`test_rankings`: K SFT samples on the held-out prompts, ranked by the
+comparisons, each seed also has one test set (`fixed_test_set`: K SFT samples on the held-out prompts, ranked by the
 simulated people once) on which every round's RM of every arm is measured (`rm_test_accuracy`).
 
 Writes OUT/label_budget.json (every point, the mean curves with 95% intervals, the acceptance figure),
@@ -80,7 +80,7 @@ def arm_config(cfg: CompareConfig, preset: str, arm: str, seed: int, out: Path, 
                       kl_coef=cfg.kl_coef, ppo_steps=cfg.ppo_steps, threads=cfg.threads)
 
 
-def test_rankings(world, sft: Path, out: Path, plan, seed: int) -> Path:
+def fixed_test_set(world, sft: Path, out: Path, plan, seed: int) -> Path:
     """One test set per seed, the same for every arm and round: K SFT samples on the held-out prompts (never
     labeled or trained on by a loop), ranked by the simulated people. The loop's own held-out items are its
     rounds' random share, sampled by that arm's policies: each arm and round is measured on other items, which
@@ -94,7 +94,7 @@ def test_rankings(world, sft: Path, out: Path, plan, seed: int) -> Path:
     return out / "test-rankings.jsonl"
 
 
-def test_accuracy(rm: Path, data: Path, threads: int) -> float:
+def rm_accuracy_on(rm: Path, data: Path, threads: int) -> float:
     return stages.quiet(eval_rm, EvalRMConfig(rm=str(rm), data=str(data), threads=threads))["heldout_accuracy"]
 
 
@@ -130,7 +130,7 @@ def run_label_budget(cfg: CompareConfig) -> dict:
         sft = out / f"seed-{seed}" / "sft"
         say(f"seed {seed}: SFT on the world's demonstrations (shared by every arm)")
         stages.sft(world, sft, epochs=plan.sft_epochs, lr=plan.sft_lr, seed=seed, threads=cfg.threads)
-        test = test_rankings(world, sft, out / f"seed-{seed}", plan, seed)
+        test = fixed_test_set(world, sft, out / f"seed-{seed}", plan, seed)
         for arm in cfg.label_budget:
             t0, where = time.time(), out / f"seed-{seed}" / arm.replace("+", "-")
             say(f"seed {seed}: arm {arm}: rlhf loop, {cfg.rounds} rounds (its progress: {where}.log)")
@@ -138,7 +138,7 @@ def run_label_budget(cfg: CompareConfig) -> dict:
                 report = run_loop(arm_config(cfg, preset, arm, seed, where, sft))
             new = points_of(arm, seed, report["rounds"])
             for p in new:  # every round's RM on the seed's common test set
-                p["rm_test_accuracy"] = test_accuracy(where / f"round-{p['round']}" / "rm", test, cfg.threads)
+                p["rm_test_accuracy"] = rm_accuracy_on(where / f"round-{p['round']}" / "rm", test, cfg.threads)
             points += new
             walls.append({"arm": arm, "seed": seed, "wall_s": round(time.time() - t0, 1)})
             last = new[-1]
