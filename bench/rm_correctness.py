@@ -21,8 +21,14 @@ either is written: samples, rankings and models go under `--work` (default: besi
    f. `hybrid` (bench-only loop, a diagnostic): r(x, y) = w·h_EOS + a·(1/|y|)·Σ_t log p_θ(y_t | x, y_<t), the
       fine-tuned policy θ with its own (tied) LM head kept beside the scalar head, a learned (init 1), trained
       with InstructGPT's pairwise loss (`losses.preference_loss`) on the same rankings, 1 epoch (`--hybrid-epochs`);
-   g. `SFT mean log p` (untrained): the SFT policy's mean token log-probability of the response, the hybrid's
-      second term alone with a = 1.
+   g. `SFT mean/sum/min log p` (untrained): the SFT policy's mean, sum or minimum token log-probability of the
+      response, the hybrid's second term alone with a = 1;
+   h. `mean-pooled head` (bench-only, a diagnostic): the scalar head read at every response token and averaged,
+      r = (1/|y|)·Σ_t (w·h_t + b), no log p term, the same pairwise loss, 1 epoch;
+   i. `frozen log pi_SFT` (bench-only, a diagnostic): r = w·h_EOS + a·mean_t log π_SFT(y_t | x, y_<t), the
+      likelihood taken from a frozen copy of the SFT policy, so training moves only the head's side and a;
+   j. `twice the prompts, 1 label`: `rlhf rm` on the demo's number of rankings spread over twice the prompts
+      (2 × 1,500 training prompts, K outputs of the SFT policy each, one simulated labeler per item);
    and `gold r*`, the reference row: the gold reward as a score (its labeler accuracy is the noise ceiling).
 3. One table: accuracy against the labelers' pairs of the held-out set (a tie counts ½), against the gold order on
    every pair of each item's outputs whose gold total differs and whose gold correctness differs, and the
@@ -34,6 +40,7 @@ either is written: samples, rankings and models go under `--work` (default: besi
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import random
@@ -139,6 +146,18 @@ def scalar_scores(model: ScalarModel, tokenizer, samples: list[tuple]) -> dict:
     return dict(zip(samples, scores))
 
 
+def spread_rankings(world: World, sft: Path, work: Path, plan, seed: int) -> Path:
+    """The demo's number of rankings spread over twice the prompts: K outputs of the SFT policy for
+    2 × `label_prompts` training prompts, each item ranked by one simulated labeler instead of `per_item`."""
+    work.mkdir(parents=True, exist_ok=True)
+    pipeline.sample([sft], world.train_prompts_path, work / "candidates.jsonl", k=plan.k,
+                    temperatures=plan.temperatures, limit=plan.per_item * plan.label_prompts,
+                    max_new_tokens=world.response_limit, seed=seed)
+    pipeline.simulate(world.path, work / "candidates.jsonl", work / "rankings.jsonl", labelers=plan.labelers,
+                      per_item=1, seed=seed)
+    return work / "rankings.jsonl"
+
+
 def half_rankings(records: list[dict], seed: int) -> list[dict]:
     """The rankings of a random half of the items (every ranking of each chosen item)."""
     ids = sorted({r["id"] for r in records})
@@ -161,13 +180,20 @@ def encode(tokenizer, prompt: str, text: str, finished: bool) -> tuple[list[int]
 
 
 class HybridReward(nn.Module):
-    """r(x, y) = w·h_EOS + b + a·(1/|y|)·Σ_t log p_θ(y_t | x, y_<t): a scalar head on the last hidden state
-    read at the response's last token, plus a learned multiple of the policy's own mean token log-probability
-    (its tied LM head kept). With w = 0, b = 0, a = 1 it is the SFT policy's mean log p (variant g)."""
+    """r(x, y) = pool_w(h) + b + a·stat_t log p(y_t | x, y_<t): a scalar head read on the last hidden states plus a
+    learned multiple of a statistic of the response's token log-probabilities (the tied LM head kept).
 
-    def __init__(self, lm, seed: int = 0, head: bool = True):
+    `pool`: where the head reads — "eos", w·h at the response's last token (the standard reward model); "mean",
+    the mean of w·h_t over the response's tokens. `likelihood`: whose log p — "trained", the fine-tuned model's
+    own (variant f); "frozen", a frozen copy of the policy the model starts from, log π_SFT (variant i); None: no
+    such term (variant h). `statistic`: "mean", "sum" or "min" over the response's tokens (EOS included).
+    With w = 0, b = 0, a = 1 it is the SFT policy's statistic of log p (variants g)."""
+
+    def __init__(self, lm, seed: int = 0, head: bool = True, pool: str = "eos", likelihood: str | None = "trained",
+                 statistic: str = "mean"):
         super().__init__()
-        self.lm = lm
+        self.lm, self.pool, self.likelihood, self.statistic = lm, pool, likelihood, statistic
+        self.reference = copy.deepcopy(lm).eval().requires_grad_(False) if likelihood == "frozen" else None
         d = lm.config.hidden_size
         self.head = nn.Linear(d, 1)
         generator = torch.Generator().manual_seed(seed)
@@ -175,19 +201,37 @@ class HybridReward(nn.Module):
             self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=generator) / math.sqrt(d + 1)
                                    if head else torch.zeros_like(self.head.weight))
             self.head.bias.zero_()
-        self.a = nn.Parameter(torch.tensor(1.0))
+        self.a = nn.Parameter(torch.tensor(1.0 if likelihood else 0.0), requires_grad=likelihood is not None)
 
     def forward(self, rows: list[list[int]], starts: list[int], pad_id: int) -> torch.Tensor:
         ids = pad_right(rows, pad_id)
         mask = pad_right([[1] * len(r) for r in rows], 0)
         out = self.lm(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
-        logp = out.logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]  # log p(ids[t+1])
         lengths = torch.tensor([len(r) for r in rows])
-        positions = torch.arange(ids.shape[1] - 1)
-        response = (positions[None] >= torch.tensor(starts)[:, None] - 1) & (positions[None] < lengths[:, None] - 1)
-        mean_logp = (logp * response).sum(-1) / response.sum(-1).clamp(min=1)
-        last = out.hidden_states[-1][torch.arange(len(rows)), lengths - 1]
-        return self.head(last).squeeze(-1) + self.a * mean_logp
+        positions = torch.arange(ids.shape[1])
+        response = (positions[None] >= torch.tensor(starts)[:, None]) & (positions[None] < lengths[:, None])
+        hidden = out.hidden_states[-1]
+        if self.pool == "eos":
+            r = self.head(hidden[torch.arange(len(rows)), lengths - 1]).squeeze(-1)
+        else:  # the mean of w·h_t + b over the response's tokens
+            r = (self.head(hidden).squeeze(-1) * response).sum(-1) / response.sum(-1)
+        if self.likelihood is None:
+            return r
+        logits = out.logits
+        if self.reference is not None:
+            with torch.no_grad():
+                logits = self.reference(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        logp = logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]  # log p(ids[t+1])
+        scored = response[:, 1:]  # token t+1 of the response, predicted at t
+        return r + self.a * token_statistic(logp, scored, self.statistic)
+
+
+def token_statistic(logp: torch.Tensor, mask: torch.Tensor, statistic: str) -> torch.Tensor:
+    """The mean, sum or min of each row's log-probabilities where `mask` holds [B]."""
+    if statistic == "min":
+        return logp.masked_fill(~mask, math.inf).min(-1).values
+    total = (logp * mask).sum(-1)
+    return total if statistic == "sum" else total / mask.sum(-1).clamp(min=1)
 
 
 def tokenized_groups(tokenizer, records: list[dict]) -> list[dict]:
@@ -216,12 +260,13 @@ def fit(model: torch.nn.Module, n: int, loss_of, *, lr: float, epochs: int, seed
 
 
 def train_hybrid(sft: Path, records: list[dict], *, lr: float, epochs: int, seed: int, batch_size: int = 16,
-                 warmup_ratio: float = 0.05, grad_clip: float = 1.0) -> tuple[HybridReward, object]:
-    """Pairwise loss (InstructGPT eq. 1, `losses.preference_loss`) on the hybrid reward, rlhf rm's optimizer and
-    schedule (AdamW, warm-up + cosine, clipping); all outputs of a ranking in one batch."""
+                 warmup_ratio: float = 0.05, grad_clip: float = 1.0, **form) -> tuple[HybridReward, object]:
+    """Pairwise loss (InstructGPT eq. 1, `losses.preference_loss`) on a `HybridReward(**form)` started from the
+    SFT policy, rlhf rm's optimizer and schedule (AdamW, warm-up + cosine, clipping); all outputs of a ranking in
+    one batch."""
     torch.manual_seed(seed)
     lm, tokenizer = load_policy(sft)
-    model = HybridReward(lm.train(), seed)
+    model = HybridReward(lm.train(), seed, **form)
     groups = tokenized_groups(tokenizer, records)
 
     def loss_of(idx: list[int]) -> torch.Tensor:
@@ -375,8 +420,18 @@ def main(argv: list[str] | None = None) -> dict:
         run_variant(f"f. hybrid (diag., {epochs} ep)",
                     lambda epochs=epochs: hybrid_scores(*train_hybrid(sft, train_records, lr=plan.rm_lr,
                                                                       epochs=epochs, seed=args.seed), samples))
-    run_variant("g. SFT mean log p", lambda: hybrid_scores(HybridReward(load_policy(sft)[0], head=False).eval(),
-                                                           load_tokenizer(sft), samples))
+    for statistic in ("mean", "sum", "min"):
+        run_variant(f"g. SFT {statistic} log p", lambda statistic=statistic: hybrid_scores(
+            HybridReward(load_policy(sft)[0], head=False, statistic=statistic).eval(), load_tokenizer(sft), samples))
+    run_variant("h. mean-pooled head (diag.)",
+                lambda: hybrid_scores(*train_hybrid(sft, train_records, lr=plan.rm_lr, epochs=1, seed=args.seed,
+                                                    pool="mean", likelihood=None), samples))
+    run_variant("i. frozen log pi_SFT (diag.)",
+                lambda: hybrid_scores(*train_hybrid(sft, train_records, lr=plan.rm_lr, epochs=1, seed=args.seed,
+                                                    likelihood="frozen"), samples))
+    if wanted("j. twice the prompts"):
+        spread_rankings(world, sft, work / "spread", plan, args.seed)
+    run_variant("j. twice the prompts, 1 label", rm("spread-rm", work / "spread" / "rankings.jsonl", plan.rm_epochs))
 
     print()
     print(f"reward models of {run} on {len(candidates)} held-out items (accuracy; ties count 1/2):")

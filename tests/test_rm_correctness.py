@@ -80,3 +80,41 @@ def test_untrained_hybrid_is_the_mean_token_log_probability_of_the_response(tmp_
         # token y_t sits at position len(head) + t and is predicted at the position before it
         logp = [logits[len(head) + t - 1, y].item() for t, y in enumerate(response)]
         assert abs(scores[(prompt, text, finished)] - sum(logp) / len(logp)) < 1e-5
+
+
+def test_token_statistics_and_the_mean_pooled_head_read_the_response_tokens(tmp_path):
+    bench = rm_correctness()
+    lm, tokenizer = load_policy(save_tiny_model(tmp_path / "policy", "chatml"))
+    samples = [("the cat sat on", "the mat", True), ("a dog", "ran far away from the house", False)]
+    rows = []
+    for prompt, text, finished in samples:
+        head = prompt_ids(tokenizer, prompt)
+        rows.append((head, completion_ids(tokenizer, prompt, text, finished, head, whole=True)))
+    for statistic, reduce in (("sum", sum), ("min", min)):
+        model = bench.HybridReward(lm, head=False, statistic=statistic).eval()
+        scores = bench.hybrid_scores(model, tokenizer, samples, batch_size=2)
+        for sample, (head, response) in zip(samples, rows):
+            with torch.no_grad():
+                logits = lm(torch.tensor([head + response])).logits[0].log_softmax(-1)
+            logp = [logits[len(head) + t - 1, y].item() for t, y in enumerate(response)]
+            assert abs(scores[sample] - reduce(logp)) < 1e-4
+    pooled = bench.HybridReward(lm, seed=3, pool="mean", likelihood=None).eval()
+    scores = bench.hybrid_scores(pooled, tokenizer, samples, batch_size=2)
+    for sample, (head, response) in zip(samples, rows):
+        with torch.no_grad():
+            hidden = lm(torch.tensor([head + response]), output_hidden_states=True).hidden_states[-1][0]
+            per_token = pooled.head(hidden[len(head):]).squeeze(-1)  # w·h_t + b at each response token
+        assert abs(scores[sample] - per_token.mean().item()) < 1e-4
+
+
+def test_the_frozen_likelihood_stays_the_sft_policy_while_the_model_trains(tmp_path):
+    bench = rm_correctness()
+    lm, tokenizer = load_policy(save_tiny_model(tmp_path / "policy", "chatml"))
+    model = bench.HybridReward(lm, likelihood="frozen")
+    before = {k: v.clone() for k, v in model.reference.state_dict().items()}
+    head = prompt_ids(tokenizer, "a dog")
+    rows = [head + completion_ids(tokenizer, "a dog", t, True, head, whole=True) for t in ("ran", "sat on the mat")]
+    model(rows, [len(head)] * 2, tokenizer.pad_token_id).sum().backward()
+    assert all(p.grad is None for p in model.reference.parameters())
+    assert model.a.grad is not None and any(p.grad is not None for p in model.lm.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.reference.state_dict().items())
