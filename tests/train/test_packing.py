@@ -4,14 +4,16 @@ on tiny GPT-2, Llama and Qwen2 models; 2 processes on gloo, packed and micro-bat
 
 import copy
 import json
+import math
 
 import pytest
 import torch
 
 from rlhfkit.generation import Samples
+from rlhfkit.models import packing as pk
 from rlhfkit.models.policy import response_values, scored_responses
 from rlhfkit.rewards import accuracy
-from rlhfkit.train import dpo
+from rlhfkit.train import dpo, reward, sft
 from rlhfkit.train.configs import PPOConfig
 from rlhfkit.train.distributed import Parallel
 from rlhfkit.train.micro import accumulate, micro_parts
@@ -187,6 +189,111 @@ def test_dpo_step_packed_and_micro_batched_equals_padded(arch):
     dpo.attach_reference_logprobs(reference, packed, 0, "cpu", 2, packing=True)  # π_ref's log-probs, packed
     for a, b in zip(groups, packed):
         torch.testing.assert_close(b["ref_logp"], a["ref_logp"], rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ held-out evaluation
+
+def _counting_packs(monkeypatch) -> list[int]:
+    """Every `pk.pack` call (what `pk.pack_for`, so every packed forward pass, goes through) appends its row count."""
+    calls, real = [], pk.pack
+
+    def pack(*args, **kwargs):
+        calls.append(len(args[0]))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(pk, "pack", pack)
+    return calls
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+def test_heldout_evaluations_packed_equal_padded(arch, monkeypatch):
+    """SFT's held-out loss, the RM's held-out accuracy and loss, DPO's held-out accuracy, margin and loss: packed
+    (every sequence of every batch through `pk.pack`) = padded (no packed call), on rows of uneven lengths."""
+    policy, value = _models(arch)
+    reference, _ = _models(arch)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(3)
+    demos = [(torch.randint(1, VOCAB, (n,), generator=g).tolist(), [0, 0] + [1] * (n - 2))
+             for n in (3, 9, 5, 12, 4, 7)]
+    rankings, dpo_groups = _groups(with_masks=False), _groups(with_masks=True)
+    dpo.attach_reference_logprobs(reference, dpo_groups, 0, "cpu", 2)
+    assert pk.supports_packing(policy) and pk.supports_packing(value)  # probed before the count starts
+    calls = _counting_packs(monkeypatch)
+    measured = {}
+    for packing in (False, True):
+        measured[packing] = [sft.heldout_loss(policy, demos, 0, "cpu", batch_size=4, packing=packing),
+                             accuracy.pairwise_accuracy(value, rankings, 0, batch_size=2, packing=packing),
+                             dpo.heldout_metrics(policy, dpo_groups, 0, "cpu", 2, 0.1, packing=packing)]
+        if not packing:
+            assert calls == []
+    # 6 demonstrations in batches of 4 and 2; 8 distinct outputs in 2 + 1 rankings; 8 outputs, 2 + 1 rankings
+    assert calls == [4, 2, 5, 3, 5, 3]
+    loss, rm, dpo_metrics = measured[False]
+    assert measured[True][0] == pytest.approx(loss, rel=1e-5, abs=1e-6)
+    assert measured[True][1] == pytest.approx(rm, rel=1e-5, abs=1e-6) and rm["n_pairs"] == 7
+    assert measured[True][2] == pytest.approx(dpo_metrics, rel=1e-5, abs=1e-6) and dpo_metrics["n_pairs"] == 7
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+def test_dpo_policy_equal_to_its_packed_reference_has_margin_exactly_zero(arch):
+    """π_ref's log-probs are taken packed (the default); held out, π_θ = π_ref must see the same packed batches:
+    every margin exactly 0, accuracy ½, loss ln 2. Before the fix π_θ ran padded there and the margins were the
+    rounding noise between packed and padded (held-out accuracy 0.64 with GPT-2, 0.43 with Llama)."""
+    policy, _ = _models(arch)
+    policy.eval()
+    groups = _groups(with_masks=True)
+    dpo.attach_reference_logprobs(policy, groups, 0, "cpu", 2, packing=True)
+    measured = dpo.heldout_metrics(policy, groups, 0, "cpu", 2, 0.1, packing=True)
+    assert measured["heldout_margin"] == 0.0 and measured["heldout_accuracy"] == 0.5
+    assert measured["heldout_loss"] == pytest.approx(math.log(2), abs=1e-6)
+
+
+def _uneven_rankings(path, n=16):
+    """Rankings of 3 outputs of 1 to 12 words, two labelers per item."""
+    words = "the cat a dog one cow the pig runs fast and slow".split()
+    lines = [{"id": f"q{i // 2}", "prompt": f"say {i % 5} words .", "labeler": f"l{i % 2}",
+              "completions": [" ".join(words[:1 + (i * 5 + 4 * k) % 12]) for k in range(3)],
+              "ranking": [[0], [1], [2]]} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["sft", "rm", "dpo"])
+def test_trainers_evaluate_held_out_data_packed(kind, tiny_gpt2, tmp_path, capsys, monkeypatch):
+    """`rlhf sft|rm|dpo` with --packing (the default) run their held-out evaluation packed: `pk.pack` is called
+    inside it (before the fix it ran padded, whatever --packing said), and with --no-packing it is not; the held-out
+    figures agree. DPO with a learning rate too small to move a weight: π_θ stays π_ref, so the held-out margin is
+    exactly 0 and the accuracy ½ (this tiny GPT-2 gives them on the old code too: the test above shows the noise)."""
+    module, name, keys = {"sft": (sft, "heldout_loss", ["eval_loss"]),
+                          "rm": (reward, "pairwise_accuracy", ["heldout_accuracy", "heldout_loss"]),
+                          "dpo": (dpo, "heldout_metrics", ["heldout_accuracy", "heldout_margin", "heldout_loss"])}[kind]
+    calls, evaluation, inside = _counting_packs(monkeypatch), getattr(module, name), []
+
+    def evaluating(*args, **kwargs):
+        before = len(calls)
+        try:
+            return evaluation(*args, **kwargs)
+        finally:
+            inside.append(len(calls) - before)
+    monkeypatch.setattr(module, name, evaluating)
+    if kind == "sft":
+        args = ["sft", "--model", tiny_gpt2, "--data", _uneven_demos(tmp_path / "d.jsonl", n=16)]
+    else:
+        args = ["rm", "--model"] if kind == "rm" else ["dpo", "--lr", "1e-30", "--policy"]
+        args += [tiny_gpt2, "--data", _uneven_rankings(tmp_path / "r.jsonl")]
+    figures = {}
+    for packing in ("--no-packing", "--packing"):
+        inside.clear()
+        code, _, err = run_cli([*args, "--eval-fraction", "0.3", "--batch-size", "4", "--threads", "1", packing,
+                                "--out", tmp_path / packing], capsys)
+        assert code == 0, err
+        assert inside and (all(n > 0 for n in inside) if packing == "--packing" else inside == [0] * len(inside))
+        figures[packing] = [r for r in _metrics(tmp_path / packing) if keys[0] in r][-1]
+    for key in keys:
+        assert figures["--packing"][key] == pytest.approx(figures["--no-packing"][key], rel=1e-4, abs=1e-5), key
+    if kind == "dpo":
+        assert figures["--packing"]["heldout_margin"] == 0.0 and figures["--packing"]["heldout_accuracy"] == 0.5
 
 
 # ------------------------------------------------------------------------------------- 2 processes on gloo

@@ -162,13 +162,14 @@ def batch_loss(model: ScalarModel, batch: RankingBatch, loss: str = "pairwise",
 
 @torch.no_grad()
 def pairwise_accuracy(model: ScalarModel, groups: list[dict], pad_id: int, batch_size: int = 32,
-                      loss: str = "pairwise") -> dict:
-    """Share of held-out pairs the RM orders as the labeler did (a tie counts ½), and the mean `loss`."""
+                      loss: str = "pairwise", packing: bool = False) -> dict:
+    """Share of held-out pairs the RM orders as the labeler did (a tie counts ½), and the mean `loss`; `packing`:
+    the sequences scored packed, as in training (`batch_loss`)."""
     device = next(model.parameters()).device
     correct, pairs, total, rankings = 0.0, 0, 0.0, 0
     for start in range(0, len(groups), batch_size):
         batch = make_batch(groups[start:start + batch_size], pad_id, device)
-        value, margin = batch_loss(model, batch, loss)
+        value, margin = batch_loss(model, batch, loss, packing)
         correct += float((margin > 0).sum() + 0.5 * (margin == 0).sum())
         pairs += len(margin)
         total += value.item() * batch.n_rankings

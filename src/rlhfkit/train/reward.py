@@ -191,7 +191,7 @@ def normalize_evaluate_save(run: Run, model: ScalarModel, step: int, train: list
 
     result = {"steps": step, "train_rankings": len(train), "bias_shift": round(offset, 4), "normalized_on": source}
     if held:
-        measured = pairwise_accuracy(model, held, tokenizer.pad_token_id, loss=cfg.loss)
+        measured = pairwise_accuracy(model, held, tokenizer.pad_token_id, loss=cfg.loss, packing=cfg.packing)
         result |= {"heldout_accuracy": round(measured["accuracy"], 4), "heldout_loss": round(measured["loss"], 4),
                    "n_pairs": measured["n_pairs"], "heldout_rankings": measured["n_rankings"]}
         if data.gold is not None:
