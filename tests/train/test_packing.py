@@ -11,7 +11,8 @@ import torch
 
 from rlhfkit.generation import Samples
 from rlhfkit.models import packing as pk
-from rlhfkit.models.policy import response_values, scored_responses
+from rlhfkit.models.lora import AdaptersOff, add_lora, has_lora
+from rlhfkit.models.policy import response_logprobs, response_values, scored_responses
 from rlhfkit.rewards import accuracy
 from rlhfkit.train import dpo, reward, sft
 from rlhfkit.train.configs import PPOConfig
@@ -294,6 +295,132 @@ def test_trainers_evaluate_held_out_data_packed(kind, tiny_gpt2, tmp_path, capsy
         assert figures["--packing"][key] == pytest.approx(figures["--no-packing"][key], rel=1e-4, abs=1e-5), key
     if kind == "dpo":
         assert figures["--packing"]["heldout_margin"] == 0.0 and figures["--packing"]["heldout_accuracy"] == 0.5
+
+
+# -------------------------------------------------------------------------------------------------- LoRA
+
+def _lora_models(arch: str):
+    """`_models` with LoRA adapters (r = 4, rlhfkit's default targets: `add_lora`) on the policy and on the value
+    model's transformer, B drawn at random so that the adapters change every output."""
+    policy, value = _models(arch)
+    lora = type("Cfg", (), {"lora_r": 4, "lora_alpha": None, "lora_targets": []})()
+    policy, value.backbone = add_lora(policy, lora), add_lora(value.backbone, lora)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, p in [*policy.named_parameters(), *value.named_parameters()]:
+            if "lora_B" in name:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    assert has_lora(policy) and has_lora(value.backbone)
+    return policy, value
+
+
+def _compare_packed(step, calls: list[int]):
+    """`_compare`, and the packed steps really packed: `pk.pack` called in each of them, in no padded one."""
+    def counted(packing, budget):
+        before = len(calls)
+        out = step(packing, budget)
+        assert (len(calls) > before) == packing, (packing, budget)
+        return out
+    _compare(counted)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+def test_lora_steps_packed_and_micro_batched_equal_padded(arch, monkeypatch):
+    """A LoRA policy (peft's wrapper around the causal LM) and an RM whose transformer is one: packing reads the
+    sequences through the adapter wrapper (`supports_packing` says yes, `pk.pack` runs), and the SFT, RM and DPO
+    steps' losses and gradients — of the adapters (and the RM's head) only — equal the padded ones to 1e-5; so do
+    DPO's π_ref log-probs, the policy with its adapters off (`AdaptersOff`)."""
+    policy, value = _lora_models(arch)
+    reference = AdaptersOff(policy)
+    assert pk.supports_packing(policy) and pk.supports_packing(value) and pk.supports_packing(reference)
+    calls = _counting_packs(monkeypatch)
+    parallel = Parallel(torch.device("cpu"))
+    g = torch.Generator().manual_seed(3)
+    demos = [(torch.randint(1, VOCAB, (n,), generator=g).tolist(), [0, 0] + [1] * (n - 2))
+             for n in (3, 9, 5, 12, 4, 7)]
+
+    def sft_step(packing, budget):
+        def make(part):
+            batch = collate(part, 0, "cpu")
+            return batch, batch["loss_mask"][:, 1:].sum()
+        loss, _, grads = _step(parallel, demos, [len(r[0]) for r in demos], budget, packing, make,
+                               lambda batch: (sft_loss(policy, batch, packing), None), policy)
+        assert all("lora_" in name for name in grads)
+        return loss, grads
+    _compare_packed(sft_step, calls)
+
+    rankings = _groups(with_masks=False)
+
+    def rm_step(packing, budget):
+        def make(part):
+            batch = accuracy.make_batch(part, 0, "cpu")
+            return batch, batch.n_rankings
+        loss, margins, grads = _step(parallel, rankings, [sum(map(len, g["rows"])) for g in rankings], budget,
+                                     packing, make, lambda batch: accuracy.batch_loss(value, batch, "pairwise",
+                                                                                      packing), value)
+        assert all("lora_" in name or name.startswith("head.") for name in grads)
+        return loss + torch.cat(margins).sum().item(), grads
+    _compare_packed(rm_step, calls)
+
+    groups = _groups(with_masks=True)
+    packed = copy.deepcopy(groups)
+    dpo.attach_reference_logprobs(reference, groups, 0, "cpu", 2)
+    dpo.attach_reference_logprobs(reference, packed, 0, "cpu", 2, packing=True)
+    for a, b in zip(groups, packed):
+        torch.testing.assert_close(b["ref_logp"], a["ref_logp"], rtol=0, atol=1e-5)
+
+    def dpo_step(packing, budget):
+        def make(part):
+            batch = dpo.make_batch(part, 0, "cpu")
+            return batch, batch.n_rankings
+        loss, margins, grads = _step(parallel, groups, [sum(len(r[0]) for r in g["rows"]) for g in groups], budget,
+                                     packing, make, lambda batch: dpo.batch_loss(policy, batch, 0.1, "pairwise",
+                                                                                 packing), policy)
+        return loss + torch.cat(margins).sum().item(), grads
+    _compare_packed(dpo_step, calls)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+def test_lora_ppo_packed_equals_padded(arch, monkeypatch):
+    """PPO with LoRA: the policy's log-probs (with their gradients), π_ref's (the policy with its adapters off, as a
+    LoRA run has it) and the LoRA value model's values, packed = padded on rows of uneven lengths, `pk.pack`
+    called; then a whole GAE update (two epochs of two minibatches): the same stats and adapter gradients."""
+    policy, value = _lora_models(arch)
+    reference = AdaptersOff(policy)
+    ids, mask, width = _batch()
+    response = mask[:, width:]
+    calls = _counting_packs(monkeypatch)
+    results = {}
+    for packing in (False, True):
+        before = len(calls)
+        logp, _ = response_logprobs(policy, ids, mask, width, 1.3, packing)
+        (-(logp * response).sum() / response.sum()).backward()
+        v = response_values(value, ids, mask, width, packing)
+        ((v * response).sum() / response.sum()).backward()
+        with torch.no_grad():
+            ref, _ = scored_responses(reference, ids, mask, width, 1.3, packing)
+        assert (len(calls) - before == 3) == packing
+        results[packing] = (logp * response, v * response, ref * response, _grads(policy), _grads(value))
+    padded, packed = results[False], results[True]
+    for a, b in zip(padded[:3], packed[:3]):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+    assert (padded[2] - padded[0]).abs().max() > 1e-3  # the adapters are on in the policy, off in π_ref
+    _same(padded[3], packed[3])
+    _same(padded[4], packed[4])
+
+    rollout = _rollout(policy, value, "gae")
+    runs = {}
+    for packing in (False, True):
+        cfg = PPOConfig(policy="p", prompts="p", reward="r", advantage="gae", batch_size=8, minibatch_size=4,
+                        ppo_epochs=2, vf_coef=0.5, grad_clip=1e9, packing=packing)
+        before = len(calls)
+        runs[packing] = _update(policy, value, rollout, cfg)
+        assert (len(calls) > before) == packing
+    (stats, weights), (packed_stats, packed_weights) = runs[False], runs[True]
+    assert stats[-1]["ratio_max"] != 1.0
+    for a, b in zip(stats, packed_stats):
+        assert b == pytest.approx(a, rel=1e-5, abs=1e-5)
+    _same(weights, packed_weights)
 
 
 # ------------------------------------------------------------------------------------- 2 processes on gloo
