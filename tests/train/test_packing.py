@@ -13,6 +13,7 @@ from rlhfkit.generation import Samples
 from rlhfkit.models import packing as pk
 from rlhfkit.models.lora import AdaptersOff, add_lora, has_lora
 from rlhfkit.models.policy import response_logprobs, response_values, scored_responses
+from rlhfkit.models.scalar import score_sequences
 from rlhfkit.rewards import accuracy
 from rlhfkit.train import dpo, reward, sft
 from rlhfkit.train.configs import PPOConfig
@@ -207,8 +208,9 @@ def _counting_packs(monkeypatch) -> list[int]:
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
 def test_heldout_evaluations_packed_equal_padded(arch, monkeypatch):
-    """SFT's held-out loss, the RM's held-out accuracy and loss, DPO's held-out accuracy, margin and loss: packed
-    (every sequence of every batch through `pk.pack`) = padded (no packed call), on rows of uneven lengths."""
+    """SFT's held-out loss, the RM's held-out accuracy and loss, DPO's held-out accuracy, margin and loss, and the
+    RM's scores of token rows (`score_sequences`: its normalization and gold measurements): packed (every sequence
+    of every batch through `pk.pack`) = padded (no packed call), on rows of uneven lengths."""
     policy, value = _models(arch)
     reference, _ = _models(arch)
     with torch.no_grad():
@@ -225,15 +227,17 @@ def test_heldout_evaluations_packed_equal_padded(arch, monkeypatch):
     for packing in (False, True):
         measured[packing] = [sft.heldout_loss(policy, demos, 0, "cpu", batch_size=4, packing=packing),
                              accuracy.pairwise_accuracy(value, rankings, 0, batch_size=2, packing=packing),
-                             dpo.heldout_metrics(policy, dpo_groups, 0, "cpu", 2, 0.1, packing=packing)]
+                             dpo.heldout_metrics(policy, dpo_groups, 0, "cpu", 2, 0.1, packing=packing),
+                             score_sequences(value, [ids for ids, _ in demos], 0, batch_size=4, packing=packing)]
         if not packing:
             assert calls == []
     # 6 demonstrations in batches of 4 and 2; 8 distinct outputs in 2 + 1 rankings; 8 outputs, 2 + 1 rankings
-    assert calls == [4, 2, 5, 3, 5, 3]
-    loss, rm, dpo_metrics = measured[False]
+    assert calls == [4, 2, 5, 3, 5, 3, 4, 2]
+    loss, rm, dpo_metrics, scores = measured[False]
     assert measured[True][0] == pytest.approx(loss, rel=1e-5, abs=1e-6)
     assert measured[True][1] == pytest.approx(rm, rel=1e-5, abs=1e-6) and rm["n_pairs"] == 7
     assert measured[True][2] == pytest.approx(dpo_metrics, rel=1e-5, abs=1e-6) and dpo_metrics["n_pairs"] == 7
+    assert measured[True][3] == pytest.approx(scores, rel=1e-5, abs=1e-6) and len(set(scores)) == 6
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
@@ -261,35 +265,46 @@ def _uneven_rankings(path, n=16):
 
 
 @pytest.mark.parametrize("kind", ["sft", "rm", "dpo"])
-def test_trainers_evaluate_held_out_data_packed(kind, tiny_gpt2, tmp_path, capsys, monkeypatch):
-    """`rlhf sft|rm|dpo` with --packing (the default) run their held-out evaluation packed: `pk.pack` is called
-    inside it (before the fix it ran padded, whatever --packing said), and with --no-packing it is not; the held-out
-    figures agree. DPO with a learning rate too small to move a weight: π_θ stays π_ref, so the held-out margin is
-    exactly 0 and the accuracy ½ (this tiny GPT-2 gives them on the old code too: the test above shows the noise)."""
-    module, name, keys = {"sft": (sft, "heldout_loss", ["eval_loss"]),
-                          "rm": (reward, "pairwise_accuracy", ["heldout_accuracy", "heldout_loss"]),
-                          "dpo": (dpo, "heldout_metrics", ["heldout_accuracy", "heldout_margin", "heldout_loss"])}[kind]
-    calls, evaluation, inside = _counting_packs(monkeypatch), getattr(module, name), []
+def test_trainers_evaluate_held_out_data_packed(kind, tiny_gpt2, tmp_path, capsys, monkeypatch, request):
+    """`rlhf sft|rm|dpo` with --packing (the default) run their held-out evaluation packed — SFT's held-out loss;
+    the RM's normalization, held-out accuracy and gold measurements; DPO's held-out metrics —: `pk.pack` is called
+    inside each (before the fix they ran padded, whatever --packing said), and with --no-packing it is not; the
+    held-out figures agree. DPO with a learning rate too small to move a weight: π_θ stays π_ref, so the held-out
+    margin is exactly 0 and the accuracy ½ (this tiny GPT-2 gives them on the old code too: the test above shows
+    the noise)."""
+    module, names, keys = {
+        "sft": (sft, ["heldout_loss"], ["eval_loss"]),
+        "rm": (reward, ["normalization_offset", "pairwise_accuracy", "gold_measurements"],
+               ["bias_shift", "heldout_accuracy", "heldout_loss", "spearman_gold"]),
+        "dpo": (dpo, ["heldout_metrics"], ["heldout_accuracy", "heldout_margin", "heldout_loss"])}[kind]
+    calls, inside = _counting_packs(monkeypatch), {}
 
-    def evaluating(*args, **kwargs):
-        before = len(calls)
-        try:
-            return evaluation(*args, **kwargs)
-        finally:
-            inside.append(len(calls) - before)
-    monkeypatch.setattr(module, name, evaluating)
+    def counted(name, evaluation):
+        def evaluating(*args, **kwargs):
+            before = len(calls)
+            try:
+                return evaluation(*args, **kwargs)
+            finally:
+                inside.setdefault(name, []).append(len(calls) - before)
+        return evaluating
+    for name in names:
+        monkeypatch.setattr(module, name, counted(name, getattr(module, name)))
     if kind == "sft":
         args = ["sft", "--model", tiny_gpt2, "--data", _uneven_demos(tmp_path / "d.jsonl", n=16)]
+    elif kind == "rm":  # rankings of the toy world's prompts: gold measurements too
+        args = ["rm", "--model", tiny_gpt2, "--data", _rankings(tmp_path / "r.jsonl", n=16),
+                "--world", request.getfixturevalue("micro_world")]
     else:
-        args = ["rm", "--model"] if kind == "rm" else ["dpo", "--lr", "1e-30", "--policy"]
-        args += [tiny_gpt2, "--data", _uneven_rankings(tmp_path / "r.jsonl")]
+        args = ["dpo", "--lr", "1e-30", "--policy", tiny_gpt2, "--data", _uneven_rankings(tmp_path / "r.jsonl")]
     figures = {}
     for packing in ("--no-packing", "--packing"):
         inside.clear()
         code, _, err = run_cli([*args, "--eval-fraction", "0.3", "--batch-size", "4", "--threads", "1", packing,
                                 "--out", tmp_path / packing], capsys)
         assert code == 0, err
-        assert inside and (all(n > 0 for n in inside) if packing == "--packing" else inside == [0] * len(inside))
+        assert sorted(inside) == sorted(names), inside
+        for name, counts in inside.items():
+            assert all(n > 0 for n in counts) if packing == "--packing" else not any(counts), (packing, name)
         figures[packing] = [r for r in _metrics(tmp_path / packing) if keys[0] in r][-1]
     for key in keys:
         assert figures["--packing"][key] == pytest.approx(figures["--no-packing"][key], rel=1e-4, abs=1e-5), key

@@ -84,12 +84,13 @@ def accuracy_breakdown(groups: list[dict], rm, gold) -> dict:
             for kind, table in tallies.items()}
 
 
-def gold_measurements(model, tokenizer, groups: list[dict], gold) -> dict:
+def gold_measurements(model, tokenizer, groups: list[dict], gold, packing: bool = False) -> dict:
     """Noise ceiling, RM–gold Spearman and the accuracy breakdown on held-out groups (toy world only: r* is
     hidden elsewhere). `gold(prompt, completion, finished)` → r* with its components (the world's
-    `GoldReward`: `World.gold`, or the registered judge's `reward`)."""
+    `GoldReward`: `World.gold`, or the registered judge's `reward`). `packing`: the outputs scored packed."""
     samples = sorted({(g["prompt"], c, f) for g in groups for c, f in zip(g["completions"], g["finished"])})
-    scores = score_texts(model, tokenizer, [s[0] for s in samples], [s[1] for s in samples], [s[2] for s in samples])
+    scores = score_texts(model, tokenizer, [s[0] for s in samples], [s[1] for s in samples], [s[2] for s in samples],
+                         packing=packing)
     rm_of = dict(zip(samples, scores))
     gold_of = {s: gold(*s) for s in samples}
 
