@@ -6,6 +6,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from rlhfkit import losses as L
+from rlhfkit.models import packing as pk
 from rlhfkit.models.loading import disable_dropout, load_causal_lm, load_tokenizer
 from rlhfkit.train import dpo
 from tests.conftest import run_cli
@@ -130,6 +131,9 @@ def test_reference_logprobs_are_computed_once_not_every_step(micro_world, tmp_pa
         return model
 
     monkeypatch.setattr(dpo, "load_causal_lm", counting_load)
+    # the packing probe's two forward passes (once per architecture and process) are not the run's: taken here,
+    # before counting, so that the counts do not depend on whether an earlier test in the process probed GPT-2
+    pk.supports_packing(load_causal_lm(micro_world / "base"))
     for epochs in (1, 3):
         calls.clear()
         dpo.train_dpo(dpo.DPOConfig(policy=str(micro_world / "base"), data=data, out=str(tmp_path / f"e{epochs}"),

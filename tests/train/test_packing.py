@@ -4,14 +4,18 @@ on tiny GPT-2, Llama and Qwen2 models; 2 processes on gloo, packed and micro-bat
 
 import copy
 import json
+import math
 
 import pytest
 import torch
 
 from rlhfkit.generation import Samples
-from rlhfkit.models.policy import response_values, scored_responses
+from rlhfkit.models import packing as pk
+from rlhfkit.models.lora import AdaptersOff, add_lora, has_lora
+from rlhfkit.models.policy import response_logprobs, response_values, scored_responses
+from rlhfkit.models.scalar import score_sequences
 from rlhfkit.rewards import accuracy
-from rlhfkit.train import dpo
+from rlhfkit.train import dpo, reward, sft
 from rlhfkit.train.configs import PPOConfig
 from rlhfkit.train.distributed import Parallel
 from rlhfkit.train.micro import accumulate, micro_parts
@@ -187,6 +191,251 @@ def test_dpo_step_packed_and_micro_batched_equals_padded(arch):
     dpo.attach_reference_logprobs(reference, packed, 0, "cpu", 2, packing=True)  # π_ref's log-probs, packed
     for a, b in zip(groups, packed):
         torch.testing.assert_close(b["ref_logp"], a["ref_logp"], rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ held-out evaluation
+
+def _counting_packs(monkeypatch) -> list[int]:
+    """Every `pk.pack` call (what `pk.pack_for`, so every packed forward pass, goes through) appends its row count."""
+    calls, real = [], pk.pack
+
+    def pack(*args, **kwargs):
+        calls.append(len(args[0]))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(pk, "pack", pack)
+    return calls
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+def test_heldout_evaluations_packed_equal_padded(arch, monkeypatch):
+    """SFT's held-out loss, the RM's held-out accuracy and loss, DPO's held-out accuracy, margin and loss, and the
+    RM's scores of token rows (`score_sequences`: its normalization and gold measurements): packed (every sequence
+    of every batch through `pk.pack`) = padded (no packed call), on rows of uneven lengths."""
+    policy, value = _models(arch)
+    reference, _ = _models(arch)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(3)
+    demos = [(torch.randint(1, VOCAB, (n,), generator=g).tolist(), [0, 0] + [1] * (n - 2))
+             for n in (3, 9, 5, 12, 4, 7)]
+    rankings, dpo_groups = _groups(with_masks=False), _groups(with_masks=True)
+    dpo.attach_reference_logprobs(reference, dpo_groups, 0, "cpu", 2)
+    assert pk.supports_packing(policy) and pk.supports_packing(value)  # probed before the count starts
+    calls = _counting_packs(monkeypatch)
+    measured = {}
+    for packing in (False, True):
+        measured[packing] = [sft.heldout_loss(policy, demos, 0, "cpu", batch_size=4, packing=packing),
+                             accuracy.pairwise_accuracy(value, rankings, 0, batch_size=2, packing=packing),
+                             dpo.heldout_metrics(policy, dpo_groups, 0, "cpu", 2, 0.1, packing=packing),
+                             score_sequences(value, [ids for ids, _ in demos], 0, batch_size=4, packing=packing)]
+        if not packing:
+            assert calls == []
+    # 6 demonstrations in batches of 4 and 2; 8 distinct outputs in 2 + 1 rankings; 8 outputs, 2 + 1 rankings
+    assert calls == [4, 2, 5, 3, 5, 3, 4, 2]
+    loss, rm, dpo_metrics, scores = measured[False]
+    assert measured[True][0] == pytest.approx(loss, rel=1e-5, abs=1e-6)
+    assert measured[True][1] == pytest.approx(rm, rel=1e-5, abs=1e-6) and rm["n_pairs"] == 7
+    assert measured[True][2] == pytest.approx(dpo_metrics, rel=1e-5, abs=1e-6) and dpo_metrics["n_pairs"] == 7
+    assert measured[True][3] == pytest.approx(scores, rel=1e-5, abs=1e-6) and len(set(scores)) == 6
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+def test_dpo_policy_equal_to_its_packed_reference_has_margin_exactly_zero(arch):
+    """π_ref's log-probs are taken packed (the default); held out, π_θ = π_ref must see the same packed batches:
+    every margin exactly 0, accuracy ½, loss ln 2. Before the fix π_θ ran padded there and the margins were the
+    rounding noise between packed and padded (held-out accuracy 0.64 with GPT-2, 0.43 with Llama)."""
+    policy, _ = _models(arch)
+    policy.eval()
+    groups = _groups(with_masks=True)
+    dpo.attach_reference_logprobs(policy, groups, 0, "cpu", 2, packing=True)
+    measured = dpo.heldout_metrics(policy, groups, 0, "cpu", 2, 0.1, packing=True)
+    assert measured["heldout_margin"] == 0.0 and measured["heldout_accuracy"] == 0.5
+    assert measured["heldout_loss"] == pytest.approx(math.log(2), abs=1e-6)
+
+
+def _uneven_rankings(path, n=16):
+    """Rankings of 3 outputs of 1 to 12 words, two labelers per item."""
+    words = "the cat a dog one cow the pig runs fast and slow".split()
+    lines = [{"id": f"q{i // 2}", "prompt": f"say {i % 5} words .", "labeler": f"l{i % 2}",
+              "completions": [" ".join(words[:1 + (i * 5 + 4 * k) % 12]) for k in range(3)],
+              "ranking": [[0], [1], [2]]} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["sft", "rm", "dpo"])
+def test_trainers_evaluate_held_out_data_packed(kind, tiny_gpt2, tmp_path, capsys, monkeypatch, request):
+    """`rlhf sft|rm|dpo` with --packing (the default) run their held-out evaluation packed — SFT's held-out loss;
+    the RM's normalization, held-out accuracy and gold measurements; DPO's held-out metrics —: `pk.pack` is called
+    inside each (before the fix they ran padded, whatever --packing said), and with --no-packing it is not; the
+    held-out figures agree. DPO with a learning rate too small to move a weight: π_θ stays π_ref, so the held-out
+    margin is exactly 0 and the accuracy ½ (this tiny GPT-2 gives them on the old code too: the test above shows
+    the noise)."""
+    module, names, keys = {
+        "sft": (sft, ["heldout_loss"], ["eval_loss"]),
+        "rm": (reward, ["normalization_offset", "pairwise_accuracy", "gold_measurements"],
+               ["bias_shift", "heldout_accuracy", "heldout_loss", "spearman_gold"]),
+        "dpo": (dpo, ["heldout_metrics"], ["heldout_accuracy", "heldout_margin", "heldout_loss"])}[kind]
+    calls, inside = _counting_packs(monkeypatch), {}
+
+    def counted(name, evaluation):
+        def evaluating(*args, **kwargs):
+            before = len(calls)
+            try:
+                return evaluation(*args, **kwargs)
+            finally:
+                inside.setdefault(name, []).append(len(calls) - before)
+        return evaluating
+    for name in names:
+        monkeypatch.setattr(module, name, counted(name, getattr(module, name)))
+    if kind == "sft":
+        args = ["sft", "--model", tiny_gpt2, "--data", _uneven_demos(tmp_path / "d.jsonl", n=16)]
+    elif kind == "rm":  # rankings of the toy world's prompts: gold measurements too
+        args = ["rm", "--model", tiny_gpt2, "--data", _rankings(tmp_path / "r.jsonl", n=16),
+                "--world", request.getfixturevalue("micro_world")]
+    else:
+        args = ["dpo", "--lr", "1e-30", "--policy", tiny_gpt2, "--data", _uneven_rankings(tmp_path / "r.jsonl")]
+    figures = {}
+    for packing in ("--no-packing", "--packing"):
+        inside.clear()
+        code, _, err = run_cli([*args, "--eval-fraction", "0.3", "--batch-size", "4", "--threads", "1", packing,
+                                "--out", tmp_path / packing], capsys)
+        assert code == 0, err
+        assert sorted(inside) == sorted(names), inside
+        for name, counts in inside.items():
+            assert all(n > 0 for n in counts) if packing == "--packing" else not any(counts), (packing, name)
+        figures[packing] = [r for r in _metrics(tmp_path / packing) if keys[0] in r][-1]
+    for key in keys:
+        assert figures["--packing"][key] == pytest.approx(figures["--no-packing"][key], rel=1e-4, abs=1e-5), key
+    if kind == "dpo":
+        assert figures["--packing"]["heldout_margin"] == 0.0 and figures["--packing"]["heldout_accuracy"] == 0.5
+
+
+# -------------------------------------------------------------------------------------------------- LoRA
+
+def _lora_models(arch: str):
+    """`_models` with LoRA adapters (r = 4, rlhfkit's default targets: `add_lora`) on the policy and on the value
+    model's transformer, B drawn at random so that the adapters change every output."""
+    policy, value = _models(arch)
+    lora = type("Cfg", (), {"lora_r": 4, "lora_alpha": None, "lora_targets": []})()
+    policy, value.backbone = add_lora(policy, lora), add_lora(value.backbone, lora)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, p in [*policy.named_parameters(), *value.named_parameters()]:
+            if "lora_B" in name:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    assert has_lora(policy) and has_lora(value.backbone)
+    return policy, value
+
+
+def _compare_packed(step, calls: list[int]):
+    """`_compare`, and the packed steps really packed: `pk.pack` called in each of them, in no padded one."""
+    def counted(packing, budget):
+        before = len(calls)
+        out = step(packing, budget)
+        assert (len(calls) > before) == packing, (packing, budget)
+        return out
+    _compare(counted)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+def test_lora_steps_packed_and_micro_batched_equal_padded(arch, monkeypatch):
+    """A LoRA policy (peft's wrapper around the causal LM) and an RM whose transformer is one: packing reads the
+    sequences through the adapter wrapper (`supports_packing` says yes, `pk.pack` runs), and the SFT, RM and DPO
+    steps' losses and gradients — of the adapters (and the RM's head) only — equal the padded ones to 1e-5; so do
+    DPO's π_ref log-probs, the policy with its adapters off (`AdaptersOff`)."""
+    policy, value = _lora_models(arch)
+    reference = AdaptersOff(policy)
+    assert pk.supports_packing(policy) and pk.supports_packing(value) and pk.supports_packing(reference)
+    calls = _counting_packs(monkeypatch)
+    parallel = Parallel(torch.device("cpu"))
+    g = torch.Generator().manual_seed(3)
+    demos = [(torch.randint(1, VOCAB, (n,), generator=g).tolist(), [0, 0] + [1] * (n - 2))
+             for n in (3, 9, 5, 12, 4, 7)]
+
+    def sft_step(packing, budget):
+        def make(part):
+            batch = collate(part, 0, "cpu")
+            return batch, batch["loss_mask"][:, 1:].sum()
+        loss, _, grads = _step(parallel, demos, [len(r[0]) for r in demos], budget, packing, make,
+                               lambda batch: (sft_loss(policy, batch, packing), None), policy)
+        assert all("lora_" in name for name in grads)
+        return loss, grads
+    _compare_packed(sft_step, calls)
+
+    rankings = _groups(with_masks=False)
+
+    def rm_step(packing, budget):
+        def make(part):
+            batch = accuracy.make_batch(part, 0, "cpu")
+            return batch, batch.n_rankings
+        loss, margins, grads = _step(parallel, rankings, [sum(map(len, g["rows"])) for g in rankings], budget,
+                                     packing, make, lambda batch: accuracy.batch_loss(value, batch, "pairwise",
+                                                                                      packing), value)
+        assert all("lora_" in name or name.startswith("head.") for name in grads)
+        return loss + torch.cat(margins).sum().item(), grads
+    _compare_packed(rm_step, calls)
+
+    groups = _groups(with_masks=True)
+    packed = copy.deepcopy(groups)
+    dpo.attach_reference_logprobs(reference, groups, 0, "cpu", 2)
+    dpo.attach_reference_logprobs(reference, packed, 0, "cpu", 2, packing=True)
+    for a, b in zip(groups, packed):
+        torch.testing.assert_close(b["ref_logp"], a["ref_logp"], rtol=0, atol=1e-5)
+
+    def dpo_step(packing, budget):
+        def make(part):
+            batch = dpo.make_batch(part, 0, "cpu")
+            return batch, batch.n_rankings
+        loss, margins, grads = _step(parallel, groups, [sum(len(r[0]) for r in g["rows"]) for g in groups], budget,
+                                     packing, make, lambda batch: dpo.batch_loss(policy, batch, 0.1, "pairwise",
+                                                                                 packing), policy)
+        return loss + torch.cat(margins).sum().item(), grads
+    _compare_packed(dpo_step, calls)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+def test_lora_ppo_packed_equals_padded(arch, monkeypatch):
+    """PPO with LoRA: the policy's log-probs (with their gradients), π_ref's (the policy with its adapters off, as a
+    LoRA run has it) and the LoRA value model's values, packed = padded on rows of uneven lengths, `pk.pack`
+    called; then a whole GAE update (two epochs of two minibatches): the same stats and adapter gradients."""
+    policy, value = _lora_models(arch)
+    reference = AdaptersOff(policy)
+    ids, mask, width = _batch()
+    response = mask[:, width:]
+    calls = _counting_packs(monkeypatch)
+    results = {}
+    for packing in (False, True):
+        before = len(calls)
+        logp, _ = response_logprobs(policy, ids, mask, width, 1.3, packing)
+        (-(logp * response).sum() / response.sum()).backward()
+        v = response_values(value, ids, mask, width, packing)
+        ((v * response).sum() / response.sum()).backward()
+        with torch.no_grad():
+            ref, _ = scored_responses(reference, ids, mask, width, 1.3, packing)
+        assert (len(calls) - before == 3) == packing
+        results[packing] = (logp * response, v * response, ref * response, _grads(policy), _grads(value))
+    padded, packed = results[False], results[True]
+    for a, b in zip(padded[:3], packed[:3]):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+    assert (padded[2] - padded[0]).abs().max() > 1e-3  # the adapters are on in the policy, off in π_ref
+    _same(padded[3], packed[3])
+    _same(padded[4], packed[4])
+
+    rollout = _rollout(policy, value, "gae")
+    runs = {}
+    for packing in (False, True):
+        cfg = PPOConfig(policy="p", prompts="p", reward="r", advantage="gae", batch_size=8, minibatch_size=4,
+                        ppo_epochs=2, vf_coef=0.5, grad_clip=1e9, packing=packing)
+        before = len(calls)
+        runs[packing] = _update(policy, value, rollout, cfg)
+        assert (len(calls) > before) == packing
+    (stats, weights), (packed_stats, packed_weights) = runs[False], runs[True]
+    assert stats[-1]["ratio_max"] != 1.0
+    for a, b in zip(stats, packed_stats):
+        assert b == pytest.approx(a, rel=1e-5, abs=1e-5)
+    _same(weights, packed_weights)
 
 
 # ------------------------------------------------------------------------------------- 2 processes on gloo

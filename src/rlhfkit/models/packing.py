@@ -159,7 +159,9 @@ def even_out(parts: list[list[int]], count: int) -> list[list[int]]:
 
 
 def unwrap(model):
-    """The model under DDP's `.module` and autocast/PEFT wrappers, for its config."""
+    """The model under DDP's `.module`, for its config. A PEFT (LoRA) model is kept: peft passes attribute reads
+    (`config`) through to the model it wraps and its forward takes the packed call's position ids, so
+    `supports_packing` probes the wrapper itself (tests/train/test_packing.py: LoRA packed = padded)."""
     while hasattr(model, "module"):
         model = model.module
     return model

@@ -410,8 +410,10 @@ def response_sequences(tokenizer, prompts: list, texts: list, finished: list[boo
 
 
 @torch.no_grad()
-def score_sequences(model: ScalarModel, rows: list[list[int]], pad_id: int, batch_size: int = 128) -> list[float]:
-    """r(x, y) of token-id rows, right-padded in batches of similar length (order preserved)."""
+def score_sequences(model: ScalarModel, rows: list[list[int]], pad_id: int, batch_size: int = 128,
+                    packing: bool = False) -> list[float]:
+    """r(x, y) of token-id rows, right-padded in batches of similar length (order preserved); `packing`: each
+    batch scored packed (`ScalarModel.score`)."""
     device = next(model.parameters()).device
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     out = [0.0] * len(rows)
@@ -419,13 +421,13 @@ def score_sequences(model: ScalarModel, rows: list[list[int]], pad_id: int, batc
         idx = order[start:start + batch_size]
         ids = pad_right([rows[i] for i in idx], pad_id).to(device)
         mask = pad_right([[1] * len(rows[i]) for i in idx], 0).to(device)
-        for i, value in zip(idx, model.score(ids, mask).tolist()):
+        for i, value in zip(idx, model.score(ids, mask, packing=packing).tolist()):
             out[i] = value
     return out
 
 
 def score_texts(model: ScalarModel, tokenizer, prompts: list, texts: list,
-                finished: list[bool] | None = None, batch_size: int = 128) -> list[float]:
-    """r(x, y) of (prompt, response) texts."""
+                finished: list[bool] | None = None, batch_size: int = 128, packing: bool = False) -> list[float]:
+    """r(x, y) of (prompt, response) texts (`packing`: as `score_sequences`)."""
     return score_sequences(model, response_sequences(tokenizer, prompts, texts, finished), tokenizer.pad_token_id,
-                           batch_size)
+                           batch_size, packing)

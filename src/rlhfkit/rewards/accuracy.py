@@ -84,12 +84,13 @@ def accuracy_breakdown(groups: list[dict], rm, gold) -> dict:
             for kind, table in tallies.items()}
 
 
-def gold_measurements(model, tokenizer, groups: list[dict], gold) -> dict:
+def gold_measurements(model, tokenizer, groups: list[dict], gold, packing: bool = False) -> dict:
     """Noise ceiling, RM–gold Spearman and the accuracy breakdown on held-out groups (toy world only: r* is
     hidden elsewhere). `gold(prompt, completion, finished)` → r* with its components (the world's
-    `GoldReward`: `World.gold`, or the registered judge's `reward`)."""
+    `GoldReward`: `World.gold`, or the registered judge's `reward`). `packing`: the outputs scored packed."""
     samples = sorted({(g["prompt"], c, f) for g in groups for c, f in zip(g["completions"], g["finished"])})
-    scores = score_texts(model, tokenizer, [s[0] for s in samples], [s[1] for s in samples], [s[2] for s in samples])
+    scores = score_texts(model, tokenizer, [s[0] for s in samples], [s[1] for s in samples], [s[2] for s in samples],
+                         packing=packing)
     rm_of = dict(zip(samples, scores))
     gold_of = {s: gold(*s) for s in samples}
 
@@ -162,13 +163,14 @@ def batch_loss(model: ScalarModel, batch: RankingBatch, loss: str = "pairwise",
 
 @torch.no_grad()
 def pairwise_accuracy(model: ScalarModel, groups: list[dict], pad_id: int, batch_size: int = 32,
-                      loss: str = "pairwise") -> dict:
-    """Share of held-out pairs the RM orders as the labeler did (a tie counts ½), and the mean `loss`."""
+                      loss: str = "pairwise", packing: bool = False) -> dict:
+    """Share of held-out pairs the RM orders as the labeler did (a tie counts ½), and the mean `loss`; `packing`:
+    the sequences scored packed, as in training (`batch_loss`)."""
     device = next(model.parameters()).device
     correct, pairs, total, rankings = 0.0, 0, 0.0, 0
     for start in range(0, len(groups), batch_size):
         batch = make_batch(groups[start:start + batch_size], pad_id, device)
-        value, margin = batch_loss(model, batch, loss)
+        value, margin = batch_loss(model, batch, loss, packing)
         correct += float((margin > 0).sum() + 0.5 * (margin == 0).sum())
         pairs += len(margin)
         total += value.item() * batch.n_rankings

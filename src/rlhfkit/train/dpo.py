@@ -147,12 +147,14 @@ def batch_loss(policy, batch: PairBatch, beta: float, loss: str = "pairwise",
 
 @torch.no_grad()
 def heldout_metrics(policy, groups: list[dict], pad_id: int, device, size: int, beta: float,
-                    loss: str = "pairwise") -> dict:
+                    loss: str = "pairwise", packing: bool = False) -> dict:
     """Share of held-out pairs the implicit reward orders as the labeler did (a tie counts ½), the mean margin
-    r̂(x, y_w) − r̂(x, y_l) and the mean loss per ranking."""
+    r̂(x, y_w) − r̂(x, y_l) and the mean loss per ranking. `packing` must be what `attach_reference_logprobs` ran
+    with: then π_θ = π_ref sees the very same packed batches and its margins are exactly 0 (accuracy ½), not
+    the rounding noise between a packed and a padded forward pass."""
     correct, margins, loss = 0.0, [], 0.0
     for chunk in in_order(groups, size):
-        value, margin = batch_loss(policy, make_batch(chunk, pad_id, device), beta, loss)
+        value, margin = batch_loss(policy, make_batch(chunk, pad_id, device), beta, loss, packing)
         correct += float((margin > 0).sum() + 0.5 * (margin == 0).sum())
         margins.append(margin)
         loss += value.item() * len(chunk)
@@ -257,7 +259,7 @@ def dpo_loop(run: Run) -> dict:
             save_snapshot(run, policy, step)
         if batches.end_of_epoch and held and parallel.evaluates:  # FSDP: every process runs the sharded forward
             result = run.dir.log(step, epoch=epoch, **heldout_metrics(policy, held, pad, device, cfg.batch_size,
-                                                                        cfg.beta, cfg.loss))
+                                                                        cfg.beta, cfg.loss, cfg.packing))
         if step < total:  # the last step's state is the saved model
             checkpoints.maybe_save(step)
     bar.close()

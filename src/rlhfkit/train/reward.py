@@ -63,10 +63,11 @@ from rlhfkit.train.run import Run, start_run
 # ------------------------------------------------------------------------------------------- batches
 
 def normalization_offset(model: ScalarModel, tokenizer, prompts: list[str], texts: list[str],
-                         max_length: int) -> float:
-    """Mean RM score of (prompt, demonstration) pairs: subtracted from the bias so they average 0."""
+                         max_length: int, packing: bool = False) -> float:
+    """Mean RM score of (prompt, demonstration) pairs: subtracted from the bias so they average 0 (`packing`:
+    scored packed)."""
     rows = response_sequences(tokenizer, prompts, texts, None, max_length)
-    scores = score_sequences(model, rows, tokenizer.pad_token_id)
+    scores = score_sequences(model, rows, tokenizer.pad_token_id, packing=packing)
     return sum(scores) / len(scores)
 
 
@@ -186,17 +187,17 @@ def normalize_evaluate_save(run: Run, model: ScalarModel, step: int, train: list
         prompts = [g["prompt"] for g in groups for _ in g["completions"]]
         texts = [c for g in groups for c in g["completions"]]
         source = "training outputs"
-    offset = normalization_offset(model, tokenizer, prompts, texts, cfg.max_length)
+    offset = normalization_offset(model, tokenizer, prompts, texts, cfg.max_length, cfg.packing)
     model.shift_bias(offset)
 
     result = {"steps": step, "train_rankings": len(train), "bias_shift": round(offset, 4), "normalized_on": source}
     if held:
-        measured = pairwise_accuracy(model, held, tokenizer.pad_token_id, loss=cfg.loss)
+        measured = pairwise_accuracy(model, held, tokenizer.pad_token_id, loss=cfg.loss, packing=cfg.packing)
         result |= {"heldout_accuracy": round(measured["accuracy"], 4), "heldout_loss": round(measured["loss"], 4),
                    "n_pairs": measured["n_pairs"], "heldout_rankings": measured["n_rankings"]}
         if data.gold is not None:
             result |= gold_measurements(model, tokenizer, preference_groups(data.eval_kind, data.held_records),
-                                        data.gold)
+                                        data.gold, cfg.packing)
     run.dir.log(step, **result)
     save_scalar_model(run.dir.path, model, tokenizer, cfg.lora_save)
     if data.held_records:

@@ -59,14 +59,14 @@ def sft_loss(model, batch: dict[str, torch.Tensor], packing: bool = False) -> to
 
 
 @torch.no_grad()
-def heldout_loss(model, rows, pad_id: int, device, batch_size: int = 64) -> float:
-    """Token-weighted mean loss over held-out demonstrations."""
+def heldout_loss(model, rows, pad_id: int, device, batch_size: int = 64, packing: bool = False) -> float:
+    """Token-weighted mean loss over held-out demonstrations; `packing` as in training (`sft_loss`)."""
     model.eval()
     total, tokens = 0.0, 0
     for start in range(0, len(rows), batch_size):
         batch = collate(rows[start:start + batch_size], pad_id, device)
         n = int(batch["loss_mask"][:, 1:].sum())
-        total += sft_loss(model, batch).item() * n
+        total += sft_loss(model, batch, packing).item() * n
         tokens += n
     model.train()
     return total / max(1, tokens)
@@ -143,7 +143,8 @@ def sft_loop(run: Run) -> dict:
         if step % cfg.log_every == 0 or step == total:
             run.dir.log(step, epoch=epoch, train_loss=loss.item(), lr=schedule.get_last_lr()[0])
         if batches.end_of_epoch and eval_rows and parallel.evaluates:
-            result = run.dir.log(step, epoch=epoch, eval_loss=heldout_loss(model, eval_rows, pad, device))
+            held_out = heldout_loss(model, eval_rows, pad, device, packing=cfg.packing)
+            result = run.dir.log(step, epoch=epoch, eval_loss=held_out)
         if step < total:  # the last step's state is the saved model
             checkpoints.maybe_save(step)
     bar.close()
