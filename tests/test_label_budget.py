@@ -148,8 +148,8 @@ def label_budget(world, out, arms: str, capsys, *extra):
 
 @pytest.fixture
 def trainings(monkeypatch):
-    """Counts the SFT, RM and PPO trainings the command starts (the real ones run); `stop[name] = n` makes the
-    n-th one of that stage (counted from then on) a Ctrl-C, as a user stopping the run there."""
+    """Counts the SFT, RM and PPO trainings and the simulated labelings the command starts (the real ones run);
+    `stop[name] = n` makes the n-th one of that stage (counted from then on) a Ctrl-C, a user stopping the run."""
     counts, stop = Counter(), {}
 
     def counting(name, real):
@@ -160,7 +160,7 @@ def trainings(monkeypatch):
             return real(*args, **kwargs)
         return counted
 
-    for name in ("sft", "reward_model", "ppo"):
+    for name in ("sft", "simulate", "reward_model", "ppo"):
         monkeypatch.setattr(stages, name, counting(name, getattr(stages, name)))
     return counts, stop
 
@@ -176,7 +176,7 @@ def test_an_interrupted_run_resumes_to_the_same_report_without_retraining(micro_
     counts, stop = trainings
     whole = tmp_path / "whole"
     assert label_budget(micro_world, whole, "random,uncertain,disagree", capsys)[0] == 0
-    assert counts == {"sft": 1, "reward_model": 6, "ppo": 6}  # 3 arms × 2 rounds from one SFT
+    assert counts == {"sft": 1, "simulate": 7, "reward_model": 6, "ppo": 6}  # the test set, 3 arms × 2 rounds
     expected = json.loads((whole / "label_budget.json").read_text())
 
     # stopped at the 3rd PPO: arm random (2 rounds) finished, arm uncertain's round 1 has its RM but no PPO
@@ -190,7 +190,7 @@ def test_an_interrupted_run_resumes_to_the_same_report_without_retraining(micro_
     code, stdout, err = label_budget(micro_world, out, "random,uncertain", capsys, "--resume")
     assert code == 0, err
     # nothing finished is trained again: uncertain's round 1 PPO and its round 2 only
-    assert counts == {"reward_model": 1, "ppo": 2}
+    assert counts == {"simulate": 1, "reward_model": 1, "ppo": 2}
     assert "arm random: finished earlier, reused" in stdout
     assert "arm uncertain: rlhf loop, 2 rounds, continuing" in stdout
     partial = json.loads((out / "label_budget.json").read_text())
@@ -201,7 +201,7 @@ def test_an_interrupted_run_resumes_to_the_same_report_without_retraining(micro_
     counts.clear()
     code, _, err = label_budget(micro_world, out, "random,uncertain,disagree", capsys, "--resume")
     assert code == 0, err
-    assert counts == {"reward_model": 2, "ppo": 2}
+    assert counts == {"simulate": 2, "reward_model": 2, "ppo": 2}
     resumed = json.loads((out / "label_budget.json").read_text())
     assert without_walls(resumed) == without_walls(expected)
     assert (out / "label_budget.txt").read_text() == (whole / "label_budget.txt").read_text()
@@ -213,14 +213,21 @@ def test_an_interrupted_run_resumes_to_the_same_report_without_retraining(micro_
     assert not counts and json.loads((out / "label_budget.json").read_text())["arms"] == ["uncertain"]
 
 
-def test_a_seed_added_on_resume_trains_that_seed_only(micro_world, tmp_path, capsys, trainings):
-    counts, _ = trainings
+def test_a_run_stopped_in_a_seeds_test_set_resumes_and_takes_a_seed_more(micro_world, tmp_path, capsys, trainings):
+    counts, stop = trainings
     out = tmp_path / "lb"
-    assert label_budget(micro_world, out, "random", capsys, "--rounds", "1")[0] == 0
+    stop["simulate"] = 1  # seed 0's test set: its SFT and samples are written, not its people's rankings
+    assert label_budget(micro_world, out, "random", capsys, "--rounds", "1")[0] == 130
+    assert (out / "seed-0" / "test-candidates.jsonl").exists() and not (out / "seed-0" / "test-rankings.jsonl").exists()
+    counts.clear()
+    stop.clear()
+    code, _, err = label_budget(micro_world, out, "random", capsys, "--rounds", "1", "--resume")
+    assert code == 0, err
+    assert counts == {"simulate": 2, "reward_model": 1, "ppo": 1}  # the test set again, the round; SFT kept
     counts.clear()
     code, _, err = label_budget(micro_world, out, "random", capsys, "--rounds", "1", "--seeds", "0,1", "--resume")
     assert code == 0, err
-    assert counts == {"sft": 1, "reward_model": 1, "ppo": 1}  # seed 1's SFT and its one round
+    assert counts == {"sft": 1, "simulate": 2, "reward_model": 1, "ppo": 1}  # seed 1 only
     whole = tmp_path / "whole"
     assert label_budget(micro_world, whole, "random", capsys, "--rounds", "1", "--seeds", "0,1")[0] == 0
     assert without_walls(json.loads((out / "label_budget.json").read_text())) == \
