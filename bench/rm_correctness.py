@@ -333,13 +333,13 @@ def measure(name: str, scores: dict, sets: list[list], groups: list[dict], gold:
 def print_table(rows: list[dict]) -> None:
     shown = [c for c in COMPONENTS if any(c in r["by_component"] for r in rows)]
     families = sorted({f for r in rows for f in r["correctness_by_family"]})
-    print(f"  {'':<26} {'labelers':>8} {'gold':>8} {'gold':>8}  labelers' pairs decided by")
-    print(f"  {'variant':<26} {'pairs':>8} {'total':>8} {'correct':>8} "
+    print(f"  {'':<30} {'labelers':>8} {'gold':>8} {'gold':>8}  labelers' pairs decided by")
+    print(f"  {'variant':<30} {'pairs':>8} {'total':>8} {'correct':>8} "
           + " ".join(f"{c:>12}" for c in shown) + f" {'wall s':>7}")
     for r in rows:
         cells = [r["labelers"]["accuracy"], r["gold_total"]["accuracy"], r["correctness"]["accuracy"]]
         comp = [r["by_component"].get(c, {}).get("rm_accuracy") for c in shown]
-        print(f"  {r['variant']:<26} " + " ".join(f"{v:>8.3f}" for v in cells) + " "
+        print(f"  {r['variant']:<30} " + " ".join(f"{v:>8.3f}" for v in cells) + " "
               + " ".join(f"{v:>12.3f}" if v is not None else f"{'-':>12}" for v in comp) + f" {r['wall_s']:>7.1f}")
     ref = rows[0]
     print(f"  pairs: labelers {ref['labelers']['n_pairs']}, gold total {ref['gold_total']['n_pairs']}, "
@@ -347,11 +347,11 @@ def print_table(rows: list[dict]) -> None:
           + ", ".join(f"{c} {ref['by_component'][c]['n_pairs']} (ceiling "
                       f"{ref['by_component'][c]['noise_ceiling']:.3f})" for c in shown))
     print("\n  pairs whose gold correctness differs, by task family:")
-    print(f"  {'variant':<26} " + " ".join(f"{f[:8]:>8}" for f in families))
+    print(f"  {'variant':<30} " + " ".join(f"{f[:8]:>8}" for f in families))
     for r in rows:
         cells = [r["correctness_by_family"].get(f, {}).get("accuracy") for f in families]
-        print(f"  {r['variant']:<26} " + " ".join(f"{v:>8.3f}" if v is not None else f"{'-':>8}" for v in cells))
-    print(f"  {'pairs':<26} " + " ".join(f"{ref['correctness_by_family'].get(f, {}).get('n_pairs', 0):>8}"
+        print(f"  {r['variant']:<30} " + " ".join(f"{v:>8.3f}" if v is not None else f"{'-':>8}" for v in cells))
+    print(f"  {'pairs':<30} " + " ".join(f"{ref['correctness_by_family'].get(f, {}).get('n_pairs', 0):>8}"
                                           for f in families))
 
 

@@ -3,11 +3,15 @@
 
 import json
 import math
+import shutil
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.eval.label_budget import efficiency, labels_to_reach, mean_curves, mean_interval
+from rlhfkit.recipes import pipeline as stages
 from rlhfkit.world.gold import gold_reward
 from tests.conftest import run_cli
 
@@ -131,3 +135,148 @@ def test_label_budget_bad_flags_give_one_line(extra, expected, micro_world, tmp_
 def test_compare_help_names_the_label_budget_options(capsys):
     code, out, _ = run_cli(["compare", "--help"], capsys)
     assert code == 0 and "--label-budget" in out and "--label-judge-threshold" in out
+
+
+# ------------------------------------------------------------------------------------------ --resume
+
+RESUME_FLAGS = ["--rounds", "2", "--seeds", "0", "--prompts-per-round", "20", "--ppo-steps", "1", "--threads", "1"]
+
+
+def label_budget(world, out, arms: str, capsys, *extra):
+    return run_cli(["compare", "--world", world, "--out", out, "--label-budget", arms, *RESUME_FLAGS, *extra], capsys)
+
+
+@pytest.fixture
+def trainings(monkeypatch):
+    """Counts the SFT, RM and PPO trainings and the simulated labelings the command starts (the real ones run);
+    `stop[name] = n` makes the n-th one of that stage (counted from then on) a Ctrl-C, a user stopping the run."""
+    counts, stop = Counter(), {}
+
+    def counting(name, real):
+        def counted(*args, **kwargs):
+            counts[name] += 1
+            if stop.get(name) == counts[name]:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+        return counted
+
+    for name in ("sft", "simulate", "reward_model", "ppo"):
+        monkeypatch.setattr(stages, name, counting(name, getattr(stages, name)))
+    return counts, stop
+
+
+def without_walls(report: dict) -> dict:
+    """The report but its wall times (a resumed unit's is the time of the invocation that finished it)."""
+    report = {k: v for k, v in report.items() if k not in ("wall_s", "runs_wall_s")}
+    report["points"] = [{k: v for k, v in p.items() if k != "wall_s"} for p in report["points"]]
+    return report
+
+
+def test_an_interrupted_run_resumes_to_the_same_report_without_retraining(micro_world, tmp_path, capsys, trainings):
+    counts, stop = trainings
+    whole = tmp_path / "whole"
+    assert label_budget(micro_world, whole, "random,uncertain,disagree", capsys)[0] == 0
+    assert counts == {"sft": 1, "simulate": 7, "reward_model": 6, "ppo": 6}  # the test set, 3 arms × 2 rounds
+    expected = json.loads((whole / "label_budget.json").read_text())
+
+    # stopped at the 3rd PPO: arm random (2 rounds) finished, arm uncertain's round 1 has its RM but no PPO
+    counts.clear()
+    stop["ppo"] = 3
+    out = tmp_path / "lb"
+    assert label_budget(micro_world, out, "random,uncertain", capsys)[0] == 130
+    assert not (out / "label_budget.json").exists()
+    counts.clear()
+    stop.clear()
+    code, stdout, err = label_budget(micro_world, out, "random,uncertain", capsys, "--resume")
+    assert code == 0, err
+    # nothing finished is trained again: uncertain's round 1 PPO and its round 2 only
+    assert counts == {"simulate": 1, "reward_model": 1, "ppo": 2}
+    assert "arm random: finished earlier, reused" in stdout
+    assert "arm uncertain: rlhf loop, 2 rounds, continuing" in stdout
+    partial = json.loads((out / "label_budget.json").read_text())
+    assert partial["arms"] == ["random", "uncertain"]
+    assert without_walls(partial)["points"] == [p for p in without_walls(expected)["points"] if p["arm"] != "disagree"]
+
+    # an arm added to the finished run: only it is trained, and the report is the uninterrupted run's
+    counts.clear()
+    code, _, err = label_budget(micro_world, out, "random,uncertain,disagree", capsys, "--resume")
+    assert code == 0, err
+    assert counts == {"simulate": 2, "reward_model": 2, "ppo": 2}
+    resumed = json.loads((out / "label_budget.json").read_text())
+    assert without_walls(resumed) == without_walls(expected)
+    assert (out / "label_budget.txt").read_text() == (whole / "label_budget.txt").read_text()
+
+    # an arm left out: the report covers the arms named, from the records, nothing trained
+    counts.clear()
+    code, stdout, err = label_budget(micro_world, out, "uncertain", capsys, "--resume")
+    assert code == 0, err
+    assert not counts and json.loads((out / "label_budget.json").read_text())["arms"] == ["uncertain"]
+
+
+def test_a_run_stopped_in_a_seeds_test_set_resumes_and_takes_a_seed_more(micro_world, tmp_path, capsys, trainings):
+    counts, stop = trainings
+    out = tmp_path / "lb"
+    stop["simulate"] = 1  # seed 0's test set: its SFT and samples are written, not its people's rankings
+    assert label_budget(micro_world, out, "random", capsys, "--rounds", "1")[0] == 130
+    assert (out / "seed-0" / "test-candidates.jsonl").exists() and not (out / "seed-0" / "test-rankings.jsonl").exists()
+    counts.clear()
+    stop.clear()
+    code, _, err = label_budget(micro_world, out, "random", capsys, "--rounds", "1", "--resume")
+    assert code == 0, err
+    assert counts == {"simulate": 2, "reward_model": 1, "ppo": 1}  # the test set again, the round; SFT kept
+    counts.clear()
+    code, _, err = label_budget(micro_world, out, "random", capsys, "--rounds", "1", "--seeds", "0,1", "--resume")
+    assert code == 0, err
+    assert counts == {"sft": 1, "simulate": 2, "reward_model": 1, "ppo": 1}  # seed 1 only
+    whole = tmp_path / "whole"
+    assert label_budget(micro_world, whole, "random", capsys, "--rounds", "1", "--seeds", "0,1")[0] == 0
+    assert without_walls(json.loads((out / "label_budget.json").read_text())) == \
+        without_walls(json.loads((whole / "label_budget.json").read_text()))
+
+
+def tree(path: Path) -> dict:
+    return {str(p.relative_to(path)): (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(path.rglob("*"))}
+
+
+def test_a_resume_with_other_settings_is_refused_and_writes_nothing(micro_world, tmp_path, capsys):
+    world = tmp_path / "world"
+    shutil.copytree(micro_world, world)
+    out = tmp_path / "lb"
+    assert label_budget(world, out, "random", capsys, "--rounds", "1")[0] == 0
+    before = tree(out)
+    for extra, expected in [
+        (["--rounds", "2"], "cannot resume with other settings: rounds (1 -> 2)"),
+        (["--rounds", "1", "--prompts-per-round", "30"], "prompts_per_round (20 -> 30)"),
+        (["--rounds", "1", "--label-judge-threshold", "0.9"], "label_judge_threshold (0.7 -> 0.9)"),
+        (["--rounds", "1", "--label-judge", f"{__file__}:sharp_judge"], "label_judge ("),
+        (["--rounds", "1", "--kl-coef", "0.5"], "kl_coef ("),
+        (["--rounds", "1", "--overwrite"], "config keys 'resume' and 'overwrite': give one"),
+    ]:
+        code, _, err = label_budget(world, out, "random", capsys, *extra, "--resume")
+        assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, (extra, err)
+        assert tree(out) == before, extra
+    # another world: by path, or the same path rebuilt (its world.json changed)
+    code, _, err = label_budget(micro_world, out, "random", capsys, "--rounds", "1", "--resume")
+    assert code == 2 and "cannot resume with other settings: world (" in err and len(err.strip().splitlines()) == 1
+    meta = json.loads((world / "world.json").read_text())
+    (world / "world.json").write_text(json.dumps({**meta, "seed": 1}))
+    code, _, err = label_budget(world, out, "random", capsys, "--rounds", "1", "--resume")
+    assert code == 2 and "this world's world.json is not the one the run used" in err, err
+    assert len(err.strip().splitlines()) == 1 and tree(out) == before
+
+
+def test_resume_is_refused_where_there_is_no_label_budget_run(micro_world, tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    code, _, err = label_budget(micro_world, other, "random", capsys, "--resume")
+    assert code == 2 and "cannot resume: not a run directory (no config.toml)" in err
+    methods = tmp_path / "methods"
+    methods.mkdir()
+    (methods / "config.toml").write_text('world = "w"\nmethods = ["sft"]\n')
+    code, _, err = label_budget(micro_world, methods, "random", capsys, "--resume")
+    assert code == 2 and "not a run of `rlhf compare --label-budget`" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in methods.iterdir()) == ["config.toml"]
+    # without OUT, --resume starts the run; without --label-budget it is refused
+    code, _, err = run_cli(["compare", "--world", micro_world, "--out", tmp_path / "m", "--resume"], capsys)
+    assert code == 2 and "config key 'resume' is a setting of --label-budget" in err

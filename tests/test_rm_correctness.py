@@ -118,3 +118,18 @@ def test_the_frozen_likelihood_stays_the_sft_policy_while_the_model_trains(tmp_p
     assert all(p.grad is None for p in model.reference.parameters())
     assert model.a.grad is not None and any(p.grad is not None for p in model.lm.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.reference.state_dict().items())
+
+
+def test_ppo_likelihood_adds_alpha_log_pi_sft_to_each_response_token():
+    path = Path(__file__).parents[1] / "bench" / "ppo_likelihood.py"
+    spec = importlib.util.spec_from_file_location("ppo_likelihood", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    logp, ref = torch.tensor([[-1.0, -2.0, 0.0]]), torch.tensor([[-1.5, -1.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])  # two response tokens, then padding
+    rewards = bench.with_likelihood(0.5)(torch.tensor([1.0]), logp, ref, mask, 0.1)
+    # −β(log π − log π_SFT) = [−0.1·0.5, −0.1·(−1)] = [−0.05, 0.1]; r = 1 on the last token → [−0.05, 1.1];
+    # + α·log π_SFT = 0.5·[−1.5, −1] = [−0.75, −0.5] → [−0.8, 0.6]; padding stays 0
+    assert torch.allclose(rewards, torch.tensor([[-0.8, 0.6, 0.0]]))
+    assert torch.allclose(bench.with_likelihood(0.0)(torch.tensor([1.0]), logp, ref, mask, 0.1),
+                          torch.tensor([[-0.05, 1.1, 0.0]]))

@@ -35,6 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from rlhfkit.errors import UserError
+from rlhfkit.label.inputs import name_key
 from rlhfkit.label.names import normalize_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # writers queue behind each other instead of failing at once
@@ -61,12 +62,25 @@ class Project(Base):
     judge_draft: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
+def _name_key_of_row(context) -> str:
+    return name_key(context.get_current_parameters()["name"])
+
+
 class User(Base):
+    """A person of one project. Two people of a project may not look alike: `name_key` (`inputs.name_key`, the
+    name as one reads it) is unique per project in the database itself, so two invites racing on PostgreSQL
+    ("ann" and "ANN" at once, each past the store's look-alike check) cannot both be stored (migration 0007)."""
+
     __tablename__ = "labeler"  # "user" is reserved in PostgreSQL
-    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    __table_args__ = (UniqueConstraint("project_id", "name"),
+                      Index("uq_labeler_name_key", "project_id", "name_key", unique=True))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id"))
     name: Mapped[str] = mapped_column(String(200))
+    # Filled from `name` on insert; Text, as case folding lengthens some names ("ß" -> "ss"). NULL only on a person
+    # whom migration 0007 found looking like an earlier one of the project (both stored before the look-alike rule
+    # or by the race it closes): they keep their name, answers and link.
+    name_key: Mapped[str | None] = mapped_column(Text, nullable=True, default=_name_key_of_row)
     role: Mapped[str] = mapped_column(String(16))
     invite_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the invite token
     created_at: Mapped[float] = mapped_column(Float)

@@ -256,6 +256,12 @@ class CompareConfig(StageOptions, RLOptions, SeedsOptions):
     label_judge_confidence: float = option(0.5, "with --label-budget: `rlhf loop --judge-confidence` of the +judge "
                                            "arms (0.5: the verifier labels every item it can check; its ties, "
                                            "two different wrong answers, carry no pair)")
+    resume: bool = option(False, "with --label-budget: continue the interrupted run in OUT (the same command plus "
+                          "--resume): each seed's SFT and test set and each arm x seed x round that finished are "
+                          "reused, a round stopped midway goes on from its last finished stage, nothing finished is "
+                          "retrained, and the report is the uninterrupted run's; refused if any setting changed but "
+                          "--seeds and --label-budget (seeds and arms may be added or left out) and --threads; on "
+                          "an empty OUT it starts the run")
 
     def check(self) -> None:
         super().check()
@@ -287,6 +293,9 @@ class CompareConfig(StageOptions, RLOptions, SeedsOptions):
             raise UserError("config key 'label_judge': world:gold is the hidden truth, not a labeler; the "
                             "experiment would measure nothing (use the verifier or a reward model)")
         check_at_least(self, 1, "rounds", "prompts_per_round")
+        if self.resume and self.overwrite:
+            raise UserError("config keys 'resume' and 'overwrite': give one (--resume continues OUT's run, "
+                            "--overwrite replaces it)")
         for key in ("label_judge_threshold", "label_judge_confidence"):
             if not 0 <= getattr(self, key) <= 1:
                 raise UserError(f"config key '{key}' must be from 0 to 1")
@@ -298,7 +307,8 @@ class CompareConfig(StageOptions, RLOptions, SeedsOptions):
         return MethodSettings(**{k: tuple(getattr(self, k)) for k in tuples}, **shared)
 
 
-LABEL_BUDGET_KEYS = ("rounds", "prompts_per_round", "label_judge", "label_judge_threshold", "label_judge_confidence")
+LABEL_BUDGET_KEYS = ("rounds", "prompts_per_round", "label_judge", "label_judge_threshold", "label_judge_confidence",
+                     "resume")
 
 
 def default_of_field(cls, name: str):

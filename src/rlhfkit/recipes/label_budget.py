@@ -29,16 +29,31 @@ simulated people once) on which every round's RM of every arm is measured (`rm_t
 
 Writes OUT/label_budget.json (every point, the mean curves with 95% intervals, the acceptance figure),
 OUT/label_budget.txt (the table printed) and OUT/label_budget.png.
+
+Resuming (--resume). A run is units: per seed its SFT and its test set, per arm × seed a loop whose rounds are
+the loop's own (OUT/seed-s/ARM/round-r: state.json after each stage, PPO checkpoints, round.json), each round's
+RM measured on the test set, and the arm's points. OUT/seed-s/done.json records the seed's finished units and
+their results; it is rewritten whole after each unit into a temporary file renamed into place, so a kill leaves
+the previous record or the next, never half of one. `--resume` with the same flags reuses every recorded unit,
+continues an unfinished loop where it stopped (`rlhf loop` resumes inside a round) and redoes any other unfinished
+unit from its start; the report is made from the records, the same as an uninterrupted run's but for the wall
+times (`runs_wall_s`: the time of the invocation that finished the unit; `wall_s`: this invocation's). OUT's
+config.toml and world.sha256 (its world's world.json) are the settings: a resume that changes any other than
+RESUMABLE, or names a rebuilt world, is refused before anything is written. Seeds and arms may be added or left
+out (each unit depends only on its seed, its arm and the settings, never on another unit): the report covers
+the ones named, finished ones reused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
+import tomllib
 from pathlib import Path
 
-from rlhfkit.config import to_toml
+from rlhfkit.config import load_toml, to_toml, upgrade_saved
 from rlhfkit.errors import UserError
 from rlhfkit.eval.commands import eval_rm
 from rlhfkit.eval.configs import EvalRMConfig
@@ -48,9 +63,14 @@ from rlhfkit.recipes.compare import run_compare
 from rlhfkit.recipes.configs import PLANS, CompareConfig, LoopConfig, parse_arm
 from rlhfkit.recipes.judges import check_judge
 from rlhfkit.recipes.loop import run_loop
+from rlhfkit.runtime.directory import prepare_out_dir
+from rlhfkit.storage import write_text_atomic
 from rlhfkit.world.build import World
 
 TEST_SEED = 10_000  # the test set's sampling and labeling seeds: seed + TEST_SEED, apart from every loop's seed + r
+# Keys a --resume may change: bookkeeping, and which seeds and arms the report covers (units are independent).
+RESUMABLE = ("out", "overwrite", "resume", "threads", "report_to", "seeds", "label_budget")
+WORLD_DIGEST = "world.sha256"  # OUT's record of its world: the sha256 of the world's world.json
 
 
 def compare(cfg: CompareConfig) -> dict:
@@ -72,8 +92,9 @@ def prompts_per_round(cfg: CompareConfig, preset: str) -> int:
 def arm_config(cfg: CompareConfig, preset: str, arm: str, seed: int, out: Path, sft: Path) -> LoopConfig:
     """The `rlhf loop` settings of one (arm, seed): the compare's world and its preset's stage sizes, that seed's
     SFT, the arm's selection."""
-    select, judged = parse_arm(arm)
-    return LoopConfig(out=str(out), world=str(cfg.world), preset=preset, sft=str(sft), rounds=cfg.rounds,
+    select, judged = parse_arm(arm)  # absolute paths: a resume that spells OUT or the world otherwise is the same loop
+    return LoopConfig(out=str(out.resolve()), world=str(Path(cfg.world).resolve()), preset=preset,
+                      sft=str(sft.resolve()), rounds=cfg.rounds,
                       prompts_per_round=prompts_per_round(cfg, preset), seed=seed, select=select,
                       judge=cfg.label_judge if judged else None, judge_confidence=cfg.label_judge_confidence,
                       judge_threshold=cfg.label_judge_threshold,
@@ -114,6 +135,58 @@ def points_of(arm: str, seed: int, rows: list[dict]) -> list[dict]:
     return out
 
 
+class Record:
+    """OUT/seed-s/done.json: the seed's finished units and what they gave, written whole into a temporary file
+    renamed into place after each unit (a kill leaves the previous record or the next one)."""
+
+    def __init__(self, path: Path):
+        self.path, self.data = path, {}
+        if path.is_file():
+            try:
+                self.data = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise UserError(f"{path}: unreadable record of finished units ({exc}); remove it to redo the "
+                                "seed's units") from None
+            if not isinstance(self.data, dict):
+                raise UserError(f"{path}: not a record of finished units (expected a JSON object)")
+
+    def get(self, unit: str):
+        return self.data.get(unit)
+
+    def put(self, unit: str, value) -> None:
+        self.data[unit] = value
+        write_text_atomic(self.path, json.dumps(self.data, indent=2) + "\n")
+
+
+def world_digest(world: World) -> str:
+    return hashlib.sha256((world.path / "world.json").read_bytes()).hexdigest()
+
+
+def open_out(cfg: CompareConfig, digest: str) -> tuple[Path, bool]:
+    """OUT and whether a run is resumed in it: without --resume (or into an empty OUT) a fresh, empty directory
+    (refused when it holds files, unless --overwrite); with --resume, the run there, refused with one line when
+    its settings (config.toml, world.sha256) are not these. Writes nothing before the checks pass."""
+    out = Path(cfg.out)
+    if not (cfg.resume and out.is_dir() and any(out.iterdir())):
+        return stages.fresh_out_dir(out, cfg.overwrite), False
+    prepare_out_dir(out, overwrite=False, resume=True)  # refused without a config.toml
+    saved = upgrade_saved(CompareConfig, load_toml(out / "config.toml"))
+    if not saved.get("label_budget"):
+        raise UserError(f"{out}: cannot resume: not a run of `rlhf compare --label-budget` (its config.toml has no "
+                        "label_budget)")
+    now = tomllib.loads(to_toml(cfg))
+    changed = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE and saved.get(k) != now.get(k))
+    if changed:
+        shown = ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in changed[:3])
+        raise UserError(f"{out}: cannot resume with other settings: {shown} (only --seeds, --label-budget and "
+                        "--threads may change; resume with the run's flags or start another --out)")
+    recorded = out / WORLD_DIGEST
+    if recorded.is_file() and recorded.read_text(encoding="utf-8").strip() != digest:
+        raise UserError(f"{cfg.world}: cannot resume {out}: this world's world.json is not the one the run used "
+                        f"({recorded}); the world was rebuilt: start another --out")
+    return out, True
+
+
 def run_label_budget(cfg: CompareConfig) -> dict:
     world = World(cfg.world)
     preset = world.meta.get("preset")
@@ -122,30 +195,56 @@ def run_label_budget(cfg: CompareConfig) -> dict:
     plan = PLANS[preset]
     if any(parse_arm(a)[1] for a in cfg.label_budget):
         check_judge(cfg.label_judge)
-    out = stages.fresh_out_dir(cfg.out, cfg.overwrite)
-    (out / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
+    digest = world_digest(world)
+    out, resumed = open_out(cfg, digest)
+    write_text_atomic(out / "config.toml", to_toml(cfg))
+    write_text_atomic(out / WORLD_DIGEST, digest + "\n")
     say = stages.Progress()
+    if resumed:
+        say(f"resuming {out}: finished units are reused, unfinished ones redone or continued")
     points, walls = [], []
     for seed in cfg.seeds:
+        record = Record(out / f"seed-{seed}" / "done.json")
         sft = out / f"seed-{seed}" / "sft"
-        say(f"seed {seed}: SFT on the world's demonstrations (shared by every arm)")
-        stages.sft(world, sft, epochs=plan.sft_epochs, lr=plan.sft_lr, seed=seed, threads=cfg.threads)
-        test = fixed_test_set(world, sft, out / f"seed-{seed}", plan, seed)
+        if record.get("sft") is None:
+            say(f"seed {seed}: SFT on the world's demonstrations (shared by every arm)")
+            stages.sft(world, sft, epochs=plan.sft_epochs, lr=plan.sft_lr, seed=seed, threads=cfg.threads)
+            record.put("sft", str(sft.name))
+        if record.get("test set") is None:
+            record.put("test set", str(fixed_test_set(world, sft, out / f"seed-{seed}", plan, seed).name))
+        test = out / f"seed-{seed}" / record.get("test set")
         for arm in cfg.label_budget:
-            t0, where = time.time(), out / f"seed-{seed}" / arm.replace("+", "-")
-            say(f"seed {seed}: arm {arm}: rlhf loop, {cfg.rounds} rounds (its progress: {where}.log)")
-            with open(f"{where}.log", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-                report = run_loop(arm_config(cfg, preset, arm, seed, where, sft))
-            new = points_of(arm, seed, report["rounds"])
-            for p in new:  # every round's RM on the seed's common test set
-                p["rm_test_accuracy"] = rm_accuracy_on(where / f"round-{p['round']}" / "rm", test, cfg.threads)
-            points += new
-            walls.append({"arm": arm, "seed": seed, "wall_s": round(time.time() - t0, 1)})
-            last = new[-1]
-            say(f"seed {seed}: arm {arm}: {last['human_labels']} human labels, {last['judge_labels']} judge's; "
-                f"gold {last['gold']:.3f}, RM accuracy {_f(last['rm_test_accuracy'])} on the test set, "
-                f"{_f(last['rm_accuracy'])} on the loop's held-out  [{walls[-1]['wall_s']:.0f}s]")
-    return write_report(out, cfg, preset, points, walls, time.time() - say.start)
+            points.append(run_arm(cfg, preset, arm, seed, out, sft, test, record, say))
+            walls.append({"arm": arm, "seed": seed, "wall_s": record.get(f"arm {arm}")["wall_s"]})
+    return write_report(out, cfg, preset, [p for arm in points for p in arm], walls, time.time() - say.start)
+
+
+def run_arm(cfg: CompareConfig, preset: str, arm: str, seed: int, out: Path, sft: Path, test: Path, record: Record,
+            say) -> list[dict]:
+    """One arm × seed: its loop (continued where it stopped), each round's RM on the seed's test set, its points;
+    recorded once all are there, and then reused."""
+    done = record.get(f"arm {arm}")
+    if done is not None:
+        say(f"seed {seed}: arm {arm}: finished earlier, reused")
+        return done["points"]
+    t0, where = time.time(), out / f"seed-{seed}" / arm.replace("+", "-")
+    going_on = (where / "config.toml").is_file()
+    say(f"seed {seed}: arm {arm}: rlhf loop, {cfg.rounds} rounds{', continuing' if going_on else ''} (its progress: "
+        f"{where}.log)")
+    with open(f"{where}.log", "a" if going_on else "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+        report = run_loop(arm_config(cfg, preset, arm, seed, where, sft))
+    new = points_of(arm, seed, report["rounds"])
+    for p in new:  # every round's RM on the seed's common test set
+        unit = f"arm {arm} round {p['round']} rm_test_accuracy"
+        if record.get(unit) is None:
+            record.put(unit, rm_accuracy_on(where / f"round-{p['round']}" / "rm", test, cfg.threads))
+        p["rm_test_accuracy"] = record.get(unit)
+    record.put(f"arm {arm}", {"points": new, "wall_s": round(time.time() - t0, 1)})
+    last = new[-1]
+    say(f"seed {seed}: arm {arm}: {last['human_labels']} human labels, {last['judge_labels']} judge's; "
+        f"gold {last['gold']:.3f}, RM accuracy {_f(last['rm_test_accuracy'])} on the test set, "
+        f"{_f(last['rm_accuracy'])} on the loop's held-out  [{record.get(f'arm {arm}')['wall_s']:.0f}s]")
+    return new
 
 
 def write_report(out: Path, cfg: CompareConfig, preset: str, points: list[dict], walls: list[dict],
@@ -160,10 +259,10 @@ def write_report(out: Path, cfg: CompareConfig, preset: str, points: list[dict],
               "judge_threshold": cfg.label_judge_threshold, "sft_gold": sft_gold,
               "points": points, "curves": curves, "reach_random_final_gold": reach, "runs_wall_s": walls,
               "wall_s": round(wall_s, 1)}
-    (out / "label_budget.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / "label_budget.json", json.dumps(report, indent=2) + "\n")
     plot_label_budget(curves, sft_gold, out / "label_budget.png")
     text = table_text(report)
-    (out / "label_budget.txt").write_text(text + "\n", encoding="utf-8")
+    write_text_atomic(out / "label_budget.txt", text + "\n")
     print("\n" + text)
     print(f"\nreport: {out / 'label_budget.json'}, {out / 'label_budget.txt'}, {out / 'label_budget.png'}  "
           f"[{wall_s:.0f}s]")

@@ -13,7 +13,9 @@ Two conditional updates carry the concurrency guarantees, on SQLite and PostgreS
 - answering: `UPDATE assignment SET state = ? WHERE id = ? AND state = 'leased'` — one answer per lease;
 
 and two unique constraints make retries harmless: `submission.client_id` (a resent answer is stored
-once) and `assignment (item_id, user_id)` (no labeler sees an item twice).
+once) and `assignment (item_id, user_id)` (no labeler sees an item twice). A third holds a rule the store also
+checks in Python: `labeler (project_id, name_key)` (two invites at once of names that read alike store one
+person; the other is run again and refused by the check).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rlhfkit.errors import UserError
@@ -33,7 +34,8 @@ class PeopleStore(StoreCore):
         """Create a person (or give a revoked one a new link); returns the invite token.
 
         The name is stored as `inputs.person_name` makes it (NFKC, no invisible characters) and may not
-        collide with another person's of the project (`name_key`: case and width ignored).
+        collide with another person's of the project (`name_key`: case and width ignored); the database holds
+        that rule too (`User.name_key`, unique per project), so two such invites at once store one person.
         A person who has a live link is only re-invited with `replace` (their old link and sessions end).
         `expires_in` seconds: the link stops working then (None: never); `single_use`: it logs in once.
         The project's last admin cannot be made a labeler.
@@ -70,7 +72,13 @@ class PeopleStore(StoreCore):
             self._event(s, "invite", p.id, user.id, name=name, role=role, expires_in=expires_in,
                         single_use=single_use)
 
-        self._write(work)
+        try:
+            self._write(work)
+        except IntegrityError:
+            # Another invite of a name that reads the same committed between our check and our insert (PostgreSQL;
+            # SQLite runs one writer at a time): the unique (project_id, name_key) index refused ours. Run again:
+            # the check now sees that person and refuses in its own words (`Conflict`, or `AlreadyInvited`).
+            self._write(work)
         return token
 
     def revoke(self, project: str, name: str) -> None:
