@@ -1,6 +1,7 @@
 """`rlhf loop`: rounds of sample → label → RM on all comparisons so far → PPO, resumable; app labels by file."""
 
 import json
+from pathlib import Path
 
 from tests.conftest import run_cli
 
@@ -63,3 +64,29 @@ def test_labels_from_the_app_wait_for_the_export(micro_world, tmp_path, capsys):
     code, stdout, err = run_cli(args, capsys)
     assert code == 0 and "round 1: its labels changed since the round trained on them (24 rankings then, 23 " \
                          "now); rerun with --redo-round 1" in stdout
+
+
+def test_a_run_killed_while_writing_a_rounds_record_resumes(micro_world, tmp_path, capsys, monkeypatch):
+    """round.json marks a finished round: a kill halfway through writing it must not leave half a record that
+    the resume then cannot read (it is written to a temporary file and renamed)."""
+    out = tmp_path / "loop"
+    args = ["loop", "--world", micro_world, "--out", out, "--prompts-per-round", "16", "--ppo-steps", "1",
+            "--rounds", "1"]
+    plain_write = Path.write_text
+
+    def killed_halfway(self, text, *a, **k):
+        if self.name == "round.json":
+            plain_write(self, text[:len(text) // 2], *a, **k)
+            raise KeyboardInterrupt
+        return plain_write(self, text, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", killed_halfway)
+    try:
+        run_cli(args, capsys)
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.setattr(Path, "write_text", plain_write)
+    code, stdout, err = run_cli(args, capsys)  # the same command again continues OUT's run
+    assert code == 0, err
+    assert json.loads((out / "round-1" / "round.json").read_text())["round"] == 1
+    assert [r["round"] for r in json.loads((out / "report.json").read_text())["rounds"]] == [1]

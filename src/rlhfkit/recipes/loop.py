@@ -360,7 +360,7 @@ def _run_loop(cfg: LoopConfig) -> dict:
         if "judge" in state.get("labels"):
             row["judge"] = state.get("labels")["judge"]
         row["wall_s"] = round(time.time() - t0, 1)
-        (rd / "round.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(rd / "round.json", json.dumps(row, indent=2) + "\n")  # a killed write leaves none
         say(f"round {r}: gold {row['gold']:.3f} (SFT {row['gold_sft']:.3f}), win rate vs SFT "
             f"{row['win_vs_sft']['rate']:.3f}, KL {row['kl']:.2f}")
         rows.append(row)
@@ -386,7 +386,7 @@ FEW_HELDOUT_PAIRS = 100
 
 def write_loop_report(out: Path, rows: list[dict]) -> dict:
     report = {"rounds": rows}
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     table = [{"round": r["round"], "rankings": r["rankings"], "RM accuracy": r["rm_heldout_accuracy"],
               "noise ceiling": r["rm_noise_ceiling"], "held-out comparisons": r.get("rm_heldout_pairs"),
               "gold": r["gold"], "gold SFT": r["gold_sft"], "win vs SFT": r["win_vs_sft"]["rate"], "KL": r["kl"]}
