@@ -47,7 +47,7 @@ def with_likelihood(alpha: float):
 
 
 def run_one(world: World, seed_dir: Path, work: Path, plan, *, seed: int, alpha: float, beta: float,
-            threads: int) -> dict:
+            threads: int, steps: int) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     for name in ("sft", "rm"):  # the demo's models, linked, never written
         if not (work / name).exists():
@@ -55,7 +55,7 @@ def run_one(world: World, seed_dir: Path, work: Path, plan, *, seed: int, alpha:
     losses.per_token_rewards = with_likelihood(alpha)
     try:
         clock = time.time()
-        pipeline.ppo(work / "sft", work / "rm", world, work / "ppo", steps=plan.ppo_steps, batch=plan.ppo_batch,
+        pipeline.ppo(work / "sft", work / "rm", world, work / "ppo", steps=steps, batch=plan.ppo_batch,
                      minibatch=plan.ppo_minibatch, lr=plan.ppo_lr, kl_coef=beta, save_every=plan.save_every, seed=seed,
                      threads=threads)
         ppo_s = time.time() - clock
@@ -68,7 +68,7 @@ def run_one(world: World, seed_dir: Path, work: Path, plan, *, seed: int, alpha:
     tempered = evaluate_policy(judge.sft, judge.sft, judge.reward, judge.tokenizer, judge.prompts,
                                temperature=temperature, max_new_tokens=judge.max_new_tokens, seed=judge.seed,
                                gold=gold_reward)
-    return {"seed": seed, "alpha": alpha, "beta": beta, "ppo_wall_s": round(ppo_s, 1),
+    return {"seed": seed, "alpha": alpha, "beta": beta, "ppo_steps": steps, "ppo_wall_s": round(ppo_s, 1),
             "ppo_vs_sft": win_rate(ppo.totals, sft.totals, seed=seed),
             "sft": sft.summary(), "ppo": ppo.summary() | {"kl": round(sum(ppo.kl) / len(ppo.kl), 4)},
             "sft_tempered": {"temperature": round(temperature, 4), **tempered.summary(),
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.1, 0.3])
     parser.add_argument("--beta", type=float, default=0.05, help="the KL coefficient (the demo's)")
+    parser.add_argument("--ppo-steps", type=int, default=None, help="PPO iterations (default: the plan's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="runs/bench/ppo_likelihood.json")
     args = parser.parse_args(argv)
@@ -114,13 +115,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     world = World(args.world)
     plan = PLANS[world.meta.get("preset", "tiny")]
     out = Path(args.out)
+    steps = args.ppo_steps or plan.ppo_steps
     rows = []
     for seed in args.seeds:
         for alpha in args.alphas:
             rows.append(run_one(world, Path(args.runs) / f"seed-{seed}", out.with_suffix("") / f"seed-{seed}-a{alpha}",
-                                plan, seed=seed, alpha=alpha, beta=args.beta, threads=args.threads))
+                                plan, seed=seed, alpha=alpha, beta=args.beta, threads=args.threads, steps=steps))
             print(f"  done: seed {seed}, alpha {alpha} ({time.time() - clock:.0f} s)", flush=True)
-    print(f"\nPPO on r + alpha·log pi_SFT, beta = {args.beta}, {plan.ppo_steps} iterations x {plan.ppo_batch} "
+    print(f"\nPPO on r + alpha·log pi_SFT, beta = {args.beta}, {steps} iterations x {plan.ppo_batch} "
           f"episodes; {plan.eval_prompts} held-out prompts:")
     print_table(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
