@@ -29,6 +29,8 @@ either is written: samples, rankings and models go under `--work` (default: besi
       likelihood taken from a frozen copy of the SFT policy, so training moves only the head's side and a;
    j. `twice the prompts, 1 label`: `rlhf rm` on the demo's number of rankings spread over twice the prompts
       (2 × 1,500 training prompts, K outputs of the SFT policy each, one simulated labeler per item);
+   k. `ensemble of 3 RMs`: the mean score of three `rlhf rm` models trained as in a with seeds SEED, SEED+1, SEED+2
+      (the head's start, the order of the batches and the held-out split differ);
    and `gold r*`, the reference row: the gold reward as a score (its labeler accuracy is the noise ceiling).
 3. One table: accuracy against the labelers' pairs of the held-out set (a tie counts ½), against the gold order on
    every pair of each item's outputs whose gold total differs and whose gold correctness differs, and the
@@ -401,9 +403,9 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(measure(name, scores, sets, groups, gold, time.time() - start))
         print(f"  done: {name} ({rows[-1]['wall_s']:.0f} s)", flush=True)
 
-    def rm(name, data, epochs):
+    def rm(name, data, epochs, seed=args.seed):
         def scores():
-            rm_dir = train_rm(sft, data, work / name, world, lr=plan.rm_lr, epochs=epochs, seed=args.seed)
+            rm_dir = train_rm(sft, data, work / name, world, lr=plan.rm_lr, epochs=epochs, seed=seed)
             return scalar_scores(ScalarModel.from_pretrained(rm_dir).eval(), load_tokenizer(rm_dir), samples)
         return scores
 
@@ -432,6 +434,13 @@ def main(argv: list[str] | None = None) -> dict:
     if wanted("j. twice the prompts"):
         spread_rankings(world, sft, work / "spread", plan, args.seed)
     run_variant("j. twice the prompts, 1 label", rm("spread-rm", work / "spread" / "rankings.jsonl", plan.rm_epochs))
+
+    def ensemble() -> dict:  # the mean score of three reward models that differ only in their seed
+        seeds = range(args.seed, args.seed + 3)
+        members = [rm(f"ensemble-{seed}", rankings_path, plan.rm_epochs, seed)() for seed in seeds]
+        return {k: sum(m[k] for m in members) / len(members) for k in samples}
+
+    run_variant("k. ensemble of 3 RMs", ensemble)
 
     print()
     print(f"reward models of {run} on {len(candidates)} held-out items (accuracy; ties count 1/2):")
