@@ -6,12 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+from rlhfkit.eval import commands
 from rlhfkit.eval.bon import best_of_n
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
+from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.rewards.combine import Rewards
 from rlhfkit.rewards.functions import load_reward_function
 from tests.conftest import run_cli
+from tests.train.test_packing import _counting_packs
+from tests.train.test_reward import PROMPTS
 
 SHORTEST = '''
 def shortest(prompts, completions, **kw):
@@ -93,3 +97,56 @@ def test_eval_rm_takes_device_and_threads(micro_world, tmp_path, capsys):
     assert "held-out accuracy" in stdout and "3 comparisons" in stdout
     code, _, err = run_cli(["eval", "rm", "--rm", tmp_path / "rm", "--data", data, "--device", "cuda:99"], capsys)
     assert code == 2 and "config key 'device'" in err
+
+
+@pytest.mark.parametrize("command", ["eval rm", "eval bon"])
+def test_eval_rm_and_bon_score_packed_under_packing(command, micro_world, tmp_path, capsys, monkeypatch):
+    """`rlhf eval rm` and `rlhf eval bon` take --packing as the trainers do (on by default): the RM's held-out
+    accuracy, loss and gold measurements, and best-of-n's RM scores of the samples (and a judge RM's), are computed
+    packed — `pk.pack` called inside each — and with --no-packing padded; the figures agree to float rounding.
+    Completions of 1 to 6 words after prompts of uneven lengths. Before, both always ran padded (and refused
+    --packing as an unknown argument)."""
+    calls, inside = _counting_packs(monkeypatch), {}
+
+    def counted(owner, name):
+        method = getattr(owner, name)
+
+        def scoring(*args, **kwargs):
+            before = len(calls)
+            try:
+                return method(*args, **kwargs)
+            finally:
+                inside.setdefault(name, []).append(len(calls) - before)
+        monkeypatch.setattr(owner, name, scoring)
+    rm = _reward_dir(tmp_path, micro_world / "base")
+    if command == "eval rm":
+        for name in ("pairwise_accuracy", "gold_measurements"):
+            counted(commands, name)
+        data = tmp_path / "rankings.jsonl"
+        outs = ["the cat", "a dog runs fast and slow", "one", "the pig runs"]
+        data.write_text("".join(json.dumps({"id": f"q{i}", "prompt": PROMPTS[i % len(PROMPTS)], "labeler": "a",
+                                            "completions": outs[i % 2:],
+                                            "ranking": [[0], [1], [2]] if i % 2 else [[0], [1, 2], [3]]}) + "\n"
+                                for i in range(6)))
+        args = ["eval", "rm", "--rm", rm, "--data", data, "--world", micro_world]
+        keys = ["heldout_accuracy", "heldout_loss", "spearman_gold", "rm_score_mean"]
+    else:
+        counted(RewardModel, "score_texts")
+        (tmp_path / "judge").mkdir()
+        judge = _reward_dir(tmp_path / "judge", micro_world / "base")
+        args = ["eval", "bon", "--policy", micro_world / "base", "--world", micro_world, "--reward", rm, "--n", "2",
+                "--limit", "3", "--judge", judge]
+        keys = ["rm", "gold", "kl", "judge_rm"]
+    figures = {}
+    for packing in ("--no-packing", "--packing"):
+        inside.clear()
+        code, _, err = run_cli([*args, "--threads", "1", packing, "--json-out", tmp_path / f"{packing}.json"], capsys)
+        assert code == 0, err
+        assert inside and all((n > 0) == (packing == "--packing") for counts in inside.values() for n in counts), (
+            packing, inside)
+        result = json.loads((tmp_path / f"{packing}.json").read_text())
+        if command == "eval bon":  # each n's mean RM score, gold and KL of the picks; the judge RM's on them
+            result = {k: [row[k] for row in result["curve"]] for k in keys[:3]} | result["judges"][str(judge)]
+        figures[packing] = result
+    for key in keys:  # rounded to 4 decimals in the JSON
+        assert figures["--packing"][key] == pytest.approx(figures["--no-packing"][key], abs=1.5e-4), key

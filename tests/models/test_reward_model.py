@@ -30,13 +30,17 @@ from transformers.modeling_layers import GenericForSequenceClassification
 from transformers.models.cohere.modeling_cohere import CoherePreTrainedModel
 
 from rlhfkit.errors import UserError
-from rlhfkit.generation import generate
+from rlhfkit.generation import Samples, generate
+from rlhfkit.models import packing as pk
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.lora import save_scalar_model
 from rlhfkit.models.reward_model import RewardModel, same_tokenizer
 from rlhfkit.models.scalar import ScalarModel, classifier_class, response_sequences, score_sequences
+from tests.arch_zoo import arch_config
 from tests.conftest import run_cli
 from tests.tokenizers_zoo import build_tokenizer, model_config, save_tiny_model
+from tests.train.test_packing import _counting_packs
+from tests.train.test_ppo import _reward_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ["the cat reads", "a dog likes the book today.", "Zoë sees", "the robot counts 42 numbers"]
@@ -256,3 +260,113 @@ def test_a_bert_rm_is_saved_beside_transformers_own_class_and_loads_back(tmp_pat
     again = ScalarModel.from_pretrained(tmp_path / "rm")
     ids = torch.tensor([[5, 6, 7, 8]])
     assert torch.allclose(model.score(ids, torch.ones_like(ids)), again.score(ids, torch.ones_like(ids)), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- scoring rollouts packed (--packing)
+
+def _rm_on(tmp_path: Path, arch: str) -> tuple[Path, Path]:
+    """(policy dir, RM dir): a tiny `arch` policy (tests/arch_zoo.py) with the ChatML tokenizer, and an RM on its
+    transformer as `rlhf rm` saves one."""
+    policy = save_tiny_model(tmp_path / f"{arch}-policy", "chatml", config=arch_config(arch))
+    tokenizer = load_tokenizer(policy)
+    model = ScalarModel.from_backbone(policy, tokenizer, seed=1)
+    model.shift_bias(0.3)
+    save_scalar_model(tmp_path / f"{arch}-rm", model, tokenizer)
+    return policy, tmp_path / f"{arch}-rm"
+
+
+PROMPT_LENGTHS, RESPONSE_LENGTHS = (1, 6, 3, 5, 2, 4), (7, 1, 4, 2, 6, 3)
+FINISHED = (True, False, True, False, True, True)
+
+
+def _rollout_of(tokenizer, seed: int = 0) -> Samples:
+    """Samples as PPO's rollouts hold them: prompts of 1–6 tokens left-padded, responses of 1–7 right-padded, the
+    finished ones ending with EOS, two cut before it; the padding is EOS (as a tokenizer with pad = EOS pads)."""
+    g = torch.Generator().manual_seed(seed)
+    eos, specials = tokenizer.eos_token_id, set(tokenizer.all_special_ids)
+    ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in specials])
+    width, length = max(PROMPT_LENGTHS), max(RESPONSE_LENGTHS)
+    prompt_ids, response_ids = torch.full((6, width), eos), torch.full((6, length), eos)
+    prompt_mask, response_mask = torch.zeros(6, width, dtype=torch.long), torch.zeros(6, length, dtype=torch.long)
+    prompts, texts = [], []
+    for i, (p, r, done) in enumerate(zip(PROMPT_LENGTHS, RESPONSE_LENGTHS, FINISHED)):
+        prompt = ordinary[torch.randint(len(ordinary), (p,), generator=g)]
+        response = ordinary[torch.randint(len(ordinary), (r,), generator=g)]
+        if done:
+            response[-1] = eos
+        prompt_ids[i, width - p:], prompt_mask[i, width - p:] = prompt, 1
+        response_ids[i, :r], response_mask[i, :r] = response, 1
+        prompts.append(tokenizer.decode(prompt))
+        texts.append(tokenizer.decode(response[:-1] if done else response))
+    return Samples(prompt_ids, prompt_mask, response_ids, response_mask, torch.tensor(FINISHED), texts, prompts)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+def test_rm_scores_rollouts_packed_as_padded(arch, tmp_path, monkeypatch):
+    """`RewardModel(packing=True).score_samples` of a rollout (uneven left-padded prompts and right-padded responses,
+    two unfinished) = the padded scores (rel 1e-5), through one `pk.pack` of the batch's 6 rows; without packing
+    none. Three readers: our RM (read at a finished response's EOS); someone else's RM with pad = EOS (read at the
+    token before it: the packed row reads that token too, and it is another token than ours for exactly the
+    finished rows); an RM with its own tokenizer (responses decoded and re-encoded, `score_texts`). Before the fix
+    RewardModel took no packing and scored padded whatever the run said."""
+    policy, path = _rm_on(tmp_path, arch)
+    tokenizer, other = load_tokenizer(policy), build_tokenizer("llama3")
+    readers = {}
+    for packing in (False, True):
+        ours = RewardModel.load(path, tokenizer, packing=packing)
+        eos_pad = RewardModel(ScalarModel(ours.model.backbone, ours.model.head, tokenizer.eos_token_id),
+                              ours.tokenizer, True, packing=packing)
+        readers[packing] = {"ours": ours, "pad = EOS": eos_pad,
+                            "own tokenizer": RewardModel.load(path, other, packing=packing)}
+    assert readers[True]["ours"].same and not readers[True]["own tokenizer"].same
+    rollouts = {"ours": _rollout_of(tokenizer), "pad = EOS": _rollout_of(tokenizer),
+                "own tokenizer": _rollout_of(other)}
+    assert pk.supports_packing(readers[True]["ours"].model)  # the probe's own packed call, before the count
+    calls = _counting_packs(monkeypatch)
+    scores = {}
+    for packing in (False, True):
+        for name, rm in readers[packing].items():
+            before = len(calls)
+            scores[packing, name] = rm.score_samples(rollouts[name])
+            assert calls[before:] == ([6] if packing else []), (packing, name)
+    for name in readers[False]:
+        torch.testing.assert_close(scores[True, name], scores[False, name], rtol=1e-5, atol=1e-6, msg=name)
+    moved = scores[False, "pad = EOS"] != scores[False, "ours"]
+    assert moved.tolist() == list(FINISHED)
+
+
+@pytest.mark.parametrize("kind", ["rloo", "lora-gae"])
+def test_ppo_scores_its_rollouts_packed_under_packing(kind, micro_world, tmp_path, capsys, monkeypatch):
+    """`rlhf ppo --packing` (the default) scores the rollouts by the reward model packed — the RM loaded from
+    --reward (RLOO), or the value model's transformer with its adapters off (LoRA with GAE) — and so does a reward
+    model named as a judge: `pk.pack` is called inside `RewardModel.score_samples` / `score_texts`; with
+    --no-packing it is not. The logged RM scores agree to float rounding. Before the fix the RM ran padded."""
+    calls, inside = _counting_packs(monkeypatch), {}
+
+    def counted(name, method):
+        def scoring(*args, **kwargs):
+            before = len(calls)
+            try:
+                return method(*args, **kwargs)
+            finally:
+                inside.setdefault(name, []).append(len(calls) - before)
+        return scoring
+    for name in ("score_samples", "score_texts"):
+        monkeypatch.setattr(RewardModel, name, counted(name, getattr(RewardModel, name)))
+    base = micro_world / "base"
+    rm, judge = _reward_dir(tmp_path, base), _reward_dir(tmp_path, base, "judge")
+    args = ["ppo", "--policy", base, "--reward", rm, "--judge", judge, "--prompts", micro_world / "prompts/train.jsonl",
+            "--ppo-steps", "1", "--batch-size", "6", "--minibatch-size", "6", "--ppo-epochs", "1",
+            "--max-new-tokens", "8", "--threads", "1"]
+    args += ["--advantage", "rloo", "--num-generations", "2"] if kind == "rloo" else ["--lora-r", "4"]
+    figures = {}
+    for packing in ("--no-packing", "--packing"):
+        inside.clear()
+        code, _, err = run_cli([*args, packing, "--out", tmp_path / packing], capsys)
+        assert code == 0, err
+        assert sorted(inside) == ["score_samples", "score_texts"], inside
+        for name, counts in inside.items():
+            assert all(n > 0 for n in counts) if packing == "--packing" else not any(counts), (packing, name, counts)
+        figures[packing] = json.loads((tmp_path / packing / "metrics.jsonl").read_text().splitlines()[0])
+    for key in ("rm_score", "judge_rm"):
+        assert figures["--packing"][key] == pytest.approx(figures["--no-packing"][key], rel=1e-4, abs=1e-5), key

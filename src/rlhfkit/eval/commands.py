@@ -138,12 +138,12 @@ def eval_rm(cfg: EvalRMConfig) -> dict:
     model = ScalarModel.from_pretrained(cfg.rm).eval().to(device)
     run_in_bf16(cfg.bf16, model)
     measured = pairwise_accuracy(model, tokenize_groups(tokenizer, ordered_groups(groups), 256),
-                                 tokenizer.pad_token_id)
+                                 tokenizer.pad_token_id, packing=cfg.packing)
     result = {"rm": cfg.rm, "data": data, "heldout_accuracy": round(measured["accuracy"], 4),
               "heldout_loss": round(measured["loss"], 4), "n_pairs": measured["n_pairs"],
               "n_rankings": measured["n_rankings"], **labeler_agreement(groups)}
     if world is not None:
-        result |= gold_measurements(model, tokenizer, groups, gold)
+        result |= gold_measurements(model, tokenizer, groups, gold, cfg.packing)
     print(f"reward model {cfg.rm} on {data}:")
     print(f"  held-out accuracy  {result['heldout_accuracy']:.3f}  ({result['n_pairs']} comparisons, "
           f"{result['n_rankings']} rankings)")
@@ -186,7 +186,7 @@ def eval_bon(cfg: EvalBoNConfig) -> dict:
     model, tokenizer, engine = policy_engine(cfg.policy, cfg, cfg.seed, device)
 
     def load_rm(path: str) -> RewardModel:  # any RM; its own tokenizer if it has one
-        rm = RewardModel.load(path, tokenizer, device)
+        rm = RewardModel.load(path, tokenizer, device, packing=cfg.packing)
         run_in_bf16(cfg.bf16, rm.model)
         return rm
     judges = [load_judge(spec, load_model=load_rm) for spec in cfg.judge]

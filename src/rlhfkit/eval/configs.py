@@ -54,7 +54,16 @@ class DeviceOptions:
 
 
 @dataclass
-class EvalRMConfig(DataOptions, PrecisionOptions, DeviceOptions):
+class PackingOptions:
+    """--packing of the commands that score with a reward model outside a trainer (`rlhf eval rm`, `rlhf eval bon`),
+    as the trainers take it (`train/configs.BatchOptions`): the same scores to float rounding, fewer positions."""
+    packing: bool = option(True, "score sequences concatenated without padding (position ids restart per sequence, "
+                           "attention never crosses sequences; an architecture that does not read packed positions "
+                           "runs padded)")
+
+
+@dataclass
+class EvalRMConfig(DataOptions, PrecisionOptions, DeviceOptions, PackingOptions):
     rm: str | None = required("reward model directory (rlhf rm)")
     data: str | None = option(None, "held-out rankings or pairs (default: the RM's own RM/heldout.jsonl)")
     world: str | None = option(None, "toy world: also the noise ceiling and Spearman with the gold reward")
@@ -66,7 +75,8 @@ class EvalRMConfig(DataOptions, PrecisionOptions, DeviceOptions):
 
 
 @dataclass
-class EvalBoNConfig(EngineOptions, RewardOptions, PrecisionOptions, DeviceOptions):  # the best of n by the reward
+class EvalBoNConfig(EngineOptions, RewardOptions, PrecisionOptions, DeviceOptions,
+                    PackingOptions):  # the best of n by the reward
     policy: str | None = required("policy to sample from (the SFT model)")
     judge: list[str] = option([], "judges of the kept samples, comma-separated, reported beside gold (never used "
                               "to pick): a reward model directory, a reward function, or a registered name")

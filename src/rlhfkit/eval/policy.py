@@ -74,8 +74,8 @@ def evaluate_policy(model, reference, reward_model, tokenizer, prompts: list[str
                     max_new_tokens: int, seed: int, gold, missing_eos_penalty: float | None = -1.0,
                     batch_size: int = 128) -> PolicyEval:
     """Sample `model` once per prompt; score each sample by `gold` (a gold judge's `reward`), by the RM (as PPO
-    scores it: the missing-EOS penalty replaces the RM score of a response that never ended) and by its log-ratio to
-    the reference."""
+    scores it: the missing-EOS penalty replaces the RM score of a response that never ended; packed when the
+    `RewardModel` was built with `packing`) and by its log-ratio to the reference."""
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     texts, finished, rm, kl = [], [], [], []
     for start in range(0, len(prompts), batch_size):

@@ -11,6 +11,12 @@ writes it:
   (`scalar.response_sequences`, as `rlhf rm` encoded its training rows).
 
 Comparing sizes is not enough: two tokenizers of 2,001 tokens can give EOS different ids (issue 17).
+
+`packing` (a run's --packing): each batch is scored packed, its sequences concatenated without padding
+(`ScalarModel.score(..., packing=True)`, `models/packing.py`) — PPO's rollouts are left-padded prompts and
+right-padded responses, much of a padded batch. Each row is read at the token the padded batch reads
+(`scalar.read_index`: the last real token that is not the pad id, the EOS of a finished response), at its packed
+place; the scores are the padded ones to float rounding (tests/models/test_reward_model.py).
 """
 
 from __future__ import annotations
@@ -44,20 +50,24 @@ def same_tokenizer(a, b) -> bool:
 
 
 class RewardModel:
-    """r(x, y) [B] float32 of samples or texts; `model` is the ScalarModel (the part PPO shards/autocasts)."""
+    """r(x, y) [B] float32 of samples or texts; `model` is the ScalarModel (the part PPO shards/autocasts);
+    `packing`: every batch scored packed (module docstring)."""
 
-    def __init__(self, model: ScalarModel, tokenizer, same: bool, max_length: int = DEFAULT_MAX_LENGTH):
+    def __init__(self, model: ScalarModel, tokenizer, same: bool, max_length: int = DEFAULT_MAX_LENGTH,
+                 packing: bool = False):
         self.model, self.tokenizer, self.same, self.max_length = model, tokenizer, same, max_length
+        self.packing = packing
 
     @classmethod
     def load(cls, path: str | os.PathLike, policy_tokenizer, device="cpu",
-             dtype: torch.dtype = torch.float32) -> "RewardModel":
+             dtype: torch.dtype = torch.float32, packing: bool = False) -> "RewardModel":
         """The reward model in `path` and its tokenizer (saved beside it; none there: the policy's)."""
         model = ScalarModel.from_pretrained(path, dtype).to(device).eval().requires_grad_(False)
-        return cls.around(model, path, policy_tokenizer)
+        return cls.around(model, path, policy_tokenizer, packing)
 
     @classmethod
-    def around(cls, model: ScalarModel, path: str | os.PathLike, policy_tokenizer) -> "RewardModel":
+    def around(cls, model: ScalarModel, path: str | os.PathLike, policy_tokenizer,
+               packing: bool = False) -> "RewardModel":
         """A loaded model (e.g. PPO's RM under the value model's adapters) in its role."""
         has_tokenizer = any((Path(path) / name).is_file() for name in TOKENIZER_FILES)
         tokenizer = load_tokenizer(path) if has_tokenizer else policy_tokenizer
@@ -66,7 +76,8 @@ class RewardModel:
             raise UserError(f"{path}: vocabulary of {model.config.vocab_size} tokens is smaller than the policy's "
                             f"tokenizer ({len(policy_tokenizer)} tokens)")
         limit = position_limit(model.config)
-        return cls(model, tokenizer, same, min(limit, DEFAULT_MAX_LENGTH) if limit else DEFAULT_MAX_LENGTH)
+        return cls(model, tokenizer, same, min(limit, DEFAULT_MAX_LENGTH) if limit else DEFAULT_MAX_LENGTH,
+                   packing)
 
     def check_prompts(self, prompts: list, where: str) -> None:
         """Conversations re-encoded for a reward model with its own tokenizer need its chat template."""
@@ -80,9 +91,9 @@ class RewardModel:
     def score_samples(self, samples) -> torch.Tensor:
         """r(x, y) of a batch of sampled responses (`generation.Samples`, PPO's rollouts: prompt and response
         ids, prompts, texts, finished): their ids as they are with the same tokenizer, else their texts encoded
-        again with the RM's."""
+        again with the RM's (`packing`: either way packed)."""
         if self.same:
-            return self.model.score(samples.input_ids, samples.attention_mask).float()
+            return self.model.score(samples.input_ids, samples.attention_mask, packing=self.packing).float()
         scores = self.score_texts(samples.prompts, samples.texts, samples.finished.tolist())
         return scores.to(samples.response_ids.device)
 
@@ -93,4 +104,5 @@ class RewardModel:
         stop token)."""
         truncation = Truncation(self.max_length)
         rows = response_sequences(self.tokenizer, prompts, completions, finished, self.max_length, truncation)
-        return torch.tensor(score_sequences(self.model, rows, self.tokenizer.pad_token_id), dtype=torch.float32)
+        scores = score_sequences(self.model, rows, self.tokenizer.pad_token_id, packing=self.packing)
+        return torch.tensor(scores, dtype=torch.float32)

@@ -286,7 +286,7 @@ def ppo_loop(run: Run) -> dict:
     tokenizer, policy, reference, value_model, reward_model, ptx = run.models
     train_policy, train_value_model, reference, reward_model, optimizer = wrap_models(run)
     rewards_of = make_rewards(cfg, reward_model, tokenizer)  # r(x, y): the RM, the reward functions, their sum
-    judges = make_judges(inputs.judges, lambda path: load_reward_model(path, tokenizer, run.device))
+    judges = make_judges(inputs.judges, lambda path: load_reward_model(path, tokenizer, run.device, cfg.packing))
     policy_params = [p for p in policy.parameters() if p.requires_grad]  # what the value warm-up freezes
     kl_control = KLController(cfg.kl_coef, cfg.adaptive_kl_target, cfg.kl_horizon)
     stream = PromptStream(list(range(len(inputs.prompts))), generator)  # row numbers, drawn as the prompts were

@@ -63,9 +63,10 @@ def make_rewards(cfg, reward_model, tokenizer) -> Rewards:
     return Rewards(reward_model, cfg.reward_model_weight, functions, tuple(cfg.reward_fn_weights))
 
 
-def load_reward_model(path: str, tokenizer, device) -> RewardModel:
-    """A reward model directory as a judge scores it: any reward model, with its own tokenizer where it has one."""
-    return RewardModel.load(path, tokenizer, device)
+def load_reward_model(path: str, tokenizer, device, packing: bool = False) -> RewardModel:
+    """A reward model directory as a judge scores it: any reward model, with its own tokenizer where it has one
+    (`packing`: the run's --packing)."""
+    return RewardModel.load(path, tokenizer, device, packing=packing)
 
 
 def make_judges(judges: list, load_model) -> list:

@@ -48,6 +48,7 @@ def load_models(cfg, device):
 
     With LoRA (--lora-r) the policy and the value model train adapters; the reference is the policy's own weights
     with the adapters off, and the reward model the value model's start with the adapters off: no second copies.
+    The reward model scores the rollouts packed under --packing, as the other three are run (`RewardModel`).
     """
     tokenizer = load_tokenizer(cfg.policy, cfg.chat_template)
     policy = add_lora(disable_dropout(load_causal_lm(cfg.policy, tokenizer)), cfg, cfg.policy).to(device)
@@ -62,7 +63,7 @@ def load_models(cfg, device):
     reward_under_value_model = cfg.lora_r > 0 and cfg.advantage == "gae" and not cfg.value_model
     reward_model = None  # reward functions alone: no reward model
     if cfg.reward and not reward_under_value_model:  # any reward model, its own tokenizer or the policy's
-        reward_model = RewardModel.load(cfg.reward, tokenizer, device)  # (models/reward_model.py)
+        reward_model = RewardModel.load(cfg.reward, tokenizer, device, packing=cfg.packing)  # models/reward_model.py
     value_model = None  # RLOO, GRPO: no value model
     if cfg.advantage == "gae":
         value_path = cfg.value_model or cfg.reward
@@ -73,7 +74,8 @@ def load_models(cfg, device):
         value_model.backbone = add_lora(value_model.backbone, cfg, value_path)
     if reward_under_value_model:  # r(x, y): the value model's transformer, adapters off, and a frozen head copy
         reward_model = RewardModel.around(ScalarModel(AdaptersOff(value_model.backbone), copy_head(value_model.head),
-                                                      value_model.pad_token_id).eval(), cfg.reward, tokenizer)
+                                                      value_model.pad_token_id).eval(), cfg.reward, tokenizer,
+                                          packing=cfg.packing)
     policy.eval()  # no dropout anywhere (and eval() keeps it that way); gradients still flow
     return tokenizer, policy, reference, value_model, reward_model
 
