@@ -306,9 +306,10 @@ def _run_loop(cfg: LoopConfig) -> dict:
             rankings, info = labels.rankings(r, people, state)
             if s.get("judge"):
                 name, app = state.get("judge")["judge"], labels.app
-                draft = "shown" if app is not None and app.store.judge_draft(app.project) else "hidden"
                 gold = chooser.measure_gold(app.store.gold_items(app.project), s["judge"], sft) if app else (0, 0, 0)
-                check = chooser.measure(rd / "judge.jsonl", rankings, name, s["judge_threshold"], draft, gold)
+                # each app answer says whether its labeler was shown the judge's draft; elsewhere nobody was
+                check = chooser.measure(rd / "judge.jsonl", rankings, name, s["judge_threshold"], gold,
+                                        unknown="unknown" if app is not None else "hidden")
                 say(f"round {r}:    {check.line()}")
                 ids = {c["id"] for c in read_jsonl(people)}
                 judged = chooser.judge_rankings(rd / "judge.jsonl", rd / "candidates.jsonl", ids, name) \
