@@ -42,6 +42,7 @@ def test_a_good_judge_is_used_and_bad_ones_are_refused(micro_world, tmp_path, ca
     check = row["judge"]
     assert check["used"] and check["ci_low"] >= 0.6 and check["draft"] == "hidden", check
     assert check["drafts"]["hidden"] > 0 and check["drafts"]["shown"] == check["drafts"]["unknown"] == 0
+    assert row["labeler_agreement_drafts"]["shown"] == 0 and row["labeler_agreement"] is not None
     assert "judge world:gold: used: agreement with people" in stdout
     ranks = [json.loads(line) for line in (rd / "rankings.jsonl").read_text().splitlines()]
     by_judge = [r for r in ranks if r["labeler"] == "judge:world:gold"]
@@ -121,6 +122,13 @@ def test_with_people_in_the_app_the_judges_drafts_are_stored_and_the_check_split
     each = len([r for r in ranks if r["id"] in audit]) // 2
     assert each > 0 and row["judge"]["drafts"] == {"hidden": each, "shown": each, "unknown": 0}
     assert row["judge"]["draft"] == "hidden"
+    # the labelers' agreement on the random share likewise: bob's answers alone, one per item, leave no pair of
+    # people to compare (each of ann's, made seeing the draft, would agree with his more than unanchored people do)
+    chosen = [json.loads(line) for line in (out / "round-1" / "candidates.jsonl").read_text().splitlines()]
+    share = {c["id"] for c in chosen if c["selected"]["by"] == "random"}
+    assert row["labeler_agreement_drafts"] == {"hidden": len(share), "shown": len(share), "unknown": 0}
+    audit_people = [json.loads(line) for line in (out / "round-1" / "random-rankings.jsonl").read_text().splitlines()]
+    assert {r["labeler"] for r in audit_people} == {"bob"} and row["labeler_agreement"] is None
     assert (f"its ranking hidden: measured on the {each} answers made with it hidden (of {each} hidden, {each} "
             "shown as a draft, 0 unknown: drafts bias people)") in stdout
     alone = chooser.measure(out / "round-1" / "judge.jsonl", [r for r in ranks if r["labeler"] == "bob"],

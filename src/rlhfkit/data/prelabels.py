@@ -88,13 +88,19 @@ def by_draft(judge: dict[str, list[list[int]]], people: list[dict], unknown: str
     `unknown`, "hidden" or "unknown"). When some answers had the draft hidden and others did not (shown, or
     unknown), only the hidden ones are measured (drafts bias people towards the judge); otherwise all of them,
     and what they saw is "hidden", else "shown" if any saw the draft, else "unknown"."""
-    compared = [rec for rec in people if rec["id"] in judge and not is_judge(rec.get("labeler", ""))]
-    state = [rec.get("judge_draft") or unknown for rec in compared]
+    return split_by_draft([rec for rec in people if rec["id"] in judge and not is_judge(rec.get("labeler", ""))],
+                          unknown)
+
+
+def split_by_draft(records: list[dict], unknown: str = "hidden") -> tuple[list[dict], dict[str, int], str]:
+    """`by_draft` of people's rankings records already chosen (the hidden ones when others exist, the counts, what
+    the kept ones saw)."""
+    state = [rec.get("judge_draft") or unknown for rec in records]
     counts = {s: state.count(s) for s in DRAFT_STATES}
-    if counts["hidden"] and counts["hidden"] < len(compared):
-        return [rec for rec, s in zip(compared, state) if s == "hidden"], counts, "hidden"
-    seen = "hidden" if counts["hidden"] or not compared else "shown" if counts["shown"] else "unknown"
-    return compared, counts, seen
+    if counts["hidden"] and counts["hidden"] < len(records):
+        return [rec for rec, s in zip(records, state) if s == "hidden"], counts, "hidden"
+    seen = "hidden" if counts["hidden"] or not records else "shown" if counts["shown"] else "unknown"
+    return records, counts, seen
 
 
 def wilson(agree: int, total: int, z: float = Z_95) -> tuple[float, float]:

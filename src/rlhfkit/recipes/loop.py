@@ -353,8 +353,11 @@ def _run_loop(cfg: LoopConfig) -> dict:
         row["coverage"] = state.get("labels").get("coverage")
         if "select" in s:  # labelers' agreement on the random share, as the RM's held-out accuracy is measured
             row["select"] = s["select"]
-            row["labeler_agreement"] = chooser.random_share_agreement(rd / "candidates.jsonl", rd / "rankings.jsonl",
-                                                                      rd / "random-rankings.jsonl")
+            row["labeler_agreement"], drafts = chooser.random_share_agreement(
+                rd / "candidates.jsonl", rd / "rankings.jsonl", rd / "random-rankings.jsonl",
+                unknown="unknown" if cfg.source == "app" else "hidden")
+            if s.get("judge"):  # answers per judge's draft state: measured on the hidden ones when others exist
+                row["labeler_agreement_drafts"] = drafts
         # the label budget spent so far: people's rankings, and the judge's (labeler judge:NAME), every round
         judged = sum(is_judge(rec["labeler"]) for rec in all_rankings)
         row |= {"human_rankings": len(all_rankings) - judged, "judge_rankings": judged}

@@ -124,12 +124,17 @@ def split_heldout(rankings: list[dict], round_candidates: list[Path], seed: int)
     return [r for r, o in zip(rankings, out) if not o], [r for r, o in zip(rankings, out) if o]
 
 
-def random_share_agreement(candidates: Path, rankings: Path, out: Path) -> float | None:
-    """People's pairwise agreement on the round's random-share items (written to `out`): actively chosen items are
-    the hard ones, where people agree less; the random share estimates it for uniformly drawn items."""
+def random_share_agreement(candidates: Path, rankings: Path, out: Path, *, unknown: str = "hidden"
+                           ) -> tuple[float | None, dict[str, int]]:
+    """People's pairwise agreement on the round's random-share items (the rankings it is measured on are written to
+    `out`): actively chosen items are the hard ones, where people agree less; the random share estimates it for
+    uniformly drawn items. People shown the judge's draft agree with each other more: when some answers were made
+    with it hidden and others not, only the hidden ones are measured (`prelabels.split_by_draft`; `unknown` as in
+    `measure`). Also: the answers per draft state."""
     ids = {it["id"] for it in read_jsonl(candidates) if it.get("selected", {}).get("by") == "random"}
-    chosen = [r for r in read_jsonl(rankings) if r["id"] in ids and not P.is_judge(r["labeler"])]
+    chosen, drafts, _ = P.split_by_draft([r for r in read_jsonl(rankings) if r["id"] in ids
+                                          and not P.is_judge(r["labeler"])], unknown)
     if not chosen:
-        return None
+        return None, drafts
     write_jsonl(out, chosen)
-    return agreement(out)
+    return agreement(out), drafts
