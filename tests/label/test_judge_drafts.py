@@ -12,7 +12,9 @@ from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from rlhfkit.data.jsonl import read_jsonl
 from rlhfkit.data.schemas import ranking_record
+from rlhfkit.errors import UserError
 from rlhfkit.label.app import create_app
 from rlhfkit.label.commands import open_store, read_items
 from rlhfkit.label.db import Assignment, Base, upgrade
@@ -192,3 +194,15 @@ def test_a_database_of_revision_0007_gets_what_its_event_log_proves_and_unknown_
     with engine.connect() as conn:
         assert conn.scalar(select(Assignment.judge_draft).where(Assignment.id == 6)) is True
     engine.dispose()
+
+
+@pytest.mark.parametrize("value", ["maybe", True, ["shown"]])
+def test_a_rankings_file_with_a_judge_draft_other_than_shown_or_hidden_is_one_line(tmp_path, value):
+    path = tmp_path / "r.jsonl"
+    good = {"id": "a", "prompt": "p", "completions": ["x", "y"], "ranking": [[0], [1]], "judge_draft": "shown"}
+    path.write_text(json.dumps(good) + "\n" + json.dumps(good | {"judge_draft": value}) + "\n")
+    with pytest.raises(UserError) as exc:
+        read_jsonl(path, ranking_record)
+    assert str(exc.value) == (f"{path}:2: field 'judge_draft' must be one of shown, hidden, got {value!r}")
+    path.write_text(json.dumps(good) + "\n" + json.dumps({k: v for k, v in good.items() if k != "judge_draft"}))
+    assert [r.get("judge_draft") for r in read_jsonl(path, ranking_record)] == ["shown", None]  # absent: unknown
