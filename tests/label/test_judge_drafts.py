@@ -105,6 +105,8 @@ def test_drafts_turned_on_midway_mark_the_answers_after_as_shown_and_those_befor
     assert all(ranking_record(r, AssertionError)["judge_draft"] == r["judge_draft"] for r in lines)
     raw = [json.loads(line) for line in boss.get("/admin/export?format=raw").text.splitlines() if line]
     assert sorted(r["judge_draft"] for r in raw) == ["hidden", "hidden", "shown", "shown"]
+    said = re.search(r'id="judge-draft-answers">(.*?)</p>', boss.get("/admin").text, re.S).group(1)
+    assert said.startswith("Answers so far: 2 made with the judge's draft shown, 2 with it hidden.")
 
 
 def test_an_edit_keeps_what_its_answer_was_served_with(setup):
