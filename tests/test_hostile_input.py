@@ -38,7 +38,8 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12)
 field_names = st.sampled_from(["id", "prompt", "completion", "completions", "ranking", "labeler", "likert", "flags",
-                               "notes", "chosen", "rejected", "group", "text", "source", "finished", "task"])
+                               "notes", "chosen", "rejected", "group", "text", "source", "finished", "task",
+                               "judge_draft"])
 records = st.dictionaries(field_names, json_values, max_size=7)
 
 

@@ -41,6 +41,8 @@ def test_a_good_judge_is_used_and_bad_ones_are_refused(micro_world, tmp_path, ca
     rd = tmp_path / "gold" / "round-1"
     check = row["judge"]
     assert check["used"] and check["ci_low"] >= 0.6 and check["draft"] == "hidden", check
+    assert check["drafts"]["hidden"] > 0 and check["drafts"]["shown"] == check["drafts"]["unknown"] == 0
+    assert row["labeler_agreement_drafts"]["shown"] == 0 and row["labeler_agreement"] is not None
     assert "judge world:gold: used: agreement with people" in stdout
     ranks = [json.loads(line) for line in (rd / "rankings.jsonl").read_text().splitlines()]
     by_judge = [r for r in ranks if r["labeler"] == "judge:world:gold"]
@@ -76,8 +78,10 @@ def test_the_loop_refuses_an_inverted_judge(micro_world, tmp_path, capsys):
     assert "judge:" not in (tmp_path / "bad" / "round-1" / "rankings.jsonl").read_text()
 
 
-def test_with_people_in_the_app_the_judges_drafts_are_stored_and_the_check_says_they_were_shown(
+def test_with_people_in_the_app_the_judges_drafts_are_stored_and_the_check_splits_the_answers_by_them(
         micro_world, tmp_path, capsys):
+    """The loop shows the judge's drafts; ann answers every item seeing them, then the admin hides them and bob
+    answers: each answer says which (the rankings carry it), and the judge is measured on bob's alone."""
     out = tmp_path / "loop"
     args = ["loop", "--world", micro_world, "--preset", "micro", "--out", out, "--prompts-per-round", "10",
             "--ppo-steps", "1", "--rounds", "1", "--labels", "app", "--per-item", "2", "--select", "disagree",
@@ -94,10 +98,12 @@ def test_with_people_in_the_app_the_judges_drafts_are_stored_and_the_check_says_
     assert set(task.draft) == set(range(len(task.outputs))) and min(task.draft.values()) == 1
     # two people rank every item by position (not by quality): the judge, right, disagrees with them
     while (task := app.store.next_task(ann)) is not None:
+        assert task.draft
         k = len(task.outputs)
         app.store.submit(ann, task.assignment_id, parse_answer(
             {"client_id": str(uuid.uuid4()), "kind": "rank", "ranking": [[i] for i in range(k)], "likert": [4] * k},
             "rank", k))
+    app.store.set_judge_draft("loop", False)  # the admin hides the drafts midway
     assert answer_all(app, "bob") == len(people)
     # a gold item of the app whose known ranking is the judge's own, 4 tiers: 6 more agreeing pairs
     judged = {r["id"]: r for r in map(json.loads, (out / "round-1" / "judge.jsonl").read_text().splitlines())}
@@ -109,10 +115,24 @@ def test_with_people_in_the_app_the_judges_drafts_are_stored_and_the_check_says_
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
     row = json.loads((out / "round-1" / "round.json").read_text())
-    assert row["judge"]["draft"] == "shown" and "people saw its ranking as a draft" in stdout
     assert not row["judge"]["used"] and row["judge_rankings"] == 0
     ranks = [json.loads(line) for line in (out / "round-1" / "rankings.jsonl").read_text().splitlines()]
-    alone = chooser.measure(out / "round-1" / "judge.jsonl", ranks, "world:gold", 0.6)
+    assert {(r["labeler"], r["judge_draft"]) for r in ranks} == {("ann", "shown"), ("bob", "hidden")}
+    audit = {r["id"] for r in judged.values() if r["by"] == "random" and r["confidence"] > 0}
+    each = len([r for r in ranks if r["id"] in audit]) // 2
+    assert each > 0 and row["judge"]["drafts"] == {"hidden": each, "shown": each, "unknown": 0}
+    assert row["judge"]["draft"] == "hidden"
+    # the labelers' agreement on the random share likewise: bob's answers alone, one per item, leave no pair of
+    # people to compare (each of ann's, made seeing the draft, would agree with his more than unanchored people do)
+    chosen = [json.loads(line) for line in (out / "round-1" / "candidates.jsonl").read_text().splitlines()]
+    share = {c["id"] for c in chosen if c["selected"]["by"] == "random"}
+    assert row["labeler_agreement_drafts"] == {"hidden": len(share), "shown": len(share), "unknown": 0}
+    audit_people = [json.loads(line) for line in (out / "round-1" / "random-rankings.jsonl").read_text().splitlines()]
+    assert {r["labeler"] for r in audit_people} == {"bob"} and row["labeler_agreement"] is None
+    assert (f"its ranking hidden: measured on the {each} answers made with it hidden (of {each} hidden, {each} "
+            "shown as a draft, 0 unknown: drafts bias people)") in stdout
+    alone = chooser.measure(out / "round-1" / "judge.jsonl", [r for r in ranks if r["labeler"] == "bob"],
+                            "world:gold", 0.6)
     assert row["judge"]["where"] == "items both labeled and 1 gold items"
     assert (row["judge"]["agree"], row["judge"]["pairs"]) == (alone.agree + 6, alone.pairs + 6)
 

@@ -130,6 +130,31 @@ def test_agreement_counts_each_persons_strict_pairs_and_skips_judge_records():
     assert P.agreement(judge, people) == (2, 5, 1)
 
 
+def test_the_judge_is_measured_on_the_answers_made_with_its_draft_hidden_when_some_saw_it():
+    judge = {"x": [[0], [1], [2]]}
+    ann = {"id": "x", "ranking": [[0], [2], [1]], "labeler": "ann", "judge_draft": "hidden"}  # 2 of 3 pairs agree
+    bob = {"id": "x", "ranking": [[0], [1], [2]], "labeler": "bob", "judge_draft": "shown"}   # 3 of 3: anchored
+    cy = {"id": "x", "ranking": [[2], [1], [0]], "labeler": "cy"}                             # 0 of 3, unknown
+    others = [{"id": "x", "ranking": [[0], [1], [2]], "labeler": "judge:rm"},
+              {"id": "y", "ranking": [[0], [1]], "labeler": "dee", "judge_draft": "shown"}]  # not judged
+    measured, counts, seen = P.by_draft(judge, [ann, bob, cy, *others], unknown="unknown")
+    assert (measured, counts, seen) == ([ann], {"hidden": 1, "shown": 1, "unknown": 1}, "hidden")
+    assert P.agreement(judge, measured) == (2, 3, 1)  # all three: (5, 9, 1)
+    assert P.by_draft(judge, [bob, cy], unknown="unknown") == ([bob, cy], {"hidden": 0, "shown": 1, "unknown": 1},
+                                                               "shown")
+    assert P.by_draft(judge, [cy], unknown="unknown")[2] == "unknown"
+    assert P.by_draft(judge, [ann, cy], unknown="hidden") == ([ann, cy], {"hidden": 2, "shown": 0, "unknown": 0},
+                                                              "hidden")  # nobody was given the judge's ranking
+    split = P.JudgeCheck("j", "items both labeled", 2, 3, 1, 0.7, "hidden", counts)
+    assert ("its ranking hidden: measured on the 1 answer made with it hidden (of 1 hidden, 1 shown as a draft, "
+            "1 unknown: drafts bias people)") in split.line()
+    mixed = P.JudgeCheck("j", "items both labeled", 3, 6, 1, 0.7, "shown", {"hidden": 0, "shown": 1, "unknown": 1})
+    assert "people saw its ranking as a draft (anchored people agree more: an upper estimate; answers: 0 hidden, " \
+           "1 shown as a draft, 1 unknown)" in mixed.line()
+    alone = P.JudgeCheck("j", "items both labeled", 3, 6, 1, 0.7, "unknown", {"hidden": 0, "shown": 0, "unknown": 2})
+    assert "whether people saw its ranking as a draft is unknown" in alone.line() and "answers:" not in alone.line()
+
+
 def test_a_judge_is_used_only_when_its_intervals_lower_end_reaches_the_threshold():
     good = P.JudgeCheck("world:gold", "items both labeled", 90, 100, 40, 0.7)
     bad = P.JudgeCheck("rm-random", "items both labeled", 52, 100, 40, 0.7)

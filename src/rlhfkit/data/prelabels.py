@@ -15,6 +15,10 @@ people. The judge is trusted only after it is measured against people. Pure func
 - The gate: a judge is used only when the interval's lower end is at least its threshold (`--judge-threshold`,
   default 0.7: about how often two toy-world labelers agree, 0.73 — a judge must agree with a person as well as
   another person does, and show it with the interval). Below it, its rankings are dropped and one line says why.
+- Drafts: the labeling app can show people the judge's ranking as a starting draft, and records per answer whether
+  it did (`judge_draft`: shown, hidden, or unknown). Anchored people agree with the judge more, so when some of the
+  compared answers were made with the draft hidden, the agreement is measured on those alone (`by_draft`); the
+  check says how many answers were made each way, and which ones it measured.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import asdict, dataclass
 from rlhfkit.data.selection import sigmoid
 from rlhfkit.stats import Z_95, pair_agreement, wilson_interval
 
+DRAFT_STATES = ("hidden", "shown", "unknown")  # an answer's `judge_draft` as the agreement counts it
 JUDGE_PREFIX = "judge:"   # the labeler field of a judge's ranking: "judge:NAME" (people never have this prefix)
 DEFAULT_THRESHOLD = 0.7
 DEFAULT_CONFIDENCE = 0.8
@@ -76,6 +81,28 @@ def agreement(judge: dict[str, list[list[int]]], people: list[dict]) -> tuple[in
     return agree, total, len(items)
 
 
+def by_draft(judge: dict[str, list[list[int]]], people: list[dict], unknown: str = "hidden"
+             ) -> tuple[list[dict], dict[str, int], str]:
+    """(the records to measure the judge on, answers per draft state, what those answers saw) of people's rankings
+    records of the judged items: each record's `judge_draft` ("shown" or "hidden"; a record without it counts as
+    `unknown`, "hidden" or "unknown"). When some answers had the draft hidden and others did not (shown, or
+    unknown), only the hidden ones are measured (drafts bias people towards the judge); otherwise all of them,
+    and what they saw is "hidden", else "shown" if any saw the draft, else "unknown"."""
+    return split_by_draft([rec for rec in people if rec["id"] in judge and not is_judge(rec.get("labeler", ""))],
+                          unknown)
+
+
+def split_by_draft(records: list[dict], unknown: str = "hidden") -> tuple[list[dict], dict[str, int], str]:
+    """`by_draft` of people's rankings records already chosen (the hidden ones when others exist, the counts, what
+    the kept ones saw)."""
+    state = [rec.get("judge_draft") or unknown for rec in records]
+    counts = {s: state.count(s) for s in DRAFT_STATES}
+    if counts["hidden"] and counts["hidden"] < len(records):
+        return [rec for rec, s in zip(records, state) if s == "hidden"], counts, "hidden"
+    seen = "hidden" if counts["hidden"] or not records else "shown" if counts["shown"] else "unknown"
+    return records, counts, seen
+
+
 def wilson(agree: int, total: int, z: float = Z_95) -> tuple[float, float]:
     """The Wilson score interval of the proportion agree/total (`stats.wilson_interval`); (0, 1) when nothing was
     compared."""
@@ -85,7 +112,9 @@ def wilson(agree: int, total: int, z: float = Z_95) -> tuple[float, float]:
 @dataclass
 class JudgeCheck:
     """A judge measured against people: agreement on `pairs` compared pairs of `items` items, its interval, the
-    threshold, whether it is used, and whether people saw its ranking as a draft ("hidden" or "shown")."""
+    threshold, whether it is used, whether the measured answers were made seeing its ranking as a draft ("hidden",
+    "shown" or "unknown"), and `drafts`: people's answers of the compared items per draft state (`by_draft`: when
+    they differ, the measured ones are the hidden ones)."""
     judge: str
     where: str            # "items both labeled" or "gold items"
     agree: int
@@ -93,6 +122,7 @@ class JudgeCheck:
     items: int
     threshold: float
     draft: str = "hidden"
+    drafts: dict[str, int] | None = None
 
     @property
     def rate(self) -> float | None:
@@ -106,9 +136,24 @@ class JudgeCheck:
     def used(self) -> bool:
         return self.pairs > 0 and self.interval[0] >= self.threshold
 
+    def seen(self) -> str:
+        """What the measured answers saw, and how many answers were made each way when that differs."""
+        counts = self.drafts or {}
+        made = ", ".join(f"{counts.get(s, 0)} {s}" + (" as a draft" if s == "shown" else "") for s in DRAFT_STATES)
+        split = sum(n > 0 for n in counts.values()) > 1
+        if self.draft == "hidden":
+            if not split:
+                return "its ranking hidden from people"
+            n = counts["hidden"]
+            return (f"its ranking hidden: measured on the {n} answer{'s' * (n != 1)} made with it hidden (of {made}: "
+                    "drafts bias people)")
+        if self.draft == "shown":
+            return ("people saw its ranking as a draft (anchored people agree more: an upper estimate"
+                    + (f"; answers: {made})" if split else ")"))
+        return "whether people saw its ranking as a draft is unknown (answers stored before the app recorded it)"
+
     def line(self) -> str:
-        seen = ("people saw its ranking as a draft (anchored people agree more: an upper estimate)"
-                if self.draft == "shown" else "its ranking hidden from people")
+        seen = self.seen()
         if not self.pairs:
             return (f"judge {self.judge}: not used: no pair both it and people ordered on {self.items} "
                     f"{self.where} ({seen})")

@@ -8,7 +8,9 @@
 | rankings       | id, prompt, completions: [str], ranking: [[i, ...], ...] best first, ties |
 |                | share a group, labeler; optional likert [1-7], flags [{name: bool}], notes,|
 |                | finished [bool] (did each output end with EOS; default all true),        |
-|                | turn_flags [[{turn, reason}]] (a trajectory's flagged turns, per output) |
+|                | turn_flags [[{turn, reason}]] (a trajectory's flagged turns, per output),|
+|                | judge_draft "shown"/"hidden" (the app served the judge's ranking as a    |
+|                | starting draft, or not; absent: unknown)                                 |
 | pairs          | prompt, chosen, rejected, group (TRL preference format); optional        |
 |                | chosen_turn_flags, rejected_turn_flags (as in rankings)                  |
 
@@ -44,6 +46,7 @@ FLAGS: dict[str, str] = {
 }
 LIKERT_MIN, LIKERT_MAX = 1, 7
 ROLES = ("system", "user", "assistant", "tool")
+JUDGE_DRAFTS = ("shown", "hidden")  # a ranking's `judge_draft`: was the judge's ranking the labeler's starting draft
 
 
 def _field(obj: dict, name: str, kind, error, *, required: bool = True, default=None):
@@ -325,6 +328,11 @@ def ranking_record(obj: dict, error) -> dict:
                                                    and not all(isinstance(n, str) for n in notes)):
             raise error("field 'notes' must be a string or an array of strings")
         out["notes"] = notes
+    draft = obj.get("judge_draft")  # the labeling app: was the judge's ranking shown as a draft (absent: unknown)
+    if draft is not None:
+        if draft not in JUDGE_DRAFTS:
+            raise error(f"field 'judge_draft' must be one of {', '.join(JUDGE_DRAFTS)}, got {draft!r}")
+        out["judge_draft"] = draft
     return out
 
 

@@ -155,6 +155,12 @@ class Assignment(Base):
     shown: Mapped[list] = mapped_column(JSON)  # candidate indices in the order they are shown
     leased_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
+    # Whether the task page served this lease with the judge's ranking as a starting draft (the project's
+    # `judge_draft` on when a page was rendered, and the item had a judge's ranking): True once any page of the
+    # lease showed it, False when none did (the API never serves a draft). The answer to the lease, and every edit
+    # of it (the edit page shows the labeler's own answer, never the judge's), carries it. NULL: unknown, an
+    # answer stored before migration 0008 that the event log cannot clear.
+    judge_draft: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
 
 class Submission(Base):

@@ -2,7 +2,9 @@
 
 - rankings: one line per labeler per ranked item; a pairwise answer is a ranking of K=2
   (A better -> [[a], [b]], equal -> one tie group [[a, b]]); optional likert, flags, notes; `finished`
-  carries each candidate's EOS flag from the import (`rlhf sample` writes it) through to `rlhf rm`.
+  carries each candidate's EOS flag from the import (`rlhf sample` writes it) through to `rlhf rm`;
+  `judge_draft` ("shown" or "hidden") whether the labeler was served the judge's ranking as a starting draft
+  (left out when unknown: an answer stored before migration 0008 that its event log could not clear).
   A trajectory is exported as its messages (tool calls and tool results included), the item's `tools` beside
   its prompt, and the turns a labeler flagged as `turn_flags`: per completion, [{"turn", "reason"}], `turn` the
   index of the flagged message in that completion (written when the labeler flagged at least one turn).
@@ -48,6 +50,8 @@ def ranking_records(rows: list[dict]) -> list[dict]:
             record["notes"] = r["notes"]
         if r.get("turn_flags"):
             record["turn_flags"] = [f or [] for f in r["turn_flags"]]
+        if r.get("judge_draft"):  # "shown" or "hidden"; left out when unknown
+            record["judge_draft"] = r["judge_draft"]
         checked = ranking_record(record, _invalid)
         out.append({**checked, **tools_field(checked["prompt"])})  # the tools go with their conversation
     return out

@@ -306,9 +306,10 @@ def _run_loop(cfg: LoopConfig) -> dict:
             rankings, info = labels.rankings(r, people, state)
             if s.get("judge"):
                 name, app = state.get("judge")["judge"], labels.app
-                draft = "shown" if app is not None and app.store.judge_draft(app.project) else "hidden"
                 gold = chooser.measure_gold(app.store.gold_items(app.project), s["judge"], sft) if app else (0, 0, 0)
-                check = chooser.measure(rd / "judge.jsonl", rankings, name, s["judge_threshold"], draft, gold)
+                # each app answer says whether its labeler was shown the judge's draft; elsewhere nobody was
+                check = chooser.measure(rd / "judge.jsonl", rankings, name, s["judge_threshold"], gold,
+                                        unknown="unknown" if app is not None else "hidden")
                 say(f"round {r}:    {check.line()}")
                 ids = {c["id"] for c in read_jsonl(people)}
                 judged = chooser.judge_rankings(rd / "judge.jsonl", rd / "candidates.jsonl", ids, name) \
@@ -352,8 +353,11 @@ def _run_loop(cfg: LoopConfig) -> dict:
         row["coverage"] = state.get("labels").get("coverage")
         if "select" in s:  # labelers' agreement on the random share, as the RM's held-out accuracy is measured
             row["select"] = s["select"]
-            row["labeler_agreement"] = chooser.random_share_agreement(rd / "candidates.jsonl", rd / "rankings.jsonl",
-                                                                      rd / "random-rankings.jsonl")
+            row["labeler_agreement"], drafts = chooser.random_share_agreement(
+                rd / "candidates.jsonl", rd / "rankings.jsonl", rd / "random-rankings.jsonl",
+                unknown="unknown" if cfg.source == "app" else "hidden")
+            if s.get("judge"):  # answers per judge's draft state: measured on the hidden ones when others exist
+                row["labeler_agreement_drafts"] = drafts
         # the label budget spent so far: people's rankings, and the judge's (labeler judge:NAME), every round
         judged = sum(is_judge(rec["labeler"]) for rec in all_rankings)
         row |= {"human_rankings": len(all_rankings) - judged, "judge_rankings": judged}

@@ -61,15 +61,19 @@ def prelabel(candidates: Path, judge_spec: str, tokenizer_dir: Path, confidence:
     return {"judge": name, "items": len(items), "to_people": len(people)}
 
 
-def measure(judge_path: Path, people: list[dict], name: str, threshold: float, draft: str = "hidden",
-            gold: tuple[int, int, int] = (0, 0, 0)) -> P.JudgeCheck:
+def measure(judge_path: Path, people: list[dict], name: str, threshold: float,
+            gold: tuple[int, int, int] = (0, 0, 0), *, unknown: str = "hidden") -> P.JudgeCheck:
     """The judge against people on the random share's items both labeled, pooled with its agreement on the app's
-    gold items (`measure_gold`) when there are some."""
+    gold items (`measure_gold`) when there are some. Each answer's `judge_draft` says whether the app showed the
+    person the judge's ranking as a draft: when some were made with it hidden and others not, only the hidden ones
+    are measured (`prelabels.by_draft`). `unknown`: what an answer without it counts as ("hidden" when the judge's
+    rankings went to no app, "unknown" for the app's answers stored before it recorded drafts)."""
     rows = read_jsonl(judge_path)
     audit = {r["id"]: r["ranking"] for r in rows if r["by"] == "random" and r["confidence"] > 0}
-    agree, pairs, items = P.agreement(audit, people)
+    measured, drafts, draft = P.by_draft(audit, people, unknown)
+    agree, pairs, items = P.agreement(audit, measured)
     where = "items both labeled" + (f" and {gold[2]} gold items" if gold[2] else "")
-    return P.JudgeCheck(name, where, agree + gold[0], pairs + gold[1], items, threshold, draft)
+    return P.JudgeCheck(name, where, agree + gold[0], pairs + gold[1], items, threshold, draft, drafts)
 
 
 def measure_gold(gold_items: list[dict], judge_spec: str, tokenizer_dir: Path) -> tuple[int, int, int]:
@@ -120,12 +124,17 @@ def split_heldout(rankings: list[dict], round_candidates: list[Path], seed: int)
     return [r for r, o in zip(rankings, out) if not o], [r for r, o in zip(rankings, out) if o]
 
 
-def random_share_agreement(candidates: Path, rankings: Path, out: Path) -> float | None:
-    """People's pairwise agreement on the round's random-share items (written to `out`): actively chosen items are
-    the hard ones, where people agree less; the random share estimates it for uniformly drawn items."""
+def random_share_agreement(candidates: Path, rankings: Path, out: Path, *, unknown: str = "hidden"
+                           ) -> tuple[float | None, dict[str, int]]:
+    """People's pairwise agreement on the round's random-share items (the rankings it is measured on are written to
+    `out`): actively chosen items are the hard ones, where people agree less; the random share estimates it for
+    uniformly drawn items. People shown the judge's draft agree with each other more: when some answers were made
+    with it hidden and others not, only the hidden ones are measured (`prelabels.split_by_draft`; `unknown` as in
+    `measure`). Also: the answers per draft state."""
     ids = {it["id"] for it in read_jsonl(candidates) if it.get("selected", {}).get("by") == "random"}
-    chosen = [r for r in read_jsonl(rankings) if r["id"] in ids and not P.is_judge(r["labeler"])]
+    chosen, drafts, _ = P.split_by_draft([r for r in read_jsonl(rankings) if r["id"] in ids
+                                          and not P.is_judge(r["labeler"])], unknown)
     if not chosen:
-        return None
+        return None, drafts
     write_jsonl(out, chosen)
-    return agreement(out)
+    return agreement(out), drafts

@@ -26,11 +26,14 @@ EXPIRY_CHOICES = {"1d": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0, "never"
 
 
 def dashboard(store: Store, person: Who) -> dict:
-    stats = project_stats(store.progress(person.project), store.submissions(person.project),
-                          store.gold_answers(person.project))
+    answers = store.submissions(person.project)
+    stats = project_stats(store.progress(person.project), answers, store.gold_answers(person.project))
+    # the answers (skips aside) by whether their labeler was shown the judge's draft (None: unknown, migration 0008)
+    made = [r["judge_draft"] or "unknown" for r in answers if r["kind"] != "skip"]
     return {"who": person, "stats": stats, "formats": FORMATS,
             "guidelines": store.guidelines(person.project), "expiry_choices": EXPIRY_CHOICES,
-            "judge_draft": store.judge_draft(person.project)}
+            "judge_draft": store.judge_draft(person.project),
+            "draft_answers": {s: made.count(s) for s in ("shown", "hidden", "unknown")}}
 
 
 def back_to_admin() -> RedirectResponse:

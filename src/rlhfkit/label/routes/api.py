@@ -70,7 +70,7 @@ def guidelines_out(store, project: str) -> GuidelinesOut:
 def api_next(store: StoreDep, person: CurrentUser) -> NextOut:
     if (back := store.sent_back(person)) is not None:  # as /task redirects to its edit page
         return NextOut(task=None, sent_back=SentBackOut(**back))
-    lease = store.next_task(person)
+    lease = store.next_task(person, with_draft=False)  # TaskOut carries no draft: the lease records it hidden
     return NextOut(task=TaskOut.of(lease) if lease is not None else None)
 
 

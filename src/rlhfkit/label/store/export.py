@@ -25,6 +25,11 @@ from rlhfkit.label.names import KINDS
 from rlhfkit.label.store.core import StoreCore
 
 
+def draft_state(flag: bool | None) -> str | None:
+    """`Assignment.judge_draft` as the exports write it: "shown", "hidden", or None (unknown: migration 0008)."""
+    return None if flag is None else "shown" if flag else "hidden"
+
+
 class ExportStore(StoreCore):
     def submissions(self, project: str) -> list[dict]:
         """Every submission of a project with its item, candidates and answer (the raw export), each answer
@@ -37,7 +42,7 @@ class ExportStore(StoreCore):
 
     def _submission_rows(self, s: Session, p: Project, *, gold: bool) -> list[dict]:
         rows = s.execute(
-            select(Submission, Item, User.name, Assignment.shown)
+            select(Submission, Item, User.name, Assignment.shown, Assignment.judge_draft)
             .join(Item, Item.id == Submission.item_id).join(User, User.id == Submission.user_id)
             .join(Assignment, Assignment.id == Submission.assignment_id)
             .where(Item.project_id == p.id, Item.is_gold == (true() if gold else false()))
@@ -62,7 +67,7 @@ class ExportStore(StoreCore):
                                          "version": rv.version, "at": rv.created_at,
                                          "open": rv.action == "send_back" and rv.resolved_at is None}
         out = []
-        for sub, item, labeler, shown in rows:
+        for sub, item, labeler, shown, draft in rows:
             rated = ratings.get(sub.id, [])
             out.append({
                 "id": item.ext_id, "public_id": item.public_id,
@@ -70,6 +75,8 @@ class ExportStore(StoreCore):
                 "mode": p.mode, "kind": sub.kind,
                 "labeler": labeler, "client_id": sub.client_id, "submitted_at": sub.created_at,
                 "elapsed_ms": sub.elapsed_ms, "shown_order": shown,
+                # whether the judge's ranking was shown to this labeler as a starting draft (None: unknown)
+                "judge_draft": draft_state(draft),
                 "tools": item.tools,
                 "completions": [{"text": c.text, "source": c.source, "finished": c.finished,
                                  **({"messages": c.messages} if c.messages is not None else {})}

@@ -88,8 +88,12 @@ class LeasesStore(StoreCore):
 
         return self._write(work)
 
-    def next_task(self, who: Who) -> LeasedItem | None:
-        """The labeler's live lease, or a new one on the best open item; None when nothing is left."""
+    def next_task(self, who: Who, *, with_draft: bool = True) -> LeasedItem | None:
+        """The labeler's live lease, or a new one on the best open item; None when nothing is left.
+
+        `with_draft`: the caller shows the judge's ranking as a starting draft when the lease has one (the task
+        page does; the JSON API serves no draft and passes False). The lease records whether a draft was served
+        (`Assignment.judge_draft`): True once any serve of it carried one, False while none did."""
         if self.clock() >= self._next_sweep:  # sweeping is a write: do it at most every SWEEP_EVERY_S
             self._next_sweep = self.clock() + min(SWEEP_EVERY_S, self.lease_seconds / 10)
             self.expire_leases()
@@ -100,7 +104,7 @@ class LeasesStore(StoreCore):
                                                         Assignment.state == "leased",
                                                         ~assign.is_expired(Assignment.expires_at, now)))
             if current is not None:
-                return self._leased_item(s, who, current)
+                return self._leased_item(s, who, current, with_draft)
             overlap, gold_rate = s.execute(select(Project.overlap, Project.gold_rate)
                                            .where(Project.id == who.project_id)).one()
             seen = exists().where(Assignment.item_id == Item.id, Assignment.user_id == who.user_id)
@@ -123,17 +127,18 @@ class LeasesStore(StoreCore):
                     continue  # another labeler filled the last slot first
                 k = s.scalar(select(func.count()).where(Candidate.item_id == item_id))
                 lease = Assignment(item_id=item_id, user_id=who.user_id, state="leased", shown=[],
-                                   leased_at=now, expires_at=assign.lease_expiry(now, self.lease_seconds))
+                                   leased_at=now, expires_at=assign.lease_expiry(now, self.lease_seconds),
+                                   judge_draft=False)
                 s.add(lease)
                 s.flush()
                 lease.shown = assign.shown_order(k, seed=lease.id)
                 self._event(s, "lease", who.project_id, who.user_id, assignment=lease.id, item=item_id)
-                return self._leased_item(s, who, lease)
+                return self._leased_item(s, who, lease, with_draft)
             return None
 
         return self._write(work)
 
-    def _leased_item(self, s: Session, who: Who, a: Assignment) -> LeasedItem:
+    def _leased_item(self, s: Session, who: Who, a: Assignment, with_draft: bool) -> LeasedItem:
         item = s.get(Item, a.item_id)
         rows = s.execute(select(Candidate.idx, Candidate.text, Candidate.finished, Candidate.messages)
                          .where(Candidate.item_id == a.item_id)).all()
@@ -153,9 +158,11 @@ class LeasesStore(StoreCore):
         page, pages = assign.page_numbers(answered, available)
         prompt = item.messages if item.messages is not None else item.prompt
         draft = None
-        if item.judge_ranking and who.mode == "rank" and not item.is_gold and s.scalar(
+        if with_draft and item.judge_ranking and who.mode == "rank" and not item.is_gold and s.scalar(
                 select(Project.judge_draft).where(Project.id == who.project_id)):
             draft = {i: tier for tier, group in enumerate(item.judge_ranking, start=1) for i in group}
+            if a.judge_draft is not True:  # served with the draft: the answer to this lease was made seeing it
+                a.judge_draft = True
         return LeasedItem(a.id, item.public_id, who.mode, prompt, [(i, texts[i]) for i in a.shown], a.expires_at,
                           page, pages, [bool(finished[i]) for i in a.shown], [turns[i] for i in a.shown], item.tools,
                           draft, item.judge_name if draft else None)
