@@ -14,7 +14,7 @@ from rlhfkit.models.scalar import ScalarModel
 from rlhfkit.rewards.combine import Rewards
 from rlhfkit.rewards.functions import load_reward_function
 from tests.conftest import run_cli
-from tests.train.test_packing import _counting_packs
+from tests.train.test_packing import _counting_packs, _packs_inside
 from tests.train.test_reward import PROMPTS
 
 SHORTEST = '''
@@ -106,22 +106,10 @@ def test_eval_rm_and_bon_score_packed_under_packing(command, micro_world, tmp_pa
     packed — `pk.pack` called inside each — and with --no-packing padded; the figures agree to float rounding.
     Completions of 1 to 6 words after prompts of uneven lengths. Before, both always ran padded (and refused
     --packing as an unknown argument)."""
-    calls, inside = _counting_packs(monkeypatch), {}
-
-    def counted(owner, name):
-        method = getattr(owner, name)
-
-        def scoring(*args, **kwargs):
-            before = len(calls)
-            try:
-                return method(*args, **kwargs)
-            finally:
-                inside.setdefault(name, []).append(len(calls) - before)
-        monkeypatch.setattr(owner, name, scoring)
+    calls = _counting_packs(monkeypatch)
     rm = _reward_dir(tmp_path, micro_world / "base")
     if command == "eval rm":
-        for name in ("pairwise_accuracy", "gold_measurements"):
-            counted(commands, name)
+        inside = _packs_inside(monkeypatch, calls, commands, ("pairwise_accuracy", "gold_measurements"))
         data = tmp_path / "rankings.jsonl"
         outs = ["the cat", "a dog runs fast and slow", "one", "the pig runs"]
         data.write_text("".join(json.dumps({"id": f"q{i}", "prompt": PROMPTS[i % len(PROMPTS)], "labeler": "a",
@@ -131,7 +119,7 @@ def test_eval_rm_and_bon_score_packed_under_packing(command, micro_world, tmp_pa
         args = ["eval", "rm", "--rm", rm, "--data", data, "--world", micro_world]
         keys = ["heldout_accuracy", "heldout_loss", "spearman_gold", "rm_score_mean"]
     else:
-        counted(RewardModel, "score_texts")
+        inside = _packs_inside(monkeypatch, calls, RewardModel, ("score_texts",))
         (tmp_path / "judge").mkdir()
         judge = _reward_dir(tmp_path / "judge", micro_world / "base")
         args = ["eval", "bon", "--policy", micro_world / "base", "--world", micro_world, "--reward", rm, "--n", "2",

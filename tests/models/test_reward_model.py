@@ -39,7 +39,7 @@ from rlhfkit.models.scalar import ScalarModel, classifier_class, response_sequen
 from tests.arch_zoo import arch_config
 from tests.conftest import run_cli
 from tests.tokenizers_zoo import build_tokenizer, model_config, save_tiny_model
-from tests.train.test_packing import _counting_packs
+from tests.train.test_packing import _counting_packs, _packs_inside
 from tests.train.test_ppo import _reward_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -341,18 +341,8 @@ def test_ppo_scores_its_rollouts_packed_under_packing(kind, micro_world, tmp_pat
     --reward (RLOO), or the value model's transformer with its adapters off (LoRA with GAE) — and so does a reward
     model named as a judge: `pk.pack` is called inside `RewardModel.score_samples` / `score_texts`; with
     --no-packing it is not. The logged RM scores agree to float rounding. Before the fix the RM ran padded."""
-    calls, inside = _counting_packs(monkeypatch), {}
-
-    def counted(name, method):
-        def scoring(*args, **kwargs):
-            before = len(calls)
-            try:
-                return method(*args, **kwargs)
-            finally:
-                inside.setdefault(name, []).append(len(calls) - before)
-        return scoring
-    for name in ("score_samples", "score_texts"):
-        monkeypatch.setattr(RewardModel, name, counted(name, getattr(RewardModel, name)))
+    calls = _counting_packs(monkeypatch)
+    inside = _packs_inside(monkeypatch, calls, RewardModel, ("score_samples", "score_texts"))
     base = micro_world / "base"
     rm, judge = _reward_dir(tmp_path, base), _reward_dir(tmp_path, base, "judge")
     args = ["ppo", "--policy", base, "--reward", rm, "--judge", judge, "--prompts", micro_world / "prompts/train.jsonl",

@@ -178,6 +178,16 @@ def test_dpo_step_packed_and_micro_batched_equals_padded(arch):
     dpo.attach_reference_logprobs(reference, groups, 0, "cpu", 2)
     parallel = Parallel(torch.device("cpu"))
 
+    _compare(_dpo_step(parallel, groups, policy))
+    packed = copy.deepcopy(groups)
+    dpo.attach_reference_logprobs(reference, packed, 0, "cpu", 2, packing=True)  # π_ref's log-probs, packed
+    for a, b in zip(groups, packed):
+        torch.testing.assert_close(b["ref_logp"], a["ref_logp"], rtol=0, atol=1e-5)
+
+
+def _dpo_step(parallel, groups: list[dict], policy):
+    """step(packing, budget) → (the loss plus the margins, the gradients) of one DPO step on `groups` (β = 0.1,
+    the pairwise loss), packed or padded, in micro-batches of at most `budget` tokens (`_step`)."""
     def step(packing, budget):
         def make(part):
             batch = dpo.make_batch(part, 0, "cpu")
@@ -186,11 +196,7 @@ def test_dpo_step_packed_and_micro_batched_equals_padded(arch):
                                      packing, make, lambda batch: dpo.batch_loss(policy, batch, 0.1, "pairwise",
                                                                                  packing), policy)
         return loss + torch.cat(margins).sum().item(), grads
-    _compare(step)
-    packed = copy.deepcopy(groups)
-    dpo.attach_reference_logprobs(reference, packed, 0, "cpu", 2, packing=True)  # π_ref's log-probs, packed
-    for a, b in zip(groups, packed):
-        torch.testing.assert_close(b["ref_logp"], a["ref_logp"], rtol=0, atol=1e-5)
+    return step
 
 
 # ------------------------------------------------------------------------------------------ held-out evaluation
@@ -204,6 +210,24 @@ def _counting_packs(monkeypatch) -> list[int]:
         return real(*args, **kwargs)
     monkeypatch.setattr(pk, "pack", pack)
     return calls
+
+
+def _packs_inside(monkeypatch, calls: list[int], owner, names) -> dict[str, list[int]]:
+    """Wrap each `owner.NAME` (a function of a module, a method of a class) so that every call appends to
+    `inside[NAME]` how many `pk.pack` calls (`calls`, from `_counting_packs`) it made."""
+    inside: dict[str, list[int]] = {}
+
+    def counted(name, function):
+        def counting(*args, **kwargs):
+            before = len(calls)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                inside.setdefault(name, []).append(len(calls) - before)
+        return counting
+    for name in names:
+        monkeypatch.setattr(owner, name, counted(name, getattr(owner, name)))
+    return inside
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
@@ -277,18 +301,8 @@ def test_trainers_evaluate_held_out_data_packed(kind, tiny_gpt2, tmp_path, capsy
         "rm": (reward, ["normalization_offset", "pairwise_accuracy", "gold_measurements"],
                ["bias_shift", "heldout_accuracy", "heldout_loss", "spearman_gold"]),
         "dpo": (dpo, ["heldout_metrics"], ["heldout_accuracy", "heldout_margin", "heldout_loss"])}[kind]
-    calls, inside = _counting_packs(monkeypatch), {}
-
-    def counted(name, evaluation):
-        def evaluating(*args, **kwargs):
-            before = len(calls)
-            try:
-                return evaluation(*args, **kwargs)
-            finally:
-                inside.setdefault(name, []).append(len(calls) - before)
-        return evaluating
-    for name in names:
-        monkeypatch.setattr(module, name, counted(name, getattr(module, name)))
+    calls = _counting_packs(monkeypatch)
+    inside = _packs_inside(monkeypatch, calls, module, names)
     if kind == "sft":
         args = ["sft", "--model", tiny_gpt2, "--data", _uneven_demos(tmp_path / "d.jsonl", n=16)]
     elif kind == "rm":  # rankings of the toy world's prompts: gold measurements too
@@ -384,15 +398,7 @@ def test_lora_steps_packed_and_micro_batched_equal_padded(arch, monkeypatch):
     for a, b in zip(groups, packed):
         torch.testing.assert_close(b["ref_logp"], a["ref_logp"], rtol=0, atol=1e-5)
 
-    def dpo_step(packing, budget):
-        def make(part):
-            batch = dpo.make_batch(part, 0, "cpu")
-            return batch, batch.n_rankings
-        loss, margins, grads = _step(parallel, groups, [sum(len(r[0]) for r in g["rows"]) for g in groups], budget,
-                                     packing, make, lambda batch: dpo.batch_loss(policy, batch, 0.1, "pairwise",
-                                                                                 packing), policy)
-        return loss + torch.cat(margins).sum().item(), grads
-    _compare_packed(dpo_step, calls)
+    _compare_packed(_dpo_step(parallel, groups, policy), calls)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
