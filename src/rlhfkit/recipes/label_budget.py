@@ -50,7 +50,6 @@ import contextlib
 import hashlib
 import json
 import time
-import tomllib
 from pathlib import Path
 
 from rlhfkit.config import load_toml, to_toml, upgrade_saved
@@ -63,7 +62,7 @@ from rlhfkit.recipes.compare import run_compare
 from rlhfkit.recipes.configs import PLANS, CompareConfig, LoopConfig, parse_arm
 from rlhfkit.recipes.judges import check_judge
 from rlhfkit.recipes.loop import run_loop
-from rlhfkit.runtime.directory import prepare_out_dir
+from rlhfkit.runtime.directory import config_changes, prepare_out_dir
 from rlhfkit.storage import write_text_atomic
 from rlhfkit.world.build import World
 
@@ -174,10 +173,8 @@ def open_out(cfg: CompareConfig, digest: str) -> tuple[Path, bool]:
     if not saved.get("label_budget"):
         raise UserError(f"{out}: cannot resume: not a run of `rlhf compare --label-budget` (its config.toml has no "
                         "label_budget)")
-    now = tomllib.loads(to_toml(cfg))
-    changed = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE and saved.get(k) != now.get(k))
-    if changed:
-        shown = ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in changed[:3])
+    shown = config_changes(saved, cfg, RESUMABLE)
+    if shown:
         raise UserError(f"{out}: cannot resume with other settings: {shown} (only --seeds, --label-budget and "
                         "--threads may change; resume with the run's flags or start another --out)")
     recorded = out / WORLD_DIGEST

@@ -94,12 +94,18 @@ def check_same_config(saved_path: Path, config) -> None:
         saved = upgrade_saved(type(config), tomllib.loads(saved_path.read_text(encoding="utf-8")))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
         raise UserError(f"{saved_path}: cannot resume: unreadable config ({exc})") from None
-    now = tomllib.loads(to_toml(config))
-    changed = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
-    if changed:
-        shown = ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in changed[:3])
+    shown = config_changes(saved, config, RESUMABLE_CHANGES)
+    if shown:
         raise UserError(f"{saved_path.parent}: cannot resume with a different config: {shown} "
                         "(resume with the flags of the interrupted run)")
+
+
+def config_changes(saved: dict, config, resumable) -> str:
+    """The keys (up to three) whose value in `config` differs from the `saved` run's, other than `resumable`
+    ones, as "key (old -> new)"; "" when none does."""
+    now = tomllib.loads(to_toml(config))
+    changed = sorted(k for k in set(saved) | set(now) if k not in resumable and saved.get(k) != now.get(k))
+    return ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in changed[:3])
 
 
 def _plain(value):
